@@ -1,0 +1,295 @@
+"""The types a plugin implements: Method, Benchmark, Scorer, Backbone, and what flows between them.
+
+This module must stay importable without torch or diffusers: ``harness list``
+imports it to show descriptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+class HarnessError(Exception):
+    """A mistake the user can fix.  The CLI prints the message on one line, without a traceback."""
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """One image to generate.  ``None`` for steps/height/width means "the backbone's default"."""
+
+    id: str
+    prompt: str
+    seed: int
+    guidance: float = 7.5
+    steps: int | None = None
+    height: int | None = None
+    width: int | None = None
+    negative_prompt: str = ""
+    labels: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- metrics and scorers
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A view on a scorer's raw output.
+
+    Raw scores are computed once per image; a metric turns them into a number
+    at aggregation time, so a new threshold never needs a new detection pass.
+    Give either ``per_image`` (averaged over images) or ``aggregate``.
+    """
+
+    id: str  # unique within its scorer; stored as "<scorer>:<id>"
+    name: str  # short display name for tables
+    lower_is_better: bool
+    description: str  # the exact definition: detector, classes, threshold, unit
+    per_image: Callable[[dict], float] | None = field(default=None, compare=False)
+    aggregate: Callable[[list[dict], list[PromptSpec]], float] | None = field(default=None, compare=False)
+
+    def compute(self, raws: list[dict], specs: list[PromptSpec]) -> float:
+        if self.aggregate is not None:
+            return float(self.aggregate(raws, specs))
+        if not raws:
+            return float("nan")
+        return float(statistics.fmean(self.per_image(raw) for raw in raws))
+
+
+class Scorer:
+    """Turns images into raw, JSON-serialisable scores, cached per (image, scorer version).
+
+    Per-image scorers implement ``score``.  Set-level scorers (FID) set
+    ``needs_reference = True`` and implement ``score_set``, which compares the
+    images with the base model's images for the same prompts and seeds.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    version: ClassVar[str] = "1"  # bump when raw output changes; old raw scores are then ignored
+    needs_reference: ClassVar[bool] = False
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
+    def metrics(self) -> list[Metric]:
+        raise NotImplementedError(f"scorer {self.name!r} must list its metrics")
+
+    def metric(self, metric_id: str) -> Metric:
+        from harness.registry import did_you_mean
+
+        by_id = {m.id: m for m in self.metrics()}
+        if metric_id not in by_id:
+            raise HarnessError(f"scorer {self.name!r} has no metric {metric_id!r}{did_you_mean(metric_id, by_id)}")
+        return by_id[metric_id]
+
+    def score(self, images: list, specs: list[PromptSpec]) -> list[dict]:
+        raise NotImplementedError(f"scorer {self.name!r} scores whole sets; call score_set")
+
+    def score_set(self, images: list, reference_images: list, specs: list[PromptSpec]) -> dict:
+        raise NotImplementedError(f"scorer {self.name!r} scores single images; call score")
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+class Configurable:
+    """A plugin class whose instances carry a ``Params`` dataclass as ``self.params``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params=None):
+        self.params = params if params is not None else self.Params()
+
+    def params_dict(self) -> dict:
+        return dataclasses.asdict(self.params)
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+class Benchmark(Configurable):
+    """A prompt set with per-prompt seed/guidance/size/labels, and the metrics that score it."""
+
+    concepts: ClassVar[str | None] = None  # the concept set this benchmark tests
+    metrics: ClassVar[tuple[str, ...]] = ()  # "<scorer>:<metric id>"
+    backbone: ClassVar[str | None] = None  # default backbone when the user gives no --model
+    adversarial: ClassVar[bool] = False  # counted in the "Adv" average of reports
+
+    def prompts(self) -> list[PromptSpec]:
+        raise NotImplementedError
+
+    def source(self) -> dict:
+        """Provenance for the run manifest, e.g. ``{"path": ..., "sha256": ...}``."""
+        return {}
+
+
+# --------------------------------------------------------------------------- concept sets
+
+
+@dataclass(frozen=True)
+class ConceptSet:
+    """What to erase.  Loaded from a small JSON file; every method maps it to its own inputs.
+
+    * ``erase``: the concept keywords as a user names them ("nudity").
+    * ``guides``: what each keyword should become (one per keyword, or one for all).
+    * ``phrases``: (malicious, safe) phrase pairs for prompt augmentation (TRCE-T).
+    * ``templates``: prompt templates with one ``{}``.
+    * ``preserve``: concepts whose generation must not change.
+    * ``captions``: preservation captions (e.g. a COCO sample) for prior statistics.
+    * ``extra``: anything else a particular method reads (documented by that method).
+    """
+
+    name: str
+    description: str = ""
+    kind: str = "object"  # object | style
+    erase: tuple[str, ...] = ()
+    guides: tuple[str, ...] = ()
+    phrases: tuple[tuple[str, str], ...] = ()
+    templates: tuple[str, ...] = ()
+    preserve: tuple[str, ...] = ()
+    captions: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def guide_for(self, index: int) -> str:
+        if not self.guides:
+            return ""
+        return self.guides[index] if len(self.guides) > 1 else self.guides[0]
+
+    def fingerprint(self) -> str:
+        return sha256_json(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict, origin: str = "<dict>") -> ConceptSet:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise HarnessError(f"{origin}: unknown concept-set field(s) {unknown}; allowed: {sorted(known)}")
+        if "name" not in data:
+            raise HarnessError(f"{origin}: a concept set needs a 'name'")
+        kwargs = dict(data)
+        for key in ("erase", "guides", "templates", "preserve", "captions"):
+            if key in kwargs:
+                kwargs[key] = tuple(str(x) for x in kwargs[key])
+        if "phrases" in kwargs:
+            try:
+                kwargs["phrases"] = tuple((str(a), str(b)) for a, b in kwargs["phrases"])
+            except (TypeError, ValueError):
+                raise HarnessError(f"{origin}: 'phrases' must be a list of [malicious, safe] pairs") from None
+        if kwargs.get("guides") and len(kwargs["guides"]) not in (1, len(kwargs.get("erase", ()))):
+            raise HarnessError(f"{origin}: give one guide, or one guide per erased keyword")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ConceptSet:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise HarnessError(f"concept file {path} does not exist") from None
+        except json.JSONDecodeError as err:
+            raise HarnessError(f"concept file {path} is not valid JSON: {err}") from None
+        captions_file = data.pop("captions_file", None)
+        if captions_file:
+            # Captions may live in a plain text file next to the concept set, one per line.
+            lines = (path.parent / captions_file).read_text(encoding="utf-8").splitlines()
+            data["captions"] = [line for line in lines if line.strip()]
+        return cls.from_dict(data, origin=str(path))
+
+
+# --------------------------------------------------------------------------- methods
+
+
+@dataclass
+class SamplingHooks:
+    """Inference-time changes to the sampling loop (SLD, SAFREE, AdaVD, ...).
+
+    Every field is optional.  ``extra_branches`` is the number of UNet
+    evaluations per step beyond plain classifier-free guidance (SLD: 1), which
+    the engine records as sampling cost.
+    """
+
+    # (cond_embeds, uncond_embeds, specs) -> (cond_embeds, uncond_embeds)
+    transform_embeddings: Callable | None = None
+    # (step_index, timestep, latents, unet_call, cond, uncond, guidance) -> noise prediction
+    guide: Callable | None = None
+    # called once before sampling and once after, e.g. to install attention processors
+    install: Callable | None = None
+    uninstall: Callable | None = None
+    extra_branches: int = 0
+    fingerprint: str = ""
+
+
+class Method(Configurable):
+    """An erasure method.
+
+    ``kind`` is ``"edit"`` (changes weights in ``edit``), ``"inference"``
+    (returns ``sampling_hooks``) or ``"none"``.  The engine snapshots whatever
+    ``edit`` changes into a cached safetensors delta, so a method never deals
+    with caching or with undoing itself.  A composition such as ``trce`` is a
+    Method whose ``parts`` names other methods, applied in order.
+    """
+
+    paper: ClassVar[str] = ""
+    kind: ClassVar[str] = "edit"
+    version: ClassVar[str] = "1"  # bump when the edit changes, so cached deltas are not reused
+    parts: ClassVar[tuple[str, ...]] = ()
+
+    def edit(self, pipe, concepts: ConceptSet, ctx) -> dict | None:
+        """Change ``pipe``'s weights in place.  Return metadata to store with the model state."""
+        return None
+
+    def sampling_hooks(self, pipe, concepts: ConceptSet, ctx) -> SamplingHooks | None:
+        return None
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+class Backbone(Configurable):
+    """How to load a base text-to-image pipeline, and its sampling defaults."""
+
+    default_model: ClassVar[str | None] = None
+    steps: ClassVar[int] = 30
+    height: ClassVar[int] = 512
+    width: ClassVar[int] = 512
+
+    def load(self, model: str | None, device: str, dtype: str):
+        """Return a diffusers ``StableDiffusionPipeline`` (or one with the same components)."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sha256_json(obj: Any) -> str:
+    """A stable hash of JSON-serialisable data (keys sorted)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,115 @@
+"""Built-in backbones: ``sd14`` (Stable Diffusion v1.4, or any SD-1.x diffusers folder/hub id) and ``tiny``.
+
+Loading real weights is the one place where the network is touched.  When the
+weights are neither on disk nor reachable, the user gets one line that says
+what is missing and how to provide it, within a couple of seconds, instead of
+a retry storm.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from harness.api import Backbone, HarnessError
+from harness.hookspecs import hookimpl
+
+SD14_HUB_ID = "CompVis/stable-diffusion-v1-4"
+HUB_HOST = "huggingface.co"
+
+
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", f"https://{HUB_HOST}")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _looks_like_path(model: str) -> bool:
+    if model.startswith((".", "/", "~")) or Path(model).exists():
+        return True
+    return model.count("/") != 1  # hub ids are exactly "owner/name"
+
+
+def resolve_model_source(model: str) -> tuple[str, bool]:
+    """Return (what to pass to ``from_pretrained``, local_files_only), or raise a one-line HarnessError."""
+    expanded = os.path.expanduser(model)
+    if _looks_like_path(model):
+        if not Path(expanded).is_dir():
+            raise HarnessError(f"model path {model!r} does not exist; give a diffusers folder (with model_index.json) or a hub id")
+        if not (Path(expanded) / "model_index.json").exists():
+            raise HarnessError(f"{model!r} is not a diffusers pipeline folder (no model_index.json in it)")
+        return expanded, True
+    from huggingface_hub import snapshot_download
+
+    try:  # already in the local Hugging Face cache?
+        snapshot_download(model, local_files_only=True, allow_patterns=["model_index.json"])
+        return model, True
+    except Exception:
+        pass
+    if not _hub_reachable():
+        raise HarnessError(
+            f"weights for {model!r} are not in the local Hugging Face cache and the hub cannot be reached "
+            f"(offline or HF_HUB_OFFLINE=1); download them on a connected machine "
+            f"(`huggingface-cli download {model}`) or pass --model /path/to/a/local/diffusers/folder"
+        )
+    return model, False
+
+
+class DiffusersBackbone(Backbone):
+    """Any Stable Diffusion 1.x pipeline: hub id or local diffusers folder; DDIM, safety checker off."""
+
+    name = "sd14"
+    description = "Stable Diffusion v1.4 (CompVis/stable-diffusion-v1-4), DDIM 30 steps, 512 px, safety checker off"
+    default_model = SD14_HUB_ID
+    steps = 30
+    height = 512
+    width = 512
+
+    def load(self, model: str | None, device: str, dtype: str):
+        import torch
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+        source, local_only = resolve_model_source(model or self.default_model)
+        try:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                source,
+                torch_dtype=getattr(torch, dtype),
+                safety_checker=None,
+                requires_safety_checker=False,
+                local_files_only=local_only,
+            )
+        except OSError as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise HarnessError(
+                f"could not load {source!r}: {first_line}; for gated repositories log in with `huggingface-cli login` or set HF_TOKEN"
+            ) from None
+        # The paper samples with DDIM; keep the model's own beta schedule.
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(device)
+
+
+class TinyBackbone(Backbone):
+    name = "tiny"
+    description = "random tiny SD-architecture pipeline built in code (tests and plugin development; knows nothing)"
+    steps = 4
+    height = 32
+    width = 32
+
+    def load(self, model: str | None, device: str, dtype: str):
+        from harness.testing import tiny_pipeline
+
+        return tiny_pipeline(device=device, dtype=dtype)
+
+
+@hookimpl
+def register_backbones(register):
+    register(DiffusersBackbone)
+    register(TinyBackbone)

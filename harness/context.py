@@ -1,0 +1,52 @@
+"""What a method's ``edit`` gets besides the pipeline: device, caches, progress bars, the original weights."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.api import sha256_json
+
+
+@dataclass
+class EditContext:
+    device: str = "cpu"
+    dtype: str = "float32"
+    cache_dir: Path = Path(".harness-cache")
+    backbone_fingerprint: str = "unknown"
+    seed: int = 0
+    show_progress: bool = True
+    # Returns a frozen copy of the *unedited* base UNet (e.g. ESD's and TRCE-V's reference model).
+    original_unet: Callable | None = None
+    # How often each named cache was hit or filled, so tests can prove reuse.
+    cache_hits: Counter = field(default_factory=Counter)
+    cache_misses: Counter = field(default_factory=Counter)
+
+    def progress(self, iterable=None, total=None, desc: str = "", **kwargs):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, disable=not self.show_progress, leave=False, dynamic_ncols=True, **kwargs)
+
+    def cached_tensors(self, name: str, key: dict, compute: Callable[[], dict]) -> dict:
+        """Tensors computed once per (backbone, ``key``) and stored as safetensors under ``cache_dir/name``.
+
+        ``compute`` returns ``{str: torch.Tensor}``.  Used for preservation
+        statistics and sampled trajectories, which several methods share.
+        """
+        from safetensors.torch import load_file, save_file
+
+        digest = sha256_json({"backbone": self.backbone_fingerprint, "key": key})
+        path = Path(self.cache_dir) / name / f"{digest}.safetensors"
+        if path.exists():
+            self.cache_hits[name] += 1
+            return load_file(str(path), device=self.device)
+        self.cache_misses[name] += 1
+        tensors = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, path)
+        return tensors

@@ -1,0 +1,1 @@
+"""Built-in erasure methods: one module per method."""

@@ -1,0 +1,1 @@
+"""Reports: leaderboard, LaTeX, plots, grids and HTML, read from the store only."""
