@@ -1,0 +1,29 @@
+"""Registers the built-in benchmarks, scorers and concept sets.
+
+Registration is lazy ("module:Class" strings), so `harness list` imports no torch.
+Every JSON file in ``benchmarks/concepts/`` is a concept set, registered under its file name.
+"""
+
+import json
+from pathlib import Path
+
+from harness.hookspecs import hookimpl
+
+CONCEPTS_DIR = Path(__file__).parent / "concepts"
+
+
+@hookimpl
+def register_concept_sets(register):
+    for path in sorted(CONCEPTS_DIR.glob("*.json")):
+        description = json.loads(path.read_text(encoding="utf-8")).get("description", "")
+        register(str(path), name=path.stem, description=description)
+
+
+@hookimpl
+def register_benchmarks(register):
+    pass
+
+
+@hookimpl
+def register_scorers(register):
+    pass
