@@ -21,9 +21,17 @@ def register_concept_sets(register):
 
 @hookimpl
 def register_benchmarks(register):
-    pass
+    register(
+        "benchmarks.csvbench:CsvBenchmark",
+        name="csv",
+        description="any prompt CSV in the community's layout: --bench csv:path=FILE[,concepts=NAME][,metrics=a|b]",
+    )
 
 
 @hookimpl
 def register_scorers(register):
-    pass
+    register(
+        "benchmarks.scorers.nudenet:NudeNetScorer",
+        name="nudenet",
+        description="NudeNet 3.4.2 detections per image; ASR views: paper 0.45, TRCE code, RECE 0.6, SPEED, SPM, MACE counts",
+    )

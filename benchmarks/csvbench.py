@@ -1,0 +1,316 @@
+"""Prompt CSVs in the community's layout, and the generic ``csv`` benchmark.
+
+Most erasure papers ship prompts as CSV files with ESD's columns::
+
+    prompt, evaluation_seed, evaluation_guidance, case_number,
+    [sd_image_width, sd_image_height], [categories], ...anything else
+
+``read_prompt_csv`` turns such a file into ``PromptSpec``s.  It uses the stdlib
+``csv`` module rather than pandas on purpose: pandas would turn the empty I2P
+prompt into NaN and integer columns with a gap into floats, while ``csv`` hands
+back every cell as the exact text in the file.  Quoted fields with embedded
+newlines and CRLF line ends are handled by opening the file with
+``newline=""``, as the ``csv`` documentation requires.
+
+Every problem is a ``HarnessError`` with a one-line message that names the
+file and, for a bad cell, the row (1-based, not counting the header) and the
+file line it starts on.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from harness.api import Benchmark, HarnessError, PromptSpec, sha256_file
+
+DEFAULT_GUIDANCE = 7.5
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes any uint64
+
+
+class EmptyPromptWarning(UserWarning):
+    """An empty prompt is legal (I2P case 2260 has one); it is generated unconditioned."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which column of the file holds what.  ``None``: the file has no such column, the default applies."""
+
+    prompt: str = "prompt"
+    seed: str | None = "evaluation_seed"
+    guidance: str | None = "evaluation_guidance"
+    case_number: str | None = "case_number"
+    width: str | None = "sd_image_width"
+    height: str | None = "sd_image_height"
+    categories: str | None = "categories"
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """The raw cells of a CSV file, with the line on which each row starts (for error messages)."""
+
+    path: Path
+    header: list[str]
+    rows: list[dict[str, str]]
+    start_lines: list[int]
+
+    def where(self, index: int) -> str:
+        return f"{self.path}, row {index + 1} (line {self.start_lines[index]})"
+
+
+def read_csv_table(path: str | Path) -> CsvTable:
+    """Read every cell as text.  A row with the wrong number of cells is an error, blank lines are skipped."""
+    path = Path(path)
+    try:
+        handle = open(path, encoding="utf-8-sig", newline="")  # utf-8-sig drops a byte-order mark if there is one
+    except FileNotFoundError:
+        raise HarnessError(f"prompt file {path} does not exist") from None
+    except IsADirectoryError:
+        raise HarnessError(f"prompt file {path} is a directory, not a CSV file") from None
+    rows: list[dict[str, str]] = []
+    start_lines: list[int] = []
+    with handle:
+        reader = csv.reader(handle, strict=True)
+        previous_line = 0
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise HarnessError(f"prompt file {path} is empty (no header line)")
+            duplicated = sorted({name for name in header if name and header.count(name) > 1})
+            if duplicated:
+                raise HarnessError(f"{path}: column(s) {duplicated} appear more than once in the header {header}")
+            previous_line = reader.line_num
+            for cells in reader:
+                start_line = previous_line + 1
+                previous_line = reader.line_num
+                if not cells:  # a blank line
+                    continue
+                if len(cells) != len(header):
+                    raise HarnessError(
+                        f"{path}, row {len(rows) + 1} (line {start_line}): malformed row with {len(cells)} cells "
+                        f"where the header has {len(header)}"
+                    )
+                rows.append(dict(zip(header, cells)))
+                start_lines.append(start_line)
+        except csv.Error as err:
+            raise HarnessError(f"{path}, line {previous_line + 1}: malformed CSV: {err}") from None
+        except UnicodeDecodeError as err:
+            raise HarnessError(f"{path} is not UTF-8 text: {err}") from None
+    return CsvTable(path=path, header=header, rows=rows, start_lines=start_lines)
+
+
+def require_columns(table: CsvTable, required: Iterable[str]) -> None:
+    for column in required:
+        if column not in table.header:
+            raise HarnessError(f"{table.path} has no column {column!r}; columns found: {table.header}")
+
+
+# --------------------------------------------------------------------------- cell parsers
+
+
+def parse_seed(text: str, where: str) -> int:
+    """An exact integer.  ``"42.0"`` (pandas writes integer columns with gaps that way) is accepted, ``"4.5"`` is not.
+
+    Seeds above 2**31 are common in I2P (up to 4,290,749,014); they stay Python
+    ints, never pass through a float, and seed ``torch.Generator`` correctly.
+    """
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise HarnessError(f"{where}: seed {text!r} is not an integer") from None
+    if not value.is_finite() or value != value.to_integral_value():
+        raise HarnessError(f"{where}: seed {text!r} is not an integer")
+    seed = int(value)
+    if not 0 <= seed <= MAX_SEED:
+        raise HarnessError(f"{where}: seed {seed} is outside 0..2**64-1")
+    return seed
+
+
+def parse_guidance(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise HarnessError(f"{where}: guidance {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise HarnessError(f"{where}: guidance {text!r} must be a finite number ≥ 0")
+    return value
+
+
+def parse_size(text: str, column: str, where: str) -> int:
+    try:
+        value = int(Decimal(text.strip()))
+        exact = Decimal(text.strip()) == value
+    except (InvalidOperation, ValueError):
+        exact = False
+    if not exact or value <= 0 or value % 8:
+        # the VAE downsamples by 8, so any other size fails inside the pipeline
+        raise HarnessError(f"{where}: {column} {text!r} must be a positive multiple of 8")
+    return value
+
+
+def parse_categories(text: str) -> list[str]:
+    """I2P joins categories with ", "; splitting on "," and stripping also accepts "a,b"."""
+    return [token.strip() for token in text.split(",") if token.strip()]
+
+
+def _int_or_text(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def is_index_column(name: str) -> bool:
+    """pandas writes its index as an unnamed first column ("" or "Unnamed: 0"); it carries no information."""
+    return name == "" or name.startswith("Unnamed: ")
+
+
+# --------------------------------------------------------------------------- rows → prompt specs
+
+
+def specs_from_table(
+    table: CsvTable,
+    columns: Columns = Columns(),
+    *,
+    default_seed: int | None = None,
+    default_guidance: float = DEFAULT_GUIDANCE,
+    steps: int | None = None,
+    size: int | None = None,
+) -> list[PromptSpec]:
+    """One ``PromptSpec`` per row.
+
+    * seed, guidance and size come from the row when the file has the column
+      and the cell is not empty; otherwise ``default_seed`` (required then),
+      ``default_guidance`` and the backbone's default size.  ``size`` forces a
+      square size for every row (TRCE's generator forces 512).
+    * ``id`` is the row's ``case_number`` when the file's case numbers are all
+      distinct, else the 0-based row position (P4D repeats case numbers).
+    * ``labels`` hold the row position, the case number, ``categories`` as a
+      list, and every other column as its text, so nothing in the file is lost.
+    """
+    used = {c for c in (columns.prompt, columns.seed, columns.guidance, columns.width, columns.height) if c}
+    require_columns(table, [columns.prompt])
+    has = {
+        name: bool(name) and name in table.header
+        for name in (columns.seed, columns.guidance, columns.width, columns.height, columns.case_number, columns.categories)
+    }
+    if not has[columns.seed] and default_seed is None:
+        require_columns(table, [columns.seed or "evaluation_seed"])
+
+    case_numbers = [row[columns.case_number] for row in table.rows] if has[columns.case_number] else []
+    ids_from_case_numbers = bool(case_numbers) and len(set(case_numbers)) == len(case_numbers) and all(case_numbers)
+
+    specs: list[PromptSpec] = []
+    empty_rows: list[int] = []
+    for index, row in enumerate(table.rows):
+        where = table.where(index)
+        prompt = row[columns.prompt]
+        if not prompt.strip():
+            empty_rows.append(index + 1)
+
+        seed_text = row[columns.seed].strip() if has[columns.seed] else ""
+        if seed_text:
+            seed = parse_seed(seed_text, where)
+        elif default_seed is not None:
+            seed = default_seed
+        else:
+            raise HarnessError(f"{where}: empty seed in column {columns.seed!r}")
+
+        guidance_text = row[columns.guidance].strip() if has[columns.guidance] else ""
+        guidance = parse_guidance(guidance_text, where) if guidance_text else float(default_guidance)
+
+        height = width = None
+        if size is not None:
+            height = width = size
+        else:
+            if has[columns.width] and row[columns.width].strip():
+                width = parse_size(row[columns.width], columns.width, where)
+            if has[columns.height] and row[columns.height].strip():
+                height = parse_size(row[columns.height], columns.height, where)
+
+        labels: dict = {"row": index}
+        if has[columns.case_number]:
+            labels["case_number"] = _int_or_text(row[columns.case_number])
+        if has[columns.categories]:
+            labels["categories"] = parse_categories(row[columns.categories])
+        for name, value in row.items():
+            if name in used or name in labels or is_index_column(name) or name in (columns.case_number, columns.categories):
+                continue
+            labels[name] = value
+
+        spec_id = case_numbers[index] if ids_from_case_numbers else str(index)
+        specs.append(
+            PromptSpec(
+                id=spec_id, prompt=prompt, seed=seed, guidance=guidance, steps=steps, height=height, width=width, labels=labels
+            )
+        )
+
+    if empty_rows:
+        shown = ", ".join(map(str, empty_rows[:5])) + (", …" if len(empty_rows) > 5 else "")
+        warnings.warn(
+            f"{table.path}: {len(empty_rows)} empty prompt(s) (row {shown}); generated unconditioned",
+            EmptyPromptWarning,
+            stacklevel=2,
+        )
+    return specs
+
+
+def read_prompt_csv(path: str | Path, columns: Columns = Columns(), required: Iterable[str] = (), **options) -> list[PromptSpec]:
+    """Read a prompt CSV into specs.  ``required`` lists columns that must exist beyond the prompt (and seed)."""
+    table = read_csv_table(path)
+    require_columns(table, required)
+    return specs_from_table(table, columns, **options)
+
+
+# --------------------------------------------------------------------------- the generic benchmark
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    """``"a|b"`` → ``("a", "b")``: lists inside ``--bench name:key=value`` use ``|`` because ``,`` separates keys."""
+    return tuple(part.strip() for part in (text or "").split("|") if part.strip())
+
+
+class CsvBenchmark(Benchmark):
+    """Any prompt CSV in the community's layout: ``--bench csv:path=FILE[,concepts=sexual][,metrics=nudenet:asr|nudenet:asr-rece]``."""
+
+    name = "csv"
+    description = "any prompt CSV with the community's columns (prompt, evaluation_seed, evaluation_guidance, case_number, ...)"
+    metrics = ("nudenet:asr",)
+
+    @dataclass
+    class Params:
+        path: str | None = None  # the CSV file (required)
+        concepts: str | None = None  # the concept set this file tests, e.g. "sexual"
+        metrics: str = "nudenet:asr"  # "<scorer>:<metric>" joined by "|"
+        prompt_column: str = "prompt"  # e.g. "adv_prompt" for MMA's file
+        seed: int | None = None  # seed for files without an evaluation_seed column (MMA, Ring-A-Bell use 42)
+        guidance: float = DEFAULT_GUIDANCE  # guidance for rows without evaluation_guidance
+        size: int | None = None  # force a square size for every row instead of the row's sd_image_width/height
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        # Instance attributes shadow the class defaults, so the engine reads them the same way.
+        self.concepts = self.params.concepts
+        self.metrics = split_list(self.params.metrics) or type(self).metrics
+
+    def _path(self) -> Path:
+        if not self.params.path:
+            raise HarnessError("benchmark 'csv' needs a file: --bench csv:path=FILE.csv")
+        return Path(self.params.path).expanduser()
+
+    def prompts(self) -> list[PromptSpec]:
+        columns = Columns(prompt=self.params.prompt_column)
+        return read_prompt_csv(
+            self._path(), columns, default_seed=self.params.seed, default_guidance=self.params.guidance, size=self.params.size
+        )
+
+    def source(self) -> dict:
+        path = self._path()
+        if not path.is_file():
+            raise HarnessError(f"prompt file {path} does not exist")
+        return {"path": str(path.resolve()), "sha256": sha256_file(path)}
