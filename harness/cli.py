@@ -1,0 +1,308 @@
+"""The ``harness`` command line.
+
+Heavy libraries (torch, diffusers) are imported only inside the commands that
+need them, so ``harness list`` and ``harness --help`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+import warnings
+
+from harness import __version__
+from harness.api import HarnessError
+from harness.plugins import PluginHost, PluginLoadWarning
+from harness.registry import KINDS, Registry
+
+MAIN_HELP = """\
+Compare concept-erasure methods for text-to-image diffusion models.
+
+examples:
+  harness run --methods sd,uce,trce --bench toy             erase red in the toy world and score it
+  harness run --model CompVis/stable-diffusion-v1-4 --methods trce,rece --bench i2p,mma
+  harness run --model tiny --methods sd --bench csv:path=prompts.csv --limit 8
+  harness report --out harness-out                          leaderboard from stored results
+  harness list methods                                      what is installed
+  harness --plugin my_method.py run --methods mine --bench toy
+"""
+
+RUN_HELP = """\
+Erase each method's concept set, generate every benchmark prompt with its own
+seed and guidance, score the images and store everything under --out.  Re-running
+the same command resumes: finished images, scores and edits are never redone.
+
+grammar:
+  --methods a,b            methods, compared side by side
+  --methods a+b            composition: b is applied on top of a
+  --methods uce:lamb=0.1,erase_scale=2,rece
+                           parameters follow a colon; "k=v" items continue the previous one
+  --bench i2p,mma          benchmarks; a group name (e.g. toy) selects all of its benchmarks
+  --bench csv:path=my.csv  a benchmark parameter
+  --set trce-t.lamb=0.02   a parameter of a method or benchmark (repeatable)
+
+examples:
+  harness run --methods sd,uce,trce-t --bench toy
+  harness run --model tiny --methods sd --bench csv:path=prompts.csv --limit 4
+  harness run --model ./sd-v1-4 --methods trce --bench i2p --device cuda --dtype float16
+"""
+
+REPORT_HELP = """\
+Print the leaderboard from the store alone (nothing is recomputed), and write
+leaderboard.md and leaderboard.csv under OUT/report.
+
+examples:
+  harness report --out harness-out
+  harness report --out harness-out --json      one record per (run, method, benchmark, metric)
+"""
+
+
+def _extract_plugin_files(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pull ``--plugin PATH`` out of argv wherever it appears: plugins must load before commands are built."""
+    files, rest, index = [], [], 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--plugin":
+            if index + 1 >= len(argv):
+                raise HarnessError("--plugin needs a path to a .py file")
+            files.append(argv[index + 1])
+            index += 2
+            continue
+        if arg.startswith("--plugin="):
+            files.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        index += 1
+    return files, rest
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, PluginLoadWarning):
+        print(f"harness: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_list(args, registry: Registry) -> int:
+    kinds = [args.kind] if args.kind else list(KINDS)
+    records = {
+        kind: [
+            {"name": e.name, "description": e.description, "plugin": e.plugin, **({"groups": list(e.groups)} if e.groups else {})}
+            for e in sorted(registry.entries[kind].values(), key=lambda e: e.name)
+        ]
+        for kind in kinds
+    }
+    if args.json:
+        print(json.dumps(records if not args.kind else records[args.kind], indent=2))
+        return 0
+    for kind in kinds:
+        print(f"{kind}:")
+        if not records[kind]:
+            print("  (none installed)")
+        width = max((len(r["name"]) for r in records[kind]), default=0)
+        for record in records[kind]:
+            groups = f" [groups: {', '.join(record['groups'])}]" if record.get("groups") else ""
+            print(f"  {record['name']:<{width}}  {record['description']}{groups}  ({record['plugin']})")
+    return 0
+
+
+def cmd_plugins(args, registry: Registry) -> int:
+    infos = registry.host.infos
+    if args.json:
+        print(json.dumps([info.__dict__ for info in infos], indent=2))
+        return 0
+    for info in infos:
+        status = f"FAILED: {info.error}" if info.error else ", ".join(info.hooks)
+        print(f"{info.name} {info.version}  {info.source}\n    {status}")
+    return 0
+
+
+def _run_config(args):
+    from harness.runner import RunConfig
+
+    return RunConfig(
+        methods=args.methods,
+        bench=args.bench,
+        model=args.model,
+        sets=args.set,
+        concepts=args.concepts,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        out=args.out,
+        run_name=args.run_name,
+        show_progress=not args.no_progress,
+    )
+
+
+def cmd_run(args, registry: Registry) -> int:
+    from harness import runner
+    from reports import leaderboard
+
+    planned = runner.plan(_run_config(args), registry)
+    print(runner.describe_plan(planned), file=sys.stderr)
+    if args.dry_run:
+        return 0
+    active = runner.Runner(planned)
+    finished = active.execute()
+    store = active.store
+    board = leaderboard.build(store.results(runs=[finished]))
+    print(leaderboard.to_markdown(board))
+    print(f"\nstored in {store.root / 'harness.db'} (run {finished}); `harness report --out {store.root}` prints it again", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args, registry: Registry) -> int:
+    from harness.store import Store
+    from reports import leaderboard
+
+    store = Store(args.out, create=False)
+    results = store.results(runs=args.runs.split(",") if args.runs else None)
+    if not results:
+        raise HarnessError(f"the store at {args.out} has no results" + (f" for runs {args.runs}" if args.runs else ""))
+    if args.json:
+        print(json.dumps(leaderboard.to_records(results), indent=2))
+        return 0
+    board = leaderboard.build(results)
+    markdown, table = leaderboard.to_markdown(board), leaderboard.to_csv(board)
+    report_dir = store.root / "report"
+    report_dir.mkdir(exist_ok=True)
+    (report_dir / "leaderboard.md").write_text(markdown + "\n", encoding="utf-8")
+    (report_dir / "leaderboard.csv").write_text(table, encoding="utf-8")
+    print(markdown)
+    print()
+    print(table, end="")
+    print(f"\nwritten to {report_dir}/leaderboard.md and leaderboard.csv", file=sys.stderr)
+    return 0
+
+
+def cmd_erase(args, registry: Registry) -> int:
+    """Erase once and export the edited pipeline as a diffusers folder."""
+    from harness import runner
+    from harness.engine import ModelStates, pipeline_fingerprint
+    from harness.store import Store
+
+    config = runner.RunConfig(methods=args.method, bench="", model=args.model, sets=args.set, device=args.device, dtype=args.dtype, out=args.out)
+    items = runner.parse_selections(args.method, "--method")
+    if len(items) != 1:
+        raise HarnessError("harness erase takes one method (a composition a+b is fine)")
+    overrides = runner.parse_set_options(config.sets)
+    parts = []
+    for selection in items[0]:
+        parts.extend(runner.expand_method(registry, selection, overrides, args.method))
+    if any(part.kind == "inference" for part, _ in parts):
+        raise HarnessError(f"{args.method} changes sampling, not weights; there is no checkpoint to export")
+    concepts = registry.concept_set(args.concepts)
+    backbone_name, model = (args.model, None) if args.model in registry.entries["backbones"] else ("sd14", args.model)
+    backbone = registry.get("backbones", backbone_name)()
+    device = args.device or runner._default_device()
+    dtype = args.dtype or "float32"
+    if os.path.exists(args.save) and os.listdir(args.save):
+        raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
+    pipe = backbone.load(model, device, dtype)
+    store = Store(args.out)
+    states = ModelStates(pipe, store, pipeline_fingerprint(pipe), backbone_name, device, dtype)
+    state = states.activate(parts, concepts, args.method)
+    pipe.save_pretrained(args.save, safe_serialization=True)
+    with open(os.path.join(args.save, "erasure.json"), "w", encoding="utf-8") as handle:
+        json.dump({"method": args.method, "concepts": concepts.name, "backbone": backbone_name, "model": model, "model_state": state.key,
+                   "metadata": state.metadata}, handle, indent=2, default=str)
+    print(f"saved the {args.method}-erased pipeline to {args.save} (load it with StableDiffusionPipeline.from_pretrained)")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser(registry: Registry) -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="harness", description=MAIN_HELP, formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"erasure-harness {__version__}")
+    parser.add_argument("--plugin", metavar="PATH", help="load a one-file plugin (repeatable; may appear anywhere)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="erase, generate, score and store", description=RUN_HELP, formatter_class=formatter)
+    p.add_argument("--methods", default="sd", help="comma list of methods (default: sd, no erasure)")
+    p.add_argument("--bench", default="", help="comma list of benchmarks or groups (required)")
+    p.add_argument("--model", help="backbone name (tiny, toy, sd14), hub id or local diffusers folder (default: what the benchmarks expect)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE", help="set a method or benchmark parameter (repeatable)")
+    p.add_argument("--concepts", help="concept set name or JSON file, instead of each benchmark's own")
+    p.add_argument("--limit", type=int, help="only the first N prompts of each benchmark")
+    p.add_argument("--batch-size", type=int, default=8, help="images per UNet batch (default 8)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
+    p.add_argument("--out", default="harness-out", help="results store and cache directory (default: harness-out)")
+    p.add_argument("--run-name", help="name of the run (default: derived from the configuration, so a re-run resumes it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true", help="resolve and print the plan, then stop")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("report", help="leaderboard from the store", description=REPORT_HELP, formatter_class=formatter)
+    p.add_argument("--out", default="harness-out", help="the store written by harness run (default: harness-out)")
+    p.add_argument("--runs", help="comma list of run ids (default: all; the newest value of each cell wins)")
+    p.add_argument("--json", action="store_true", help="one JSON record per (run, method, benchmark, metric)")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("list", help="installed methods, benchmarks, scorers, backbones, concept sets",
+                       description="List what the installed plugins provide (imports no torch).")
+    p.add_argument("kind", nargs="?", choices=list(KINDS), help="only this kind")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("plugins", help="loaded plugins with version, source and hooks", description="List loaded plugins.")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_plugins)
+
+    p = sub.add_parser("erase", help="erase once and export a diffusers checkpoint", formatter_class=formatter,
+                       description=textwrap.dedent("""\
+                           Apply one method (or composition) and save the edited pipeline as a diffusers folder
+                           that StableDiffusionPipeline.from_pretrained loads.
+
+                           example:
+                             harness erase --model tiny --method uce --concepts sexual --save erased-uce
+                           """))
+    p.add_argument("--model", default="sd14", help="backbone name, hub id or local diffusers folder (default: sd14)")
+    p.add_argument("--method", required=True, help="method or composition, with parameters (e.g. trce or uce:lamb=0.1)")
+    p.add_argument("--concepts", required=True, help="concept set name or JSON file")
+    p.add_argument("--save", required=True, help="output folder (must be new or empty)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE")
+    p.add_argument("--device")
+    p.add_argument("--dtype", help="default float32 (the exported weights keep this dtype)")
+    p.add_argument("--out", default="harness-out", help="store whose cache keeps the edit (default: harness-out)")
+    p.set_defaults(handler=cmd_erase)
+
+    registry.host.hook.register_commands(subparsers=sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
+    # transformers chatters about optional backends (torchvision) on import; its errors still show.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        plugin_files, argv = _extract_plugin_files(argv)
+        registry = Registry(PluginHost(plugin_files))
+        parser = build_parser(registry)
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 0
+        return args.handler(args, registry) or 0
+    except HarnessError as err:
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; finished work is stored, run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

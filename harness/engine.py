@@ -1,0 +1,362 @@
+"""Generation: model states (erasure as cached weight deltas) and batched, seeded, cached sampling.
+
+* A *model state* is the backbone plus the edits of a method (or a composition
+  ``a+b``).  Whatever an edit changes is snapshotted into a safetensors delta,
+  cached under (backbone fingerprint, method, params, concept-set hash, method
+  version).  Switching methods swaps deltas in memory; the originals are kept,
+  so removing a delta restores the backbone bit for bit.
+* Images are sampled in batches, but every sample has its own seeded
+  generator and its own latents, so an image never depends on its batch-mates.
+  Each image is stored as a PNG under a content address, atomically, and is
+  never generated twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from harness.api import ConceptSet, Method, PromptSpec, SamplingHooks, sha256_json
+from harness.context import EditContext
+from harness.store import Store, atomic_write_bytes
+
+EDITABLE_COMPONENTS = ("unet", "text_encoder")
+
+
+def pipeline_fingerprint(pipe) -> str:
+    """sha256 over every weight of the pipeline plus its configs: equal iff the models are equal."""
+    import torch
+
+    digest = hashlib.sha256()
+    for component in ("unet", "text_encoder", "vae"):
+        module = getattr(pipe, component)
+        config = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)
+        digest.update(sha256_json(config).encode())
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+            digest.update(hashlib.sha256(data).digest())
+    digest.update(sha256_json(dict(pipe.scheduler.config)).encode())
+    return digest.hexdigest()[:32]
+
+
+@dataclass
+class ActiveState:
+    key: str
+    label: str
+    hooks: list[SamplingHooks] = field(default_factory=list)
+    metadata: list[dict] = field(default_factory=list)
+
+    @property
+    def extra_branches(self) -> int:
+        return sum(h.extra_branches for h in self.hooks)
+
+
+class ModelStates:
+    """Applies and removes method edits on one loaded pipeline."""
+
+    def __init__(self, pipe, store: Store, backbone_fingerprint: str, backbone_name: str, device: str, dtype: str, show_progress: bool = True):
+        self.pipe = pipe
+        self.store = store
+        self.backbone_fingerprint = backbone_fingerprint
+        self.backbone_name = backbone_name
+        self.device = device
+        self.dtype = dtype
+        self.show_progress = show_progress
+        self.parameters = {
+            f"{component}.{name}": param
+            for component in EDITABLE_COMPONENTS
+            for name, param in getattr(pipe, component).named_parameters()
+        }
+        # Originals are kept on the model's own device: restoring is a copy, not a reload.
+        self.originals = {name: param.detach().clone() for name, param in self.parameters.items()}
+        self.applied: set[str] = set()  # parameter names that currently differ from the originals
+        self.edits_run = 0  # how many times a method's edit() actually ran (cache misses)
+
+    # ------------------------------------------------------------------ weights
+
+    def reset(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for name in self.applied:
+                self.parameters[name].copy_(self.originals[name])
+        self.applied = set()
+
+    def changed_parameters(self) -> dict:
+        import torch
+
+        with torch.no_grad():
+            return {
+                name: param.detach().clone()
+                for name, param in self.parameters.items()
+                if not torch.equal(param, self.originals[name])
+            }
+
+    def apply_delta(self, delta: dict) -> None:
+        import torch
+
+        self.reset()
+        with torch.no_grad():
+            for name, tensor in delta.items():
+                if name not in self.parameters:
+                    raise KeyError(f"delta names unknown parameter {name}")
+                self.parameters[name].copy_(tensor.to(self.parameters[name].device, self.parameters[name].dtype))
+        self.applied = set(delta)
+
+    def original_unet(self):
+        """A frozen copy of the unedited UNet (reference model for fine-tuning methods)."""
+        import copy
+
+        unet = copy.deepcopy(self.pipe.unet)
+        state = {name[len("unet.") :]: tensor for name, tensor in self.originals.items() if name.startswith("unet.")}
+        unet.load_state_dict(state, strict=False)
+        unet.requires_grad_(False).eval()
+        return unet
+
+    def context(self) -> EditContext:
+        return EditContext(
+            device=self.device,
+            dtype=self.dtype,
+            cache_dir=self.store.cache / "methods",
+            backbone_fingerprint=self.backbone_fingerprint,
+            show_progress=self.show_progress,
+            original_unet=self.original_unet,
+        )
+
+    # ------------------------------------------------------------------ states
+
+    def activate(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState:
+        """Bring the pipeline into the state of ``parts`` (method instances with their labels), applied in order."""
+        from safetensors.torch import load_file, save_file
+
+        self.reset()
+        key = self.backbone_fingerprint
+        state = ActiveState(key=key, label=label)
+        ctx = self.context()
+        for method, part_label in parts:
+            if method.kind == "none":  # the base model: same state, same images
+                state.metadata.append({"method": part_label, "kind": "none"})
+                continue
+            key = sha256_json(
+                {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
+            )[:32]
+            row = self.store.model_state(key)
+            if method.kind == "edit":
+                delta_path = self.store.delta_path(key)
+                if row is not None and delta_path.exists():
+                    self.apply_delta(load_file(str(delta_path)))
+                    metadata = _json(row["metadata"])
+                else:
+                    metadata = method.edit(self.pipe, concepts, ctx) or {}
+                    self.edits_run += 1
+                    delta = self.changed_parameters()  # cumulative: relative to the original backbone
+                    buffer_path = delta_path.with_name(f".{delta_path.name}.tmp")
+                    delta_path.parent.mkdir(parents=True, exist_ok=True)
+                    save_file({k: v.contiguous().cpu() for k, v in delta.items()}, str(buffer_path), metadata={"method": part_label})
+                    buffer_path.replace(delta_path)
+                    self.applied = set(delta)
+                    metadata = {**metadata, "parameters_changed": len(delta), "provenance": "erased here"}
+                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
+            else:
+                metadata = row and _json(row["metadata"]) or {}
+                if row is None:
+                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": method.kind})
+            hooks = method.sampling_hooks(self.pipe, concepts, ctx)
+            if hooks is not None:
+                state.hooks.append(hooks)
+            state.metadata.append({"method": part_label, **metadata})
+        state.key = key
+        return state
+
+
+def _json(text):
+    import json
+
+    return json.loads(text) if text else {}
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class Defaults:
+    steps: int
+    height: int
+    width: int
+
+
+class Engine:
+    """Batched, seeded, cached generation for one loaded pipeline."""
+
+    def __init__(self, pipe, store: Store, backbone_fingerprint: str, defaults: Defaults, device: str, dtype: str,
+                 batch_size: int = 8, show_progress: bool = True):
+        self.pipe = pipe
+        self.store = store
+        self.backbone_fingerprint = backbone_fingerprint
+        self.defaults = defaults
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.unet_calls = 0  # forward passes of the UNet, for tests and cost accounting
+        self._embeddings: dict[tuple[str, str], object] = {}
+        self.scheduler_config = dict(pipe.scheduler.config)
+
+    def resolve(self, spec: PromptSpec) -> PromptSpec:
+        """Fill the backbone's defaults into a spec, so the image key names every setting."""
+        from dataclasses import replace
+
+        return replace(
+            spec,
+            steps=spec.steps or self.defaults.steps,
+            height=spec.height or self.defaults.height,
+            width=spec.width or self.defaults.width,
+        )
+
+    def image_key(self, spec: PromptSpec, state_key: str) -> str:
+        fields = {
+            "backbone": self.backbone_fingerprint,
+            "state": state_key,
+            "prompt": spec.prompt,
+            "negative": spec.negative_prompt,
+            "seed": spec.seed,
+            "guidance": spec.guidance,
+            "steps": spec.steps,
+            "height": spec.height,
+            "width": spec.width,
+            "scheduler": self.scheduler_config,
+            "dtype": self.dtype,
+        }
+        return sha256_json(fields)
+
+    def generate(self, specs: list[PromptSpec], state: ActiveState, desc: str = "generating") -> list[str]:
+        """Make sure an image exists for every spec; return the image keys in spec order."""
+        from tqdm.auto import tqdm
+
+        resolved = [self.resolve(spec) for spec in specs]
+        keys = [self.image_key(spec, state.key) for spec in resolved]
+        todo = {}
+        for key, spec in zip(keys, resolved):
+            if key not in todo and not self.store.image_path(key).exists():
+                todo[key] = spec
+        if not todo:
+            return keys
+        evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
+
+        def group_of(item):
+            spec = item[1]
+            return (spec.steps, spec.height, spec.width)
+
+        ordered = sorted(todo.items(), key=group_of)
+        with tqdm(total=len(ordered), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
+            for _, group in groupby(ordered, key=group_of):
+                group = list(group)
+                for start in range(0, len(group), self.batch_size):
+                    batch = group[start : start + self.batch_size]
+                    images = self.sample([spec for _, spec in batch], state)
+                    rows = []
+                    for (key, spec), image in zip(batch, images):
+                        buffer = io.BytesIO()
+                        image.save(buffer, format="PNG")
+                        atomic_write_bytes(self.store.image_path(key), buffer.getvalue())
+                        rows.append((key, state.key, spec.as_dict(), evals_per_image(spec)))
+                    self.store.add_images(rows)
+                    bar.update(len(batch))
+        return keys
+
+    # ------------------------------------------------------------------ the sampling loop
+
+    def embed(self, prompts: list[str], state_key: str):
+        """Text-encoder output for each prompt, computed once per unique prompt (and model state)."""
+        import torch
+
+        missing = sorted({p for p in prompts if (state_key, p) not in self._embeddings})
+        if missing:
+            tokenizer = self.pipe.tokenizer
+            ids = tokenizer(missing, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+            with torch.no_grad():
+                hidden = self.pipe.text_encoder(ids.to(self.pipe.text_encoder.device))[0]
+            for prompt, row in zip(missing, hidden):
+                self._embeddings[(state_key, prompt)] = row
+        return torch.stack([self._embeddings[(state_key, p)] for p in prompts])
+
+    def initial_latents(self, specs: list[PromptSpec]):
+        """One latent per sample from its own CPU generator, as diffusers does for a list of generators.
+
+        CPU generators make the same seed give the same image on any device.
+        """
+        import torch
+
+        unet = self.pipe.unet
+        factor = 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+        latents = []
+        for spec in specs:
+            generator = torch.Generator(device="cpu").manual_seed(int(spec.seed) % (2**64))
+            shape = (1, unet.config.in_channels, spec.height // factor, spec.width // factor)
+            latents.append(torch.randn(shape, generator=generator, dtype=torch.float32))
+        return torch.cat(latents).to(unet.device, unet.dtype)
+
+    def sample(self, specs: list[PromptSpec], state: ActiveState) -> list:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        pipe = self.pipe
+        # A private scheduler per batch: set_timesteps mutates it.
+        scheduler = type(pipe.scheduler).from_config(self.scheduler_config)
+        steps = specs[0].steps
+        cond = self.embed([s.prompt for s in specs], state.key)
+        uncond = self.embed([s.negative_prompt for s in specs], state.key)
+        for hooks in state.hooks:
+            if hooks.transform_embeddings is not None:
+                cond, uncond = hooks.transform_embeddings(cond, uncond, specs)
+        guidance = torch.tensor([s.guidance for s in specs], device=pipe.unet.device, dtype=pipe.unet.dtype).view(-1, 1, 1, 1)
+        latents = self.initial_latents(specs) * scheduler.init_noise_sigma
+        scheduler.set_timesteps(steps, device=pipe.unet.device)
+        guide = next((h.guide for h in reversed(state.hooks) if h.guide is not None), None)
+
+        def unet_call(latent_input, timestep, embeddings):
+            self.unet_calls += 1
+            return pipe.unet(latent_input, timestep, encoder_hidden_states=embeddings).sample
+
+        for hooks in state.hooks:
+            if hooks.install is not None:
+                hooks.install(pipe)
+        try:
+            with torch.no_grad():
+                for index, timestep in enumerate(scheduler.timesteps):
+                    latent_input = scheduler.scale_model_input(latents, timestep)
+                    if guide is not None:
+                        noise = guide(index, timestep, latent_input, unet_call, cond, uncond, guidance)
+                    else:
+                        both = unet_call(torch.cat([latent_input, latent_input]), timestep, torch.cat([uncond, cond]))
+                        noise_uncond, noise_cond = both.chunk(2)
+                        noise = noise_uncond + guidance * (noise_cond - noise_uncond)
+                    latents = scheduler.step(noise, timestep, latents).prev_sample
+                decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        finally:
+            for hooks in state.hooks:
+                if hooks.uninstall is not None:
+                    hooks.uninstall(pipe)
+        pixels = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(np.ascontiguousarray(array)) for array in pixels]
+
+
+def authors_style_loop(pipe, specs: list[PromptSpec], steps: int, height: int, width: int) -> list:
+    """The reference implementations' generation loop: one pipeline call per prompt, reseeding each time.
+
+    Kept only as the baseline for the throughput benchmark.
+    """
+    import torch
+
+    images = []
+    for spec in specs:
+        generator = torch.Generator(device="cpu").manual_seed(spec.seed)
+        out = pipe(spec.prompt, guidance_scale=spec.guidance, num_inference_steps=steps, height=height, width=width, generator=generator)
+        images.append(out.images[0])
+    return images
+

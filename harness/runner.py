@@ -1,0 +1,365 @@
+"""``harness run``: resolve every name first, then erase, generate, score and store.
+
+All validation happens in ``plan`` before any model is loaded, so a typo costs
+a second, not an erasure.  ``execute`` writes each piece of work to the store
+as soon as it is done; re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import platform
+import sys
+from dataclasses import dataclass, field
+
+from harness.api import Benchmark, ConceptSet, HarnessError, Method, PromptSpec, sha256_json
+from harness.registry import Registry, did_you_mean
+from harness.spec import Selection, build_params, parse_selections, parse_set_options
+from harness.store import Store
+
+SCORE_CHUNK = 32
+
+
+@dataclass
+class RunConfig:
+    methods: str = "sd"
+    bench: str = ""
+    model: str | None = None
+    sets: list[str] = field(default_factory=list)
+    concepts: str | None = None
+    limit: int | None = None
+    batch_size: int = 8
+    device: str | None = None
+    dtype: str | None = None
+    out: str = "harness-out"
+    run_name: str | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class PlannedMethod:
+    label: str  # as the user wrote it, e.g. "rece:lamb=0.1" or "uce+sld"
+    parts: list[tuple[Method, str]]  # instances in application order, with their own labels
+
+
+@dataclass
+class PlannedBenchmark:
+    label: str
+    benchmark: Benchmark
+    concepts: ConceptSet
+    specs: list[PromptSpec]
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    registry: Registry
+    backbone_name: str
+    backbone: object
+    model: str | None
+    device: str
+    dtype: str
+    methods: list[PlannedMethod]
+    benchmarks: list[PlannedBenchmark]
+    run_id: str
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def expand_method(registry: Registry, selection: Selection, overrides: dict, label: str) -> list[tuple[Method, str]]:
+    cls = registry.get("methods", selection.name)
+    raw = {**overrides.get(selection.name, {}), **selection.params}
+    if not cls.parts:
+        return [(cls(build_params(cls, raw, selection.name)), Selection(selection.name, raw).label())]
+    # A registered composition (e.g. trce = trce-t+trce-v): route each parameter to the part that declares it.
+    part_classes = [registry.get("methods", name) for name in cls.parts]
+    routed: dict[str, dict[str, str]] = {name: dict(overrides.get(name, {})) for name in cls.parts}
+    for key, value in raw.items():
+        owners = [name for name, part in zip(cls.parts, part_classes) if key in {f.name for f in dataclasses.fields(part.Params)}]
+        if not owners:
+            known = sorted({f.name for part in part_classes for f in dataclasses.fields(part.Params)})
+            raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no parameter {key!r}{did_you_mean(key, known)}")
+        for owner in owners:
+            routed[owner][key] = value
+    parts = []
+    for name in cls.parts:
+        parts.extend(expand_method(registry, Selection(name, routed[name]), {}, label))
+    return parts
+
+
+def _expand_benchmarks(registry: Registry, items: list[list[Selection]]) -> list[Selection]:
+    selections = []
+    for item in items:
+        if len(item) > 1:
+            raise HarnessError(f"--bench cannot compose benchmarks with '+' ({'+'.join(s.name for s in item)}); separate them with commas")
+        selection = item[0]
+        if selection.name not in registry.entries["benchmarks"] and selection.name in registry.groups("benchmarks"):
+            if selection.params:
+                raise HarnessError(f"--bench group {selection.name!r} takes no parameters; set them per benchmark with --set")
+            selections.extend(Selection(name) for name in registry.group("benchmarks", selection.name))
+        else:
+            if selection.name not in registry.entries["benchmarks"]:
+                names = set(registry.entries["benchmarks"]) | registry.groups("benchmarks")
+                raise HarnessError(f"unknown benchmark {selection.name!r}{did_you_mean(selection.name, names)} (see `harness list benchmarks`)")
+            selections.append(selection)
+    return selections
+
+
+def _default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def plan(config: RunConfig, registry: Registry) -> Plan:
+    if config.limit is not None and config.limit < 1:
+        raise HarnessError(f"--limit must be a positive number of prompts per benchmark; got {config.limit}")
+    if config.batch_size < 1:
+        raise HarnessError(f"--batch-size must be at least 1; got {config.batch_size}")
+    if not config.bench:
+        raise HarnessError("choose at least one benchmark with --bench (see `harness list benchmarks`)")
+    overrides = parse_set_options(config.sets)
+
+    methods = []
+    for item in parse_selections(config.methods, "--methods"):
+        label = "+".join(selection.label() for selection in item)
+        parts = []
+        for selection in item:
+            parts.extend(expand_method(registry, selection, overrides, label))
+        methods.append(PlannedMethod(label=label, parts=parts))
+
+    known_targets = set(registry.entries["methods"]) | set(registry.entries["benchmarks"])
+    for name in overrides:
+        if name not in known_targets:
+            raise HarnessError(f"--set names {name!r}, which is neither a method nor a benchmark{did_you_mean(name, known_targets)}")
+
+    benchmarks = []
+    bench_selections = _expand_benchmarks(registry, parse_selections(config.bench, "--bench"))
+    for selection in bench_selections:
+        cls = registry.get("benchmarks", selection.name)
+        raw = {**overrides.get(selection.name, {}), **selection.params}
+        bench = cls(build_params(cls, raw, selection.name))
+        concept_name = config.concepts or getattr(bench.params, "concepts", None) or bench.concepts
+        concepts = registry.concept_set(concept_name) if concept_name else ConceptSet(name="none")
+        specs = bench.prompts()
+        if config.limit is not None:
+            specs = specs[: config.limit]
+        if not specs:
+            raise HarnessError(f"benchmark {selection.name!r} has no prompts")
+        benchmarks.append(PlannedBenchmark(Selection(selection.name, raw).label(), bench, concepts, specs))
+
+    for method in methods:
+        for part, part_label in method.parts:
+            if part.kind != "none":
+                for planned in benchmarks:
+                    if planned.concepts.name == "none":
+                        raise HarnessError(
+                            f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; pass --concepts NAME"
+                        )
+
+    if config.model in registry.entries["backbones"]:
+        backbone_name, model = config.model, None
+    elif config.model:
+        backbone_name, model = "sd14", config.model  # any SD-1.x hub id or diffusers folder
+    else:
+        wanted = {planned.benchmark.backbone or "sd14" for planned in benchmarks}
+        if len(wanted) > 1:
+            raise HarnessError(f"these benchmarks expect different backbones ({', '.join(sorted(wanted))}); run them separately or pass --model")
+        backbone_name, model = wanted.pop(), None
+    backbone = registry.get("backbones", backbone_name)()
+
+    device = config.device or _default_device()
+    dtype = config.dtype or ("float16" if device.startswith("cuda") else "float32")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise HarnessError(f"--dtype must be float32, float16 or bfloat16; got {dtype!r}")
+
+    identity = {
+        "model": config.model,
+        "backbone": backbone_name,
+        "methods": [m.label for m in methods],
+        "benchmarks": [b.label for b in benchmarks],
+        "concepts": [b.concepts.fingerprint() for b in benchmarks],
+        "limit": config.limit,
+        "dtype": dtype,
+    }
+    run_id = config.run_name or f"run-{sha256_json(identity)[:12]}"
+    return Plan(config, registry, backbone_name, backbone, model, device, dtype, methods, benchmarks, run_id)
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def _versions() -> dict:
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for dist in ("erasure-harness", "torch", "diffusers", "transformers", "nudenet", "torchmetrics", "pluggy"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
+    return {
+        "run_id": plan.run_id,
+        "versions": _versions(),
+        "config": dataclasses.asdict(plan.config),
+        "backbone": {"name": plan.backbone_name, "model": plan.model or plan.backbone.default_model, "fingerprint": backbone_fingerprint},
+        "device": plan.device,
+        "dtype": plan.dtype,
+        "methods": [{"label": m.label, "parts": [{"label": label, "params": p.params_dict(), "version": p.version} for p, label in m.parts]} for m in plan.methods],
+        "benchmarks": [
+            {
+                "label": b.label,
+                "params": b.benchmark.params_dict(),
+                "source": b.benchmark.source(),
+                "concepts": {"name": b.concepts.name, "sha256": b.concepts.fingerprint()},
+                "metrics": list(b.benchmark.metrics),
+                "prompts": len(b.specs),
+                "seeds": [s.seed for s in b.specs],
+            }
+            for b in plan.benchmarks
+        ],
+        "plugins": [dataclasses.asdict(info) for info in plan.registry.host.infos],
+    }
+
+
+class Runner:
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.store = Store(plan.config.out)
+        self.scorers: dict[str, object] = {}
+
+    def scorer(self, name: str):
+        if name not in self.scorers:
+            self.scorers[name] = self.plan.registry.get("scorers", name)(device=self.plan.device)
+        return self.scorers[name]
+
+    def execute(self):
+        from harness.engine import Defaults, Engine, ModelStates, pipeline_fingerprint
+
+        plan, store = self.plan, self.store
+        pipe = plan.backbone.load(plan.model, plan.device, plan.dtype)
+        fingerprint = pipeline_fingerprint(pipe)
+        store.start_run(plan.run_id, dataclasses.asdict(plan.config))
+        manifest = _manifest(plan, fingerprint)
+        store.write_manifest(plan.run_id, manifest)
+        show = plan.config.show_progress
+        self.states = ModelStates(pipe, store, fingerprint, plan.backbone_name, plan.device, plan.dtype, show_progress=show)
+        backbone = plan.backbone
+        self.engine = Engine(pipe, store, fingerprint, Defaults(backbone.steps, backbone.height, backbone.width), plan.device, plan.dtype,
+                             batch_size=plan.config.batch_size, show_progress=show)
+        states_metadata = {}
+        for method in plan.methods:
+            by_concepts: dict[str, list[PlannedBenchmark]] = {}
+            for planned in plan.benchmarks:
+                by_concepts.setdefault(planned.concepts.fingerprint(), []).append(planned)
+            for group in by_concepts.values():
+                self._generate_references(group)
+                state = self.states.activate(method.parts, group[0].concepts, method.label)
+                states_metadata[f"{method.label} / {group[0].concepts.name}"] = state.metadata
+                for planned in group:
+                    self._run_cell(method.label, planned, state)
+        manifest["model_states"] = states_metadata
+        store.write_manifest(plan.run_id, manifest)
+        store.finish_run(plan.run_id)
+        self.states.reset()
+        return plan.run_id
+
+    def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
+        plan, store, engine = self.plan, self.store, self.engine
+        keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}")
+        store.link_run_images(plan.run_id, method_label, planned.label, [(s.id, k) for s, k in zip(planned.specs, keys)])
+        evals = store.image_unet_evals(keys)
+        evals_per_image = sum(evals.values()) / max(len(evals), 1)
+        by_scorer: dict[str, list[str]] = {}
+        for metric_ref in planned.benchmark.metrics:
+            scorer_name, sep, metric_id = metric_ref.partition(":")
+            if not sep:
+                raise HarnessError(f"benchmark {planned.label!r} lists metric {metric_ref!r}; metrics are written 'scorer:metric'")
+            by_scorer.setdefault(scorer_name, []).append(metric_id)
+        for scorer_name, metric_ids in by_scorer.items():
+            scorer = self.scorer(scorer_name)
+            if scorer.needs_reference:
+                raws = [self._set_raw(scorer, planned, keys, state)]
+            else:
+                raws = self._image_raws(scorer, planned, keys)
+            for metric_id in metric_ids:
+                metric = scorer.metric(metric_id)
+                value = metric.compute(raws, planned.specs)
+                store.add_result(plan.run_id, method_label, planned.label, f"{scorer_name}:{metric_id}", value, len(keys),
+                                 metric.lower_is_better, metric.name, metric.description, state.key, evals_per_image)
+
+    def _load_images(self, keys: list[str]) -> list:
+        from PIL import Image
+
+        images = []
+        for key in keys:
+            with Image.open(self.store.image_path(key)) as image:
+                images.append(image.convert("RGB"))
+        return images
+
+    def _image_raws(self, scorer, planned: PlannedBenchmark, keys: list[str]) -> list[dict]:
+        from tqdm.auto import tqdm
+
+        store = self.store
+        known = store.raw_scores(keys, scorer.name, scorer.version)
+        todo = list(dict.fromkeys(key for key in keys if key not in known))  # each distinct image once
+        spec_of = dict(zip(keys, planned.specs))
+        with tqdm(total=len(todo), desc=f"scoring {scorer.name}", unit="img", disable=not self.plan.config.show_progress or not todo, dynamic_ncols=True) as bar:
+            for start in range(0, len(todo), SCORE_CHUNK):
+                chunk = todo[start : start + SCORE_CHUNK]
+                raws = scorer.score(self._load_images(chunk), [spec_of[key] for key in chunk])
+                fresh = dict(zip(chunk, raws))
+                store.add_raw_scores(scorer.name, scorer.version, fresh)
+                known.update(fresh)
+                bar.update(len(chunk))
+        return [known[key] for key in keys]
+
+    def _needs_reference(self, planned: PlannedBenchmark) -> bool:
+        return any(self.scorer(ref.partition(":")[0]).needs_reference for ref in planned.benchmark.metrics)
+
+    def _generate_references(self, group: list[PlannedBenchmark]) -> None:
+        """The base model's own images for the same prompts and seeds (the paper's FID reference).
+
+        Generated while no edit is applied, before a method's state is activated.
+        """
+        self.states.reset()
+        for planned in group:
+            if self._needs_reference(planned):
+                self.engine.generate(planned.specs, self.base_state(), desc=f"reference (sd) × {planned.label}")
+
+    def base_state(self):
+        from harness.engine import ActiveState
+
+        return ActiveState(key=self.states.backbone_fingerprint, label="sd")
+
+    def _set_raw(self, scorer, planned: PlannedBenchmark, keys: list[str], state) -> dict:
+        reference_keys = [self.engine.image_key(self.engine.resolve(spec), self.base_state().key) for spec in planned.specs]
+        set_key = sha256_json({"images": keys, "reference": reference_keys})
+        raw = self.store.set_score(set_key, scorer.name, scorer.version)
+        if raw is None:
+            raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
+            self.store.add_set_score(set_key, scorer.name, scorer.version, raw)
+        return raw
+
+
+def run(config: RunConfig, registry: Registry) -> tuple[str, Store]:
+    planned = plan(config, registry)
+    runner = Runner(planned)
+    run_id = runner.execute()
+    return run_id, runner.store
+
+
+def describe_plan(planned: Plan) -> str:
+    lines = [f"run {planned.run_id}: backbone {planned.backbone_name} ({planned.model or planned.backbone.default_model or 'built in'}) on {planned.device}/{planned.dtype}"]
+    lines.append("  methods: " + ", ".join(m.label for m in planned.methods))
+    for b in planned.benchmarks:
+        lines.append(f"  {b.label}: {len(b.specs)} prompts, concepts {b.concepts.name}, metrics {', '.join(b.benchmark.metrics)}")
+    return "\n".join(lines)
+

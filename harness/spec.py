@@ -1,0 +1,151 @@
+"""The command-line grammar for plugin selections and their parameters.
+
+    --methods uce,rece:lamb=0.1,erase_scale=2,trce-t+sld:strength=max
+    --bench i2p,csv:path=my.csv,concepts=sexual
+    --set trce-t.lamb=0.02 --set csv.path=other.csv
+
+Items are separated by commas; a chunk of the form ``key=value`` that follows
+an item continues that item's parameters.  ``a+b`` composes methods in order.
+Values are converted to the type declared in the plugin's ``Params`` dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+
+from harness.api import HarnessError
+from harness.registry import did_you_mean
+
+_PARAM_CHUNK = re.compile(r"^[A-Za-z_][\w.-]*=")
+
+
+@dataclass
+class Selection:
+    """One selected plugin, e.g. ``rece:lamb=0.1`` → name "rece", params {"lamb": "0.1"}."""
+
+    name: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    def label(self) -> str:
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+
+
+def parse_selections(text: str, option: str) -> list[list[Selection]]:
+    """Parse a comma list of items, each a ``+``-composition of ``name[:k=v,...]`` parts."""
+    if not text or not text.strip():
+        raise HarnessError(f"{option} needs at least one name")
+    items: list[list[Selection]] = []
+    for chunk in text.split(","):
+        chunk = chunk.strip()
+        if not chunk:
+            raise HarnessError(f"{option} {text!r} has an empty item (two commas in a row?)")
+        if _PARAM_CHUNK.match(chunk) and ":" not in chunk.split("=", 1)[0]:
+            if not items:
+                raise HarnessError(f"{option} {text!r} starts with a parameter; write name:{chunk}")
+            _add_param(items[-1][-1], chunk, option)
+            continue
+        parts = []
+        for part in chunk.split("+"):
+            name, _, rest = part.partition(":")
+            if not name.strip():
+                raise HarnessError(f"{option} item {chunk!r} has an empty name")
+            selection = Selection(name.strip())
+            if rest:
+                _add_param(selection, rest, option)
+            parts.append(selection)
+        items.append(parts)
+    return items
+
+
+def _add_param(selection: Selection, text: str, option: str) -> None:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise HarnessError(f"{option}: parameter {text!r} of {selection.name!r} must look like key=value")
+    selection.params[key.strip()] = value.strip()
+
+
+def parse_set_options(values: list[str]) -> dict[str, dict[str, str]]:
+    """``--set name.param=value`` (repeatable) → {name: {param: value}}."""
+    result: dict[str, dict[str, str]] = {}
+    for text in values or []:
+        target, sep, value = text.partition("=")
+        name, dot, param = target.rpartition(".")
+        if not sep or not dot or not name or not param:
+            raise HarnessError(f"--set {text!r} must look like NAME.PARAM=VALUE, e.g. --set uce.lamb=0.1")
+        result.setdefault(name.strip(), {})[param.strip()] = value.strip()
+    return result
+
+
+# --------------------------------------------------------------------------- typed parameters
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(value: str, annotation, where: str):
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value.lower() in ("none", "null", "") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except HarnessError as err:
+                errors.append(str(err))
+        raise HarnessError(errors[0] if errors else f"{where}: cannot parse {value!r}")
+    if origin is typing.Literal:
+        choices = [str(a) for a in args]
+        if value not in choices:
+            raise HarnessError(f"{where} must be one of {', '.join(choices)}; got {value!r}{did_you_mean(value, choices)}")
+        return args[choices.index(value)]
+    if origin in (tuple, list):
+        element = args[0] if args else str
+        values = [v for v in value.split("|") if v != ""] if value else []
+        converted = [_convert(v, element, where) for v in values]
+        return tuple(converted) if origin is tuple else converted
+    if annotation is bool:
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise HarnessError(f"{where} expects true or false; got {value!r}")
+    if annotation is int:
+        try:
+            return int(value)
+        except ValueError:
+            raise HarnessError(f"{where} expects an integer; got {value!r}") from None
+    if annotation is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise HarnessError(f"{where} expects a number; got {value!r}") from None
+    if annotation is str or annotation is typing.Any:
+        return value
+    raise HarnessError(f"{where} has a type ({annotation}) that cannot be set from the command line")
+
+
+def build_params(plugin_cls, raw: dict[str, str], label: str):
+    """Instantiate ``plugin_cls.Params`` from string values, with clear errors for unknown or bad values."""
+    params_cls = plugin_cls.Params
+    hints = typing.get_type_hints(params_cls)
+    fields = {f.name for f in dataclasses.fields(params_cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise HarnessError(f"{label} has no parameter {key!r}{did_you_mean(key, fields)} (parameters: {known})")
+        values[key] = _convert(value, hints[key], f"{label}.{key}")
+    try:
+        return params_cls(**values)
+    except (TypeError, ValueError) as err:  # __post_init__ validation
+        raise HarnessError(f"{label}: {err}") from None

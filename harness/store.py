@@ -1,0 +1,233 @@
+"""The store: ``<out>/harness.db`` (SQLite, WAL) plus content-addressed files under ``<out>/cache``.
+
+Everything a run produces is written here as soon as it exists (one image, one
+batch of raw scores, one model-state delta), so a killed run loses at most the
+batch in flight and a re-run picks up where it stopped.  ``harness report``
+reads only this.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from harness.api import HarnessError
+
+# Ordered migrations: the database records how many have been applied.  Append, never edit.
+MIGRATIONS = [
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, created TEXT, finished TEXT, status TEXT, config TEXT
+    );
+    CREATE TABLE model_states (
+        key TEXT PRIMARY KEY, backbone TEXT, method TEXT, params TEXT, concepts TEXT,
+        delta_path TEXT, metadata TEXT, created TEXT
+    );
+    CREATE TABLE images (
+        key TEXT PRIMARY KEY, path TEXT, model_state TEXT, spec TEXT, unet_evals INTEGER, created TEXT
+    );
+    CREATE TABLE run_images (
+        run_id TEXT, method TEXT, benchmark TEXT, spec_id TEXT, image_key TEXT,
+        PRIMARY KEY (run_id, method, benchmark, spec_id)
+    );
+    CREATE TABLE raw_scores (
+        image_key TEXT, scorer TEXT, version TEXT, raw TEXT, PRIMARY KEY (image_key, scorer, version)
+    );
+    CREATE TABLE set_scores (
+        key TEXT, scorer TEXT, version TEXT, raw TEXT, PRIMARY KEY (key, scorer, version)
+    );
+    CREATE TABLE results (
+        run_id TEXT, method TEXT, benchmark TEXT, metric TEXT, value REAL, n INTEGER,
+        lower_is_better INTEGER, name TEXT, description TEXT, model_state TEXT, unet_evals_per_image REAL,
+        PRIMARY KEY (run_id, method, benchmark, metric)
+    );
+    """,
+]
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it, so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class Store:
+    def __init__(self, out: str | Path, create: bool = True):
+        self.root = Path(out)
+        if not create and not (self.root / "harness.db").exists():
+            raise HarnessError(f"no results store at {self.root} (expected {self.root / 'harness.db'}); run `harness run --out {self.root}` first")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise HarnessError(f"cannot write to output directory {self.root}: {err.strerror or err}; choose another --out") from None
+        self.cache = self.root / "cache"
+        self.db = sqlite3.connect(self.root / "harness.db", timeout=60, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self.db.execute("SELECT version FROM schema_version").fetchone()
+        applied = row["version"] if row else 0
+        if applied > len(MIGRATIONS):
+            raise HarnessError(f"{self.root / 'harness.db'} was written by a newer erasure-harness (schema {applied}); upgrade harness")
+        for version in range(applied, len(MIGRATIONS)):
+            with self.transaction():
+                # Statement by statement: executescript() would commit in the middle of this transaction.
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute("DELETE FROM schema_version")
+                self.db.execute("INSERT INTO schema_version VALUES (?)", (version + 1,))
+
+    def transaction(self):
+        store = self
+
+        class _Transaction:
+            def __enter__(self):
+                store.db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, exc, tb):
+                store.db.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+
+        return _Transaction()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(self, run_id: str, config: dict) -> None:
+        self.db.execute(
+            "INSERT INTO runs (id, created, status, config) VALUES (?, ?, 'running', ?) "
+            "ON CONFLICT(id) DO UPDATE SET status='running', config=excluded.config",
+            (run_id, now(), json.dumps(config, sort_keys=True)),
+        )
+
+    def finish_run(self, run_id: str) -> None:
+        self.db.execute("UPDATE runs SET status='finished', finished=? WHERE id=?", (now(), run_id))
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def write_manifest(self, run_id: str, manifest: dict) -> Path:
+        path = self.run_dir(run_id) / "manifest.json"
+        atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
+        return path
+
+    # ------------------------------------------------------------------ model states
+
+    def delta_path(self, key: str) -> Path:
+        return self.cache / "deltas" / f"{key}.safetensors"
+
+    def model_state(self, key: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM model_states WHERE key=?", (key,)).fetchone()
+
+    def add_model_state(self, key: str, backbone: str, method: str, params: dict, concepts: str, delta_path: str | None, metadata: dict) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO model_states VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, backbone, method, json.dumps(params, sort_keys=True, default=str), concepts, delta_path, json.dumps(metadata, default=str), now()),
+        )
+
+    # ------------------------------------------------------------------ images
+
+    def image_path(self, key: str) -> Path:
+        return self.cache / "images" / key[:2] / f"{key}.png"
+
+    def add_images(self, rows: Iterable[tuple[str, str, dict, int]]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)",
+                [(key, str(self.image_path(key).relative_to(self.root)), state, json.dumps(spec, default=str), evals, now()) for key, state, spec, evals in rows],
+            )
+
+    def image_unet_evals(self, keys: list[str]) -> dict[str, int]:
+        found = {}
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT key, unet_evals FROM images WHERE key IN ({marks})", chunk):
+                found[row["key"]] = row["unet_evals"]
+        return found
+
+    def link_run_images(self, run_id: str, method: str, benchmark: str, pairs: list[tuple[str, str]]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO run_images VALUES (?, ?, ?, ?, ?)",
+                [(run_id, method, benchmark, spec_id, key) for spec_id, key in pairs],
+            )
+
+    # ------------------------------------------------------------------ scores
+
+    def raw_scores(self, keys: list[str], scorer: str, version: str) -> dict[str, dict]:
+        found = {}
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT image_key, raw FROM raw_scores WHERE scorer=? AND version=? AND image_key IN ({marks})"
+            for row in self.db.execute(query, (scorer, version, *chunk)):
+                found[row["image_key"]] = json.loads(row["raw"])
+        return found
+
+    def add_raw_scores(self, scorer: str, version: str, raws: dict[str, dict]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO raw_scores VALUES (?, ?, ?, ?)",
+                [(key, scorer, version, json.dumps(raw)) for key, raw in raws.items()],
+            )
+
+    def set_score(self, key: str, scorer: str, version: str) -> dict | None:
+        row = self.db.execute("SELECT raw FROM set_scores WHERE key=? AND scorer=? AND version=?", (key, scorer, version)).fetchone()
+        return json.loads(row["raw"]) if row else None
+
+    def add_set_score(self, key: str, scorer: str, version: str, raw: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO set_scores VALUES (?, ?, ?, ?)", (key, scorer, version, json.dumps(raw)))
+
+    # ------------------------------------------------------------------ results
+
+    def add_result(self, run_id: str, method: str, benchmark: str, metric: str, value: float, n: int,
+                   lower_is_better: bool, name: str, description: str, model_state: str, unet_evals_per_image: float) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image),
+        )
+
+    def results(self, runs: list[str] | None = None) -> list[dict]:
+        query = (
+            "SELECT results.*, runs.created AS run_created, model_states.metadata AS state_metadata FROM results "
+            "JOIN runs ON runs.id = results.run_id LEFT JOIN model_states ON model_states.key = results.model_state"
+        )
+        rows = [dict(row) for row in self.db.execute(query + " ORDER BY runs.created, results.rowid")]
+        if runs:
+            rows = [row for row in rows if row["run_id"] in runs]
+        for row in rows:
+            row["lower_is_better"] = bool(row["lower_is_better"])
+            row["state_metadata"] = json.loads(row["state_metadata"]) if row["state_metadata"] else {}
+        return rows
+
+    def run_images(self, run_id: str | None = None) -> list[dict]:
+        query = "SELECT run_images.*, images.path, images.spec FROM run_images JOIN images ON images.key = run_images.image_key"
+        rows = [dict(row) for row in self.db.execute(query)]
+        return [row for row in rows if run_id is None or row["run_id"] == run_id]
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
