@@ -10,3 +10,18 @@ from harness.hookspecs import hookimpl
 @hookimpl
 def register_methods(register):
     register("methods.sd:NoErasure", name="sd", description="the unmodified base model (no erasure); the baseline row")
+    register(
+        "methods.uce:UCE",
+        name="uce",
+        description="Unified Concept Editing (WACV 2024): closed-form cross-attention K/V edit, 2023 token-block variant",
+    )
+    register(
+        "methods.rece:RECE",
+        name="rece",
+        description="RECE (ECCV 2024): UCE, then closed-form adversarial embeddings re-erased each epoch",
+    )
+    register(
+        "methods.trce_t:TRCET",
+        name="trce-t",
+        description="TRCE stage 1: closed-form edit of the first [EoT] of malicious prompts, COCO-caption preservation",
+    )

@@ -1,0 +1,210 @@
+"""The closed-form cross-attention editor shared by UCE, RECE and TRCE-T (and MACE's refinement).
+
+These methods only change the key and value projections ``W`` (``attn2.to_k``,
+``attn2.to_v``; out × d) of the UNet's cross-attention layers.  Each one solves,
+for every such matrix independently, the ridge regression
+
+    min_W'  λ‖W' − W‖²  +  e Σ_i w_i ‖W' k_i − v_i‖²  +  s Σ_j ‖W' p_j − W p_j‖²          (TRCE Eq. 4)
+
+    keys k_i   → targets v_i      the mapping to install (concept → guide)
+    keys p_j                      preserved: W' p_j should stay W p_j
+
+whose normal equations give the update (TRCE Eq. 5, methods-notes §2.1, §3.1, §7.2)
+
+    W' = (λW + e Σ w v kᵀ + s Σ W p pᵀ) · (λI + e Σ w k kᵀ + s Σ p pᵀ)⁻¹
+       =            mat1               ·              mat2⁻¹
+
+Every method here takes its targets from the **current** weights: ``v = W t`` for
+some embedding ``t`` (the guide prompt's row).  Then ``Σ v kᵀ = W Σ t kᵀ`` and the
+whole right-hand side factors as ``W' = W · (λI + e Σ w t kᵀ + s Σ p pᵀ) · mat2⁻¹``:
+the statistics are d × d matrices of *text embeddings* only, the same for all 32
+projections, and the solve is done once.  That is the same equation, just
+evaluated in the cheap order; ``value_key`` adds per-matrix ``Σ v kᵀ`` terms for
+targets that are not ``W t`` (MACE's LoRA fusion).  The same factoring makes the
+preservation statistics ``Σ W p pᵀ = W Σ p pᵀ``, so the cache stores ``Σ p pᵀ``
+only; it depends on the text encoder and captions, not on the UNet.
+
+Precision: the statistics are accumulated in float64 and the d × d solve runs in
+float64 on the CPU (CLIP's [SoT] row is ~30× longer than the others, so ``mat2``
+is badly conditioned and forming it squares that); the per-matrix product runs
+in float32 on the weights' device and is written back in the weights' dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.api import sha256_json
+
+# --------------------------------------------------------------------------- which matrices
+
+
+def cross_attention_projections(unet, edit_keys: bool = True) -> list[tuple[str, torch.nn.Linear]]:
+    """The edited matrices, found by module name, in the order of the official ``get_ca_layers``.
+
+    Order: every ``*attn2.to_v`` in ``named_modules()`` order, then every
+    ``*attn2.to_k`` (if ``edit_keys``).  ``UNet2DConditionModel`` registers
+    ``down_blocks``, ``up_blocks`` and then ``mid_block``, so for SD-1.4 this is
+    [16 × to_v: down(6), up(9), mid(1)] + [16 × to_k, same order] (methods-notes §0),
+    and index ``l`` matches the layer index of the MACE/TRCE COCO caches.  Only the
+    names matter, so the tiny and toy backbones are edited by the same code.
+    """
+    modules = list(unet.named_modules())
+    values = [(name, module) for name, module in modules if name.endswith("attn2.to_v")]
+    keys = [(name, module) for name, module in modules if name.endswith("attn2.to_k")] if edit_keys else []
+    found = values + keys
+    if not values:
+        raise ValueError("no cross-attention projections (modules named '*attn2.to_v') in this UNet")
+    for name, module in found:
+        if not isinstance(module, torch.nn.Linear):
+            raise TypeError(f"{name} is a {type(module).__name__}, not a Linear; cannot edit it in closed form")
+    return found
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class KeyStatistics:
+    """Second moments of a set of weighted (key k, target embedding t) pairs; the value target is ``W t``.
+
+    ``key_key = Σ w k kᵀ`` and ``target_key = Σ w t kᵀ`` are d × d, float64.
+    For a preservation set the target is the key itself (``target_key = key_key``).
+    """
+
+    key_key: torch.Tensor
+    target_key: torch.Tensor
+    count: float  # how many items the sums run over (Σ w, or captions), for normalising and the metadata
+
+    @classmethod
+    def from_pairs(cls, keys: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> KeyStatistics:
+        """From rows ``keys`` (n × d) and ``targets`` (n × d), each row weighted by ``weights`` (n) or 1."""
+        keys, targets = keys.double(), targets.double()
+        weighted = keys if weights is None else keys * weights.double().to(keys.device)[:, None]
+        count = float(len(keys) if weights is None else weights.sum())
+        return cls(weighted.T @ keys, targets.T @ weighted, count)
+
+    @classmethod
+    def preserve(cls, keys: torch.Tensor, weights: torch.Tensor | None = None) -> KeyStatistics:
+        """Keys whose outputs must not change: the target of each key is the key itself."""
+        keys = keys.double()
+        weighted = keys if weights is None else keys * weights.double().to(keys.device)[:, None]
+        key_key = weighted.T @ keys
+        return cls(key_key, key_key, float(len(keys) if weights is None else weights.sum()))
+
+    @classmethod
+    def zeros(cls, dim: int, device=None) -> KeyStatistics:
+        zero = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        return cls(zero, zero.clone(), 0.0)
+
+    def __add__(self, other: KeyStatistics) -> KeyStatistics:
+        device = self.key_key.device
+        return KeyStatistics(
+            self.key_key + other.key_key.to(device), self.target_key + other.target_key.to(device), self.count + other.count
+        )
+
+    def scaled(self, factor: float) -> KeyStatistics:
+        return KeyStatistics(self.key_key * factor, self.target_key * factor, self.count * factor)
+
+
+# --------------------------------------------------------------------------- the solve
+
+
+@torch.no_grad()
+def closed_form_edit(
+    projections: list[tuple[str, torch.nn.Linear]],
+    erase: KeyStatistics,
+    *,
+    lamb: float,
+    erase_scale: float = 1.0,
+    preserve: KeyStatistics | None = None,
+    preserve_scale: float = 0.0,
+    value_key: dict[str, torch.Tensor] | None = None,
+) -> dict:
+    """Replace every ``W`` in ``projections`` by ``mat1 · mat2⁻¹`` (module docstring; TRCE Eq. 5).
+
+    ``value_key`` optionally maps a matrix name to an extra ``Σ w v kᵀ`` (out × d)
+    for targets that are not ``W t``; it is scaled by ``erase_scale`` like the rest
+    of the erase term.  Returns how the system was solved, for the metadata.
+    """
+    dim = erase.key_key.shape[0]
+    identity = torch.eye(dim, dtype=torch.float64)
+    if preserve is None:
+        preserve = KeyStatistics.zeros(dim)
+    # mat2 = λI + e Σ w k kᵀ + s Σ p pᵀ          and the bracket of mat1 = W · (λI + e Σ w t kᵀ + s Σ p pᵀ)
+    mat2 = lamb * identity + erase_scale * erase.key_key.cpu() + preserve_scale * preserve.key_key.cpu()
+    bracket = lamb * identity + erase_scale * erase.target_key.cpu() + preserve_scale * preserve.target_key.cpu()
+    mat2 = (mat2 + mat2.T) / 2  # symmetric by construction; remove round-off so Cholesky sees it as such
+    inverse_apply, solver = _symmetric_inverse(mat2)
+    transform = inverse_apply(bracket.T).T  # bracket · mat2⁻¹ (mat2 is symmetric)
+
+    for name, module in projections:
+        weight = module.weight
+        updated = weight.float() @ transform.to(device=weight.device, dtype=torch.float32)
+        if value_key is not None and name in value_key:
+            extra = inverse_apply((erase_scale * value_key[name].double().cpu()).T).T
+            updated += extra.to(device=weight.device, dtype=torch.float32)
+        weight.copy_(updated.to(weight.dtype))
+    return {"solver": solver, "matrices": [name for name, _ in projections]}
+
+
+def _symmetric_inverse(matrix: torch.Tensor):
+    """``x ↦ matrix⁻¹ x`` for a symmetric matrix: Cholesky when it is positive definite,
+    otherwise the pseudo-inverse (λ = 0 with fewer keys than dimensions, where the
+    minimum-norm solution still maps every key exactly onto its target)."""
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    if int(info) == 0:
+        return (lambda rhs: torch.cholesky_solve(rhs, factor)), "cholesky"
+    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+    cutoff = eigenvalues.abs().max() * matrix.shape[0] * torch.finfo(torch.float64).eps
+    inverted = torch.where(eigenvalues.abs() > cutoff, 1.0 / eigenvalues, torch.zeros_like(eigenvalues))
+    pseudo_inverse = (eigenvectors * inverted) @ eigenvectors.T
+    return (lambda rhs: pseudo_inverse @ rhs), "pseudo-inverse"
+
+
+# --------------------------------------------------------------------------- preservation statistics of a caption set
+
+
+def caption_statistics(pipe, captions: list[str], ctx, batch_size: int = 64) -> KeyStatistics:
+    """``Σ p pᵀ`` over **every token row** of every caption (MACE's ``all_words`` COCO cache, methods-notes §7.1).
+
+    Computed once per (backbone, text encoder, caption set) and cached through
+    ``ctx.cached_tensors``; ``count`` is the number of captions, so callers can
+    take the mean per caption.
+    """
+    text_encoder = pipe.text_encoder
+    key = {
+        "statistic": "caption-key-key",
+        "version": 1,
+        "captions_sha256": sha256_json(list(captions)),
+        "captions": len(captions),
+        "max_length": pipe.tokenizer.model_max_length,
+        "text_encoder_dtype": str(text_encoder.dtype),
+        # the backbone fingerprint names the model; this catches a swapped or edited text encoder
+        "text_encoder_checksum": text_encoder_checksum(text_encoder),
+    }
+
+    def compute() -> dict:
+        from methods.text import encode_prompts
+
+        dim = text_encoder.config.hidden_size
+        total = torch.zeros(dim, dim, dtype=torch.float64, device=text_encoder.device)
+        starts = ctx.progress(range(0, len(captions), batch_size), desc="preservation statistics")
+        for start in starts:
+            rows = encode_prompts(pipe, captions[start : start + batch_size]).embeddings.flatten(0, 1)
+            total += (rows.T @ rows).double()  # fp32 within a batch, fp64 across batches
+        return {"key_key": total, "captions": torch.tensor(float(len(captions)), dtype=torch.float64)}
+
+    tensors = ctx.cached_tensors("closed-form-preservation", key, compute)
+    key_key = tensors["key_key"].double().cpu()
+    return KeyStatistics(key_key, key_key, float(tensors["captions"]))
+
+
+def text_encoder_checksum(text_encoder) -> str:
+    """A cheap identity for the text encoder's weights (sum and sum of squares of every parameter)."""
+    with torch.no_grad():
+        total = sum(float(p.float().sum()) for p in text_encoder.parameters())
+        squares = sum(float(p.float().pow(2).sum()) for p in text_encoder.parameters())
+    return f"{total:.6e}/{squares:.6e}"

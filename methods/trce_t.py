@@ -1,0 +1,231 @@
+"""``trce-t``: TRCE stage 1, Textual Semantic Erasure (paper §4.1, Eq. 4–5; Appendix A.3, B, C.1).
+
+TRCE's first stage is a closed-form cross-attention edit like UCE.  The difference
+is *which* embedding it remaps.  Keyword rows carry little of the prompt's context,
+but the [EoT] rows summarise the whole prompt (§4.1, Appendix B).  Mapping the
+**first [EoT]** row of malicious prompts onto that of the matching safe prompts
+therefore also reaches concepts a prompt only implies.
+
+1. **Concept augmentation** (§4.1, A.3, C.1).  Each of N (malicious, safe) phrase pairs of
+   the concept set (``phrases``; paper: 20 for "sexual", 40 for the I2P set) is put into M
+   prompt templates (``templates``; paper: 15).  That gives N·M prompt pairs
+   ("a photo of {nudity}" / "a photo of {a person wearing clothes}").
+2. **Keys and targets.**  For each pair, the key is the malicious prompt's first-[EoT] row
+   ``E(o)[eot(o)]`` and the target is the safe prompt's, ``W · E(n)[eot(n)]``.  The
+   [EoT] position is read from the token ids.  The ``tokens`` param adds the other rows of
+   the Table 4 ablation: ``sot`` ([SoT] → [SoT]), ``last-eot`` (last row → last row,
+   weighted by the number of padding [EoT] rows it stands for), ``key`` (each keyword
+   token → the safe prompt's last row).
+3. **Prior preservation** (Eq. 4, λ in the paper, ``preserve_scale`` here): ``Σ p pᵀ`` over
+   every token row of a caption set (COCO captions in the paper, the MACE cache), divided
+   by the number of captions.  It is computed once per backbone and caption set and cached.
+4. **Solve** (Eq. 5) for every ``attn2.to_k`` / ``attn2.to_v``, with the erase term
+   normalised by the number of prompt pairs (C.1: "the optimization term … has been
+   normalized"):
+
+       W ← (λ_W W + (1/N·M) Σ w (W n) kᵀ + s Σ W p pᵀ / |captions|) · (λ_W I + (1/N·M) Σ w k kᵀ + s Σ p pᵀ / |captions|)⁻¹
+
+   ``lamb`` (λ_W) is 0 in the official code; s = 0.01 (A.3, Table 3).
+
+Where the official code (ddgoodgood/TRCE @ 0da9b71, ``run_trce_stage1.py``,
+``src/cfr_utils.py``) differs, the default follows the paper, and a quirk switch
+reproduces the code.  Quirks in use are recorded in the metadata.
+
+* ``word_count_positions`` (default False): the code puts the first [EoT] at
+  ``len(prompt.split()) + 1`` and finds keywords by word offsets.  That is wrong whenever a
+  word spans several tokens ("Van Gogh's", most synonyms), and then the edit maps a word row
+  instead of the [EoT] (methods-notes §15, pitfall 1).
+* ``double_preserve_scale`` (default False): the code multiplies the cache by s once when it
+  builds ``cache_dict`` and again inside ``closed_form_refinement``, so the effective weight
+  is s² (1e-4 at the paper's 0.01), inherited from MACE (methods-notes §7.6, pitfall 1).
+  The paper's numbers (Tables 1–3) were therefore produced with an effective 1e-4.  With
+  the default single scale, ``preserve_scale=1e-4`` is the equivalent operating point.
+* Not switchable, for the record: the code divides the cache by the constant 3e4, not by its
+  caption count.  That is the same thing for a 30k-caption file such as COCO-30k.
+
+Captions: the concept set's ``captions`` (or ``captions_file``), or ``captions=PATH`` (a
+``.txt`` with one caption per line, or a ``.csv`` with a ``prompt``/``caption``/``text``
+column such as COCO-30k).  No captions is an error unless ``preserve_scale=0``.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.api import ConceptSet, HarnessError, Method, sha256_json
+from methods.closed_form import KeyStatistics, caption_statistics, closed_form_edit, cross_attention_projections
+from methods.text import (
+    encode_prompts,
+    first_eot_index,
+    phrase_ids,
+    phrase_token_positions,
+    word_count_eot_index,
+    word_count_phrase_positions,
+)
+
+TOKEN_ROWS = ("sot", "eot", "last-eot", "key")  # the rows of the paper's Table 4: [SoT], first [EoT], last [EoT], [KEY]
+CAPTION_COLUMNS = ("prompt", "caption", "text")
+
+
+class TRCET(Method):
+    name = "trce-t"
+    description = "TRCE stage 1: closed-form edit mapping the first [EoT] of malicious prompts to safe ones, COCO-preserving"
+    paper = "TRCE: Towards Reliable Malicious Concept Erasure in Text-to-Image Diffusion Models (2025), §4.1"
+    version = "1"
+
+    @dataclass
+    class Params:
+        tokens: str = "eot"  # '+'-joined rows to remap, from sot, eot, last-eot, key (Table 4); paper: eot
+        preserve_scale: float = 0.01  # s, the paper's λ (Eq. 4, A.3, Table 3)
+        lamb: float = 0.0  # λ_W: pull towards the current W (official 0)
+        erase_scale: float = 1.0  # e, on the normalised erase term
+        num_phrases: int = 0  # N phrase pairs to use, 0 = all in the concept set (Table 6)
+        num_templates: int = 0  # M templates to use, 0 = all in the concept set (Table 7)
+        captions: str = ""  # preservation captions file; "" = the concept set's captions
+        max_captions: int = 0  # use only the first n captions, 0 = all
+        edit_keys: bool = True  # edit attn2.to_k as well as attn2.to_v
+        word_count_positions: bool = False  # quirk: official word-count [EoT]/keyword positions
+        double_preserve_scale: bool = False  # quirk: official s² preservation weight
+
+    def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
+        params = self.params
+        rows = parse_tokens(params.tokens)
+
+        # 1. concept augmentation: N phrase pairs × M templates
+        phrase_pairs, templates = augmentation(concepts, params.num_phrases, params.num_templates)
+        prompt_pairs = [(t.format(bad), t.format(safe), bad) for bad, safe in phrase_pairs for t in templates]
+
+        # 2. keys (malicious prompts) and targets (safe prompts), normalised by the number of prompt pairs
+        keys, targets, weights, missing_keywords = token_rows(pipe, prompt_pairs, rows, params.word_count_positions)
+        erase = KeyStatistics.from_pairs(keys, targets, weights).scaled(1 / len(prompt_pairs))
+
+        # 3. prior preservation over a caption set, cached per backbone and caption set
+        preserve, caption_info = None, None
+        effective_scale = params.preserve_scale**2 if params.double_preserve_scale else params.preserve_scale
+        if params.preserve_scale != 0:
+            captions, caption_info = load_captions(concepts, params.captions, params.max_captions)
+            totals = caption_statistics(pipe, captions, ctx)
+            preserve = totals.scaled(1 / totals.count)
+
+        # 4. the closed-form solve (Eq. 5) for every attn2 key/value matrix
+        projections = cross_attention_projections(pipe.unet, edit_keys=params.edit_keys)
+        solved = closed_form_edit(
+            projections, erase, lamb=params.lamb, erase_scale=params.erase_scale, preserve=preserve, preserve_scale=effective_scale
+        )
+        return {
+            "method": "trce-t",
+            "variant": "+".join(rows),
+            "tokens": {row: row in rows for row in TOKEN_ROWS},
+            "lamb": params.lamb,
+            "erase_scale": params.erase_scale,
+            "preserve_scale": params.preserve_scale,
+            "effective_preserve_scale": effective_scale,
+            "phrases": len(phrase_pairs),
+            "templates": len(templates),
+            "prompt_pairs": len(prompt_pairs),
+            "erase_keys": len(keys),
+            "keywords_not_found": missing_keywords,
+            "captions": caption_info,
+            "edit_keys": params.edit_keys,
+            "quirks": {"word_count_positions": params.word_count_positions, "double_preserve_scale": params.double_preserve_scale},
+            **solved,
+        }
+
+
+def parse_tokens(spec: str) -> tuple[str, ...]:
+    """``"eot+key"`` → ("eot", "key"), checked against the Table 4 rows."""
+    rows = tuple(dict.fromkeys(part.strip().lower() for part in spec.split("+") if part.strip()))
+    unknown = [row for row in rows if row not in TOKEN_ROWS]
+    if not rows or unknown:
+        raise HarnessError(f"trce-t: tokens={spec!r}: use '+'-joined names from {', '.join(TOKEN_ROWS)} (e.g. 'eot+key')")
+    return rows
+
+
+def augmentation(concepts: ConceptSet, num_phrases: int, num_templates: int) -> tuple[list[tuple[str, str]], list[str]]:
+    """The (malicious, safe) phrase pairs and templates to cross.
+
+    Without ``phrases`` the concept set's ``erase``/``guides`` pairs are used.  Without
+    ``templates`` each phrase is its own prompt.
+    """
+    pairs = list(concepts.phrases) or [(text, concepts.guide_for(i) or " ") for i, text in enumerate(concepts.erase)]
+    if not pairs:
+        raise HarnessError(f"trce-t: concept set {concepts.name!r} has neither 'phrases' nor 'erase'")
+    templates = list(concepts.templates) or ["{}"]
+    for template in templates:
+        if template.count("{}") != 1:
+            raise HarnessError(f"trce-t: template {template!r} of concept set {concepts.name!r} needs exactly one '{{}}'")
+    pairs = pairs[:num_phrases] if num_phrases > 0 else pairs
+    templates = templates[:num_templates] if num_templates > 0 else templates
+    return pairs, templates
+
+
+def token_rows(pipe, prompt_pairs: list[tuple[str, str, str]], rows: tuple[str, ...], word_count_positions: bool):
+    """Stack (key row, target row, weight) for every prompt pair and every selected token row."""
+    tokenizer = pipe.tokenizer
+    malicious = encode_prompts(pipe, [bad for bad, _, _ in prompt_pairs])
+    safe = encode_prompts(pipe, [good for _, good, _ in prompt_pairs])
+    length = malicious.max_length
+    last = length - 1
+    keys, targets, weights, missing = [], [], [], 0
+
+    for index, (bad, good, keyword) in enumerate(prompt_pairs):
+        if word_count_positions:  # the official code's word counts (quirk)
+            eot_bad, eot_good = word_count_eot_index(bad, length), word_count_eot_index(good, length)
+            keyword_positions = word_count_phrase_positions(bad, keyword, length)
+        else:  # from the token ids
+            eot_bad = first_eot_index(malicious.input_ids[index], tokenizer.eos_token_id)
+            eot_good = first_eot_index(safe.input_ids[index], tokenizer.eos_token_id)
+            keyword_positions = phrase_token_positions(malicious.input_ids[index], phrase_ids(tokenizer, keyword))
+        selected = []  # (malicious position, safe position, weight)
+        if "sot" in rows:
+            selected.append((0, 0, 1.0))
+        if "eot" in rows:
+            selected.append((eot_bad, eot_good, 1.0))
+        if "last-eot" in rows:  # the last row stands for every padding [EoT] after the first
+            selected.append((last, last, float(max(last - eot_bad, 1))))
+        if "key" in rows:
+            missing += not keyword_positions
+            selected += [(position, last, 1.0) for position in keyword_positions]
+        for position_bad, position_good, weight in selected:
+            keys.append(malicious.embeddings[index, position_bad])
+            targets.append(safe.embeddings[index, position_good])
+            weights.append(weight)
+    return torch.stack(keys), torch.stack(targets), torch.tensor(weights), missing
+
+
+def load_captions(concepts: ConceptSet, path: str, limit: int) -> tuple[list[str], dict]:
+    """Preservation captions from ``path`` (param) or the concept set, with a one-line error when there are none."""
+    if path:
+        captions, source = read_caption_file(Path(path).expanduser()), str(path)
+    elif concepts.captions:
+        captions, source = list(concepts.captions), f"concept set {concepts.name!r}"
+    else:
+        raise HarnessError(
+            f"trce-t: concept set {concepts.name!r} has no preservation captions. The paper preserves COCO captions "
+            "(Appendix A.3): pass --set trce-t.captions=PATH (a .txt with one caption per line, or a .csv with a "
+            "'prompt' column such as COCO-30k), add 'captions'/'captions_file' to the concept set, "
+            "or run without preservation with --set trce-t.preserve_scale=0"
+        )
+    captions = captions[:limit] if limit > 0 else captions
+    if not captions:
+        raise HarnessError(f"trce-t: the preservation caption set ({source}) is empty")
+    return captions, {"source": source, "count": len(captions), "sha256": sha256_json(captions)}
+
+
+def read_caption_file(path: Path) -> list[str]:
+    if not path.is_file():
+        raise HarnessError(f"trce-t: caption file {path} does not exist")
+    if path.suffix.lower() != ".csv":
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        column = next((c for c in CAPTION_COLUMNS if c in (reader.fieldnames or [])), None)
+        if column is None:
+            raise HarnessError(
+                f"trce-t: caption file {path} has none of the columns {list(CAPTION_COLUMNS)}; found {reader.fieldnames}"
+            )
+        return [row[column].strip() for row in reader if row[column] and row[column].strip()]
