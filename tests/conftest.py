@@ -1,0 +1,28 @@
+"""Shared fixtures.  Tests never touch the network: the hub is forced offline before anything imports it."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """One tiny random pipeline per session; tests that edit it must undo their edits."""
+    from harness.testing import tiny_pipeline
+
+    return tiny_pipeline()
+
+
+@pytest.fixture
+def registry():
+    from harness.plugins import PluginHost
+    from harness.registry import Registry
+
+    return Registry(PluginHost([str(PLUGINS / "brightness.py"), str(PLUGINS / "edits.py")]))

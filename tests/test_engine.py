@@ -1,0 +1,79 @@
+"""The engine on the tiny backbone: batching never changes an image, nothing is generated twice."""
+
+import numpy as np
+import pytest
+
+from harness.api import PromptSpec
+from harness.engine import ActiveState, Defaults, Engine
+from harness.store import Store
+
+BASE = ActiveState(key="base", label="sd")
+
+
+@pytest.fixture
+def engine(tiny, tmp_path):
+    return Engine(tiny, Store(tmp_path), "tiny-fp", Defaults(steps=4, height=32, width=32), "cpu", "float32", batch_size=8, show_progress=False)
+
+
+def specs(count, guidance=7.5):
+    return [PromptSpec(id=str(i), prompt=f"prompt number {i % 5}", seed=17 + 7919 * i, guidance=guidance + (i % 3)) for i in range(count)]
+
+
+def test_an_image_in_a_batch_of_8_equals_the_same_prompt_and_seed_alone(engine):
+    batch = [engine.resolve(s) for s in specs(8)]
+    together = engine.sample(batch, BASE)
+    for spec, image in zip(batch, together):
+        (alone,) = engine.sample([spec], BASE)
+        difference = np.abs(np.asarray(alone, dtype=np.int16) - np.asarray(image, dtype=np.int16))
+        assert difference.max() <= 1  # float tolerance, after rounding to 8 bits
+    # Different seeds really give different images (the comparison above is not vacuous).
+    assert not np.array_equal(np.asarray(together[0]), np.asarray(together[1]))
+
+
+def test_rerunning_finished_work_calls_the_unet_zero_times(engine):
+    work = specs(10)
+    keys = engine.generate(work, BASE)
+    calls = engine.unet_calls
+    assert calls == 2 * 4  # two batches (8 + 2) of 4 steps
+    assert engine.generate(work, BASE) == keys
+    assert engine.unet_calls == calls
+    assert all(engine.store.image_path(k).exists() for k in keys)
+
+
+def test_stored_png_is_lossless(engine):
+    spec = engine.resolve(specs(1)[0])
+    (key,) = engine.generate([spec], BASE)
+    (image,) = engine.sample([spec], BASE)
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(engine.store.image_path(key))), np.asarray(image))
+
+
+def test_text_embeddings_are_computed_once_per_unique_prompt(engine, tiny):
+    seen = []
+    handle = tiny.text_encoder.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    try:
+        engine.generate(specs(10), BASE)  # 5 distinct prompts, plus the empty negative prompt
+    finally:
+        handle.remove()
+    assert sum(seen) == 6
+
+
+def test_seeds_above_two_to_the_31_are_exact_and_distinct(engine):
+    # I2P seeds reach 4,290,749,014 (> 2**31, < 2**32); torch's CPU generator takes them as they are.
+    big = [PromptSpec("a", "x", seed=2**31 + 5), PromptSpec("b", "x", seed=4_290_749_014), PromptSpec("c", "x", seed=5)]
+    latents = engine.initial_latents([engine.resolve(s) for s in big])
+    assert not any(np.allclose(latents[i], latents[j]) for i in range(3) for j in range(i + 1, 3))
+    import torch
+
+    expected = torch.randn((1, 4, 4, 4), generator=torch.Generator().manual_seed(4_290_749_014))
+    assert torch.equal(latents[1:2], expected)
+
+
+def test_image_key_names_every_setting(engine):
+    spec = engine.resolve(specs(1)[0])
+    from dataclasses import replace
+
+    variants = [replace(spec, seed=1), replace(spec, guidance=1.0), replace(spec, steps=5), replace(spec, negative_prompt="x"), replace(spec, width=64)]
+    keys = {engine.image_key(v, "s") for v in variants} | {engine.image_key(spec, "s"), engine.image_key(spec, "other-state")}
+    assert len(keys) == 7

@@ -1,0 +1,83 @@
+"""Model states: edits become cached deltas, switching restores the backbone bit for bit, compositions apply in order."""
+
+import pytest
+import torch
+
+from harness.api import ConceptSet
+from harness.engine import ModelStates
+from harness.runner import expand_method
+from harness.spec import parse_selections
+from harness.store import Store
+
+CONCEPTS = ConceptSet(name="test", erase=("red",), guides=("gray",))
+
+
+def parts_for(registry, text):
+    (item,) = parse_selections(text, "--methods")
+    return [part for selection in item for part in expand_method(registry, selection, {}, text)]
+
+
+def keys_weights(pipe):
+    return {n: m.weight.detach().clone() for n, m in pipe.unet.named_modules() if n.endswith("attn2.to_k")}
+
+
+@pytest.fixture
+def states(tiny, tmp_path):
+    states = ModelStates(tiny, Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    yield states
+    states.reset()
+
+
+def test_removing_a_delta_restores_the_backbone_bit_for_bit(states, registry, tiny):
+    before = {k: v.clone() for k, v in tiny.unet.state_dict().items()}
+    states.activate(parts_for(registry, "scale-keys:factor=0.25"), CONCEPTS, "scale-keys")
+    assert any(not torch.equal(before[k], v) for k, v in tiny.unet.state_dict().items())
+    states.reset()
+    after = tiny.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_delta_holds_only_what_the_edit_changed_and_is_reused(states, registry, tiny, tmp_path):
+    original = keys_weights(tiny)
+    state = states.activate(parts_for(registry, "scale-keys:factor=0.25"), CONCEPTS, "scale-keys")
+    assert states.edits_run == 1
+    assert state.metadata[0]["parameters_changed"] == len(original) == 4
+    edited = keys_weights(tiny)
+    assert all(torch.allclose(edited[n], original[n] * 0.25) for n in original)
+
+    # A fresh process (new ModelStates on the same store) loads the delta instead of editing again.
+    states.reset()
+    again = ModelStates(tiny, Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    state2 = again.activate(parts_for(registry, "scale-keys:factor=0.25"), CONCEPTS, "scale-keys")
+    assert again.edits_run == 0 and state2.key == state.key
+    assert all(torch.equal(keys_weights(tiny)[n], edited[n]) for n in edited)
+    again.reset()
+
+
+def test_switching_methods_in_memory(states, registry, tiny):
+    original = keys_weights(tiny)
+    states.activate(parts_for(registry, "scale-keys:factor=2"), CONCEPTS, "a")
+    states.activate(parts_for(registry, "shift-keys:amount=1"), CONCEPTS, "b")
+    # b is applied to the original, not on top of a.
+    assert all(torch.equal(keys_weights(tiny)[n], original[n] + 1) for n in original)
+
+
+def test_composition_applies_edits_in_order(states, registry, tiny):
+    original = keys_weights(tiny)
+    a_then_b = states.activate(parts_for(registry, "scale-keys:factor=2+shift-keys:amount=1"), CONCEPTS, "ab")
+    assert all(torch.equal(keys_weights(tiny)[n], original[n] * 2 + 1) for n in original)
+    b_then_a = states.activate(parts_for(registry, "shift-keys:amount=1+scale-keys:factor=2"), CONCEPTS, "ba")
+    assert all(torch.equal(keys_weights(tiny)[n], (original[n] + 1) * 2) for n in original)
+    assert a_then_b.key != b_then_a.key
+
+
+def test_registered_composition_routes_parameters_to_its_parts(registry):
+    parts = parts_for(registry, "both:factor=3,amount=0.5")
+    assert [(p.name, p.params_dict()) for p, _ in parts] == [("scale-keys", {"factor": 3.0}), ("shift-keys", {"amount": 0.5})]
+
+
+def test_different_parameters_or_concepts_make_different_states(states, registry):
+    a = states.activate(parts_for(registry, "scale-keys:factor=2"), CONCEPTS, "a").key
+    b = states.activate(parts_for(registry, "scale-keys:factor=3"), CONCEPTS, "b").key
+    c = states.activate(parts_for(registry, "scale-keys:factor=2"), ConceptSet(name="other", erase=("blue",)), "c").key
+    assert len({a, b, c}) == 3
