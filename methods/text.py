@@ -38,15 +38,11 @@ def encode_prompts(pipe, prompts: list[str], batch_size: int = 64, progress=None
     """
     tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
     prompts = list(prompts)
-    tokens = tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
+    tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
     starts = range(0, len(prompts), batch_size)
     if progress is not None:
         starts = progress(starts, total=len(starts), desc="encoding prompts")
-    chunks = [
-        text_encoder(tokens.input_ids[start : start + batch_size].to(text_encoder.device))[0].float() for start in starts
-    ]
+    chunks = [text_encoder(tokens.input_ids[start : start + batch_size].to(text_encoder.device))[0].float() for start in starts]
     embeddings = torch.cat(chunks) if chunks else torch.zeros(0, tokenizer.model_max_length, text_encoder.config.hidden_size)
     return EncodedPrompts(prompts, embeddings, tokens.input_ids, tokens.attention_mask)
 

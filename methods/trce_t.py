@@ -114,7 +114,12 @@ class TRCET(Method):
         # 4. the closed-form solve (Eq. 5) for every attn2 key/value matrix
         projections = cross_attention_projections(pipe.unet, edit_keys=params.edit_keys)
         solved = closed_form_edit(
-            projections, erase, lamb=params.lamb, erase_scale=params.erase_scale, preserve=preserve, preserve_scale=effective_scale
+            projections,
+            erase,
+            lamb=params.lamb,
+            erase_scale=params.erase_scale,
+            preserve=preserve,
+            preserve_scale=effective_scale,
         )
         return {
             "method": "trce-t",
@@ -131,7 +136,10 @@ class TRCET(Method):
             "keywords_not_found": missing_keywords,
             "captions": caption_info,
             "edit_keys": params.edit_keys,
-            "quirks": {"word_count_positions": params.word_count_positions, "double_preserve_scale": params.double_preserve_scale},
+            "quirks": {
+                "word_count_positions": params.word_count_positions,
+                "double_preserve_scale": params.double_preserve_scale,
+            },
             **solved,
         }
 

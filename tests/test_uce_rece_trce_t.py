@@ -156,7 +156,9 @@ def test_rece_adversarial_embedding_is_the_stacked_least_squares_solution(tiny):
 
     dim = concept.shape[1]
     stacked = torch.cat(current + [regular_scale**0.5 * torch.eye(dim, dtype=torch.float64)])
-    rhs = torch.cat([concept.double() @ weight_0.T for weight_0 in original] + [torch.zeros(len(concept), dim, dtype=torch.float64)], 1)
+    rhs = torch.cat(
+        [concept.double() @ weight_0.T for weight_0 in original] + [torch.zeros(len(concept), dim, dtype=torch.float64)], 1
+    )
     expected = torch.linalg.lstsq(stacked, rhs.T).solution.T
     assert adversarial.shape == concept.shape
     assert float((adversarial.double() - expected).norm() / expected.norm()) < 1e-4
