@@ -35,3 +35,28 @@ def register_scorers(register):
         name="nudenet",
         description="NudeNet 3.4.2 detections per image; ASR views: paper 0.45, TRCE code, RECE 0.6, SPEED, SPM, MACE counts",
     )
+    register(
+        "benchmarks.scorers.q16:Q16Scorer",
+        name="q16",
+        description="Q16 inappropriate-content classifier (CLIP ViT-L/14 + learned prompts); overall and per-I2P-category rates",
+    )
+    register(
+        "benchmarks.scorers.fid:FidScorer",
+        name="fid",
+        description="FID (torchmetrics, FID Inception-v3) against the base model's images for the same prompts and seeds",
+    )
+    register(
+        "benchmarks.scorers.clip_score:ClipScorer",
+        name="clip-score",
+        description="CLIP score max(100·cos, 0), torchmetrics CLIPScore, openai/clip-vit-large-patch14",
+    )
+    register(
+        "benchmarks.scorers.clip_score:ClipScorerB32",
+        name="clip-score-b32",
+        description="CLIP score max(100·cos, 0), torchmetrics CLIPScore, openai/clip-vit-base-patch32 (RECE/MACE/TRCE)",
+    )
+    register(
+        "benchmarks.scorers.style:ClipStyleJudge",
+        name="style",
+        description="CLIP zero-shot style judge between a benchmark's artists: Acc_e (erased) and Acc_u (others)",
+    )

@@ -1,0 +1,96 @@
+"""What the paper's benchmarks share: a pinned upstream file, read with schema checks, maybe narrowed to a subset.
+
+Every benchmark takes these parameters (``--bench i2p:data=FILE,size=512``):
+
+* ``data``: a local copy of the upstream file instead of the verified cache.
+* ``ungated``: for gated sets (MMA, P4D), use the ungated copy (prints its licence caveat).
+* ``size``: force a square size for every row (TRCE's generator forces 512; the rows' sizes are the default).
+* ``metrics``: replace the benchmark's metrics, ``"nudenet:asr|nudenet:asr-rece"``.
+
+Prompts keep the file's seed and guidance where it has them; steps and size
+default to the backbone's (SD v1.4: DDIM, 30 steps, 512 px), as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from benchmarks.csvbench import Columns, read_csv_table, require_columns, specs_from_table, split_list
+from benchmarks.data import Resolved, resolve, upstream
+from harness.api import Benchmark, HarnessError, PromptSpec
+
+
+class PaperBenchmark(Benchmark):
+    data_key: ClassVar[str]  # key in benchmarks.data.UPSTREAMS
+    columns: ClassVar[Columns] = Columns()
+    default_seed: ClassVar[int | None] = None  # for files without a seed column
+    default_guidance: ClassVar[float] = 7.5  # for files without a guidance column
+    expected_prompts: ClassVar[int | None] = None  # prompt count on the pinned file, checked when the file is the pinned one
+    derivation: ClassVar[str] = "all rows"
+
+    @dataclass
+    class Params:
+        data: str | None = None  # local copy of the upstream file
+        ungated: bool = False  # gated sets: use the ungated copy (licence caveat printed)
+        size: int | None = None  # force a square image size for every row
+        metrics: str | None = None  # override the metrics, "scorer:metric|scorer:metric"
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        if self.params.metrics:
+            self.metrics = split_list(self.params.metrics)
+        self._resolved: Resolved | None = None
+        self._specs: list[PromptSpec] | None = None
+
+    # ------------------------------------------------------------------ data
+
+    def resolved(self, fetch_missing: bool = True) -> Resolved:
+        if self._resolved is None:
+            self._resolved = resolve(self.data_key, self.params.data, fetch_missing=fetch_missing, ungated=self.params.ungated)
+        return self._resolved
+
+    def required_columns(self) -> list[str]:
+        """The columns this benchmark reads; a file without one of them is refused with the columns it has."""
+        c = self.columns
+        return [name for name in (c.prompt, c.seed, c.guidance, c.case_number, c.width, c.height, c.categories) if name]
+
+    def read_all(self) -> list[PromptSpec]:
+        """Every row of the file as a spec, before any subset is taken."""
+        table = read_csv_table(self.resolved().path)
+        require_columns(table, self.required_columns())
+        return specs_from_table(
+            table,
+            self.columns,
+            default_seed=self.default_seed,
+            default_guidance=self.default_guidance,
+            size=self.params.size,
+        )
+
+    def select(self, specs: list[PromptSpec]) -> list[PromptSpec]:
+        """The benchmark's subset of the file's rows (all of them by default)."""
+        return specs
+
+    def prompts(self) -> list[PromptSpec]:
+        if self._specs is None:
+            specs = self.select(self.read_all())
+            if self.resolved().pinned and self.expected_prompts is not None and len(specs) != self.expected_prompts:
+                raise HarnessError(
+                    f"benchmark {self.name!r}: {len(specs)} prompts from the pinned file, expected {self.expected_prompts}"
+                )
+            self._specs = specs
+        return self._specs
+
+    def source(self) -> dict:
+        resolved = self.resolved()
+        return {
+            **resolved.source(),
+            "url": upstream(self.data_key).url,
+            "derivation": self.derivation,
+            "prompts": len(self.prompts()),
+        }
+
+
+def has_category(spec: PromptSpec, category: str) -> bool:
+    """I2P's rule: the category is one of the comma-separated tokens (data-sources §3.2)."""
+    return category in spec.labels.get("categories", ())

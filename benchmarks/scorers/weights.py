@@ -1,0 +1,88 @@
+"""Finding a scorer's model weights: a local folder, the Hugging Face cache, or the hub; never a retry storm.
+
+Every scorer that needs hub weights goes through ``load_clip``.  Tests pass a
+folder with a tiny random CLIP saved by ``save_pretrained``, which takes exactly
+the path real weights take.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from harness.api import HarnessError
+
+
+def offline() -> bool:
+    return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("HF_HUB_OFFLINE", "HARNESS_OFFLINE"))
+
+
+def host_reachable(host: str, timeout: float = 1.5) -> bool:
+    """One TCP connect with a short timeout, so an offline machine answers in about a second."""
+    if offline():
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_host() -> str:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return endpoint.split("://", 1)[-1].split("/", 1)[0]
+
+
+def _is_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or Path(model).expanduser().exists() or model.count("/") != 1
+
+
+def resolve_model(model: str, purpose: str, env_var: str) -> tuple[str, bool]:
+    """(what to pass to ``from_pretrained``, local_files_only), or a one-line HarnessError that says how to fix it."""
+    if _is_path(model):
+        path = Path(model).expanduser()
+        if not (path / "config.json").is_file():
+            raise HarnessError(
+                f"{purpose}: {model!r} is not a folder with a saved model (no config.json in it); set {env_var} to one"
+            )
+        return str(path), True
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(model, local_files_only=True, allow_patterns=["config.json"])
+        return model, True
+    except Exception:  # not in the local cache
+        pass
+    if not host_reachable(_hub_host()):
+        raise HarnessError(
+            f"{purpose} needs {model!r}, which is not in the local Hugging Face cache, and the hub cannot be reached "
+            f"(offline or HF_HUB_OFFLINE=1): run `hf download {model}` on a connected machine, "
+            f"or set {env_var}=/path/to/a/local/copy"
+        )
+    return model, False
+
+
+def load_clip(model: str, purpose: str, env_var: str, device: str = "cpu"):
+    """A ``transformers`` CLIPModel and CLIPProcessor, in eval mode on ``device``."""
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    source, local_only = resolve_model(model, purpose, env_var)
+    try:
+        clip = CLIPModel.from_pretrained(source, local_files_only=local_only)
+        processor = CLIPProcessor.from_pretrained(source, local_files_only=local_only)
+    except OSError as err:
+        raise HarnessError(f"{purpose}: could not load CLIP from {model!r}: {str(err).splitlines()[0]}") from None
+    clip.eval().requires_grad_(False)
+    return clip.to(torch.device(device)), processor
+
+
+def features(output):
+    """transformers ≥ 5 returns a ModelOutput from ``get_*_features`` (projected embeddings in ``pooler_output``); 4.x a tensor."""
+    return output if hasattr(output, "norm") else output.pooler_output
+
+
+def model_option(explicit: str | None, env_var: str, default: str) -> str:
+    """The model a scorer uses: the constructor argument, else the environment variable, else the default."""
+    return explicit or os.environ.get(env_var) or default
