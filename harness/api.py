@@ -273,6 +273,9 @@ class Backbone(Configurable):
     height: ClassVar[int] = 512
     width: ClassVar[int] = 512
 
+    def check(self, model: str | None) -> None:
+        """Raise ``HarnessError`` now if ``load`` is bound to fail (missing path, offline hub): called before any work."""
+
     def load(self, model: str | None, device: str, dtype: str):
         """Return a diffusers ``StableDiffusionPipeline`` (or one with the same components)."""
         raise NotImplementedError

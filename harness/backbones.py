@@ -72,6 +72,9 @@ class DiffusersBackbone(Backbone):
     height = 512
     width = 512
 
+    def check(self, model: str | None) -> None:
+        resolve_model_source(model or self.default_model)
+
     def load(self, model: str | None, device: str, dtype: str):
         import torch
         from diffusers import DDIMScheduler, StableDiffusionPipeline

@@ -147,10 +147,11 @@ def cmd_run(args, registry: Registry) -> int:
     from reports import leaderboard
 
     planned = runner.plan(_run_config(args), registry)
-    print(runner.describe_plan(planned), file=sys.stderr)
     if args.dry_run:
+        print(runner.describe_plan(planned))
         return 0
-    active = runner.Runner(planned)
+    active = runner.Runner(planned)  # opens the store: an unwritable --out fails here, before any output
+    print(runner.describe_plan(planned), file=sys.stderr)
     finished = active.execute()
     store = active.store
     board = leaderboard.build(store.results(runs=[finished]))
@@ -202,6 +203,7 @@ def cmd_erase(args, registry: Registry) -> int:
     concepts = registry.concept_set(args.concepts)
     backbone_name, model = (args.model, None) if args.model in registry.entries["backbones"] else ("sd14", args.model)
     backbone = registry.get("backbones", backbone_name)()
+    backbone.check(model)
     device = args.device or runner._default_device()
     dtype = args.dtype or "float32"
     if os.path.exists(args.save) and os.listdir(args.save):

@@ -25,6 +25,12 @@ from harness.store import Store, atomic_write_bytes
 EDITABLE_COMPONENTS = ("unet", "text_encoder")
 
 
+def public_config(config) -> dict:
+    """A component's config without bookkeeping keys (``_use_default_values`` is a set in random order)."""
+    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return {key: value for key, value in config.items() if not key.startswith("_") and key not in ("transformers_version",)}
+
+
 def pipeline_fingerprint(pipe) -> str:
     """sha256 over every weight of the pipeline plus its configs: equal iff the models are equal."""
     import torch
@@ -32,13 +38,12 @@ def pipeline_fingerprint(pipe) -> str:
     digest = hashlib.sha256()
     for component in ("unet", "text_encoder", "vae"):
         module = getattr(pipe, component)
-        config = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)
-        digest.update(sha256_json(config).encode())
+        digest.update(sha256_json(public_config(module.config)).encode())
         for name, tensor in sorted(module.state_dict().items()):
             digest.update(name.encode())
             data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
             digest.update(hashlib.sha256(data).digest())
-    digest.update(sha256_json(dict(pipe.scheduler.config)).encode())
+    digest.update(sha256_json(public_config(pipe.scheduler.config)).encode())
     return digest.hexdigest()[:32]
 
 
@@ -203,7 +208,7 @@ class Engine:
         self.show_progress = show_progress
         self.unet_calls = 0  # forward passes of the UNet, for tests and cost accounting
         self._embeddings: dict[tuple[str, str], object] = {}
-        self.scheduler_config = dict(pipe.scheduler.config)
+        self.scheduler_config = public_config(pipe.scheduler.config)
 
     def resolve(self, spec: PromptSpec) -> PromptSpec:
         """Fill the backbone's defaults into a spec, so the image key names every setting."""

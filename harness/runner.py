@@ -134,9 +134,14 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         methods.append(PlannedMethod(label=label, parts=parts))
 
     known_targets = set(registry.entries["methods"]) | set(registry.entries["benchmarks"])
-    for name in overrides:
+    for name, values in overrides.items():
         if name not in known_targets:
             raise HarnessError(f"--set names {name!r}, which is neither a method nor a benchmark{did_you_mean(name, known_targets)}")
+        # Check every --set now, even for a plugin not selected in this run: a typo must not pass silently.
+        if name in registry.entries["methods"]:
+            expand_method(registry, Selection(name, values), {}, name)
+        else:
+            build_params(registry.get("benchmarks", name), values, name)
 
     benchmarks = []
     bench_selections = _expand_benchmarks(registry, parse_selections(config.bench, "--bench"))
@@ -172,6 +177,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
             raise HarnessError(f"these benchmarks expect different backbones ({', '.join(sorted(wanted))}); run them separately or pass --model")
         backbone_name, model = wanted.pop(), None
     backbone = registry.get("backbones", backbone_name)()
+    backbone.check(model)
 
     device = config.device or _default_device()
     dtype = config.dtype or ("float16" if device.startswith("cuda") else "float32")

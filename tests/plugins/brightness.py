@@ -1,6 +1,7 @@
 """A one-file test plugin: a fixed prompt benchmark and a brightness scorer (deterministic, dependency-free)."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.api import Benchmark, Metric, PromptSpec, Scorer
 from harness.hookspecs import hookimpl
@@ -29,6 +30,7 @@ class FixedPrompts(Benchmark):
     name = "fixed"
     description = "twelve fixed prompts with distinct seeds (test benchmark)"
     metrics = ("brightness:mean", "brightness:dark")
+    concepts = "colours"
 
     @dataclass
     class Params:
@@ -47,3 +49,8 @@ def register_benchmarks(register):
 @hookimpl
 def register_scorers(register):
     register(Brightness)
+
+
+@hookimpl
+def register_concept_sets(register):
+    register(str(Path(__file__).parent / "colours.json"), name="colours", description="test concept set: erase red")

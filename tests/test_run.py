@@ -1,0 +1,187 @@
+"""`harness run` / `harness report` end to end on the tiny backbone: results, resume after kill -9, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.plugins import PluginHost
+from harness.registry import Registry
+from harness.runner import Runner, RunConfig, plan
+from harness.store import Store
+
+PLUGINS = Path(__file__).parent / "plugins"
+BRIGHTNESS = str(PLUGINS / "brightness.py")
+EDITS = str(PLUGINS / "edits.py")
+
+
+def cli(capsys, *args):
+    code = main(["--plugin", BRIGHTNESS, "--plugin", EDITS, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_run_prints_a_leaderboard_and_report_reads_the_store(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = cli(capsys, "run", "--model", "tiny", "--methods", "sd,scale-keys:factor=0.5", "--bench", "fixed:count=6", "--out", str(out), "--no-progress")
+    assert code == 0
+    assert "| method | fixed:count=6 brightness ↑ | fixed:count=6 dark rate ↓ |" in stdout
+    assert "| sd |" in stdout and "| scale-keys:factor=0.5 |" in stdout
+
+    code, report, _ = cli(capsys, "report", "--out", str(out))
+    assert code == 0 and stdout.strip() in report
+    assert (out / "report" / "leaderboard.csv").read_text().startswith("method,fixed:count=6/brightness:mean,fixed:count=6/brightness:dark")
+
+    code, as_json, _ = cli(capsys, "report", "--out", str(out), "--json")
+    records = json.loads(as_json)
+    assert len(records) == 4  # 2 methods × 1 benchmark × 2 metrics
+    record = next(r for r in records if r["method"] == "sd" and r["metric"] == "brightness:dark")
+    assert record["n"] == 6 and record["lower_is_better"] is True and record["description"]
+    assert record["unet_evals_per_image"] == 2 * 4  # CFG: two UNet evaluations per step, 4 steps
+
+    manifest = json.loads(next((out / "runs").glob("*/manifest.json")).read_text())
+    assert manifest["versions"]["torch"] and manifest["benchmarks"][0]["seeds"] == [1000 + i for i in range(6)]
+    assert {p["name"] for p in manifest["plugins"]} >= {"methods", "brightness", "edits"}
+    assert manifest["model_states"]["scale-keys:factor=0.5 / colours"][0]["factor"] == 0.5
+
+
+def test_a_finished_run_does_no_work_when_repeated(tmp_path):
+    registry = Registry(PluginHost([BRIGHTNESS, EDITS]))
+    config = RunConfig(methods="sd,scale-keys", bench="fixed:count=4", model="tiny", out=str(tmp_path), show_progress=False)
+    first = Runner(plan(config, registry))
+    first.execute()
+    assert first.engine.unet_calls > 0 and first.states.edits_run == 1
+    second = Runner(plan(config, registry))
+    second.execute()
+    assert second.engine.unet_calls == 0 and second.states.edits_run == 0
+    assert second.store.results() == first.store.results()
+
+
+def test_kill_9_then_rerun_matches_an_uninterrupted_run(tmp_path):
+    args = ["--plugin", BRIGHTNESS, "run", "--model", "tiny", "--methods", "sd", "--bench", "fixed:count=12,guidance=5",
+            "--batch-size", "1", "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", *args, "--out", str(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    images = killed / "cache" / "images"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(images.glob("*/*.png"))) < 3:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = {p: p.stat().st_mtime_ns for p in images.glob("*/*.png")}
+    assert 3 <= len(done_before) < 12, "the kill must land in the middle of generation"
+
+    registry = Registry(PluginHost([BRIGHTNESS]))
+    resumed = Runner(plan(RunConfig(methods="sd", bench="fixed:count=12,guidance=5", model="tiny", out=str(killed), batch_size=1,
+                                    show_progress=False), registry))
+    resumed.execute()
+    assert resumed.engine.unet_calls == (12 - len(done_before)) * 4  # only the missing images were generated
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in done_before.items())
+
+    clean = subprocess.run([sys.executable, "-m", "harness.cli", *args, "--out", str(tmp_path / "clean")], env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+
+    def values(out):
+        return sorted((r["metric"], r["value"], r["n"]) for r in Store(out).results())
+
+    assert values(killed) == values(tmp_path / "clean")
+    assert len(values(killed)) == 2
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def one_line_error(capsys, *args):
+    code, _, err = cli(capsys, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("harness: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["run", "--model", "tiny", "--methods", "scale-kyes", "--bench", "fixed"], "did you mean 'scale-keys'"),
+        (["run", "--model", "tiny", "--bench", "fixd"], "did you mean 'fixed'"),
+        (["run", "--model", "tiny", "--bench", "fixed", "--set", "lamb=0.1"], "NAME.PARAM=VALUE"),
+        (["run", "--model", "tiny", "--bench", "fixed", "--set", "scale-keys.factr=2"], "did you mean 'factor'"),
+        (["run", "--model", "tiny", "--bench", "fixed", "--set", "nosuch.x=2"], "neither a method nor a benchmark"),
+        (["run", "--model", "tiny", "--methods", "scale-keys:factor=big", "--bench", "fixed"], "scale-keys.factor expects a number"),
+        (["run", "--model", "tiny", "--bench", "fixed", "--limit", "0"], "--limit must be a positive number"),
+        (["run", "--model", "/no/such/model/dir", "--bench", "fixed"], "does not exist"),
+        (["run", "--bench", "fixed", "--concepts", "/no/such.json", "--model", "tiny"], "does not exist"),
+        (["report", "--out", "/no/such/store"], "no results store"),
+    ],
+)
+def test_bad_input_gets_one_line(capsys, tmp_path, args, expected):
+    args = args + (["--out", str(tmp_path / "o")] if args[0] == "run" else [])
+    assert expected in one_line_error(capsys, *args)
+
+
+def test_unwritable_out_is_one_line(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    message = one_line_error(capsys, "run", "--model", "tiny", "--bench", "fixed", "--out", str(blocker / "sub"), "--no-progress")
+    assert "cannot write to output directory" in message and "choose another --out" in message
+
+
+def test_offline_hub_weights_fail_fast(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.time()
+    message = one_line_error(capsys, "run", "--model", "someone/not-downloaded-model", "--bench", "fixed", "--out", str(tmp_path), "--no-progress")
+    assert time.time() - start < 2
+    assert "not in the local Hugging Face cache" in message and "--model /path/to/a/local/diffusers/folder" in message
+
+
+def test_unreachable_hub_fails_fast_without_the_offline_flag(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    start = time.time()
+    message = one_line_error(capsys, "run", "--model", "someone/not-downloaded-model", "--bench", "fixed", "--out", str(tmp_path), "--no-progress")
+    assert time.time() - start < 2
+    assert "hub cannot be reached" in message
+
+
+def test_a_failing_command_keeps_finished_results(capsys, tmp_path):
+    out = str(tmp_path / "out")
+    assert cli(capsys, "run", "--model", "tiny", "--bench", "fixed:count=2", "--out", out, "--no-progress")[0] == 0
+    one_line_error(capsys, "run", "--model", "tiny", "--methods", "nope", "--bench", "fixed", "--out", out)
+    assert len(Store(out).results()) == 2
+
+
+def test_csv_benchmark_errors_name_the_file_and_columns(capsys, tmp_path):
+    bad = tmp_path / "prompts.csv"
+    bad.write_text("text,evaluation_seed\nhello,1\n")
+    message = one_line_error(capsys, "run", "--model", "tiny", "--bench", f"csv:path={bad}", "--out", str(tmp_path / "o"))
+    assert str(bad) in message and "prompt" in message
+
+
+def test_erase_exports_a_checkpoint_diffusers_loads(capsys, tmp_path):
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    concepts = tmp_path / "c.json"
+    concepts.write_text(json.dumps({"name": "c", "erase": ["red"], "guides": ["gray"]}))
+    save = tmp_path / "erased"
+    code, stdout, err = cli(capsys, "erase", "--model", "tiny", "--method", "scale-keys:factor=0.5", "--concepts", str(concepts),
+                            "--save", str(save), "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    loaded = StableDiffusionPipeline.from_pretrained(save)
+    from harness.testing import tiny_pipeline
+
+    original = tiny_pipeline()
+    for (name, new), (_, old) in zip(loaded.unet.named_parameters(), original.unet.named_parameters()):
+        expected = old * 0.5 if "attn2.to_k" in name else old
+        assert torch.equal(new, expected), name
+    assert json.loads((save / "erasure.json").read_text())["metadata"][0]["factor"] == 0.5
