@@ -59,9 +59,9 @@ class ClipScorer(Scorer):
 
     def _load(self):
         if self._metric is None:
+            clip, processor = load_clip(self.model_name, f"the {self.name} scorer", self.model_env, self.device)
             from torchmetrics.multimodal import CLIPScore
 
-            clip, processor = load_clip(self.model_name, f"the {self.name} scorer", self.model_env, self.device)
             # A callable is torchmetrics' documented way to supply one's own model and processor.
             self._metric = CLIPScore(model_name_or_path=lambda: (_torchmetrics_compatible(clip), processor)).to(self.device)
         return self._metric
