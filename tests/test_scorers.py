@@ -172,12 +172,12 @@ def test_q16_dimension_mismatch(tiny_clip, tmp_path):
 
 
 def test_hub_weights_fail_fast_offline(monkeypatch, tmp_path):
+    import torchmetrics.multimodal  # noqa: F401  (import time is not what is measured)
+    import transformers  # noqa: F401
+
     from benchmarks.scorers.clip_score import ClipScorer
     from benchmarks.scorers.q16 import Q16Scorer
     from benchmarks.scorers.style import ClipStyleJudge
-
-    import torchmetrics.multimodal  # noqa: F401  (import time is not what is measured)
-    import transformers  # noqa: F401
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
