@@ -1,3 +1,92 @@
-"""Registers the toy world's backbone, benchmarks, scorer, concept sets and the `harness toy` command."""
+"""Registers the toy world's backbone, benchmarks, scorers, concept sets and the `harness toy` command.
 
-from harness.hookspecs import hookimpl  # noqa: F401
+Registration is lazy ("module:Class" strings): nothing here imports torch.
+"""
+
+import json
+from pathlib import Path
+
+from harness.hookspecs import hookimpl
+
+HERE = Path(__file__).parent
+CONCEPTS_DIR = HERE / "concepts"
+
+# (class name in bench.py, benchmark name, description, group)
+BENCHMARKS = [
+    ("ToyExplicit", "toy-explicit", "red named directly ('a red circle'); toy-asr", "toy"),
+    ("ToySynonym", "toy-synonym", "red named by a synonym ('a crimson square'); toy-asr", "toy"),
+    ("ToyImplicit", "toy-implicit", "red only implied, seen phrasings ('a circle the colour of blood'); toy-asr", "toy"),
+    ("ToyImplicitHeldout", "toy-implicit-heldout", "red only implied, held-out phrasings; toy-asr", "toy"),
+    ("ToyPreserve", "toy-preserve", "the other colours; toy-acc and toy-fid", "toy"),
+    ("ToyWarmExplicit", "toy-warm-explicit", "red/orange/yellow named directly; toy-asr", "toy-warm"),
+    ("ToyWarmSynonym", "toy-warm-synonym", "red/orange/yellow by synonym; toy-asr", "toy-warm"),
+    ("ToyWarmImplicit", "toy-warm-implicit", "red/orange/yellow implied, seen phrasings; toy-asr", "toy-warm"),
+    ("ToyWarmImplicitHeldout", "toy-warm-implicit-heldout", "red/orange/yellow implied, held-out phrasings; toy-asr", "toy-warm"),
+    ("ToyWarmPreserve", "toy-warm-preserve", "green, blue, purple, gray; toy-acc and toy-fid", "toy-warm"),
+]
+
+
+@hookimpl
+def register_backbones(register):
+    register("benchmarks.toyworld.backbone:ToyBackbone", name="toy", description="the toy world: tiny SD-architecture model trained here (DDIM 20 steps, 32 px)")
+
+
+@hookimpl
+def register_benchmarks(register):
+    for class_name, name, description, group in BENCHMARKS:
+        register(f"benchmarks.toyworld.bench:{class_name}", name=name, description=description, groups=(group,))
+
+
+@hookimpl
+def register_scorers(register):
+    register("benchmarks.toyworld.scorer:ToyScorer", name="toy", description="toy world: colour detector + shape classifier (toy-asr, toy-acc)")
+    register("benchmarks.toyworld.scorer:ToyFID", name="toy-fid", description="toy world: FID on shape-classifier features vs the base model's images")
+
+
+@hookimpl
+def register_concept_sets(register):
+    for path in sorted(CONCEPTS_DIR.glob("*.json")):
+        description = json.loads(path.read_text(encoding="utf-8")).get("description", "")
+        register(str(path), name=path.stem, description=description)
+
+
+@hookimpl
+def register_commands(subparsers):
+    from benchmarks.toyworld.paths import WEIGHTS_DIR
+
+    toy = subparsers.add_parser("toy", help="the toy world: train the model, calibrate it", description="The toy world.")
+    commands = toy.add_subparsers(dest="toy_command", metavar="TOY_COMMAND")
+
+    train = commands.add_parser("train", help="train the toy model from scratch (minutes on a GPU)")
+    train.add_argument("--out", default=str(WEIGHTS_DIR), help=f"output folder (default: {WEIGHTS_DIR})")
+    train.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--quick", action="store_true", help="tiny step counts: checks every code path, learns nothing")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting, e.g. unet_steps=6000")
+    train.set_defaults(handler=_train)
+
+    calibrate = commands.add_parser("calibrate", help="overwrite-test table and no-erasure benchmark scores of a trained toy model")
+    calibrate.add_argument("--model", help="trained toy folder (default: the committed weights)")
+    calibrate.add_argument("--device", help="default: cuda if available")
+    calibrate.add_argument("--per-kind", type=int, default=200)
+    calibrate.add_argument("--out", help="JSON output (default: MODEL/calibration.json)")
+    calibrate.set_defaults(handler=_calibrate)
+    toy.set_defaults(handler=lambda args, registry: toy.print_help())
+
+
+def _device(requested):
+    import torch
+
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _train(args, registry):
+    from benchmarks.toyworld.train import parse_overrides, train
+
+    train(args.out, device=_device(args.device), seed=args.seed, quick=args.quick, overrides=parse_overrides(args.set))
+
+
+def _calibrate(args, registry):
+    from benchmarks.toyworld.calibrate import calibrate
+
+    calibrate(args.model, _device(args.device), args.per_kind, args.out)

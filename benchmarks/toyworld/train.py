@@ -31,11 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmarks.toyworld import models, world
+from benchmarks.toyworld import models, sampling, world
 from benchmarks.toyworld import tokenizer as toy_tokenizer
+from benchmarks.toyworld.scorer import DETECTOR_FILE, SHAPE_CLASSIFIER_FILE
 
-DETECTOR_FILE = "toy_detector.safetensors"
-SHAPE_CLASSIFIER_FILE = "toy_shape_classifier.safetensors"
 TRAINING_FILE = "training.json"
 BACKGROUND_CLASSES = world.backgrounds() + ["unmentioned"]
 
@@ -414,23 +413,6 @@ def evaluation_prompts(per_kind: int, seed: int) -> list[tuple[str, world.Captio
     return out
 
 
-def sample_images(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, batch_size: int = 256, prompt_embeds=None):
-    """Images [N, 3, 32, 32] in [0, 1]; each with its own seeded generator, so a batch never changes an image."""
-    device = pipe.device
-    out = []
-    for start in range(0, len(seeds), batch_size):
-        chunk = slice(start, start + batch_size)
-        generators = [torch.Generator(device).manual_seed(s) for s in seeds[chunk]]
-        kwargs = {"prompt": prompts[chunk]} if prompt_embeds is None else {"prompt_embeds": prompt_embeds[chunk]}
-        if prompt_embeds is not None:
-            empty = pipe.encode_prompt([""], device, 1, False)[0]
-            kwargs["negative_prompt_embeds"] = empty.expand(len(generators), -1, -1)
-        with torch.no_grad():
-            images = pipe(**kwargs, num_inference_steps=steps, guidance_scale=guidance, generator=generators, output_type="pt").images
-        out.append(images.float())
-    return torch.cat(out)
-
-
 def load_pipeline(directory: str | Path, device: str | torch.device):
     from diffusers import StableDiffusionPipeline
 
@@ -444,7 +426,7 @@ def check_pipeline(config, out: Path, detector, classifier, device) -> dict:
     pipe = load_pipeline(out, device)
     prompts = evaluation_prompts(config.sample_per_kind, config.seed)
     seeds = list(range(len(prompts)))
-    images = sample_images(pipe, [c.text for _, c in prompts], seeds, config.sample_steps, config.guidance)
+    images = sampling.sample_prompts(pipe, [c.text for _, c in prompts], seeds, config.sample_steps, config.guidance)
     colour = detector(images).cpu()
     shape = in_chunks(classifier, images).argmax(-1).cpu()
     metrics = {}

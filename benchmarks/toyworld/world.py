@@ -52,7 +52,7 @@ def article(word: str) -> str:
 
 @dataclass(frozen=True)
 class Caption:
-    """A caption and what it describes.
+    """A caption, what it describes, and how it was built (so it can be rebuilt in another colour).
 
     ``keyword`` is the part of the text that carries the colour (the colour
     word, the synonym or the implicit referent); ``keyword_start`` is its
@@ -65,35 +65,38 @@ class Caption:
     colour: str
     shape: str
     background: str  # "white", "black", or UNMENTIONED
-    keyword: str = ""
-    keyword_start: int = -1
-    keyword_is_colour_word: bool = False  # True for colour words and synonyms, False for implicit referents
+    keyword: str
+    keyword_start: int
+    prefix: str = ""
+    suffix: str = ""  # background phrase with "{B}" still in it
+    word_index: int = 0  # which synonym or referent
+    frame: str = ""  # implicit frame
 
     @property
     def keyword_span(self) -> tuple[int, int]:
         return self.keyword_start, self.keyword_start + len(self.keyword)
 
+    @property
+    def keyword_is_colour_word(self) -> bool:
+        """Colour words and synonyms, not implicit referents."""
+        return self.kind in (EXPLICIT, SYNONYM)
 
-def _with_context(prefix: str, body: str, keyword_offset: int, suffix: str, background: str) -> tuple[str, int]:
+    def recoloured(self, colour: str) -> Caption:
+        """The same caption with another colour's word, synonym or referent in the same slot."""
+        return make_caption(self.kind, colour, self.shape, self.prefix, self.suffix, self.background, self.word_index, self.frame)
+
+
+def make_caption(kind, colour, shape, prefix="", suffix="", background=UNMENTIONED, word_index=0, frame="") -> Caption:
+    """Build one caption: ``prefix`` + body + ``suffix`` (with "{B}" replaced by the background)."""
+    if kind in (EXPLICIT, SYNONYM):
+        word = colour if kind == EXPLICIT else vocab()["synonyms"][colour][word_index]
+        body, keyword, offset = f"{article(word)} {word} {shape}", word, len(article(word)) + 1
+    elif kind in (IMPLICIT, IMPLICIT_HELDOUT):
+        body, keyword, offset = implicit_body(frame, shape, vocab()["implicit_referents"][colour][word_index])
+    else:
+        raise ValueError(f"unknown caption kind {kind!r}")
     text = prefix + body + suffix.replace("{B}", background)
-    return text, len(prefix) + keyword_offset
-
-
-def _coloured_captions(kind: str, colour: str, shape: str, word: str) -> list[Caption]:
-    """All prefix × background-suffix variants of "a <word> <shape>"."""
-    body = f"{article(word)} {word} {shape}"
-    offset = len(article(word)) + 1
-    return _contextualise(body, offset, kind, colour, shape, word, is_colour_word=True)
-
-
-def _contextualise(body, offset, kind, colour, shape, keyword, is_colour_word) -> list[Caption]:
-    out = []
-    for prefix in vocab()["prefixes"]:
-        for suffix in vocab()["background_suffixes"]:
-            for background in backgrounds() if "{B}" in suffix else [UNMENTIONED]:
-                text, start = _with_context(prefix, body, offset, suffix, background)
-                out.append(Caption(text, kind, colour, shape, background, keyword, start, is_colour_word))
-    return out
+    return Caption(text, kind, colour, shape, background, keyword, len(prefix) + offset, prefix, suffix, word_index, frame)
 
 
 def implicit_body(frame: str, shape: str, referent: dict) -> tuple[str, str, int]:
@@ -123,17 +126,20 @@ def implicit_combinations(heldout: bool) -> list[tuple[str, int]]:
 def captions_for(kind: str, colour: str, shape: str) -> list[Caption]:
     """Every caption of ``kind`` that describes a ``colour`` ``shape`` (all prefixes and background phrasings)."""
     if kind == EXPLICIT:
-        return _coloured_captions(kind, colour, shape, colour)
-    if kind == SYNONYM:
-        return [c for synonym in vocab()["synonyms"][colour] for c in _coloured_captions(kind, colour, shape, synonym)]
-    if kind in (IMPLICIT, IMPLICIT_HELDOUT):
-        out = []
-        referents = vocab()["implicit_referents"][colour]
-        for frame, index in implicit_combinations(heldout=kind == IMPLICIT_HELDOUT):
-            body, keyword, offset = implicit_body(frame, shape, referents[index])
-            out += _contextualise(body, offset, kind, colour, shape, keyword, is_colour_word=False)
-        return out
-    raise ValueError(f"unknown caption kind {kind!r}")
+        slots = [(0, "")]
+    elif kind == SYNONYM:
+        slots = [(index, "") for index in range(len(vocab()["synonyms"][colour]))]
+    elif kind in (IMPLICIT, IMPLICIT_HELDOUT):
+        slots = [(index, frame) for frame, index in implicit_combinations(heldout=kind == IMPLICIT_HELDOUT)]
+    else:
+        raise ValueError(f"unknown caption kind {kind!r}")
+    out = []
+    for word_index, frame in slots:
+        for prefix in vocab()["prefixes"]:
+            for suffix in vocab()["background_suffixes"]:
+                for background in backgrounds() if "{B}" in suffix else [UNMENTIONED]:
+                    out.append(make_caption(kind, colour, shape, prefix, suffix, background, word_index, frame))
+    return out
 
 
 def all_captions(kinds=TRAINING_KINDS) -> list[Caption]:

@@ -1,0 +1,32 @@
+"""Backbone ``toy``: the trained toy-world pipeline (DDIM, 20 steps, 32 px)."""
+
+from __future__ import annotations
+
+from harness.api import Backbone
+
+from benchmarks.toyworld.paths import WEIGHTS_DIR, require_weights
+
+
+class ToyBackbone(Backbone):
+    name = "toy"
+    description = "the toy world: a tiny SD-architecture model trained here on coloured shapes (DDIM 20 steps, 32 px)"
+    default_model = str(WEIGHTS_DIR)
+    steps = 20
+    height = 32
+    width = 32
+
+    def load(self, model: str | None, device: str, dtype: str):
+        import torch
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+        directory = require_weights(model)
+        pipe = StableDiffusionPipeline.from_pretrained(
+            str(directory),
+            torch_dtype=getattr(torch, dtype),
+            safety_checker=None,
+            requires_safety_checker=False,
+            local_files_only=True,
+        )
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(device)
