@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -245,6 +247,17 @@ def offline() -> bool:
     return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("HARNESS_OFFLINE", "HF_HUB_OFFLINE"))
 
 
+def host_reachable(host: str, timeout: float = 1.5) -> bool:
+    """One TCP connect with a short timeout, so an offline machine gets its answer in about a second."""
+    if offline():
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def manual_hint(item: Upstream) -> str:
     if item.gated:
         where = f"the CSV from https://huggingface.co/datasets/{item.hf_dataset} (after requesting access)"
@@ -372,11 +385,13 @@ def fetch(key: str, *, ungated: bool = False, force: bool = False, data: str | P
     if item.gated and not ungated:
         downloaded, origin = _fetch_hugging_face(item)
         check_table(item, downloaded, "downloaded file")
+        _install(downloaded, target, origin=origin)  # the download itself stays in the Hugging Face cache
     else:
         if item.gated:
             warnings.warn(item.ungated_caveat or f"{item.key}: ungated copy", UngatedCopyWarning, stacklevel=2)
-        downloaded, origin = _fetch_url(item)
-    _install(downloaded, target, origin=origin)
+        with tempfile.TemporaryDirectory(prefix="harness-fetch-") as tmp_dir:
+            downloaded, origin = _fetch_url(item, Path(tmp_dir))
+            _install(downloaded, target, origin=origin)
     return _verified_cache(item, target)
 
 
@@ -390,17 +405,18 @@ def _install(source: Path, target: Path, origin: str) -> None:
     _record_path(target).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def _fetch_url(item: Upstream) -> tuple[Path, str]:
+def _fetch_url(item: Upstream, tmp_dir: Path) -> tuple[Path, str]:
     errors = []
+    tmp = tmp_dir / item.filename
     for url in (item.url, *item.mirrors):
-        tmp_dir = Path(tempfile.mkdtemp(prefix="harness-fetch-"))
-        tmp = tmp_dir / item.filename
+        if url.startswith("https://") and not host_reachable(urllib.parse.urlsplit(url).hostname):
+            errors.append(f"{url}: host unreachable")
+            continue
         try:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as out:
                 shutil.copyfileobj(response, out)
         except (urllib.error.URLError, OSError) as err:
             errors.append(f"{url}: {getattr(err, 'reason', err)}")
-            shutil.rmtree(tmp_dir, ignore_errors=True)
             continue
         verify_file(item, tmp, "downloaded file")  # a mismatch is an error, not a reason to try a mirror
         return tmp, url

@@ -25,9 +25,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from benchmarks.data import host_reachable
 from harness.api import HarnessError, Metric, PromptSpec, Scorer
-
-from .weights import host_reachable
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"

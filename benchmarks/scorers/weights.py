@@ -8,25 +8,10 @@ the path real weights take.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
+from benchmarks.data import host_reachable
 from harness.api import HarnessError
-
-
-def offline() -> bool:
-    return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("HF_HUB_OFFLINE", "HARNESS_OFFLINE"))
-
-
-def host_reachable(host: str, timeout: float = 1.5) -> bool:
-    """One TCP connect with a short timeout, so an offline machine answers in about a second."""
-    if offline():
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _hub_host() -> str:
