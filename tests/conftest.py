@@ -9,6 +9,12 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+
+def pytest_addoption(parser):
+    # Here, not in tests/perf/conftest.py: options must be known before collection starts.
+    parser.addoption("--device", default="cpu", help="device for throughput benchmarks (cpu, cuda)")
+    parser.addoption("--dtype", default="float32", help="dtype for throughput benchmarks (float32, float16)")
+
 PLUGINS = Path(__file__).parent / "plugins"
 
 
