@@ -13,7 +13,7 @@ import pytest
 from harness.cli import main
 from harness.plugins import PluginHost
 from harness.registry import Registry
-from harness.runner import Runner, RunConfig, plan
+from harness.runner import RunConfig, Runner, plan
 from harness.store import Store
 
 PLUGINS = Path(__file__).parent / "plugins"
