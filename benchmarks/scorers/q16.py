@@ -93,13 +93,15 @@ class Q16Scorer(Scorer):
 
     def _load(self):
         if self._clip is None:
-            import torch
-
             from benchmarks.data import resolve
 
+            # The prompts file and the weights are found first, so either missing fails before torch is imported.
             resolved = resolve("q16-vitl14", self.prompts_path or None)
-            embeddings = torch.from_numpy(load_prompt_embeddings(resolved.path).astype("float32"))
+            array = load_prompt_embeddings(resolved.path)
             clip, processor = load_clip(self.model_name, "the q16 scorer", MODEL_ENV, self.device)
+            import torch
+
+            embeddings = torch.from_numpy(array.astype("float32"))
             width = clip.config.projection_dim
             if embeddings.shape[1] != width:
                 raise HarnessError(

@@ -50,10 +50,10 @@ def resolve_model(model: str, purpose: str, env_var: str) -> tuple[str, bool]:
 
 def load_clip(model: str, purpose: str, env_var: str, device: str = "cpu"):
     """A ``transformers`` CLIPModel and CLIPProcessor, in eval mode on ``device``."""
+    source, local_only = resolve_model(model, purpose, env_var)  # before the heavy imports, so a missing model fails at once
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
-    source, local_only = resolve_model(model, purpose, env_var)
     try:
         clip = CLIPModel.from_pretrained(source, local_files_only=local_only)
         processor = CLIPProcessor.from_pretrained(source, local_files_only=local_only)
