@@ -125,8 +125,12 @@ def one_cycle(parameters, lr: float, steps: int):
 
 
 def training_loop(name: str, steps: int, step_fn, optimizer, schedule, log_every: int, parameters=None, after_step=None):
-    """Run ``step_fn() -> loss`` ``steps`` times; reads the loss back only every ``log_every`` steps."""
+    """Run ``step_fn() -> loss`` ``steps`` times; reads the loss back only every ``log_every`` steps.
+
+    Returns the mean loss of the last logging window and the seconds per step.
+    """
     progress = tqdm(range(steps), desc=name, dynamic_ncols=True, mininterval=1.0)
+    start = time.perf_counter()
     running, count, last = None, 0, float("nan")
     for step in progress:
         loss = step_fn()
@@ -144,7 +148,7 @@ def training_loop(name: str, steps: int, step_fn, optimizer, schedule, log_every
             last = (running / count).item()
             progress.set_postfix(loss=f"{last:.4f}")
             running, count = None, 0
-    return last
+    return last, (time.perf_counter() - start) / max(steps, 1)
 
 
 def in_chunks(fn, tensor: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
@@ -280,11 +284,11 @@ def train_text_encoder(config, tokenizer, table: CaptionTable, device, generator
         )
 
     encoder.train()
-    loss = training_loop("text encoder", config.text_steps, step, optimizer, schedule, config.log_every, parameters)
+    loss, seconds_per_step = training_loop("text encoder", config.text_steps, step, optimizer, schedule, config.log_every, parameters)
     encoder.eval().requires_grad_(False)
 
     # How well the pooled [EoT] names the colour, on seen and on held-out implicit phrasings.
-    metrics = {"final_loss": loss}
+    metrics = {"final_loss": loss, "seconds_per_step": round(seconds_per_step, 5)}
     with torch.no_grad():
         for kind in (world.EXPLICIT, world.SYNONYM, world.IMPLICIT, world.IMPLICIT_HELDOUT):
             captions = world.all_captions((kind,))
@@ -315,7 +319,7 @@ def train_vae(config, images, held_out_images, detector, held_out_scenes, device
         return F.mse_loss(reconstruction, x) + config.vae_kl_weight * posterior.kl().mean()
 
     vae.train()
-    loss = training_loop("vae", config.vae_steps, step, optimizer, schedule, config.log_every, parameters)
+    loss, seconds_per_step = training_loop("vae", config.vae_steps, step, optimizer, schedule, config.log_every, parameters)
     vae.eval().requires_grad_(False)
 
     # SD scales latents to unit variance; take the factor from this VAE's latents.
@@ -325,6 +329,7 @@ def train_vae(config, images, held_out_images, detector, held_out_scenes, device
     reconstructed = reconstruct(vae, held_out_images)
     metrics = {
         "final_loss": loss,
+        "seconds_per_step": round(seconds_per_step, 5),
         "scaling_factor": round(scaling_factor, 5),
         "reconstruction_mse": round(F.mse_loss(reconstructed, held_out_images).item(), 6),
         "detector_acc_reconstructed": round((detector(reconstructed) == held_out_scenes.colour).float().mean().item(), 4),
@@ -348,9 +353,9 @@ def train_shape_classifier(config, images, shape_labels, held_out, device, gener
         return F.cross_entropy(classifier(images[index]), shape_labels[index])
 
     classifier.train()
-    loss = training_loop("shape classifier", config.shape_steps, step, optimizer, schedule, config.log_every, parameters)
+    loss, seconds_per_step = training_loop("shape classifier", config.shape_steps, step, optimizer, schedule, config.log_every, parameters)
     classifier.eval().requires_grad_(False)
-    metrics = {"final_loss": loss}
+    metrics = {"final_loss": loss, "seconds_per_step": round(seconds_per_step, 5)}
     for name, (x, y) in held_out.items():
         metrics[f"acc_{name}"] = round((in_chunks(classifier, x).argmax(-1) == y).float().mean().item(), 4)
     return classifier, metrics
@@ -392,12 +397,12 @@ def train_unet(config, latent_mean, latent_std, scaling_factor, scenes, table, s
             torch._foreach_lerp_(ema, parameters, 1 - config.ema_decay)
 
     unet.train()
-    loss = training_loop("unet", config.unet_steps, step, optimizer, schedule, config.log_every, parameters, after_step=update_ema)
+    loss, seconds_per_step = training_loop("unet", config.unet_steps, step, optimizer, schedule, config.log_every, parameters, after_step=update_ema)
     with torch.no_grad():
         for p, e in zip(parameters, ema):
             p.copy_(e)
     unet.eval().requires_grad_(False)
-    return unet, {"final_loss": loss}
+    return unet, {"final_loss": loss, "seconds_per_step": round(seconds_per_step, 5)}
 
 
 # --------------------------------------------------------------------------- checking the saved pipeline
