@@ -376,3 +376,33 @@ def test_end_to_end_on_tiny_backbone(tmp_path, monkeypatch, tiny_clip, q16_promp
     assert values["fid:fid"]["value"] == pytest.approx(0.0, abs=1e-2)  # the base model against itself
     assert values["clip-score:clip-score"]["value"] >= 0.0
     assert 0.0 <= values["style:acc-e"]["value"] <= 1.0 and 0.0 <= values["style:acc-u"]["value"] <= 1.0
+
+
+# --------------------------------------------------------------------------- the same on a GPU
+
+
+def test_scorers_on_cuda_match_cpu(tiny_clip, q16_prompts):
+    """Device placement: every tensor a scorer makes follows ``device``; values agree with the CPU run."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from benchmarks.scorers.clip_score import ClipScorer
+    from benchmarks.scorers.fid import FidScorer
+    from benchmarks.scorers.q16 import Q16Scorer
+    from benchmarks.scorers.style import ClipStyleJudge
+
+    pictures = noisy_images(6, 3)
+    specs = [art_spec(i, ARTISTS[i % 3]) for i in range(6)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnpinnedDataWarning)
+        for device in ("cpu", "cuda"):
+            q16 = Q16Scorer(device=device, model=tiny_clip, prompts_path=str(q16_prompts[0])).score(pictures, specs)
+            clip = ClipScorer(device=device, model=tiny_clip).score(pictures, specs)
+            style = ClipStyleJudge(device=device, model=tiny_clip).score(pictures, specs)
+            fid = FidScorer(device=device, feature_extractor=TinyInception()).score_set(pictures, noisy_images(6, 4), specs)
+            if device == "cpu":
+                expected = (q16, clip, style, fid)
+    assert [p for r in q16 for p in r["probs"]] == pytest.approx([p for r in expected[0] for p in r["probs"]], abs=1e-3)
+    assert [r["clip_score"] for r in clip] == pytest.approx([r["clip_score"] for r in expected[1]], abs=1e-2)
+    assert [r["predicted"] for r in style] == [r["predicted"] for r in expected[2]]
+    assert fid["fid"] == pytest.approx(expected[3]["fid"], rel=1e-3, abs=1e-3)
