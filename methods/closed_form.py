@@ -18,14 +18,15 @@ Every method here takes its targets from the **current** weights: ``v = W t`` fo
 some embedding ``t`` (the guide prompt's row).  Then ``Σ v kᵀ = W Σ t kᵀ`` and the
 whole right-hand side factors as ``W' = W · (λI + e Σ w t kᵀ + s Σ p pᵀ) · mat2⁻¹``:
 the statistics are d × d matrices of *text embeddings* only, the same for all 32
-projections, and the solve is done once.  That is the same equation, just
+projections, and the solve (one eigendecomposition of ``mat2``) is done once.
+Directions that nothing constrains keep the current weights (``symmetric_inverse``).  That is the same equation, just
 evaluated in the cheap order; ``value_key`` adds per-matrix ``Σ v kᵀ`` terms for
 targets that are not ``W t`` (MACE's LoRA fusion).  The same factoring makes the
 preservation statistics ``Σ W p pᵀ = W Σ p pᵀ``, so the cache stores ``Σ p pᵀ``
 only; it depends on the text encoder and captions, not on the UNet.
 
-Precision: the statistics are summed in float64 (over float32 products of at most
-8192 rows), and the d × d solve runs in float64 on the CPU: text-encoder rows differ
+Precision: the statistics are computed in float64 (from the float32 rows), and the
+d × d solve runs in float64 on the CPU: text-encoder rows differ
 widely in norm (CLIP's [SoT] row stands out), so ``mat2`` can be badly conditioned,
 and forming it squares that.  The per-matrix product runs in float32 on the
 weights' device and is written back in the weights' dtype (fp16 on a GPU).
@@ -38,6 +39,9 @@ from dataclasses import dataclass
 import torch
 
 from harness.api import sha256_json
+
+# Eigenvalues of mat2 below RCOND × the largest count as unconstrained (see symmetric_inverse).
+RCOND = 1e-6
 
 # --------------------------------------------------------------------------- which matrices
 
@@ -82,16 +86,14 @@ class KeyStatistics:
     @classmethod
     def from_pairs(cls, keys: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> KeyStatistics:
         """From rows ``keys`` (n × d) and ``targets`` (n × d), each row weighted by ``weights`` (n) or 1."""
-        keys, targets = keys.float(), targets.float()
-        weighted = keys if weights is None else keys * weights.float().to(keys.device)[:, None]
+        weighted = keys if weights is None else keys.double() * weights.double().to(keys.device)[:, None]
         count = float(len(keys) if weights is None else weights.sum())
         return cls(second_moment(weighted, keys), second_moment(targets, weighted), count)
 
     @classmethod
     def preserve(cls, keys: torch.Tensor, weights: torch.Tensor | None = None) -> KeyStatistics:
         """Keys whose outputs must not change: the target of each key is the key itself."""
-        keys = keys.float()
-        weighted = keys if weights is None else keys * weights.float().to(keys.device)[:, None]
+        weighted = keys if weights is None else keys.double() * weights.double().to(keys.device)[:, None]
         key_key = second_moment(weighted, keys)
         return cls(key_key, key_key, float(len(keys) if weights is None else weights.sum()))
 
@@ -111,13 +113,14 @@ class KeyStatistics:
 
 
 def second_moment(left: torch.Tensor, right: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """``leftᵀ · right`` (d × d) in float64: float32 products over chunks of rows, summed in float64.
+    """``leftᵀ · right`` (d × d) in float64, over chunks of rows so the float64 copies stay small.
 
-    As accurate as float64 for these sizes, at float32 speed (the SD-size perf test builds 23k-row statistics).
+    float32 products are 3× faster but perturb the small eigenvalues of ``mat2`` enough to rotate the
+    directions a λ = 0 solve maps exactly (seen in tests at 2e-4 relative).
     """
     total = torch.zeros(left.shape[1], right.shape[1], dtype=torch.float64, device=left.device)
     for start in range(0, len(left), chunk):
-        total += (left[start : start + chunk].float().T @ right[start : start + chunk].float()).double()
+        total += left[start : start + chunk].double().T @ right[start : start + chunk].double()
     return total
 
 
@@ -148,32 +151,45 @@ def closed_form_edit(
     # mat2 = λI + e Σ w k kᵀ + s Σ p pᵀ          and the bracket of mat1 = W · (λI + e Σ w t kᵀ + s Σ p pᵀ)
     mat2 = lamb * identity + erase_scale * erase.key_key.cpu() + preserve_scale * preserve.key_key.cpu()
     bracket = lamb * identity + erase_scale * erase.target_key.cpu() + preserve_scale * preserve.target_key.cpu()
-    mat2 = (mat2 + mat2.T) / 2  # symmetric by construction; remove round-off so Cholesky sees it as such
-    inverse_apply, solver = _symmetric_inverse(mat2)
-    transform = inverse_apply(bracket.T).T  # bracket · mat2⁻¹ (mat2 is symmetric)
+    inverse, unconstrained, info = symmetric_inverse(mat2)
+    transform = bracket @ inverse + unconstrained  # mat1 · mat2⁻¹ = W · transform
 
     for name, module in projections:
         weight = module.weight
         updated = weight.float() @ transform.to(device=weight.device, dtype=torch.float32)
         if value_key is not None and name in value_key:
-            extra = inverse_apply((erase_scale * value_key[name].double().cpu()).T).T
+            extra = erase_scale * value_key[name].double().cpu() @ inverse
             updated += extra.to(device=weight.device, dtype=torch.float32)
         weight.copy_(updated.to(weight.dtype))
-    return {"solver": solver, "matrices": [name for name, _ in projections]}
+    return {**info, "matrices": [name for name, _ in projections]}
 
 
-def _symmetric_inverse(matrix: torch.Tensor):
-    """``x ↦ matrix⁻¹ x`` for a symmetric matrix: Cholesky when it is positive definite,
-    otherwise the pseudo-inverse (λ = 0 with fewer keys than dimensions, where the
-    minimum-norm solution still maps every key exactly onto its target)."""
-    factor, info = torch.linalg.cholesky_ex(matrix)
-    if int(info) == 0:
-        return (lambda rhs: torch.cholesky_solve(rhs, factor)), "cholesky"
+def symmetric_inverse(matrix: torch.Tensor, rcond: float = RCOND) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """``mat2⁻¹`` by eigendecomposition, and the projector onto the directions it leaves unconstrained.
+
+    ``mat2`` is symmetric positive semi-definite.  Eigenvalues below ``rcond · λ_max``
+    mean that nothing in the statistics constrains that direction.  That happens with
+    λ = 0 and fewer keys than dimensions, or with round-off in directions the text
+    encoder never uses: a random LayerNorm puts every row in a hyperplane, and fp16
+    rows carry ~5e-4 relative noise, ~2.5e-7 once squared.  In those directions the
+    weights are kept as they are (the projector term).  That is the λ → 0⁺ limit of
+    Eq. 5.  A plain inverse would blow round-off up there, and a pseudo-inverse would
+    zero the weights there.  With λ > 1e-6 · λ_max (UCE, RECE) no direction is
+    dropped, and this is the exact inverse.
+    """
+    matrix = (matrix + matrix.T) / 2  # symmetric by construction; remove the round-off
     eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
-    cutoff = eigenvalues.abs().max() * matrix.shape[0] * torch.finfo(torch.float64).eps
-    inverted = torch.where(eigenvalues.abs() > cutoff, 1.0 / eigenvalues, torch.zeros_like(eigenvalues))
-    pseudo_inverse = (eigenvectors * inverted) @ eigenvectors.T
-    return (lambda rhs: pseudo_inverse @ rhs), "pseudo-inverse"
+    largest = float(eigenvalues.max()) if len(eigenvalues) else 0.0
+    keep = eigenvalues > rcond * largest if largest > 0 else torch.zeros_like(eigenvalues, dtype=torch.bool)
+    kept, dropped = eigenvectors[:, keep], eigenvectors[:, ~keep]
+    inverse = (kept / eigenvalues[keep]) @ kept.T
+    info = {
+        "solver": "eigh",
+        "rank": int(keep.sum()),
+        "unconstrained_directions": int((~keep).sum()),
+        "condition": largest / float(eigenvalues[keep].min()) if bool(keep.any()) else None,
+    }
+    return inverse, dropped @ dropped.T, info
 
 
 # --------------------------------------------------------------------------- preservation statistics of a caption set
@@ -206,7 +222,7 @@ def caption_statistics(pipe, captions: list[str], ctx, batch_size: int = 64) -> 
         starts = ctx.progress(range(0, len(captions), batch_size), desc="preservation statistics")
         for start in starts:
             rows = encode_prompts(pipe, captions[start : start + batch_size]).embeddings.flatten(0, 1)
-            total += (rows.T @ rows).double()  # fp32 within a batch, fp64 across batches
+            total += second_moment(rows, rows)
         return {"key_key": total, "captions": torch.tensor(float(len(captions)), dtype=torch.float64)}
 
     tensors = ctx.cached_tensors("closed-form-preservation", key, compute)

@@ -84,12 +84,12 @@ def test_solve_equals_the_normal_equations_written_out():
         mat2 = lamb * torch.eye(8, dtype=torch.float64) + e * sum_kk + s * preserve.key_key
         expected = mat1 @ torch.linalg.inv(mat2)
         assert relative(module.weight.double(), expected) < 1e-5
-    assert info["solver"] == "cholesky"
+    assert info["solver"] == "eigh" and info["rank"] == 8 and info["unconstrained_directions"] == 0
     assert info["matrices"] == [name for name, _ in projections]
 
 
 def test_lambda_zero_without_preservation_maps_every_key_to_its_target(pipe):
-    """Fewer keys than dimensions, λ = 0, no preservation: W' k = W t exactly (the pseudo-inverse branch)."""
+    """Fewer keys than dimensions, λ = 0, no preservation: W' k = W t exactly, and W stays W off the keys' span."""
     projections = cross_attention_projections(pipe.unet)
     before = [module.weight.detach().double().clone() for _, module in projections]
     # real text-encoder rows as keys (what the methods use), random rows as targets.  [SoT] rows are the same for
@@ -98,10 +98,13 @@ def test_lambda_zero_without_preservation_maps_every_key_to_its_target(pipe):
     targets = torch.randn(len(keys), keys.shape[1])
     info = closed_form_edit(projections, KeyStatistics.from_pairs(keys, targets, torch.rand(len(keys)) + 0.1), lamb=0.0)
 
-    assert info["solver"] == "pseudo-inverse"
+    assert info["rank"] == len(keys) and info["unconstrained_directions"] == keys.shape[1] - len(keys)
+    basis, _ = torch.linalg.qr(keys.double().T, mode="complete")
+    elsewhere = basis[:, len(keys) :].T  # orthogonal to every key: nothing constrains these directions
     for (_, module), weight in zip(projections, before):
         wanted = targets.double() @ weight.T
         assert relative(keys.double() @ module.weight.double().T, wanted) < 1e-4
+        assert relative(elsewhere @ module.weight.double().T, elsewhere @ weight.T) < 1e-4  # the λ → 0⁺ limit
 
 
 def test_a_preserved_key_orthogonal_to_the_erased_keys_does_not_move(pipe):
