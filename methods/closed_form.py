@@ -16,19 +16,19 @@ whose normal equations give the update (TRCE Eq. 5, methods-notes §2.1, §3.1, 
 
 Every method here takes its targets from the **current** weights: ``v = W t`` for
 some embedding ``t`` (the guide prompt's row).  Then ``Σ v kᵀ = W Σ t kᵀ`` and the
-whole right-hand side factors as ``W' = W · (λI + e Σ w t kᵀ + s Σ p pᵀ) · mat2⁻¹``:
-the statistics are d × d matrices of *text embeddings* only, the same for all 32
-projections, and the solve (one eigendecomposition of ``mat2``) is done once.
-Directions that nothing constrains keep the current weights (``symmetric_inverse``).  That is the same equation, just
-evaluated in the cheap order; ``value_key`` adds per-matrix ``Σ v kᵀ`` terms for
-targets that are not ``W t`` (MACE's LoRA fusion).  The same factoring makes the
-preservation statistics ``Σ W p pᵀ = W Σ p pᵀ``, so the cache stores ``Σ p pᵀ``
-only; it depends on the text encoder and captions, not on the UNet.
+whole right-hand side factors as ``W' = W · (λI + e Σ w t kᵀ + s Σ p pᵀ) · mat2⁻¹``.
+That is the same equation, evaluated in the cheap order: the statistics are d × d
+matrices of *text embeddings* only, the same for all 32 projections, and the solve
+(one eigendecomposition of ``mat2``) is done once.  ``value_key`` adds per-matrix
+``Σ v kᵀ`` terms for targets that are not ``W t`` (MACE's LoRA fusion).  The same
+factoring gives ``Σ W p pᵀ = W Σ p pᵀ`` for the preservation term, so the cache stores
+``Σ p pᵀ`` only; it depends on the text encoder and the captions, not on the UNet.
+Directions that nothing constrains keep the current weights (``symmetric_inverse``).
 
 Precision: the statistics are computed in float64 (from the float32 rows), and the
-d × d solve runs in float64 on the CPU: text-encoder rows differ
-widely in norm (CLIP's [SoT] row stands out), so ``mat2`` can be badly conditioned,
-and forming it squares that.  The per-matrix product runs in float32 on the
+d × d solve runs in float64 on the CPU.  Text-encoder rows differ widely in norm
+(CLIP's [SoT] row stands out), so ``mat2`` can be badly conditioned, and forming it
+squares that.  The per-matrix product runs in float32 on the
 weights' device and is written back in the weights' dtype (fp16 on a GPU).
 """
 
