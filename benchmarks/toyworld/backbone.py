@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from harness.api import Backbone
-
 from benchmarks.toyworld.paths import WEIGHTS_DIR, require_weights
+from harness.api import Backbone
 
 
 class ToyBackbone(Backbone):

@@ -13,9 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.api import Benchmark, PromptSpec, sha256_file
-
 from benchmarks.csvbench import read_prompt_csv
+from harness.api import Benchmark, PromptSpec, sha256_file
 
 HERE = Path(__file__).parent
 PROMPTS_DIR = HERE / "prompts"

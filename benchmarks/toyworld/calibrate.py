@@ -45,7 +45,9 @@ TARGET, SAFE = "red", "gray"
 
 def token_span(tokenizer, caption: world.Caption) -> tuple[int, int, int]:
     """(first keyword token, one past the last, first [EoT]) positions in the padded token sequence."""
-    encoded = tokenizer(caption.text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_offsets_mapping=True)
+    encoded = tokenizer(
+        caption.text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_offsets_mapping=True
+    )
     start, end = caption.keyword_span
     positions = [i for i, (s, e) in enumerate(encoded["offset_mapping"]) if e > s and s >= start and e <= end]
     first_eot = encoded["input_ids"].index(tokenizer.eos_token_id)
@@ -106,14 +108,22 @@ def bench_table(pipe, device: str, batch_size: int = 512, limit: int | None = No
         specs = bench_class().prompts()[:limit]
         images = torch.cat(
             [
-                sampling.sample_prompts(pipe, [s.prompt for s in group], [s.seed for s in group], steps=20, guidance=group[0].guidance, batch_size=batch_size)
+                sampling.sample_prompts(
+                    pipe,
+                    [s.prompt for s in group],
+                    [s.seed for s in group],
+                    steps=20,
+                    guidance=group[0].guidance,
+                    batch_size=batch_size,
+                )
                 for group in _by_guidance(specs)
             ]
         )
         specs = [s for group in _by_guidance(specs) for s in group]
         raws = scorer.score(images, specs)
         results[bench_class.name] = {
-            metric_id: round(metrics[metric_id].compute(raws, specs), 4) for metric_id in ("toy-asr", "toy-asr-any", "toy-acc", "toy-colour-acc", "toy-shape-acc")
+            metric_id: round(metrics[metric_id].compute(raws, specs), 4)
+            for metric_id in ("toy-asr", "toy-asr-any", "toy-acc", "toy-colour-acc", "toy-shape-acc")
         }
         results[bench_class.name]["prompts"] = len(specs)
     return results
@@ -127,7 +137,10 @@ def _by_guidance(specs):
 
 
 def markdown(record: dict) -> str:
-    lines = ["### Overwrite test: fraction of red images (red prompts; parts of the text states swapped for the gray prompt's)", ""]
+    lines = [
+        "### Overwrite test: fraction of red images (red prompts; parts of the text states swapped for the gray prompt's)",
+        "",
+    ]
     lines.append("| prompts | " + " | ".join(MODES) + " |")
     lines.append("|---|" + "---:|" * len(MODES))
     for kind, row in record["overwrite"].items():
@@ -142,7 +155,14 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
-def calibrate(model: str | Path | None, device: str, per_kind: int = 200, out: str | Path | None = None, batch_size: int = 512, limit: int | None = None) -> dict:
+def calibrate(
+    model: str | Path | None,
+    device: str,
+    per_kind: int = 200,
+    out: str | Path | None = None,
+    batch_size: int = 512,
+    limit: int | None = None,
+) -> dict:
     import os
 
     from benchmarks.toyworld.paths import WEIGHTS_ENV

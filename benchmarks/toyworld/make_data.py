@@ -86,7 +86,9 @@ def preservation_captions(concept_set: str, count: int = CAPTIONS_PER_SET) -> li
     kept = kept_colours(CONCEPT_COLOURS[concept_set])
     captions: list[str] = []
     while len(captions) < count:
-        caption = world.sample_training_caption(rng, rng.choice(kept), rng.choice(world.shapes()), rng.choice(world.backgrounds()))
+        caption = world.sample_training_caption(
+            rng, rng.choice(kept), rng.choice(world.shapes()), rng.choice(world.backgrounds())
+        )
         if caption.text not in captions:
             captions.append(caption.text)
     return captions
@@ -104,7 +106,15 @@ def concept_set(name: str) -> dict:
         "erase": words,
         "guides": [SAFE_COLOUR],
         "phrases": phrases,
-        "templates": ["{}", "a photo of {}", "a picture of {}", "an image of {}", "a drawing of {}", "{} on a white background", "{} on black"],
+        "templates": [
+            "{}",
+            "a photo of {}",
+            "a picture of {}",
+            "an image of {}",
+            "a drawing of {}",
+            "{} on a white background",
+            "{} on black",
+        ],
         "preserve": [c for c in kept_colours(erased) if c != SAFE_COLOUR],
         "captions_file": f"{name}.captions.txt",
         "extra": {

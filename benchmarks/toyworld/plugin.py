@@ -28,7 +28,11 @@ BENCHMARKS = [
 
 @hookimpl
 def register_backbones(register):
-    register("benchmarks.toyworld.backbone:ToyBackbone", name="toy", description="the toy world: tiny SD-architecture model trained here (DDIM 20 steps, 32 px)")
+    register(
+        "benchmarks.toyworld.backbone:ToyBackbone",
+        name="toy",
+        description="the toy world: tiny SD-architecture model trained here (DDIM 20 steps, 32 px)",
+    )
 
 
 @hookimpl
@@ -39,8 +43,16 @@ def register_benchmarks(register):
 
 @hookimpl
 def register_scorers(register):
-    register("benchmarks.toyworld.scorer:ToyScorer", name="toy", description="toy world: colour detector + shape classifier (toy-asr, toy-acc)")
-    register("benchmarks.toyworld.scorer:ToyFID", name="toy-fid", description="toy world: FID on shape-classifier features vs the base model's images")
+    register(
+        "benchmarks.toyworld.scorer:ToyScorer",
+        name="toy",
+        description="toy world: colour detector + shape classifier (toy-asr, toy-acc)",
+    )
+    register(
+        "benchmarks.toyworld.scorer:ToyFID",
+        name="toy-fid",
+        description="toy world: FID on shape-classifier features vs the base model's images",
+    )
 
 
 @hookimpl
@@ -62,10 +74,14 @@ def register_commands(subparsers):
     train.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--quick", action="store_true", help="tiny step counts: checks every code path, learns nothing")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting, e.g. unet_steps=6000")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting, e.g. unet_steps=6000"
+    )
     train.set_defaults(handler=_train)
 
-    calibrate = commands.add_parser("calibrate", help="overwrite-test table and no-erasure benchmark scores of a trained toy model")
+    calibrate = commands.add_parser(
+        "calibrate", help="overwrite-test table and no-erasure benchmark scores of a trained toy model"
+    )
     calibrate.add_argument("--model", help="trained toy folder (default: the committed weights)")
     calibrate.add_argument("--device", help="default: cuda if available")
     calibrate.add_argument("--per-kind", type=int, default=200)

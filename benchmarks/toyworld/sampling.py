@@ -13,19 +13,25 @@ import torch
 def encode(pipe, prompts: list[str]) -> torch.Tensor:
     """The text encoder's last hidden states [N, 24, 64] (what the UNet cross-attends to)."""
     tokenizer = pipe.tokenizer
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
 
 
 def initial_latents(pipe, seeds: list[int]) -> torch.Tensor:
     size = pipe.unet.config.sample_size
-    noise = [torch.randn((1, pipe.unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    noise = [
+        torch.randn((1, pipe.unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(int(s))) for s in seeds
+    ]
     return torch.cat(noise).to(pipe.unet.device, pipe.unet.dtype)
 
 
 @torch.no_grad()
-def sample(pipe, cond: torch.Tensor, seeds: list[int], steps: int = 20, guidance: float = 7.5, uncond=None, batch_size: int = 512):
+def sample(
+    pipe, cond: torch.Tensor, seeds: list[int], steps: int = 20, guidance: float = 7.5, uncond=None, batch_size: int = 512
+):
     """Images [N, 3, H, W] in [0, 1] for text states ``cond`` [N, T, D] with DDIM and classifier-free guidance."""
     if uncond is None:
         uncond = encode(pipe, [""])

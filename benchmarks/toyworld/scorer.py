@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import statistics
 
-from harness.api import HarnessError, Metric, Scorer
-
 from benchmarks.toyworld.paths import weights_dir
+from harness.api import HarnessError, Metric, Scorer
 
 DETECTOR_FILE = "toy_detector.safetensors"
 SHAPE_CLASSIFIER_FILE = "toy_shape_classifier.safetensors"
@@ -35,7 +34,9 @@ def images_to_tensor(images, device):
 
     if isinstance(images, torch.Tensor):
         return images.to(device=device, dtype=torch.float32)
-    arrays = [np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.float32) / 255 for image in images]
+    arrays = [
+        np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.float32) / 255 for image in images
+    ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device)
 
 
@@ -49,7 +50,9 @@ def load_scorer_models(device: str, directory=None):
     paths = {name: directory / name for name in (DETECTOR_FILE, SHAPE_CLASSIFIER_FILE)}
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
-        raise HarnessError(f"toy scorer weights missing ({', '.join(missing)}); train them with `harness toy train --out {directory}`")
+        raise HarnessError(
+            f"toy scorer weights missing ({', '.join(missing)}); train them with `harness toy train --out {directory}`"
+        )
     detector = ColourDetector()
     detector.load_state_dict(load_file(str(paths[DETECTOR_FILE])))
     classifier = ShapeClassifier()

@@ -71,6 +71,9 @@ class TrainConfig:
     sample_steps: int = 20
     guidance: float = 7.5
     log_every: int = 100
+    # Seconds for the whole run (0: no limit).  Each training loop then lowers its step count to fit its share,
+    # measured on this machine; the UNet gets whatever the earlier parts left.  The steps taken are recorded.
+    time_budget: float = 0.0
 
     @classmethod
     def quick(cls, seed: int = 0) -> TrainConfig:
@@ -95,6 +98,10 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------- small helpers
+
+# Shares of ``time_budget`` for the loops before the UNet's, and what is kept back for saving and the final check.
+BUDGET_SHARES = {"text": 0.08, "vae": 0.17, "shape": 0.05}
+BUDGET_RESERVE = 0.08
 
 
 class Timer:
@@ -124,11 +131,37 @@ def one_cycle(parameters, lr: float, steps: int):
     return optimizer, schedule
 
 
-def training_loop(name: str, steps: int, step_fn, optimizer, schedule, log_every: int, parameters=None, after_step=None):
-    """Run ``step_fn() -> loss`` ``steps`` times; reads the loss back only every ``log_every`` steps.
+def seconds_per_step(step_fn, parameters, device: torch.device, probes: int = 5) -> float:
+    """Time a few forward/backward passes (no update), so a stage can fit its step count to a time allowance."""
 
-    Returns the mean loss of the last logging window and the seconds per step.
+    def run(n):
+        for _ in range(n):
+            step_fn().backward()
+
+    run(2)  # warm-up: cuDNN autotuning, allocator
+    Timer(device)._sync()
+    start = time.perf_counter()
+    run(probes)
+    Timer(device)._sync()
+    for p in parameters:
+        p.grad = None
+    return (time.perf_counter() - start) / probes * 1.15  # + optimizer step and EMA update
+
+
+def training_loop(name, steps, step_fn, parameters, lr, config, device, seconds=None, after_step=None) -> dict:
+    """Run ``step_fn() -> loss`` with AdamW and a one-cycle schedule; returns the stage's training record.
+
+    With ``seconds``, the step count is lowered (never raised) so the loop fits
+    in that many seconds on this machine.  The loss is read back from the
+    device only every ``log_every`` steps, so the host never waits on the GPU
+    in between.
     """
+    planned = steps
+    if seconds:
+        steps = max(1, min(steps, int(seconds / seconds_per_step(step_fn, parameters, device))))
+        if steps < planned:
+            print(f"[toy train] {name}: {steps} of {planned} steps fit in {seconds:.0f} s", flush=True)
+    optimizer, schedule = one_cycle(parameters, lr, steps)
     progress = tqdm(range(steps), desc=name, dynamic_ncols=True, mininterval=1.0)
     start = time.perf_counter()
     running, count, last = None, 0, float("nan")
@@ -136,19 +169,18 @@ def training_loop(name: str, steps: int, step_fn, optimizer, schedule, log_every
         loss = step_fn()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if parameters is not None:
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         schedule.step()
         if after_step is not None:
             after_step()
         running = loss.detach() if running is None else running + loss.detach()
         count += 1
-        if (step + 1) % log_every == 0 or step + 1 == steps:
+        if (step + 1) % config.log_every == 0 or step + 1 == steps:
             last = (running / count).item()
             progress.set_postfix(loss=f"{last:.4f}")
             running, count = None, 0
-    return last, (time.perf_counter() - start) / max(steps, 1)
+    return {"steps": steps, "final_loss": round(last, 5), "seconds_per_step": round((time.perf_counter() - start) / steps, 5)}
 
 
 def in_chunks(fn, tensor: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
@@ -195,13 +227,26 @@ class CaptionTable:
         self.ids = ids
         self.keyword_mask = keyword_mask
         self.eot_mask = ids == tokenizer.eos_token_id
-        for name in ("kind", "colour", "shape", "background", "count", "offset", "kind_weights", "ids", "keyword_mask", "eot_mask"):
+        for name in (
+            "kind",
+            "colour",
+            "shape",
+            "background",
+            "count",
+            "offset",
+            "kind_weights",
+            "ids",
+            "keyword_mask",
+            "eot_mask",
+        ):
             setattr(self, name, getattr(self, name).to(device))
 
     @staticmethod
     def _group(kind, colour, shape, background_mode):
         # Must match the order of world.all_captions().
-        return ((kind * len(world.colours()) + colour) * len(world.shapes()) + shape) * (len(world.backgrounds()) + 1) + background_mode
+        return ((kind * len(world.colours()) + colour) * len(world.shapes()) + shape) * (
+            len(world.backgrounds()) + 1
+        ) + background_mode
 
     def sample(self, colour, shape, background, generator) -> torch.Tensor:
         """Caption indices from the training mix, one per image (colour/shape/background index tensors)."""
@@ -247,7 +292,7 @@ def make_image_bank(config: TrainConfig, device: torch.device):
     return train, world.render_batches(train), held_out, world.render_batches(held_out)
 
 
-def train_text_encoder(config, tokenizer, table: CaptionTable, device, generator):
+def train_text_encoder(config, tokenizer, table: CaptionTable, device, generator, seconds=None):
     """CLIP-style pre-training: the pooled first [EoT] predicts colour, shape and background.
 
     A per-token head also predicts the colour at the colour word or synonym
@@ -268,7 +313,6 @@ def train_text_encoder(config, tokenizer, table: CaptionTable, device, generator
         }
     ).to(device)
     parameters = list(encoder.parameters()) + list(heads.parameters())
-    optimizer, schedule = one_cycle(parameters, config.text_lr, config.text_steps)
 
     def step():
         index = table.sample_any(config.text_batch, generator)
@@ -284,11 +328,10 @@ def train_text_encoder(config, tokenizer, table: CaptionTable, device, generator
         )
 
     encoder.train()
-    loss, seconds_per_step = training_loop("text encoder", config.text_steps, step, optimizer, schedule, config.log_every, parameters)
+    metrics = training_loop("text encoder", config.text_steps, step, parameters, config.text_lr, config, device, seconds)
     encoder.eval().requires_grad_(False)
 
     # How well the pooled [EoT] names the colour, on seen and on held-out implicit phrasings.
-    metrics = {"final_loss": loss, "seconds_per_step": round(seconds_per_step, 5)}
     with torch.no_grad():
         for kind in (world.EXPLICIT, world.SYNONYM, world.IMPLICIT, world.IMPLICIT_HELDOUT):
             captions = world.all_captions((kind,))
@@ -305,11 +348,10 @@ def encode_states(encoder, ids: torch.Tensor) -> torch.Tensor:
     return in_chunks(lambda x: encoder(x).last_hidden_state, ids)
 
 
-def train_vae(config, images, held_out_images, detector, held_out_scenes, device, generator):
+def train_vae(config, images, held_out_images, detector, held_out_scenes, device, generator, seconds=None):
     torch.manual_seed(config.seed + 1)
     vae = models.vae().to(device)
     parameters = list(vae.parameters())
-    optimizer, schedule = one_cycle(parameters, config.vae_lr, config.vae_steps)
 
     def step():
         index = torch.randint(len(images), (config.vae_batch,), device=device, generator=generator)
@@ -319,7 +361,7 @@ def train_vae(config, images, held_out_images, detector, held_out_scenes, device
         return F.mse_loss(reconstruction, x) + config.vae_kl_weight * posterior.kl().mean()
 
     vae.train()
-    loss, seconds_per_step = training_loop("vae", config.vae_steps, step, optimizer, schedule, config.log_every, parameters)
+    metrics = training_loop("vae", config.vae_steps, step, parameters, config.vae_lr, config, device, seconds)
     vae.eval().requires_grad_(False)
 
     # SD scales latents to unit variance; take the factor from this VAE's latents.
@@ -327,9 +369,7 @@ def train_vae(config, images, held_out_images, detector, held_out_scenes, device
     scaling_factor = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling_factor)
     reconstructed = reconstruct(vae, held_out_images)
-    metrics = {
-        "final_loss": loss,
-        "seconds_per_step": round(seconds_per_step, 5),
+    metrics |= {
         "scaling_factor": round(scaling_factor, 5),
         "reconstruction_mse": round(F.mse_loss(reconstructed, held_out_images).item(), 6),
         "detector_acc_reconstructed": round((detector(reconstructed) == held_out_scenes.colour).float().mean().item(), 4),
@@ -341,33 +381,43 @@ def reconstruct(vae, images: torch.Tensor) -> torch.Tensor:
     return in_chunks(lambda x: (vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample / 2 + 0.5).clamp(0, 1), images)
 
 
-def train_shape_classifier(config, images, shape_labels, held_out, device, generator):
+def train_shape_classifier(config, images, shape_labels, held_out, device, generator, seconds=None):
     """A small CNN that names the shape; trained on clean and VAE-reconstructed images so it also reads generated ones."""
     torch.manual_seed(config.seed + 2)
     classifier = models.ShapeClassifier().to(device)
     parameters = list(classifier.parameters())
-    optimizer, schedule = one_cycle(parameters, config.shape_lr, config.shape_steps)
 
     def step():
         index = torch.randint(len(images), (config.shape_batch,), device=device, generator=generator)
         return F.cross_entropy(classifier(images[index]), shape_labels[index])
 
     classifier.train()
-    loss, seconds_per_step = training_loop("shape classifier", config.shape_steps, step, optimizer, schedule, config.log_every, parameters)
+    metrics = training_loop("shape classifier", config.shape_steps, step, parameters, config.shape_lr, config, device, seconds)
     classifier.eval().requires_grad_(False)
-    metrics = {"final_loss": loss, "seconds_per_step": round(seconds_per_step, 5)}
     for name, (x, y) in held_out.items():
         metrics[f"acc_{name}"] = round((in_chunks(classifier, x).argmax(-1) == y).float().mean().item(), 4)
     return classifier, metrics
 
 
-def train_unet(config, latent_mean, latent_std, scaling_factor, scenes, table, states, empty_states, noise_schedule, device, generator):
+def train_unet(
+    config,
+    latent_mean,
+    latent_std,
+    scaling_factor,
+    scenes,
+    table,
+    states,
+    empty_states,
+    noise_schedule,
+    device,
+    generator,
+    seconds=None,
+):
     """ε-prediction with min-SNR-γ loss weights, prompt dropout and [EoT] dropout; returns the EMA weights."""
     torch.manual_seed(config.seed + 3)
     unet = models.unet().to(device)
     ema = [p.detach().clone() for p in unet.parameters()]
     parameters = list(unet.parameters())
-    optimizer, schedule = one_cycle(parameters, config.unet_lr, config.unet_steps)
     alphas_cumprod = noise_schedule.alphas_cumprod.to(device)
     snr = alphas_cumprod / (1 - alphas_cumprod)
     # min-SNR-γ for ε-prediction: weight = min(SNR, γ) / SNR.
@@ -397,12 +447,12 @@ def train_unet(config, latent_mean, latent_std, scaling_factor, scenes, table, s
             torch._foreach_lerp_(ema, parameters, 1 - config.ema_decay)
 
     unet.train()
-    loss, seconds_per_step = training_loop("unet", config.unet_steps, step, optimizer, schedule, config.log_every, parameters, after_step=update_ema)
+    metrics = training_loop("unet", config.unet_steps, step, parameters, config.unet_lr, config, device, seconds, update_ema)
     with torch.no_grad():
         for p, e in zip(parameters, ema):
             p.copy_(e)
     unet.eval().requires_grad_(False)
-    return unet, {"final_loss": loss, "seconds_per_step": round(seconds_per_step, 5)}
+    return unet, metrics
 
 
 # --------------------------------------------------------------------------- checking the saved pipeline
@@ -492,6 +542,13 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
     detector = models.ColourDetector().to(device)
     total_start = time.perf_counter()
 
+    def allowance(stage: str) -> float | None:
+        if not config.time_budget:
+            return None
+        if stage == "unet":  # everything that is left
+            return max(1.0, config.time_budget * (1 - BUDGET_RESERVE) - (time.perf_counter() - total_start))
+        return config.time_budget * BUDGET_SHARES[stage]
+
     with timer.part("data"):
         scenes, images, held_out_scenes, held_out_images = make_image_bank(config, device)
         metrics["detector"] = {"acc_clean": round((detector(held_out_images) == held_out_scenes.colour).float().mean().item(), 4)}
@@ -504,13 +561,15 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
         metrics["tokenizer"] = {"vocab_size": len(tokenizer), "training_captions": len(table.captions)}
 
     with timer.part("text_encoder"):
-        encoder, metrics["text_encoder"] = train_text_encoder(config, tokenizer, table, device, generator)
+        encoder, metrics["text_encoder"] = train_text_encoder(config, tokenizer, table, device, generator, allowance("text"))
         states = encode_states(encoder, table.ids)
         empty_ids = torch.tensor(toy_tokenizer.encode(tokenizer, [""])["input_ids"], device=device)
         empty_states = encode_states(encoder, empty_ids)[0]
 
     with timer.part("vae"):
-        vae, metrics["vae"] = train_vae(config, images, held_out_images, detector, held_out_scenes, device, generator)
+        vae, metrics["vae"] = train_vae(
+            config, images, held_out_images, detector, held_out_scenes, device, generator, allowance("vae")
+        )
         posterior = [vae.encode(images[i : i + 4096] * 2 - 1).latent_dist for i in range(0, len(images), 4096)]
         latent_mean = torch.cat([p.mean for p in posterior]).detach()
         latent_std = torch.cat([p.std for p in posterior]).detach()
@@ -520,15 +579,31 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
         reconstructed = reconstruct(vae, images)
         clean_and_reconstructed = torch.cat([images, reconstructed])
         shape_labels = torch.cat([scenes.shape, scenes.shape])
-        held_out = {"clean": (held_out_images, held_out_scenes.shape), "reconstructed": (reconstruct(vae, held_out_images), held_out_scenes.shape)}
-        classifier, metrics["shape_classifier"] = train_shape_classifier(config, clean_and_reconstructed, shape_labels, held_out, device, generator)
+        held_out = {
+            "clean": (held_out_images, held_out_scenes.shape),
+            "reconstructed": (reconstruct(vae, held_out_images), held_out_scenes.shape),
+        }
+        classifier, metrics["shape_classifier"] = train_shape_classifier(
+            config, clean_and_reconstructed, shape_labels, held_out, device, generator, allowance("shape")
+        )
         del reconstructed, clean_and_reconstructed
 
     noise_schedule = models.scheduler()
     with timer.part("unet"):
         scaling_factor = vae.config.scaling_factor
         unet, metrics["unet"] = train_unet(
-            config, latent_mean, latent_std, scaling_factor, scenes, table, states, empty_states, noise_schedule, device, generator
+            config,
+            latent_mean,
+            latent_std,
+            scaling_factor,
+            scenes,
+            table,
+            states,
+            empty_states,
+            noise_schedule,
+            device,
+            generator,
+            allowance("unet"),
         )
 
     with timer.part("save"):
@@ -542,7 +617,9 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
         "config": dataclasses.asdict(config),
         "quick": quick,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "versions": _versions(),
         "parameters": {
             "text_encoder": models.count_parameters(encoder),
@@ -564,7 +641,12 @@ def _versions() -> dict:
     import tokenizers
     import transformers
 
-    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser, default_out: str | None = None):
