@@ -260,6 +260,22 @@ def test_trce_t_maps_first_eot_of_malicious_prompts_onto_the_safe_ones(pipe, ctx
         assert (keys @ module.weight.detach().T - goal).norm() < 0.2 * (keys @ weight.T - goal).norm()
 
 
+def test_trce_t_is_stable_to_the_text_encoders_round_off(tmp_path):
+    """λ = 0 on the tiny backbone: its random LayerNorm puts every text row in a hyperplane, so mat2 is singular
+    up to round-off.  The solve must not amplify that round-off (a device check once saw GPU and CPU differ by 47%)."""
+    from harness.testing import tiny_pipeline
+
+    edited = {}
+    for dtype in (torch.float32, torch.float64):
+        pipe = tiny_pipeline()
+        pipe.text_encoder.to(dtype)
+        metadata = run(TRCET, pipe, NUDITY, EditContext(cache_dir=tmp_path / str(dtype), show_progress=False))
+        edited[dtype] = [module.weight.detach().clone() for _, module in cross_attention_projections(pipe.unet)]
+        assert metadata["unconstrained_directions"] == 1  # the LayerNorm hyperplane's normal
+    for single, double in zip(edited[torch.float32], edited[torch.float64]):
+        assert float((single - double).norm() / double.norm()) < 1e-4
+
+
 def test_trce_t_reuses_the_preservation_cache(pipe, ctx, tmp_path):
     run(TRCET, pipe, NUDITY, ctx)
     assert ctx.cache_misses["closed-form-preservation"] == 1 and ctx.cache_hits["closed-form-preservation"] == 0
