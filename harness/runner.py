@@ -158,13 +158,20 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
             raise HarnessError(f"benchmark {selection.name!r} has no prompts")
         benchmarks.append(PlannedBenchmark(Selection(selection.name, raw).label(), bench, concepts, specs))
 
+    # A benchmark that names no concept set (COCO: preservation) measures whatever the run erases.
+    named = {planned.concepts.name: planned.concepts for planned in benchmarks if planned.concepts.name != "none"}
+    if len(named) == 1:
+        (only,) = named.values()
+        benchmarks = [dataclasses.replace(planned, concepts=only) if planned.concepts.name == "none" else planned for planned in benchmarks]
+
     for method in methods:
         for part, part_label in method.parts:
             if part.kind != "none":
                 for planned in benchmarks:
                     if planned.concepts.name == "none":
                         raise HarnessError(
-                            f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; pass --concepts NAME"
+                            f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; "
+                            "pass --concepts NAME (or run it together with the benchmarks of one concept set)"
                         )
 
     if config.model in registry.entries["backbones"]:

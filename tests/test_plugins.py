@@ -37,7 +37,7 @@ def test_one_file_plugin_registers_its_classes(registry):
     assert registry.get("scorers", "brightness").name == "brightness"
     info = next(i for i in registry.host.infos if i.name == "brightness")
     assert info.source.endswith("brightness.py")
-    assert info.hooks == ["register_benchmarks", "register_scorers"]
+    assert info.hooks == ["register_benchmarks", "register_concept_sets", "register_scorers"]
 
 
 def test_unknown_names_get_did_you_mean(registry):
