@@ -25,3 +25,19 @@ def register_methods(register):
         name="trce-t",
         description="TRCE stage 1: closed-form edit of the first [EoT] of malicious prompts, COCO-caption preservation",
     )
+    register(
+        "methods.trce_v:TRCEV",
+        name="trce-v",
+        description="TRCE stage 2: triplet fine-tuning of self-attention + attn2.to_q on early steps of cached trajectories",
+    )
+    register("methods.trce:TRCE", name="trce", description="TRCE (T+V): trce-t, then trce-v fine-tuning the stage-1 model")
+    register(
+        "methods.esd:ESDU",
+        name="esd-u",
+        description="ESD-u (ICCV 2023): negative-guidance fine-tuning of the non-cross-attention weights, paper preset",
+    )
+    register(
+        "methods.esd:ESDX",
+        name="esd-x",
+        description="ESD-x (ICCV 2023): negative-guidance fine-tuning of the cross-attention weights, paper preset",
+    )

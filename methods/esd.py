@@ -1,0 +1,207 @@
+"""``esd-u`` and ``esd-x``: Erased Stable Diffusion (Gandikota et al., ICCV 2023; methods-notes §4).
+
+ESD fine-tunes the model so that, for the concept prompt c, it predicts what the
+frozen model would predict under *negative* guidance away from c:
+
+    ε_θ(x_t, t, c)  ←  ε*(x_t, t, ∅) − η [ε*(x_t, t, c) − ε*(x_t, t, ∅)]        (ESD, paper convention)
+
+One iteration (batch 1): draw a keyword c and a DDIM step k ~ U{0 … 49}; sample
+``x_{t_k}`` by 50-step DDIM from x_T at guidance 3 (``guidance``) conditioned on c; query
+at ``t = t_k``; one Adam step on ``MSE(ε_θ(x_t, t, c), target)``.
+
+Models: ``ε*`` is the frozen UNet the edit starts from (the base model when run
+alone: ESD's self-distillation from θ*).  The trajectories come from the frozen
+**original** UNet (as in the 2025 diffusers code, methods-notes §4.2 and §16.7), so
+they are cached (``methods/finetune.py``) and a second run samples nothing;
+``sample_with_trainable`` reproduces the paper code instead.
+
+Which parameters train (``methods/finetune.py``, ``PARAMETER_GROUPS``):
+
+* ``esd-u``: the non-cross-attention weights.  ``parameters="paper"`` (default) is the
+  paper code's ``noxattn``: everything except ``attn2``, the time embedding and the
+  output layers (``conv_norm_out``, ``conv_out``), but including ``conv_in``, every norm
+  and the resnets' ``time_emb_proj``.  ``parameters="diffusers"`` is the 2025 code's
+  ``esd-u``: weights and biases of every Linear/Conv2d outside ``attn2`` (so also
+  ``conv_in``, ``conv_out`` and the time embedding, but no norms).
+* ``esd-x``: every cross-attention parameter (``attn2.to_q/to_k/to_v/to_out``).  Both
+  generations of the code select the same tensors, so ``parameters`` does not matter.
+
+Concept set → prompts: the ``erase`` keywords, one drawn uniformly per iteration (the
+paper code's ``--seperator`` mode; "sexual" erases "nudity" as in the ESD paper, the I2P
+set its 11 category words).  ``keywords=N`` keeps the first N.
+
+Defaults are the paper preset (methods-notes §4.1): η = 1, 1000 iterations, Adam at
+lr 1e-5, guidance 3, DDIM 50, 512 px (the backbone's native size), fp32 training.
+
+Old (2023 CompVis, paper results) versus new (2025 diffusers) code, methods-notes §4.3:
+
+* **η convention.**  The new code's target is ``ε*_c − η' (ε*_c − ε*_∅)``, which equals
+  the paper's with η' = η + 1: **new η' = 2 is the paper's η = 1**.  ``negative_guidance``
+  here is always the paper's η.
+* **Parameter sets** differ for ESD-u (above); ``parameters`` picks one.
+* **Sampling model.**  The old code samples x_t with the *trainable* model, so each
+  iteration's trajectory depends on the training so far; the new code with the frozen
+  base.  ``sample_with_trainable=true`` reproduces the old behaviour (no cache, one
+  trajectory per iteration).
+* **Preset.**  New: 200 iterations, lr 5e-5, bf16 weights trained directly, and a
+  hard-coded 1024 px for SD v1.4 (a bug).  To approximate it:
+  ``parameters=diffusers,iterations=200,lr=5e-5``; training here is always fp32.
+* **Timestep.**  The old code queries a DDPM timestep drawn in step k's interval while
+  its latent sits about two DDIM steps lower (methods-notes §4.1).  Not reproduced: the
+  latent ``x_{t_k}`` is always queried at ``t_k`` (the new code's semantics).
+
+``max_steps`` caps the iterations for quick runs (``--set esd-u.max_steps=50``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+
+from harness.api import ConceptSet, HarnessError, Method
+from methods.finetune import (
+    TrajectoryRequest,
+    cached_trajectories,
+    ddim_scheduler,
+    latent_size,
+    lazy,
+    make_optimizer,
+    original_unet,
+    parameter_group,
+    predict,
+    sample_trajectories,
+    text_embeddings,
+    train,
+    trainable_copy,
+    write_back,
+)
+
+PARAMETER_SETS = {
+    # (ESD variant, parameters) → parameter group of methods/finetune.py
+    ("esd-u", "paper"): "non-cross-attention",
+    ("esd-u", "diffusers"): "non-cross-attention-diffusers",
+    ("esd-x", "paper"): "cross-attention",
+    ("esd-x", "diffusers"): "cross-attention",
+}
+
+
+class ESD(Method):
+    """ESD with the parameter set of the subclass (``esd-u`` or ``esd-x``)."""
+
+    paper = "Gandikota et al., Erasing Concepts from Diffusion Models, ICCV 2023"
+    version = "1"
+    variant: ClassVar[str]
+
+    @dataclass
+    class Params:
+        negative_guidance: float = 1.0  # η, paper convention (= the 2025 code's η' = 2)
+        iterations: int = 1000
+        lr: float = 1e-5
+        guidance: float = 3.0  # CFG used to sample x_t ("start guidance")
+        num_steps: int = 50  # DDIM steps
+        resolution: int = 0  # px; 0 = the backbone's native size (512 for SD v1.4)
+        optimizer: str = "adam"
+        keywords: int = 0  # use the first N erase keywords, 0 = all
+        parameters: str = "paper"  # "paper" (CompVis noxattn/xattn) or "diffusers" (2025 code); matters for esd-u
+        sample_with_trainable: bool = False  # quirk: paper code samples x_t with the model being trained
+        max_steps: int = 0  # cap on iterations, 0 = iterations
+        seed: int = 0  # keyword and step draws
+        trajectory_seed: int = 0  # starting noises
+        sample_batch_size: int = 16  # trajectories denoised together (speed only)
+
+    def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
+        params = self.params
+        group = PARAMETER_SETS.get((self.variant, params.parameters))
+        if group is None:
+            raise HarnessError(f"{self.name}: parameters={params.parameters!r}: choose 'paper' or 'diffusers'")
+        keywords = list(concepts.erase)[: params.keywords or None]
+        if not keywords:
+            raise HarnessError(f"{self.name}: concept set {concepts.name!r} has no 'erase' keywords")
+        started = time.perf_counter()
+        device = pipe.unet.device
+        size = latent_size(pipe, params.resolution)
+        timesteps = ddim_scheduler(pipe, params.num_steps).timesteps.to(device)
+        iterations = min(params.iterations, params.max_steps) if params.max_steps > 0 else params.iterations
+
+        # The plan: iteration i's keyword, step and seed are functions of i alone, so any run is a prefix of a longer one.
+        plan = []
+        for i in range(iterations):
+            draw = random.Random(params.seed * 1_000_003 + i)
+            plan.append(
+                TrajectoryRequest(
+                    draw.choice(keywords), params.trajectory_seed * 1_000_003 + i, (draw.randrange(params.num_steps),)
+                )
+            )
+
+        teacher = pipe.unet  # ε*: frozen, since only a copy trains
+        trainable = parameter_group(pipe.unet, group)
+        student = trainable_copy(pipe.unet, trainable)
+        latents = None
+        if not params.sample_with_trainable:
+            latents = cached_trajectories(
+                ctx,
+                pipe,
+                lazy(lambda: original_unet(pipe, ctx)),
+                plan,
+                num_steps=params.num_steps,
+                guidance=params.guidance,
+                size=size,
+                batch_size=params.sample_batch_size,
+            )[:, 0]
+        sampled = time.perf_counter()
+
+        embeddings = text_embeddings(pipe, keywords + [""])
+        null_row = embeddings[""].to(device)
+
+        def step_losses(i: int) -> dict:
+            request = plan[i]
+            if latents is None:  # paper code: x_t from the model being trained
+                x = sample_trajectories(
+                    pipe, student, [request], num_steps=params.num_steps, guidance=params.guidance, size=size
+                )[:, 0]
+            else:
+                x = latents[i : i + 1]
+            t = timesteps[list(request.steps)]
+            cond = embeddings[request.prompt].to(device)[None]
+            with torch.no_grad():
+                eps_null, eps_cond = predict(
+                    teacher, torch.cat([x, x]), torch.cat([t, t]), torch.cat([null_row[None], cond])
+                ).chunk(2)
+                target = eps_null - params.negative_guidance * (eps_cond - eps_null)  # ESD, paper convention
+            loss = torch.nn.functional.mse_loss(predict(student, x, t, cond), target)
+            return {"loss": loss}
+
+        optimizer = make_optimizer([p for p in student.parameters() if p.requires_grad], params.optimizer, params.lr)
+        history = train(step_losses, optimizer, iterations, progress=ctx.progress, desc=self.name)
+        write_back(pipe.unet, student, trainable)
+        finished = time.perf_counter()
+        return {
+            "method": self.name,
+            **asdict(params),
+            "negative_guidance_new_convention": params.negative_guidance + 1,
+            "trainable_group": group,
+            "trainable_tensors": len(trainable),
+            "trainable_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
+            "keywords_used": keywords,
+            "steps": iterations,
+            "latent_size": size,
+            "training": history,
+            "seconds": {"trajectories": round(sampled - started, 2), "training": round(finished - sampled, 2)},
+            "quirks": {"sample_with_trainable": params.sample_with_trainable, "parameters": params.parameters},
+        }
+
+
+class ESDU(ESD):
+    name = "esd-u"
+    variant = "esd-u"
+    description = "ESD-u: negative-guidance fine-tuning of the non-cross-attention weights (paper preset)"
+
+
+class ESDX(ESD):
+    name = "esd-x"
+    variant = "esd-x"
+    description = "ESD-x: negative-guidance fine-tuning of the cross-attention weights (paper preset)"

@@ -1,0 +1,240 @@
+"""Fine-tuning erasure on the tiny backbone: ESD-u, ESD-x, TRCE-V and the TRCE composition.
+
+Runs use few DDIM steps and optimiser steps so that the whole file takes seconds
+per test; the maths does not depend on those counts.
+"""
+
+import json
+
+import pytest
+import torch
+
+import methods.finetune as finetune
+from harness.api import ConceptSet
+from harness.context import EditContext
+from harness.engine import ModelStates
+from harness.runner import expand_method
+from harness.spec import parse_selections
+from harness.store import Store
+from methods.esd import ESDU, ESDX
+from methods.finetune import (
+    TRAJECTORY_CACHE,
+    TrajectoryRequest,
+    parameter_group,
+    sample_trajectories,
+    train,
+    unet_fingerprint,
+)
+from methods.trce_v import TRCEV, regularizer_timestep, triplet_margin_loss
+
+CONCEPTS = ConceptSet(
+    name="tiny-nudity",
+    erase=("nudity", "naked"),
+    guides=(" ",),
+    phrases=(("nudity", "a person wearing clothes"), ("nude", "clothes")),
+    templates=("a photo of {}",),
+    captions=("a cat on a mat", "a red bus", "two dogs in snow", "a bowl of fruit"),
+)
+# Few DDIM steps and optimiser steps: every code path runs, in seconds.
+QUICK_TRCE_V = dict(num_steps=6, early_steps=2, samples_per_prompt=1, max_steps=3, regularizer_batch=2)
+QUICK_ESD = dict(num_steps=6, max_steps=3)
+
+
+@pytest.fixture
+def pipe(tiny):
+    """The session's tiny pipeline, with its UNet restored after the test."""
+    state = {name: tensor.clone() for name, tensor in tiny.unet.state_dict().items()}
+    yield tiny
+    tiny.unet.load_state_dict(state)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return EditContext(cache_dir=tmp_path / "cache", show_progress=False)
+
+
+def weights(pipe) -> dict:
+    return {name: tensor.clone() for name, tensor in pipe.unet.state_dict().items()}
+
+
+def changed(before: dict, after: dict) -> set:
+    return {name for name in before if not torch.equal(before[name], after[name])}
+
+
+# --------------------------------------------------------------------------- parameter groups
+
+
+def test_parameter_groups_select_by_module_name(tiny):
+    names = {name for name, _ in tiny.unet.named_parameters()}
+    visual = set(parameter_group(tiny.unet, "self-attention+query"))
+    cross = set(parameter_group(tiny.unet, "cross-attention"))
+    esd_u = set(parameter_group(tiny.unet, "non-cross-attention"))
+    esd_u_new = set(parameter_group(tiny.unet, "non-cross-attention-diffusers"))
+
+    assert visual == {n for n in names if ".attn1." in n or ".attn2.to_q." in n}
+    assert cross == {n for n in names if ".attn2." in n}
+    # paper ESD-u: no cross-attention, no time embedding, no output layers; conv_in, norms and time_emb_proj train
+    assert esd_u == names - cross - {n for n in names if n.startswith(("time_embedding.", "conv_norm_out.", "conv_out."))}
+    assert "conv_in.weight" in esd_u and any("time_emb_proj" in n for n in esd_u) and any("norm" in n for n in esd_u)
+    # 2025 ESD-u: Linear/Conv2d weights outside attn2, with conv_out and the time embedding, without norms
+    assert {"conv_out.weight", "time_embedding.linear_1.weight"} <= esd_u_new
+    assert not esd_u_new & cross and not any(".norm" in f".{n}" for n in esd_u_new)
+
+
+# --------------------------------------------------------------------------- only the declared groups change
+
+
+@pytest.mark.parametrize(
+    "method_cls, params, group",
+    [
+        (TRCEV, QUICK_TRCE_V, "self-attention+query"),
+        (ESDU, QUICK_ESD, "non-cross-attention"),
+        (ESDU, {**QUICK_ESD, "parameters": "diffusers"}, "non-cross-attention-diffusers"),
+        (ESDX, QUICK_ESD, "cross-attention"),
+    ],
+)
+def test_only_the_declared_parameter_group_changes(method_cls, params, group, pipe, ctx):
+    before = weights(pipe)
+    metadata = method_cls(method_cls.Params(**params)).edit(pipe, CONCEPTS, ctx)
+    # every tensor of the group moved, every other tensor (buffers included) is bit for bit the same
+    assert changed(before, weights(pipe)) == set(parameter_group(pipe.unet, group))
+    assert metadata["method"] == method_cls.name and metadata["trainable_group"] == group
+    assert metadata["steps"] == 3 and "quirks" in metadata and metadata["lr"] == method_cls.Params().lr
+    json.dumps(metadata)  # stored with the model state
+
+
+# --------------------------------------------------------------------------- the TRCE-V loss (Eq. 8)
+
+
+@pytest.mark.parametrize("distance", ["mse", "l2"])
+def test_triplet_loss_is_zero_at_the_safe_target_and_positive_at_the_unsafe_one(distance):
+    generator = torch.Generator().manual_seed(0)
+    positive = torch.randn(2, 4, 8, 8, generator=generator)  # ε⁺
+    negative = positive + 1.0  # ε⁻, far from ε⁺: d(ε⁺, ε⁻) = 1 (mse) or 16 (l2) ≫ margin
+    margin = 0.01
+
+    assert triplet_margin_loss(positive, positive, negative, margin, distance).item() == 0.0
+    at_negative = triplet_margin_loss(negative, positive, negative, margin, distance)
+    gap = 1.0 if distance == "mse" else 16.0
+    assert at_negative.item() == pytest.approx(gap + margin)
+    # at ε⁺ but with ε⁻ closer than the margin, the loss stays positive
+    assert triplet_margin_loss(positive, positive, positive + 1e-4, margin, distance).item() > 0
+
+
+def test_quirk_timestep_is_drawn_inside_the_steps_interval():
+    import random
+
+    timesteps = torch.arange(981, 0, -20)  # SD's 50 DDIM steps
+    exact = TRCEV.Params()
+    quirk = TRCEV.Params(random_timestep_in_interval=True)
+    rng = random.Random(0)
+    assert int(regularizer_timestep(3, timesteps, 1000, exact, rng)) == 921
+    draws = {int(regularizer_timestep(3, timesteps, 1000, quirk, rng)) for _ in range(200)}
+    assert min(draws) >= 920 and max(draws) < 940 and len(draws) > 5  # official: [(49−k)·20, (50−k)·20)
+
+
+# --------------------------------------------------------------------------- trajectories
+
+
+def test_trajectories_match_the_diffusers_ddim_pipeline(pipe):
+    """Our batched sampler is the pipeline's DDIM with guidance, and a sample does not depend on its batch-mates."""
+    requests = [TrajectoryRequest("a photo of nudity", 7, (0, 3, 5)), TrajectoryRequest("a red bus", 8, (0, 3, 5))]
+    together = sample_trajectories(pipe, pipe.unet, requests, num_steps=5, guidance=3.0, size=4, batch_size=2)
+    alone = sample_trajectories(pipe, pipe.unet, requests[:1], num_steps=5, guidance=3.0, size=4, batch_size=1)
+    torch.testing.assert_close(together[:1], alone, rtol=1e-5, atol=1e-5)
+
+    generator = torch.Generator().manual_seed(7)
+    reference = pipe(
+        "a photo of nudity", num_inference_steps=5, guidance_scale=3.0, generator=generator, output_type="latent"
+    ).images
+    torch.testing.assert_close(together[0, 0], torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(7))[0])
+    torch.testing.assert_close(together[0, 2], reference[0], rtol=1e-4, atol=1e-4)  # step 5 of 5 = the final latent
+
+
+def test_trajectory_cache_is_hit_on_the_second_run(pipe, tmp_path, monkeypatch):
+    before = weights(pipe)
+    first = EditContext(cache_dir=tmp_path / "cache", show_progress=False)
+    TRCEV(TRCEV.Params(**QUICK_TRCE_V)).edit(pipe, CONCEPTS, first)
+    after_first = weights(pipe)
+    assert first.cache_misses[TRAJECTORY_CACHE] == 2 and first.cache_hits[TRAJECTORY_CACHE] == 0  # malicious + regulariser
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the second run must not sample")
+
+    monkeypatch.setattr(finetune, "sample_trajectories", no_sampling)
+    pipe.unet.load_state_dict(before)
+    second = EditContext(cache_dir=tmp_path / "cache", show_progress=False)
+    TRCEV(TRCEV.Params(**QUICK_TRCE_V)).edit(pipe, CONCEPTS, second)
+    assert second.cache_misses[TRAJECTORY_CACHE] == 0 and second.cache_hits[TRAJECTORY_CACHE] == 2
+    # same trajectories, same seeds: the same model comes out
+    assert not changed(after_first, weights(pipe))
+
+    # an ablation of a training setting (g, α, λ, lr, the zero_grad quirk) reuses the trajectories too
+    pipe.unet.load_state_dict(before)
+    third = EditContext(cache_dir=tmp_path / "cache", show_progress=False)
+    ablation = {**QUICK_TRCE_V, "guidance_enhancement": 5.0, "margin": 0.1, "regularization_scale": 10.0, "skip_zero_grad": True}
+    TRCEV(TRCEV.Params(**ablation)).edit(pipe, CONCEPTS, third)
+    assert third.cache_misses[TRAJECTORY_CACHE] == 0
+
+
+def test_esd_trajectories_are_cached_and_shorter_runs_reuse_them(pipe, tmp_path, monkeypatch):
+    ctx = EditContext(cache_dir=tmp_path / "cache", show_progress=False)
+    ESDX(ESDX.Params(**{**QUICK_ESD, "max_steps": 4})).edit(pipe, CONCEPTS, ctx)
+    assert ctx.cache_misses[TRAJECTORY_CACHE] == 1
+    monkeypatch.setattr(finetune, "sample_trajectories", lambda *a, **k: pytest.fail("sampled again"))
+    again = EditContext(cache_dir=tmp_path / "cache", show_progress=False)
+    ESDX(ESDX.Params(**{**QUICK_ESD, "max_steps": 4, "negative_guidance": 2.0})).edit(pipe, CONCEPTS, again)
+    assert again.cache_hits[TRAJECTORY_CACHE] == 1 and again.cache_misses[TRAJECTORY_CACHE] == 0
+
+
+# --------------------------------------------------------------------------- the zero_grad quirk
+
+
+@pytest.mark.parametrize("skip_zero_grad, expected_grad, expected_weight", [(False, 1.0, -3.0), (True, 3.0, -6.0)])
+def test_skip_zero_grad_accumulates_gradients(skip_zero_grad, expected_grad, expected_weight):
+    """Loss w·1 has gradient 1 each step.  Cleared, three SGD steps move w by 3; accumulated, by 1 + 2 + 3."""
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    history = train(lambda step: {"loss": weight.sum()}, optimizer, 3, skip_zero_grad=skip_zero_grad)
+    assert weight.grad.item() == expected_grad
+    assert weight.item() == expected_weight
+    assert history["steps"] == 3
+
+
+# --------------------------------------------------------------------------- TRCE = trce-t + trce-v
+
+
+def parts_for(registry, text):
+    (item,) = parse_selections(text, "--methods")
+    return [part for selection in item for part in expand_method(registry, selection, {}, text)]
+
+
+@pytest.fixture
+def states(tiny, tmp_path):
+    states = ModelStates(tiny, Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    yield states
+    states.reset()
+
+
+QUICK_TEXT = ",".join(f"{k}={v}" for k, v in QUICK_TRCE_V.items())
+
+
+def test_trce_is_trce_t_then_trce_v_and_stage_two_regularises_towards_stage_one(states, registry, tiny):
+    base = unet_fingerprint(tiny.unet)
+    parts = parts_for(registry, f"trce:preserve_scale=0.02,{QUICK_TEXT}")
+    assert [method.name for method, _ in parts] == ["trce-t", "trce-v"]
+    assert parts[0][0].params.preserve_scale == 0.02 and parts[1][0].params.max_steps == 3  # routed to their owners
+    assert parts[1][0].params.regularization_scale == 100.0
+
+    states.activate(parts_for(registry, "trce-t:preserve_scale=0.02"), CONCEPTS, "trce-t")
+    stage_one = unet_fingerprint(tiny.unet)
+    assert stage_one != base
+
+    state = states.activate(parts, CONCEPTS, "trce")
+    stage_two = state.metadata[1]
+    assert stage_two["method"] == "trce-v"
+    assert stage_two["regularizer_unet"] == stage_one  # Eq. 9's reference: the stage-1 model
+    assert stage_two["reference_unet"] == base  # Eq. 6–7 and the trajectories: the original model
+
+    alone = states.activate(parts_for(registry, f"trce-v:{QUICK_TEXT}"), CONCEPTS, "trce-v").metadata[0]
+    assert alone["regularizer_unet"] == alone["reference_unet"] == base  # the paper's "TRCE (V)" row
