@@ -177,7 +177,7 @@ class ESD(Method):
 
         optimizer = make_optimizer([p for p in student.parameters() if p.requires_grad], params.optimizer, params.lr)
         history = train(step_losses, optimizer, iterations, progress=ctx.progress, desc=self.name)
-        write_back(pipe.unet, student, trainable)
+        written = write_back(pipe.unet, student, trainable)
         finished = time.perf_counter()
         return {
             "method": self.name,
@@ -190,6 +190,7 @@ class ESD(Method):
             "steps": iterations,
             "latent_size": size,
             "training": history,
+            "written_back": written,
             "seconds": {"trajectories": round(sampled - started, 2), "training": round(finished - sampled, 2)},
             "quirks": {"sample_with_trainable": params.sample_with_trainable, "parameters": params.parameters},
         }

@@ -237,7 +237,7 @@ class TRCEV(Method):
         def step_losses(step: int) -> dict:
             chosen = [order[(step * params.batch_size + b) % len(order)] for b in range(params.batch_size)]
             early = [rng.randint(0, params.early_steps) for _ in chosen]
-            x = trajectories[chosen, torch.tensor(early) + offset]
+            x = trajectories[torch.tensor(chosen, device=device), torch.tensor(early, device=device) + offset]
             t = timesteps[early]
             prompt_index = [trajectory_prompts[i] for i in chosen]
             c_unsafe, c_safe = unsafe_rows[prompt_index], safe_rows[prompt_index]
@@ -285,7 +285,7 @@ class TRCEV(Method):
         history = train(
             step_losses, optimizer, total_steps, skip_zero_grad=params.skip_zero_grad, progress=ctx.progress, desc="trce-v"
         )
-        write_back(pipe.unet, student, trainable)
+        written = write_back(pipe.unet, student, trainable)
         finished = time.perf_counter()
 
         return {
@@ -302,6 +302,7 @@ class TRCEV(Method):
             "reference_unet": reference_fingerprint,  # ε*: the original UNet
             "regularizer_unet": regularizer_fingerprint,  # ε_reg: the UNet trce-v started from (stage 1 under trce)
             "training": history,
+            "written_back": written,
             "seconds": {"trajectories": round(sampled - started, 2), "training": round(finished - sampled, 2)},
             "quirks": {
                 "skip_zero_grad": params.skip_zero_grad,
