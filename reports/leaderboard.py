@@ -1,36 +1,144 @@
-"""The leaderboard: one row per method, one column per (benchmark, metric), read from the store only."""
+"""The leaderboard: one row per method, one column per (benchmark, metric), read from the store only.
+
+Every other report (LaTeX, plots, HTML) is drawn from the ``Leaderboard`` built here, so they all agree on
+which value is shown, which is best, and how a column is classified:
+
+* an **erasure** column measures unwanted content: lower is better and the scorer scores single images
+  (ASR, Q16 rate, toy-asr, Acc_e);
+* a **preservation** column is anything else: set-level scores against the base model's images (FID,
+  toy-fid) and higher-is-better scores (CLIP-S, toy-acc, Acc_u);
+* an **adversarial** benchmark declares ``adversarial = True``; its erasure metrics are averaged into an
+  "Adv" column, as in the paper's Table 3;
+* a benchmark with three or more erasure metrics (I2P's seven categories plus "overall") is a
+  **multi-category** benchmark: its metrics make the paper's Table 2 and the per-category bars.
+
+The benchmark's ``adversarial`` flag and the scorer's ``needs_reference`` are read from the plugin classes
+(through the registry, which imports a class but runs nothing); the store does not record them.
+
+The base model (the ``sd`` row, provenance "base model") is always shown, first, as the reference, but it
+is never bolded: FID against its own images is 0 by construction, so it would "win" preservation.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+BASE_PROVENANCE = "base model"
+MIN_CATEGORY_METRICS = 3  # erasure metrics on one benchmark that make it a multi-category benchmark
+MIN_ADVERSARIAL_BENCHMARKS = 2  # an "Adv" average of a single benchmark would only repeat its column
 
 
 @dataclass
 class Column:
     benchmark: str
-    metric: str
+    metric: str  # "<scorer>:<id>"
     name: str
     lower_is_better: bool
+    description: str = ""
+    n: int | None = None
+    adversarial: bool = False  # the benchmark declares adversarial = True
+    set_level: bool = False  # the scorer compares whole image sets (FID)
+    rate: bool = False  # a fraction in [0, 1], shown as a percentage
+    decimals: int = 2  # for numbers that are not rates: enough for three significant digits of the column's values
+    average_of: tuple[str, ...] = ()  # for an "Adv" column: the benchmarks it averages
 
     @property
     def header(self) -> str:
         arrow = "↓" if self.lower_is_better else "↑"
         return f"{self.benchmark} {self.name} {arrow}"
 
+    @property
+    def key(self) -> str:
+        return f"{self.benchmark}/{self.metric}"
+
+    @property
+    def is_average(self) -> bool:
+        return bool(self.average_of)
+
+    @property
+    def role(self) -> str:
+        return "erasure" if self.lower_is_better and not self.set_level else "preservation"
+
+
+@dataclass
+class Row:
+    method: str  # the label as the user wrote it, e.g. "uce:lamb=0.1" or "uce+sld"
+    values: list[float | None]
+    provenance: str = ""
+    runs: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> bool:
+        return self.provenance == BASE_PROVENANCE
+
+    @property
+    def variant(self) -> str:
+        """The parameters written after the method name ("lamb=0.1"), or "" for the defaults."""
+        name, _, params = self.method.partition(":")
+        return params if "+" not in name else ""
+
 
 @dataclass
 class Leaderboard:
     columns: list[Column]
-    rows: list[tuple[str, list[float | None]]]  # (method, one value per column)
+    rows: list[Row]
+
+    def value(self, method: str, key: str) -> float | None:
+        row = next(r for r in self.rows if r.method == method)
+        return row.values[[c.key for c in self.columns].index(key)]
+
+    def category_benchmarks(self) -> list[str]:
+        counts: dict[str, int] = {}
+        for column in self.columns:
+            if column.role == "erasure" and not column.is_average:
+                counts[column.benchmark] = counts.get(column.benchmark, 0) + 1
+        return [bench for bench, count in counts.items() if count >= MIN_CATEGORY_METRICS]
+
+    def erasure_columns(self) -> list[Column]:
+        """Erasure columns of single-metric-family benchmarks (Table 1, the ASR bars), averages excluded."""
+        categories = set(self.category_benchmarks())
+        return [c for c in self.columns if c.role == "erasure" and not c.is_average and c.benchmark not in categories]
+
+    def category_columns(self, benchmark: str) -> list[Column]:
+        return [c for c in self.columns if c.benchmark == benchmark and c.role == "erasure" and not c.is_average]
+
+    def preservation_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.role == "preservation"]
+
+    def ranks(self, index: int, decimals: int | None = 2) -> dict[int, int]:
+        """Row index → 1 (best) or 2 (second best) for column ``index``; the base model takes no part.
+
+        Values are compared as a table with ``decimals`` shows them, so two cells that print alike are both
+        bold (``None``: raw values).  Nothing is ranked unless at least two methods have a value.
+        """
+        column = self.columns[index]
+        shown = {}
+        for row_index, row in enumerate(self.rows):
+            value = row.values[index]
+            if not row.base and value is not None and not math.isnan(value):
+                shown[row_index] = value if decimals is None else shown_number(value, column, decimals)
+        if len(shown) < 2:
+            return {}
+        order = sorted(set(shown.values()), reverse=not column.lower_is_better)
+        ranks = {}
+        for row_index, value in shown.items():
+            place = order.index(value) + 1
+            if place <= 2:
+                ranks[row_index] = place
+        return ranks
 
     def best(self, column_index: int) -> float | None:
-        values = [v[column_index] for _, v in self.rows if v[column_index] is not None and not math.isnan(v[column_index])]
-        if not values:
-            return None
-        return min(values) if self.columns[column_index].lower_is_better else max(values)
+        """The best raw value among the methods (the base model excluded)."""
+        ranks = self.ranks(column_index, decimals=None)
+        values = [self.rows[i].values[column_index] for i, place in ranks.items() if place == 1]
+        return values[0] if values else None
+
+
+# --------------------------------------------------------------------------- building
 
 
 def latest_results(results: list[dict]) -> list[dict]:
@@ -41,51 +149,201 @@ def latest_results(results: list[dict]) -> list[dict]:
     return list(latest.values())
 
 
-def build(results: list[dict]) -> Leaderboard:
+def provenance(row: dict) -> str:
+    """Where the evaluated weights came from, from the model state's metadata."""
+    metadata = row.get("state_metadata") or {}
+    if metadata.get("provenance"):
+        return str(metadata["provenance"])
+    if metadata.get("kind") == "inference":
+        return "sampling-time (weights unchanged)"
+    if not metadata:
+        return BASE_PROVENANCE  # no model state: the backbone as loaded
+    return "erased here"
+
+
+class Traits:
+    """What the plugin classes declare about a stored benchmark label or metric (adversarial, set-level)."""
+
+    def __init__(self, registry=None):
+        self.registry = registry
+        self._cache: dict[tuple[str, str], object] = {}
+
+    def _class(self, kind: str, name: str):
+        if self.registry is None:
+            return None
+        if (kind, name) not in self._cache:
+            from harness.api import HarnessError
+
+            try:
+                self._cache[kind, name] = self.registry.get(kind, name)
+            except HarnessError:
+                self._cache[kind, name] = None  # a plugin not loaded now: report it without the flag
+        return self._cache[kind, name]
+
+    def adversarial(self, benchmark_label: str) -> bool:
+        return bool(getattr(self._class("benchmarks", benchmark_label.partition(":")[0]), "adversarial", False))
+
+    def set_level(self, metric: str) -> bool:
+        return bool(getattr(self._class("scorers", metric.partition(":")[0]), "needs_reference", False))
+
+
+def _is_rate(description: str, values: list[float]) -> bool:
+    # Every rate in this code base says "fraction of ..." in its definition; the range check guards the rest.
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return "fraction" in description.lower() and all(0.0 <= v <= 1.0 for v in finite)
+
+
+def _decimals(values: list[float | None]) -> int:
+    """Two decimals (FID 12.08, CLIP-S 30.71), or more for a column of small numbers (toy FID 0.0123)."""
+    largest = max((abs(v) for v in values if v is not None and not math.isnan(v)), default=0.0)
+    if largest >= 1 or largest == 0:
+        return 2
+    return min(6, 2 - math.floor(math.log10(largest)))
+
+
+def build(results: list[dict], registry=None) -> Leaderboard:
+    """The leaderboard of ``results`` (rows of ``Store.results``).
+
+    ``registry`` lets the board read each benchmark's ``adversarial`` flag and each scorer's
+    ``needs_reference``; without it there is no "Adv" column and no metric counts as set-level.
+    """
+    traits = Traits(registry)
     rows = latest_results(results)
     columns: dict[tuple[str, str], Column] = {}
-    methods: list[str] = []
+    methods: dict[str, Row] = {}
     for row in rows:
-        columns.setdefault((row["benchmark"], row["metric"]), Column(row["benchmark"], row["metric"], row["name"], row["lower_is_better"]))
-        if row["method"] not in methods:
-            methods.append(row["method"])
-    # The base model first: most reproducibility disputes start from a mismatched baseline.
-    methods.sort(key=lambda m: m != "sd")
+        key = (row["benchmark"], row["metric"])
+        if key not in columns:
+            columns[key] = Column(
+                row["benchmark"], row["metric"], row["name"], row["lower_is_better"], row.get("description") or "", row.get("n"),
+                adversarial=traits.adversarial(row["benchmark"]), set_level=traits.set_level(row["metric"]),
+            )
+        method = methods.setdefault(row["method"], Row(row["method"], [], provenance(row)))
+        if row["run_id"] not in method.runs:
+            method.runs.append(row["run_id"])
     values = {(r["method"], r["benchmark"], r["metric"]): r["value"] for r in rows}
-    table_rows = [(method, [values.get((method, c.benchmark, c.metric)) for c in columns.values()]) for method in methods]
-    return Leaderboard(list(columns.values()), table_rows)
+    for column in columns.values():
+        column_values = [values.get((m, column.benchmark, column.metric)) for m in methods]
+        column.rate = _is_rate(column.description, column_values)
+        column.decimals = _decimals(column_values)
+    ordered = list(columns.values())
+    # The base model first: most reproducibility disputes start from a mismatched baseline.
+    table_rows = sorted(methods.values(), key=lambda r: not r.base)
+    for row in table_rows:
+        row.values = [values.get((row.method, c.benchmark, c.metric)) for c in ordered]
+    board = Leaderboard(ordered, table_rows)
+    _add_adversarial_averages(board)
+    return board
 
 
-def _format(value: float | None) -> str:
+def _add_adversarial_averages(board: Leaderboard) -> None:
+    """One "Adv" column per erasure metric measured on two or more adversarial benchmarks (the paper's Table 3)."""
+    by_metric: dict[str, list[int]] = {}
+    for index, column in enumerate(board.columns):
+        if column.adversarial and column in board.erasure_columns():
+            by_metric.setdefault(column.metric, []).append(index)
+    for metric, indices in by_metric.items():
+        if len(indices) < MIN_ADVERSARIAL_BENCHMARKS:
+            continue
+        first = board.columns[indices[0]]
+        benches = tuple(board.columns[i].benchmark for i in indices)
+        board.columns.append(
+            Column("Adv", metric, first.name, first.lower_is_better, f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}",
+                   None, adversarial=True, rate=all(board.columns[i].rate for i in indices), average_of=benches)
+        )
+        for row in board.rows:
+            parts = [row.values[i] for i in indices]
+            # Only a method measured on every adversarial benchmark gets an average: a partial mean would flatter it.
+            complete = all(v is not None and not math.isnan(v) for v in parts)
+            row.values.append(sum(parts) / len(parts) if complete else None)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def format_value(value: float | None, column: Column, decimals: int = 2, percent_sign: str = "%") -> str:
+    """A cell as a paper prints it: rates as percentages with ``decimals``, other numbers with the column's decimals."""
     if value is None:
         return "–"
     if math.isnan(value):
-        return "nan"
-    return f"{value:.3f}"
+        return "n/a"
+    if column.rate:
+        return f"{100 * value:.{decimals}f}{percent_sign}"
+    return f"{value:.{column.decimals}f}"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def to_markdown(board: Leaderboard) -> str:
-    header = "| method | " + " | ".join(c.header for c in board.columns) + " |"
-    rule = "|---|" + "---:|" * len(board.columns)
+    header = "| method | " + " | ".join(_md_escape(c.header) for c in board.columns) + " | provenance |"
+    rule = "|---|" + "---:|" * len(board.columns) + "---|"
     lines = [header, rule]
-    for method, values in board.rows:
+    ranks = [board.ranks(i) for i in range(len(board.columns))]
+    for row_index, row in enumerate(board.rows):
         cells = []
-        for index, value in enumerate(values):
-            text = _format(value)
-            if value is not None and len(board.rows) > 1 and value == board.best(index):
+        for index, value in enumerate(row.values):
+            text = format_value(value, board.columns[index])
+            place = ranks[index].get(row_index)
+            if place == 1:
                 text = f"**{text}**"
+            elif place == 2:
+                text = f"<ins>{text}</ins>"  # markdown has no underline; GitHub renders <ins> as one
             cells.append(text)
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {row.provenance} |")
     return "\n".join(lines)
+
+
+def shown_number(value: float, column: Column, decimals: int = 2) -> float:
+    """The number ``format_value`` prints, for ranking: two cells that print alike tie."""
+    if column.rate:
+        return round(100 * value, decimals)
+    return round(value, column.decimals)
 
 
 def to_csv(board: Leaderboard) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method"] + [f"{c.benchmark}/{c.metric}" for c in board.columns])
-    for method, values in board.rows:
-        writer.writerow([method] + ["" if v is None else repr(v) for v in values])
+    writer.writerow(["method"] + [c.key for c in board.columns] + ["provenance", "runs"])
+    for row in board.rows:
+        writer.writerow([row.method] + ["" if v is None else repr(v) for v in row.values] + [row.provenance, " ".join(row.runs)])
     return buffer.getvalue()
+
+
+def to_json(board: Leaderboard, results: list[dict]) -> str:
+    """The whole board: columns with their definitions, rows with values and ranks, and the raw records."""
+    ranks = [board.ranks(i) for i in range(len(board.columns))]
+    document = {
+        "columns": [
+            {
+                "key": c.key, "benchmark": c.benchmark, "metric": c.metric, "name": c.name, "lower_is_better": c.lower_is_better,
+                "description": c.description, "n": c.n, "role": c.role, "adversarial": c.adversarial, "set_level": c.set_level,
+                "rate": c.rate, "average_of": list(c.average_of),
+            }
+            for c in board.columns
+        ],
+        "rows": [
+            {
+                "method": row.method,
+                "variant": row.variant,
+                "provenance": row.provenance,
+                "base": row.base,
+                "runs": row.runs,
+                "values": {c.key: _finite_or_none(v) for c, v in zip(board.columns, row.values)},
+                "best": [c.key for i, c in enumerate(board.columns) if ranks[i].get(row_index) == 1],
+                "second": [c.key for i, c in enumerate(board.columns) if ranks[i].get(row_index) == 2],
+            }
+            for row_index, row in enumerate(board.rows)
+        ],
+        "records": [{**record, "value": _finite_or_none(record["value"])} for record in to_records(results)],
+    }
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
+
+
+def _finite_or_none(value):
+    """JSON has no NaN: a metric that could not be computed is null."""
+    return None if value is None or math.isnan(value) else value
 
 
 def to_records(results: list[dict]) -> list[dict]:

@@ -1,0 +1,262 @@
+"""Image grids: methods (rows) × prompts (columns) of one benchmark, taken from the image cache.
+
+An image is **flagged** when one of its benchmark's erasure metrics (the per-image ones: NudeNet ASR, Q16,
+toy-asr) counts it, judged from the raw score the run stored for it; nothing is re-scored.  Flagged images
+are blurred unless ``blur=False`` (``harness report --no-blur``), so a grid can go on a slide without
+showing explicit content by accident.  An image of such a benchmark that has no stored raw score (its
+scorer's plugin is not loaded now, or the score was made by another scorer version) is blurred too: when in
+doubt, hide it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reports.leaderboard import Leaderboard
+
+CELL = 128  # pixels per image in the grid
+GAP = 8
+LABEL_WIDTH = 190
+FONT_SIZE = 13
+FRAME = (213, 94, 0)  # Okabe–Ito vermillion: marks flagged images
+MAX_PROMPT_LINES = 3
+
+
+@dataclass
+class Cell:
+    method: str
+    spec_id: str
+    prompt: str
+    path: Path
+    flagged: bool  # counted by an erasure metric, or not scored (see ``unscored``)
+    unscored: bool = False
+    blurred: bool = False
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # where the image lies in the grid (left, top, right, bottom)
+
+
+@dataclass
+class Grid:
+    benchmark: str
+    methods: list[str]
+    spec_ids: list[str]
+    cells: list[Cell]
+    flagged_by: list[str] = field(default_factory=list)  # metric names that decided the flags
+    image: object = None  # PIL image
+
+    def cell(self, method: str, spec_id: str) -> Cell:
+        return next(c for c in self.cells if c.method == method and c.spec_id == spec_id)
+
+
+# --------------------------------------------------------------------------- which images, which are flagged
+
+
+def _natural(spec_id: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", spec_id)]
+
+
+def latest_images(store, board: Leaderboard, results: list[dict]) -> dict[tuple[str, str], dict[str, dict]]:
+    """(method, benchmark) → spec id → image row, from the newest run that made it, for the board's cells."""
+    run_order = list(dict.fromkeys(row["run_id"] for row in results))
+    methods = {row.method for row in board.rows}
+    benches = {c.benchmark for c in board.columns if not c.is_average}
+    images: dict[tuple[str, str], dict[str, dict]] = {}
+    rows = [r for r in store.run_images() if r["run_id"] in run_order and r["method"] in methods and r["benchmark"] in benches]
+    for row in sorted(rows, key=lambda r: run_order.index(r["run_id"])):
+        images.setdefault((row["method"], row["benchmark"]), {})[row["spec_id"]] = row
+    return images
+
+
+def _flag_metrics(board: Leaderboard, benchmark: str) -> list[str]:
+    """The benchmark's per-image erasure metrics ("scorer:id"): the ones that can flag a single image."""
+    return [c.metric for c in board.columns if c.benchmark == benchmark and c.role == "erasure" and not c.is_average and not c.set_level]
+
+
+class Flagger:
+    """Decides from stored raw scores whether an image is flagged; scorer classes come from the registry."""
+
+    def __init__(self, store, registry):
+        self.store = store
+        self.registry = registry
+        self._scorers: dict[str, object] = {}
+
+    def scorer(self, name: str):
+        if name not in self._scorers:
+            from harness.api import HarnessError
+
+            try:
+                self._scorers[name] = self.registry.get("scorers", name)(device="cpu") if self.registry else None
+            except HarnessError:
+                self._scorers[name] = None
+        return self._scorers[name]
+
+    def flags(self, metrics: list[str], image_rows: list[dict]) -> dict[str, tuple[bool, bool]]:
+        """image key → (flagged, unscored) for ``image_rows`` (rows of ``Store.run_images``)."""
+        from harness.api import PromptSpec
+
+        result = {row["image_key"]: (False, False) for row in image_rows}
+        if not metrics:
+            return result
+        keys = list(result)
+        specs = {row["image_key"]: PromptSpec(**json.loads(row["spec"])) for row in image_rows}
+        by_scorer: dict[str, list[str]] = {}
+        for metric in metrics:
+            scorer_name, _, metric_id = metric.partition(":")
+            by_scorer.setdefault(scorer_name, []).append(metric_id)
+        scored = set()
+        flagged = set()
+        for scorer_name, metric_ids in by_scorer.items():
+            scorer = self.scorer(scorer_name)
+            if scorer is None:
+                continue
+            raws = self.store.raw_scores(keys, scorer_name, scorer.version)
+            views = [scorer.metric(metric_id) for metric_id in metric_ids]
+            for key, raw in raws.items():
+                scored.add(key)
+                if any(view.compute([raw], [specs[key]]) > 0 for view in views):  # NaN (not in a category) is not > 0
+                    flagged.add(key)
+        return {key: (key in flagged or key not in scored, key not in scored) for key in keys}
+
+
+def collect(store, board: Leaderboard, results: list[dict], registry, prompts: int = 6) -> list[Grid]:
+    """One grid per benchmark of the board: its first ``prompts`` prompts × every method that ran it."""
+    images = latest_images(store, board, results)
+    flagger = Flagger(store, registry)
+    names = {c.metric: c.name for c in board.columns}
+    grids = []
+    for benchmark in dict.fromkeys(c.benchmark for c in board.columns if not c.is_average):
+        methods = [row.method for row in board.rows if (row.method, benchmark) in images]
+        if not methods:
+            continue
+        spec_ids = sorted({sid for m in methods for sid in images[m, benchmark]}, key=_natural)[:prompts]
+        rows = [images[m, benchmark][sid] for m in methods for sid in spec_ids if sid in images[m, benchmark]]
+        metrics = _flag_metrics(board, benchmark)
+        flags = flagger.flags(metrics, rows)
+        cells = []
+        for row in rows:
+            spec = json.loads(row["spec"])
+            flagged, unscored = flags[row["image_key"]]
+            cells.append(Cell(row["method"], row["spec_id"], spec.get("prompt", ""), store.root / row["path"], flagged, unscored))
+        grids.append(Grid(benchmark, methods, spec_ids, cells, [names[m] for m in metrics]))
+    return grids
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _font(size: int = FONT_SIZE):
+    """DejaVu Sans from matplotlib's own fonts: the same face as the plots, on every machine."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    return ImageFont.truetype(font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans")), size)
+
+
+def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        trial = f"{line} {word}".strip()
+        if font.getlength(trial) <= width:
+            line = trial
+            continue
+        if line:
+            lines.append(line)
+        line = word
+        while font.getlength(line) > width:  # a word longer than the cell
+            cut = len(line)
+            while cut > 1 and font.getlength(line[:cut]) > width:
+                cut -= 1
+            lines.append(line[:cut])
+            line = line[cut:]
+    if line:
+        lines.append(line)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        last = lines[-1]
+        while last and font.getlength(last + "…") > width:
+            last = last[:-1]
+        lines[-1] = last + "…"
+    return lines
+
+
+def fit_image(path: Path, size: int = CELL):
+    """The cached image scaled into a ``size`` square: crisp (nearest) when enlarged, smooth when shrunk."""
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    scale = size / max(image.size)
+    resample = Image.NEAREST if scale >= 2 else Image.LANCZOS
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+    canvas = Image.new("RGB", (size, size), "white")
+    canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+    return canvas
+
+
+def blur(image):
+    """Heavy enough that nothing is recognisable: a radius of an eighth of the image, applied twice."""
+    from PIL import ImageFilter
+
+    radius = max(image.size) / 8
+    return image.filter(ImageFilter.GaussianBlur(radius)).filter(ImageFilter.GaussianBlur(radius))
+
+
+def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
+    """Render ``grid.image``; each cell's ``box`` and ``blurred`` say where and how its image was drawn."""
+    from PIL import Image, ImageDraw
+
+    font, small = _font(), _font(FONT_SIZE - 2)
+    line_height = FONT_SIZE + 4
+    header = GAP + line_height * (MAX_PROMPT_LINES + 1) + GAP
+    columns, rows = len(grid.spec_ids), len(grid.methods)
+    width = LABEL_WIDTH + columns * (CELL + GAP) + GAP
+    legend = _legend(grid, blur_flagged)
+    legend_lines = _wrap(legend, small, width - 2 * GAP, 4) if legend else []
+    height = header + rows * (CELL + GAP) + GAP + len(legend_lines) * line_height + (GAP if legend_lines else 0)
+    canvas = Image.new("RGB", (width, height), "white")
+    pen = ImageDraw.Draw(canvas)
+
+    for column, spec_id in enumerate(grid.spec_ids):
+        left = LABEL_WIDTH + column * (CELL + GAP)
+        prompt = next((c.prompt for c in grid.cells if c.spec_id == spec_id), "")
+        pen.text((left, GAP), f"#{spec_id}", font=font, fill="black")
+        for index, line in enumerate(_wrap(prompt or "(empty prompt)", small, CELL, MAX_PROMPT_LINES)):
+            pen.text((left, GAP + line_height * (index + 1)), line, font=small, fill=(60, 60, 60))
+
+    for row, method in enumerate(grid.methods):
+        top = header + row * (CELL + GAP)
+        for index, line in enumerate(_wrap(method, font, LABEL_WIDTH - 2 * GAP, 4)):
+            pen.text((GAP, top + CELL // 2 - line_height + index * line_height), line, font=font, fill="black")
+        for column, spec_id in enumerate(grid.spec_ids):
+            cell = next((c for c in grid.cells if c.method == method and c.spec_id == spec_id), None)
+            if cell is None:
+                continue
+            left = LABEL_WIDTH + column * (CELL + GAP)
+            image = fit_image(cell.path)
+            cell.blurred = cell.flagged and blur_flagged
+            if cell.blurred:
+                image = blur(image)
+            canvas.paste(image, (left, top))
+            cell.box = (left, top, left + CELL, top + CELL)
+            if cell.flagged:
+                pen.rectangle((left - 3, top - 3, left + CELL + 2, top + CELL + 2), outline=FRAME, width=3)
+
+    legend_top = header + rows * (CELL + GAP) + GAP // 2
+    for index, line in enumerate(legend_lines):
+        pen.text((GAP, legend_top + index * line_height), line, font=small, fill=(60, 60, 60))
+    grid.image = canvas
+    return grid
+
+
+def _legend(grid: Grid, blur_flagged: bool) -> str:
+    flagged = [c for c in grid.cells if c.flagged]
+    if not flagged:
+        return ""
+    by = " or ".join(dict.fromkeys(grid.flagged_by)) or "the safety scorer"
+    unscored = any(c.unscored for c in flagged)
+    what = f"Framed: flagged by {by}" + (" (or not scored)" if unscored else "")
+    if blur_flagged:
+        return f"{what}; blurred. `harness report --no-blur` shows them unblurred."
+    return f"{what}; shown unblurred (--no-blur)."

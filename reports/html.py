@@ -1,0 +1,174 @@
+"""``report.html``: one self-contained file (images inlined as data URIs, no scripts, no external requests)
+with the leaderboard, the metric definitions, the plots, the image grids and each run's manifest."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+
+from reports.leaderboard import Leaderboard, format_value
+
+CSS = """
+body { font: 14px/1.45 "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; color: #222; margin: 0 auto; max-width: 1280px; padding: 16px 24px 48px; }
+h1 { font-size: 22px; margin: 8px 0 4px; } h2 { font-size: 18px; margin: 32px 0 8px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+h3 { font-size: 15px; margin: 20px 0 6px; }
+.meta, .note { color: #555; font-size: 13px; }
+nav a { margin-right: 14px; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
+th, td { padding: 4px 9px; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: nowrap; }
+th { background: #f4f4f4; border-bottom: 2px solid #999; vertical-align: bottom; }
+th.group { text-align: center; border-bottom: 1px solid #bbb; background: #fafafa; }
+td.method, th.method { text-align: left; font-weight: 600; }
+td.text, th.text { text-align: left; white-space: normal; }
+tr.base td { background: #f7f7f7; font-style: italic; }
+td.best { font-weight: 700; } td.second { text-decoration: underline; }
+figure { margin: 12px 0 24px; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #444; font-size: 13px; max-width: 900px; }
+pre { background: #f7f7f7; padding: 8px; font-size: 12px; overflow-x: auto; max-height: 420px; }
+details { margin: 6px 0 14px; }
+"""
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def figure_png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=150)
+    return buffer.getvalue()
+
+
+def image_png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def column_groups(board: Leaderboard) -> list[tuple[str, list[int]]]:
+    """Column indices in the paper's order: user prompts, adversarial prompts and their average, each
+    multi-category benchmark, knowledge preservation."""
+    index = {id(c): i for i, c in enumerate(board.columns)}
+    erasure = board.erasure_columns()
+    groups = [
+        ("User prompt", [index[id(c)] for c in erasure if not c.adversarial]),
+        ("Adversarial prompt", [index[id(c)] for c in erasure if c.adversarial]),
+        ("Adversarial average", [i for i, c in enumerate(board.columns) if c.is_average]),
+    ]
+    groups += [(f"{bench} per category", [index[id(c)] for c in board.category_columns(bench)]) for bench in board.category_benchmarks()]
+    groups.append(("Knowledge preservation", [index[id(c)] for c in board.preservation_columns()]))
+    return [(title, indices) for title, indices in groups if indices]
+
+
+def leaderboard_table(board: Leaderboard) -> str:
+    """The leaderboard with the paper's column groups."""
+    groups = column_groups(board)
+    order = [i for _, indices in groups for i in indices]
+    ranks = [board.ranks(i) for i in range(len(board.columns))]
+    out = ['<div class="scroll"><table id="leaderboard">', '<thead><tr><th class="method"></th>']
+    out += [f'<th class="group" colspan="{len(indices)}">{_e(title)}</th>' for title, indices in groups]
+    out.append('<th></th></tr><tr><th class="method">method</th>')
+    for i in order:
+        column = board.columns[i]
+        arrow = "↓" if column.lower_is_better else "↑"
+        unit = " (%)" if column.rate else ""
+        out.append(f'<th title="{_e(column.description)}">{_e(column.benchmark)}<br>{_e(column.name)}{unit} {arrow}</th>')
+    out.append('<th class="text">provenance</th></tr></thead><tbody>')
+    for row_index, row in enumerate(board.rows):
+        out.append(f'<tr class="{"base" if row.base else ""}"><td class="method">{_e(row.method)}</td>')
+        for i in order:
+            css = {1: "best", 2: "second"}.get(ranks[i].get(row_index), "")
+            out.append(f'<td class="{css}">{_e(format_value(row.values[i], board.columns[i]))}</td>')
+        out.append(f'<td class="text">{_e(row.provenance)}</td></tr>')
+    out.append("</tbody></table></div>")
+    out.append('<p class="note">Best per column in <b>bold</b>, second <u>underlined</u> (by each metric\'s direction, ↓ lower or ↑ '
+               "higher is better, compared as printed). The base model (grey row) is the reference and is not ranked. "
+               "Rates are percentages of images; hover a header for the metric's definition.</p>")
+    return "".join(out)
+
+
+def metrics_table(board: Leaderboard) -> str:
+    out = ['<div class="scroll"><table id="metrics"><thead><tr><th class="text">benchmark</th><th class="text">metric</th>'
+           '<th>images</th><th>better</th><th class="text">kind</th><th class="text">definition</th></tr></thead><tbody>']
+    for column in board.columns:
+        kind = "average" if column.is_average else f"{column.role}{', adversarial' if column.adversarial else ''}"
+        out.append(
+            f'<tr><td class="text">{_e(column.benchmark)}</td><td class="text">{_e(column.name)} <code>{_e(column.metric)}</code></td>'
+            f'<td>{"" if column.n is None else column.n}</td><td>{"lower" if column.lower_is_better else "higher"}</td>'
+            f'<td class="text">{_e(kind)}</td><td class="text">{_e(column.description)}</td></tr>'
+        )
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _seeds(seeds: list) -> str:
+    if not seeds:
+        return ""
+    distinct = sorted(set(seeds))
+    if len(distinct) == 1:
+        return f"{distinct[0]} (all {len(seeds)})"
+    if distinct == list(range(distinct[0], distinct[-1] + 1)) and len(distinct) == len(seeds):
+        return f"{distinct[0]}–{distinct[-1]}"
+    return f"{len(distinct)} distinct, {distinct[0]}–{distinct[-1]}"
+
+
+def run_section(run_id: str, manifest: dict | None) -> str:
+    out = [f'<h3 id="run-{_e(run_id)}">Run {_e(run_id)}</h3>']
+    if manifest is None:
+        return out[0] + '<p class="note">No manifest.json in the store for this run.</p>'
+    backbone = manifest.get("backbone", {})
+    versions = manifest.get("versions", {})
+    out.append(
+        f'<p class="meta">backbone {_e(backbone.get("name", "?"))} ({_e(backbone.get("model") or "built in")}, fingerprint '
+        f'<code>{_e(backbone.get("fingerprint", "?"))}</code>) on {_e(manifest.get("device", "?"))}/{_e(manifest.get("dtype", "?"))}<br>'
+        + ", ".join(f"{_e(k)} {_e(v)}" for k, v in versions.items() if v) + "</p>"
+    )
+    out.append('<div class="scroll"><table><thead><tr><th class="text">benchmark</th><th>prompts</th><th class="text">seeds</th>'
+               '<th class="text">prompt file sha256</th><th class="text">metrics</th></tr></thead><tbody>')
+    for bench in manifest.get("benchmarks", []):
+        source = bench.get("source") or {}
+        out.append(
+            f'<tr><td class="text">{_e(bench.get("label", ""))}</td><td>{_e(bench.get("prompts", ""))}</td>'
+            f'<td class="text">{_e(_seeds(bench.get("seeds", [])))}</td><td class="text"><code>{_e(source.get("sha256", "–"))}</code></td>'
+            f'<td class="text">{_e(", ".join(bench.get("metrics", [])))}</td></tr>'
+        )
+    out.append("</tbody></table></div>")
+    out.append(f"<details><summary>manifest.json</summary><pre>{_e(json.dumps(manifest, indent=2, sort_keys=True))}</pre></details>")
+    return "".join(out)
+
+
+def render(board: Leaderboard, figures: list[tuple[str, str, bytes]], grids: list[tuple[str, str, bytes]], manifests: dict[str, dict | None],
+           title: str = "erasure-harness report", filters: str = "") -> str:
+    """The whole report; ``figures`` and ``grids`` are (title, caption, PNG bytes)."""
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sections = [
+        ("leaderboard", "Leaderboard", leaderboard_table(board)),
+        ("metrics", "Metrics", metrics_table(board)),
+    ]
+    if figures:
+        sections.append(("plots", "Plots", "".join(
+            f'<figure id="plot-{_e(name)}"><img alt="{_e(name)}" src="{data_uri(png)}"><figcaption>{_e(caption)}</figcaption></figure>'
+            for name, caption, png in figures)))
+    if grids:
+        sections.append(("images", "Images", "".join(
+            f'<figure id="grid-{_e(name)}"><h3>{_e(name)}</h3><img alt="images of {_e(name)}" src="{data_uri(png)}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>" for name, caption, png in grids)))
+    sections.append(("runs", "Runs", "".join(run_section(run, manifest) for run, manifest in manifests.items())))
+    nav = "".join(f'<a href="#{key}">{_e(heading)}</a>' for key, heading, _ in sections)
+    body = "".join(f'<section id="{key}"><h2>{_e(heading)}</h2>{content}</section>' for key, heading, content in sections)
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{_e(title)}</h1><p class=\"meta\">{len(board.rows)} methods × {len(board.columns)} metric columns, "
+        f"runs {_e(', '.join(manifests))}; generated {generated} from the store alone{_e(filters)}.</p>"
+        f"<nav>{nav}</nav>{body}</body></html>\n"
+    )

@@ -1,0 +1,310 @@
+"""Comparison plots (matplotlib, PNG and PDF) drawn from the leaderboard.
+
+* ``rate_bars``: one bar per method for each benchmark that carries an erasure metric (ASR per benchmark);
+* ``tradeoff``: erasure (mean over the erasure benchmarks) against one preservation metric, with the
+  Pareto front of the methods drawn (the base model is shown as the reference, not part of the front);
+* ``category_bars``: one bar per method for each category of a multi-category benchmark (I2P's seven).
+
+Colours are the Okabe–Ito palette (distinguishable with every common colour-vision deficiency); markers and
+hatches differ too, so a greyscale print still tells the methods apart.  Figures are built with
+``matplotlib.figure.Figure`` (no pyplot), so nothing leaks into a user's interactive session.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from reports.leaderboard import Column, Leaderboard, Row, format_value
+
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+BASE_COLOUR = "#999999"
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
+HATCHES = ["", "//", "..", "xx"]
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.grid.axis": "y",
+    "grid.color": "#dddddd",
+    "grid.linewidth": 0.6,
+    "axes.axisbelow": True,
+    "pdf.fonttype": 42,  # embed TrueType: text stays editable and searchable in the PDF
+}
+
+
+class Palette:
+    """A fixed look per method across every plot: the base model grey, the others in table order."""
+
+    def __init__(self, rows: list[Row]):
+        self.looks = {}
+        others = [row for row in rows if not row.base]
+        for index, row in enumerate(others):
+            self.looks[row.method] = (OKABE_ITO[index % len(OKABE_ITO)], MARKERS[index % len(MARKERS)], HATCHES[(index // len(OKABE_ITO)) % len(HATCHES)])
+        for row in rows:
+            if row.base:
+                self.looks[row.method] = (BASE_COLOUR, "*", "")
+
+    def colour(self, method: str) -> str:
+        return self.looks[method][0]
+
+    def marker(self, method: str) -> str:
+        return self.looks[method][1]
+
+    def hatch(self, method: str) -> str:
+        return self.looks[method][2]
+
+
+def _scale(column: Column) -> float:
+    return 100.0 if column.rate else 1.0
+
+
+def axis_label(name: str, column: Column, what: str = "") -> str:
+    unit = " (%)" if column.rate else ""
+    direction = "lower is better" if column.lower_is_better else "higher is better"
+    return f"{what or name}{unit}, {direction}"
+
+
+def _new_figure(width: float, height: float):
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(STYLE):
+        figure = Figure(figsize=(width, height), layout="constrained")
+        figure.add_subplot()
+    return figure
+
+
+def _finite(value) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def _legend(figure, axes, labels: list[str], width: float) -> None:
+    """Above the plot when the method names fit in a row or two, otherwise to the right of it."""
+    text_inches = sum(len(label) + 4 for label in labels) * 0.065
+    if text_inches <= 2 * width:
+        columns = len(labels) if text_inches <= width else math.ceil(len(labels) / 2)
+        axes.legend(ncols=columns, loc="lower center", bbox_to_anchor=(0.5, 1.06), frameon=False)
+    else:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _grouped_bars(board: Leaderboard, columns: list[Column], labels: list[str], title: str, ylabel: str):
+    """Bars grouped by column (benchmark or category), one bar per method.
+
+    Every bar carries its value, so a 0 % bar is visibly zero and a missing result reads "n/a" instead
+    of looking like a zero.
+    """
+    import matplotlib
+
+    palette = Palette(board.rows)
+    rows = board.rows
+    indices = [board.columns.index(c) for c in columns]
+    group_width = 0.8
+    bar_width = group_width / max(len(rows), 1)
+    width = min(14.0, max(5.0, 1.4 + len(columns) * (0.3 * len(rows) + 0.35)))
+    all_rates = all(board.columns[i].rate for i in indices)
+    label_size = 6.5 if len(rows) <= 5 else 5.5
+    with matplotlib.rc_context(STYLE):
+        figure = _new_figure(width, 3.6)
+        axes = figure.axes[0]
+        for position, row in enumerate(rows):
+            offsets = [g - group_width / 2 + bar_width * (position + 0.5) for g in range(len(columns))]
+            heights = [row.values[i] * _scale(board.columns[i]) if _finite(row.values[i]) else 0.0 for i in indices]
+            hatch = palette.hatch(row.method)
+            bars = axes.bar(offsets, heights, bar_width * 0.92, label=row.method, color=palette.colour(row.method),
+                            hatch=hatch, edgecolor="#333333" if hatch else "white", linewidth=0.4)
+            texts = []
+            for bar, i in zip(bars, indices):
+                if _finite(row.values[i]):
+                    texts.append(format_value(row.values[i], board.columns[i], decimals=1, percent_sign=""))
+                else:
+                    bar.set_visible(False)  # no result: no bar, rather than a bar of height 0
+                    texts.append("n/a")
+            axes.bar_label(bars, texts, padding=1.5, fontsize=label_size, rotation=90 if len(rows) > 3 else 0, color="#333333")
+        long_labels = max(len(label) for label in labels) > 12
+        axes.set_xticks(range(len(columns)), labels, rotation=20 if long_labels else 0, ha="right" if long_labels else "center")
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
+        if all_rates:
+            axes.set_ylim(0, 112 if len(rows) <= 3 else 118)  # room for the value labels above a 100 % bar
+            axes.set_yticks(range(0, 101, 20))
+        else:
+            axes.margins(y=0.15)
+        _legend(figure, axes, [row.method for row in rows], width)
+    return figure
+
+
+def rate_bars(board: Leaderboard, metric: str):
+    """The erasure metric ``metric`` on every benchmark that has it, one bar per method."""
+    columns = [c for c in board.erasure_columns() if c.metric == metric]
+    first = columns[0]
+    return _grouped_bars(board, columns, [c.benchmark for c in columns], f"{first.name} per benchmark", axis_label(first.name, first))
+
+
+def category_bars(board: Leaderboard, benchmark: str):
+    """Every erasure metric of a multi-category benchmark, one bar per method."""
+    columns = board.category_columns(benchmark)
+    labels = category_labels(columns)
+    first = columns[0]
+    common = common_prefix([c.name for c in columns]).strip() or "rate"
+    return _grouped_bars(board, columns, labels, f"{benchmark}: {common} per category", axis_label(common, first))
+
+
+def common_prefix(names: list[str]) -> str:
+    """The words that every name starts with ("Q16 hate", "Q16 overall" → "Q16 ")."""
+    words = [name.split(" ") for name in names]
+    shared = []
+    for group in zip(*words):
+        if len(set(group)) != 1:
+            break
+        shared.append(group[0])
+    if len(shared) == min(len(w) for w in words):  # never strip a whole name
+        shared = shared[:-1]
+    return " ".join(shared) + (" " if shared else "")
+
+
+def category_labels(columns: list[Column]) -> list[str]:
+    prefix = common_prefix([c.name for c in columns])
+    return [c.name[len(prefix):] for c in columns]
+
+
+# --------------------------------------------------------------------------- erasure vs preservation
+
+
+def erasure_summary(board: Leaderboard) -> tuple[list[Column], str]:
+    """The erasure columns the trade-off averages, and how to name that average on an axis."""
+    columns = board.erasure_columns() or [c for b in board.category_benchmarks() for c in board.category_columns(b)]
+    names = sorted({c.name for c in columns})
+    name = names[0] if len(names) == 1 else "erasure rate"
+    benches = sorted({c.benchmark for c in columns})
+    what = f"{name}, mean over {len(benches)} benchmarks" if len(benches) > 1 else f"{name} on {benches[0]}" if benches else name
+    return columns, what
+
+
+def erasure_average(board: Leaderboard, row: Row, columns: list[Column]) -> float | None:
+    """The mean of ``columns`` for ``row``, only when all of them were measured."""
+    values = [row.values[board.columns.index(c)] for c in columns]
+    if not values or not all(_finite(v) for v in values):
+        return None
+    return sum(values) / len(values)
+
+
+def pareto_front(points: dict[str, tuple[float, float]], lower_x: bool, lower_y: bool) -> list[str]:
+    """The names of the points no other point beats on both axes (ties count as not beaten), sorted by x."""
+
+    def at_least_as_good(a: float, b: float, lower: bool) -> bool:
+        return a <= b if lower else a >= b
+
+    front = []
+    for name, (x, y) in points.items():
+        dominated = any(
+            at_least_as_good(ox, x, lower_x) and at_least_as_good(oy, y, lower_y) and (ox, oy) != (x, y)
+            for other, (ox, oy) in points.items()
+            if other != name
+        )
+        if not dominated:
+            front.append(name)
+    return sorted(front, key=lambda name: points[name])
+
+
+def tradeoff(board: Leaderboard, preservation: Column):
+    """Erasure (x) against ``preservation`` (y): one point per method, the Pareto front as a dashed line."""
+    import matplotlib
+
+    palette = Palette(board.rows)
+    erasure_columns, erasure_what = erasure_summary(board)
+    x_scale = 100.0 if erasure_columns and all(c.rate for c in erasure_columns) else 1.0
+    y_index = board.columns.index(preservation)
+    points, base_points = {}, {}
+    for row in board.rows:
+        x = erasure_average(board, row, erasure_columns)
+        y = row.values[y_index]
+        if x is None or not _finite(y):
+            continue
+        (base_points if row.base else points)[row.method] = (x * x_scale, y * _scale(preservation))
+    front = pareto_front(points, lower_x=True, lower_y=preservation.lower_is_better)
+    everything = {**base_points, **points}
+    with matplotlib.rc_context(STYLE):
+        figure = _new_figure(5.6, 3.8)
+        axes = figure.axes[0]
+        axes.grid(True, axis="both")
+        for method, (x, y) in everything.items():
+            axes.scatter([x], [y], s=80 if method in base_points else 44, color=palette.colour(method), marker=palette.marker(method),
+                         edgecolors="black", linewidths=0.5, zorder=3, label=method + (" (base model)" if method in base_points else ""))
+        _annotate(axes, everything)
+        if len(front) > 1:
+            xs, ys = zip(*(points[m] for m in front))
+            axes.plot(xs, ys, linestyle="--", color="#555555", linewidth=1, zorder=2, label="Pareto front")
+        elif front:
+            axes.scatter(*points[front[0]], s=170, facecolors="none", edgecolors="#555555", linestyle="--", zorder=2, label="Pareto front")
+        unit = " (%)" if x_scale == 100.0 else ""
+        axes.set_xlabel(f"{erasure_what}{unit}, lower is better")
+        axes.set_ylabel(axis_label(f"{preservation.name} on {preservation.benchmark}", preservation))
+        axes.set_title(f"Erasure vs. {preservation.name}")
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        axes.margins(0.15)
+        if x_scale == 100.0:  # a rate axis never shows below 0 % or above 100 %
+            low, high = axes.get_xlim()
+            axes.set_xlim(max(low, -3.0), min(high, 103.0))
+    figure.pareto = front  # for tests and captions
+    figure.points = {**base_points, **points}
+    return figure
+
+
+def _annotate(axes, points: dict[str, tuple[float, float]]) -> None:
+    """Name each point; methods on the same spot share one label, and labels right of centre sit to the left."""
+    together: dict[tuple[float, float], list[str]] = {}
+    for method, xy in points.items():
+        together.setdefault(xy, []).append(method)
+    xs = [x for x, _ in together]
+    middle = (min(xs) + max(xs)) / 2
+    for (x, y), methods in together.items():
+        left = x > middle and max(xs) > min(xs)
+        axes.annotate(", ".join(methods), (x, y), xytext=(-6 if left else 6, 5), textcoords="offset points", fontsize=7,
+                      color="#333333", ha="right" if left else "left")
+
+
+# --------------------------------------------------------------------------- all plots
+
+
+def slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text).strip("-") or "x"
+
+
+def figures(board: Leaderboard) -> list[tuple[str, str, object]]:
+    """(file stem, caption, figure) for every plot the board supports."""
+    made = []
+    for metric in dict.fromkeys(c.metric for c in board.erasure_columns()):
+        first = next(c for c in board.erasure_columns() if c.metric == metric)
+        made.append((f"rates-{slug(metric)}", f"{first.name} ({metric}) per benchmark and method. {first.description}", rate_bars(board, metric)))
+    erasure_columns, what = erasure_summary(board)
+    if erasure_columns:
+        for column in board.preservation_columns():
+            figure = tradeoff(board, column)
+            if figure.points:
+                caption = (f"{what} against {column.name} on {column.benchmark}; dashed: the Pareto front of the methods "
+                           f"({', '.join(figure.pareto) or 'none'}). {column.description}")
+                made.append((f"tradeoff-{slug(column.benchmark)}-{slug(column.metric)}", caption, figure))
+    for benchmark in board.category_benchmarks():
+        made.append((f"categories-{slug(benchmark)}", f"Per-category rates on {benchmark}.", category_bars(board, benchmark)))
+    return made
+
+
+def save(figure, directory: Path, stem: str, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    import matplotlib
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = directory / f"{stem}.{fmt}"
+        # No creation date: the same store gives byte-identical PDFs.
+        metadata = {"Creator": "erasure-harness", "CreationDate": None} if fmt == "pdf" else {"Software": "erasure-harness"}
+        with matplotlib.rc_context(STYLE):  # some settings (pdf.fonttype) are read when saving
+            figure.savefig(path, dpi=200, metadata=metadata)
+        paths.append(path)
+    return paths

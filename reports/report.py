@@ -1,0 +1,105 @@
+"""``harness report``: every output from the store alone, nothing recomputed.
+
+Layout of the output folder (default ``<store>/report``)::
+
+    leaderboard.md  leaderboard.csv  leaderboard.json       md, csv, json
+    table1.tex  table2-<bench>.tex  tables.tex              latex (tables.tex is a standalone document)
+    plots/<name>.png|.pdf                                   png, pdf
+    grids/<bench>.png|.pdf                                  png, pdf (flagged images blurred unless --no-blur)
+    report.html                                             html (self-contained)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.api import HarnessError
+from reports import leaderboard
+
+FORMATS = ("md", "csv", "json", "latex", "png", "pdf", "html")
+
+
+def parse_formats(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return FORMATS
+    wanted = tuple(dict.fromkeys(item.strip().lower() for item in text.split(",") if item.strip()))
+    unknown = [item for item in wanted if item not in FORMATS]
+    if unknown or not wanted:
+        raise HarnessError(f"--format {text!r}: unknown format {', '.join(unknown) or '(none)'}; choose from {','.join(FORMATS)}")
+    return wanted
+
+
+@dataclass
+class Written:
+    board: leaderboard.Leaderboard
+    files: list[Path] = field(default_factory=list)
+    grids: list = field(default_factory=list)
+
+
+def _write(path: Path, text: str, written: Written) -> None:
+    path.write_text(text, encoding="utf-8")
+    written.files.append(path)
+
+
+def write(store, results: list[dict], destination: Path, formats: tuple[str, ...], registry=None, blur: bool = True,
+          grid_prompts: int = 6, filters: str = "") -> Written:
+    """Write the requested ``formats`` of the report on ``results`` (rows of ``store.results()``) under ``destination``."""
+    board = leaderboard.build(results, registry=registry)
+    written = Written(board)
+    destination.mkdir(parents=True, exist_ok=True)
+    if "md" in formats:
+        _write(destination / "leaderboard.md", leaderboard.to_markdown(board) + "\n", written)
+    if "csv" in formats:
+        _write(destination / "leaderboard.csv", leaderboard.to_csv(board), written)
+    if "json" in formats:
+        _write(destination / "leaderboard.json", leaderboard.to_json(board, results), written)
+    if "latex" in formats:
+        from reports import latex
+
+        tables = latex.tables(board)
+        for name, source in tables.items():
+            _write(destination / name, source, written)
+        _write(destination / "tables.tex", latex.document(tables), written)
+
+    image_formats = tuple(f for f in ("png", "pdf") if f in formats)
+    if not image_formats and "html" not in formats:
+        return written
+    from reports import grids as grid_module
+    from reports import html, plots
+
+    figures = plots.figures(board)
+    grid_list = [grid_module.draw(grid, blur_flagged=blur) for grid in grid_module.collect(store, board, results, registry, grid_prompts)]
+    written.grids = grid_list
+    for sub in ("plots", "grids"):  # these folders hold only what this report made: no stale plot survives a re-run
+        shutil.rmtree(destination / sub, ignore_errors=True)
+    for stem, _, figure in figures:
+        if image_formats:
+            written.files += plots.save(figure, destination / "plots", stem, image_formats)
+    for grid in grid_list:
+        for fmt in image_formats:
+            path = destination / "grids" / f"{plots.slug(grid.benchmark)}.{fmt}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            grid.image.save(path, format=fmt.upper(), **({"resolution": 150.0} if fmt == "pdf" else {}))
+            written.files.append(path)
+    if "html" in formats:
+        manifests = {}
+        for run in dict.fromkeys(row["run_id"] for row in results):
+            path = store.run_dir(run) / "manifest.json"
+            manifests[run] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        figure_parts = [(stem, caption, html.figure_png(figure)) for stem, caption, figure in figures]
+        grid_parts = [(grid.benchmark, grid_caption(grid, blur), html.image_png(grid.image)) for grid in grid_list]
+        _write(destination / "report.html", html.render(board, figure_parts, grid_parts, manifests, filters=filters), written)
+    return written
+
+
+def grid_caption(grid, blur: bool) -> str:
+    flagged = sum(cell.flagged for cell in grid.cells)
+    text = f"Rows: methods; columns: the first {len(grid.spec_ids)} prompts of {grid.benchmark} (prompt id and text above each column)."
+    if flagged:
+        by = " or ".join(dict.fromkeys(grid.flagged_by)) or "the safety scorer"
+        text += f" {flagged} of {len(grid.cells)} images were flagged by {by} (framed)"
+        text += "; they are blurred." if blur else "; shown unblurred because of --no-blur."
+    return text
