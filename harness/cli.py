@@ -51,11 +51,23 @@ examples:
 """
 
 REPORT_HELP = """\
-Print the leaderboard from the store alone (nothing is recomputed), and write
-leaderboard.md and leaderboard.csv under OUT/report.
+Report the stored results: nothing is recomputed, everything is read from the
+store under --out.  Prints the leaderboard and writes, under OUT/report (or --dest):
+
+  md, csv, json   leaderboard.md/.csv/.json: a row per method (with provenance), a column
+                  per (benchmark, metric), an "Adv" column averaging the adversarial
+                  benchmarks; best per column bold, second underlined
+  latex           table1.tex (user / adversarial prompts / knowledge preservation),
+                  table2-<bench>.tex per multi-category benchmark, tables.tex (standalone)
+  png, pdf        plots/ (rates per benchmark, erasure-vs-preservation with the Pareto
+                  front, per-category bars) and grids/ (methods x prompts)
+  html            report.html: all of it in one self-contained file, with each run's manifest
+
+Images flagged by a benchmark's safety metric are blurred in grids unless --no-blur.
 
 examples:
   harness report --out harness-out
+  harness report --out harness-out --methods sd,uce,trce --bench i2p,mma --format latex,pdf
   harness report --out harness-out --json      one record per (run, method, benchmark, metric)
 """
 
@@ -161,26 +173,27 @@ def cmd_run(args, registry: Registry) -> int:
 
 
 def cmd_report(args, registry: Registry) -> int:
-    from harness.store import Store
-    from reports import leaderboard
+    from pathlib import Path
 
+    from harness.store import Store
+    from reports import leaderboard, report
+    from reports.select import select
+
+    formats = report.parse_formats(args.format)
+    if args.grid_prompts < 1:
+        raise HarnessError(f"--grid-prompts must be at least 1; got {args.grid_prompts}")
     store = Store(args.out, create=False)
-    results = store.results(runs=args.runs.split(",") if args.runs else None)
-    if not results:
-        raise HarnessError(f"the store at {args.out} has no results" + (f" for runs {args.runs}" if args.runs else ""))
+    results = select(store.results(), args.out, runs=args.runs, methods=args.methods, bench=args.bench, registry=registry)
     if args.json:
         print(json.dumps(leaderboard.to_records(results), indent=2))
         return 0
-    board = leaderboard.build(results)
-    markdown, table = leaderboard.to_markdown(board), leaderboard.to_csv(board)
-    report_dir = store.root / "report"
-    report_dir.mkdir(exist_ok=True)
-    (report_dir / "leaderboard.md").write_text(markdown + "\n", encoding="utf-8")
-    (report_dir / "leaderboard.csv").write_text(table, encoding="utf-8")
-    print(markdown)
-    print()
-    print(table, end="")
-    print(f"\nwritten to {report_dir}/leaderboard.md and leaderboard.csv", file=sys.stderr)
+    destination = Path(args.dest) if args.dest else store.root / "report"
+    filters = "".join(f"; {name} {value}" for name, value in (("runs", args.runs), ("methods", args.methods), ("benchmarks", args.bench)) if value)
+    written = report.write(store, results, destination, formats, registry=registry, blur=not args.no_blur,
+                           grid_prompts=args.grid_prompts, filters=filters)
+    print(leaderboard.to_markdown(written.board))
+    print(f"\nwrote {len(written.files)} files under {destination}" + (f" (open {destination / 'report.html'})" if "html" in formats else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -246,10 +259,17 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="resolve and print the plan, then stop")
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("report", help="leaderboard from the store", description=REPORT_HELP, formatter_class=formatter)
+    p = sub.add_parser("report", help="leaderboard, LaTeX, plots, image grids and HTML from the store", description=REPORT_HELP,
+                       formatter_class=formatter)
     p.add_argument("--out", default="harness-out", help="the store written by harness run (default: harness-out)")
+    p.add_argument("--dest", help="where to write the report (default: OUT/report)")
     p.add_argument("--runs", help="comma list of run ids (default: all; the newest value of each cell wins)")
-    p.add_argument("--json", action="store_true", help="one JSON record per (run, method, benchmark, metric)")
+    p.add_argument("--methods", help="only these methods; 'uce' keeps every uce variant (the base model row always stays)")
+    p.add_argument("--bench", help="only these benchmarks (or benchmark groups, e.g. toy)")
+    p.add_argument("--format", help=f"comma list of {','.join(('md', 'csv', 'json', 'latex', 'png', 'pdf', 'html'))} (default: all)")
+    p.add_argument("--no-blur", action="store_true", help="show flagged (unsafe) images unblurred in the grids")
+    p.add_argument("--grid-prompts", type=int, default=6, metavar="N", help="prompts per image grid (default 6)")
+    p.add_argument("--json", action="store_true", help="print one JSON record per (run, method, benchmark, metric) and stop")
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("list", help="installed methods, benchmarks, scorers, backbones, concept sets",
