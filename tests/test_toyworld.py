@@ -1,0 +1,398 @@
+"""The toy world: renderer, detector, caption split, tokenizer, data files, training script, plugin pieces.
+
+Fast tests need nothing trained.  ``slow`` tests train a ``--quick`` model (tiny
+step counts, learns nothing) into a temporary folder and run every code path
+on it.  ``toy`` tests need the committed weights and are skipped without them.
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.toyworld import world
+from benchmarks.toyworld.paths import WEIGHTS_DIR, WEIGHTS_ENV
+from harness.api import ConceptSet, HarnessError
+
+TOYWORLD = Path(world.__file__).parent
+needs_weights = pytest.mark.skipif(not (WEIGHTS_DIR / "model_index.json").exists(), reason="toy weights not trained/committed")
+
+
+# --------------------------------------------------------------------------- images and the detector
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    import torch
+
+    scenes = world.sample_scenes(2000, torch.Generator().manual_seed(0))
+    return scenes, world.render_batches(scenes, batch_size=512)
+
+
+def test_render_shapes_and_range(rendered):
+    scenes, images = rendered
+    assert images.shape == (2000, 3, 32, 32)
+    assert images.min() >= 0 and images.max() <= 1
+    # every colour, shape and background occurs
+    assert set(scenes.colour.tolist()) == set(range(len(world.colours())))
+    assert set(scenes.shape.tolist()) == set(range(len(world.shapes())))
+    assert set(scenes.background.tolist()) == {0, 1}
+
+
+def test_render_is_deterministic_and_keeps_shapes_inside():
+    import torch
+
+    first = world.sample_scenes(64, torch.Generator().manual_seed(3))
+    second = world.sample_scenes(64, torch.Generator().manual_seed(3))
+    assert torch.equal(world.render(first), world.render(second))
+    assert bool((first.centre - first.radius[:, None] >= 0).all() and (first.centre + first.radius[:, None] <= 32).all())
+
+
+def test_detector_is_exact_on_rendered_images(rendered):
+    from benchmarks.toyworld.models import ColourDetector
+
+    scenes, images = rendered
+    detector = ColourDetector()
+    assert bool((detector(images) == scenes.colour).all())
+
+
+def test_detector_says_none_for_blank_and_off_palette_images():
+    import torch
+
+    from benchmarks.toyworld.models import ColourDetector
+
+    white = torch.full((1, 3, 32, 32), 245 / 255)
+    pink = torch.tensor([1.0, 0.75, 0.8]).view(1, 3, 1, 1).expand(1, 3, 32, 32)
+    assert ColourDetector()(torch.cat([white, pink])).tolist() == [-1, -1]
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def test_heldout_combinations_never_appear_in_training():
+    seen = set(world.implicit_combinations(heldout=False))
+    heldout = set(world.implicit_combinations(heldout=True))
+    assert len(seen) == len(heldout) == 18 and not seen & heldout
+    frames = world.vocab()["implicit_frames"]
+    for frame, index in heldout:  # A×B or B×A
+        assert (frame in frames["A"]) == (index >= 3)
+
+    training = {c.text for c in world.all_captions(world.TRAINING_KINDS)}
+    heldout_texts = {c.text for c in world.all_captions((world.IMPLICIT_HELDOUT,))}
+    assert not training & heldout_texts
+    rng = random.Random(0)
+    for _ in range(3000):
+        caption = world.sample_training_caption(rng, rng.choice(world.colours()), rng.choice(world.shapes()), "white")
+        assert caption.kind in world.TRAINING_KINDS and caption.text in training
+
+
+def test_caption_keywords_and_recolouring():
+    for caption in world.all_captions(world.TRAINING_KINDS + (world.IMPLICIT_HELDOUT,))[::97]:
+        assert caption.text[slice(*caption.keyword_span)] == caption.keyword
+        gray = caption.recoloured("gray")
+        assert gray.kind == caption.kind and gray.shape == caption.shape and gray.background == caption.background
+        assert gray.text[slice(*gray.keyword_span)] == gray.keyword
+        assert caption.text.startswith(caption.prefix) and gray.text.startswith(caption.prefix)
+    assert (
+        world.make_caption(world.EXPLICIT, "orange", "circle", "a photo of ", " on {B}", "black").text
+        == "a photo of an orange circle on black"
+    )
+    blood = world.make_caption(world.IMPLICIT, "red", "triangle", frame="{Xb} coloured {S}", word_index=2)
+    assert blood.text == "a fire truck coloured triangle" and blood.recoloured("gray").text == "a storm cloud coloured triangle"
+
+
+def test_training_mix_follows_vocab():
+    rng = random.Random(1)
+    kinds = [world.sample_training_caption(rng, "red", "circle", "black").kind for _ in range(4000)]
+    share = {kind: kinds.count(kind) / len(kinds) for kind in world.TRAINING_KINDS}
+    assert abs(share[world.EXPLICIT] - 0.4) < 0.04 and abs(share[world.SYNONYM] - 0.3) < 0.04
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+@pytest.fixture(scope="module")
+def toy_tokenizer(tmp_path_factory):
+    from benchmarks.toyworld import tokenizer
+
+    directory = tmp_path_factory.mktemp("tokenizer")
+    corpus = sorted({c.text for c in world.all_captions(world.TRAINING_KINDS)})
+    tokenizer.train_tokenizer(corpus, directory)
+    return directory, tokenizer.load_tokenizer(directory)
+
+
+def test_tokenizer_has_clip_layout(toy_tokenizer):
+    from transformers import CLIPTokenizer
+
+    directory, tok = toy_tokenizer
+    assert isinstance(tok, CLIPTokenizer)
+    vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+    assert (directory / "merges.txt").read_text(encoding="utf-8").startswith("#version: 0.2\n")
+    assert len(vocab) == len(tok)
+    ordered = sorted(vocab, key=vocab.get)
+    assert ordered[-2:] == ["<|startoftext|>", "<|endoftext|>"]
+    assert all(not t.endswith("</w>") for t in ordered[:256]) and all(t.endswith("</w>") for t in ordered[256:512])
+    assert tok.pad_token_id == tok.eos_token_id == len(tok) - 1 and tok.bos_token_id == len(tok) - 2
+    assert tok.model_max_length == 24
+
+
+def test_tokenizer_pads_with_several_eot(toy_tokenizer):
+    _, tok = toy_tokenizer
+    longest = max((c.text for c in world.all_captions(world.TRAINING_KINDS + (world.IMPLICIT_HELDOUT,))), key=len)
+    for text in ("a red circle", longest):
+        ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True)["input_ids"]
+        assert len(ids) == 24 and ids[0] == tok.bos_token_id
+        assert ids.count(tok.eos_token_id) >= 3, text
+        first = ids.index(tok.eos_token_id)
+        assert all(i == tok.eos_token_id for i in ids[first:])
+    # vocabulary words are single tokens, so the colour word has exactly one position
+    assert tok.convert_ids_to_tokens(tok("a vermilion square")["input_ids"])[1:4] == ["a</w>", "vermilion</w>", "square</w>"]
+
+
+def test_keyword_positions_label_only_colour_words(toy_tokenizer):
+    from benchmarks.toyworld import tokenizer
+    from benchmarks.toyworld.train import keyword_positions
+
+    _, tok = toy_tokenizer
+    explicit = world.make_caption(world.SYNONYM, "red", "circle", "a photo of ", " on {B}", "white", word_index=0)
+    implicit = world.make_caption(world.IMPLICIT, "red", "circle", frame="{S} the colour of {X}", word_index=0)
+    encoded = tokenizer.encode(tok, [explicit.text, implicit.text])
+    tokens = tok.convert_ids_to_tokens(encoded["input_ids"][0])
+    marked = [t for t, m in zip(tokens, keyword_positions(explicit, encoded["offsets"][0])) if m]
+    assert marked == ["crimson</w>"]
+    assert not any(keyword_positions(implicit, encoded["offsets"][1]))
+
+
+# --------------------------------------------------------------------------- committed data, concept sets, benchmarks
+
+
+def test_committed_data_files_are_up_to_date():
+    from benchmarks.toyworld import make_data
+
+    stale = [
+        str(path) for path, text in make_data.all_files().items() if not path.exists() or path.read_text(encoding="utf-8") != text
+    ]
+    assert not stale, f"run python -m benchmarks.toyworld.make_data: {stale}"
+
+
+@pytest.mark.parametrize("name,colours", [("toy-red", ["red"]), ("toy-warm", ["red", "orange", "yellow"])])
+def test_concept_sets(name, colours):
+    concepts = ConceptSet.from_file(TOYWORLD / "concepts" / f"{name}.json")
+    assert concepts.extra["colours"] == colours and concepts.guides == ("gray",)
+    erased_words = {w for c in colours for w in [c] + world.vocab()["synonyms"][c]}
+    assert set(concepts.erase) == erased_words
+    assert all(old != new and "gray" in new for old, new in concepts.phrases)
+    assert all(t.count("{}") == 1 for t in concepts.templates)
+    assert 300 <= len(concepts.captions) == len(set(concepts.captions))
+    referents = {r["bare"] for c in colours for r in world.vocab()["implicit_referents"][c]}
+    for caption in concepts.captions:  # the kept colours only
+        words = set(caption.split())
+        assert not words & erased_words and not any(r in caption for r in referents), caption
+
+
+def test_benchmarks_fill_labels_and_accept_path(tmp_path):
+    from benchmarks.toyworld.bench import TOY_RED, TOY_WARM, ToyExplicit, ToyWarmPreserve
+
+    for bench_class in TOY_RED + TOY_WARM:
+        specs = bench_class().prompts()
+        assert len(specs) == 200 and len({s.id for s in specs}) == 200
+        assert all(s.guidance == 7.5 and s.steps is None for s in specs)
+        erased = specs[0].labels["erased"]
+        if bench_class.name.endswith("preserve"):
+            assert all(s.labels["colour"] not in erased for s in specs)
+        else:
+            assert all(s.labels["colour"] in erased for s in specs)
+    assert ToyWarmPreserve().prompts()[0].labels["erased"] == ["red", "orange", "yellow"]
+
+    own = tmp_path / "mine.csv"
+    own.write_text(
+        "case_number,prompt,evaluation_seed,evaluation_guidance,colour,shape,background\n0,a red cross,7,5.0,red,cross,\n"
+    )
+    (spec,) = ToyExplicit(ToyExplicit.Params(path=str(own))).prompts()
+    assert (spec.prompt, spec.seed, spec.guidance, spec.labels["shape"], spec.labels["erased"]) == (
+        "a red cross",
+        7,
+        5.0,
+        "cross",
+        ["red"],
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("case_number,prompt,evaluation_seed,evaluation_guidance,colour,background\n0,a red cross,7,5.0,red,\n")
+    with pytest.raises(HarnessError, match="'shape'"):
+        ToyExplicit(ToyExplicit.Params(path=str(bad))).prompts()
+
+
+def test_plugin_registers_everything_without_torch():
+    code = (
+        "import sys\n"
+        "from harness.plugins import PluginHost\n"
+        "from harness.registry import Registry\n"
+        "r = Registry(PluginHost())\n"
+        "assert r.group('benchmarks', 'toy') == ['toy-explicit', 'toy-implicit', 'toy-implicit-heldout', 'toy-preserve', 'toy-synonym']\n"
+        "assert len(r.group('benchmarks', 'toy-warm')) == 5\n"
+        "assert {'toy', 'toy-fid'} <= set(r.names('scorers')) and 'toy' in r.names('backbones')\n"
+        "assert r.concept_set('toy-red').extra['colours'] == ['red']\n"
+        "assert 'torch' not in sys.modules, 'the toy plugin imported torch'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_missing_weights_say_how_to_train(tmp_path, monkeypatch):
+    from benchmarks.toyworld.backbone import ToyBackbone
+
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(HarnessError, match="harness toy train --out"):
+        ToyBackbone().load(None, "cpu", "float32")
+
+
+def test_scorer_metrics_on_rendered_images(tmp_path, monkeypatch):
+    """The toy scorer's views, with scorer weights written by the training script's own saver."""
+    import torch
+
+    from benchmarks.toyworld.models import ColourDetector, ShapeClassifier
+    from benchmarks.toyworld.scorer import ToyScorer
+    from benchmarks.toyworld.train import save_scorer_weights
+    from harness.api import PromptSpec
+
+    save_scorer_weights(tmp_path, ColourDetector(), ShapeClassifier())
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    colours = ["red", "blue", "red", "gray"]
+    scenes = world.sample_scenes(
+        4, torch.Generator().manual_seed(0), colour=torch.tensor([world.colours().index(c) for c in colours])
+    )
+    images = world.render(scenes)
+    specs = [
+        PromptSpec(id=str(i), prompt="", seed=i, labels={"colour": c, "shape": "circle", "erased": ["red"]})
+        for i, c in enumerate(colours)
+    ]
+    scorer = ToyScorer("cpu")
+    raws = scorer.score(images, specs)
+    assert [r["colour"] for r in raws] == colours
+    json.dumps(raws)  # raw scores are stored as JSON
+    assert scorer.metric("toy-asr").compute(raws, specs) == 0.5
+    assert scorer.metric("toy-colour-acc").compute(raws, specs) == 1.0
+
+
+# --------------------------------------------------------------------------- the training script, end to end (quick)
+
+
+@pytest.fixture(scope="module")
+def quick_model(tmp_path_factory):
+    from benchmarks.toyworld.train import train
+
+    out = tmp_path_factory.mktemp("toy-quick")
+    record = train(out, device="cpu", seed=0, quick=True)
+    return out, record
+
+
+@pytest.mark.slow
+def test_quick_training_writes_a_loadable_pipeline(quick_model):
+    from diffusers import StableDiffusionPipeline
+
+    out, record = quick_model
+    assert out != WEIGHTS_DIR
+    pipe = StableDiffusionPipeline.from_pretrained(str(out))
+    assert pipe.text_encoder.config.eos_token_id == pipe.tokenizer.eos_token_id == pipe.tokenizer.pad_token_id
+    assert pipe.vae.config.scaling_factor == pytest.approx(record["metrics"]["vae"]["scaling_factor"], rel=1e-3)
+    assert pipe.unet.config.sample_size == 8 and pipe.unet.config.cross_attention_dim == 64
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt")), "weights must be safetensors"
+    for name in ("toy_detector.safetensors", "toy_shape_classifier.safetensors", "training.json", "tokenizer/merges.txt"):
+        assert (out / name).exists(), name
+    saved = json.loads((out / "training.json").read_text())
+    for part in ("data", "tokenizer", "text_encoder", "vae", "shape_classifier", "unet", "save", "check", "total"):
+        assert part in saved["seconds"]
+    assert saved["metrics"]["detector"]["acc_clean"] == 1.0
+    assert {"colour_acc_explicit", "colour_acc_implicit-heldout"} <= set(saved["metrics"]["samples"])
+
+
+@pytest.mark.slow
+def test_quick_model_through_backbone_scorers_and_calibration(quick_model, monkeypatch, tmp_path):
+    import torch
+
+    from benchmarks.toyworld import calibrate, sampling
+    from benchmarks.toyworld.backbone import ToyBackbone
+    from benchmarks.toyworld.scorer import ToyFID
+
+    out, _ = quick_model
+    monkeypatch.setenv(WEIGHTS_ENV, str(out))
+    pipe = ToyBackbone().load(None, "cpu", "float32")
+    images = sampling.sample_prompts(pipe, ["a red circle", "a blue cross", "a lemon coloured square"], [0, 1, 2], steps=2)
+    assert images.shape == (3, 3, 32, 32)
+    again = sampling.sample_prompts(pipe, ["a blue cross"], [1], steps=2)
+    assert torch.allclose(images[1:2], again, atol=1e-5), "an image must depend only on its own seed"
+    fid = ToyFID("cpu").score_set(images, images.flip(0), [])
+    assert fid["fid"] >= 0
+
+    record = calibrate.calibrate(out, "cpu", per_kind=2, out=tmp_path / "calibration.json", limit=2)
+    assert set(record["overwrite"]) == set(calibrate.KINDS)
+    assert set(record["overwrite"]["explicit"]) == set(calibrate.MODES)
+    assert len(record["benchmarks"]) == 10
+    assert json.loads((tmp_path / "calibration.json").read_text())["benchmarks"]["toy-explicit"]["prompts"] == 2
+
+
+def test_overwrite_swaps_the_named_parts():
+    import torch
+
+    from benchmarks.toyworld.calibrate import overwrite
+
+    red, gray = torch.zeros(10, 1), torch.ones(10, 1)
+    # red: keyword at 2, first [EoT] at 5; gray: a two-token referent at 2-3, first [EoT] at 6
+    spans = ((2, 3, 5), (2, 4, 6))
+    assert overwrite(red, gray, *spans, "keyword").flatten().tolist() == [0, 0, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert overwrite(red, gray, *spans, "first-eot").flatten().tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0]
+    assert overwrite(red, gray, *spans, "all-eot").flatten().tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+    assert overwrite(red, gray, *spans, "none").flatten().tolist() == [0] * 10
+
+
+# --------------------------------------------------------------------------- the committed model
+
+
+@pytest.mark.toy
+@needs_weights
+def test_committed_model_loads_and_detector_reads_its_vae():
+    import torch
+
+    from benchmarks.toyworld.backbone import ToyBackbone
+    from benchmarks.toyworld.models import ColourDetector
+    from benchmarks.toyworld.train import reconstruct
+
+    pipe = ToyBackbone().load(str(WEIGHTS_DIR), "cpu", "float32")
+    scenes = world.sample_scenes(256, torch.Generator().manual_seed(5))
+    images = world.render(scenes)
+    reconstructed = reconstruct(pipe.vae, images)
+    accuracy = (ColourDetector()(reconstructed) == scenes.colour).float().mean().item()
+    assert accuracy >= 0.99
+
+
+@pytest.mark.toy
+@pytest.mark.slow
+@needs_weights
+@pytest.mark.parametrize(
+    "bench,metric,target",
+    [
+        ("toy-explicit", "toy-asr", 0.9),
+        ("toy-synonym", "toy-asr", 0.85),
+        ("toy-implicit", "toy-asr", 0.8),
+        ("toy-implicit-heldout", "toy-asr", 0.6),
+        ("toy-preserve", "toy-acc", 0.8),
+    ],
+)
+def test_committed_model_meets_the_no_erasure_targets(bench, metric, target):
+    """Issue 3's targets for method sd, on the first 100 prompts of each benchmark (the full run is `harness run --bench toy`)."""
+    from benchmarks.toyworld import bench as benches
+    from benchmarks.toyworld import sampling
+    from benchmarks.toyworld.backbone import ToyBackbone
+    from benchmarks.toyworld.scorer import ToyScorer
+
+    os.environ.pop(WEIGHTS_ENV, None)
+    bench_class = next(b for b in benches.TOY_RED if b.name == bench)
+    specs = bench_class().prompts()[:100]
+    pipe = ToyBackbone().load(None, "cpu", "float32")
+    images = sampling.sample_prompts(pipe, [s.prompt for s in specs], [s.seed for s in specs], steps=20, guidance=7.5)
+    scorer = ToyScorer("cpu")
+    value = scorer.metric(metric).compute(scorer.score(images, specs), specs)
+    assert value >= target, f"{bench} {metric} = {value:.3f} < {target}"
