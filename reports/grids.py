@@ -183,8 +183,12 @@ def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
 
 def fit_image(path: Path, size: int = CELL):
     """The cached image scaled into a ``size`` square: crisp (nearest) when enlarged, smooth when shrunk."""
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
+    if not Path(path).exists():  # the cache was pruned: say so in the cell instead of failing the report
+        canvas = Image.new("RGB", (size, size), (235, 235, 235))
+        ImageDraw.Draw(canvas).text((8, size // 2 - 8), "image missing", font=_font(FONT_SIZE - 2), fill=(90, 90, 90))
+        return canvas
     with Image.open(path) as opened:
         image = opened.convert("RGB")
     scale = size / max(image.size)
@@ -209,7 +213,9 @@ def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
 
     font, small = _font(), _font(FONT_SIZE - 2)
     line_height = FONT_SIZE + 4
-    header = GAP + line_height * (MAX_PROMPT_LINES + 1) + GAP
+    prompts = {c.spec_id: c.prompt for c in grid.cells}
+    prompt_lines = {sid: _wrap(prompts.get(sid) or "(empty prompt)", small, CELL, MAX_PROMPT_LINES) for sid in grid.spec_ids}
+    header = GAP + line_height * (1 + max(len(lines) for lines in prompt_lines.values())) + GAP
     columns, rows = len(grid.spec_ids), len(grid.methods)
     width = LABEL_WIDTH + columns * (CELL + GAP) + GAP
     legend = _legend(grid, blur_flagged)
@@ -220,9 +226,8 @@ def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
 
     for column, spec_id in enumerate(grid.spec_ids):
         left = LABEL_WIDTH + column * (CELL + GAP)
-        prompt = next((c.prompt for c in grid.cells if c.spec_id == spec_id), "")
         pen.text((left, GAP), f"#{spec_id}", font=font, fill="black")
-        for index, line in enumerate(_wrap(prompt or "(empty prompt)", small, CELL, MAX_PROMPT_LINES)):
+        for index, line in enumerate(prompt_lines[spec_id]):
             pen.text((left, GAP + line_height * (index + 1)), line, font=small, fill=(60, 60, 60))
 
     for row, method in enumerate(grid.methods):
@@ -250,11 +255,23 @@ def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
     return grid
 
 
+def flagged_by_text(grid: Grid) -> str:
+    """Which metrics flag images: "ASR", or "Q16 (any of 8 metrics)" for a multi-category benchmark."""
+    from reports.plots import common_prefix
+
+    names = list(dict.fromkeys(grid.flagged_by))
+    if not names:
+        return "the safety scorer"
+    if len(names) < 3:
+        return " or ".join(names)
+    return f"{common_prefix(names).strip() or 'its metrics'} (any of {len(names)} metrics)"
+
+
 def _legend(grid: Grid, blur_flagged: bool) -> str:
     flagged = [c for c in grid.cells if c.flagged]
     if not flagged:
         return ""
-    by = " or ".join(dict.fromkeys(grid.flagged_by)) or "the safety scorer"
+    by = flagged_by_text(grid)
     unscored = any(c.unscored for c in flagged)
     what = f"Framed: flagged by {by}" + (" (or not scored)" if unscored else "")
     if blur_flagged:

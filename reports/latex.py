@@ -166,7 +166,6 @@ def document(tables: dict[str, str]) -> str:
     inputs = "\n".join(rf"\input{{{name}}}" for name in tables)
     return (
         "\\documentclass{article}\n"
-        "\\usepackage[T1]{fontenc}\n"
         "\\usepackage[a4paper,landscape,margin=1.5cm]{geometry}\n"
         "\\usepackage{booktabs}\n"
         "\\begin{document}\n"

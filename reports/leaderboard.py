@@ -242,20 +242,24 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
     for index, column in enumerate(board.columns):
         if column.adversarial and column in board.erasure_columns():
             by_metric.setdefault(column.metric, []).append(index)
+    inserted = 0
     for metric, indices in by_metric.items():
         if len(indices) < MIN_ADVERSARIAL_BENCHMARKS:
             continue
+        indices = [i + inserted for i in indices]
         first = board.columns[indices[0]]
         benches = tuple(board.columns[i].benchmark for i in indices)
-        board.columns.append(
-            Column("Adv", metric, first.name, first.lower_is_better, f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}",
-                   None, adversarial=True, rate=all(board.columns[i].rate for i in indices), average_of=benches)
-        )
+        average = Column("Adv", metric, first.name, first.lower_is_better,
+                         f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}", None, adversarial=True,
+                         rate=all(board.columns[i].rate for i in indices), average_of=benches)
+        position = indices[-1] + 1  # right after the last benchmark it averages
+        board.columns.insert(position, average)
         for row in board.rows:
             parts = [row.values[i] for i in indices]
             # Only a method measured on every adversarial benchmark gets an average: a partial mean would flatter it.
             complete = all(v is not None and not math.isnan(v) for v in parts)
-            row.values.append(sum(parts) / len(parts) if complete else None)
+            row.values.insert(position, sum(parts) / len(parts) if complete else None)
+        inserted += 1
 
 
 # --------------------------------------------------------------------------- formatting

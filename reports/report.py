@@ -96,10 +96,12 @@ def write(store, results: list[dict], destination: Path, formats: tuple[str, ...
 
 
 def grid_caption(grid, blur: bool) -> str:
+    from reports import grids as grid_module
+
     flagged = sum(cell.flagged for cell in grid.cells)
     text = f"Rows: methods; columns: the first {len(grid.spec_ids)} prompts of {grid.benchmark} (prompt id and text above each column)."
     if flagged:
-        by = " or ".join(dict.fromkeys(grid.flagged_by)) or "the safety scorer"
+        by = grid_module.flagged_by_text(grid)
         text += f" {flagged} of {len(grid.cells)} images were flagged by {by} (framed)"
         text += "; they are blurred." if blur else "; shown unblurred because of --no-blur."
     return text
