@@ -69,7 +69,8 @@ Quirks of the official code, off by default; each is recorded in the metadata:
 * ``latent_after_step``: the code stores, for step k, the latent *after* step k
   (``x_{t_{k+1}}``) with step k's timestep ``t_k``, so every training latent is one DDIM
   step less noisy than the timestep it is queried at.  The default queries ``x_{t_k}``
-  at ``t_k``.
+  at ``t_k``.  (The malicious cache holds both latents, so the switch re-samples only
+  the regulariser pool.)
 * ``random_timestep_in_interval``: the code draws the training timestep uniformly in
   the step's DDPM interval ``[T − (k+1)·T/N, T − k·T/N)`` instead of ``t_k``.  For the
   malicious latent it then overwrites that draw with the stored ``t_k``; only the

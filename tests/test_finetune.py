@@ -100,6 +100,7 @@ def test_only_the_declared_parameter_group_changes(method_cls, params, group, pi
     assert changed(before, weights(pipe)) == set(parameter_group(pipe.unet, group))
     assert metadata["method"] == method_cls.name and metadata["trainable_group"] == group
     assert metadata["steps"] == 3 and "quirks" in metadata and metadata["lr"] == method_cls.Params().lr
+    assert metadata["written_back"] == {"dtype": "float32", "elements_changed": pytest.approx(1.0, abs=0.05)}
     json.dumps(metadata)  # stored with the model state
 
 
