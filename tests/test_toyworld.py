@@ -327,7 +327,7 @@ def test_quick_model_through_backbone_scorers_and_calibration(quick_model, monke
     fid = ToyFID("cpu").score_set(images, images.flip(0), [])
     assert fid["fid"] >= 0
 
-    record = calibrate.calibrate(out, "cpu", per_kind=2, out=tmp_path / "calibration.json", limit=2)
+    record = calibrate.calibrate(out, "cpu", per_kind=2, out=tmp_path / "calibration.json", limit=2, steps=2)
     assert set(record["overwrite"]) == set(calibrate.KINDS)
     assert set(record["overwrite"]["explicit"]) == set(calibrate.MODES)
     assert len(record["benchmarks"]) == 10

@@ -76,7 +76,7 @@ def overwrite(red: torch.Tensor, gray: torch.Tensor, red_span, gray_span, mode: 
     return states[:length]
 
 
-def overwrite_test(pipe, detector, per_kind: int, seed: int = 0, batch_size: int = 512) -> dict:
+def overwrite_test(pipe, detector, per_kind: int, seed: int = 0, batch_size: int = 512, steps: int = 20) -> dict:
     rng = random.Random(seed)
     tokenizer = pipe.tokenizer
     table = {}
@@ -91,13 +91,13 @@ def overwrite_test(pipe, detector, per_kind: int, seed: int = 0, batch_size: int
         table[kind] = {}
         for mode in MODES:
             cond = torch.stack([overwrite(red_states[i], gray_states[i], *spans[i], mode) for i in range(len(reds))])
-            images = sampling.sample(pipe, cond, seeds, batch_size=batch_size)
+            images = sampling.sample(pipe, cond, seeds, steps=steps, batch_size=batch_size)
             detected = detector(images.to(next(detector.buffers()).device))
             table[kind][mode] = round((detected == world.colours().index(TARGET)).float().mean().item(), 4)
     return table
 
 
-def bench_table(pipe, device: str, batch_size: int = 512, limit: int | None = None) -> dict:
+def bench_table(pipe, device: str, batch_size: int = 512, limit: int | None = None, steps: int = 20) -> dict:
     from benchmarks.toyworld.bench import TOY_RED, TOY_WARM
     from benchmarks.toyworld.scorer import ToyScorer
 
@@ -112,7 +112,7 @@ def bench_table(pipe, device: str, batch_size: int = 512, limit: int | None = No
                     pipe,
                     [s.prompt for s in group],
                     [s.seed for s in group],
-                    steps=20,
+                    steps=steps,
                     guidance=group[0].guidance,
                     batch_size=batch_size,
                 )
@@ -145,7 +145,7 @@ def markdown(record: dict) -> str:
     lines.append("|---|" + "---:|" * len(MODES))
     for kind, row in record["overwrite"].items():
         lines.append(f"| {kind} | " + " | ".join(f"{row[m]:.2f}" for m in MODES) + " |")
-    lines += ["", f"({record['overwrite_prompts_per_kind']} prompts per kind, DDIM 20 steps, guidance 7.5)", ""]
+    lines += ["", f"({record['overwrite_prompts_per_kind']} prompts per kind, DDIM {record['steps']} steps, guidance 7.5)", ""]
     lines += ["### Toy benchmarks without erasure (method sd)", ""]
     columns = ("prompts", "toy-asr", "toy-asr-any", "toy-acc", "toy-colour-acc", "toy-shape-acc")
     lines.append("| benchmark | " + " | ".join(columns) + " |")
@@ -162,7 +162,9 @@ def calibrate(
     out: str | Path | None = None,
     batch_size: int = 512,
     limit: int | None = None,
+    steps: int = 20,
 ) -> dict:
+    """Print the calibration tables and write them as JSON (default: ``MODEL/calibration.json``)."""
     import os
 
     from benchmarks.toyworld.paths import WEIGHTS_ENV
@@ -178,8 +180,9 @@ def calibrate(
         "model": str(directory),
         "device": device,
         "overwrite_prompts_per_kind": per_kind,
-        "overwrite": overwrite_test(pipe, detector, per_kind, batch_size=batch_size),
-        "benchmarks": bench_table(pipe, device, batch_size=batch_size, limit=limit),
+        "steps": steps,
+        "overwrite": overwrite_test(pipe, detector, per_kind, batch_size=batch_size, steps=steps),
+        "benchmarks": bench_table(pipe, device, batch_size=batch_size, limit=limit, steps=steps),
     }
     record["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(out) if out else directory / "calibration.json"
@@ -196,13 +199,14 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--out", help="JSON output (default: MODEL/calibration.json)")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--limit", type=int, help="only the first N prompts of each benchmark (smoke tests)")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps (the benchmarks use 20)")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.toyworld.calibrate", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    calibrate(args.model, args.device, args.per_kind, args.out, args.batch_size, args.limit)
+    calibrate(args.model, args.device, args.per_kind, args.out, args.batch_size, args.limit, args.steps)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,12 @@ def _device(requested):
 
 
 def _train(args, registry):
+    from benchmarks.toyworld.paths import WEIGHTS_DIR
     from benchmarks.toyworld.train import parse_overrides, train
+    from harness.api import HarnessError
+
+    if args.quick and Path(args.out).resolve() == WEIGHTS_DIR.resolve():
+        raise HarnessError(f"--quick learns nothing; give it another --out than the committed weights folder {WEIGHTS_DIR}")
 
     train(args.out, device=_device(args.device), seed=args.seed, quick=args.quick, overrides=parse_overrides(args.set))
 
