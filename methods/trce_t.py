@@ -43,7 +43,8 @@ reproduces the code.  Quirks in use are recorded in the metadata.
 * Not switchable, for the record: the code divides the cache by the constant 3e4, not by its
   caption count.  That is the same thing for a 30k-caption file such as COCO-30k.
 
-Captions: the concept set's ``captions`` (or ``captions_file``), or ``captions=PATH`` (a
+Captions: the concept set's ``captions`` (or ``captions_file``, or ``extra.captions_data``: a pinned
+upstream file such as ``coco30k``, fetched and verified by ``harness data fetch``), or ``captions=PATH`` (a
 ``.txt`` with one caption per line, or a ``.csv`` with a ``prompt``/``caption``/``text``
 column such as COCO-30k).  No captions is an error unless ``preserve_scale=0``.
 """
@@ -211,6 +212,12 @@ def load_captions(concepts: ConceptSet, path: str, limit: int) -> tuple[list[str
         captions, source = read_caption_file(Path(path).expanduser()), str(path)
     elif concepts.captions:
         captions, source = list(concepts.captions), f"concept set {concepts.name!r}"
+    elif concepts.extra.get("captions_data"):
+        # A pinned upstream file (COCO-30k for the SD concept sets), downloaded and sha256-checked by the data layer.
+        from benchmarks import data
+
+        resolved = data.resolve(concepts.extra["captions_data"])
+        captions, source = read_caption_file(resolved.path), f"{resolved.key} ({resolved.sha256[:12]})"
     else:
         raise HarnessError(
             f"trce-t: concept set {concepts.name!r} has no preservation captions. The paper preserves COCO captions "
