@@ -55,9 +55,14 @@ def _cell(board: Leaderboard, row_index: int, column: Column, decimals: int, ran
     return text
 
 
-def _table(board: Leaderboard, groups: list[tuple[str, list[Column], list[str]]], decimals: list[int], caption: str, label: str) -> str:
-    """A booktabs table: ``groups`` are (group title, columns, column headers); ``decimals`` per column."""
+def _table(board: Leaderboard, groups: list[tuple[str, list[Column], list[str]]], decimals: list[int], caption: str, label: str,
+           required: list[Column] | None = None) -> str:
+    """A booktabs table: ``groups`` are (group title, columns, column headers); ``decimals`` per column.
+
+    A method with no value in any of ``required`` (default: all columns) has no row.
+    """
     columns = [c for _, cols, _ in groups for c in cols]
+    wanted = [board.columns.index(c) for c in (required or columns)]
     headers = [h for _, _, hs in groups for h in hs]
     ranks = [board.ranks(board.columns.index(c), decimals=d) for c, d in zip(columns, decimals)]
     lines = [
@@ -79,10 +84,13 @@ def _table(board: Leaderboard, groups: list[tuple[str, list[Column], list[str]]]
         lines.append("".join(rules))
     lines.append("Method & " + " & ".join(headers) + r" \\")
     lines.append(r"\midrule")
-    for row_index, row in enumerate(board.rows):
+    shown = [i for i, row in enumerate(board.rows) if any(row.values[j] is not None for j in wanted)]
+    for position, row_index in enumerate(shown):
+        row = board.rows[row_index]
         cells = [_cell(board, row_index, c, d, r) for c, d, r in zip(columns, decimals, ranks)]
         lines.append(escape(row.method) + " & " + " & ".join(cells) + r" \\")
-        if row.base and row_index + 1 < len(board.rows) and not board.rows[row_index + 1].base:
+        following = board.rows[shown[position + 1]] if position + 1 < len(shown) else None
+        if row.base and following is not None and not following.base:
             lines.append(r"\midrule")  # the reference row stands apart from the methods
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -158,7 +166,8 @@ def table2(board: Leaderboard, benchmark: str) -> str:
         rf"{name} rates per category on {escape(benchmark)} (\%, lower is better) and knowledge preservation. "
         r"Best in \textbf{bold}, second \underline{underlined}. " + _caption_sources(board)
     )
-    return _table(board, groups, [1 if c.rate else 2 for c in columns], caption, f"tab:categories-{benchmark.replace(':', '-')}")
+    return _table(board, groups, [1 if c.rate else 2 for c in columns], caption, f"tab:categories-{benchmark.replace(':', '-')}",
+                  required=categories)
 
 
 def document(tables: dict[str, str]) -> str:

@@ -19,7 +19,8 @@ from reports.leaderboard import Column, Leaderboard, Row, format_value
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 BASE_COLOUR = "#999999"
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
+# Seven markers against eight colours: (colour, marker) pairs stay distinct for 56 methods.
+MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 HATCHES = ["", "//", "..", "xx"]
 STYLE = {
     "font.size": 9,
@@ -83,41 +84,43 @@ def _finite(value) -> bool:
     return value is not None and not math.isnan(value)
 
 
-def _legend(figure, axes, labels: list[str], width: float) -> None:
+def _legend(axes, handles: list, width: float) -> None:
     """Above the plot when the method names fit in a row or two, otherwise to the right of it."""
-    text_inches = sum(len(label) + 4 for label in labels) * 0.065
+    text_inches = sum(len(handle.get_label()) + 4 for handle in handles) * 0.065
     if text_inches <= 2 * width:
-        columns = len(labels) if text_inches <= width else math.ceil(len(labels) / 2)
-        axes.legend(ncols=columns, loc="lower center", bbox_to_anchor=(0.5, 1.06), frameon=False)
+        columns = len(handles) if text_inches <= width else math.ceil(len(handles) / 2)
+        axes.legend(handles=handles, ncols=columns, loc="lower center", bbox_to_anchor=(0.5, 1.06), frameon=False)
     else:
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def _grouped_bars(board: Leaderboard, columns: list[Column], labels: list[str], title: str, ylabel: str):
-    """Bars grouped by column (benchmark or category), one bar per method.
+    """Bars grouped by column (benchmark or category), one bar per method that has a value in any of them.
 
     Every bar carries its value, so a 0 % bar is visibly zero and a missing result reads "n/a" instead
     of looking like a zero.
     """
     import matplotlib
+    from matplotlib.patches import Patch
 
     palette = Palette(board.rows)
-    rows = board.rows
     indices = [board.columns.index(c) for c in columns]
+    rows = [row for row in board.rows if any(_finite(row.values[i]) for i in indices)]
     group_width = 0.8
     bar_width = group_width / max(len(rows), 1)
     width = min(14.0, max(5.0, 1.4 + len(columns) * (0.3 * len(rows) + 0.35)))
-    all_rates = all(board.columns[i].rate for i in indices)
     label_size = 6.5 if len(rows) <= 5 else 5.5
+    handles, highest = [], 0.0
     with matplotlib.rc_context(STYLE):
         figure = _new_figure(width, 3.6)
         axes = figure.axes[0]
         for position, row in enumerate(rows):
             offsets = [g - group_width / 2 + bar_width * (position + 0.5) for g in range(len(columns))]
             heights = [row.values[i] * _scale(board.columns[i]) if _finite(row.values[i]) else 0.0 for i in indices]
-            hatch = palette.hatch(row.method)
-            bars = axes.bar(offsets, heights, bar_width * 0.92, label=row.method, color=palette.colour(row.method),
-                            hatch=hatch, edgecolor="#333333" if hatch else "white", linewidth=0.4)
+            highest = max([highest, *heights])
+            look = {"facecolor": palette.colour(row.method), "hatch": palette.hatch(row.method), "edgecolor": "#333333", "linewidth": 0.4}
+            bars = axes.bar(offsets, heights, bar_width * 0.92, label=row.method, **look)
+            handles.append(Patch(label=row.method, **look))  # a hidden first bar must not hide the legend swatch
             texts = []
             for bar, i in zip(bars, indices):
                 if _finite(row.values[i]):
@@ -126,16 +129,15 @@ def _grouped_bars(board: Leaderboard, columns: list[Column], labels: list[str], 
                     bar.set_visible(False)  # no result: no bar, rather than a bar of height 0
                     texts.append("n/a")
             axes.bar_label(bars, texts, padding=1.5, fontsize=label_size, rotation=90 if len(rows) > 3 else 0, color="#333333")
-        long_labels = max(len(label) for label in labels) > 12
-        axes.set_xticks(range(len(columns)), labels, rotation=20 if long_labels else 0, ha="right" if long_labels else "center")
+        # Tilt the group names only when they would not fit side by side.
+        inches_per_group = (width - 1.2) / len(columns)
+        tilt = max(len(label) for label in labels) * 0.085 > inches_per_group
+        axes.set_xticks(range(len(columns)), labels, rotation=20 if tilt else 0, ha="right" if tilt else "center")
         axes.set_ylabel(ylabel)
         axes.set_title(title)
-        if all_rates:
-            axes.set_ylim(0, 112 if len(rows) <= 3 else 118)  # room for the value labels above a 100 % bar
-            axes.set_yticks(range(0, 101, 20))
-        else:
-            axes.margins(y=0.15)
-        _legend(figure, axes, [row.method for row in rows], width)
+        # Headroom for the value labels (rotated when there are many bars).
+        axes.set_ylim(0, (highest or 1.0) * (1.22 if len(rows) > 3 else 1.1))
+        _legend(axes, handles, width)
     return figure
 
 
@@ -236,7 +238,6 @@ def tradeoff(board: Leaderboard, preservation: Column):
         for method, (x, y) in everything.items():
             axes.scatter([x], [y], s=80 if method in base_points else 44, color=palette.colour(method), marker=palette.marker(method),
                          edgecolors="black", linewidths=0.5, zorder=3, label=method + (" (base model)" if method in base_points else ""))
-        _annotate(axes, everything)
         if len(front) > 1:
             xs, ys = zip(*(points[m] for m in front))
             axes.plot(xs, ys, linestyle="--", color="#555555", linewidth=1, zorder=2, label="Pareto front")
@@ -251,22 +252,47 @@ def tradeoff(board: Leaderboard, preservation: Column):
         if x_scale == 100.0:  # a rate axis never shows below 0 % or above 100 %
             low, high = axes.get_xlim()
             axes.set_xlim(max(low, -3.0), min(high, 103.0))
+        _annotate(figure, axes, everything)  # last: it needs the final layout
     figure.pareto = front  # for tests and captions
     figure.points = {**base_points, **points}
     return figure
 
 
-def _annotate(axes, points: dict[str, tuple[float, float]]) -> None:
-    """Name each point; methods on the same spot share one label, and labels right of centre sit to the left."""
+def _annotate(figure, axes, points: dict[str, tuple[float, float]]) -> None:
+    """Name each point where its label overlaps no other label or marker (first free spot of a few around it).
+
+    Methods on the same spot share one label.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     together: dict[tuple[float, float], list[str]] = {}
     for method, xy in points.items():
         together.setdefault(xy, []).append(method)
-    xs = [x for x, _ in together]
-    middle = (min(xs) + max(xs)) / 2
-    for (x, y), methods in together.items():
-        left = x > middle and max(xs) > min(xs)
-        axes.annotate(", ".join(methods), (x, y), xytext=(-6 if left else 6, 5), textcoords="offset points", fontsize=7,
-                      color="#333333", ha="right" if left else "left")
+    FigureCanvasAgg(figure)
+    figure.draw_without_rendering()  # lay the figure out, so display positions are final
+    renderer = figure.canvas.get_renderer()
+    markers = [axes.transData.transform(xy) for xy in together]
+    taken = []
+    spots = [(6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"), (-6, -4, "right", "top"),
+             (0, 8, "center", "bottom"), (0, -8, "center", "top")]
+    for xy, methods in together.items():
+        chosen = None
+        for dx, dy, ha, va in spots:
+            label = axes.annotate(", ".join(methods), xy, xytext=(dx, dy), textcoords="offset points", fontsize=7, color="#333333",
+                                  ha=ha, va=va)
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            inside = axes.get_window_extent(renderer).contains(box.x0, box.y0) and axes.get_window_extent(renderer).contains(box.x1, box.y1)
+            clear = not any(box.overlaps(other) for other in taken) and not any(box.contains(*m) for m in markers)
+            if inside and clear:
+                chosen = (label, box)
+                break
+            label.remove()
+        if chosen is None:  # crowded: the first spot, overlapping or not
+            dx, dy, ha, va = spots[0]
+            label = axes.annotate(", ".join(methods), xy, xytext=(dx, dy), textcoords="offset points", fontsize=7, color="#333333",
+                                  ha=ha, va=va)
+            chosen = (label, label.get_window_extent(renderer))
+        taken.append(chosen[1])
 
 
 # --------------------------------------------------------------------------- all plots
