@@ -25,6 +25,7 @@ th.group { text-align: center; border-bottom: 1px solid #bbb; background: #fafaf
 td.method, th.method { text-align: left; font-weight: 600; }
 td.text, th.text { text-align: left; white-space: normal; }
 tr.base td { background: #f7f7f7; font-style: italic; }
+.start { border-left: 1px solid #ccc; }
 td.best { font-weight: 700; } td.second { text-decoration: underline; }
 figure { margin: 12px 0 24px; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #444; font-size: 13px; max-width: 900px; }
@@ -53,40 +54,52 @@ def _e(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def column_groups(board: Leaderboard) -> list[tuple[str, list[int]]]:
-    """Column indices in the paper's order: user prompts, adversarial prompts and their average, each
-    multi-category benchmark, knowledge preservation."""
+def _header(column, label: str) -> str:
+    arrow = "↓" if column.lower_is_better else "↑"
+    unit = " (%)" if column.rate else ""
+    return f"{_e(label)}{unit} {arrow}"
+
+
+def column_groups(board: Leaderboard) -> list[tuple[str, list[int], list[str]]]:
+    """(group title, column indices, header HTML) in the paper's order: user prompts, adversarial prompts
+    with their "Adv" average, each multi-category benchmark (one column per category), knowledge preservation."""
+    from reports.plots import category_labels, common_prefix
+
     index = {id(c): i for i, c in enumerate(board.columns)}
+
+    def plain(columns):
+        return [index[id(c)] for c in columns], [f"{_e(c.benchmark)}<br>{_header(c, c.name)}" for c in columns]
+
     erasure = board.erasure_columns()
-    groups = [
-        ("User prompt", [index[id(c)] for c in erasure if not c.adversarial]),
-        ("Adversarial prompt", [index[id(c)] for c in erasure if c.adversarial]),
-        ("Adversarial average", [i for i, c in enumerate(board.columns) if c.is_average]),
-    ]
-    groups += [(f"{bench} per category", [index[id(c)] for c in board.category_columns(bench)]) for bench in board.category_benchmarks()]
-    groups.append(("Knowledge preservation", [index[id(c)] for c in board.preservation_columns()]))
-    return [(title, indices) for title, indices in groups if indices]
+    adversarial = [c for c in erasure if c.adversarial] + [c for c in board.columns if c.is_average]
+    groups = [("User prompt", *plain([c for c in erasure if not c.adversarial])), ("Adversarial prompt", *plain(adversarial))]
+    for bench in board.category_benchmarks():
+        columns = board.category_columns(bench)
+        scorer = common_prefix([c.name for c in columns]).strip()
+        groups.append((f"{bench}{': ' + scorer if scorer else ''} per category", [index[id(c)] for c in columns],
+                       [_header(c, label) for c, label in zip(columns, category_labels(columns))]))
+    groups.append(("Knowledge preservation", *plain(board.preservation_columns())))
+    return [group for group in groups if group[1]]
 
 
 def leaderboard_table(board: Leaderboard) -> str:
     """The leaderboard with the paper's column groups."""
     groups = column_groups(board)
-    order = [i for _, indices in groups for i in indices]
     ranks = [board.ranks(i) for i in range(len(board.columns))]
     out = ['<div class="scroll"><table id="leaderboard">', '<thead><tr><th class="method"></th>']
-    out += [f'<th class="group" colspan="{len(indices)}">{_e(title)}</th>' for title, indices in groups]
+    out += [f'<th class="group start" colspan="{len(indices)}">{_e(title)}</th>' for title, indices, _ in groups]
     out.append('<th></th></tr><tr><th class="method">method</th>')
-    for i in order:
-        column = board.columns[i]
-        arrow = "↓" if column.lower_is_better else "↑"
-        unit = " (%)" if column.rate else ""
-        out.append(f'<th title="{_e(column.description)}">{_e(column.benchmark)}<br>{_e(column.name)}{unit} {arrow}</th>')
+    starts = {indices[0] for _, indices, _ in groups}  # a rule between column groups
+    for _, indices, headers in groups:
+        out += [f'<th class="{"start" if i in starts else ""}" title="{_e(board.columns[i].description)}">{header}</th>'
+                for i, header in zip(indices, headers)]
     out.append('<th class="text">provenance</th></tr></thead><tbody>')
+    order = [i for _, indices, _ in groups for i in indices]
     for row_index, row in enumerate(board.rows):
         out.append(f'<tr class="{"base" if row.base else ""}"><td class="method">{_e(row.method)}</td>')
         for i in order:
-            css = {1: "best", 2: "second"}.get(ranks[i].get(row_index), "")
-            out.append(f'<td class="{css}">{_e(format_value(row.values[i], board.columns[i]))}</td>')
+            css = {1: "best", 2: "second"}.get(ranks[i].get(row_index), "") + (" start" if i in starts else "")
+            out.append(f'<td class="{css.strip()}">{_e(format_value(row.values[i], board.columns[i]))}</td>')
         out.append(f'<td class="text">{_e(row.provenance)}</td></tr>')
     out.append("</tbody></table></div>")
     out.append('<p class="note">Best per column in <b>bold</b>, second <u>underlined</u> (by each metric\'s direction, ↓ lower or ↑ '
