@@ -87,10 +87,6 @@ class Leaderboard:
     columns: list[Column]
     rows: list[Row]
 
-    def value(self, method: str, key: str) -> float | None:
-        row = next(r for r in self.rows if r.method == method)
-        return row.values[[c.key for c in self.columns].index(key)]
-
     def category_benchmarks(self) -> list[str]:
         counts: dict[str, int] = {}
         for column in self.columns:

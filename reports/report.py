@@ -36,7 +36,6 @@ def parse_formats(text: str | None) -> tuple[str, ...]:
 class Written:
     board: leaderboard.Leaderboard
     files: list[Path] = field(default_factory=list)
-    grids: list = field(default_factory=list)
 
 
 def _write(path: Path, text: str, written: Written) -> None:
@@ -72,9 +71,9 @@ def write(store, results: list[dict], destination: Path, formats: tuple[str, ...
 
     figures = plots.figures(board)
     grid_list = [grid_module.draw(grid, blur_flagged=blur) for grid in grid_module.collect(store, board, results, registry, grid_prompts)]
-    written.grids = grid_list
-    for sub in ("plots", "grids"):  # these folders hold only what this report made: no stale plot survives a re-run
-        shutil.rmtree(destination / sub, ignore_errors=True)
+    if image_formats:
+        for sub in ("plots", "grids"):  # these folders hold only what this report makes: no stale plot survives a re-run
+            shutil.rmtree(destination / sub, ignore_errors=True)
     for stem, _, figure in figures:
         if image_formats:
             written.files += plots.save(figure, destination / "plots", stem, image_formats)

@@ -218,7 +218,6 @@ def test_latex_compiles(report_dir, tmp_path):
                          timeout=120)
     assert run.returncode == 0, run.stdout[-3000:]
     assert (tmp_path / "tables.pdf").stat().st_size > 1000
-    assert "Overfull" not in run.stdout or "table" in run.stdout  # a wide table may overflow; it must still compile
 
 
 # --------------------------------------------------------------------------- plots
