@@ -15,7 +15,7 @@ import warnings
 
 from harness import __version__
 from harness.api import HarnessError
-from harness.plugins import PluginHost, PluginLoadWarning
+from harness.plugins import PluginHost
 from harness.registry import KINDS, Registry
 
 MAIN_HELP = """\
@@ -92,10 +92,8 @@ def _extract_plugin_files(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    if issubclass(category, PluginLoadWarning):
-        print(f"harness: warning: {message}", file=sys.stderr)
-    else:
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+    """Warnings are for users here (a skipped plugin, an empty prompt): one line each, no source code."""
+    print(f"harness: warning: {message}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- commands
@@ -166,7 +164,7 @@ def cmd_run(args, registry: Registry) -> int:
     print(runner.describe_plan(planned), file=sys.stderr)
     finished = active.execute()
     store = active.store
-    board = leaderboard.build(store.results(runs=[finished]))
+    board = leaderboard.build(store.results(runs=[finished]), registry=registry)
     print(leaderboard.to_markdown(board))
     print(f"\nstored in {store.root / 'harness.db'} (run {finished}); `harness report --out {store.root}` prints it again", file=sys.stderr)
     return 0
