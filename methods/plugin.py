@@ -41,3 +41,23 @@ def register_methods(register):
         name="esd-x",
         description="ESD-x (ICCV 2023): negative-guidance fine-tuning of the cross-attention weights, paper preset",
     )
+    register(
+        "methods.sld:SLD",
+        name="sld",
+        description="Safe Latent Diffusion (CVPR 2023): a safety-concept UNet branch steers CFG away (inference; 3 UNet passes/step)",
+    )
+    register(
+        "methods.safree:SAFREE",
+        name="safree",
+        description="SAFREE (ICLR 2025): trigger tokens projected off the toxic-concept subspace for the first T* steps (inference)",
+    )
+    register(
+        "methods.speed:SPEED",
+        name="speed",
+        description="SPEED (ICLR 2026): closed-form attn2.to_v edit in the null space of a filtered, augmented retain set",
+    )
+    register(
+        "methods.adavd:AdaVD",
+        name="adavd",
+        description="AdaVD (CVPR 2025): removes the concept's component from every cross-attention value, per token (inference)",
+    )
