@@ -19,8 +19,9 @@ SAFREE changes the text embedding of the prompt, not the weights.
 
        d_i = ‖(I − P_c) p_i‖,      trigger_i  ⇔  d_i ≥ (1 + α) · mean_{j≠i} d_j     (α = 0.01)
 
-   A one-token prompt has nothing to compare with and its token counts as a trigger
-   (the official comparison with an empty mean is false, so it is projected too).
+   A one-token prompt has no other token to compare with (the mean over j ≠ i is
+   empty); its token counts as a trigger, so a one-word prompt such as "nudity" is
+   projected rather than let through.
 
 3. **Projected embedding.**  With P_m the projector onto span{p_i} and X the
    prompt's L × d embedding, every row x becomes x' = (I − P_c) P_m x, and only
@@ -41,8 +42,8 @@ SAFREE changes the text embedding of the prompt, not the weights.
 
 5. **Concept-list negative prompt** (``concept_negative_prompt``, on by default as in
    the official run, methods-notes §6.2 pitfall 2).  The unconditional branch is
-   ``E(", ".join(concepts))``, truncated to the tokenizer's length, for every step.
-   The paper does not describe it and it is a strong baseline by itself, so the
+   ``E(", ".join(concepts))``, truncated to the tokenizer's length, for every step; it
+   replaces a benchmark's own negative prompt (the official run has none).  The paper does not describe it and it is a strong baseline by itself, so the
    switch isolates the projection from it.
 
 6. **Latent re-attention** (``latent_reattention``, **off by default**).  In the
