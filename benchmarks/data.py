@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 import urllib.error
 import urllib.parse
@@ -29,6 +28,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import backbones
 from harness.api import HarnessError, sha256_file
 
 DOWNLOAD_TIMEOUT_S = 20
@@ -248,14 +248,8 @@ def offline() -> bool:
 
 
 def host_reachable(host: str, timeout: float = 1.5) -> bool:
-    """One TCP connect with a short timeout, so an offline machine gets its answer in about a second."""
-    if offline():
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """False at once when offline; otherwise one short TCP connect (see harness.backbones)."""
+    return not offline() and backbones.host_reachable(host, timeout)
 
 
 def manual_hint(item: Upstream) -> str:

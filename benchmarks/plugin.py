@@ -4,19 +4,17 @@ Registration is lazy ("module:Class" strings), so `harness list` imports no torc
 Every JSON file in ``benchmarks/concepts/`` is a concept set, registered under its file name.
 """
 
-import json
 from pathlib import Path
 
 from harness.hookspecs import hookimpl
+from harness.plugins import register_concept_files
 
 CONCEPTS_DIR = Path(__file__).parent / "concepts"
 
 
 @hookimpl
 def register_concept_sets(register):
-    for path in sorted(CONCEPTS_DIR.glob("*.json")):
-        description = json.loads(path.read_text(encoding="utf-8")).get("description", "")
-        register(str(path), name=path.stem, description=description)
+    register_concept_files(register, CONCEPTS_DIR)
 
 
 @hookimpl

@@ -19,16 +19,20 @@ SD14_HUB_ID = "CompVis/stable-diffusion-v1-4"
 HUB_HOST = "huggingface.co"
 
 
-def _hub_reachable(timeout: float = 1.5) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT", f"https://{HUB_HOST}")
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+def host_reachable(host: str, timeout: float = 1.5) -> bool:
+    """One TCP connect with a short timeout, so an offline machine gets its answer in about a second."""
     try:
         with socket.create_connection((host, 443), timeout=timeout):
             return True
     except OSError:
         return False
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", f"https://{HUB_HOST}")
+    return host_reachable(endpoint.split("://", 1)[-1].split("/", 1)[0])
 
 
 def _looks_like_path(model: str) -> bool:

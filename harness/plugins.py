@@ -49,6 +49,15 @@ def _failed(name: str, source: str, err: BaseException) -> PluginInfo:
     return PluginInfo(name=name, version="?", source=source, error=message)
 
 
+def register_concept_files(register, directory: str | Path) -> None:
+    """Register every ``*.json`` concept set in ``directory`` under its file name (for ``register_concept_sets``)."""
+    import json
+
+    for path in sorted(Path(directory).glob("*.json")):
+        description = json.loads(path.read_text(encoding="utf-8")).get("description", "")
+        register(str(path), name=path.stem, description=description)
+
+
 def load_file_module(path: str | Path):
     """Import one ``.py`` file as a module, under a name derived from its path."""
     path = Path(path).resolve()

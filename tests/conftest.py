@@ -27,6 +27,21 @@ def tiny():
 
 
 @pytest.fixture
+def pipe(tiny):
+    """The session's tiny pipeline, with its UNet restored after the test (for tests that edit weights)."""
+    state = {name: tensor.clone() for name, tensor in tiny.unet.state_dict().items()}
+    yield tiny
+    tiny.unet.load_state_dict(state)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    from harness.context import EditContext
+
+    return EditContext(cache_dir=tmp_path / "cache", show_progress=False)
+
+
+@pytest.fixture
 def registry():
     from harness.plugins import PluginHost
     from harness.registry import Registry

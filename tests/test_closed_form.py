@@ -3,22 +3,8 @@
 import pytest
 import torch
 
-from harness.context import EditContext
 from methods.closed_form import KeyStatistics, caption_statistics, closed_form_edit, cross_attention_projections
 from methods.text import encode_prompts
-
-
-@pytest.fixture
-def pipe(tiny):
-    """The session's tiny pipeline, with its UNet restored after the test."""
-    state = {name: tensor.clone() for name, tensor in tiny.unet.state_dict().items()}
-    yield tiny
-    tiny.unet.load_state_dict(state)
-
-
-@pytest.fixture
-def ctx(tmp_path):
-    return EditContext(cache_dir=tmp_path / "cache", show_progress=False)
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -40,19 +40,6 @@ QUICK_TRCE_V = dict(num_steps=6, early_steps=2, samples_per_prompt=1, max_steps=
 QUICK_ESD = dict(num_steps=6, max_steps=3)
 
 
-@pytest.fixture
-def pipe(tiny):
-    """The session's tiny pipeline, with its UNet restored after the test."""
-    state = {name: tensor.clone() for name, tensor in tiny.unet.state_dict().items()}
-    yield tiny
-    tiny.unet.load_state_dict(state)
-
-
-@pytest.fixture
-def ctx(tmp_path):
-    return EditContext(cache_dir=tmp_path / "cache", show_progress=False)
-
-
 def weights(pipe) -> dict:
     return {name: tensor.clone() for name, tensor in pipe.unet.state_dict().items()}
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from harness.api import ConceptSet
-from harness.context import EditContext
 from methods.adavd import AdaVD, ValueDecomposer, cross_attentions, target_embeddings
 from methods.closed_form import cross_attention_projections
 from methods.speed import SPEED, SpeedStatistics, kmeans, null_space_update, retain_prompts, token_rows
@@ -15,19 +14,6 @@ from methods.text import encode_prompts
 
 CONCEPTS = ConceptSet(name="test", erase=("red",), guides=("gray",), preserve=("blue", "green", "a red bus"))
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def pipe(tiny):
-    """The session's tiny pipeline, with its UNet restored after the test."""
-    state = {name: tensor.clone() for name, tensor in tiny.unet.state_dict().items()}
-    yield tiny
-    tiny.unet.load_state_dict(state)
-
-
-@pytest.fixture
-def ctx(tmp_path):
-    return EditContext(cache_dir=tmp_path / "cache", show_progress=False)
 
 
 def values_weights(pipe):

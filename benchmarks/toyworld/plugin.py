@@ -3,10 +3,10 @@
 Registration is lazy ("module:Class" strings): nothing here imports torch.
 """
 
-import json
 from pathlib import Path
 
 from harness.hookspecs import hookimpl
+from harness.plugins import register_concept_files
 
 HERE = Path(__file__).parent
 CONCEPTS_DIR = HERE / "concepts"
@@ -57,9 +57,7 @@ def register_scorers(register):
 
 @hookimpl
 def register_concept_sets(register):
-    for path in sorted(CONCEPTS_DIR.glob("*.json")):
-        description = json.loads(path.read_text(encoding="utf-8")).get("description", "")
-        register(str(path), name=path.stem, description=description)
+    register_concept_files(register, CONCEPTS_DIR)
 
 
 @hookimpl
