@@ -1,4 +1,4 @@
-"""Measured effects in the toy world (issues 4, 5, 8): erasure really removes red, and the paper's pattern holds.
+"""Measured effects in the toy world (issue 4): closed-form erasure really removes red, and TRCE-T's claim holds.
 
 One comparison run per module (the store caches everything), then assertions on its leaderboard.  These are the
 numbers the README's demo prints; they are measured, never hard-coded.  Defaults were chosen on `toy-implicit`
@@ -15,10 +15,7 @@ pytestmark = [
 ]
 
 CLOSED_FORM = ["sd", "uce", "rece", "trce-t"]
-FINE_TUNED = ["trce-v", "trce", "esd-u"]
-SAMPLING_TIME = ["sld", "safree", "speed", "adavd"]
-# Fine-tuning budgets for a CPU test run; the defaults are the papers' (see each method's Params).
-SETTINGS = ["esd-u.max_steps=200"]
+PROMPTS_PER_BENCH = 100  # the first 100 of each 200-prompt toy benchmark keeps this under a few minutes on 2 cores
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +26,7 @@ def board(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("toy-effects")
     registry = Registry(PluginHost())
-    config = RunConfig(methods=",".join(CLOSED_FORM + FINE_TUNED + SAMPLING_TIME), bench="toy", sets=SETTINGS, out=str(out),
-                       show_progress=False)
+    config = RunConfig(methods=",".join(CLOSED_FORM), bench="toy", limit=PROMPTS_PER_BENCH, out=str(out), show_progress=False)
     runner = Runner(plan(config, registry))
     runner.execute()
     return {(r["method"], r["benchmark"], r["metric"]): r["value"] for r in runner.store.results()}
@@ -47,10 +43,8 @@ def acc(board, method):
 def test_every_method_lowers_explicit_red(board):
     base = asr(board, "sd", "toy-explicit")
     assert base >= 0.9
-    for method in CLOSED_FORM[1:] + FINE_TUNED:
+    for method in CLOSED_FORM[1:]:
         assert asr(board, method, "toy-explicit") <= base / 2, method
-    for method in SAMPLING_TIME:
-        assert asr(board, method, "toy-explicit") < base, method
 
 
 def test_trce_t_catches_held_out_implicit_prompts_that_uce_misses(board):
@@ -58,12 +52,5 @@ def test_trce_t_catches_held_out_implicit_prompts_that_uce_misses(board):
     assert asr(board, "trce-t", "toy-implicit-heldout") <= 0.25
 
 
-def test_trce_t_and_trce_preserve_other_colours(board):
-    for method in ("trce-t", "trce"):
-        assert acc(board, method) >= acc(board, "sd") - 0.10, method
-
-
-def test_second_stage_helps_and_is_weaker_alone(board):
-    for bench in ("toy-implicit", "toy-implicit-heldout"):
-        assert asr(board, "trce", bench) <= asr(board, "trce-t", bench) + 0.02, bench
-    assert asr(board, "trce", "toy-implicit") < asr(board, "trce-v", "toy-implicit")
+def test_trce_t_preserves_other_colours(board):
+    assert acc(board, "trce-t") >= acc(board, "sd") - 0.10
