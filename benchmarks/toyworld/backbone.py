@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from benchmarks.toyworld.paths import WEIGHTS_DIR, require_weights
 from harness.api import Backbone
+from harness.backbones import load_sd_pipeline
 
 
 class ToyBackbone(Backbone):
@@ -15,17 +16,10 @@ class ToyBackbone(Backbone):
     width = 32
 
     def load(self, model: str | None, device: str, dtype: str):
-        import torch
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
+        from diffusers import DDIMScheduler
 
         directory = require_weights(model)
-        pipe = StableDiffusionPipeline.from_pretrained(
-            str(directory),
-            torch_dtype=getattr(torch, dtype),
-            safety_checker=None,
-            requires_safety_checker=False,
-            local_files_only=True,
-        )
+        pipe = load_sd_pipeline(str(directory), dtype, local_files_only=True)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device)
