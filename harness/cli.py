@@ -190,7 +190,7 @@ def cmd_report(args, registry: Registry) -> int:
     written = report.write(store, results, destination, formats, registry=registry, blur=not args.no_blur,
                            grid_prompts=args.grid_prompts, filters=filters)
     print(leaderboard.to_markdown(written.board))
-    print(f"\nwrote {len(written.files)} files under {destination}" + (f" (open {destination / 'report.html'})" if "html" in formats else ""),
+    print(f"\nwrote {len(written.files)} file{'' if len(written.files) == 1 else 's'} under {destination}" + (f" (open {destination / 'report.html'})" if "html" in formats else ""),
           file=sys.stderr)
     return 0
 

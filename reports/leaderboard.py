@@ -70,6 +70,9 @@ class Row:
     values: list[float | None]
     provenance: str = ""
     runs: list[str] = field(default_factory=list)
+    # Mean UNet forward passes per image over the method's benchmarks: plain CFG costs 2 per step, SLD 3.  A
+    # leaderboard that hid an inference-time method's slowdown would flatter it.
+    unet_evals_per_image: float | None = None
 
     @property
     def base(self) -> bool:
@@ -218,6 +221,10 @@ def build(results: list[dict], registry=None) -> Leaderboard:
         if row["run_id"] not in method.runs:
             method.runs.append(row["run_id"])
     values = {(r["method"], r["benchmark"], r["metric"]): r["value"] for r in rows}
+    for method in methods.values():
+        per_bench = {r["benchmark"]: r.get("unet_evals_per_image") for r in rows if r["method"] == method.method}
+        known = [v for v in per_bench.values() if v]
+        method.unet_evals_per_image = sum(known) / len(known) if known else None
     for column in columns.values():
         column_values = [values.get((m, column.benchmark, column.metric)) for m in methods]
         column.rate = _is_rate(column.description, column_values)
@@ -277,8 +284,8 @@ def _md_escape(text: str) -> str:
 
 
 def to_markdown(board: Leaderboard) -> str:
-    header = "| method | " + " | ".join(_md_escape(c.header) for c in board.columns) + " | provenance |"
-    rule = "|---|" + "---:|" * len(board.columns) + "---|"
+    header = "| method | " + " | ".join(_md_escape(c.header) for c in board.columns) + " | UNet evals/img | provenance |"
+    rule = "|---|" + "---:|" * (len(board.columns) + 1) + "---|"
     lines = [header, rule]
     ranks = [board.ranks(i) for i in range(len(board.columns))]
     for row_index, row in enumerate(board.rows):
@@ -291,7 +298,8 @@ def to_markdown(board: Leaderboard) -> str:
             elif place == 2:
                 text = f"<ins>{text}</ins>"  # markdown has no underline; GitHub renders <ins> as one
             cells.append(text)
-        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {row.provenance} |")
+        cost = "–" if row.unet_evals_per_image is None else f"{row.unet_evals_per_image:.0f}"
+        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {cost} | {row.provenance} |")
     return "\n".join(lines)
 
 
@@ -305,9 +313,10 @@ def shown_number(value: float, column: Column, decimals: int = 2) -> float:
 def to_csv(board: Leaderboard) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method"] + [c.key for c in board.columns] + ["provenance", "runs"])
+    writer.writerow(["method"] + [c.key for c in board.columns] + ["unet_evals_per_image", "provenance", "runs"])
     for row in board.rows:
-        writer.writerow([row.method] + ["" if v is None else repr(v) for v in row.values] + [row.provenance, " ".join(row.runs)])
+        cost = "" if row.unet_evals_per_image is None else repr(row.unet_evals_per_image)
+        writer.writerow([row.method] + ["" if v is None else repr(v) for v in row.values] + [cost, row.provenance, " ".join(row.runs)])
     return buffer.getvalue()
 
 
@@ -328,6 +337,7 @@ def to_json(board: Leaderboard, results: list[dict]) -> str:
                 "method": row.method,
                 "variant": row.variant,
                 "provenance": row.provenance,
+                "unet_evals_per_image": row.unet_evals_per_image,
                 "base": row.base,
                 "runs": row.runs,
                 "values": {c.key: _finite_or_none(v) for c, v in zip(board.columns, row.values)},

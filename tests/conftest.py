@@ -47,3 +47,28 @@ def registry():
     from harness.registry import Registry
 
     return Registry(PluginHost([str(PLUGINS / "brightness.py"), str(PLUGINS / "edits.py")]))
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory):
+    """Run methods on toy benchmarks in one store shared by the whole session, and return the results as a dict.
+
+    The toy-effect modules share the store, so the base model's images (and those of any method two modules both
+    compare) are generated once per session.  ``toy_run(methods, bench, limit, sets)`` returns the stored result
+    rows of that run as ``{(method, benchmark, metric): row}``; ``row["value"]`` is the number and
+    ``row["state_metadata"]`` the edit's metadata.
+    """
+    from harness.plugins import PluginHost
+    from harness.registry import Registry
+    from harness.runner import RunConfig, Runner, plan
+
+    out = tmp_path_factory.mktemp("toy-store")
+    registry = Registry(PluginHost())
+
+    def run(methods: str, bench: str, limit: int, sets: tuple[str, ...] = ()) -> dict:
+        config = RunConfig(methods=methods, bench=bench, limit=limit, sets=list(sets), out=str(out), show_progress=False)
+        runner = Runner(plan(config, registry))
+        runner.execute()
+        return {(r["method"], r["benchmark"], r["metric"]): r for r in runner.store.results([runner.plan.run_id])}
+
+    return run

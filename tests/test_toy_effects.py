@@ -19,17 +19,9 @@ PROMPTS_PER_BENCH = 100  # the first 100 of each 200-prompt toy benchmark keeps 
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory):
-    from harness.plugins import PluginHost
-    from harness.registry import Registry
-    from harness.runner import RunConfig, Runner, plan
-
-    out = tmp_path_factory.mktemp("toy-effects")
-    registry = Registry(PluginHost())
-    config = RunConfig(methods=",".join(CLOSED_FORM), bench="toy", limit=PROMPTS_PER_BENCH, out=str(out), show_progress=False)
-    runner = Runner(plan(config, registry))
-    runner.execute()
-    return {(r["method"], r["benchmark"], r["metric"]): r["value"] for r in runner.store.results()}
+def board(toy_run):
+    rows = toy_run(",".join(CLOSED_FORM), "toy", PROMPTS_PER_BENCH)
+    return {key: row["value"] for key, row in rows.items()}
 
 
 def asr(board, method, bench):

@@ -1,0 +1,86 @@
+"""Measured effects in the toy world (issue 5): TRCE's stage 2 and ESD fine-tuning really change what the model draws.
+
+The toy preset
+--------------
+The paper's learning rates were set for SD v1.4, whose attention layers are 320–1280 wide: Adam moves every weight by
+about ``lr`` per step, and the effect on an output adds up over the layer width.  The toy UNet is 32–64 wide, so the
+same ``lr`` barely moves it (measured: ``trce-v`` at 1e-6 left the red rate on toy-implicit at 95%, exactly the base
+model's).  The toy preset below raises the learning rates; it was chosen on ``toy-implicit`` (seen phrasings) and
+``toy-preserve`` only (100 prompts each), never on the held-out set:
+
+====================  ================  ===========  =========
+setting               toy-implicit ASR  preserve acc  chosen
+====================  ================  ===========  =========
+trce-v lr 1e-6        95%               97%
+trce-v lr 3e-5        86%               91%          ✓
+trce-v lr 1e-4        63%               85%          (trce then loses 11 points of preservation)
+trce   lr 3e-5        0%                92%          ✓
+esd-u  lr 1e-5        95%               96%          (no effect)
+esd-u  lr 3e-5        93%               85%
+esd-u  lr 1e-4        55%               43%          ✓ (the only one that erases; its cost is reported)
+====================  ================  ===========  =========
+
+(base model: 95% red on toy-implicit, 97% preserve accuracy; these tuning runs used the default regulariser pool of
+1200.)  The test caps the pool at 300 unconditional samples (A.3 uses 2000; it is read cyclically either way), which
+cuts trajectory sampling from 139 s to 35 s; with it trce-v gave 88% and trce 0% at 93% preservation.
+"""
+
+import pytest
+
+from benchmarks.toyworld.paths import WEIGHTS_DIR
+
+pytestmark = [
+    pytest.mark.toy,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (WEIGHTS_DIR / "model_index.json").exists(), reason="toy weights not trained/committed"),
+]
+
+METHODS = ["sd", "trce-t", "trce-v", "trce", "esd-u"]
+TOY_PRESET = ("trce-v.lr=3e-5", "trce-v.regularizer_samples=300", "trce.lr=3e-5", "trce.regularizer_samples=300", "esd-u.lr=1e-4")
+BENCHES = "toy-explicit,toy-implicit,toy-preserve"
+PROMPTS_PER_BENCH = 100
+
+
+@pytest.fixture(scope="module")
+def rows(toy_run):
+    return toy_run(",".join(METHODS), BENCHES, PROMPTS_PER_BENCH, sets=TOY_PRESET)
+
+
+def asr(rows, method, bench):
+    return rows[(method, bench, "toy:toy-asr")]["value"]
+
+
+def acc(rows, method):
+    return rows[(method, "toy-preserve", "toy:toy-acc")]["value"]
+
+
+def test_stage_two_adds_to_stage_one_on_implicit_prompts(rows):
+    """The paper's T+V pattern: ``trce`` is at most ``trce-t``'s red rate on implicit prompts (or both are ~0)."""
+    combined, stage_one = asr(rows, "trce", "toy-implicit"), asr(rows, "trce-t", "toy-implicit")
+    assert combined <= stage_one or max(combined, stage_one) <= 0.02, (combined, stage_one)
+
+
+def test_stage_two_alone_erases_but_less_than_both_stages(rows):
+    base, alone, combined = (asr(rows, m, "toy-implicit") for m in ("sd", "trce-v", "trce"))
+    assert alone < base, "trce-v alone must lower the red rate"
+    assert alone > combined, "trce-v alone must be weaker than trce (T+V)"
+
+
+def test_trce_preserves_other_colours(rows):
+    assert acc(rows, "trce") >= acc(rows, "sd") - 0.10
+
+
+def test_esd_u_erases_red(rows):
+    """ESD-u lowers red everywhere; its preservation is whatever it is (reported, not asserted)."""
+    for bench in ("toy-explicit", "toy-implicit"):
+        assert asr(rows, "esd-u", bench) < asr(rows, "sd", bench) - 0.2, bench
+
+
+def test_metadata_records_training_and_the_preset(rows):
+    trce_v = rows[("trce-v", "toy-implicit", "toy:toy-asr")]["state_metadata"]
+    assert trce_v["lr"] == 3e-5 and trce_v["regularizer_pool"] == 300
+    assert trce_v["quirks"] == {"skip_zero_grad": False, "latent_after_step": False,
+                                "random_timestep_in_interval": False, "optimizer": "adam"}
+    assert trce_v["training"]["steps"] == trce_v["steps"] > 0
+    esd = rows[("esd-u", "toy-implicit", "toy:toy-asr")]["state_metadata"]
+    assert esd["lr"] == 1e-4 and esd["iterations"] == 1000

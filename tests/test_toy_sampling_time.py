@@ -1,0 +1,47 @@
+"""Measured effects in the toy world (issue 8): SLD, SAFREE, SPEED and AdaVD each lower the red rate, at a recorded cost.
+
+No ordering among them is asserted; the closing note reports their table.  What the toy world shows about them:
+
+* SLD and SAFREE (whose erasure here comes from its concept-list negative prompt: with
+  ``concept_negative_prompt=false`` its projection alone left explicit red at 99%) push *every* prediction away from
+  red.  In a world whose only attribute is a colour, "away from red" is a colour shift for every image: gray turns
+  blue, orange turns yellow, backgrounds tint.  So they erase well and keep few other colours exact (``toy-acc``).
+* AdaVD's adaptive shift ``s = c·σ(a(cos − b))`` with the official b = 0.93 was calibrated on SD's CLIP.  The toy text
+  encoder's value rows are far less similar to the target's (measured cosines 0.3–0.8 for "a red circle" against
+  "red"), so at b = 0.93 the shift is ~0 and AdaVD is the identity: 99% red, exactly the base model.  The toy preset
+  lowers b to 0.6 (the one other value tried; b = 0.6 gave 58% on toy-implicit at 88% preservation).
+"""
+
+import pytest
+
+from benchmarks.toyworld.paths import WEIGHTS_DIR
+
+pytestmark = [
+    pytest.mark.toy,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (WEIGHTS_DIR / "model_index.json").exists(), reason="toy weights not trained/committed"),
+]
+
+METHODS = ["sd", "sld", "safree", "speed", "adavd"]
+TOY_PRESET = ("adavd.shift_b=0.6",)
+PROMPTS_PER_BENCH = 100
+TOY_STEPS = 20  # the toy backbone's DDIM steps
+
+
+@pytest.fixture(scope="module")
+def rows(toy_run):
+    return toy_run(",".join(METHODS), "toy-explicit,toy-preserve", PROMPTS_PER_BENCH, sets=TOY_PRESET)
+
+
+@pytest.mark.parametrize("method", METHODS[1:])
+def test_each_method_lowers_explicit_red(rows, method):
+    base = rows[("sd", "toy-explicit", "toy:toy-asr")]["value"]
+    assert base >= 0.9
+    assert rows[(method, "toy-explicit", "toy:toy-asr")]["value"] < base - 0.05
+
+
+def test_sampling_cost_is_recorded_per_image(rows):
+    """Plain CFG costs two UNet evaluations per step; SLD's safety branch adds a third."""
+    cost = {method: rows[(method, "toy-explicit", "toy:toy-asr")]["unet_evals_per_image"] for method in METHODS}
+    assert cost["sd"] == cost["speed"] == cost["adavd"] == cost["safree"] == 2 * TOY_STEPS
+    assert cost["sld"] == 3 * TOY_STEPS
