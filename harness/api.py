@@ -272,6 +272,9 @@ class Backbone(Configurable):
     steps: ClassVar[int] = 30
     height: ClassVar[int] = 512
     width: ClassVar[int] = 512
+    # Images per UNet batch when the user does not choose (--batch-size).  8 suits SD at 512 px on one GPU; a small
+    # model wants larger batches, because per-call overhead dominates its cost.
+    batch_size: ClassVar[int] = 8
 
     def check(self, model: str | None) -> None:
         """Raise ``HarnessError`` now if ``load`` is bound to fail (missing path, offline hub): called before any work."""

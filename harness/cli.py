@@ -248,7 +248,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE", help="set a method or benchmark parameter (repeatable)")
     p.add_argument("--concepts", help="concept set name or JSON file, instead of each benchmark's own")
     p.add_argument("--limit", type=int, help="only the first N prompts of each benchmark")
-    p.add_argument("--batch-size", type=int, default=8, help="images per UNet batch (default 8)")
+    p.add_argument("--batch-size", type=int, help="images per UNet batch (default: the backbone's; 8 for SD, 32 for the toy)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
     p.add_argument("--out", default="harness-out", help="results store and cache directory (default: harness-out)")

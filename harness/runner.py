@@ -29,7 +29,7 @@ class RunConfig:
     sets: list[str] = field(default_factory=list)
     concepts: str | None = None
     limit: int | None = None
-    batch_size: int = 8
+    batch_size: int | None = None  # None: the backbone's own batch_size
     device: str | None = None
     dtype: str | None = None
     out: str = "harness-out"
@@ -119,7 +119,7 @@ def _default_device() -> str:
 def plan(config: RunConfig, registry: Registry) -> Plan:
     if config.limit is not None and config.limit < 1:
         raise HarnessError(f"--limit must be a positive number of prompts per benchmark; got {config.limit}")
-    if config.batch_size < 1:
+    if config.batch_size is not None and config.batch_size < 1:
         raise HarnessError(f"--batch-size must be at least 1; got {config.batch_size}")
     if not config.bench:
         raise HarnessError("choose at least one benchmark with --bench (see `harness list benchmarks`)")
@@ -266,7 +266,7 @@ class Runner:
         self.states = ModelStates(pipe, store, fingerprint, plan.backbone_name, plan.device, plan.dtype, show_progress=show)
         backbone = plan.backbone
         self.engine = Engine(pipe, store, fingerprint, Defaults(backbone.steps, backbone.height, backbone.width), plan.device, plan.dtype,
-                             batch_size=plan.config.batch_size, show_progress=show)
+                             batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show)
         states_metadata = {}
         for method in plan.methods:
             by_concepts: dict[str, list[PlannedBenchmark]] = {}

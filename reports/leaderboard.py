@@ -195,7 +195,9 @@ def _is_rate(description: str, values: list[float]) -> bool:
 def _decimals(values: list[float | None]) -> int:
     """Two decimals (FID 12.08, CLIP-S 30.71), or more for a column of small numbers (toy FID 0.0123)."""
     largest = max((abs(v) for v in values if v is not None and not math.isnan(v)), default=0.0)
-    if largest >= 1 or largest == 0:
+    # Below 1e-4 a number is round-off (the FID of a set against itself comes out near 1e-7), not a reason for six
+    # decimals.
+    if largest >= 1 or largest < 1e-4:
         return 2
     return min(6, 2 - math.floor(math.log10(largest)))
 

@@ -130,9 +130,12 @@ def test_csv_and_json_carry_every_cell_and_the_provenance(report_dir, store_dir,
     assert [row["method"] for row in table] == ["sd", "tint:amount=0.1", "tint:amount=-0.1", "tint:amount=-0.3"]
     assert float(table[1]["plain:count=4/pixels:bright"]) == values["tint:amount=0.1", "plain:count=4", "pixels:bright"]
     assert table[0]["provenance"] == "base model" and table[1]["provenance"] == "erased here"
+    # Sampling cost: plain CFG on the tiny backbone's 4 steps is 8 UNet evaluations per image.
+    assert {float(row["unet_evals_per_image"]) for row in table} == {8.0}
     document = json.loads((report_dir / "leaderboard.json").read_text())
     by_method = {row["method"]: row for row in document["rows"]}
     assert by_method["tint:amount=0.1"]["variant"] == "amount=0.1" and by_method["sd"]["base"] is True
+    assert by_method["sd"]["unet_evals_per_image"] == 8.0
     key = "keep:count=3/drift:drift"
     column = next(c for c in document["columns"] if c["key"] == key)
     assert column["role"] == "preservation" and column["set_level"] and column["description"]
@@ -147,7 +150,8 @@ def test_filters_compose_and_keep_the_base_model(store_dir, capsys, tmp_path):
     assert code == 0
     header, rows = markdown_cells(out)
     assert list(rows) == ["sd", "tint:amount=0.1"]
-    assert [h.split(" ")[0] for h in header[1:-1]] == ["attack-a:count=3", "keep:count=3", "keep:count=3"]
+    assert [h.split(" ")[0] for h in header[1:-2]] == ["attack-a:count=3", "keep:count=3", "keep:count=3"]
+    assert header[-2:] == ["UNet evals/img", "provenance"]
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["leaderboard.json", "leaderboard.md"]
     code, out, _ = cli(capsys, "report", "--out", str(store_dir), "--methods", "tint", "--format", "md", "--dest", str(tmp_path / "r2"))
     assert list(markdown_cells(out)[1]) == ["sd", "tint:amount=0.1", "tint:amount=-0.1", "tint:amount=-0.3"]  # a name keeps all its variants

@@ -12,6 +12,7 @@ class ToyBackbone(Backbone):
     description = "the toy world: a tiny SD-architecture model trained here on coloured shapes (DDIM 20 steps, 32 px)"
     default_model = str(WEIGHTS_DIR)
     steps = 20
+    batch_size = 32  # measured on 2 CPU cores: 400 images in 35 s at 32 against 58 s at 8 (per-call overhead)
     height = 32
     width = 32
 
