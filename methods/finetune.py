@@ -45,6 +45,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ import torch
 from harness.api import HarnessError
 
 TRAJECTORY_CACHE = "trajectories"  # ctx.cache_hits / cache_misses count under this name
+LOST_UPDATES_WARNING = 0.5  # warn when fewer trained elements than this survive the cast to a half-precision UNet
 CACHE_CHUNK = 100  # requests per cached file; fixed, so that chunks are shared between runs of different length
 
 # --------------------------------------------------------------------------- parameter groups
@@ -156,7 +158,16 @@ def write_back(unet, student, names: Sequence[str]) -> dict:
         targets[name].copy_(trained[name].to(targets[name].dtype))
         moved += int((targets[name] != before).sum())
         total += before.numel()
-    return {"dtype": str(unet.dtype).removeprefix("torch."), "elements_changed": moved / max(total, 1)}
+    dtype = str(next(unet.parameters()).dtype).removeprefix("torch.")
+    changed = moved / max(total, 1)
+    if dtype != "float32" and changed < LOST_UPDATES_WARNING:
+        # Not an error (the user may want the half-precision model), but the numbers would not be the method's.
+        warnings.warn(
+            f"only {changed:.0%} of the fine-tuned weights changed after the cast to {dtype} (smaller updates round away); "
+            "run with --dtype float32 for the method's real effect",
+            stacklevel=2,
+        )
+    return {"dtype": dtype, "elements_changed": changed}
 
 
 def unet_fingerprint(unet) -> str:

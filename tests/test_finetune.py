@@ -5,6 +5,7 @@ per test; the maths does not depend on those counts.
 """
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -226,3 +227,24 @@ def test_trce_is_trce_t_then_trce_v_and_stage_two_regularises_towards_stage_one(
 
     alone = states.activate(parts_for(registry, f"trce-v:{QUICK_TEXT}"), CONCEPTS, "trce-v").metadata[0]
     assert alone["regularizer_unet"] == alone["reference_unet"] == base  # the paper's "TRCE (V)" row
+
+
+def test_write_back_warns_when_half_precision_rounds_the_updates_away():
+    """fp16 weights keep only updates above half an ulp: at lr-1e-6 sizes most vanish, and the user is told so."""
+    torch.manual_seed(0)
+    half = torch.nn.Linear(64, 64).half()
+    student = torch.nn.Linear(64, 64)
+    student.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
+    with torch.no_grad():
+        student.weight.add_(1e-6)  # far below fp16's resolution near these weights
+    with pytest.warns(UserWarning, match="--dtype float32"):
+        info = finetune.write_back(half, student, ["weight"])
+    assert info["dtype"] == "float16" and info["elements_changed"] < 0.5
+    full = torch.nn.Linear(64, 64)
+    student.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        student.weight.add_(1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        info = finetune.write_back(full, student, ["weight"])
+    assert info == {"dtype": "float32", "elements_changed": pytest.approx(1.0, abs=0.01)}
