@@ -3,8 +3,9 @@
 #
 #   bash .ci/gpu-check.sh            # OUT=<dir> collects logs and the trained toy weights (tar)
 #
-# 1. trains the toy world from scratch on cuda and calibrates it (the committed weights come from this run);
-# 2. runs the toy comparison with --device cuda --dtype float16 (device and dtype bugs show up here);
+# 1. with TRAIN=1 only: trains the toy world from scratch on cuda and calibrates it (minutes of device time);
+# 2. runs every method on the committed toy world with --device cuda --dtype float16, with the toy presets of
+#    tests/test_toy_finetune.py and tests/test_toy_sampling_time.py (device and dtype bugs show up here);
 # 3. measures throughput (engine vs the authors' loop) on cuda/float16.
 # Missing packages (diffusers, nudenet) travel as wheels in .whl/ (see README of the device tool).
 set -uo pipefail
@@ -21,17 +22,20 @@ python3 -c "import torch, diffusers, transformers; print('torch', torch.__versio
 
 step() { echo "=== $1 ($(date +%T))"; }
 
-step "toy world: training from scratch"
-WEIGHTS=/tmp/toy-weights
-timeout ${TRAIN_TIMEOUT:-300} python3 -m benchmarks.toyworld.train --out "$WEIGHTS" --device cuda --seed 0 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tee "$OUT/train.log"
-tar czf "$OUT/toy-weights.tar.gz" -C "$WEIGHTS" . && ls -la "$OUT"
-export HARNESS_TOY_WEIGHTS=$WEIGHTS
+if [ "${TRAIN:-0}" = 1 ]; then
+    step "toy world: training from scratch"
+    WEIGHTS=/tmp/toy-weights
+    timeout ${TRAIN_TIMEOUT:-300} python3 -m benchmarks.toyworld.train --out "$WEIGHTS" --device cuda --seed 0 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tee "$OUT/train.log"
+    tar czf "$OUT/toy-weights.tar.gz" -C "$WEIGHTS" . && ls -la "$OUT"
+    export HARNESS_TOY_WEIGHTS=$WEIGHTS
+    step "toy world: calibration"
+    timeout 60 python3 -m benchmarks.toyworld.calibrate --model "$WEIGHTS" --device cuda --out "$OUT/calibration.json" 2>&1 | tee "$OUT/calibrate.log"
+fi
 
-step "toy world: calibration"
-timeout 60 python3 -m benchmarks.toyworld.calibrate --model "$WEIGHTS" --device cuda --out "$OUT/calibration.json" 2>&1 | tee "$OUT/calibrate.log"
-
-step "toy comparison on cuda/float16"
-timeout 90 harness run --methods "${GPU_METHODS:-sd,uce,rece,trce-t}" --bench toy --device cuda --dtype float16 --out /tmp/gpu-run --no-progress \
+step "every method on the toy world, cuda/float16"
+timeout ${RUN_TIMEOUT:-240} harness run --methods "${GPU_METHODS:-sd,uce,rece,trce-t,trce-v,trce,esd-u,sld,safree,speed,adavd}" \
+    --set trce-v.lr=3e-5 --set trce.lr=3e-5 --set esd-u.lr=1e-4 --set adavd.shift_b=0.6 \
+    --bench toy-explicit,toy-implicit,toy-preserve --limit 100 --device cuda --dtype float16 --out /tmp/gpu-run --no-progress \
     2>&1 | tee "$OUT/toy-run.log"
 
 step "throughput on cuda/float16"
