@@ -88,19 +88,21 @@ def leaderboard_table(board: Leaderboard) -> str:
     ranks = [board.ranks(i) for i in range(len(board.columns))]
     out = ['<div class="scroll"><table id="leaderboard">', '<thead><tr><th class="method"></th>']
     out += [f'<th class="group start" colspan="{len(indices)}">{_e(title)}</th>' for title, indices, _ in groups]
-    out.append('<th></th></tr><tr><th class="method">method</th>')
+    out.append('<th></th><th></th></tr><tr><th class="method">method</th>')
     starts = {indices[0] for _, indices, _ in groups}  # a rule between column groups
     for _, indices, headers in groups:
         out += [f'<th class="{"start" if i in starts else ""}" title="{_e(board.columns[i].description)}">{header}</th>'
                 for i, header in zip(indices, headers)]
-    out.append('<th class="text">provenance</th></tr></thead><tbody>')
+    out.append('<th class="start" title="UNet forward passes per image; plain classifier-free guidance costs 2 per step">'
+               'UNet evals/img</th><th class="text">provenance</th></tr></thead><tbody>')
     order = [i for _, indices, _ in groups for i in indices]
     for row_index, row in enumerate(board.rows):
         out.append(f'<tr class="{"base" if row.base else ""}"><td class="method">{_e(row.method)}</td>')
         for i in order:
             css = {1: "best", 2: "second"}.get(ranks[i].get(row_index), "") + (" start" if i in starts else "")
             out.append(f'<td class="{css.strip()}">{_e(format_value(row.values[i], board.columns[i]))}</td>')
-        out.append(f'<td class="text">{_e(row.provenance)}</td></tr>')
+        cost = "–" if row.unet_evals_per_image is None else f"{row.unet_evals_per_image:.0f}"
+        out.append(f'<td class="start">{cost}</td><td class="text">{_e(row.provenance)}</td></tr>')
     out.append("</tbody></table></div>")
     out.append('<p class="note">Best per column in <b>bold</b>, second <u>underlined</u> (by each metric\'s direction, ↓ lower or ↑ '
                "higher is better, compared as printed). The base model (grey row) is the reference and is not ranked. "
