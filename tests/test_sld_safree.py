@@ -266,7 +266,7 @@ def test_toxic_concepts_from_the_concept_set():
 
 def test_unet_evaluations_per_image_are_recorded(tmp_path, capsys):
     out = str(tmp_path / "out")
-    methods = "sd,sld:strength=max,speed+sld:strength=max,safree,adavd"
+    methods = "sd,sld:strength=max,speed,speed+sld:strength=max,safree,adavd"
     code = main(["--plugin", str(PLUGINS / "brightness.py"), "run", "--model", "tiny", "--methods", methods, "--bench", "fixed:count=2",
                  "--out", out, "--no-progress"])
     assert code == 0
@@ -278,7 +278,11 @@ def test_unet_evaluations_per_image_are_recorded(tmp_path, capsys):
     assert cost == {
         "sd": 2 * steps,
         "sld:strength=max": 3 * steps,  # SLD: uncond, prompt and safety concept at every step
+        "speed": 2 * steps,
         "speed+sld:strength=max": 3 * steps,  # an edit composed with an inference method keeps the method's cost
         "safree": 2 * steps,
         "adavd": 2 * steps,
     }
+    # The composition really applies both parts: its images differ from either part's alone.
+    brightness = {r["method"]: r["value"] for r in records if r["metric"] == "brightness:mean"}
+    assert brightness["speed+sld:strength=max"] not in (brightness["speed"], brightness["sld:strength=max"])
