@@ -35,32 +35,35 @@ def _hub_reachable() -> bool:
     return host_reachable(endpoint.split("://", 1)[-1].split("/", 1)[0])
 
 
-def load_sd_pipeline(source: str, dtype: str, local_files_only: bool):
-    """``StableDiffusionPipeline.from_pretrained`` without the safety checker, quietly.
+def load_sd_pipeline(source: str, dtype: str, local_files_only: bool, device: str = "cpu"):
+    """``StableDiffusionPipeline.from_pretrained`` without the safety checker, quietly, ready to sample with DDIM.
 
     The harness prints its own progress; diffusers' per-component loading bars and its notes about optional
-    packages (accelerate) would bury it.  Errors still raise.  Recent diffusers renamed ``torch_dtype`` to
+    packages (accelerate) would bury it.  Errors still raise.  The papers sample with DDIM; the model's own beta
+    schedule is kept.  Recent diffusers renamed ``torch_dtype`` to
     ``dtype`` and warn on the old name; older ones only know ``torch_dtype``.  The rename shipped together with
     ``deprecation_utils._resolve_dtype``, so its presence tells which keyword the installed version wants.
     """
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
     from diffusers.utils import deprecation_utils
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()
-    from transformers.utils import logging as transformers_logging
-
     transformers_logging.disable_progress_bar()  # the text encoder's "Loading weights" bar
     dtype_keyword = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
-    return StableDiffusionPipeline.from_pretrained(
+    pipe = StableDiffusionPipeline.from_pretrained(
         source,
         safety_checker=None,
         requires_safety_checker=False,
         local_files_only=local_files_only,
         **{dtype_keyword: getattr(torch, dtype)},
     )
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
 
 
 def _looks_like_path(model: str) -> bool:
@@ -108,20 +111,14 @@ class DiffusersBackbone(Backbone):
         resolve_model_source(model or self.default_model)
 
     def load(self, model: str | None, device: str, dtype: str):
-        from diffusers import DDIMScheduler
-
         source, local_only = resolve_model_source(model or self.default_model)
         try:
-            pipe = load_sd_pipeline(source, dtype, local_only)
+            return load_sd_pipeline(source, dtype, local_only, device)
         except OSError as err:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise HarnessError(
                 f"could not load {source!r}: {first_line}; for gated repositories log in with `huggingface-cli login` or set HF_TOKEN"
             ) from None
-        # The paper samples with DDIM; keep the model's own beta schedule.
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe.to(device)
 
 
 class TinyBackbone(Backbone):

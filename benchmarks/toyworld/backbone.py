@@ -17,10 +17,4 @@ class ToyBackbone(Backbone):
     width = 32
 
     def load(self, model: str | None, device: str, dtype: str):
-        from diffusers import DDIMScheduler
-
-        directory = require_weights(model)
-        pipe = load_sd_pipeline(str(directory), dtype, local_files_only=True)
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe.to(device)
+        return load_sd_pipeline(str(require_weights(model)), dtype, local_files_only=True, device=device)

@@ -471,11 +471,9 @@ def evaluation_prompts(per_kind: int, seed: int) -> list[tuple[str, world.Captio
 
 
 def load_pipeline(directory: str | Path, device: str | torch.device):
-    from diffusers import StableDiffusionPipeline
+    from harness.backbones import load_sd_pipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(directory), safety_checker=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return load_sd_pipeline(str(directory), "float32", local_files_only=True, device=device)
 
 
 def check_pipeline(config, out: Path, detector, classifier, device) -> dict:
