@@ -9,7 +9,7 @@ import html
 import io
 import json
 
-from reports.leaderboard import Leaderboard, format_value
+from reports.leaderboard import Leaderboard, format_cost, format_value
 
 CSS = """
 body { font: 14px/1.45 "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; color: #222; margin: 0 auto; max-width: 1280px; padding: 16px 24px 48px; }
@@ -101,8 +101,7 @@ def leaderboard_table(board: Leaderboard) -> str:
         for i in order:
             css = {1: "best", 2: "second"}.get(ranks[i].get(row_index), "") + (" start" if i in starts else "")
             out.append(f'<td class="{css.strip()}">{_e(format_value(row.values[i], board.columns[i]))}</td>')
-        cost = "–" if row.unet_evals_per_image is None else f"{row.unet_evals_per_image:.0f}"
-        out.append(f'<td class="start">{cost}</td><td class="text">{_e(row.provenance)}</td></tr>')
+        out.append(f'<td class="start">{format_cost(row)}</td><td class="text">{_e(row.provenance)}</td></tr>')
     out.append("</tbody></table></div>")
     out.append('<p class="note">Best per column in <b>bold</b>, second <u>underlined</u> (by each metric\'s direction, ↓ lower or ↑ '
                "higher is better, compared as printed). The base model (grey row) is the reference and is not ranked. "

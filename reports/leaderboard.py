@@ -212,6 +212,7 @@ def build(results: list[dict], registry=None) -> Leaderboard:
     rows = latest_results(results)
     columns: dict[tuple[str, str], Column] = {}
     methods: dict[str, Row] = {}
+    costs: dict[str, dict[str, float]] = {}  # method -> benchmark -> UNet evaluations per image
     for row in rows:
         key = (row["benchmark"], row["metric"])
         if key not in columns:
@@ -222,11 +223,11 @@ def build(results: list[dict], registry=None) -> Leaderboard:
         method = methods.setdefault(row["method"], Row(row["method"], [], provenance(row)))
         if row["run_id"] not in method.runs:
             method.runs.append(row["run_id"])
+        if row.get("unet_evals_per_image"):
+            costs.setdefault(row["method"], {})[row["benchmark"]] = row["unet_evals_per_image"]
+    for name, per_bench in costs.items():
+        methods[name].unet_evals_per_image = sum(per_bench.values()) / len(per_bench)
     values = {(r["method"], r["benchmark"], r["metric"]): r["value"] for r in rows}
-    for method in methods.values():
-        per_bench = {r["benchmark"]: r.get("unet_evals_per_image") for r in rows if r["method"] == method.method}
-        known = [v for v in per_bench.values() if v]
-        method.unet_evals_per_image = sum(known) / len(known) if known else None
     for column in columns.values():
         column_values = [values.get((m, column.benchmark, column.metric)) for m in methods]
         column.rate = _is_rate(column.description, column_values)
@@ -281,6 +282,11 @@ def format_value(value: float | None, column: Column, decimals: int = 2, percent
     return f"{value:.{column.decimals}f}"
 
 
+def format_cost(row: Row) -> str:
+    """The "UNet evals/img" cell: a whole number of UNet forward passes, or "–" where none were recorded."""
+    return "–" if row.unet_evals_per_image is None else f"{row.unet_evals_per_image:.0f}"
+
+
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -300,8 +306,7 @@ def to_markdown(board: Leaderboard) -> str:
             elif place == 2:
                 text = f"<ins>{text}</ins>"  # markdown has no underline; GitHub renders <ins> as one
             cells.append(text)
-        cost = "–" if row.unet_evals_per_image is None else f"{row.unet_evals_per_image:.0f}"
-        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {cost} | {row.provenance} |")
+        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {format_cost(row)} | {row.provenance} |")
     return "\n".join(lines)
 
 
