@@ -69,6 +69,23 @@ def toy_run(tmp_path_factory):
         config = RunConfig(methods=methods, bench=bench, limit=limit, sets=list(sets), out=str(out), show_progress=False)
         runner = Runner(plan(config, registry))
         runner.execute()
-        return {(r["method"], r["benchmark"], r["metric"]): r for r in runner.store.results([runner.plan.run_id])}
+        rows = {(r["method"], r["benchmark"], r["metric"]): r for r in runner.store.results([runner.plan.run_id])}
+        _record_toy_values(methods, bench, limit, sets, rows)
+        return rows
 
     return run
+
+
+def _record_toy_values(methods: str, bench: str, limit: int, sets, rows: dict) -> None:
+    """With ``HARNESS_TOY_RECORD=FILE``, append every toy-effect run's values to FILE (JSON lines).
+
+    A refactoring that must not change a number is checked by diffing two such files, one recorded before it.
+    """
+    import json
+
+    target = os.environ.get("HARNESS_TOY_RECORD")
+    if not target:
+        return
+    values = {" | ".join(key): row["value"] for key, row in sorted(rows.items())}
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"methods": methods, "bench": bench, "limit": limit, "sets": list(sets), "values": values}) + "\n")
