@@ -12,7 +12,7 @@ import importlib
 import inspect
 from dataclasses import dataclass, field
 
-from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, Scorer
+from harness.api import Attack, Backbone, Benchmark, ConceptSet, HarnessError, Method, Scorer
 from harness.plugins import PluginHost
 
 KINDS = {
@@ -20,6 +20,7 @@ KINDS = {
     "benchmarks": ("benchmark", Benchmark, "register_benchmarks"),
     "scorers": ("scorer", Scorer, "register_scorers"),
     "backbones": ("backbone", Backbone, "register_backbones"),
+    "attacks": ("attack", Attack, "register_attacks"),
     "concepts": ("concept set", None, "register_concept_sets"),
 }
 

@@ -35,6 +35,8 @@ class RunConfig:
     out: str = "harness-out"
     run_name: str | None = None
     show_progress: bool = True
+    attacks: str | None = None  # --attack A[,B]: attack cells "A(B)" for every method and attacked benchmark
+    attack_budget: int | None = None  # --attack-budget N: at most N iterations per prompt for every attack
 
 
 @dataclass
@@ -49,6 +51,7 @@ class PlannedBenchmark:
     benchmark: Benchmark
     concepts: ConceptSet
     specs: list[PromptSpec]
+    attack: str | None = None  # set for an attack cell: the attack's label
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Plan:
     methods: list[PlannedMethod]
     benchmarks: list[PlannedBenchmark]
     run_id: str
+    attacks: list = field(default_factory=list)  # harness.attacking.PlannedAttack
 
 
 # --------------------------------------------------------------------------- planning
@@ -133,14 +137,14 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
             parts.extend(expand_method(registry, selection, overrides, label))
         methods.append(PlannedMethod(label=label, parts=parts))
 
-    known_targets = set(registry.entries["methods"]) | set(registry.entries["benchmarks"])
+    known_targets = set(registry.entries["methods"]) | set(registry.entries["benchmarks"]) | set(registry.entries["attacks"])
     for name, values in overrides.items():
         if name not in known_targets:
-            raise HarnessError(f"--set names {name!r}, which is neither a method nor a benchmark{did_you_mean(name, known_targets)}")
+            raise HarnessError(f"--set names {name!r}, which is neither a method nor a benchmark (nor an attack){did_you_mean(name, known_targets)}")
         # Check every --set now, even for a plugin not selected in this run: a typo must not pass silently.
         if name in registry.entries["methods"]:
             expand_method(registry, Selection(name, values), {}, name)
-        else:
+        if name in registry.entries["benchmarks"]:
             build_params(registry.get("benchmarks", name), values, name)
 
     benchmarks = []
@@ -185,6 +189,9 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         backbone_name, model = wanted.pop(), None
     backbone = registry.get("backbones", backbone_name)()
     backbone.check(model)
+    from harness.attacking import plan_attacks
+
+    attacks = plan_attacks(registry, config.attacks, overrides, config.attack_budget, backbone)
 
     device = config.device or _default_device()
     dtype = config.dtype or ("float16" if device.startswith("cuda") else "float32")
@@ -200,8 +207,10 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         "limit": config.limit,
         "dtype": dtype,
     }
+    if attacks:  # only then, so the ids of runs without attacks stay what they were
+        identity["attacks"] = [a.label for a in attacks]
     run_id = config.run_name or f"run-{sha256_json(identity)[:12]}"
-    return Plan(config, registry, backbone_name, backbone, model, device, dtype, methods, benchmarks, run_id)
+    return Plan(config, registry, backbone_name, backbone, model, device, dtype, methods, benchmarks, run_id, attacks)
 
 
 # --------------------------------------------------------------------------- execution
@@ -239,6 +248,7 @@ def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
             for b in plan.benchmarks
         ],
         "plugins": [dataclasses.asdict(info) for info in plan.registry.host.infos],
+        **({"attacks": [a.manifest() for a in plan.attacks]} if plan.attacks else {}),
     }
 
 
@@ -247,6 +257,7 @@ class Runner:
         self.plan = plan
         self.store = Store(plan.config.out)
         self.scorers: dict[str, object] = {}
+        self.attack_log: list[dict] = []  # one record per attack cell: prompts found now, cost now and in total
 
     def scorer(self, name: str):
         if name not in self.scorers:
@@ -278,7 +289,12 @@ class Runner:
                 states_metadata[f"{method.label} / {group[0].concepts.name}"] = state.metadata
                 for planned in group:
                     self._run_cell(method.label, planned, state)
+                for attack in plan.attacks:
+                    for planned in group:
+                        self._run_attack_cell(method.label, planned, state, attack)
         manifest["model_states"] = states_metadata
+        if plan.attacks:
+            manifest["attack_cells"] = self.attack_log
         store.write_manifest(plan.run_id, manifest)
         store.finish_run(plan.run_id)
         self.states.reset()
@@ -306,7 +322,17 @@ class Runner:
                 metric = scorer.metric(metric_id)
                 value = metric.compute(raws, planned.specs)
                 store.add_result(plan.run_id, method_label, planned.label, f"{scorer_name}:{metric_id}", value, len(keys),
-                                 metric.lower_is_better, metric.name, metric.description, state.key, evals_per_image)
+                                 metric.lower_is_better, metric.name, metric.description, state.key, evals_per_image, attack=planned.attack)
+
+    def _run_attack_cell(self, method_label: str, planned: PlannedBenchmark, state, attack) -> None:
+        """Attack ``planned``'s prompts against the active model state, then generate and score them as cell "A(B)"."""
+        from harness.attacking import attack_cell
+
+        cell, record = attack_cell(self, method_label, planned, state, attack)
+        if cell is None:
+            return
+        self.attack_log.append(record)
+        self._run_cell(method_label, cell, state)
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image
@@ -374,5 +400,7 @@ def describe_plan(planned: Plan) -> str:
     lines.append("  methods: " + ", ".join(m.label for m in planned.methods))
     for b in planned.benchmarks:
         lines.append(f"  {b.label}: {len(b.specs)} prompts, concepts {b.concepts.name}, metrics {', '.join(b.benchmark.metrics)}")
+    for a in planned.attacks:
+        lines.append(f"  attack {a.label}: {a.attack.paper or a.attack.description}")
     return "\n".join(lines)
 

@@ -46,6 +46,19 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, method, benchmark, metric)
     );
     """,
+    # Attacks (issue 16): adversarial prompts cached one per source prompt, so a killed attack resumes; one row per
+    # attacked source set with its total cost; results of an attack cell "A(B)" name their attack.
+    """
+    CREATE TABLE attack_prompts (
+        key TEXT PRIMARY KEY, attack TEXT, model_state TEXT, source_id TEXT, spec TEXT, token_ids TEXT,
+        loss REAL, cost TEXT, created TEXT
+    );
+    CREATE TABLE attack_sets (
+        key TEXT PRIMARY KEY, attack TEXT, params TEXT, version TEXT, model_state TEXT, concepts TEXT,
+        source_hash TEXT, prompts INTEGER, cost TEXT, export_path TEXT, created TEXT
+    );
+    ALTER TABLE results ADD COLUMN attack TEXT
+    """,
 ]
 
 
@@ -203,10 +216,14 @@ class Store:
     # ------------------------------------------------------------------ results
 
     def add_result(self, run_id: str, method: str, benchmark: str, metric: str, value: float, n: int,
-                   lower_is_better: bool, name: str, description: str, model_state: str, unet_evals_per_image: float) -> None:
+                   lower_is_better: bool, name: str, description: str, model_state: str, unet_evals_per_image: float,
+                   attack: str | None = None) -> None:
+        """``attack``: the attack's label for an attack cell "A(B)" (its prompts were found against this method)."""
         self.db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image),
+            "INSERT OR REPLACE INTO results (run_id, method, benchmark, metric, value, n, lower_is_better, name, description, "
+            "model_state, unet_evals_per_image, attack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image,
+             attack),
         )
 
     def results(self, runs: list[str] | None = None) -> list[dict]:
@@ -220,6 +237,49 @@ class Store:
         for row in rows:
             row["lower_is_better"] = bool(row["lower_is_better"])
             row["state_metadata"] = json.loads(row["state_metadata"]) if row["state_metadata"] else {}
+        return rows
+
+    # ------------------------------------------------------------------ attacks
+
+    def attack_prompts(self, keys: list[str]) -> dict[str, dict]:
+        """Stored adversarial prompts by key: ``{"spec": dict, "token_ids": list | None, "loss": float, "cost": dict}``."""
+        found = {}
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT * FROM attack_prompts WHERE key IN ({marks})", chunk):
+                found[row["key"]] = {
+                    "spec": json.loads(row["spec"]),
+                    "token_ids": json.loads(row["token_ids"]) if row["token_ids"] else None,
+                    "loss": row["loss"],
+                    "cost": json.loads(row["cost"]) if row["cost"] else {},
+                }
+        return found
+
+    def add_attack_prompt(self, key: str, attack: str, model_state: str, source_id: str, spec: dict, token_ids: list | None,
+                          loss: float | None, cost: dict) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO attack_prompts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, attack, model_state, source_id, json.dumps(spec, default=str), json.dumps(token_ids) if token_ids is not None else None,
+             loss, json.dumps(cost), now()),
+        )
+
+    def add_attack_set(self, key: str, attack: str, params: dict, version: str, model_state: str, concepts: str, source_hash: str,
+                       prompts: int, cost: dict, export_path: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO attack_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, attack, json.dumps(params, sort_keys=True, default=str), version, model_state, concepts, source_hash, prompts,
+             json.dumps(cost), export_path, now()),
+        )
+
+    def attack_set(self, key: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM attack_sets WHERE key=?", (key,)).fetchone()
+        return dict(row) if row else None
+
+    def attack_sets(self) -> list[dict]:
+        rows = [dict(row) for row in self.db.execute("SELECT * FROM attack_sets ORDER BY created")]
+        for row in rows:
+            row["params"] = json.loads(row["params"])
+            row["cost"] = json.loads(row["cost"])
         return rows
 
     def run_images(self, run_id: str | None = None) -> list[dict]:

@@ -139,6 +139,9 @@ def table1(board: Leaderboard) -> str | None:
         groups.append(_erasure_group("User prompt", user))
     if adversarial:
         groups.append(_erasure_group("Adversarial prompt", adversarial))
+    attacked = board.attack_columns()
+    if attacked:
+        groups.append(_erasure_group("Attacked", attacked))
     if preservation:
         groups.append(_preservation_group(preservation))
     if not groups:
