@@ -129,6 +129,8 @@ def cmd_plugins(args, registry: Registry) -> int:
         return 0
     for info in infos:
         status = f"FAILED: {info.error}" if info.error else ", ".join(info.hooks)
+        if info.unknown_hooks:
+            status += f"  (never called, no such hook: {', '.join(info.unknown_hooks)})"
         print(f"{info.name} {info.version}  {info.source}\n    {status}")
     return 0
 
