@@ -25,6 +25,19 @@ class HarnessError(Exception):
     """A mistake the user can fix.  The CLI prints the message on one line, without a traceback."""
 
 
+def did_you_mean(name: str, choices) -> str:
+    """A ``"; did you mean 'x'?"`` suffix, or a list of the valid names when nothing is close."""
+    import difflib
+
+    choices = sorted(choices)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    if len(choices) <= 12:
+        return f"; choose from {', '.join(choices)}" if choices else ""
+    return ""
+
+
 # --------------------------------------------------------------------------- prompts
 
 
@@ -94,8 +107,6 @@ class Scorer:
         raise NotImplementedError(f"scorer {self.name!r} must list its metrics")
 
     def metric(self, metric_id: str) -> Metric:
-        from harness.registry import did_you_mean
-
         by_id = {m.id: m for m in self.metrics()}
         if metric_id not in by_id:
             raise HarnessError(f"scorer {self.name!r} has no metric {metric_id!r}{did_you_mean(metric_id, by_id)}")

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 from harness.api import Benchmark, ConceptSet, HarnessError, Method, PromptSpec, sha256_json
+from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
@@ -203,7 +204,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         "limit": config.limit,
         "dtype": dtype,
     }
-    run_id = config.run_name or f"run-{sha256_json(identity)[:12]}"
+    run_id = check_name(config.run_name, "--run-name") if config.run_name is not None else f"run-{sha256_json(identity)[:12]}"
     return Plan(config, registry, backbone_name, backbone, model, device, dtype, methods, benchmarks, run_id)
 
 
