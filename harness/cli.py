@@ -50,7 +50,7 @@ examples:
   harness run --methods sd,uce,trce-t --bench toy
   harness run --model tiny --methods sd --bench csv:path=prompts.csv --limit 4
   harness run --model toy --methods sd,uce,trce-t --bench toy-implicit --limit 32 --attack ring-a-bell
-  harness run --model ./sd-v1-4 --methods trce --bench i2p --device cuda --dtype float16
+  harness run --model ./sd-v1-4 --methods trce --bench i2p --device cuda
 """
 
 REPORT_HELP = """\
@@ -132,6 +132,8 @@ def cmd_plugins(args, registry: Registry) -> int:
         return 0
     for info in infos:
         status = f"FAILED: {info.error}" if info.error else ", ".join(info.hooks)
+        if info.unknown_hooks:
+            status += f"  (never called, no such hook: {', '.join(info.unknown_hooks)})"
         print(f"{info.name} {info.version}  {info.source}\n    {status}")
     return 0
 
@@ -176,8 +178,7 @@ def cmd_run(args, registry: Registry) -> int:
 
 
 def cmd_report(args, registry: Registry) -> int:
-    from pathlib import Path
-
+    from harness import names
     from harness.store import Store
     from reports import leaderboard, report
     from reports.select import select
@@ -190,7 +191,7 @@ def cmd_report(args, registry: Registry) -> int:
     if args.json:
         print(json.dumps(leaderboard.to_records(results), indent=2))
         return 0
-    destination = Path(args.dest) if args.dest else store.root / "report"
+    destination = names.inside(store.root, args.dest or "report", "--dest")
     filters = "".join(f"; {name} {value}" for name, value in (("runs", args.runs), ("methods", args.methods), ("benchmarks", args.bench)) if value)
     written = report.write(store, results, destination, formats, registry=registry, blur=not args.no_blur,
                            grid_prompts=args.grid_prompts, filters=filters)
@@ -257,7 +258,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--attack-budget", type=int, metavar="N", help="at most N iterations per prompt for every attack (default: each attack's own)")
     p.add_argument("--batch-size", type=int, help="images per UNet batch (default: the backbone's; 8 for SD, 32 for the toy)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
+    p.add_argument("--dtype", help="float32 (default; TF32 matmuls on CUDA), float16 or bfloat16 (faster; fine-tuned updates may round away, recorded per model state)")
     p.add_argument("--out", default="harness-out", help="results store and cache directory (default: harness-out)")
     p.add_argument("--run-name", help="name of the run (default: derived from the configuration, so a re-run resumes it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -267,7 +268,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="leaderboard, LaTeX, plots, image grids and HTML from the store", description=REPORT_HELP,
                        formatter_class=formatter)
     p.add_argument("--out", default="harness-out", help="the store written by harness run (default: harness-out)")
-    p.add_argument("--dest", help="where to write the report (default: OUT/report)")
+    p.add_argument("--dest", help="where to write the report (default: OUT/report; a relative path is taken inside OUT)")
     p.add_argument("--runs", help="comma list of run ids (default: all; the newest value of each cell wins)")
     p.add_argument("--methods", help="only these methods; 'uce' keeps every uce variant (the base model row always stays)")
     p.add_argument("--bench", help="only these benchmarks (or benchmark groups, e.g. toy)")
