@@ -18,6 +18,7 @@ from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
+from harness.validate import validate_specs
 
 SCORE_CHUNK = 32
 
@@ -185,6 +186,8 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
             raise HarnessError(f"these benchmarks expect different backbones ({', '.join(sorted(wanted))}); run them separately or pass --model")
         backbone_name, model = wanted.pop(), None
     backbone = registry.get("backbones", backbone_name)()
+    for planned in benchmarks:
+        validate_specs(planned.label, planned.specs, backbone)
     backbone.check(model)
 
     device = config.device or _default_device()
