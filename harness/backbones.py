@@ -106,6 +106,7 @@ class DiffusersBackbone(Backbone):
     steps = 30
     height = 512
     width = 512
+    min_size = 64  # an 8x8 latent; SD-1.x was trained at 512, and 64..2048 covers every published protocol
 
     def check(self, model: str | None) -> None:
         resolve_model_source(model or self.default_model)
@@ -139,6 +140,7 @@ class TinyBackbone(Backbone):
     steps = 4
     height = 32
     width = 32
+    max_size = 256  # it knows nothing at any size; larger only costs time
 
     def identity(self, model: str | None, dtype: str) -> dict | None:
         """Built in code from a fixed seed: the code that builds it is its identity."""
