@@ -74,6 +74,7 @@ class ModelStates:
         self._parameters: dict | None = None
         self.originals: dict = {}
         self.applied: set[str] = set()  # parameter names that currently differ from the originals
+        self.exact: dict = {}  # float32 values of the applied delta (finer than half-precision weights hold)
         self.edits_run = 0  # how many times a method's edit() actually ran (cache misses)
 
     @property
@@ -96,6 +97,7 @@ class ModelStates:
 
     def reset(self) -> None:
         if not self.applied:
+            self.exact = {}
             return  # nothing to undo (and nothing to load: importing torch alone costs seconds)
         import torch
 
@@ -103,6 +105,7 @@ class ModelStates:
             for name in self.applied:
                 self.parameters[name].copy_(self.originals[name])
         self.applied = set()
+        self.exact = {}
 
     def changed_parameters(self) -> dict:
         import torch
@@ -114,10 +117,31 @@ class ModelStates:
                 if not torch.equal(param, self.originals[name])
             }
 
+    def float32_delta(self, exact: dict) -> dict:
+        """Every changed parameter in float32: the edit's own float32 value where it left one and the weight still
+        holds it (``exact``: this activation's ``ctx.exact_weights``, or a loaded delta), else the weight upcast.
+
+        A float32 value whose cast to the weights' dtype rounds back to the original is kept too: the delta holds
+        what the method learned, and a float16 pipeline rounds it only when it applies it.
+        """
+        import torch
+
+        precise = {**self.exact, **exact}
+        delta = {name: value.float() for name, value in self.changed_parameters().items()}
+        with torch.no_grad():
+            for name, value in precise.items():
+                param = self.parameters[name]
+                if not torch.equal(value.to(param.device, param.dtype), param):
+                    continue  # a later edit changed this parameter again
+                if name in delta or not torch.equal(value.to(param.device), self.originals[name].float()):
+                    delta[name] = value.detach().float()
+        return delta
+
     def apply_delta(self, delta: dict) -> None:
         import torch
 
         self.reset()
+        self.exact = {name: tensor for name, tensor in delta.items() if tensor.dtype == torch.float32}
         with torch.no_grad():
             for name, tensor in delta.items():
                 if name not in self.parameters:
@@ -155,9 +179,10 @@ class ModelStates:
             if method.kind == "none":
                 keys.append(None)
                 continue
-            key = sha256_json(
-                {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
-            )[:32]
+            identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
+            if method.kind == "edit":  # an edit computed on float16 weights is not the float32 one
+                identity["dtype"] = self.dtype
+            key = sha256_json(identity)[:32]
             keys.append(key)
         return keys
 
@@ -202,10 +227,11 @@ class ModelStates:
                 else:
                     metadata = method.edit(self.pipe, concepts, ctx) or {}
                     self.edits_run += 1
-                    delta = self.changed_parameters()  # cumulative: relative to the original backbone
+                    delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     buffer_path = delta_path.with_name(f".{delta_path.name}.tmp")
                     delta_path.parent.mkdir(parents=True, exist_ok=True)
                     save_file({k: v.contiguous().cpu() for k, v in delta.items()}, str(buffer_path), metadata={"method": part_label})
+                    self.exact = delta
                     buffer_path.replace(delta_path)
                     self.applied = set(delta)
                     metadata = {**metadata, "parameters_changed": len(delta), "provenance": "erased here"}
