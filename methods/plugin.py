@@ -61,3 +61,6 @@ def register_methods(register):
         name="adavd",
         description="AdaVD (CVPR 2025): removes the concept's component from every cross-attention value, per token (inference)",
     )
+    checkpoint = "an erased model made elsewhere: diffusers folder, UNet/text-encoder file, diffusers LoRA, weights-only .pt"
+    register("methods.checkpoint:Checkpoint", name="checkpoint", description=checkpoint)
+    register("methods.checkpoint:Checkpoint", name="ckpt", description="alias of checkpoint")
