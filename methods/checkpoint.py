@@ -360,3 +360,10 @@ class Checkpoint(Method):
                 f"{len(set(tensors) ^ set(own))} keys not shared): it was made from another base model; pass it as --model instead"
             )
         return True
+
+
+class CheckpointAlias(Checkpoint):
+    """``ckpt``: the same method under its short name (the registry requires one class per name)."""
+
+    name = "ckpt"
+    description = "alias of checkpoint: an erased model made elsewhere, loaded as a model state"
