@@ -153,23 +153,30 @@ def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None
     return planned
 
 
-def attack_state_key(attack: Attack, state_key: str, states) -> str:
+def attack_state_key(attack: Attack, state_key: str, store: Store, states, activated: Callable) -> str:
     """The key of what the attack reads: the whole model state, or only the text encoder's weights.
 
-    ``states`` is the run's ``harness.engine.ModelStates``; ``states.applied`` names the parameters that differ
-    from the backbone now, so a state that leaves the text encoder alone shares the backbone's key.
+    For a text-encoder-only attack the key hashes the text-encoder parameters that differ from the backbone
+    (``states.applied``), so a state that leaves the text encoder alone shares the backbone's key.  Computing it
+    needs the state applied (``activated()``); it is then remembered in the store, so a re-run needs no pipeline.
     """
     if set(attack.reads) - {"text_encoder"}:
         return state_key
+    known = store.attack_state_key(state_key, "text_encoder")
+    if known is not None:
+        return known
     import hashlib
 
+    activated()
     changed = sorted(name for name in states.applied if name.startswith("text_encoder."))
     digest = hashlib.sha256(states.backbone_fingerprint.encode())
     for name in changed:
         tensor = states.parameters[name].detach().to("cpu").float().contiguous()
         digest.update(name.encode())
         digest.update(hashlib.sha256(tensor.numpy().tobytes()).digest())
-    return "text_encoder:" + digest.hexdigest()[:32]
+    key = "text_encoder:" + digest.hexdigest()[:32]
+    store.add_attack_state_key(state_key, "text_encoder", key)
+    return key
 
 
 def _base_components(runner) -> Callable:
@@ -194,8 +201,12 @@ def _base_components(runner) -> Callable:
     return base
 
 
-def attack_cell(runner, method_label: str, planned, state, attack: PlannedAttack):
-    """Find ``attack``'s prompts for ``planned`` against the active state; return the cell "A(B)" and a cost record.
+def attack_cell(runner, method, planned, state, attack: PlannedAttack):
+    """Find ``attack``'s prompts for ``planned`` against ``method``; return the cell "A(B)", a cost record and the state
+    to generate it with.
+
+    ``state`` may have been read from the store without touching the pipeline (every static image existed); the
+    method's state is then applied only if a prompt must be searched or an image generated.
 
     The cell is scored with B's per-image metrics.  Set-level metrics (FID against the base model's images of the
     same prompts) have no reference for adversarial prompts and are left out; a benchmark with no lower-is-better
@@ -203,28 +214,41 @@ def attack_cell(runner, method_label: str, planned, state, attack: PlannedAttack
     """
     kept = []
     for ref in planned.benchmark.metrics:
-        scorer_name, _, metric_id = ref.partition(":")
+        scorer_name, _, metric_id = str(ref).partition(":")
         scorer = runner.scorer(scorer_name)
         if not scorer.needs_reference and scorer.metric(metric_id).lower_is_better:
             kept.append(ref)
     if not kept:
-        return None, None
+        return None, None, state
     import copy
+
+    states, store, engine, plan = runner.states, runner.store, runner.engine, runner.plan
+    active = {"state": state if states.last_activated is state else None}
+
+    def activated():
+        if active["state"] is None:
+            active["state"] = states.activate(method.parts, planned.concepts, method.label)
+        return active["state"]
+
+    def pipe():
+        activated()
+        return states.pipe
 
     benchmark = copy.copy(planned.benchmark)
     benchmark.metrics = tuple(kept)  # an instance attribute shadows the class's
-    plan = runner.plan
-    key = attack_state_key(attack.attack, state.key, runner.states)
+    key = attack_state_key(attack.attack, state.key, store, states, activated)
     ctx = AttackContext(device=plan.device, dtype=plan.dtype, show_progress=plan.config.show_progress, base_component=_base_components(runner))
     label = f"{attack.label}({planned.label})"
-    result = run_attack(attack=attack.attack, label=attack.label, pipe=runner.states.pipe, concepts=planned.concepts, specs=planned.specs,
-                        store=runner.store, state_key=key, ctx=ctx, export_dir=runner.store.root / "attacks",
-                        desc=f"{attack.label} vs {method_label} × {planned.label}")
-    record = {"method": method_label, "benchmark": label, "attack": attack.label, "attack_state": key, "prompts": len(planned.specs),
+    result = run_attack(attack=attack.attack, label=attack.label, get_pipe=pipe, concepts=planned.concepts, specs=planned.specs,
+                        store=store, state_key=key, ctx=ctx, export_dir=store.root / "attacks",
+                        desc=f"{attack.label} vs {method.label} × {planned.label}")
+    record = {"method": method.label, "benchmark": label, "attack": attack.label, "attack_state": key, "prompts": len(planned.specs),
               "found_now": result.found_now, "cost_now": result.cost, "cost_total": result.total_cost,
               "export": str(result.export_path) if result.export_path else None, "attack_set": result.key}
     cell = dataclasses.replace(planned, label=label, benchmark=benchmark, specs=result.specs, attack=attack.label)
-    return cell, record
+    if active["state"] is None and not all(store.image_path(engine.image_key(engine.resolve(s), state.key)).exists() for s in cell.specs):
+        activated()  # images to generate: with the method's weights and sampling hooks in place
+    return cell, record, active["state"] or state
 
 
 # --------------------------------------------------------------------------- running
@@ -246,9 +270,12 @@ def adversarial_spec(source: PromptSpec, found: AdversarialPrompt, attack_label:
     return dataclasses.replace(source, prompt=found.text, labels=labels)
 
 
-def run_attack(*, attack: Attack, label: str, pipe, concepts: ConceptSet, specs: list[PromptSpec], store: Store, state_key: str,
+def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: ConceptSet, specs: list[PromptSpec], store: Store, state_key: str,
                ctx: AttackContext, export_dir: Path | None = None, desc: str = "") -> AttackResult:
-    """Adversarial specs for every source spec, from the store where found, else by running the attack now."""
+    """Adversarial specs for every source spec, from the store where found, else by running the attack now.
+
+    ``get_pipe()`` returns the pipeline with the method's state applied; it is called only if a prompt is missing.
+    """
     from tqdm.auto import tqdm
 
     keys = [prompt_key(state_key=state_key, attack=attack, concepts=concepts, spec=spec) for spec in specs]
@@ -257,6 +284,7 @@ def run_attack(*, attack: Attack, label: str, pipe, concepts: ConceptSet, specs:
     cost = dict.fromkeys(COST_FIELDS, 0)  # this call's
     prepare_cost = dict.fromkeys(COST_FIELDS, 0)
     if todo:
+        pipe = get_pipe()
         counters = {"text_encoder": EvaluationCounter(), "unet": EvaluationCounter()}
         counters["text_encoder"].watch(pipe.text_encoder)
         counters["unet"].watch(pipe.unet)

@@ -47,6 +47,12 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, method, benchmark, metric)
     );
     """,
+    # A backbone's fingerprint by the identity of its weight files (harness/lazy.py): a re-run needs no loading.
+    """
+    CREATE TABLE backbone_fingerprints (
+        identity TEXT PRIMARY KEY, fingerprint TEXT, scheduler TEXT, created TEXT
+    );
+    """,
     # Attacks (issue 16): adversarial prompts cached one per source prompt, so a killed attack resumes; one row per
     # attacked source set with its total cost; results of an attack cell "A(B)" name their attack.
     """
@@ -57,6 +63,9 @@ MIGRATIONS = [
     CREATE TABLE attack_sets (
         key TEXT PRIMARY KEY, attack TEXT, params TEXT, version TEXT, model_state TEXT, concepts TEXT,
         source_hash TEXT, prompts INTEGER, cost TEXT, export_path TEXT, created TEXT
+    );
+    CREATE TABLE attack_state_keys (
+        model_state TEXT, reads TEXT, key TEXT, PRIMARY KEY (model_state, reads)
     );
     ALTER TABLE results ADD COLUMN attack TEXT
     """,
@@ -147,6 +156,16 @@ class Store:
         path = self.run_dir(run_id) / "manifest.json"
         atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
         return path
+
+    # ------------------------------------------------------------------ backbones
+
+    def backbone_fingerprint(self, identity: str) -> tuple[str, dict] | None:
+        row = self.db.execute("SELECT fingerprint, scheduler FROM backbone_fingerprints WHERE identity=?", (identity,)).fetchone()
+        return (row["fingerprint"], json.loads(row["scheduler"])) if row else None
+
+    def add_backbone_fingerprint(self, identity: str, fingerprint: str, scheduler: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO backbone_fingerprints VALUES (?, ?, ?, ?)",
+                        (identity, fingerprint, json.dumps(scheduler, sort_keys=True), now()))
 
     # ------------------------------------------------------------------ model states
 
@@ -271,6 +290,14 @@ class Store:
             (key, attack, json.dumps(params, sort_keys=True, default=str), version, model_state, concepts, source_hash, prompts,
              json.dumps(cost), export_path, now()),
         )
+
+    def attack_state_key(self, model_state: str, reads: str) -> str | None:
+        """The key of the components an attack reads (e.g. "text_encoder") in a model state, once computed."""
+        row = self.db.execute("SELECT key FROM attack_state_keys WHERE model_state=? AND reads=?", (model_state, reads)).fetchone()
+        return row["key"] if row else None
+
+    def add_attack_state_key(self, model_state: str, reads: str, key: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO attack_state_keys VALUES (?, ?, ?)", (model_state, reads, key))
 
     def attack_set(self, key: str) -> dict | None:
         row = self.db.execute("SELECT * FROM attack_sets WHERE key=?", (key,)).fetchone()
