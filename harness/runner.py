@@ -305,8 +305,14 @@ class Runner:
             for metric_id in metric_ids:
                 metric = scorer.metric(metric_id)
                 value = metric.compute(raws, planned.specs)
-                store.add_result(plan.run_id, method_label, planned.label, f"{scorer_name}:{metric_id}", value, len(keys),
+                per_image = None if scorer.needs_reference else metric.image_values(raws, planned.specs)
+                counted = [(spec, key, v) for spec, key, v in zip(planned.specs, keys, per_image or []) if v is not None]
+                # n is what the value averages over: the counted images (a category rate counts only its prompts).
+                n = len(counted) if per_image is not None else len(keys)
+                store.add_result(plan.run_id, method_label, planned.label, f"{scorer_name}:{metric_id}", value, n,
                                  metric.lower_is_better, metric.name, metric.description, state.key, evals_per_image)
+                store.set_result_values(plan.run_id, method_label, planned.label, f"{scorer_name}:{metric_id}",
+                                        [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image
