@@ -129,6 +129,8 @@ def cmd_plugins(args, registry: Registry) -> int:
         return 0
     for info in infos:
         status = f"FAILED: {info.error}" if info.error else ", ".join(info.hooks)
+        if info.unknown_hooks:
+            status += f"  (never called, no such hook: {', '.join(info.unknown_hooks)})"
         print(f"{info.name} {info.version}  {info.source}\n    {status}")
     return 0
 
@@ -171,8 +173,7 @@ def cmd_run(args, registry: Registry) -> int:
 
 
 def cmd_report(args, registry: Registry) -> int:
-    from pathlib import Path
-
+    from harness import names
     from harness.store import Store
     from reports import leaderboard, report
     from reports.select import select
@@ -187,7 +188,7 @@ def cmd_report(args, registry: Registry) -> int:
 
         print(json.dumps(leaderboard.to_records(results, intervals(results, store.result_values())), indent=2))
         return 0
-    destination = Path(args.dest) if args.dest else store.root / "report"
+    destination = names.inside(store.root, args.dest or "report", "--dest")
     filters = "".join(f"; {name} {value}" for name, value in (("runs", args.runs), ("methods", args.methods), ("benchmarks", args.bench)) if value)
     written = report.write(store, results, destination, formats, registry=registry, blur=not args.no_blur,
                            grid_prompts=args.grid_prompts, filters=filters)
@@ -262,7 +263,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="leaderboard, LaTeX, plots, image grids and HTML from the store", description=REPORT_HELP,
                        formatter_class=formatter)
     p.add_argument("--out", default="harness-out", help="the store written by harness run (default: harness-out)")
-    p.add_argument("--dest", help="where to write the report (default: OUT/report)")
+    p.add_argument("--dest", help="where to write the report (default: OUT/report; a relative path is taken inside OUT)")
     p.add_argument("--runs", help="comma list of run ids (default: all; the newest value of each cell wins)")
     p.add_argument("--methods", help="only these methods; 'uce' keeps every uce variant (the base model row always stays)")
     p.add_argument("--bench", help="only these benchmarks (or benchmark groups, e.g. toy)")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.api import sha256_json
+from harness.names import check_name
 
 
 @dataclass
@@ -39,7 +40,7 @@ class EditContext:
         from safetensors.torch import load_file, save_file
 
         digest = sha256_json({"backbone": self.backbone_fingerprint, "key": key})
-        path = Path(self.cache_dir) / name / f"{digest}.safetensors"
+        path = Path(self.cache_dir) / check_name(name, "cache name") / f"{digest}.safetensors"
         if path.exists():
             self.cache_hits[name] += 1
             return load_file(str(path), device=self.device)

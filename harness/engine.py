@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from harness.api import ConceptSet, Method, PromptSpec, SamplingHooks, sha256_json
+from harness.api import ConceptSet, HarnessError, Method, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
 from harness.store import Store, atomic_write_bytes
 
@@ -352,6 +352,12 @@ class Engine:
             for hooks in state.hooks:
                 if hooks.uninstall is not None:
                     hooks.uninstall(pipe)
+        if not torch.isfinite(decoded).all():
+            # NaN becomes black after the uint8 cast, and a black image scores as perfect erasure: never store one.
+            bad = [spec.id for spec, image in zip(specs, decoded) if not torch.isfinite(image).all()]
+            raise HarnessError(f"{state.label}: sampling produced non-finite pixels for prompt(s) {', '.join(bad[:5])} "
+                               f"(guidance {specs[0].guidance}, dtype {self.dtype}); lower the guidance"
+                               + ("" if self.dtype == "float32" else " or use --dtype float32"))
         pixels = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
         pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(np.ascontiguousarray(array)) for array in pixels]

@@ -14,9 +14,11 @@ import sys
 from dataclasses import dataclass, field
 
 from harness.api import Benchmark, ConceptSet, HarnessError, Method, PromptSpec, sha256_json
+from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
+from harness.validate import validate_specs
 
 SCORE_CHUNK = 32
 
@@ -184,6 +186,8 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
             raise HarnessError(f"these benchmarks expect different backbones ({', '.join(sorted(wanted))}); run them separately or pass --model")
         backbone_name, model = wanted.pop(), None
     backbone = registry.get("backbones", backbone_name)()
+    for planned in benchmarks:
+        validate_specs(planned.label, planned.specs, backbone)
     backbone.check(model)
 
     device = config.device or _default_device()
@@ -200,7 +204,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         "limit": config.limit,
         "dtype": dtype,
     }
-    run_id = config.run_name or f"run-{sha256_json(identity)[:12]}"
+    run_id = check_name(config.run_name, "--run-name") if config.run_name is not None else f"run-{sha256_json(identity)[:12]}"
     return Plan(config, registry, backbone_name, backbone, model, device, dtype, methods, benchmarks, run_id)
 
 

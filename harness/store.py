@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.api import HarnessError
+from harness.names import check_name
 
 # Ordered migrations: the database records how many have been applied.  Append, never edit.
 MIGRATIONS = [
@@ -136,7 +137,7 @@ class Store:
         self.db.execute("UPDATE runs SET status='finished', finished=? WHERE id=?", (now(), run_id))
 
     def run_dir(self, run_id: str) -> Path:
-        return self.root / "runs" / run_id
+        return self.root / "runs" / check_name(run_id, "run id")
 
     def write_manifest(self, run_id: str, manifest: dict) -> Path:
         path = self.run_dir(run_id) / "manifest.json"

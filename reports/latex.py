@@ -12,6 +12,7 @@ Only ``booktabs`` is needed (``\\cmidrule``); ``tables.tex`` is a standalone doc
 
 from __future__ import annotations
 
+from harness import names
 from reports.leaderboard import Column, Leaderboard, format_value
 from reports.plots import category_labels
 
@@ -186,9 +187,10 @@ def document(tables: dict[str, str]) -> str:
 def tables(board: Leaderboard) -> dict[str, str]:
     """File name → LaTeX source for every table the board supports."""
     made = {}
+    stem = names.FileNames()
     first = table1(board)
     if first:
         made["table1.tex"] = first
     for benchmark in board.category_benchmarks():
-        made[f"table2-{''.join(ch if ch.isalnum() or ch in '-_' else '-' for ch in benchmark)}.tex"] = table2(board, benchmark)
+        made[f"{stem(f'table2-{benchmark}')}.tex"] = table2(board, benchmark)
     return made

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from harness import names
 from reports.leaderboard import Column, Leaderboard, Row, format_value
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -298,16 +299,15 @@ def _annotate(figure, axes, points: dict[str, tuple[float, float]]) -> None:
 # --------------------------------------------------------------------------- all plots
 
 
-def slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text).strip("-") or "x"
-
+slug = names.slug
 
 def figures(board: Leaderboard) -> list[tuple[str, str, object]]:
     """(file stem, caption, figure) for every plot the board supports."""
     made = []
+    stem = names.FileNames()  # labels such as csv:path=a/b.csv become safe, distinct file names
     for metric in dict.fromkeys(c.metric for c in board.erasure_columns()):
         first = next(c for c in board.erasure_columns() if c.metric == metric)
-        made.append((f"rates-{slug(metric)}", f"{first.name} ({metric}) per benchmark and method. {first.description}", rate_bars(board, metric)))
+        made.append((stem(f"rates-{metric}"), f"{first.name} ({metric}) per benchmark and method. {first.description}", rate_bars(board, metric)))
     erasure_columns, what = erasure_summary(board)
     if erasure_columns:
         for column in board.preservation_columns():
@@ -315,9 +315,9 @@ def figures(board: Leaderboard) -> list[tuple[str, str, object]]:
             if figure.points:
                 caption = (f"{what} against {column.name} on {column.benchmark}; dashed: the Pareto front of the methods "
                            f"({', '.join(figure.pareto) or 'none'}). {column.description}")
-                made.append((f"tradeoff-{slug(column.benchmark)}-{slug(column.metric)}", caption, figure))
+                made.append((stem(f"tradeoff-{column.benchmark}-{column.metric}"), caption, figure))
     for benchmark in board.category_benchmarks():
-        made.append((f"categories-{slug(benchmark)}", f"Per-category rates on {benchmark}.", category_bars(board, benchmark)))
+        made.append((stem(f"categories-{benchmark}"), f"Per-category rates on {benchmark}.", category_bars(board, benchmark)))
     return made
 
 

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import names
 from harness.api import HarnessError
 from reports import leaderboard
 
@@ -82,9 +83,10 @@ def write(store, results: list[dict], destination: Path, formats: tuple[str, ...
     for stem, _, figure in figures:
         if image_formats:
             written.files += plots.save(figure, destination / "plots", stem, image_formats)
+    grid_stem = names.FileNames()
     for grid in grid_list:
         for fmt in image_formats:
-            path = destination / "grids" / f"{plots.slug(grid.benchmark)}.{fmt}"
+            path = destination / "grids" / f"{grid_stem(grid.benchmark)}.{fmt}"
             path.parent.mkdir(parents=True, exist_ok=True)
             grid.image.save(path, format=fmt.upper(), **({"resolution": 150.0} if fmt == "pdf" else {}))
             written.files.append(path)
