@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from harness.api import ConceptSet, HarnessError, Method, PromptSpec, SamplingHooks, sha256_json
+from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
+from harness.lazy import resolve_pipeline
 from harness.store import Store, atomic_write_bytes
 
 EDITABLE_COMPONENTS = ("unet", "text_encoder")
@@ -64,32 +65,48 @@ class ModelStates:
     """Applies and removes method edits on one loaded pipeline."""
 
     def __init__(self, pipe, store: Store, backbone_fingerprint: str, backbone_name: str, device: str, dtype: str, show_progress: bool = True):
-        self.pipe = pipe
+        self._pipe = pipe  # a pipeline, or a harness.lazy.PipelineSource loaded on first use
         self.store = store
         self.backbone_fingerprint = backbone_fingerprint
         self.backbone_name = backbone_name
         self.device = device
         self.dtype = dtype
         self.show_progress = show_progress
-        self.parameters = {
-            f"{component}.{name}": param
-            for component in EDITABLE_COMPONENTS
-            for name, param in getattr(pipe, component).named_parameters()
-        }
-        # Originals are kept on the model's own device: restoring is a copy, not a reload.
-        self.originals = {name: param.detach().clone() for name, param in self.parameters.items()}
+        self._parameters: dict | None = None
+        self.originals: dict = {}
         self.applied: set[str] = set()  # parameter names that currently differ from the originals
+        self.exact: dict = {}  # float32 values of the applied delta (finer than half-precision weights hold)
         self.edits_run = 0  # how many times a method's edit() actually ran (cache misses)
+
+    @property
+    def pipe(self):
+        return resolve_pipeline(self._pipe)
+
+    @property
+    def parameters(self) -> dict:
+        if self._parameters is None:
+            self._parameters = {
+                f"{component}.{name}": param
+                for component in EDITABLE_COMPONENTS
+                for name, param in getattr(self.pipe, component).named_parameters()
+            }
+            # Originals are kept on the model's own device: restoring is a copy, not a reload.
+            self.originals = {name: param.detach().clone() for name, param in self._parameters.items()}
+        return self._parameters
 
     # ------------------------------------------------------------------ weights
 
     def reset(self) -> None:
+        if not self.applied:
+            self.exact = {}
+            return  # nothing to undo (and nothing to load: importing torch alone costs seconds)
         import torch
 
         with torch.no_grad():
             for name in self.applied:
                 self.parameters[name].copy_(self.originals[name])
         self.applied = set()
+        self.exact = {}
 
     def changed_parameters(self) -> dict:
         import torch
@@ -101,10 +118,31 @@ class ModelStates:
                 if not torch.equal(param, self.originals[name])
             }
 
+    def float32_delta(self, exact: dict) -> dict:
+        """Every changed parameter in float32: the edit's own float32 value where it left one and the weight still
+        holds it (``exact``: this activation's ``ctx.exact_weights``, or a loaded delta), else the weight upcast.
+
+        A float32 value whose cast to the weights' dtype rounds back to the original is kept too: the delta holds
+        what the method learned, and a float16 pipeline rounds it only when it applies it.
+        """
+        import torch
+
+        precise = {**self.exact, **exact}
+        delta = {name: value.float() for name, value in self.changed_parameters().items()}
+        with torch.no_grad():
+            for name, value in precise.items():
+                param = self.parameters[name]
+                if not torch.equal(value.to(param.device, param.dtype), param):
+                    continue  # a later edit changed this parameter again
+                if name in delta or not torch.equal(value.to(param.device), self.originals[name].float()):
+                    delta[name] = value.detach().float()
+        return delta
+
     def apply_delta(self, delta: dict) -> None:
         import torch
 
         self.reset()
+        self.exact = {name: tensor for name, tensor in delta.items() if tensor.dtype == torch.float32}
         with torch.no_grad():
             for name, tensor in delta.items():
                 if name not in self.parameters:
@@ -116,6 +154,7 @@ class ModelStates:
         """A frozen copy of the unedited UNet (reference model for fine-tuning methods)."""
         import copy
 
+        self.parameters  # noqa: B018 -- makes sure the originals were taken
         unet = copy.deepcopy(self.pipe.unet)
         state = {name[len("unet.") :]: tensor for name, tensor in self.originals.items() if name.startswith("unet.")}
         unet.load_state_dict(state, strict=False)
@@ -134,24 +173,55 @@ class ModelStates:
 
     # ------------------------------------------------------------------ states
 
+    def chain_keys(self, parts: list[tuple[Method, str]], concepts: ConceptSet) -> list[str | None]:
+        """The model-state key after each part (``None`` for the base model, which changes nothing)."""
+        key, keys = self.backbone_fingerprint, []
+        for method, _ in parts:
+            if method.kind == MethodKind.NONE:
+                keys.append(None)
+                continue
+            identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
+            if method.kind == MethodKind.EDIT:  # an edit computed on float16 weights is not the float32 one
+                identity["dtype"] = self.dtype
+            key = sha256_json(identity)[:32]
+            keys.append(key)
+        return keys
+
+    def stored_state(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState | None:
+        """The state's key and stored metadata, read from the store without touching the pipeline.
+
+        ``None`` when some part was never made here.  It carries no sampling hooks: use it only when every
+        image of the state already exists.
+        """
+        state = ActiveState(key=self.backbone_fingerprint, label=label)
+        for (_method, part_label), key in zip(parts, self.chain_keys(parts, concepts)):
+            if key is None:
+                state.metadata.append({"method": part_label, "kind": "none"})
+                continue
+            row = self.store.model_state(key)
+            if row is None:
+                return None
+            state.metadata.append({"method": part_label, **_json(row["metadata"])})
+            state.key = key
+        return state
+
     def activate(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState:
         """Bring the pipeline into the state of ``parts`` (method instances with their labels), applied in order."""
         from safetensors.torch import load_file, save_file
 
+        self.parameters  # noqa: B018 -- the originals must be taken before any edit runs
         self.reset()
         key = self.backbone_fingerprint
         state = ActiveState(key=key, label=label)
         ctx = self.context()
         erase_seconds = 0.0  # cumulative over the parts, so a composition's state carries its whole cost
-        for method, part_label in parts:
-            if method.kind == "none":  # the base model: same state, same images
+        for (method, part_label), key_after in zip(parts, self.chain_keys(parts, concepts)):
+            if key_after is None:  # the base model: same state, same images
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
-            key = sha256_json(
-                {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
-            )[:32]
+            key = key_after
             row = self.store.model_state(key)
-            if method.kind == "edit":
+            if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
                 if row is not None and delta_path.exists():
                     self.apply_delta(load_file(str(delta_path)))
@@ -162,18 +232,20 @@ class ModelStates:
                     # Recorded once, when computed: a cached delta later reports the cost it had then.
                     metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device}
                     self.edits_run += 1
-                    delta = self.changed_parameters()  # cumulative: relative to the original backbone
+                    delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     buffer_path = delta_path.with_name(f".{delta_path.name}.tmp")
                     delta_path.parent.mkdir(parents=True, exist_ok=True)
                     save_file({k: v.contiguous().cpu() for k, v in delta.items()}, str(buffer_path), metadata={"method": part_label})
+                    self.exact = delta
                     buffer_path.replace(delta_path)
                     self.applied = set(delta)
-                    metadata = {**metadata, "parameters_changed": len(delta), "provenance": "erased here"}
+                    # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
+                    metadata = {"provenance": "erased here", **metadata, "parameters_changed": len(delta)}
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
             else:
                 metadata = row and _json(row["metadata"]) or {}
                 if row is None:
-                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": method.kind})
+                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": MethodKind(method.kind).value})
             hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)
@@ -203,8 +275,8 @@ class Engine:
     """Batched, seeded, cached generation for one loaded pipeline."""
 
     def __init__(self, pipe, store: Store, backbone_fingerprint: str, defaults: Defaults, device: str, dtype: str,
-                 batch_size: int = 8, show_progress: bool = True):
-        self.pipe = pipe
+                 batch_size: int = 8, show_progress: bool = True, scheduler_config: dict | None = None):
+        self._pipe = pipe  # a pipeline, or a harness.lazy.PipelineSource loaded on first use
         self.store = store
         self.backbone_fingerprint = backbone_fingerprint
         self.defaults = defaults
@@ -214,7 +286,11 @@ class Engine:
         self.show_progress = show_progress
         self.unet_calls = 0  # forward passes of the UNet, for tests and cost accounting
         self._embeddings: dict[tuple[str, str], object] = {}
-        self.scheduler_config = public_config(pipe.scheduler.config)
+        self.scheduler_config = scheduler_config if scheduler_config is not None else public_config(self.pipe.scheduler.config)
+
+    @property
+    def pipe(self):
+        return resolve_pipeline(self._pipe)
 
     def resolve(self, spec: PromptSpec) -> PromptSpec:
         """Fill the backbone's defaults into a spec, so the image key names every setting."""
@@ -322,20 +398,18 @@ class Engine:
         cond = self.embed([s.prompt for s in specs], state.key)
         uncond = self.embed([s.negative_prompt for s in specs], state.key)
         for hooks in state.hooks:
-            if hooks.transform_embeddings is not None:
-                cond, uncond = hooks.transform_embeddings(cond, uncond, specs)
+            cond, uncond = hooks.transform_embeddings(cond, uncond, specs)
         guidance = torch.tensor([s.guidance for s in specs], device=pipe.unet.device, dtype=pipe.unet.dtype).view(-1, 1, 1, 1)
         latents = self.initial_latents(specs) * scheduler.init_noise_sigma
         scheduler.set_timesteps(steps, device=pipe.unet.device)
-        guide = next((h.guide for h in reversed(state.hooks) if h.guide is not None), None)
+        guide = next((h.guide for h in reversed(state.hooks) if h.guides), None)
 
         def unet_call(latent_input, timestep, embeddings):
             self.unet_calls += 1
             return pipe.unet(latent_input, timestep, encoder_hidden_states=embeddings).sample
 
         for hooks in state.hooks:
-            if hooks.install is not None:
-                hooks.install(pipe)
+            hooks.install(pipe)
         try:
             with torch.no_grad():
                 for index, timestep in enumerate(scheduler.timesteps):
@@ -350,8 +424,7 @@ class Engine:
                 decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
         finally:
             for hooks in state.hooks:
-                if hooks.uninstall is not None:
-                    hooks.uninstall(pipe)
+                hooks.uninstall(pipe)
         if not torch.isfinite(decoded).all():
             # NaN becomes black after the uint8 cast, and a black image scores as perfect erasure: never store one.
             bad = [spec.id for spec, image in zip(specs, decoded) if not torch.isfinite(image).all()]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import os
 import platform
 import sys
 from dataclasses import dataclass, field
 
-from harness.api import Benchmark, ConceptSet, HarnessError, Method, PromptSpec, sha256_json
+from harness.api import Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
@@ -110,6 +111,9 @@ def _expand_benchmarks(registry: Registry, items: list[list[Selection]]) -> list
 
 
 def _default_device() -> str:
+    # Importing torch costs seconds, most of a finished re-run: on Linux, no GPU driver means no GPU.
+    if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/kfd")):
+        return "cpu"
     try:
         import torch
 
@@ -191,7 +195,9 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
     backbone.check(model)
 
     device = config.device or _default_device()
-    dtype = config.dtype or ("float16" if device.startswith("cuda") else "float32")
+    # float32 everywhere by default (TF32 matmuls on CUDA, see ``matmul_precision``): a fine-tuned update of ~1e-6
+    # survives it, while float16 rounds most of them away.  --dtype float16 remains a deliberate speed choice.
+    dtype = config.dtype or "float32"
     if dtype not in ("float32", "float16", "bfloat16"):
         raise HarnessError(f"--dtype must be float32, float16 or bfloat16; got {dtype!r}")
 
@@ -209,6 +215,21 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
 
 
 # --------------------------------------------------------------------------- execution
+
+
+def matmul_precision(device: str, dtype: str) -> str:
+    """Allow TF32 matmuls and convolutions for float32 on CUDA (what the manifest records as ``matmul_precision``).
+
+    TF32 keeps float32's range and storage, so weights and fine-tuned updates keep every bit; only the products
+    round to a 10-bit mantissa, as in the PyTorch default for convolutions.  Elsewhere nothing changes.
+    """
+    if not (device.startswith("cuda") and dtype == "float32"):
+        return dtype
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return "tf32"
 
 
 def _versions() -> dict:
@@ -229,7 +250,7 @@ def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
         "backbone": {"name": plan.backbone_name, "model": plan.model or plan.backbone.default_model, "fingerprint": backbone_fingerprint},
         "device": plan.device,
         "dtype": plan.dtype,
-        "methods": [{"label": m.label, "parts": [{"label": label, "params": p.params_dict(), "version": p.version} for p, label in m.parts]} for m in plan.methods],
+        "methods": [{"label": m.label, "parts": [{"label": label, "params": p.params_dict(), "version": p.version, "paper": p.paper} for p, label in m.parts]} for m in plan.methods],
         "benchmarks": [
             {
                 "label": b.label,
@@ -258,19 +279,24 @@ class Runner:
         return self.scorers[name]
 
     def execute(self):
-        from harness.engine import Defaults, Engine, ModelStates, pipeline_fingerprint
+        from harness.engine import Defaults, Engine, ModelStates
+        from harness.lazy import PipelineSource
 
         plan, store = self.plan, self.store
-        pipe = plan.backbone.load(plan.model, plan.device, plan.dtype)
-        fingerprint = pipeline_fingerprint(pipe)
+        matmul = matmul_precision(plan.device, plan.dtype)
+        # Loaded only when something must be generated or erased: a finished matrix costs no model loading.
+        self.source = pipe = PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
+                                            device=plan.device, dtype=plan.dtype, store=store)
+        fingerprint, scheduler_config = pipe.fingerprint()
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, fingerprint)
+        manifest["matmul_precision"] = matmul
         store.write_manifest(plan.run_id, manifest)
         show = plan.config.show_progress
         self.states = ModelStates(pipe, store, fingerprint, plan.backbone_name, plan.device, plan.dtype, show_progress=show)
         backbone = plan.backbone
         self.engine = Engine(pipe, store, fingerprint, Defaults(backbone.steps, backbone.height, backbone.width), plan.device, plan.dtype,
-                             batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show)
+                             batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show, scheduler_config=scheduler_config)
         states_metadata = {}
         for method in plan.methods:
             by_concepts: dict[str, list[PlannedBenchmark]] = {}
@@ -278,15 +304,26 @@ class Runner:
                 by_concepts.setdefault(planned.concepts.fingerprint(), []).append(planned)
             for group in by_concepts.values():
                 self._generate_references(group)
-                state = self.states.activate(method.parts, group[0].concepts, method.label)
+                state = self._state_for(method, group)
                 states_metadata[f"{method.label} / {group[0].concepts.name}"] = state.metadata
                 for planned in group:
                     self._run_cell(method.label, planned, state)
         manifest["model_states"] = states_metadata
+        manifest["pipeline_loaded"] = self.source.loads > 0
         store.write_manifest(plan.run_id, manifest)
         store.finish_run(plan.run_id)
         self.states.reset()
         return plan.run_id
+
+    def _state_for(self, method: PlannedMethod, group: list[PlannedBenchmark]):
+        """The method's model state: read from the store when every image of the group exists, else activated."""
+        stored = self.states.stored_state(method.parts, group[0].concepts, method.label)
+        if stored is not None:
+            engine = self.engine
+            specs = [engine.resolve(spec) for planned in group for spec in planned.specs]
+            if all(self.store.image_path(engine.image_key(spec, stored.key)).exists() for spec in specs):
+                return stored
+        return self.states.activate(method.parts, group[0].concepts, method.label)
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
         plan, store, engine = self.plan, self.store, self.engine
@@ -295,11 +332,8 @@ class Runner:
         evals = store.image_unet_evals(keys)
         evals_per_image = sum(evals.values()) / max(len(evals), 1)
         by_scorer: dict[str, list[str]] = {}
-        for metric_ref in planned.benchmark.metrics:
-            scorer_name, sep, metric_id = metric_ref.partition(":")
-            if not sep:
-                raise HarnessError(f"benchmark {planned.label!r} lists metric {metric_ref!r}; metrics are written 'scorer:metric'")
-            by_scorer.setdefault(scorer_name, []).append(metric_id)
+        for ref in planned.benchmark.metric_refs():
+            by_scorer.setdefault(ref.scorer, []).append(ref.metric)
         for scorer_name, metric_ids in by_scorer.items():
             scorer = self.scorer(scorer_name)
             if scorer.needs_reference:
@@ -313,9 +347,11 @@ class Runner:
                 counted = [(spec, key, v) for spec, key, v in zip(planned.specs, keys, per_image or []) if v is not None]
                 # n is what the value averages over: the counted images (a category rate counts only its prompts).
                 n = len(counted) if per_image is not None else len(keys)
-                store.add_result(plan.run_id, method_label, planned.label, f"{scorer_name}:{metric_id}", value, n,
-                                 metric.lower_is_better, metric.name, metric.description, state.key, evals_per_image)
-                store.set_result_values(plan.run_id, method_label, planned.label, f"{scorer_name}:{metric_id}",
+                metric_ref = str(MetricRef(scorer_name, metric_id))
+                store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=metric_ref,
+                                 value=value, n=n, lower_is_better=metric.lower_is_better, name=metric.name,
+                                 description=metric.description, model_state=state.key, unet_evals_per_image=evals_per_image)
+                store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
                                         [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
 
     def _load_images(self, keys: list[str]) -> list:
@@ -345,7 +381,7 @@ class Runner:
         return [known[key] for key in keys]
 
     def _needs_reference(self, planned: PlannedBenchmark) -> bool:
-        return any(self.scorer(ref.partition(":")[0]).needs_reference for ref in planned.benchmark.metrics)
+        return any(self.scorer(ref.scorer).needs_reference for ref in planned.benchmark.metric_refs())
 
     def _generate_references(self, group: list[PlannedBenchmark]) -> None:
         """The base model's own images for the same prompts and seeds (the paper's FID reference).
@@ -370,13 +406,6 @@ class Runner:
             raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
             self.store.add_set_score(set_key, scorer.name, scorer.version, raw)
         return raw
-
-
-def run(config: RunConfig, registry: Registry) -> tuple[str, Store]:
-    planned = plan(config, registry)
-    runner = Runner(planned)
-    run_id = runner.execute()
-    return run_id, runner.store
 
 
 def describe_plan(planned: Plan) -> str:

@@ -47,6 +47,12 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, method, benchmark, metric)
     );
     """,
+    # A backbone's fingerprint by the identity of its weight files (harness/lazy.py): a re-run needs no loading.
+    """
+    CREATE TABLE backbone_fingerprints (
+        identity TEXT PRIMARY KEY, fingerprint TEXT, scheduler TEXT, created TEXT
+    );
+    """,
     # Per-image values of each result (0/1 for a rate, a number for a per-image score), so that intervals and paired
     # tests are computed from the store alone.  A set-level metric (FID) has no rows here.
     """
@@ -144,6 +150,16 @@ class Store:
         atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
         return path
 
+    # ------------------------------------------------------------------ backbones
+
+    def backbone_fingerprint(self, identity: str) -> tuple[str, dict] | None:
+        row = self.db.execute("SELECT fingerprint, scheduler FROM backbone_fingerprints WHERE identity=?", (identity,)).fetchone()
+        return (row["fingerprint"], json.loads(row["scheduler"])) if row else None
+
+    def add_backbone_fingerprint(self, identity: str, fingerprint: str, scheduler: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO backbone_fingerprints VALUES (?, ?, ?, ?)",
+                        (identity, fingerprint, json.dumps(scheduler, sort_keys=True), now()))
+
     # ------------------------------------------------------------------ model states
 
     def delta_path(self, key: str) -> Path:
@@ -212,7 +228,7 @@ class Store:
 
     # ------------------------------------------------------------------ results
 
-    def add_result(self, run_id: str, method: str, benchmark: str, metric: str, value: float, n: int,
+    def add_result(self, *, run_id: str, method: str, benchmark: str, metric: str, value: float, n: int,
                    lower_is_better: bool, name: str, description: str, model_state: str, unet_evals_per_image: float) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
