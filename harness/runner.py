@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import io
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -314,7 +315,8 @@ class Runner:
 
         images = []
         for key in keys:
-            with Image.open(self.store.image_path(key)) as image:
+            data = self.store.files.read(self.store.image_path(key), "cached image")  # never score a damaged file
+            with Image.open(io.BytesIO(data)) as image:
                 images.append(image.convert("RGB"))
         return images
 
