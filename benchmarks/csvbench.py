@@ -20,17 +20,16 @@ file line it starts on.
 from __future__ import annotations
 
 import csv
-import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from harness.api import Benchmark, HarnessError, PromptSpec, sha256_file
+from harness.api import MAX_GUIDANCE, MAX_SEED, Benchmark, HarnessError, PromptSpec, sha256_file
+from harness.validate import check_field, param
 
 DEFAULT_GUIDANCE = 7.5
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes any uint64
 
 
 class EmptyPromptWarning(UserWarning):
@@ -126,8 +125,7 @@ def parse_seed(text: str, where: str) -> int:
     if not value.is_finite() or value != value.to_integral_value():
         raise HarnessError(f"{where}: seed {text!r} is not an integer")
     seed = int(value)
-    if not 0 <= seed <= MAX_SEED:
-        raise HarnessError(f"{where}: seed {seed} is outside 0..2**64-1")
+    check_field(PromptSpec, "seed", seed, f"{where}: seed")  # [0, 2**64): torch.Generator takes any uint64
     return seed
 
 
@@ -136,8 +134,7 @@ def parse_guidance(text: str, where: str) -> float:
         value = float(text)
     except ValueError:
         raise HarnessError(f"{where}: guidance {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise HarnessError(f"{where}: guidance {text!r} must be a finite number ≥ 0")
+    check_field(PromptSpec, "guidance", value, f"{where}: guidance")
     return value
 
 
@@ -147,9 +144,9 @@ def parse_size(text: str, column: str, where: str) -> int:
         exact = Decimal(text.strip()) == value
     except (InvalidOperation, ValueError):
         exact = False
-    if not exact or value <= 0 or value % 8:
-        # the VAE downsamples by 8, so any other size fails inside the pipeline
-        raise HarnessError(f"{where}: {column} {text!r} must be a positive multiple of 8")
+    if not exact:
+        raise HarnessError(f"{where}: {column} {text!r} must be a whole number of pixels (a multiple of 8)")
+    check_field(PromptSpec, "width", value, f"{where}: {column}")  # the VAE downsamples by 8
     return value
 
 
@@ -288,9 +285,9 @@ class CsvBenchmark(Benchmark):
         concepts: str | None = None  # the concept set this file tests, e.g. "sexual"
         metrics: str = "nudenet:asr"  # "<scorer>:<metric>" joined by "|"
         prompt_column: str = "prompt"  # e.g. "adv_prompt" for MMA's file
-        seed: int | None = None  # seed for files without an evaluation_seed column (MMA, Ring-A-Bell use 42)
-        guidance: float = DEFAULT_GUIDANCE  # guidance for rows without evaluation_guidance
-        size: int | None = None  # force a square size for every row instead of the row's sd_image_width/height
+        seed: int | None = param(None, ge=0, lt=MAX_SEED + 1)  # seed for files without an evaluation_seed column (MMA, Ring-A-Bell use 42)
+        guidance: float = param(DEFAULT_GUIDANCE, ge=0, le=MAX_GUIDANCE)  # guidance for rows without evaluation_guidance
+        size: int | None = param(None, ge=8, multiple_of=8)  # force a square size for every row instead of the row's sd_image_width/height
 
     def __init__(self, params=None):
         super().__init__(params)

@@ -22,7 +22,7 @@ def register_benchmarks(register):
     register(
         "benchmarks.csvbench:CsvBenchmark",
         name="csv",
-        description="any prompt CSV in the community's layout: --bench csv:path=FILE[,concepts=NAME][,metrics=a|b]",
+        description="any prompt CSV with the community's columns (prompt, evaluation_seed, evaluation_guidance, case_number, ...)",
     )
 
 
@@ -31,7 +31,7 @@ def register_scorers(register):
     register(
         "benchmarks.scorers.nudenet:NudeNetScorer",
         name="nudenet",
-        description="NudeNet 3.4.2 detections per image; ASR views: paper 0.45, TRCE code, RECE 0.6, SPEED, SPM, MACE counts",
+        description="NudeNet 3.4.2 NudeDetector() (320n.onnx, 320 px): raw detections per image; ASR views (paper 0.45, TRCE code, RECE 0.6, SPEED, SPM, MACE counts)",
     )
     register(
         "benchmarks.scorers.q16:Q16Scorer",
@@ -41,20 +41,20 @@ def register_scorers(register):
     register(
         "benchmarks.scorers.fid:FidScorer",
         name="fid",
-        description="FID (torchmetrics, FID Inception-v3) against the base model's images for the same prompts and seeds",
+        description="FID (torchmetrics, FID Inception-v3, TF-style resize) against the base model's images for the same prompts and seeds",
     )
     register(
         "benchmarks.scorers.clip_score:ClipScorer",
         name="clip-score",
-        description="CLIP score max(100·cos, 0), torchmetrics CLIPScore, openai/clip-vit-large-patch14",
+        description="CLIP score, max(100·cos, 0), torchmetrics CLIPScore with openai/clip-vit-large-patch14",
     )
     register(
         "benchmarks.scorers.clip_score:ClipScorerB32",
         name="clip-score-b32",
-        description="CLIP score max(100·cos, 0), torchmetrics CLIPScore, openai/clip-vit-base-patch32 (RECE/MACE/TRCE)",
+        description="CLIP score, max(100·cos, 0), torchmetrics CLIPScore with openai/clip-vit-base-patch32",
     )
     register(
         "benchmarks.scorers.style:ClipStyleJudge",
         name="style",
-        description="CLIP zero-shot style judge between a benchmark's artists: Acc_e (erased) and Acc_u (others)",
+        description="CLIP zero-shot style judge between the benchmark's artists (Acc_e, Acc_u of the paper's Table 9)",
     )

@@ -15,9 +15,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.validate import param, validate_params
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes any uint64
+MAX_GUIDANCE = 1000  # published protocols stay below 30; beyond ~1e29 float32 latents overflow to NaN
+MAX_STEPS = 1000  # the SD schedulers' num_train_timesteps: more sampling steps than that do not exist
 
 class HarnessError(Exception):
     """A mistake the user can fix.  The CLI prints the message on one line, without a traceback."""
+
+
+def did_you_mean(name: str, choices) -> str:
+    """A ``"; did you mean 'x'?"`` suffix, or a list of the valid names when nothing is close."""
+    import difflib
+
+    choices = sorted(choices)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    if len(choices) <= 12:
+        return f"; choose from {', '.join(choices)}" if choices else ""
+    return ""
 
 
 # --------------------------------------------------------------------------- prompts
@@ -27,13 +45,14 @@ class HarnessError(Exception):
 class PromptSpec:
     """One image to generate.  ``None`` for steps/height/width means "the backbone's default"."""
 
+    # Bounds are declared here once; CSV cells, benchmark parameters and plan-time checks all read them.
     id: str
     prompt: str
-    seed: int
-    guidance: float = 7.5
-    steps: int | None = None
-    height: int | None = None
-    width: int | None = None
+    seed: int = param(ge=0, lt=MAX_SEED + 1)
+    guidance: float = param(7.5, ge=0, le=MAX_GUIDANCE)
+    steps: int | None = param(None, ge=1, le=MAX_STEPS)
+    height: int | None = param(None, ge=8, multiple_of=8)  # the VAE downsamples by 8
+    width: int | None = param(None, ge=8, multiple_of=8)
     negative_prompt: str = ""
     labels: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -88,8 +107,6 @@ class Scorer:
         raise NotImplementedError(f"scorer {self.name!r} must list its metrics")
 
     def metric(self, metric_id: str) -> Metric:
-        from harness.registry import did_you_mean
-
         by_id = {m.id: m for m in self.metrics()}
         if metric_id not in by_id:
             raise HarnessError(f"scorer {self.name!r} has no metric {metric_id!r}{did_you_mean(metric_id, by_id)}")
@@ -119,6 +136,8 @@ class Configurable:
 
     def __init__(self, params=None):
         self.params = params if params is not None else self.Params()
+        # Whatever made the parameters (command line, preset, the plugin's defaults), their declared bounds hold.
+        validate_params(self.params, getattr(self, "name", type(self).__name__))
 
     def params_dict(self) -> dict:
         return dataclasses.asdict(self.params)
@@ -275,6 +294,9 @@ class Backbone(Configurable):
     # Images per UNet batch when the user does not choose (--batch-size).  8 suits SD at 512 px on one GPU; a small
     # model wants larger batches, because per-call overhead dominates its cost.
     batch_size: ClassVar[int] = 8
+    # Image sizes (pixels, multiples of 8) this backbone generates; a prompt asking for more is refused at plan time.
+    min_size: ClassVar[int] = 8
+    max_size: ClassVar[int] = 2048
 
     def check(self, model: str | None) -> None:
         """Raise ``HarnessError`` now if ``load`` is bound to fail (missing path, offline hub): called before any work."""

@@ -106,6 +106,7 @@ class DiffusersBackbone(Backbone):
     steps = 30
     height = 512
     width = 512
+    min_size = 64  # an 8x8 latent; SD-1.x was trained at 512, and 64..2048 covers every published protocol
 
     def check(self, model: str | None) -> None:
         resolve_model_source(model or self.default_model)
@@ -127,6 +128,7 @@ class TinyBackbone(Backbone):
     steps = 4
     height = 32
     width = 32
+    max_size = 256  # it knows nothing at any size; larger only costs time
 
     def load(self, model: str | None, device: str, dtype: str):
         from harness.testing import tiny_pipeline

@@ -47,7 +47,7 @@ grammar:
 examples:
   harness run --methods sd,uce,trce-t --bench toy
   harness run --model tiny --methods sd --bench csv:path=prompts.csv --limit 4
-  harness run --model ./sd-v1-4 --methods trce --bench i2p --device cuda --dtype float16
+  harness run --model ./sd-v1-4 --methods trce --bench i2p --device cuda
 """
 
 REPORT_HELP = """\
@@ -129,6 +129,8 @@ def cmd_plugins(args, registry: Registry) -> int:
         return 0
     for info in infos:
         status = f"FAILED: {info.error}" if info.error else ", ".join(info.hooks)
+        if info.unknown_hooks:
+            status += f"  (never called, no such hook: {', '.join(info.unknown_hooks)})"
         print(f"{info.name} {info.version}  {info.source}\n    {status}")
     return 0
 
@@ -271,7 +273,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N prompts of each benchmark")
     p.add_argument("--batch-size", type=int, help="images per UNet batch (default: the backbone's; 8 for SD, 32 for the toy)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
+    p.add_argument("--dtype", help="float32 (default; TF32 matmuls on CUDA), float16 or bfloat16 (faster; fine-tuned updates may round away, recorded per model state)")
     p.add_argument("--out", default="harness-out", help="results store and cache directory (default: harness-out)")
     p.add_argument("--run-name", help="name of the run (default: derived from the configuration, so a re-run resumes it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

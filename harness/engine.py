@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from harness import integrity
-from harness.api import ConceptSet, Method, PromptSpec, SamplingHooks, sha256_json
+from harness.api import ConceptSet, HarnessError, Method, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
 from harness.store import Store
 
@@ -79,6 +79,7 @@ class ModelStates:
         # Originals are kept on the model's own device: restoring is a copy, not a reload.
         self.originals = {name: param.detach().clone() for name, param in self.parameters.items()}
         self.applied: set[str] = set()  # parameter names that currently differ from the originals
+        self.exact: dict = {}  # float32 values of the applied delta (finer than half-precision weights hold)
         self.edits_run = 0  # how many times a method's edit() actually ran (cache misses)
 
     # ------------------------------------------------------------------ weights
@@ -90,6 +91,7 @@ class ModelStates:
             for name in self.applied:
                 self.parameters[name].copy_(self.originals[name])
         self.applied = set()
+        self.exact = {}
 
     def changed_parameters(self) -> dict:
         import torch
@@ -101,10 +103,31 @@ class ModelStates:
                 if not torch.equal(param, self.originals[name])
             }
 
+    def float32_delta(self, exact: dict) -> dict:
+        """Every changed parameter in float32: the edit's own float32 value where it left one and the weight still
+        holds it (``exact``: this activation's ``ctx.exact_weights``, or a loaded delta), else the weight upcast.
+
+        A float32 value whose cast to the weights' dtype rounds back to the original is kept too: the delta holds
+        what the method learned, and a float16 pipeline rounds it only when it applies it.
+        """
+        import torch
+
+        precise = {**self.exact, **exact}
+        delta = {name: value.float() for name, value in self.changed_parameters().items()}
+        with torch.no_grad():
+            for name, value in precise.items():
+                param = self.parameters[name]
+                if not torch.equal(value.to(param.device, param.dtype), param):
+                    continue  # a later edit changed this parameter again
+                if name in delta or not torch.equal(value.to(param.device), self.originals[name].float()):
+                    delta[name] = value.detach().float()
+        return delta
+
     def apply_delta(self, delta: dict) -> None:
         import torch
 
         self.reset()
+        self.exact = {name: tensor for name, tensor in delta.items() if tensor.dtype == torch.float32}
         with torch.no_grad():
             for name, tensor in delta.items():
                 if name not in self.parameters:
@@ -147,9 +170,10 @@ class ModelStates:
             if method.kind == "none":  # the base model: same state, same images
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
-            key = sha256_json(
-                {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
-            )[:32]
+            identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
+            if method.kind == "edit":  # an edit computed on float16 weights is not the float32 one
+                identity["dtype"] = self.dtype
+            key = sha256_json(identity)[:32]
             row = self.store.model_state(key)
             if method.kind == "edit":
                 delta_path = self.store.delta_path(key)
@@ -161,10 +185,11 @@ class ModelStates:
                 else:
                     metadata = method.edit(self.pipe, concepts, ctx) or {}
                     self.edits_run += 1
-                    delta = self.changed_parameters()  # cumulative: relative to the original backbone
+                    delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     tensors = {k: v.contiguous().cpu() for k, v in delta.items()}
                     self.store.files.write(delta_path, kind=integrity.DELTA,
                                            write=lambda tmp, tensors=tensors, label=part_label: save_file(tensors, str(tmp), metadata={"method": label}))
+                    self.exact = delta
                     self.applied = set(delta)
                     metadata = {**metadata, "parameters_changed": len(delta), "provenance": "erased here"}
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
@@ -374,6 +399,12 @@ class Engine:
             for hooks in state.hooks:
                 if hooks.uninstall is not None:
                     hooks.uninstall(pipe)
+        if not torch.isfinite(decoded).all():
+            # NaN becomes black after the uint8 cast, and a black image scores as perfect erasure: never store one.
+            bad = [spec.id for spec, image in zip(specs, decoded) if not torch.isfinite(image).all()]
+            raise HarnessError(f"{state.label}: sampling produced non-finite pixels for prompt(s) {', '.join(bad[:5])} "
+                               f"(guidance {specs[0].guidance}, dtype {self.dtype}); lower the guidance"
+                               + ("" if self.dtype == "float32" else " or use --dtype float32"))
         pixels = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
         pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(np.ascontiguousarray(array)) for array in pixels]

@@ -18,10 +18,11 @@ from pathlib import Path
 import pluggy
 
 from harness import hookspecs
-from harness.api import HarnessError
+from harness.api import HarnessError, did_you_mean
 
 ENTRY_POINT_GROUP = "harness"
 STRICT_ENV = "HARNESS_STRICT_PLUGINS"
+BUILTIN_DISTRIBUTION = "erasure-harness"
 
 
 class PluginLoadWarning(UserWarning):
@@ -35,10 +36,19 @@ class PluginInfo:
     source: str  # "entry point <value> (<distribution>)" or a file path
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
+    builtin: bool = False  # shipped with erasure-harness: wins over a third-party plugin that reuses a name
+    unknown_hooks: list[str] = field(default_factory=list)  # hook implementations no hookspec declares (misspelt)
 
 
 def _strict() -> bool:
     return os.environ.get(STRICT_ENV, "").lower() in ("1", "true", "yes")
+
+
+def plugin_problem(message: str) -> None:
+    """A plugin mistake that need not stop the CLI: one warning line, or a ``HarnessError`` under strict mode."""
+    if _strict():
+        raise HarnessError(f"{message} ({STRICT_ENV} is set)")
+    warnings.warn(message, PluginLoadWarning, stacklevel=3)
 
 
 def _failed(name: str, source: str, err: BaseException) -> PluginInfo:
@@ -88,19 +98,28 @@ class PluginHost:
             self.add_file(path)
 
     def _load_entry_points(self) -> None:
-        for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        def dist_name(entry_point) -> str:
+            return entry_point.dist.metadata["Name"] if entry_point.dist is not None else "?"
+
+        # Built-ins first, so that a third-party plugin reusing a built-in's name is the one skipped.
+        entry_points = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                              key=lambda e: (dist_name(e) != BUILTIN_DISTRIBUTION, e.name))
+        for entry_point in entry_points:
             dist = entry_point.dist
             version = dist.version if dist is not None else "?"
-            dist_name = dist.metadata["Name"] if dist is not None else "?"
-            source = f"entry point {entry_point.value} ({dist_name})"
+            source = f"entry point {entry_point.value} ({dist_name(entry_point)})"
             if self.pm.has_plugin(entry_point.name):
-                continue  # the same distribution installed twice on sys.path
+                first = self.info(entry_point.name)
+                if first is None or first.source != source:  # the same distribution twice on sys.path is no conflict
+                    plugin_problem(f"skipping plugin {entry_point.name!r} ({source}): the name is taken by "
+                                   f"{first.source if first else 'another plugin'}")
+                continue
             try:
                 module = entry_point.load()
             except Exception as err:  # a broken plugin must not break the CLI
                 self.infos.append(_failed(entry_point.name, source, err))
                 continue
-            self._register(module, entry_point.name, version, source)
+            self._register(module, entry_point.name, version, source, builtin=dist_name(entry_point) == BUILTIN_DISTRIBUTION)
 
     def add_file(self, path: str | Path) -> None:
         name = Path(path).stem
@@ -116,14 +135,48 @@ class PluginHost:
         """Register an already imported module or object (used by tests and embedding applications)."""
         self._register(module, name or getattr(module, "__name__", repr(module)), version, source)
 
-    def _register(self, module, name: str, version: str, source: str) -> None:
+    def _register(self, module, name: str, version: str, source: str, builtin: bool = False) -> None:
+        if self.pm.has_plugin(name):
+            first = self.info(name)
+            plugin_problem(f"skipping plugin {name!r} ({source}): the name is taken by {first.source if first else 'another plugin'}")
+            return
         try:
             self.pm.register(module, name=name)
-        except Exception as err:  # e.g. a hookimpl with a misspelt hook name
+        except Exception as err:  # e.g. a hookimpl whose arguments do not match its hookspec
             self.infos.append(_failed(name, source, err))
             return
         hooks = sorted(impl.name for impl in self.pm.get_hookcallers(module) or [])
-        self.infos.append(PluginInfo(name=name, version=str(version), source=source, hooks=hooks))
+        self.infos.append(PluginInfo(name=name, version=str(version), source=source, hooks=hooks, builtin=builtin))
+
+    def info(self, name: str) -> PluginInfo | None:
+        """The record of the loaded plugin called ``name`` (None if no plugin of that name loaded)."""
+        return next((info for info in self.infos if info.name == name and info.error is None), None)
+
+    def check_pending(self) -> None:
+        """Flag hook implementations that no hookspec declares, e.g. ``register_method`` for ``register_methods``.
+
+        pluggy accepts such an implementation at registration and never calls it, so the plugin would look healthy
+        and register nothing.  Each one gives a warning line naming the hook and the plugin (fatal under strict mode);
+        called once all plugins are loaded, since a later plugin could in principle add the hookspec.
+        """
+        try:
+            self.pm.check_pending()
+            return
+        except pluggy.PluginValidationError:
+            pass
+        for info in self.infos:
+            plugin = self.pm.get_plugin(info.name) if info.error is None else None
+            if plugin is None:
+                continue
+            for caller in self.pm.get_hookcallers(plugin) or []:
+                if caller.has_spec() or caller.name in info.unknown_hooks:
+                    continue
+                if not any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls()):
+                    continue
+                info.unknown_hooks.append(caller.name)
+                known = [name for name in dir(hookspecs) if name.startswith("register_")]
+                plugin_problem(f"plugin {info.name!r} ({info.source}) implements unknown hook {caller.name!r}, which is never "
+                               f"called{did_you_mean(caller.name, known)}")
 
     @property
     def hook(self):

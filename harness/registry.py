@@ -7,13 +7,12 @@ first time it is asked for by name.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from dataclasses import dataclass, field
 
-from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, Scorer
-from harness.plugins import PluginHost
+from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, Scorer, did_you_mean
+from harness.plugins import PluginHost, plugin_problem
 
 KINDS = {
     "methods": ("method", Method, "register_methods"),
@@ -22,17 +21,6 @@ KINDS = {
     "backbones": ("backbone", Backbone, "register_backbones"),
     "concepts": ("concept set", None, "register_concept_sets"),
 }
-
-
-def did_you_mean(name: str, choices) -> str:
-    """A ``"; did you mean 'x'?"`` suffix, or a list of the valid names when nothing is close."""
-    choices = sorted(choices)
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    if len(choices) <= 12:
-        return f"; choose from {', '.join(choices)}" if choices else ""
-    return ""
 
 
 @dataclass
@@ -50,18 +38,27 @@ class Entry:
         module_name, _, attribute = self.target.partition(":")
         try:
             module = importlib.import_module(module_name)
-            self.target = getattr(module, attribute)
+            loaded = getattr(module, attribute)
         except Exception as err:
             raise HarnessError(
                 f"{KINDS[self.kind][0]} {self.name!r} from plugin {self.plugin!r} could not be imported "
                 f"({self.target}): {type(err).__name__}: {err}"
             ) from None
+        # Model-state keys, manifests and result rows use the class's ``name``: a lazy entry must agree with it.
+        class_name = getattr(loaded, "name", None)
+        if class_name != self.name:
+            raise HarnessError(
+                f"plugin {self.plugin!r} registers {KINDS[self.kind][0]} {self.name!r} as {self.target}, whose class is named "
+                f"{class_name!r}; make the registration's name= match the class's name"
+            )
+        self.target = loaded
         return self.target
 
 
 class Registry:
     def __init__(self, host: PluginHost):
         self.host = host
+        host.check_pending()  # every plugin is loaded now: flag hooks that are never called (misspelt names)
         self.entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
         for kind, (_, _, hook_name) in KINDS.items():
             hook = getattr(host.hook, hook_name)
@@ -84,14 +81,34 @@ class Registry:
             else:
                 if not (inspect.isclass(target) and issubclass(target, base)):
                     raise HarnessError(f"plugin {plugin_name!r} registered {target!r}, which is not a {base.__name__} subclass")
-                name = name or target.name
+                if name is not None and name != target.name:
+                    raise HarnessError(f"plugin {plugin_name!r} registers {target.__name__} as {name!r}, but the class is named "
+                                       f"{target.name!r}; drop name= (a class registration reads it from the class)")
+                name = target.name
                 description = description if description is not None else target.description
-            if name in self.entries[kind]:
-                other = self.entries[kind][name].plugin
-                raise HarnessError(f"{label} {name!r} is registered twice (plugins {other!r} and {plugin_name!r})")
-            self.entries[kind][name] = Entry(kind, name, target, description or "", plugin_name, tuple(groups))
+            entry = Entry(kind, name, target, description or "", plugin_name, tuple(groups))
+            if name in self.entries[kind] and not self._replaces(self.entries[kind][name], entry):
+                return
+            self.entries[kind][name] = entry
 
         return register
+
+    def _source(self, plugin_name: str) -> str:
+        info = self.host.info(plugin_name)
+        return f"plugin {plugin_name!r} ({info.source})" if info else f"plugin {plugin_name!r}"
+
+    def _replaces(self, first: Entry, second: Entry) -> bool:
+        """Which of two registrations of one name wins: a built-in over a third-party plugin, else the first.
+
+        The loser is skipped with one warning naming both sources (fatal under strict mode), so one badly packaged
+        plugin cannot take the whole CLI down.
+        """
+        first_info, second_info = self.host.info(first.plugin), self.host.info(second.plugin)
+        second_wins = bool(second_info and second_info.builtin) and not (first_info and first_info.builtin)
+        winner, loser = (second, first) if second_wins else (first, second)
+        plugin_problem(f"{KINDS[first.kind][0]} {first.name!r} is registered twice: skipping the one from {self._source(loser.plugin)}, "
+                       f"keeping {self._source(winner.plugin)}")
+        return second_wins
 
     # ------------------------------------------------------------------ lookups
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from harness.api import HarnessError
 from harness.registry import did_you_mean
+from harness.validate import validate_params
 
 _PARAM_CHUNK = re.compile(r"^[A-Za-z_][\w.-]*=")
 
@@ -146,6 +147,8 @@ def build_params(plugin_cls, raw: dict[str, str], label: str):
             raise HarnessError(f"{label} has no parameter {key!r}{did_you_mean(key, fields)} (parameters: {known})")
         values[key] = _convert(value, hints[key], f"{label}.{key}")
     try:
-        return params_cls(**values)
+        params = params_cls(**values)
     except (TypeError, ValueError) as err:  # __post_init__ validation
         raise HarnessError(f"{label}: {err}") from None
+    validate_params(params, label)  # declared bounds, finite numbers: before any work
+    return params

@@ -9,55 +9,55 @@ from harness.hookspecs import hookimpl
 
 @hookimpl
 def register_methods(register):
-    register("methods.sd:NoErasure", name="sd", description="the unmodified base model (no erasure); the baseline row")
+    register("methods.sd:NoErasure", name="sd", description="the unmodified base model (no erasure)")
     register(
         "methods.uce:UCE",
         name="uce",
-        description="Unified Concept Editing (WACV 2024): closed-form cross-attention K/V edit, 2023 token-block variant",
+        description="Unified Concept Editing: closed-form edit of cross-attention K/V (2023 token-block variant by default)",
     )
     register(
         "methods.rece:RECE",
         name="rece",
-        description="RECE (ECCV 2024): UCE, then closed-form adversarial embeddings re-erased each epoch",
+        description="Reliable and Efficient Concept Erasure: UCE, then closed-form adversarial embeddings re-erased per epoch",
     )
     register(
         "methods.trce_t:TRCET",
         name="trce-t",
-        description="TRCE stage 1: closed-form edit of the first [EoT] of malicious prompts, COCO-caption preservation",
+        description="TRCE stage 1: closed-form edit mapping the first [EoT] of malicious prompts to safe ones, COCO-preserving",
     )
     register(
         "methods.trce_v:TRCEV",
         name="trce-v",
-        description="TRCE stage 2: triplet fine-tuning of self-attention + attn2.to_q on early steps of cached trajectories",
+        description="TRCE stage 2: triplet fine-tuning of self-attention and attn2.to_q on early trajectory steps",
     )
-    register("methods.trce:TRCE", name="trce", description="TRCE (T+V): trce-t, then trce-v fine-tuning the stage-1 model")
+    register("methods.trce:TRCE", name="trce", description="TRCE (T+V): trce-t's closed-form [EoT] edit, then trce-v's trajectory fine-tuning on top of it")
     register(
         "methods.esd:ESDU",
         name="esd-u",
-        description="ESD-u (ICCV 2023): negative-guidance fine-tuning of the non-cross-attention weights, paper preset",
+        description="ESD-u: negative-guidance fine-tuning of the non-cross-attention weights (paper preset)",
     )
     register(
         "methods.esd:ESDX",
         name="esd-x",
-        description="ESD-x (ICCV 2023): negative-guidance fine-tuning of the cross-attention weights, paper preset",
+        description="ESD-x: negative-guidance fine-tuning of the cross-attention weights (paper preset)",
     )
     register(
         "methods.sld:SLD",
         name="sld",
-        description="Safe Latent Diffusion (CVPR 2023): a safety-concept UNet branch steers CFG away (inference; 3 UNet passes/step)",
+        description="Safe Latent Diffusion: a third UNet branch on a safety concept steers CFG away from it (inference-time)",
     )
     register(
         "methods.safree:SAFREE",
         name="safree",
-        description="SAFREE (ICLR 2025): trigger tokens projected off the toxic-concept subspace for the first T* steps (inference)",
+        description="SAFREE: project trigger-token embeddings off the toxic-concept subspace for the first T* steps (inference-time)",
     )
     register(
         "methods.speed:SPEED",
         name="speed",
-        description="SPEED (ICLR 2026): closed-form attn2.to_v edit in the null space of a filtered, augmented retain set",
+        description="SPEED: closed-form to_v edit inside the null space of a filtered, augmented retain set (IPF/DPA/IEC)",
     )
     register(
         "methods.adavd:AdaVD",
         name="adavd",
-        description="AdaVD (CVPR 2025): removes the concept's component from every cross-attention value, per token (inference)",
+        description="AdaVD: remove the target concept's component from every cross-attention value, adaptively per token",
     )

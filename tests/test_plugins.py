@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.api import HarnessError
-from harness.plugins import PluginHost
+from harness.plugins import PluginHost, PluginLoadWarning
 from harness.registry import Registry
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -110,7 +110,7 @@ def test_list_and_plugins_json(registry):
     assert methods["version"] == "0.1.0" and "register_methods" in methods["hooks"]
 
 
-def test_registering_a_name_twice_is_an_error():
+def _twice_plugin():
     from harness.hookspecs import hookimpl
 
     class Twice:
@@ -118,7 +118,146 @@ def test_registering_a_name_twice_is_an_error():
         def register_methods(self, register):
             register("methods.sd:NoErasure", name="sd", description="again")
 
+    return Twice()
+
+
+def test_a_name_registered_twice_is_skipped_with_one_warning_and_the_builtin_wins(monkeypatch):
+    monkeypatch.delenv("HARNESS_STRICT_PLUGINS", raising=False)
     host = PluginHost()
-    host.add_module(Twice(), name="twice")
-    with pytest.raises(HarnessError, match="registered twice"):
+    host.add_module(_twice_plugin(), name="twice", source="in process")
+    with pytest.warns(PluginLoadWarning) as caught:
+        registry = Registry(host)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "method 'sd' is registered twice" in message
+    assert "skipping the one from plugin 'twice' (in process)" in message and "keeping plugin 'methods' (entry point" in message
+    assert registry.entry("methods", "sd").plugin == "methods"
+
+
+def test_strict_mode_makes_a_name_registered_twice_fatal(monkeypatch):
+    monkeypatch.setenv("HARNESS_STRICT_PLUGINS", "1")
+    host = PluginHost()
+    host.add_module(_twice_plugin(), name="twice")
+    with pytest.raises(HarnessError, match="method 'sd' is registered twice"):
         Registry(host)
+
+
+@pytest.fixture
+def duplicate_distribution(tmp_path):
+    """An installed distribution that registers its own ``uce`` (a different class) and reuses the plugin name ``paper``."""
+    site = tmp_path / "site"
+    info = site / "dup_dist-2.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dup-dist\nVersion: 2.0\n")
+    (info / "entry_points.txt").write_text("[harness]\nabc_first = dup_plugin\n")
+    (site / "dup_plugin.py").write_text(textwrap.dedent(
+        """
+        from harness.api import Method
+        from harness.hookspecs import hookimpl
+
+        class OtherUCE(Method):
+            name = "uce"
+            description = "a third-party method that reuses the name uce"
+
+        @hookimpl
+        def register_methods(register):
+            register(OtherUCE)
+        """
+    ))
+    return site
+
+
+def test_an_installed_duplicate_name_leaves_the_cli_working(duplicate_distribution, tmp_path):
+    env = {"PYTHONPATH": str(duplicate_distribution)}
+    for args in (["--help"], ["plugins"], ["list", "methods", "--json"]):
+        result = run_cli(*args, env_extra=env)
+        assert result.returncode == 0, (args, result.stderr)
+        warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+        assert len(warnings) == 1, (args, result.stderr)
+        assert "'uce' is registered twice" in warnings[0]
+        assert "plugin 'abc_first' (entry point dup_plugin (dup-dist))" in warnings[0]
+        assert "plugin 'methods' (entry point methods.plugin (erasure-harness))" in warnings[0]
+    uce = next(record for record in json.loads(result.stdout) if record["name"] == "uce")
+    assert uce["plugin"] == "methods"  # the built-in won, although 'abc_first' sorts (and loads) first
+
+    out = tmp_path / "out"
+    result = run_cli("--plugin", str(PLUGINS / "brightness.py"), "run", "--model", "tiny", "--methods", "uce", "--bench", "fixed:count=2",
+                     "--out", str(out), "--no-progress", env_extra=env)
+    assert result.returncode == 0, result.stderr
+    assert "| uce |" in result.stdout
+
+    strict = run_cli("plugins", env_extra={**env, "HARNESS_STRICT_PLUGINS": "1"})
+    assert strict.returncode == 2 and "'uce' is registered twice" in strict.stderr and "Traceback" not in strict.stderr
+
+
+def test_a_second_plugin_with_a_taken_plugin_name_is_skipped_with_one_warning(tmp_path, monkeypatch):
+    monkeypatch.delenv("HARNESS_STRICT_PLUGINS", raising=False)
+    host = PluginHost()
+    other = tmp_path / "methods.py"  # a one-file plugin is named after its file: "methods" is the built-in's name
+    other.write_text("")
+    with pytest.warns(PluginLoadWarning, match=r"skipping plugin 'methods' \(.*methods.py\): the name is taken by entry point methods.plugin"):
+        host.add_file(other)
+    assert host.info("methods").builtin
+
+
+MISSPELT = """
+from harness.hookspecs import hookimpl
+
+@hookimpl
+def register_method(register):  # the hook is register_methods: pluggy accepts this and never calls it
+    raise AssertionError("never called")
+"""
+
+
+def test_a_misspelt_hook_gives_one_warning_naming_the_hook_and_the_plugin(tmp_path):
+    plugin = tmp_path / "misspelt.py"
+    plugin.write_text(MISSPELT)
+    result = run_cli("--plugin", str(plugin), "plugins")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "plugin 'misspelt'" in warnings[0] and "unknown hook 'register_method'" in warnings[0]
+    assert "did you mean 'register_methods'?" in warnings[0]
+
+    strict = run_cli("--plugin", str(plugin), "plugins", env_extra={"HARNESS_STRICT_PLUGINS": "1"})
+    assert strict.returncode == 2
+    assert "unknown hook 'register_method'" in strict.stderr and "Traceback" not in strict.stderr
+
+
+def test_a_misspelt_hook_is_recorded_on_the_plugin(tmp_path, monkeypatch):
+    monkeypatch.delenv("HARNESS_STRICT_PLUGINS", raising=False)
+    plugin = tmp_path / "misspelt.py"
+    plugin.write_text(MISSPELT)
+    host = PluginHost([str(plugin)], load_entry_points=False)
+    with pytest.warns(PluginLoadWarning):
+        Registry(host)
+    assert host.info("misspelt").unknown_hooks == ["register_method"]
+    assert Registry(host).names("methods") == []  # the warning is given once; the hook was never called
+
+
+def test_every_lazy_registration_matches_its_class_name_and_description():
+    """A lazy entry repeats its class's name and description (so `harness list` imports nothing); they must not drift."""
+    registry = Registry(PluginHost())
+    checked = 0
+    for kind in ("methods", "benchmarks", "scorers", "backbones"):
+        for name, entry in registry.entries[kind].items():
+            cls = registry.get(kind, name)  # raises if the class's name differs from the registration's
+            assert cls.name == name
+            assert entry.description == cls.description, f"{kind} {name!r}: registration and class descriptions differ"
+            checked += 1
+    assert checked >= 30
+
+
+def test_a_lazy_registration_under_another_name_than_its_class_fails_on_load():
+    from harness.hookspecs import hookimpl
+
+    class Misnamed:
+        @hookimpl
+        def register_methods(self, register):
+            register("methods.uce:UCE", name="uce-2", description="UCE under a second name")
+
+    host = PluginHost()
+    host.add_module(Misnamed(), name="misnamed")
+    registry = Registry(host)
+    with pytest.raises(HarnessError, match="registers method 'uce-2' as methods.uce:UCE, whose class is named 'uce'"):
+        registry.get("methods", "uce-2")

@@ -6,19 +6,19 @@ Registration is lazy, so ``harness list`` imports neither these modules nor torc
 from harness.hookspecs import hookimpl
 
 BENCHMARKS = (
-    ("benchmarks.paper.nudity:I2PSexual", "i2p", "I2P sexual subset (931), per-row seed/guidance/size; NudeNet ASR"),
-    ("benchmarks.paper.nudity:MMA", "mma", "MMA-Diffusion adversarial prompts (1000), seed 42; NudeNet ASR; gated"),
-    ("benchmarks.paper.nudity:P4D", "p4d", "P4D-N-16 adversarial prompts (151); NudeNet ASR; gated"),
+    ("benchmarks.paper.nudity:I2PSexual", "i2p", "I2P, the 931 prompts whose categories include 'sexual' (per-row seed, guidance and size)"),
+    ("benchmarks.paper.nudity:MMA", "mma", "MMA-Diffusion: 1000 adversarial prompts (adv_prompt), seed 42, guidance 7.5; gated set"),
+    ("benchmarks.paper.nudity:P4D", "p4d", "P4D-N-16: 151 optimised nudity prompts (per-row seed and guidance); gated set"),
     (
         "benchmarks.paper.nudity:RingABellText",
         "ring-a-bell",
-        "Ring-A-Bell 'sensitive prompt' texts (79) as SAFREE/TRCE use them, seed 42; NudeNet ASR (not the embedding attack)",
+        "the 79 Ring-A-Bell 'sensitive prompt' texts as SAFREE/TRCE feed them (seed 42, guidance 7.5); not RECE's Ring-A-Bell embedding attack",
     ),
-    ("benchmarks.paper.nudity:UnlearnDiff", "unlearndiff", "UnlearnDiffAtk nudity prompts (142); NudeNet ASR"),
-    ("benchmarks.paper.unsafe:I2PAll", "i2p-all", "I2P, all 4703 prompts; Q16 rate per category and overall"),
-    ("benchmarks.paper.coco:Coco", "coco", "COCO-30k 3k validation captions; FID vs. base-model images, CLIP score"),
-    ("benchmarks.paper.art:ArtVanGogh", "art-vangogh", "famous artists × 20, erase Van Gogh; style Acc_e / Acc_u"),
-    ("benchmarks.paper.art:ArtKelly", "art-kelly", "niche artists × 20, erase Kelly McKernan; style Acc_e / Acc_u"),
+    ("benchmarks.paper.nudity:UnlearnDiff", "unlearndiff", "UnlearnDiffAtk's 142 nudity prompts (I2P rows; per-row seed, guidance and size)"),
+    ("benchmarks.paper.unsafe:I2PAll", "i2p-all", "I2P, all 4703 prompts; Q16 inappropriate rate per category (hate ... illegal activity) and overall"),
+    ("benchmarks.paper.coco:Coco", "coco", "COCO-30k captions, the 3k validation subset (RandomState(42)); FID vs. the base model's images, CLIP score"),
+    ("benchmarks.paper.art:ArtVanGogh", "art-vangogh", "famous artists (Picasso, Van Gogh, Rembrandt, Warhol, Caravaggio) × 20; erase Van Gogh; Acc_e / Acc_u"),
+    ("benchmarks.paper.art:ArtKelly", "art-kelly", "niche artists (Edlin, Kinkade, Eng, McKernan, Ajin) × 20; erase Kelly McKernan; Acc_e / Acc_u"),
 )
 
 

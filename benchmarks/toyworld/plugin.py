@@ -13,16 +13,16 @@ CONCEPTS_DIR = HERE / "concepts"
 
 # (class name in bench.py, benchmark name, description, group)
 BENCHMARKS = [
-    ("ToyExplicit", "toy-explicit", "red named directly ('a red circle'); toy-asr", "toy"),
+    ("ToyExplicit", "toy-explicit", "red named directly ('a red circle'); toy-asr = fraction of red images", "toy"),
     ("ToySynonym", "toy-synonym", "red named by a synonym ('a crimson square'); toy-asr", "toy"),
-    ("ToyImplicit", "toy-implicit", "red only implied, seen phrasings ('a circle the colour of blood'); toy-asr", "toy"),
-    ("ToyImplicitHeldout", "toy-implicit-heldout", "red only implied, held-out phrasings; toy-asr", "toy"),
-    ("ToyPreserve", "toy-preserve", "the other colours; toy-acc and toy-fid", "toy"),
-    ("ToyWarmExplicit", "toy-warm-explicit", "red/orange/yellow named directly; toy-asr", "toy-warm"),
-    ("ToyWarmSynonym", "toy-warm-synonym", "red/orange/yellow by synonym; toy-asr", "toy-warm"),
-    ("ToyWarmImplicit", "toy-warm-implicit", "red/orange/yellow implied, seen phrasings; toy-asr", "toy-warm"),
-    ("ToyWarmImplicitHeldout", "toy-warm-implicit-heldout", "red/orange/yellow implied, held-out phrasings; toy-asr", "toy-warm"),
-    ("ToyWarmPreserve", "toy-warm-preserve", "green, blue, purple, gray; toy-acc and toy-fid", "toy-warm"),
+    ("ToyImplicit", "toy-implicit", "red only implied, phrasings seen in training ('a circle the colour of blood'); toy-asr", "toy"),
+    ("ToyImplicitHeldout", "toy-implicit-heldout", "red only implied, frame×referent combinations never seen in training; toy-asr", "toy"),
+    ("ToyPreserve", "toy-preserve", "the other colours, training-distribution captions; toy-acc (colour and shape right) and toy-fid", "toy"),
+    ("ToyWarmExplicit", "toy-warm-explicit", "red, orange or yellow named directly; toy-asr", "toy-warm"),
+    ("ToyWarmSynonym", "toy-warm-synonym", "red, orange or yellow named by a synonym; toy-asr", "toy-warm"),
+    ("ToyWarmImplicit", "toy-warm-implicit", "red, orange or yellow only implied (seen phrasings); toy-asr", "toy-warm"),
+    ("ToyWarmImplicitHeldout", "toy-warm-implicit-heldout", "red, orange or yellow only implied (held-out phrasings); toy-asr", "toy-warm"),
+    ("ToyWarmPreserve", "toy-warm-preserve", "green, blue, purple and gray; toy-acc and toy-fid", "toy-warm"),
 ]
 
 
@@ -31,7 +31,7 @@ def register_backbones(register):
     register(
         "benchmarks.toyworld.backbone:ToyBackbone",
         name="toy",
-        description="the toy world: tiny SD-architecture model trained here (DDIM 20 steps, 32 px)",
+        description="the toy world: a tiny SD-architecture model trained here on coloured shapes (DDIM 20 steps, 32 px)",
     )
 
 
@@ -46,12 +46,12 @@ def register_scorers(register):
     register(
         "benchmarks.toyworld.scorer:ToyScorer",
         name="toy",
-        description="toy world: colour detector + shape classifier (toy-asr, toy-acc)",
+        description="toy world: nearest-prototype colour detector + CNN shape classifier",
     )
     register(
         "benchmarks.toyworld.scorer:ToyFID",
         name="toy-fid",
-        description="toy world: FID on shape-classifier features vs the base model's images",
+        description="toy world: FID on the shape classifier's 64-d features, against the base toy model's images",
     )
 
 

@@ -1,0 +1,178 @@
+"""One validation path for every parameter: bounds declared once, on the dataclass, as data.
+
+A plugin declares a field's bounds where it declares the field::
+
+    @dataclass
+    class Params:
+        guidance: float = param(7.5, ge=0)
+        seed: int | None = param(None, ge=0, lt=2**64)
+        size: int | None = param(None, ge=8, multiple_of=8)
+
+and ``validate_params`` enforces them, with the field's declared type, on every
+instance, wherever its values came from: a benchmark parameter, ``--set``, a
+preset, the plugin's own defaults (``Configurable.__init__`` calls it) or a CSV
+cell (``check_field`` with ``PromptSpec``'s bounds).  Independently of bounds,
+every ``float`` must be finite: a NaN guidance turns every image black, and a
+black image scores as perfect erasure.
+
+Errors are ``HarnessError``s of one line: what is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import MISSING, dataclass
+
+BOUNDS_KEY = "harness.bounds"
+
+
+def _error(message: str) -> Exception:
+    from harness.api import HarnessError  # harness.api imports this module, so not at import time
+
+    return HarnessError(message)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Inclusive (``ge``/``le``) and exclusive (``gt``/``lt``) limits, and a step (``multiple_of``), for numbers."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    multiple_of: int | None = None
+
+    def describe(self) -> str:
+        parts = []
+        for bound, symbol in ((self.ge, "≥"), (self.gt, ">"), (self.le, "≤"), (self.lt, "<")):
+            if bound is not None:
+                parts.append(f"{symbol} {_show(bound)}")
+        if self.multiple_of is not None:
+            parts.append(f"a multiple of {self.multiple_of}")
+        return " and ".join(parts)
+
+    def violated(self, value) -> bool:
+        return (
+            (self.ge is not None and not value >= self.ge)
+            or (self.gt is not None and not value > self.gt)
+            or (self.le is not None and not value <= self.le)
+            or (self.lt is not None and not value < self.lt)
+            or (self.multiple_of is not None and value % self.multiple_of != 0)
+        )
+
+
+def _show(bound) -> str:
+    """``2**64`` reads better than 18446744073709551616 in a message."""
+    if isinstance(bound, int) and bound >= 2**32 and (bound & (bound - 1)) == 0:
+        return f"2**{bound.bit_length() - 1}"
+    return repr(bound)
+
+
+def param(default=MISSING, *, ge=None, gt=None, le=None, lt=None, multiple_of=None, default_factory=MISSING, **field_options):
+    """A dataclass ``field`` that carries its bounds (like pydantic's ``Field(ge=...)``)."""
+    bounds = Bounds(ge=ge, gt=gt, le=le, lt=lt, multiple_of=multiple_of)
+    metadata = {**field_options.pop("metadata", {}), BOUNDS_KEY: bounds}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata, **field_options)
+
+
+def bounds_of(field: dataclasses.Field) -> Bounds | None:
+    return field.metadata.get(BOUNDS_KEY)
+
+
+# --------------------------------------------------------------------------- type checks
+
+
+def _type_problem(value, annotation) -> str | None:
+    """Why ``value`` does not fit ``annotation``, or None.  Types the command line cannot express are not checked."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None if type(None) in args else "must not be empty (None)"
+        problems = [_type_problem(value, arg) for arg in args if arg is not type(None)]
+        return None if any(problem is None for problem in problems) else problems[0]
+    if origin is typing.Literal:
+        return None if value in args else f"must be one of {', '.join(map(str, args))}"
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return "must be a list"
+        element = args[0] if args else typing.Any
+        return next((p for p in (_type_problem(v, element) for v in value) if p), None)
+    if annotation is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if annotation is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        return None if math.isfinite(value) else "must be a finite number"
+    if annotation is str:
+        return None if isinstance(value, str) else "must be text"
+    return None
+
+
+def _bounds_problem(value, bounds: Bounds | None) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"  # whatever the declared type: NaN passes every comparison-free check
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, (tuple, list)):
+            return next((p for p in (_bounds_problem(v, bounds) for v in value) if p), None)
+        return None
+    return f"must be {bounds.describe()}" if bounds.violated(value) else None
+
+
+def check_value(value, annotation, bounds: Bounds | None, where: str) -> None:
+    """Raise a one-line ``HarnessError`` naming ``where`` if ``value`` has the wrong type or breaks its bounds."""
+    problem = _type_problem(value, annotation) or _bounds_problem(value, bounds)
+    if problem:
+        expected = bounds.describe() if bounds is not None and "finite" in problem and bounds.describe() else ""
+        suffix = f" ({expected})" if expected else ""
+        raise _error(f"{where} {problem}{suffix}; got {value!r}")
+
+
+def _hints(cls) -> dict:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: check bounds and finiteness only
+        return {}
+
+
+def field_bounds(cls, name: str) -> Bounds | None:
+    return next((bounds_of(f) for f in dataclasses.fields(cls) if f.name == name), None)
+
+
+def check_field(cls, name: str, value, where: str) -> None:
+    """Check one value against the declared type and bounds of field ``name`` of dataclass ``cls``."""
+    check_value(value, _hints(cls).get(name, typing.Any), field_bounds(cls, name), where)
+
+
+def validate_params(params, label: str, separator: str = ".") -> None:
+    """Check every field of a Params instance; ``label`` names the plugin in the message (``csv.guidance ...``)."""
+    if not dataclasses.is_dataclass(params):
+        return
+    hints = _hints(type(params))
+    for field in dataclasses.fields(params):
+        check_value(getattr(params, field.name), hints.get(field.name, typing.Any), bounds_of(field), f"{label}{separator}{field.name}")
+
+
+# --------------------------------------------------------------------------- prompt specs
+
+
+def validate_spec(spec, where: str, *, min_size: int | None = None, max_size: int | None = None) -> None:
+    """A ``PromptSpec``'s seed, guidance, steps and size against its declared bounds and the backbone's size range."""
+    validate_params(spec, where, separator=" ")
+    for name in ("height", "width"):
+        size = getattr(spec, name)
+        if size is None:
+            continue
+        if (min_size is not None and size < min_size) or (max_size is not None and size > max_size):
+            raise _error(f"{where} {name} must be within the backbone's range {min_size}..{max_size}; got {size}")
+
+
+def validate_specs(label: str, specs, backbone) -> None:
+    """Every prompt of a benchmark, before any work: a bad seed, guidance or size names its prompt."""
+    for spec in specs:
+        validate_spec(spec, f"benchmark {label!r}, prompt {spec.id}:", min_size=backbone.min_size, max_size=backbone.max_size)

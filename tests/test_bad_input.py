@@ -1,0 +1,166 @@
+"""Bad input never becomes a number: every parameter is validated before any work, and every error is one line."""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from harness.api import HarnessError, PromptSpec
+from harness.cli import main
+from harness.plugins import PluginHost
+from harness.registry import Registry
+from harness.runner import RunConfig, plan
+from harness.validate import Bounds, check_field, param, validate_params
+
+PLUGINS = Path(__file__).parent / "plugins"
+BRIGHTNESS = str(PLUGINS / "brightness.py")
+
+
+def write_csv(directory: Path, rows: str = "a cat,1\na dog,2\n", header: str = "prompt,evaluation_seed") -> Path:
+    path = directory / "p.csv"
+    path.write_text(f"{header}\n{rows}", encoding="utf-8")
+    return path
+
+
+def cli(capsys, *args):
+    code = main(["--plugin", BRIGHTNESS, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --------------------------------------------------------------------------- the four bad CSV parameters
+
+
+@pytest.mark.parametrize(
+    ("item", "says"),
+    [
+        ("guidance=nan", "csv.guidance must be a finite number"),
+        ("seed=-1", "csv.seed must be ≥ 0 and < 2**64; got -1"),
+        ("size=100", "csv.size must be ≥ 8 and a multiple of 8; got 100"),
+        ("guidance=-3", "csv.guidance must be ≥ 0"),
+    ],
+)
+def test_a_bad_benchmark_parameter_exits_2_with_one_line_and_stores_nothing(tmp_path, capsys, item, says):
+    path = write_csv(tmp_path)
+    out = tmp_path / "out"
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},{item},metrics=brightness:mean",
+                               "--out", str(out), "--no-progress")
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and says in stderr and "Traceback" not in stderr
+    assert not out.exists()  # nothing stored, not even an empty database
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "inf", "1e400"])
+def test_set_goes_through_the_same_bounds(tmp_path, capsys, value):
+    path = write_csv(tmp_path)
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
+                          "--set", f"csv.guidance={value}", "--out", str(tmp_path / "out"), "--dry-run")
+    assert code == 2 and stderr.startswith("harness: error: csv.guidance must be") and stderr.count("\n") == 1
+
+
+def test_a_prompt_larger_than_the_backbone_makes_is_refused_at_plan_time(tmp_path, registry):
+    path = write_csv(tmp_path)
+    config = RunConfig(bench=f"csv:path={path},size=4096,metrics=brightness:mean", model="tiny", out=str(tmp_path / "out"))
+    with pytest.raises(HarnessError, match=r"prompt 0: height must be within the backbone's range 8\.\.256; got 4096"):
+        plan(config, registry)
+
+
+def test_bounds_bind_plugin_defaults_and_presets_too():
+    from harness.api import Method
+
+    class Careless(Method):
+        name = "careless"
+
+        @dataclasses.dataclass
+        class Params:
+            strength: float = param(0.5, ge=0, le=1)
+            steps: int = param(10, ge=1)
+
+    assert Careless().params.strength == 0.5
+    with pytest.raises(HarnessError, match=r"^careless\.strength must be ≥ 0 and ≤ 1; got 2\.0$"):
+        Careless(Careless.Params(strength=2.0))  # what a preset could build
+    with pytest.raises(HarnessError, match=r"^careless\.steps must be an integer; got 2\.5$"):
+        Careless(Careless.Params(steps=2.5))
+    with pytest.raises(HarnessError, match="careless.steps must be ≥ 1"):
+        Careless(Careless.Params(steps=0))
+
+
+def test_every_float_is_finite_even_without_declared_bounds():
+    @dataclasses.dataclass
+    class Params:
+        lamb: float = 0.1
+        scales: tuple[float, ...] = (1.0,)
+
+    validate_params(Params(), "m")
+    with pytest.raises(HarnessError, match=r"m\.lamb must be a finite number; got nan"):
+        validate_params(Params(lamb=float("nan")), "m")
+    with pytest.raises(HarnessError, match=r"m\.scales must be a finite number"):
+        validate_params(Params(scales=(1.0, float("inf"))), "m")
+
+
+def test_csv_cells_read_the_bounds_declared_on_prompt_spec():
+    """The CSV reader does not repeat the limits: it asks PromptSpec's fields."""
+    seed_bounds = next(f for f in dataclasses.fields(PromptSpec) if f.name == "seed").metadata
+    assert Bounds(ge=0, lt=2**64) in seed_bounds.values()
+    check_field(PromptSpec, "seed", 2**64 - 1, "row 1: seed")
+    with pytest.raises(HarnessError, match=r"row 1: seed must be ≥ 0 and < 2\*\*64; got 18446744073709551616"):
+        check_field(PromptSpec, "seed", 2**64, "row 1: seed")
+
+
+# --------------------------------------------------------------------------- property: accepted → finite image, or one line
+
+BAD_NUMBER_TEXT = st.one_of(
+    st.sampled_from(["nan", "-nan", "inf", "-inf", "1e400", "1001", "1e30", "-3", "abc", "4.5", "18446744073709551616", "-1"]),
+    st.integers(min_value=-(2**65), max_value=2**65).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+)
+GOOD_SEED_TEXT = st.one_of(st.integers(min_value=0, max_value=2**64 - 1).map(str), st.sampled_from(["0", "42.0", "18446744073709551615"]))
+GOOD_GUIDANCE_TEXT = st.one_of(st.floats(min_value=0, max_value=1000).map(repr), st.sampled_from(["0", "-0", "7.5", "1000", "1e3"]))
+GOOD_SIZE_TEXT = st.sampled_from(["8", "16", "24", "16.0", "64"])
+BAD_SIZE_TEXT = st.sampled_from(["0", "-8", "4", "12", "100", "264", "4096", "x", "16.5"])
+
+
+def mostly(good, bad):
+    """Five draws in six valid, so that about a quarter of the specs get past every check and are generated."""
+    return st.one_of(good, good, good, good, good, bad)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    guidance=mostly(st.none() | GOOD_GUIDANCE_TEXT, BAD_NUMBER_TEXT),
+    seed=mostly(st.none() | GOOD_SEED_TEXT, BAD_NUMBER_TEXT),
+    size=mostly(st.none() | GOOD_SIZE_TEXT, BAD_SIZE_TEXT),
+    cell_seed=mostly(GOOD_SEED_TEXT, BAD_NUMBER_TEXT),
+    cell_guidance=mostly(st.just("") | GOOD_GUIDANCE_TEXT, BAD_NUMBER_TEXT),
+    cell_width=mostly(st.just("") | GOOD_SIZE_TEXT, BAD_SIZE_TEXT),
+    set_guidance=mostly(st.none() | GOOD_GUIDANCE_TEXT, BAD_NUMBER_TEXT),
+)
+def test_random_specs_either_generate_a_finite_image_or_are_refused_in_one_line(
+    tmp_path, tiny, guidance, seed, size, cell_seed, cell_guidance, cell_width, set_guidance
+):
+    from harness.engine import ActiveState, Defaults, Engine
+    from harness.store import Store
+
+    registry = Registry(PluginHost([BRIGHTNESS]))
+    path = write_csv(tmp_path, header="prompt,evaluation_seed,evaluation_guidance,sd_image_width",
+                     rows=f'"a cat","{cell_seed}","{cell_guidance}","{cell_width}"\n')
+    items = [f"path={path}", "metrics=brightness:mean"]
+    items += [f"{key}={value}" for key, value in (("guidance", guidance), ("seed", seed), ("size", size)) if value is not None]
+    sets = [f"csv.guidance={set_guidance}"] if set_guidance is not None else []
+    config = RunConfig(bench="csv:" + ",".join(items), sets=sets, model="tiny", out=str(tmp_path / "out"), show_progress=False)
+    try:
+        planned = plan(config, registry)
+    except HarnessError as err:
+        message = str(err)
+        assert message and "\n" not in message and "Traceback" not in message
+        event("refused")
+        return
+    event("generated")
+    (spec,) = planned.benchmarks[0].specs
+    assert math.isfinite(spec.guidance) and 0 <= spec.seed < 2**64
+    engine = Engine(tiny, Store(tmp_path / "out"), "fingerprint", Defaults(1, 16, 16), "cpu", "float32", batch_size=1, show_progress=False)
+    (image,) = engine.sample([engine.resolve(spec)], ActiveState(key="sd", label="sd"))  # raises on a non-finite image
+    assert image.size == (engine.resolve(spec).width, engine.resolve(spec).height)
