@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from harness import integrity
-from harness.api import ConceptSet, HarnessError, Method, PromptSpec, SamplingHooks, sha256_json
+from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
 from harness.store import Store
 
@@ -167,7 +167,7 @@ class ModelStates:
         state = ActiveState(key=key, label=label)
         ctx = self.context()
         for method, part_label in parts:
-            if method.kind == "none":  # the base model: same state, same images
+            if method.kind == MethodKind.NONE:  # the base model: same state, same images
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
             identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
@@ -175,7 +175,7 @@ class ModelStates:
                 identity["dtype"] = self.dtype
             key = sha256_json(identity)[:32]
             row = self.store.model_state(key)
-            if method.kind == "edit":
+            if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
                 intact = row is not None and self.store.files.verify(delta_path, "cached model delta", adopt=integrity.safetensors_loads,
                                                                          kind=integrity.DELTA, remedy="the erasure is recomputed")
@@ -196,7 +196,7 @@ class ModelStates:
             else:
                 metadata = row and _json(row["metadata"]) or {}
                 if row is None:
-                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": method.kind})
+                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": MethodKind(method.kind).value})
             hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)
@@ -369,20 +369,18 @@ class Engine:
         cond = self.embed([s.prompt for s in specs], state.key)
         uncond = self.embed([s.negative_prompt for s in specs], state.key)
         for hooks in state.hooks:
-            if hooks.transform_embeddings is not None:
-                cond, uncond = hooks.transform_embeddings(cond, uncond, specs)
+            cond, uncond = hooks.transform_embeddings(cond, uncond, specs)
         guidance = torch.tensor([s.guidance for s in specs], device=pipe.unet.device, dtype=pipe.unet.dtype).view(-1, 1, 1, 1)
         latents = self.initial_latents(specs) * scheduler.init_noise_sigma
         scheduler.set_timesteps(steps, device=pipe.unet.device)
-        guide = next((h.guide for h in reversed(state.hooks) if h.guide is not None), None)
+        guide = next((h.guide for h in reversed(state.hooks) if h.guides), None)
 
         def unet_call(latent_input, timestep, embeddings):
             self.unet_calls += 1
             return pipe.unet(latent_input, timestep, encoder_hidden_states=embeddings).sample
 
         for hooks in state.hooks:
-            if hooks.install is not None:
-                hooks.install(pipe)
+            hooks.install(pipe)
         try:
             with torch.no_grad():
                 for index, timestep in enumerate(scheduler.timesteps):
@@ -397,8 +395,7 @@ class Engine:
                 decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
         finally:
             for hooks in state.hooks:
-                if hooks.uninstall is not None:
-                    hooks.uninstall(pipe)
+                hooks.uninstall(pipe)
         if not torch.isfinite(decoded).all():
             # NaN becomes black after the uint8 cast, and a black image scores as perfect erasure: never store one.
             bad = [spec.id for spec, image in zip(specs, decoded) if not torch.isfinite(image).all()]

@@ -14,7 +14,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 
-from harness.api import Benchmark, ConceptSet, HarnessError, Method, PromptSpec, sha256_json
+from harness.api import Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
@@ -247,7 +247,7 @@ def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
         "backbone": {"name": plan.backbone_name, "model": plan.model or plan.backbone.default_model, "fingerprint": backbone_fingerprint},
         "device": plan.device,
         "dtype": plan.dtype,
-        "methods": [{"label": m.label, "parts": [{"label": label, "params": p.params_dict(), "version": p.version} for p, label in m.parts]} for m in plan.methods],
+        "methods": [{"label": m.label, "parts": [{"label": label, "params": p.params_dict(), "version": p.version, "paper": p.paper} for p, label in m.parts]} for m in plan.methods],
         "benchmarks": [
             {
                 "label": b.label,
@@ -315,11 +315,8 @@ class Runner:
         evals = store.image_unet_evals(keys)
         evals_per_image = sum(evals.values()) / max(len(evals), 1)
         by_scorer: dict[str, list[str]] = {}
-        for metric_ref in planned.benchmark.metrics:
-            scorer_name, sep, metric_id = metric_ref.partition(":")
-            if not sep:
-                raise HarnessError(f"benchmark {planned.label!r} lists metric {metric_ref!r}; metrics are written 'scorer:metric'")
-            by_scorer.setdefault(scorer_name, []).append(metric_id)
+        for ref in planned.benchmark.metric_refs():
+            by_scorer.setdefault(ref.scorer, []).append(ref.metric)
         for scorer_name, metric_ids in by_scorer.items():
             scorer = self.scorer(scorer_name)
             if scorer.needs_reference:
@@ -329,8 +326,9 @@ class Runner:
             for metric_id in metric_ids:
                 metric = scorer.metric(metric_id)
                 value = metric.compute(raws, planned.specs)
-                store.add_result(plan.run_id, method_label, planned.label, f"{scorer_name}:{metric_id}", value, len(keys),
-                                 metric.lower_is_better, metric.name, metric.description, state.key, evals_per_image)
+                store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=str(MetricRef(scorer_name, metric_id)),
+                                 value=value, n=len(keys), lower_is_better=metric.lower_is_better, name=metric.name,
+                                 description=metric.description, model_state=state.key, unet_evals_per_image=evals_per_image)
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image
@@ -360,7 +358,7 @@ class Runner:
         return [known[key] for key in keys]
 
     def _needs_reference(self, planned: PlannedBenchmark) -> bool:
-        return any(self.scorer(ref.partition(":")[0]).needs_reference for ref in planned.benchmark.metrics)
+        return any(self.scorer(ref.scorer).needs_reference for ref in planned.benchmark.metric_refs())
 
     def _generate_references(self, group: list[PlannedBenchmark]) -> None:
         """The base model's own images for the same prompts and seeds (the paper's FID reference).
@@ -385,13 +383,6 @@ class Runner:
             raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
             self.store.add_set_score(set_key, scorer.name, scorer.version, raw)
         return raw
-
-
-def run(config: RunConfig, registry: Registry) -> tuple[str, Store]:
-    planned = plan(config, registry)
-    runner = Runner(planned)
-    run_id = runner.execute()
-    return run_id, runner.store
 
 
 def describe_plan(planned: Plan) -> str:
