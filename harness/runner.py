@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import io
+import os
 import platform
 import sys
 from dataclasses import dataclass, field
 
+from harness import integrity
 from harness.api import Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
@@ -111,6 +113,9 @@ def _expand_benchmarks(registry: Registry, items: list[list[Selection]]) -> list
 
 
 def _default_device() -> str:
+    # Importing torch costs seconds, most of a finished re-run: on Linux, no GPU driver means no GPU.
+    if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/kfd")):
+        return "cpu"
     try:
         import torch
 
@@ -276,12 +281,15 @@ class Runner:
         return self.scorers[name]
 
     def execute(self):
-        from harness.engine import Defaults, Engine, ModelStates, pipeline_fingerprint
+        from harness.engine import Defaults, Engine, ModelStates
+        from harness.lazy import PipelineSource
 
         plan, store = self.plan, self.store
         matmul = matmul_precision(plan.device, plan.dtype)
-        pipe = plan.backbone.load(plan.model, plan.device, plan.dtype)
-        fingerprint = pipeline_fingerprint(pipe)
+        # Loaded only when something must be generated or erased: a finished matrix costs no model loading.
+        self.source = pipe = PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
+                                            device=plan.device, dtype=plan.dtype, store=store)
+        fingerprint, scheduler_config = pipe.fingerprint()
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, fingerprint)
         manifest["matmul_precision"] = matmul
@@ -290,7 +298,7 @@ class Runner:
         self.states = ModelStates(pipe, store, fingerprint, plan.backbone_name, plan.device, plan.dtype, show_progress=show)
         backbone = plan.backbone
         self.engine = Engine(pipe, store, fingerprint, Defaults(backbone.steps, backbone.height, backbone.width), plan.device, plan.dtype,
-                             batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show)
+                             batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show, scheduler_config=scheduler_config)
         states_metadata = {}
         for method in plan.methods:
             by_concepts: dict[str, list[PlannedBenchmark]] = {}
@@ -298,15 +306,40 @@ class Runner:
                 by_concepts.setdefault(planned.concepts.fingerprint(), []).append(planned)
             for group in by_concepts.values():
                 self._generate_references(group)
-                state = self.states.activate(method.parts, group[0].concepts, method.label)
+                state = self._state_for(method, group)
                 states_metadata[f"{method.label} / {group[0].concepts.name}"] = state.metadata
                 for planned in group:
                     self._run_cell(method.label, planned, state)
         manifest["model_states"] = states_metadata
+        manifest["pipeline_loaded"] = self.source.loads > 0
         store.write_manifest(plan.run_id, manifest)
         store.finish_run(plan.run_id)
         self.states.reset()
         return plan.run_id
+
+    def _state_for(self, method: PlannedMethod, group: list[PlannedBenchmark]):
+        """The method's model state: read from the store when every image of the group exists, else activated."""
+        stored = self.states.stored_state(method.parts, group[0].concepts, method.label)
+        if stored is not None:
+            engine = self.engine
+            specs = [engine.resolve(spec) for planned in group for spec in planned.specs]
+            files = self.store.files  # intact, not merely present: a damaged image must be regenerated in the real state
+            if all(files.inspect(self.store.image_path(engine.image_key(spec, stored.key)), adopt=integrity.image_decodes) is None
+                   for spec in specs) and self._deltas_intact(method, group[0].concepts):
+                return stored
+        return self.states.activate(method.parts, group[0].concepts, method.label)
+
+    def _deltas_intact(self, method: PlannedMethod, concepts: ConceptSet) -> bool:
+        """Check the stored deltas of the method's chain even when no image needs them: damage is reported when found."""
+        store = self.store
+        for key in self.states.chain_keys(method.parts, concepts):
+            row = store.model_state(key) if key is not None else None
+            if row is not None and row["delta_path"] and not store.files.verify(
+                store.delta_path(key), "cached model delta", adopt=integrity.safetensors_loads, kind=integrity.DELTA,
+                remedy="the erasure is recomputed",
+            ):
+                return False
+        return True
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
         plan, store, engine = self.plan, self.store, self.engine
