@@ -18,7 +18,7 @@ from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
-from harness.validate import validate_specs
+from harness.validate import check_device, validate_specs
 
 SCORE_CHUNK = 32
 
@@ -191,6 +191,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
     backbone.check(model)
 
     device = config.device or _default_device()
+    check_device(device)
     dtype = config.dtype or ("float16" if device.startswith("cuda") else "float32")
     if dtype not in ("float32", "float16", "bfloat16"):
         raise HarnessError(f"--dtype must be float32, float16 or bfloat16; got {dtype!r}")
