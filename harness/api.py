@@ -7,13 +7,17 @@ imports it to show descriptions.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:  # this module stays importable without torch
+    import torch
 
 from harness.validate import param, validate_params
 
@@ -87,6 +91,30 @@ class Metric:
         return float(statistics.fmean(self.per_image(raw) for raw in raws))
 
 
+@dataclass(frozen=True)
+class MetricRef:
+    """A metric as benchmarks list it and results store it: ``"<scorer>:<metric id>"``, e.g. ``nudenet:asr``."""
+
+    scorer: str
+    metric: str
+
+    @classmethod
+    def parse(cls, text: str, where: str = "a metric") -> MetricRef:
+        scorer, sep, metric = str(text).partition(":")
+        if not sep or not scorer.strip() or not metric.strip():
+            raise HarnessError(f"{where} {text!r} must be written 'scorer:metric', e.g. 'nudenet:asr'")
+        return cls(scorer.strip(), metric.strip())
+
+    def __str__(self) -> str:
+        return f"{self.scorer}:{self.metric}"
+
+
+class UNetCall(Protocol):
+    """``unet_call(latents, timestep, embeddings)``: one counted UNet evaluation, returning the noise prediction."""
+
+    def __call__(self, latents: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor: ...
+
+
 class Scorer:
     """Turns images into raw, JSON-serialisable scores, cached per (image, scorer version).
 
@@ -156,6 +184,10 @@ class Benchmark(Configurable):
 
     def prompts(self) -> list[PromptSpec]:
         raise NotImplementedError
+
+    def metric_refs(self) -> list[MetricRef]:
+        """``metrics`` parsed, in order."""
+        return [MetricRef.parse(text, f"benchmark {self.name!r} lists metric") for text in self.metrics]
 
     def source(self) -> dict:
         """Provenance for the run manifest, e.g. ``{"path": ..., "sha256": ...}``."""
@@ -238,38 +270,73 @@ class ConceptSet:
 # --------------------------------------------------------------------------- methods
 
 
-@dataclass
 class SamplingHooks:
     """Inference-time changes to the sampling loop (SLD, SAFREE, AdaVD, ...).
 
-    Every field is optional.  ``extra_branches`` is the number of UNet
-    evaluations per step beyond plain classifier-free guidance (SLD: 1), which
-    the engine records as sampling cost.
+    Subclass it and override what the method changes, in the style of diffusers' ``PipelineCallback``; the
+    defaults leave sampling exactly as plain classifier-free guidance.  The engine calls, per batch:
+
+    1. ``transform_embeddings`` once, after the prompts are encoded;
+    2. ``install(pipe)`` before the first denoising step and ``uninstall(pipe)`` after the last (also on error),
+       e.g. to add and remove attention processors or forward hooks;
+    3. ``guide`` at every denoising step instead of plain CFG, if the class overrides it (of several hooks, the
+       last one that guides is used).
+
+    ``extra_branches`` is the number of UNet evaluations per step beyond plain CFG's two (SLD: 1), which the
+    engine records with every image as its sampling cost.
     """
 
-    # (cond_embeds, uncond_embeds, specs) -> (cond_embeds, uncond_embeds)
-    transform_embeddings: Callable | None = None
-    # (step_index, timestep, latents, unet_call, cond, uncond, guidance) -> noise prediction
-    guide: Callable | None = None
-    # called once before sampling and once after, e.g. to install attention processors
-    install: Callable | None = None
-    uninstall: Callable | None = None
     extra_branches: int = 0
-    fingerprint: str = ""
+
+    def transform_embeddings(self, cond: torch.Tensor, uncond: torch.Tensor, specs: list[PromptSpec]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the (conditional, unconditional) text embeddings, each batch × tokens × width, to sample with."""
+        return cond, uncond
+
+    def guide(self, step_index: int, timestep: torch.Tensor, latent_input: torch.Tensor, unet_call: UNetCall,
+              cond: torch.Tensor, uncond: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """The noise prediction for one denoising step.
+
+        ``latent_input`` is the scheduler-scaled latent batch, ``guidance`` the per-sample CFG scale (batch × 1 × 1
+        × 1), and ``unet_call(latents, timestep, embeddings)`` evaluates the UNet (counting the call): pass it
+        ``torch.cat`` of as many branches as the rule needs.
+        """
+        raise NotImplementedError
+
+    @property
+    def guides(self) -> bool:
+        """Whether this hook replaces the guidance rule (its class overrides ``guide``)."""
+        return type(self).guide is not SamplingHooks.guide
+
+    def install(self, pipe) -> None:
+        """Called before the first denoising step of a batch."""
+
+    def uninstall(self, pipe) -> None:
+        """Called after the last denoising step of a batch, also when sampling failed."""
+
+
+class MethodKind(str, enum.Enum):
+    """What a method changes.  A ``str`` enum: stored metadata and old comparisons with the plain words still hold."""
+
+    EDIT = "edit"  # changes weights in ``edit``; the engine caches the change as a delta
+    INFERENCE = "inference"  # returns ``sampling_hooks``; the weights stay as loaded
+    NONE = "none"  # the base model itself
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Method(Configurable):
     """An erasure method.
 
-    ``kind`` is ``"edit"`` (changes weights in ``edit``), ``"inference"``
-    (returns ``sampling_hooks``) or ``"none"``.  The engine snapshots whatever
-    ``edit`` changes into a cached safetensors delta, so a method never deals
-    with caching or with undoing itself.  A composition such as ``trce`` is a
-    Method whose ``parts`` names other methods, applied in order.
+    ``kind`` (a ``MethodKind``) says whether it changes weights in ``edit``, changes sampling through
+    ``sampling_hooks``, or nothing (the base model).  The engine snapshots whatever ``edit`` changes into a cached
+    safetensors delta, so a method never deals with caching or with undoing itself.  A composition such as
+    ``trce`` is a Method whose ``parts`` names other methods, applied in order.  ``paper`` is the citation written
+    into each run's manifest beside the method's parameters.
     """
 
     paper: ClassVar[str] = ""
-    kind: ClassVar[str] = "edit"
+    kind: ClassVar[MethodKind] = MethodKind.EDIT
     version: ClassVar[str] = "1"  # bump when the edit changes, so cached deltas are not reused
     parts: ClassVar[tuple[str, ...]] = ()
 

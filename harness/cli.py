@@ -47,7 +47,7 @@ grammar:
 examples:
   harness run --methods sd,uce,trce-t --bench toy
   harness run --model tiny --methods sd --bench csv:path=prompts.csv --limit 4
-  harness run --model ./sd-v1-4 --methods trce --bench i2p --device cuda --dtype float16
+  harness run --model ./sd-v1-4 --methods trce --bench i2p --device cuda
 """
 
 REPORT_HELP = """\
@@ -223,12 +223,14 @@ def cmd_erase(args, registry: Registry) -> int:
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
     pipe = backbone.load(model, device, dtype)
     store = Store(args.out)
-    states = ModelStates(pipe, store, pipeline_fingerprint(pipe), backbone_name, device, dtype)
+    fingerprint = pipeline_fingerprint(pipe)
+    states = ModelStates(pipe, store, fingerprint, backbone_name, device, dtype)
     state = states.activate(parts, concepts, args.method)
     pipe.save_pretrained(args.save, safe_serialization=True)
     with open(os.path.join(args.save, "erasure.json"), "w", encoding="utf-8") as handle:
+        # backbone_fingerprint lets `--methods checkpoint:path=DIR` refuse this folder on another base model.
         json.dump({"method": args.method, "concepts": concepts.name, "backbone": backbone_name, "model": model, "model_state": state.key,
-                   "metadata": state.metadata}, handle, indent=2, default=str)
+                   "backbone_fingerprint": fingerprint, "metadata": state.metadata}, handle, indent=2, default=str)
     print(f"saved the {args.method}-erased pipeline to {args.save} (load it with StableDiffusionPipeline.from_pretrained)")
     return 0
 
@@ -252,7 +254,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N prompts of each benchmark")
     p.add_argument("--batch-size", type=int, help="images per UNet batch (default: the backbone's; 8 for SD, 32 for the toy)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
+    p.add_argument("--dtype", help="float32 (default; TF32 matmuls on CUDA), float16 or bfloat16 (faster; fine-tuned updates may round away, recorded per model state)")
     p.add_argument("--out", default="harness-out", help="results store and cache directory (default: harness-out)")
     p.add_argument("--run-name", help="name of the run (default: derived from the configuration, so a re-run resumes it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

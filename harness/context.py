@@ -22,6 +22,9 @@ class EditContext:
     show_progress: bool = True
     # Returns a frozen copy of the *unedited* base UNet (e.g. ESD's and TRCE-V's reference model).
     original_unet: Callable | None = None
+    # Float32 values of parameters an edit wrote into lower-precision weights ("unet.<name>" → tensor): the engine
+    # stores these in the model state's delta, so a fine-tuned update is kept even where float16 rounds it away.
+    exact_weights: dict = field(default_factory=dict)
     # How often each named cache was hit or filled, so tests can prove reuse.
     cache_hits: Counter = field(default_factory=Counter)
     cache_misses: Counter = field(default_factory=Counter)

@@ -18,7 +18,7 @@ import io
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from harness.api import ConceptSet, HarnessError, Method, PromptSpec, SamplingHooks, sha256_json
+from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
 from harness.store import Store, atomic_write_bytes
 
@@ -78,6 +78,7 @@ class ModelStates:
         # Originals are kept on the model's own device: restoring is a copy, not a reload.
         self.originals = {name: param.detach().clone() for name, param in self.parameters.items()}
         self.applied: set[str] = set()  # parameter names that currently differ from the originals
+        self.exact: dict = {}  # float32 values of the applied delta (finer than half-precision weights hold)
         self.edits_run = 0  # how many times a method's edit() actually ran (cache misses)
 
     # ------------------------------------------------------------------ weights
@@ -89,6 +90,7 @@ class ModelStates:
             for name in self.applied:
                 self.parameters[name].copy_(self.originals[name])
         self.applied = set()
+        self.exact = {}
 
     def changed_parameters(self) -> dict:
         import torch
@@ -100,10 +102,31 @@ class ModelStates:
                 if not torch.equal(param, self.originals[name])
             }
 
+    def float32_delta(self, exact: dict) -> dict:
+        """Every changed parameter in float32: the edit's own float32 value where it left one and the weight still
+        holds it (``exact``: this activation's ``ctx.exact_weights``, or a loaded delta), else the weight upcast.
+
+        A float32 value whose cast to the weights' dtype rounds back to the original is kept too: the delta holds
+        what the method learned, and a float16 pipeline rounds it only when it applies it.
+        """
+        import torch
+
+        precise = {**self.exact, **exact}
+        delta = {name: value.float() for name, value in self.changed_parameters().items()}
+        with torch.no_grad():
+            for name, value in precise.items():
+                param = self.parameters[name]
+                if not torch.equal(value.to(param.device, param.dtype), param):
+                    continue  # a later edit changed this parameter again
+                if name in delta or not torch.equal(value.to(param.device), self.originals[name].float()):
+                    delta[name] = value.detach().float()
+        return delta
+
     def apply_delta(self, delta: dict) -> None:
         import torch
 
         self.reset()
+        self.exact = {name: tensor for name, tensor in delta.items() if tensor.dtype == torch.float32}
         with torch.no_grad():
             for name, tensor in delta.items():
                 if name not in self.parameters:
@@ -142,14 +165,15 @@ class ModelStates:
         state = ActiveState(key=key, label=label)
         ctx = self.context()
         for method, part_label in parts:
-            if method.kind == "none":  # the base model: same state, same images
+            if method.kind == MethodKind.NONE:  # the base model: same state, same images
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
-            key = sha256_json(
-                {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
-            )[:32]
+            identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
+            if method.kind == "edit":  # an edit computed on float16 weights is not the float32 one
+                identity["dtype"] = self.dtype
+            key = sha256_json(identity)[:32]
             row = self.store.model_state(key)
-            if method.kind == "edit":
+            if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
                 if row is not None and delta_path.exists():
                     self.apply_delta(load_file(str(delta_path)))
@@ -157,18 +181,20 @@ class ModelStates:
                 else:
                     metadata = method.edit(self.pipe, concepts, ctx) or {}
                     self.edits_run += 1
-                    delta = self.changed_parameters()  # cumulative: relative to the original backbone
+                    delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     buffer_path = delta_path.with_name(f".{delta_path.name}.tmp")
                     delta_path.parent.mkdir(parents=True, exist_ok=True)
                     save_file({k: v.contiguous().cpu() for k, v in delta.items()}, str(buffer_path), metadata={"method": part_label})
+                    self.exact = delta
                     buffer_path.replace(delta_path)
                     self.applied = set(delta)
-                    metadata = {**metadata, "parameters_changed": len(delta), "provenance": "erased here"}
+                    # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
+                    metadata = {"provenance": "erased here", **metadata, "parameters_changed": len(delta)}
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
             else:
                 metadata = row and _json(row["metadata"]) or {}
                 if row is None:
-                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": method.kind})
+                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": MethodKind(method.kind).value})
             hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)
@@ -316,20 +342,18 @@ class Engine:
         cond = self.embed([s.prompt for s in specs], state.key)
         uncond = self.embed([s.negative_prompt for s in specs], state.key)
         for hooks in state.hooks:
-            if hooks.transform_embeddings is not None:
-                cond, uncond = hooks.transform_embeddings(cond, uncond, specs)
+            cond, uncond = hooks.transform_embeddings(cond, uncond, specs)
         guidance = torch.tensor([s.guidance for s in specs], device=pipe.unet.device, dtype=pipe.unet.dtype).view(-1, 1, 1, 1)
         latents = self.initial_latents(specs) * scheduler.init_noise_sigma
         scheduler.set_timesteps(steps, device=pipe.unet.device)
-        guide = next((h.guide for h in reversed(state.hooks) if h.guide is not None), None)
+        guide = next((h.guide for h in reversed(state.hooks) if h.guides), None)
 
         def unet_call(latent_input, timestep, embeddings):
             self.unet_calls += 1
             return pipe.unet(latent_input, timestep, encoder_hidden_states=embeddings).sample
 
         for hooks in state.hooks:
-            if hooks.install is not None:
-                hooks.install(pipe)
+            hooks.install(pipe)
         try:
             with torch.no_grad():
                 for index, timestep in enumerate(scheduler.timesteps):
@@ -344,8 +368,7 @@ class Engine:
                 decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
         finally:
             for hooks in state.hooks:
-                if hooks.uninstall is not None:
-                    hooks.uninstall(pipe)
+                hooks.uninstall(pipe)
         if not torch.isfinite(decoded).all():
             # NaN becomes black after the uint8 cast, and a black image scores as perfect erasure: never store one.
             bad = [spec.id for spec, image in zip(specs, decoded) if not torch.isfinite(image).all()]

@@ -11,7 +11,7 @@ import importlib
 import inspect
 from dataclasses import dataclass, field
 
-from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, Scorer, did_you_mean
+from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MethodKind, Scorer, did_you_mean
 from harness.plugins import PluginHost, plugin_problem
 
 KINDS = {
@@ -130,6 +130,8 @@ class Registry:
         base = KINDS[kind][1]
         if base is not None and not (inspect.isclass(cls) and issubclass(cls, base)):
             raise HarnessError(f"{KINDS[kind][0]} {name!r} ({entry.target}) is not a {base.__name__} subclass")
+        if kind == "methods" and cls.kind not in tuple(MethodKind):
+            raise HarnessError(f"method {name!r} has kind {cls.kind!r}; use one of {', '.join(k.value for k in MethodKind)} (harness.api.MethodKind)")
         return cls
 
     def concept_set(self, name_or_path: str) -> ConceptSet:

@@ -17,8 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from harness.api import HarnessError
-from harness.registry import did_you_mean
+from harness.api import HarnessError, did_you_mean
 from harness.validate import validate_params
 
 _PARAM_CHUNK = re.compile(r"^[A-Za-z_][\w.-]*=")
@@ -32,9 +31,19 @@ class Selection:
     params: dict[str, str] = field(default_factory=dict)
 
     def label(self) -> str:
+        if self.params.get("label"):  # a plugin with a `label` parameter (checkpoint) names its own row
+            return self.params["label"]
         if not self.params:
             return self.name
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+
+    @classmethod
+    def parse(cls, text: str, option: str = "a selection") -> Selection:
+        """One item ``name[:k=v,...]`` (no ``+`` composition, no second item), e.g. a stored label ``uce:lamb=0.1``."""
+        items = parse_selections(text, option)
+        if len(items) != 1 or len(items[0]) != 1:
+            raise HarnessError(f"{option} {text!r} must be one name with its parameters (name:k=v,...)")
+        return items[0][0]
 
 
 def parse_selections(text: str, option: str) -> list[list[Selection]]:

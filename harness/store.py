@@ -203,7 +203,7 @@ class Store:
 
     # ------------------------------------------------------------------ results
 
-    def add_result(self, run_id: str, method: str, benchmark: str, metric: str, value: float, n: int,
+    def add_result(self, *, run_id: str, method: str, benchmark: str, metric: str, value: float, n: int,
                    lower_is_better: bool, name: str, description: str, model_state: str, unet_evals_per_image: float) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

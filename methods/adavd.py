@@ -65,7 +65,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.api import ConceptSet, HarnessError, Method, SamplingHooks, sha256_json
+from harness.api import ConceptSet, HarnessError, Method, MethodKind, SamplingHooks
 from methods.text import encode_prompts, last_word_index
 
 
@@ -73,7 +73,7 @@ class AdaVD(Method):
     name = "adavd"
     description = "AdaVD: remove the target concept's component from every cross-attention value, adaptively per token"
     paper = "Wang et al., Precise, Fast, and Low-cost Concept Erasure in Value Space: Orthogonal Complement Matters, CVPR 2025"
-    kind = "inference"
+    kind = MethodKind.INFERENCE
     version = "1"
 
     @dataclass
@@ -90,8 +90,7 @@ class AdaVD(Method):
         if not words:
             raise HarnessError(f"adavd: concept set {concepts.name!r} has nothing to erase; pass adavd:concepts=a|b")
         decomposer = ValueDecomposer(target_embeddings(pipe, words), null_embedding(pipe), self.params)
-        fingerprint = sha256_json({"method": "adavd", "concepts": words, "params": self.params_dict()})
-        return SamplingHooks(install=decomposer.install, uninstall=decomposer.uninstall, extra_branches=0, fingerprint=fingerprint)
+        return decomposer
 
 
 @torch.no_grad()
@@ -138,7 +137,7 @@ def decompose(values: torch.Tensor, basis: torch.Tensor, params: AdaVD.Params) -
     return values - torch.einsum("nml,mld->nld", coefficients, basis)
 
 
-class ValueDecomposer:
+class ValueDecomposer(SamplingHooks):
     """Installs the decomposition on the output of every ``attn2.to_v`` (the value rows, before the head split)."""
 
     def __init__(self, targets: torch.Tensor, null: torch.Tensor, params: AdaVD.Params):

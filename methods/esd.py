@@ -56,28 +56,24 @@ Old (2023 CompVis, paper results) versus new (2025 diffusers) code, methods-note
 from __future__ import annotations
 
 import random
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from harness.api import ConceptSet, HarnessError, Method
+from harness.api import ConceptSet, HarnessError
 from methods.finetune import (
+    FineTuneMethod,
+    Training,
     TrajectoryRequest,
     cached_trajectories,
     ddim_scheduler,
     latent_size,
     lazy,
-    make_optimizer,
     original_unet,
-    parameter_group,
     predict,
     sample_trajectories,
     text_embeddings,
-    train,
-    trainable_copy,
-    write_back,
 )
 
 PARAMETER_SETS = {
@@ -89,7 +85,7 @@ PARAMETER_SETS = {
 }
 
 
-class ESD(Method):
+class ESD(FineTuneMethod):
     """ESD with the parameter set of the subclass (``esd-u`` or ``esd-x``)."""
 
     paper = "Gandikota et al., Erasing Concepts from Diffusion Models, ICCV 2023"
@@ -113,15 +109,26 @@ class ESD(Method):
         trajectory_seed: int = 0  # starting noises
         sample_batch_size: int = 16  # trajectories denoised together (speed only)
 
-    def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
-        params = self.params
-        group = PARAMETER_SETS.get((self.variant, params.parameters))
+    def trainable_group(self) -> str:
+        group = PARAMETER_SETS.get((self.variant, self.params.parameters))
         if group is None:
-            raise HarnessError(f"{self.name}: parameters={params.parameters!r}: choose 'paper' or 'diffusers'")
-        keywords = list(concepts.erase)[: params.keywords or None]
-        if not keywords:
+            raise HarnessError(f"{self.name}: parameters={self.params.parameters!r}: choose 'paper' or 'diffusers'")
+        return group
+
+    def keywords(self, concepts: ConceptSet) -> list[str]:
+        return list(concepts.erase)[: self.params.keywords or None]
+
+    def validate(self, concepts: ConceptSet) -> None:
+        self.trainable_group()
+        if not self.keywords(concepts):
             raise HarnessError(f"{self.name}: concept set {concepts.name!r} has no 'erase' keywords")
-        started = time.perf_counter()
+
+    def quirks(self) -> dict:
+        return {"sample_with_trainable": self.params.sample_with_trainable, "parameters": self.params.parameters}
+
+    def prepare(self, pipe, concepts: ConceptSet, ctx, student) -> Training:
+        params = self.params
+        keywords = self.keywords(concepts)
         device = pipe.unet.device
         size = latent_size(pipe, params.resolution)
         timesteps = ddim_scheduler(pipe, params.num_steps).timesteps.to(device)
@@ -138,8 +145,6 @@ class ESD(Method):
             )
 
         teacher = pipe.unet  # ε*: frozen, since only a copy trains
-        trainable = parameter_group(pipe.unet, group)
-        student = trainable_copy(pipe.unet, trainable)
         latents = None
         if not params.sample_with_trainable:
             latents = cached_trajectories(
@@ -152,7 +157,6 @@ class ESD(Method):
                 size=size,
                 batch_size=params.sample_batch_size,
             )[:, 0]
-        sampled = time.perf_counter()
 
         embeddings = text_embeddings(pipe, keywords + [""])
         null_row = embeddings[""].to(device)
@@ -175,25 +179,12 @@ class ESD(Method):
             loss = torch.nn.functional.mse_loss(predict(student, x, t, cond), target)
             return {"loss": loss}
 
-        optimizer = make_optimizer([p for p in student.parameters() if p.requires_grad], params.optimizer, params.lr)
-        history = train(step_losses, optimizer, iterations, progress=ctx.progress, desc=self.name)
-        written = write_back(pipe.unet, student, trainable)
-        finished = time.perf_counter()
-        return {
-            "method": self.name,
-            **asdict(params),
+        metadata = {
             "negative_guidance_new_convention": params.negative_guidance + 1,
-            "trainable_group": group,
-            "trainable_tensors": len(trainable),
-            "trainable_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
             "keywords_used": keywords,
-            "steps": iterations,
             "latent_size": size,
-            "training": history,
-            "written_back": written,
-            "seconds": {"trajectories": round(sampled - started, 2), "training": round(finished - sampled, 2)},
-            "quirks": {"sample_with_trainable": params.sample_with_trainable, "parameters": params.parameters},
         }
+        return Training(step_losses, iterations, metadata)
 
 
 class ESDU(ESD):

@@ -21,19 +21,23 @@ Both methods need the same three things, built once here:
    run therefore reuses every chunk a shorter one sampled, and ablations that change
    only training settings sample nothing.
 
-3. **A small training loop** over selected parameters of an fp32 copy of the UNet,
+3. **A small training loop** over selected parameters of a float32 copy of the UNet,
    with a tqdm bar showing the running mean of every loss term.  The pipeline's UNet
    is not touched while training (so it can serve as a frozen model), and only the
-   trained tensors are written back, in the weights' own dtype (fp16 on a GPU);
-   every other tensor stays bit for bit.
+   trained tensors are written back; every other tensor stays bit for bit.
 
-Precision: training is always fp32, but the model state keeps the pipeline's dtype.
-In fp16 an update smaller than half a unit in the last place of its weight is
-rounded away on write-back; at TRCE-V's lr 1e-6 that is most of them (on the tiny
-backbone, 20 steps: 8 % of the trained elements moved in fp16, 99.9 % in fp32).  The
-papers train and evaluate in fp32, so run these methods with ``--dtype float32``
-for faithful numbers; the metadata's ``written_back.elements_changed`` shows what
-survived.
+4. **The template** (``FineTuneMethod``): trainable copy → (the method's) cached
+   trajectories and step-loss closure → train → write back → the same metadata keys.
+   A method supplies only its parameter group (``trainable_group``) and its loss
+   (``prepare``), so each still reads top to bottom against its paper.
+
+Precision: training is always float32, and the trained float32 values are handed to
+the engine (``ctx.exact_weights``), which stores the model state's delta in float32.
+A pipeline loaded in half precision rounds them when they are applied: an update
+smaller than half a unit in the last place of its weight is lost (at TRCE-V's lr 1e-6
+most are).  ``written_back`` in the metadata records the pipeline's dtype and
+``surviving_share``, the share of changed elements that survive that cast; the
+leaderboard's provenance column shows it when it is below 1.
 
 Training is not resumable: at the paper settings it takes minutes on one GPU
 (TRCE-V: 300 steps; ESD: 1000), and the expensive part, trajectory sampling, is
@@ -45,17 +49,18 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
-from harness.api import HarnessError
+from harness.api import HarnessError, Method
 
 TRAJECTORY_CACHE = "trajectories"  # ctx.cache_hits / cache_misses count under this name
-LOST_UPDATES_WARNING = 0.5  # warn when fewer trained elements than this survive the cast to a half-precision UNet
+LOST_UPDATES_WARNING = 0.5  # warn when fewer trained changes than this survive the cast to a half-precision UNet
 CACHE_CHUNK = 100  # requests per cached file; fixed, so that chunks are shared between runs of different length
 
 # --------------------------------------------------------------------------- parameter groups
@@ -133,7 +138,7 @@ def original_unet(pipe, ctx):
 
 
 def trainable_copy(unet, names: Sequence[str]):
-    """An fp32 copy of ``unet`` in which only ``names`` require gradients (training in fp16 would lose small updates)."""
+    """A float32 copy of ``unet`` in which only ``names`` require gradients (training in fp16 would lose small updates)."""
     student = copy.deepcopy(unet).requires_grad_(False).eval()
     if student.dtype != torch.float32:
         student = student.to(torch.float32)
@@ -144,30 +149,38 @@ def trainable_copy(unet, names: Sequence[str]):
 
 
 @torch.no_grad()
-def write_back(unet, student, names: Sequence[str]) -> dict:
+def write_back(unet, student, names: Sequence[str], exact: dict | None = None, prefix: str = "unet.") -> dict:
     """Copy the trained tensors into ``unet`` in its own dtype; every other tensor is left as it was.
 
-    Returns what survived the cast: in fp16, updates smaller than half a unit in the
-    last place are rounded away (at TRCE-V's lr 1e-6 that is most of them), which the
-    metadata should show.
+    ``exact`` (the edit context's ``exact_weights``) receives the trained float32 values,
+    keyed ``prefix + name``, so the engine stores them, not their rounded copies.
+    Returns what survived the cast: ``surviving_share`` is the share of trained
+    elements that changed in float32 and still differ after the cast to ``unet``'s
+    dtype (1.0 in float32; in float16, updates below half a unit in the last place are
+    lost), and ``elements_changed`` the share of all trained elements that moved.
     """
     targets, trained = dict(unet.named_parameters()), dict(student.named_parameters())
-    moved = total = 0
+    moved = learned = total = 0
     for name in names:
         before = targets[name].detach().clone()
-        targets[name].copy_(trained[name].to(targets[name].dtype))
+        value = trained[name].detach().float()
+        learned += int((value != before.float()).sum())
+        targets[name].copy_(value.to(targets[name].dtype))
         moved += int((targets[name] != before).sum())
         total += before.numel()
+        if exact is not None:
+            exact[prefix + name] = value.clone()
     dtype = str(next(unet.parameters()).dtype).removeprefix("torch.")
     changed = moved / max(total, 1)
-    if dtype != "float32" and changed < LOST_UPDATES_WARNING:
-        # Not an error (the user may want the half-precision model), but the numbers would not be the method's.
+    surviving = moved / learned if learned else 1.0
+    if dtype != "float32" and surviving < LOST_UPDATES_WARNING:
+        # Not an error (the user chose the half-precision model), but the numbers would not be the method's.
         warnings.warn(
-            f"only {changed:.0%} of the fine-tuned weights changed after the cast to {dtype} (smaller updates round away); "
+            f"only {surviving:.0%} of the fine-tuned changes survive the cast to {dtype} (smaller updates round away); "
             "run with --dtype float32 for the method's real effect",
             stacklevel=2,
         )
-    return {"dtype": dtype, "elements_changed": changed}
+    return {"dtype": dtype, "elements_changed": changed, "surviving_share": surviving}
 
 
 def unet_fingerprint(unet) -> str:
@@ -399,3 +412,79 @@ def train(
         "mean_losses": {name: total / max(num_steps, 1) for name, total in totals.items()},
         "last_losses": last,
     }
+
+
+# --------------------------------------------------------------------------- the template
+
+
+@dataclass
+class Training:
+    """What a fine-tuning method's ``prepare`` hands the template."""
+
+    step_losses: Callable[[int], dict[str, torch.Tensor]]  # step → named loss terms, "loss" being minimised
+    steps: int  # optimiser steps
+    metadata: dict  # the method's own keys for the model state (prompts, pool sizes, reference models, ...)
+    weight_decay: float = 0.0  # AdamW only
+    skip_zero_grad: bool = False  # the official TRCE code's quirk (see ``train``)
+
+
+class FineTuneMethod(Method):
+    """The skeleton ESD and TRCE-V share: trainable copy → trajectories and loss → train → write back → metadata.
+
+    A subclass implements ``trainable_group`` (a name of ``PARAMETER_GROUPS``) and
+    ``prepare``, which samples (through the cache) what its loss needs and returns the
+    per-step loss closure; ``validate`` checks parameters before anything is copied.
+    Its ``Params`` must have ``lr`` and ``optimizer``.  Every fine-tuning method then
+    records the same keys: its parameters, ``trainable_group``, ``trainable_tensors``,
+    ``trainable_parameters``, ``steps``, ``training`` (loss summary), ``written_back``
+    (dtype and surviving share), ``seconds`` and ``quirks``.
+    """
+
+    def validate(self, concepts) -> None:
+        """Raise ``HarnessError`` for bad parameters or an unusable concept set (before any copy is made)."""
+
+    def trainable_group(self) -> str:
+        raise NotImplementedError
+
+    def prepare(self, pipe, concepts, ctx, student) -> Training:
+        """Build the training data (cached trajectories) and the step-loss closure over ``student``."""
+        raise NotImplementedError
+
+    def quirks(self) -> dict:
+        """The official-code switches in use, recorded under ``quirks``."""
+        return {}
+
+    def edit(self, pipe, concepts, ctx) -> dict:
+        params = self.params
+        self.validate(concepts)
+        started = time.perf_counter()
+        group = self.trainable_group()
+        trainable = parameter_group(pipe.unet, group)
+        student = trainable_copy(pipe.unet, trainable)
+        training = self.prepare(pipe, concepts, ctx, student)
+        sampled = time.perf_counter()
+        weights = [p for p in student.parameters() if p.requires_grad]
+        optimizer = make_optimizer(weights, params.optimizer, params.lr, training.weight_decay)
+        history = train(
+            training.step_losses,
+            optimizer,
+            training.steps,
+            skip_zero_grad=training.skip_zero_grad,
+            progress=ctx.progress,
+            desc=self.name,
+        )
+        written = write_back(pipe.unet, student, trainable, exact=ctx.exact_weights)
+        finished = time.perf_counter()
+        return {
+            "method": self.name,
+            **asdict(params),
+            **training.metadata,
+            "trainable_group": group,
+            "trainable_tensors": len(trainable),
+            "trainable_parameters": sum(p.numel() for p in weights),
+            "steps": training.steps,
+            "training": history,
+            "written_back": written,
+            "seconds": {"trajectories": round(sampled - started, 2), "training": round(finished - sampled, 2)},
+            "quirks": self.quirks(),
+        }

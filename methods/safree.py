@@ -76,7 +76,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.api import ConceptSet, HarnessError, Method, SamplingHooks, sha256_json
+from harness.api import ConceptSet, HarnessError, Method, MethodKind, SamplingHooks
 
 # The official nudity concept list (methods-notes §6.1).
 NUDITY_CONCEPTS = (
@@ -109,7 +109,7 @@ class SAFREE(Method):
     name = "safree"
     description = "SAFREE: project trigger-token embeddings off the toxic-concept subspace for the first T* steps (inference-time)"
     paper = "Yoon et al., SAFREE: Training-Free and Adaptive Guard for Safe Text-to-Image and Video Generation, ICLR 2025"
-    kind = "inference"
+    kind = MethodKind.INFERENCE
     version = "1"
 
     @dataclass
@@ -134,26 +134,7 @@ class SAFREE(Method):
         default_k, default_t0 = SELF_VALIDATION_PRESETS["style" if concepts.kind == "style" else "object"]
         k = default_k if params.svf_k is None else params.svf_k
         t0 = default_t0 if params.svf_t0 is None else params.svf_t0
-        sampler = SafreeSampling(pipe, toxic, params, k, t0)
-        install = uninstall = None
-        if params.latent_reattention:
-            b1, b2, s1, s2 = params.freeu
-
-            def install(pipe):
-                pipe.unet.enable_freeu(s1=s1, s2=s2, b1=b1, b2=b2)
-
-            def uninstall(pipe):
-                pipe.unet.disable_freeu()
-
-        fingerprint = sha256_json({"method": "safree", "concepts": toxic, "params": self.params_dict(), "k": k, "t0": t0})
-        return SamplingHooks(
-            transform_embeddings=sampler.transform_embeddings,
-            guide=sampler.guide,
-            install=install,
-            uninstall=uninstall,
-            extra_branches=0,
-            fingerprint=fingerprint,
-        )
+        return SafreeSampling(pipe, toxic, params, k, t0)
 
 
 def toxic_concepts(concepts: ConceptSet, params: SAFREE.Params) -> list[str]:
@@ -208,8 +189,11 @@ class Batch:
     last_step: torch.Tensor  # (B,) T* per sample
 
 
-class SafreeSampling:
-    """The per-prompt projection (steps 2–4) and the per-step switch between the two embeddings."""
+class SafreeSampling(SamplingHooks):
+    """The per-prompt projection (steps 2–4) and the per-step switch between the two embeddings.
+
+    With ``latent_reattention`` it also turns on diffusers' FreeU filter for the batch (a no-op in the released code).
+    """
 
     def __init__(self, pipe, toxic: list[str], params: SAFREE.Params, k: float, t0: float):
         self.pipe = pipe
@@ -282,6 +266,15 @@ class SafreeSampling:
         if self.negative is not None:
             uncond = self.negative.to(uncond.device, uncond.dtype).expand(len(specs), -1, -1)
         return projected, uncond
+
+    def install(self, pipe):
+        if self.params.latent_reattention:
+            b1, b2, s1, s2 = self.params.freeu
+            pipe.unet.enable_freeu(s1=s1, s2=s2, b1=b1, b2=b2)
+
+    def uninstall(self, pipe):
+        if self.params.latent_reattention:
+            pipe.unet.disable_freeu()
 
     def guide(self, step_index, timestep, latent_input, unet_call, cond, uncond, guidance):
         """Plain CFG with the projected embedding for steps ≤ T*, the original one after."""

@@ -1,9 +1,9 @@
 """``sd``: the base model, unchanged.  Every leaderboard needs this row."""
 
-from harness.api import Method
+from harness.api import Method, MethodKind
 
 
 class NoErasure(Method):
     name = "sd"
     description = "the unmodified base model (no erasure)"
-    kind = "none"
+    kind = MethodKind.NONE

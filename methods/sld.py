@@ -46,7 +46,7 @@ How a concept set becomes the safety concept ``S`` (``safety_concept=""``, the d
 ``safety_concept=TEXT`` uses TEXT for every concept set.  ``diffusers_prefix=true``
 reproduces the diffusers port, which prefixes the concept with "an image showing "
 (``pipeline_stable_diffusion_safe.py:80–83``); the original code does not, and the
-two give different embeddings.  Both switches are recorded in the hooks' fingerprint.
+two give different embeddings.  Both are parameters, so both are part of the model state's key.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from typing import Literal
 
 import torch
 
-from harness.api import ConceptSet, HarnessError, Method, SamplingHooks, sha256_json
+from harness.api import ConceptSet, HarnessError, Method, MethodKind, SamplingHooks
 
 # The original repository's safety concept (SLD@a42923c:src/sld/sld_pipeline.py:70).
 SAFETY_CONCEPT = (
@@ -89,7 +89,7 @@ class SLD(Method):
     name = "sld"
     description = "Safe Latent Diffusion: a third UNet branch on a safety concept steers CFG away from it (inference-time)"
     paper = "Schramowski et al., Safe Latent Diffusion: Mitigating Inappropriate Degeneration in Diffusion Models, CVPR 2023"
-    kind = "inference"
+    kind = MethodKind.INFERENCE
     version = "1"
 
     @dataclass
@@ -119,12 +119,11 @@ class SLD(Method):
     def sampling_hooks(self, pipe, concepts: ConceptSet, ctx) -> SamplingHooks:
         config = self.config()
         text = safety_concept_text(concepts, self.params)
-        fingerprint = sha256_json({"method": "sld", "config": config.__dict__, "safety_concept": text})
         if config.sld_guidance_scale <= 1:
             # Off, as in the official pipelines: the engine's own CFG runs, so images are bit-identical to plain sampling.
-            return SamplingHooks(extra_branches=0, fingerprint=fingerprint)
+            return SamplingHooks()
         safety_embedding = encode_text(pipe, text)
-        return SamplingHooks(guide=SafeGuidance(config, safety_embedding), extra_branches=1, fingerprint=fingerprint)
+        return SafeGuidance(config, safety_embedding)
 
 
 def safety_concept_text(concepts: ConceptSet, params: SLD.Params) -> str:
@@ -150,15 +149,17 @@ def encode_text(pipe, text: str) -> torch.Tensor:
     return text_encoder(ids.to(text_encoder.device))[0]
 
 
-class SafeGuidance:
+class SafeGuidance(SamplingHooks):
     """The per-step guidance rule (1)–(7).  Momentum ν lives for one batch and restarts at step 0."""
+
+    extra_branches = 1  # the safety-concept branch: 3 UNet evaluations per step instead of 2
 
     def __init__(self, config: SafetyConfig, safety_embedding: torch.Tensor):
         self.config = config
         self.safety_embedding = safety_embedding
         self.momentum = None
 
-    def __call__(self, step_index, timestep, latent_input, unet_call, cond, uncond, guidance):
+    def guide(self, step_index, timestep, latent_input, unet_call, cond, uncond, guidance):
         config = self.config
         if step_index == 0:
             self.momentum = None  # a new batch: ν starts at 0

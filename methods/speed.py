@@ -73,7 +73,7 @@ from typing import Literal
 
 import torch
 
-from harness.api import ConceptSet, HarnessError, Method
+from harness.api import ConceptSet, HarnessError, Method, MethodKind
 from methods.closed_form import cross_attention_projections
 from methods.text import encode_prompts, last_word_index
 
@@ -86,7 +86,7 @@ class SPEED(Method):
     name = "speed"
     description = "SPEED: closed-form to_v edit inside the null space of a filtered, augmented retain set (IPF/DPA/IEC)"
     paper = "Li et al., SPEED: Scalable, Precise, and Efficient Concept Erasure for Diffusion Models, ICLR 2026"
-    kind = "edit"
+    kind = MethodKind.EDIT
     version = "1"
 
     @dataclass

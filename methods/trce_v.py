@@ -91,34 +91,30 @@ from __future__ import annotations
 
 import math
 import random
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from harness.api import ConceptSet, HarnessError, Method
+from harness.api import ConceptSet, HarnessError
 from methods.finetune import (
+    FineTuneMethod,
+    Training,
     TrajectoryRequest,
     cached_trajectories,
     ddim_scheduler,
     latent_size,
     lazy,
-    make_optimizer,
     original_unet,
-    parameter_group,
     predict,
     text_embeddings,
-    train,
-    trainable_copy,
     unet_fingerprint,
-    write_back,
 )
 
 SEED_STRIDE = 1_000_000  # trajectory seeds: trajectory_seed · STRIDE + index; regulariser samples from + STRIDE / 2
 TRAINABLE_GROUP = "self-attention+query"
 
 
-class TRCEV(Method):
+class TRCEV(FineTuneMethod):
     name = "trce-v"
     description = "TRCE stage 2: triplet fine-tuning of self-attention and attn2.to_q on early trajectory steps"
     paper = "TRCE: Towards Reliable Malicious Concept Erasure in Text-to-Image Diffusion Models (2025), §4.2"
@@ -153,10 +149,23 @@ class TRCEV(Method):
         latent_after_step: bool = False  # quirk: official latent for step k is x_{t_{k+1}}
         random_timestep_in_interval: bool = False  # quirk: official regulariser t drawn in the step's interval
 
-    def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
+    def validate(self, concepts: ConceptSet) -> None:
+        check_params(self.params)
+
+    def trainable_group(self) -> str:
+        return TRAINABLE_GROUP  # §4.2, A.3: the "visual layers"
+
+    def quirks(self) -> dict:
         params = self.params
-        check_params(params)
-        started = time.perf_counter()
+        return {
+            "skip_zero_grad": params.skip_zero_grad,
+            "latent_after_step": params.latent_after_step,
+            "random_timestep_in_interval": params.random_timestep_in_interval,
+            "optimizer": params.optimizer,
+        }
+
+    def prepare(self, pipe, concepts: ConceptSet, ctx, student) -> Training:
+        params = self.params
         device = pipe.unet.device
         size = latent_size(pipe, params.resolution)
         timesteps = ddim_scheduler(pipe, params.num_steps).timesteps.to(device)
@@ -167,11 +176,9 @@ class TRCEV(Method):
         malicious = [params.template.format(bad) for bad, _ in pairs]
         safe = [params.template.format(good) for _, good in pairs]
 
-        # Models: ε* (original, frozen), ε_reg (the pipe's UNet on entry, frozen: only a copy trains), ε_θ.
+        # Models: ε* (original, frozen), ε_reg (the pipe's UNet on entry, frozen: only a copy trains), ε_θ = student.
         reference = lazy(lambda: original_unet(pipe, ctx))
         regularizer_reference = pipe.unet
-        trainable = parameter_group(pipe.unet, TRAINABLE_GROUP)
-        student = trainable_copy(pipe.unet, trainable)
 
         # 1. trajectory preparation with the original UNet (§4.2): the early window of each malicious trajectory
         offset = 1 if params.latent_after_step else 0
@@ -218,7 +225,6 @@ class TRCEV(Method):
                 size=size,
                 batch_size=params.sample_batch_size,
             )[:, 0]
-        sampled = time.perf_counter()
 
         # Text embeddings, once.
         embeddings = text_embeddings(pipe, malicious + safe + [""])
@@ -278,40 +284,16 @@ class TRCEV(Method):
                 loss = loss + params.regularization_scale * regularizer
             return {"loss": loss, **losses}
 
-        optimizer = make_optimizer(
-            [p for p in student.parameters() if p.requires_grad], params.optimizer, params.lr, params.weight_decay
-        )
-        reference_fingerprint = unet_fingerprint(ref_unet)
-        regularizer_fingerprint = unet_fingerprint(regularizer_reference)
-        history = train(
-            step_losses, optimizer, total_steps, skip_zero_grad=params.skip_zero_grad, progress=ctx.progress, desc="trce-v"
-        )
-        written = write_back(pipe.unet, student, trainable)
-        finished = time.perf_counter()
-
-        return {
-            "method": "trce-v",
-            **asdict(params),
-            "trainable_group": TRAINABLE_GROUP,
-            "trainable_tensors": len(trainable),
-            "trainable_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
+        metadata = {
             "prompt_pairs": len(pairs),
             "trajectories": len(requests),
             "regularizer_pool": pool,
-            "steps": total_steps,
             "latent_size": size,
-            "reference_unet": reference_fingerprint,  # ε*: the original UNet
-            "regularizer_unet": regularizer_fingerprint,  # ε_reg: the UNet trce-v started from (stage 1 under trce)
-            "training": history,
-            "written_back": written,
-            "seconds": {"trajectories": round(sampled - started, 2), "training": round(finished - sampled, 2)},
-            "quirks": {
-                "skip_zero_grad": params.skip_zero_grad,
-                "latent_after_step": params.latent_after_step,
-                "random_timestep_in_interval": params.random_timestep_in_interval,
-                "optimizer": params.optimizer,
-            },
+            "reference_unet": unet_fingerprint(ref_unet),  # ε*: the original UNet
+            "regularizer_unet": unet_fingerprint(regularizer_reference),  # ε_reg: the UNet trce-v started from
         }
+        # 3. Adam (paper) or AdamW (official), lr 1e-6, 3 epochs: run by the template
+        return Training(step_losses, total_steps, metadata, weight_decay=params.weight_decay, skip_zero_grad=params.skip_zero_grad)
 
 
 def check_params(params) -> None:

@@ -149,15 +149,28 @@ def latest_results(results: list[dict]) -> list[dict]:
 
 
 def provenance(row: dict) -> str:
-    """Where the evaluated weights came from, from the model state's metadata."""
+    """Where the evaluated weights came from, from the model state's metadata, with what qualifies them."""
     metadata = row.get("state_metadata") or {}
     if metadata.get("provenance"):
-        return str(metadata["provenance"])
-    if metadata.get("kind") == "inference":
-        return "sampling-time (weights unchanged)"
-    if not metadata:
+        origin = str(metadata["provenance"])
+    elif metadata.get("kind") == "inference":
+        origin = "sampling-time (weights unchanged)"
+    elif not metadata:
         return BASE_PROVENANCE  # no model state: the backbone as loaded
-    return "erased here"
+    else:
+        origin = "erased here"
+    return "; ".join([origin, *provenance_notes(metadata)])
+
+
+def provenance_notes(metadata: dict) -> list[str]:
+    """Qualifiers a reader must see next to the number: a backbone's parameter preset, half-precision rounding."""
+    notes = []
+    if metadata.get("backbone_preset"):
+        notes.append(f"{metadata['backbone_preset']} preset")
+    written = metadata.get("written_back") or {}
+    if written.get("surviving_share", 1.0) < 1.0:
+        notes.append(f"{written.get('dtype')}: {written['surviving_share']:.0%} of fine-tuned changes kept")
+    return notes
 
 
 class Traits:

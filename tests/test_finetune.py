@@ -88,7 +88,8 @@ def test_only_the_declared_parameter_group_changes(method_cls, params, group, pi
     assert changed(before, weights(pipe)) == set(parameter_group(pipe.unet, group))
     assert metadata["method"] == method_cls.name and metadata["trainable_group"] == group
     assert metadata["steps"] == 3 and "quirks" in metadata and metadata["lr"] == method_cls.Params().lr
-    assert metadata["written_back"] == {"dtype": "float32", "elements_changed": pytest.approx(1.0, abs=0.05)}
+    assert metadata["written_back"] == {"dtype": "float32", "elements_changed": pytest.approx(1.0, abs=0.05), "surviving_share": 1.0}
+    assert set(metadata) >= {"trainable_tensors", "trainable_parameters", "training", "seconds", "latent_size"}  # the template's keys
     json.dumps(metadata)  # stored with the model state
 
 
@@ -237,9 +238,11 @@ def test_write_back_warns_when_half_precision_rounds_the_updates_away():
     student.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
     with torch.no_grad():
         student.weight.add_(1e-6)  # far below fp16's resolution near these weights
+    exact = {}
     with pytest.warns(UserWarning, match="--dtype float32"):
-        info = finetune.write_back(half, student, ["weight"])
-    assert info["dtype"] == "float16" and info["elements_changed"] < 0.5
+        info = finetune.write_back(half, student, ["weight"], exact=exact)
+    assert info["dtype"] == "float16" and info["surviving_share"] < 0.5 and info["elements_changed"] < 0.5
+    assert torch.equal(exact["unet.weight"], student.weight.detach())  # the float32 values are handed on, unrounded
     full = torch.nn.Linear(64, 64)
     student.load_state_dict(full.state_dict())
     with torch.no_grad():
@@ -247,4 +250,51 @@ def test_write_back_warns_when_half_precision_rounds_the_updates_away():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         info = finetune.write_back(full, student, ["weight"])
-    assert info == {"dtype": "float32", "elements_changed": pytest.approx(1.0, abs=0.01)}
+    assert info == {"dtype": "float32", "elements_changed": pytest.approx(1.0, abs=0.01), "surviving_share": 1.0}
+
+
+# --------------------------------------------------------------------------- precision of the stored model state
+
+
+def test_trce_v_at_paper_lr_stores_a_float32_delta_that_survives_a_round_trip_exactly(states, registry, tiny):
+    from safetensors.torch import load_file
+
+    base = {name: tensor.clone() for name, tensor in tiny.unet.state_dict().items()}
+    state = states.activate(parts_for(registry, f"trce-v:lr=1e-6,{QUICK_TEXT}"), CONCEPTS, "trce-v")
+    trained = {f"unet.{name}": tensor.clone() for name, tensor in tiny.unet.state_dict().items()}
+    delta = load_file(str(states.store.delta_path(state.key)))
+    assert delta and all(tensor.dtype == torch.float32 for tensor in delta.values())
+    assert set(delta) == {f"unet.{name}" for name in parameter_group(tiny.unet, "self-attention+query")}
+    assert state.metadata[0]["written_back"]["surviving_share"] == 1.0
+    # lr 1e-6 moves the weights by about 1e-6: small, but every bit of it is stored and re-applied
+    assert max(float((delta[name] - base[name[len("unet.") :]]).abs().max()) for name in delta) < 1e-4
+    states.reset()
+    assert all(torch.equal(tensor, base[name]) for name, tensor in tiny.unet.state_dict().items())
+    states.apply_delta(delta)
+    for name, tensor in delta.items():
+        assert torch.equal(trained[name], tensor) and torch.equal(states.parameters[name], tensor)
+
+
+def test_a_float16_pipeline_keeps_the_float32_delta_and_records_the_surviving_share(registry, tmp_path):
+    """``--dtype float16``: the update is trained in float32, stored in float32, and rounded only when applied."""
+    from harness.testing import tiny_pipeline
+
+    half = tiny_pipeline(dtype="float16")
+    states = ModelStates(half, Store(tmp_path), "tiny-fp", "tiny", "cpu", "float16", show_progress=False)
+    parts = parts_for(registry, f"trce-v:lr=1e-6,{QUICK_TEXT}")
+    with pytest.warns(UserWarning, match="survive the cast to float16"):
+        state = states.activate(parts, CONCEPTS, "trce-v")
+    written = state.metadata[0]["written_back"]
+    assert written["dtype"] == "float16" and 0 < written["surviving_share"] < 0.5  # most lr-1e-6 updates round away
+    from safetensors.torch import load_file
+
+    delta = load_file(str(states.store.delta_path(state.key)))
+    group = parameter_group(half.unet, "self-attention+query")
+    assert set(delta) == {f"unet.{name}" for name in group} and all(t.dtype == torch.float32 for t in delta.values())
+    originals = {f"unet.{name}": states.originals[f"unet.{name}"].float() for name in group}
+    learned = sum(int((delta[n] != originals[n]).sum()) for n in delta)
+    survived = sum(int((delta[n].half() != originals[n].half()).sum()) for n in delta)
+    assert written["surviving_share"] == pytest.approx(survived / learned)
+    # the float16 model state has its own key: a float32 run does not reuse the rounded one
+    full = ModelStates(tiny_pipeline(), Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    assert full.activate(parts, CONCEPTS, "trce-v").key != state.key

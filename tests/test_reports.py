@@ -413,3 +413,14 @@ def test_toy_world_report(tmp_path):
     board = leaderboard.build(Store(out).results(), registry=Registry(PluginHost([])))
     assert any(c.metric == "toy-fid:toy-fid" and c.role == "preservation" and c.set_level for c in board.columns)
     assert (Path(out) / "report" / "report.html").exists() and math.isfinite(board.rows[0].values[0])
+
+
+def test_provenance_names_a_backbone_preset_and_half_precision_rounding():
+    from reports.leaderboard import provenance
+
+    assert provenance({"state_metadata": {}}) == "base model"
+    full = {"provenance": "erased here", "written_back": {"dtype": "float32", "surviving_share": 1.0}}
+    assert provenance({"state_metadata": full}) == "erased here"
+    half = {"provenance": "erased here", "backbone_preset": "toy", "written_back": {"dtype": "float16", "surviving_share": 0.62}}
+    assert provenance({"state_metadata": half}) == "erased here; toy preset; float16: 62% of fine-tuned changes kept"
+    assert provenance({"state_metadata": {"kind": "inference", "backbone_preset": "toy"}}) == "sampling-time (weights unchanged); toy preset"

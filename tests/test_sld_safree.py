@@ -61,8 +61,8 @@ def test_sld_guidance_rule_against_a_hand_computed_step():
     latents = torch.zeros(2, 1, 1, 3, dtype=torch.float64)
     cond, negative = embeddings["p"].expand(2, -1, -1), embeddings["u"].expand(2, -1, -1)
     guidance = torch.tensor([7.5, 1.0], dtype=torch.float64).view(-1, 1, 1, 1)
-    step0 = guide(0, 999, latents, unet_call, cond, negative, guidance)
-    step1 = guide(1, 980, latents, unet_call, cond, negative, guidance)
+    step0 = guide.guide(0, 999, latents, unet_call, cond, negative, guidance)
+    step1 = guide.guide(1, 980, latents, unet_call, cond, negative, guidance)
     assert seen[0] == [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
 
     # Step 0 is warm-up: plain CFG, but the momentum already builds up.
@@ -77,7 +77,7 @@ def test_sld_guidance_rule_against_a_hand_computed_step():
     # ν ← β ν + (1 − β) γ after step 1
     assert guide.momentum[0].flatten().tolist() == pytest.approx([0.6 * 0.12 + 0.4 * 0.36, 0.6 * 0.0304 + 0.4 * 0.0912, 0.0])
     # A new batch restarts the momentum.
-    guide(0, 999, latents, unet_call, cond, negative, guidance)
+    guide.guide(0, 999, latents, unet_call, cond, negative, guidance)
     assert guide.momentum[0].flatten().tolist() == pytest.approx([0.12, 0.0304, 0.0])
 
 
@@ -109,7 +109,7 @@ def test_max_and_weak_change_the_image_and_an_off_scale_is_bit_identical(tiny, t
         assert all(np.abs(a - b).max() > 0 for a, b in zip(images, plain)), strength
 
     images, hooks, _ = run(SLD.Params(strength="max", sld_guidance_scale=1.0))
-    assert hooks.guide is None and hooks.extra_branches == 0
+    assert not hooks.guides and hooks.extra_branches == 0
     assert all(np.array_equal(a, b) for a, b in zip(images, plain))
 
 
@@ -227,7 +227,12 @@ def test_switches_negative_prompt_self_validation_and_latent_reattention(tiny, c
     _, negative = hooks.transform_embeddings(cond, uncond, specs)
     assert torch.equal(negative, uncond)
     assert hooks.guide.__self__.batch.last_step.item() >= 10**9  # projected at every step
-    assert hooks.install is None and hooks.extra_branches == 0
+    assert hooks.extra_branches == 0
+    hooks.install(tiny)
+    try:
+        assert all(getattr(block, "s1", None) is None for block in tiny.unet.up_blocks)  # FreeU stays off
+    finally:
+        hooks.uninstall(tiny)
 
     hooks = SAFREE(SAFREE.Params(latent_reattention=True)).sampling_hooks(tiny, CONCEPTS, ctx)
     hooks.install(tiny)
