@@ -372,6 +372,14 @@ class Backbone(Configurable):
         """Return a diffusers ``StableDiffusionPipeline`` (or one with the same components)."""
         raise NotImplementedError
 
+    def identity(self, model: str | None, dtype: str) -> dict | None:
+        """What the loaded weights depend on, found without loading them (e.g. ``harness.lazy.folder_identity``).
+
+        The store caches the fingerprint per identity, so a re-run whose images all exist loads nothing.
+        ``None`` (the default): unknown, the pipeline is loaded to fingerprint it.
+        """
+        return None
+
 
 # --------------------------------------------------------------------------- helpers
 

@@ -47,6 +47,12 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, method, benchmark, metric)
     );
     """,
+    # A backbone's fingerprint by the identity of its weight files (harness/lazy.py): a re-run needs no loading.
+    """
+    CREATE TABLE backbone_fingerprints (
+        identity TEXT PRIMARY KEY, fingerprint TEXT, scheduler TEXT, created TEXT
+    );
+    """,
 ]
 
 
@@ -134,6 +140,16 @@ class Store:
         path = self.run_dir(run_id) / "manifest.json"
         atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
         return path
+
+    # ------------------------------------------------------------------ backbones
+
+    def backbone_fingerprint(self, identity: str) -> tuple[str, dict] | None:
+        row = self.db.execute("SELECT fingerprint, scheduler FROM backbone_fingerprints WHERE identity=?", (identity,)).fetchone()
+        return (row["fingerprint"], json.loads(row["scheduler"])) if row else None
+
+    def add_backbone_fingerprint(self, identity: str, fingerprint: str, scheduler: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO backbone_fingerprints VALUES (?, ?, ?, ?)",
+                        (identity, fingerprint, json.dumps(scheduler, sort_keys=True), now()))
 
     # ------------------------------------------------------------------ model states
 
