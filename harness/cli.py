@@ -166,8 +166,8 @@ def cmd_run(args, registry: Registry) -> int:
     print(runner.describe_plan(planned), file=sys.stderr)
     finished = active.execute()
     store = active.store
-    board = leaderboard.build(store.results(runs=[finished]), registry=registry)
-    print(leaderboard.to_markdown(board))
+    board = leaderboard.build(store.results(runs=[finished]), registry=registry, values=store.result_values(runs=[finished]))
+    print(leaderboard.to_terminal(board))
     print(f"\nstored in {store.root / 'harness.db'} (run {finished}); `harness report --out {store.root}` prints it again", file=sys.stderr)
     return 0
 
@@ -184,13 +184,15 @@ def cmd_report(args, registry: Registry) -> int:
     store = Store(args.out, create=False)
     results = select(store.results(), args.out, runs=args.runs, methods=args.methods, bench=args.bench, registry=registry)
     if args.json:
-        print(json.dumps(leaderboard.to_records(results), indent=2))
+        from reports.uncertainty import intervals
+
+        print(json.dumps(leaderboard.to_records(results, intervals(results, store.result_values())), indent=2))
         return 0
     destination = names.inside(store.root, args.dest or "report", "--dest")
     filters = "".join(f"; {name} {value}" for name, value in (("runs", args.runs), ("methods", args.methods), ("benchmarks", args.bench)) if value)
     written = report.write(store, results, destination, formats, registry=registry, blur=not args.no_blur,
                            grid_prompts=args.grid_prompts, filters=filters)
-    print(leaderboard.to_markdown(written.board))
+    print(leaderboard.to_terminal(written.board))
     print(f"\nwrote {len(written.files)} file{'' if len(written.files) == 1 else 's'} under {destination}" + (f" (open {destination / 'report.html'})" if "html" in formats else ""),
           file=sys.stderr)
     return 0

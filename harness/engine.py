@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -213,6 +214,7 @@ class ModelStates:
         key = self.backbone_fingerprint
         state = ActiveState(key=key, label=label)
         ctx = self.context()
+        erase_seconds = 0.0  # cumulative over the parts, so a composition's state carries its whole cost
         for (method, part_label), key_after in zip(parts, self.chain_keys(parts, concepts)):
             if key_after is None:  # the base model: same state, same images
                 state.metadata.append({"method": part_label, "kind": "none"})
@@ -225,7 +227,10 @@ class ModelStates:
                     self.apply_delta(load_file(str(delta_path)))
                     metadata = _json(row["metadata"])
                 else:
+                    started = time.perf_counter()
                     metadata = method.edit(self.pipe, concepts, ctx) or {}
+                    # Recorded once, when computed: a cached delta later reports the cost it had then.
+                    metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device}
                     self.edits_run += 1
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     buffer_path = delta_path.with_name(f".{delta_path.name}.tmp")
@@ -244,6 +249,7 @@ class ModelStates:
             hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)
+            erase_seconds = float(metadata.get("erase_seconds", erase_seconds))
             state.metadata.append({"method": part_label, **metadata})
         state.key = key
         return state

@@ -344,9 +344,16 @@ class Runner:
             for metric_id in metric_ids:
                 metric = scorer.metric(metric_id)
                 value = metric.compute(raws, planned.specs)
-                store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=str(MetricRef(scorer_name, metric_id)),
-                                 value=value, n=len(keys), lower_is_better=metric.lower_is_better, name=metric.name,
+                per_image = None if scorer.needs_reference else metric.image_values(raws, planned.specs)
+                counted = [(spec, key, v) for spec, key, v in zip(planned.specs, keys, per_image or []) if v is not None]
+                # n is what the value averages over: the counted images (a category rate counts only its prompts).
+                n = len(counted) if per_image is not None else len(keys)
+                metric_ref = str(MetricRef(scorer_name, metric_id))
+                store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=metric_ref,
+                                 value=value, n=n, lower_is_better=metric.lower_is_better, name=metric.name,
                                  description=metric.description, model_state=state.key, unet_evals_per_image=evals_per_image)
+                store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
+                                        [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image

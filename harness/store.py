@@ -53,6 +53,15 @@ MIGRATIONS = [
         identity TEXT PRIMARY KEY, fingerprint TEXT, scheduler TEXT, created TEXT
     );
     """,
+    # Per-image values of each result (0/1 for a rate, a number for a per-image score), so that intervals and paired
+    # tests are computed from the store alone.  A set-level metric (FID) has no rows here.
+    """
+    CREATE TABLE result_values (
+        run_id TEXT, method TEXT, benchmark TEXT, metric TEXT, spec_id TEXT, prompt_id TEXT, seed INTEGER,
+        image_key TEXT, value REAL,
+        PRIMARY KEY (run_id, method, benchmark, metric, spec_id)
+    );
+    """,
 ]
 
 
@@ -238,6 +247,28 @@ class Store:
             row["lower_is_better"] = bool(row["lower_is_better"])
             row["state_metadata"] = json.loads(row["state_metadata"]) if row["state_metadata"] else {}
         return rows
+
+    def set_result_values(self, run_id: str, method: str, benchmark: str, metric: str,
+                          rows: list[tuple[str, str, int, str, float]]) -> None:
+        """Replace the per-image values of one result: rows of (spec id, prompt id, seed, image key, value)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM result_values WHERE run_id=? AND method=? AND benchmark=? AND metric=?", (run_id, method, benchmark, metric))
+            self.db.executemany(
+                "INSERT INTO result_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, method, benchmark, metric, spec_id, prompt_id, seed, key, value) for spec_id, prompt_id, seed, key, value in rows],
+            )
+
+    def result_values(self, runs: list[str] | None = None) -> dict[tuple[str, str, str, str], list[dict]]:
+        """(run, method, benchmark, metric) → its per-image values, each ``{spec_id, prompt_id, seed, image_key, value}``."""
+        found: dict[tuple[str, str, str, str], list[dict]] = {}
+        query = "SELECT * FROM result_values ORDER BY rowid"
+        for row in self.db.execute(query):
+            if runs and row["run_id"] not in runs:
+                continue
+            found.setdefault((row["run_id"], row["method"], row["benchmark"], row["metric"]), []).append(
+                {"spec_id": row["spec_id"], "prompt_id": row["prompt_id"], "seed": row["seed"], "image_key": row["image_key"], "value": row["value"]}
+            )
+        return found
 
     def run_images(self, run_id: str | None = None) -> list[dict]:
         query = "SELECT run_images.*, images.path, images.spec FROM run_images JOIN images ON images.key = run_images.image_key"
