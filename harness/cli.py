@@ -15,6 +15,7 @@ import warnings
 
 from harness import __version__, failures
 from harness.api import HarnessError
+from harness.merge import add_merge_command
 from harness.plugins import PluginHost
 from harness.registry import KINDS, Registry
 
@@ -304,6 +305,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--out", default="harness-out", help="store whose cache keeps the edit (default: harness-out)")
     p.set_defaults(handler=cmd_erase)
 
+    add_merge_command(sub)
     registry.host.hook.register_commands(subparsers=sub)
     return parser
 
