@@ -13,8 +13,9 @@ import sys
 import textwrap
 import warnings
 
-from harness import __version__
+from harness import __version__, failures
 from harness.api import HarnessError
+from harness.merge import add_merge_command
 from harness.plugins import PluginHost
 from harness.registry import KINDS, Registry
 
@@ -219,6 +220,7 @@ def cmd_erase(args, registry: Registry) -> int:
     backbone = registry.get("backbones", backbone_name)()
     backbone.check(model)
     device = args.device or runner._default_device()
+    runner.check_device(device)
     dtype = args.dtype or "float32"
     if os.path.exists(args.save) and os.listdir(args.save):
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
@@ -241,7 +243,7 @@ def cmd_erase(args, registry: Registry) -> int:
 
 def build_parser(registry: Registry) -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="harness", description=MAIN_HELP, formatter_class=formatter)
+    parser = failures.OneLineParser(prog="harness", description=MAIN_HELP, formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"erasure-harness {__version__}")
     parser.add_argument("--plugin", metavar="PATH", help="load a one-file plugin (repeatable; may appear anywhere)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -303,6 +305,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--out", default="harness-out", help="store whose cache keeps the edit (default: harness-out)")
     p.set_defaults(handler=cmd_erase)
 
+    add_merge_command(sub)
     registry.host.hook.register_commands(subparsers=sub)
     return parser
 
@@ -312,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     # transformers chatters about optional backends (torchvision) on import; its errors still show.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    as_json = "--json" in argv  # machine output stays machine-readable even when the command fails
     try:
         plugin_files, argv = _extract_plugin_files(argv)
         registry = Registry(PluginHost(plugin_files))
@@ -321,12 +325,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return args.handler(args, registry) or 0
-    except HarnessError as err:
-        print(f"harness: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("harness: interrupted; finished work is stored, run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return failures.closed_pipe()
+    except Exception as err:
+        message = failures.user_error(err)
+        if message is None:
+            raise  # a bug: keep the traceback
+        return failures.fail(message, as_json=as_json)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
-from harness.validate import validate_specs
+from harness.validate import check_device, validate_specs
 
 SCORE_CHUNK = 32
 
@@ -195,6 +195,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
     backbone.check(model)
 
     device = config.device or _default_device()
+    check_device(device)
     # float32 everywhere by default (TF32 matmuls on CUDA, see ``matmul_precision``): a fine-tuned update of ~1e-6
     # survives it, while float16 rounds most of them away.  --dtype float16 remains a deliberate speed choice.
     dtype = config.dtype or "float32"
