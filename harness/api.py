@@ -73,7 +73,11 @@ class Metric:
 
     Raw scores are computed once per image; a metric turns them into a number
     at aggregation time, so a new threshold never needs a new detection pass.
-    Give either ``per_image`` (averaged over images) or ``aggregate``.
+    Give ``per_image`` (one raw score → one value, averaged over images), ``values`` (all raws and specs →
+    one value per image, ``None`` for an image the metric does not count, averaged over the counted ones) or
+    ``aggregate`` (a number for the whole set, e.g. FID or a count).  The first two also expose the per-image
+    values (``image_values``), which the store keeps so that intervals and paired tests need no re-detection;
+    an ``aggregate``-only metric has none.
     """
 
     id: str  # unique within its scorer; stored as "<scorer>:<id>"
@@ -82,13 +86,25 @@ class Metric:
     description: str  # the exact definition: detector, classes, threshold, unit
     per_image: Callable[[dict], float] | None = field(default=None, compare=False)
     aggregate: Callable[[list[dict], list[PromptSpec]], float] | None = field(default=None, compare=False)
+    values: Callable[[list[dict], list[PromptSpec]], list[float | None]] | None = field(default=None, compare=False)
+
+    def image_values(self, raws: list[dict], specs: list[PromptSpec]) -> list[float | None] | None:
+        """One value per image (``None``: not counted by this metric), or ``None`` for a set-level metric."""
+        if self.aggregate is not None:
+            return None
+        if self.values is not None:
+            return [None if v is None else float(v) for v in self.values(raws, specs)]
+        if self.per_image is not None:
+            return [float(self.per_image(raw)) for raw in raws]
+        return None
 
     def compute(self, raws: list[dict], specs: list[PromptSpec]) -> float:
         if self.aggregate is not None:
             return float(self.aggregate(raws, specs))
-        if not raws:
+        counted = [v for v in self.image_values(raws, specs) or [] if v is not None]
+        if not counted:
             return float("nan")
-        return float(statistics.fmean(self.per_image(raw) for raw in raws))
+        return float(statistics.fmean(counted))
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,7 @@ class Configurable:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # how a paper's table writes it ("TRCE (T+V)", "Ring-A-Bell"); empty: ``name``
     Params: ClassVar[type] = NoParams
 
     def __init__(self, params=None):

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import io
 import os
 import platform
 import sys
 from dataclasses import dataclass, field
 
+from harness import integrity
 from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
-from harness.validate import validate_specs
+from harness.validate import check_device, validate_specs
 
 SCORE_CHUNK = 32
 
@@ -253,6 +255,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
                         )
 
     device = config.device or _default_device()
+    check_device(device)
     # float32 everywhere by default (TF32 matmuls on CUDA, see ``matmul_precision``): a fine-tuned update of ~1e-6
     # survives it, while float16 rounds most of them away.  --dtype float16 remains a deliberate speed choice.
     dtype = config.dtype or "float32"
@@ -388,9 +391,23 @@ class Runner:
         if stored is not None:
             engine = self.engine
             specs = [engine.resolve(spec) for planned in group for spec in planned.specs]
-            if all(self.store.image_path(engine.image_key(spec, stored.key)).exists() for spec in specs):
+            files = self.store.files  # intact, not merely present: a damaged image must be regenerated in the real state
+            if all(files.inspect(self.store.image_path(engine.image_key(spec, stored.key)), adopt=integrity.image_decodes) is None
+                   for spec in specs) and self._deltas_intact(method, group[0].concepts):
                 return stored
         return self.states.activate(method.parts, group[0].concepts, method.label)
+
+    def _deltas_intact(self, method: PlannedMethod, concepts: ConceptSet) -> bool:
+        """Check the stored deltas of the method's chain even when no image needs them: damage is reported when found."""
+        store = self.store
+        for key in self.states.chain_keys(method.parts, concepts):
+            row = store.model_state(key) if key is not None else None
+            if row is not None and row["delta_path"] and not store.files.verify(
+                store.delta_path(key), "cached model delta", adopt=integrity.safetensors_loads, kind=integrity.DELTA,
+                remedy="the erasure is recomputed",
+            ):
+                return False
+        return True
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
         plan, store, engine = self.plan, self.store, self.engine
@@ -410,16 +427,24 @@ class Runner:
             for metric_id in metric_ids:
                 metric = scorer.metric(metric_id)
                 value = metric.compute(raws, planned.specs)
-                store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=str(MetricRef(scorer_name, metric_id)),
-                                 value=value, n=len(keys), lower_is_better=metric.lower_is_better, name=metric.name,
+                per_image = None if scorer.needs_reference else metric.image_values(raws, planned.specs)
+                counted = [(spec, key, v) for spec, key, v in zip(planned.specs, keys, per_image or []) if v is not None]
+                # n is what the value averages over: the counted images (a category rate counts only its prompts).
+                n = len(counted) if per_image is not None else len(keys)
+                metric_ref = str(MetricRef(scorer_name, metric_id))
+                store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=metric_ref,
+                                 value=value, n=n, lower_is_better=metric.lower_is_better, name=metric.name,
                                  description=metric.description, model_state=state.key, unet_evals_per_image=evals_per_image)
+                store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
+                                        [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image
 
         images = []
         for key in keys:
-            with Image.open(self.store.image_path(key)) as image:
+            data = self.store.files.read(self.store.image_path(key), "cached image")  # never score a damaged file
+            with Image.open(io.BytesIO(data)) as image:
                 images.append(image.convert("RGB"))
         return images
 

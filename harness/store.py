@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.api import HarnessError
+from harness.integrity import Files, atomic_write
 from harness.names import check_name
 
 # Ordered migrations: the database records how many have been applied.  Append, never edit.
@@ -53,6 +54,19 @@ MIGRATIONS = [
         identity TEXT PRIMARY KEY, fingerprint TEXT, scheduler TEXT, created TEXT
     );
     """,
+    # Per-image values of each result (0/1 for a rate, a number for a per-image score), so that intervals and paired
+    # tests are computed from the store alone.  A set-level metric (FID) has no rows here.
+    """
+    CREATE TABLE result_values (
+        run_id TEXT, method TEXT, benchmark TEXT, metric TEXT, spec_id TEXT, prompt_id TEXT, seed INTEGER,
+        image_key TEXT, value REAL,
+        PRIMARY KEY (run_id, method, benchmark, metric, spec_id)
+    );
+    """,
+    # Every file the store references, with what it must be (harness/integrity.py).
+    """
+    CREATE TABLE files (path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT, created TEXT);
+    """,
 ]
 
 
@@ -62,13 +76,7 @@ def now() -> str:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it, so a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, data)
 
 
 class Store:
@@ -89,21 +97,26 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
+        self.files = Files(self)
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = self.db.execute("SELECT version FROM schema_version").fetchone()
-        applied = row["version"] if row else 0
-        if applied > len(MIGRATIONS):
-            raise HarnessError(f"{self.root / 'harness.db'} was written by a newer erasure-harness (schema {applied}); upgrade harness")
-        for version in range(applied, len(MIGRATIONS)):
+        while True:
             with self.transaction():
+                # The version is read inside the write lock: two processes opening a fresh store migrate it once.
+                row = self.db.execute("SELECT version FROM schema_version").fetchone()
+                applied = row["version"] if row else 0
+                if applied > len(MIGRATIONS):
+                    raise HarnessError(f"{self.root / 'harness.db'} was written by a newer erasure-harness (schema {applied}, this one "
+                                       f"knows {len(MIGRATIONS)}); upgrade erasure-harness or choose another --out")
+                if applied == len(MIGRATIONS):
+                    return
                 # Statement by statement: executescript() would commit in the middle of this transaction.
-                for statement in MIGRATIONS[version].split(";"):
+                for statement in MIGRATIONS[applied].split(";"):
                     if statement.strip():
                         self.db.execute(statement)
                 self.db.execute("DELETE FROM schema_version")
-                self.db.execute("INSERT INTO schema_version VALUES (?)", (version + 1,))
+                self.db.execute("INSERT INTO schema_version VALUES (?)", (applied + 1,))
 
     def transaction(self):
         store = self
@@ -170,12 +183,19 @@ class Store:
     def image_path(self, key: str) -> Path:
         return self.cache / "images" / key[:2] / f"{key}.png"
 
-    def add_images(self, rows: Iterable[tuple[str, str, dict, int]]) -> None:
+    def add_images(self, rows: Iterable[tuple[str, str, dict, int]], files=()) -> None:
+        """Record generated images; ``files`` (their integrity records) are committed in the same transaction."""
         with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)",
                 [(key, str(self.image_path(key).relative_to(self.root)), state, json.dumps(spec, default=str), evals, now()) for key, state, spec, evals in rows],
             )
+            self.files.record(list(files))
+
+    def forget_raw_scores(self, keys: list[str]) -> None:
+        """Drop the stored scores of images that were regenerated with different bytes."""
+        for chunk in _chunks(keys, 500):
+            self.db.execute(f"DELETE FROM raw_scores WHERE image_key IN ({','.join('?' * len(chunk))})", chunk)
 
     def image_unet_evals(self, keys: list[str]) -> dict[str, int]:
         found = {}
@@ -238,6 +258,28 @@ class Store:
             row["lower_is_better"] = bool(row["lower_is_better"])
             row["state_metadata"] = json.loads(row["state_metadata"]) if row["state_metadata"] else {}
         return rows
+
+    def set_result_values(self, run_id: str, method: str, benchmark: str, metric: str,
+                          rows: list[tuple[str, str, int, str, float]]) -> None:
+        """Replace the per-image values of one result: rows of (spec id, prompt id, seed, image key, value)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM result_values WHERE run_id=? AND method=? AND benchmark=? AND metric=?", (run_id, method, benchmark, metric))
+            self.db.executemany(
+                "INSERT INTO result_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, method, benchmark, metric, spec_id, prompt_id, seed, key, value) for spec_id, prompt_id, seed, key, value in rows],
+            )
+
+    def result_values(self, runs: list[str] | None = None) -> dict[tuple[str, str, str, str], list[dict]]:
+        """(run, method, benchmark, metric) → its per-image values, each ``{spec_id, prompt_id, seed, image_key, value}``."""
+        found: dict[tuple[str, str, str, str], list[dict]] = {}
+        query = "SELECT * FROM result_values ORDER BY rowid"
+        for row in self.db.execute(query):
+            if runs and row["run_id"] not in runs:
+                continue
+            found.setdefault((row["run_id"], row["method"], row["benchmark"], row["metric"]), []).append(
+                {"spec_id": row["spec_id"], "prompt_id": row["prompt_id"], "seed": row["seed"], "image_key": row["image_key"], "value": row["value"]}
+            )
+        return found
 
     def run_images(self, run_id: str | None = None) -> list[dict]:
         query = "SELECT run_images.*, images.path, images.spec FROM run_images JOIN images ON images.key = run_images.image_key"
