@@ -264,6 +264,13 @@ class ConceptSet:
             # Captions may live in a plain text file next to the concept set, one per line.
             lines = (path.parent / captions_file).read_text(encoding="utf-8").splitlines()
             data["captions"] = [line for line in lines if line.strip()]
+        pin = data.get("extra", {}).get("captions_data")
+        if isinstance(pin, str) and pin.endswith(".json"):
+            # Captions too large to ship: the pin of an upstream file (``harness.data.Upstream`` fields) beside the set.
+            try:
+                data["extra"] = {**data["extra"], "captions_data": json.loads((path.parent / pin).read_text(encoding="utf-8"))}
+            except (OSError, json.JSONDecodeError) as err:
+                raise HarnessError(f"concept file {path}: its captions_data pin {pin} cannot be read ({err})") from None
         return cls.from_dict(data, origin=str(path))
 
 

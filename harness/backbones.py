@@ -131,7 +131,7 @@ class TinyBackbone(Backbone):
     max_size = 256  # it knows nothing at any size; larger only costs time
 
     def load(self, model: str | None, device: str, dtype: str):
-        from harness.testing import tiny_pipeline
+        from harness.tiny import tiny_pipeline
 
         return tiny_pipeline(device=device, dtype=dtype)
 
