@@ -222,12 +222,14 @@ def cmd_erase(args, registry: Registry) -> int:
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
     pipe = backbone.load(model, device, dtype)
     store = Store(args.out)
-    states = ModelStates(pipe, store, pipeline_fingerprint(pipe), backbone_name, device, dtype)
+    fingerprint = pipeline_fingerprint(pipe)
+    states = ModelStates(pipe, store, fingerprint, backbone_name, device, dtype)
     state = states.activate(parts, concepts, args.method)
     pipe.save_pretrained(args.save, safe_serialization=True)
     with open(os.path.join(args.save, "erasure.json"), "w", encoding="utf-8") as handle:
+        # backbone_fingerprint lets `--methods checkpoint:path=DIR` refuse this folder on another base model.
         json.dump({"method": args.method, "concepts": concepts.name, "backbone": backbone_name, "model": model, "model_state": state.key,
-                   "metadata": state.metadata}, handle, indent=2, default=str)
+                   "backbone_fingerprint": fingerprint, "metadata": state.metadata}, handle, indent=2, default=str)
     print(f"saved the {args.method}-erased pipeline to {args.save} (load it with StableDiffusionPipeline.from_pretrained)")
     return 0
 

@@ -188,7 +188,8 @@ class ModelStates:
                     self.exact = delta
                     buffer_path.replace(delta_path)
                     self.applied = set(delta)
-                    metadata = {**metadata, "parameters_changed": len(delta), "provenance": "erased here"}
+                    # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
+                    metadata = {"provenance": "erased here", **metadata, "parameters_changed": len(delta)}
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
             else:
                 metadata = row and _json(row["metadata"]) or {}

@@ -61,3 +61,13 @@ def register_methods(register):
         name="adavd",
         description="AdaVD: remove the target concept's component from every cross-attention value, adaptively per token",
     )
+    register(
+        "methods.checkpoint:Checkpoint",
+        name="checkpoint",
+        description="an erased model made elsewhere (diffusers folder, UNet/text-encoder file, LoRA, weights-only .pt) as a model state",
+    )
+    register(
+        "methods.checkpoint:CheckpointAlias",
+        name="ckpt",
+        description="alias of checkpoint: an erased model made elsewhere, loaded as a model state",
+    )

@@ -1,0 +1,203 @@
+"""The ``checkpoint`` method: every accepted layout loads the weights it holds, and a misfit fails with one line."""
+
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from harness.api import ConceptSet, HarnessError
+from harness.engine import ModelStates, pipeline_fingerprint
+from harness.store import Store
+from methods.checkpoint import Checkpoint
+
+CONCEPTS = ConceptSet(name="test", erase=("red",), guides=("gray",))
+TO_K = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+TEXT_Q = "encoder.layers.0.self_attn.q_proj.weight"  # CLIPTextModel's own name under transformers 5
+
+
+@pytest.fixture
+def states(tiny, tmp_path):
+    states = ModelStates(tiny, Store(tmp_path / "store"), pipeline_fingerprint(tiny), "tiny", "cpu", "float32", show_progress=False)
+    yield states
+    states.reset()
+
+
+def load(states, path, **params):
+    method = Checkpoint(Checkpoint.Params(path=str(path), **params))
+    return states.activate([(method, "ckpt")], CONCEPTS, "ckpt")
+
+
+def edited_unet_state(tiny):
+    state = {name: tensor.clone() for name, tensor in tiny.unet.state_dict().items()}
+    state[TO_K] = state[TO_K] * 0.5 + 0.01
+    return state
+
+
+def test_a_unet_safetensors_file_changes_exactly_its_changed_weights(states, tiny, tmp_path):
+    state = edited_unet_state(tiny)
+    save_file(state, str(tmp_path / "unet.safetensors"))
+    active = load(states, tmp_path / "unet.safetensors")
+    assert torch.equal(tiny.unet.state_dict()[TO_K], state[TO_K])
+    assert states.applied == {f"unet.{TO_K}"}  # the delta holds only the one weight that differs
+    assert active.metadata[0]["provenance"].startswith("checkpoint ")
+    assert active.metadata[0]["tensors_loaded"]["unet"] == len(dict(tiny.unet.named_parameters()))
+
+
+def test_a_unet_only_folder_and_a_model_folder_load_the_same(states, tiny, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_config(tiny.unet.config)
+    unet.load_state_dict(edited_unet_state(tiny))
+    unet.save_pretrained(tmp_path / "only" / "unet")
+    load(states, tmp_path / "only")
+    assert states.applied == {f"unet.{TO_K}"}
+    load(states, tmp_path / "only" / "unet")  # the model folder itself
+    assert states.applied == {f"unet.{TO_K}"}
+
+
+def test_a_text_encoder_only_file_edits_only_the_text_encoder(states, tiny, tmp_path):
+    weight = tiny.text_encoder.state_dict()[TEXT_Q].clone()
+    # Released text-encoder checkpoints (AdvUnlearn) were written by transformers 4, under "text_model.".
+    save_file({f"text_model.{TEXT_Q}": weight + 1.0}, str(tmp_path / "te.safetensors"))
+    load(states, tmp_path / "te.safetensors")
+    assert states.applied == {f"text_encoder.{TEXT_Q}"}
+    assert torch.equal(tiny.text_encoder.state_dict()[TEXT_Q], weight + 1.0)
+
+
+@pytest.mark.parametrize("style", ["peft", "diffusers", "processor"])
+def test_a_lora_is_merged_as_scale_alpha_over_rank_b_times_a(states, tiny, tmp_path, style):
+    module = TO_K.removesuffix(".weight")
+    out_features, in_features = tiny.unet.state_dict()[TO_K].shape
+    generator = torch.Generator().manual_seed(0)
+    down, up = torch.randn(2, in_features, generator=generator), torch.randn(out_features, 2, generator=generator)
+    if style == "peft":
+        tensors = {f"unet.{module}.lora_A.weight": down, f"unet.{module}.lora_B.weight": up, f"unet.{module}.alpha": torch.tensor(1.0)}
+        expected_scale = 0.5 * 1.0 / 2  # lora_scale · alpha / rank
+    elif style == "diffusers":
+        tensors = {f"unet.{module}.lora.down.weight": down, f"unet.{module}.lora.up.weight": up}
+        expected_scale = 0.5
+    else:  # the attention-processor layout of diffusers' first LoRA scripts
+        attention = module.removesuffix(".to_k")
+        tensors = {f"{attention}.processor.to_k_lora.down.weight": down, f"{attention}.processor.to_k_lora.up.weight": up}
+        expected_scale = 0.5
+    (tmp_path / "lora").mkdir()
+    save_file(tensors, str(tmp_path / "lora" / "pytorch_lora_weights.safetensors"))
+    before = tiny.unet.state_dict()[TO_K].clone()
+    active = load(states, tmp_path / "lora", lora_scale=0.5)
+    torch.testing.assert_close(tiny.unet.state_dict()[TO_K], before + expected_scale * up @ down)
+    assert active.metadata[0]["lora_modules_merged"] == 1
+
+
+def test_a_legacy_pt_state_dict_loads_with_weights_only(states, tiny, tmp_path):
+    state = edited_unet_state(tiny)
+    torch.save({"state_dict": state}, tmp_path / "erased.pt")
+    load(states, tmp_path / "erased.pt")
+    assert states.applied == {f"unet.{TO_K}"}
+
+
+class NotATensor:  # a pickled Python object: only unrestricted unpickling could build it
+    pass
+
+
+def test_a_checkpoint_needing_unrestricted_unpickling_is_refused_with_a_conversion_hint(states, tiny, tmp_path):
+    with open(tmp_path / "model.ckpt", "wb") as handle:
+        pickle.dump({"model": NotATensor(), TO_K: torch.zeros(1)}, handle)
+    before = {k: v.clone() for k, v in tiny.unet.state_dict().items()}
+    with pytest.raises(HarnessError) as err:
+        load(states, tmp_path / "model.ckpt")
+    message = str(err.value)
+    assert "\n" not in message and "weights_only=True" in message and "save_file" in message
+    assert all(torch.equal(before[k], v) for k, v in tiny.unet.state_dict().items())
+
+
+def test_wrong_shapes_fail_with_one_line_before_any_weight_changes(states, tiny, tmp_path):
+    state = edited_unet_state(tiny)
+    state[TO_K] = torch.zeros(7, 3)
+    state["an.unknown.key"] = torch.zeros(1)
+    save_file(state, str(tmp_path / "other.safetensors"))
+    before = {k: v.clone() for k, v in tiny.unet.state_dict().items()}
+    with pytest.raises(HarnessError) as err:
+        load(states, tmp_path / "other.safetensors")
+    message = str(err.value)
+    assert "\n" not in message and "1 shape mismatches" in message and "[7, 3]" in message and "'an.unknown.key'" in message
+    assert all(torch.equal(before[k], v) for k, v in tiny.unet.state_dict().items())
+
+
+def test_an_ldm_layout_file_is_refused_with_the_conversion_script(states, tmp_path):
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, str(tmp_path / "sd.safetensors"))
+    with pytest.raises(HarnessError, match="convert_original_stable_diffusion_to_diffusers"):
+        load(states, tmp_path / "sd.safetensors")
+
+
+def test_a_missing_path_is_refused_when_the_parameters_are_built(tmp_path):
+    with pytest.raises(HarnessError, match="does not exist"):
+        Checkpoint.Params(path=str(tmp_path / "nothing"))
+    with pytest.raises(HarnessError, match="needs path="):
+        Checkpoint.Params()
+
+
+def test_the_cache_key_follows_the_file_content(tiny, tmp_path):
+    path = tmp_path / "unet.safetensors"
+    save_file({TO_K: tiny.unet.state_dict()[TO_K] + 1}, str(path))
+    first = Checkpoint(Checkpoint.Params(path=str(path))).params_dict()["sha256"]
+    save_file({TO_K: tiny.unet.state_dict()[TO_K] + 2}, str(path))
+    assert Checkpoint(Checkpoint.Params(path=str(path))).params_dict()["sha256"] != first
+
+
+def test_a_pipeline_with_another_vae_is_refused(states, tiny, tmp_path):
+    from harness.testing import tiny_pipeline
+
+    other = tiny_pipeline(seed=5)  # same architecture, different weights everywhere: another base model
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(HarnessError, match="VAE that differs"):
+        load(states, tmp_path / "other")
+
+
+def test_erase_save_round_trips_into_identical_results_and_images(tmp_path, capsys):
+    """`harness erase --save D` then `checkpoint:path=D` gives the method's own numbers and the same pixels."""
+    from pathlib import Path
+
+    from harness.cli import main
+
+    plugins = Path(__file__).parent / "plugins"
+    args = ["--plugin", str(plugins / "brightness.py"), "--plugin", str(plugins / "edits.py")]
+    concepts = tmp_path / "c.json"
+    concepts.write_text(json.dumps({"name": "c", "erase": ["red"], "guides": ["gray"]}))
+    save, out = tmp_path / "erased", tmp_path / "out"
+    assert main([*args, "erase", "--model", "tiny", "--method", "scale-keys:factor=0.5", "--concepts", str(concepts),
+                 "--save", str(save), "--out", str(out)]) == 0
+    assert main([*args, "run", "--model", "tiny", "--methods", f"ckpt:path={save},label=mine,scale-keys:factor=0.5", "--bench", "fixed:count=6",
+                 "--concepts", str(concepts), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    store = Store(out)
+    rows = store.results()
+    by_method = {}
+    for row in rows:
+        by_method.setdefault(row["method"], {})[row["metric"]] = row["value"]
+    assert set(by_method) == {"mine", "scale-keys:factor=0.5"}
+    assert by_method["mine"] == by_method["scale-keys:factor=0.5"]
+    images = {}
+    for method in by_method:
+        keys = [row["image_key"] for row in store.db.execute("SELECT image_key FROM run_images WHERE method = ? ORDER BY spec_id", (method,))]
+        images[method] = [store.image_path(key).read_bytes() for key in keys]
+    assert images["mine"] == images["scale-keys:factor=0.5"] and len(images["mine"]) == 6
+
+
+@pytest.mark.toy
+@pytest.mark.slow
+def test_toy_trce_t_checkpoint_gives_the_same_values_as_trce_t(tmp_path, capsys):
+    """The issue's done-when: erase --save on the toy world, then both rows of one run agree exactly (16 prompts)."""
+    from harness.cli import main
+
+    save, out = tmp_path / "D", tmp_path / "out"
+    assert main(["erase", "--model", "toy", "--method", "trce-t", "--concepts", "toy-red", "--save", str(save), "--out", str(out)]) == 0
+    assert main(["run", "--model", "toy", "--methods", f"checkpoint:path={save},trce-t", "--bench", "toy-explicit", "--limit", "16",
+                 "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    values = {}
+    for row in Store(out).results():
+        values.setdefault(row["method"], {})[row["metric"]] = (row["value"], row["n"])
+    assert set(values) == {f"checkpoint:path={save}", "trce-t"}
+    assert values[f"checkpoint:path={save}"] == values["trce-t"] and values["trce-t"]["toy:toy-asr"][1] == 16
