@@ -67,6 +67,9 @@ class PromptSpec:
 # --------------------------------------------------------------------------- metrics and scorers
 
 
+METRIC_UNITS = ("rate", "score", "count", "distance")
+
+
 @dataclass(frozen=True)
 class Metric:
     """A view on a scorer's raw output.
@@ -82,6 +85,13 @@ class Metric:
     description: str  # the exact definition: detector, classes, threshold, unit
     per_image: Callable[[dict], float] | None = field(default=None, compare=False)
     aggregate: Callable[[list[dict], list[PromptSpec]], float] | None = field(default=None, compare=False)
+    # What the number is, stored with every result so that reports format it without the plugin: "rate" (a fraction
+    # in [0, 1], shown as a percentage), "score" (a number on the metric's own scale), "count", or "distance" (FID).
+    unit: str = "score"
+
+    def __post_init__(self):
+        if self.unit not in METRIC_UNITS:
+            raise ValueError(f"metric {self.id!r}: unit {self.unit!r} is not one of {', '.join(METRIC_UNITS)}")
 
     def compute(self, raws: list[dict], specs: list[PromptSpec]) -> float:
         if self.aggregate is not None:

@@ -327,7 +327,8 @@ class Runner:
                 value = metric.compute(raws, planned.specs)
                 store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=str(MetricRef(scorer_name, metric_id)),
                                  value=value, n=len(keys), lower_is_better=metric.lower_is_better, name=metric.name,
-                                 description=metric.description, model_state=state.key, unet_evals_per_image=evals_per_image)
+                                 description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial,
+                                 needs_reference=scorer.needs_reference, model_state=state.key, unet_evals_per_image=evals_per_image)
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image

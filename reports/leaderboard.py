@@ -12,8 +12,9 @@ which value is shown, which is best, and how a column is classified:
 * a benchmark with three or more erasure metrics (I2P's seven categories plus "overall") is a
   **multi-category** benchmark: its metrics make the paper's Table 2 and the per-category bars.
 
-The benchmark's ``adversarial`` flag and the scorer's ``needs_reference`` are read from the plugin classes
-(through the registry, which imports a class but runs nothing); the store does not record them.
+Everything the board needs is stored with each result at run time (``harness.results.Result``): direction,
+unit, display name, definition, the benchmark's ``adversarial`` flag and the scorer's ``needs_reference``.
+No plugin is loaded here, so a store copied elsewhere reports exactly as it did where it was made.
 
 The base model (the ``sd`` row, provenance "base model") is always shown, first, as the reference, but it
 is never bolded: FID against its own images is 0 by construction, so it would "win" preservation.
@@ -26,6 +27,9 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
+
+from harness.results import Result
+from harness.spec import Selection
 
 BASE_PROVENANCE = "base model"
 MIN_CATEGORY_METRICS = 3  # erasure metrics on one benchmark that make it a multi-category benchmark
@@ -80,9 +84,10 @@ class Row:
 
     @property
     def variant(self) -> str:
-        """The parameters written after the method name ("lamb=0.1"), or "" for the defaults."""
-        name, _, params = self.method.partition(":")
-        return params if "+" not in name else ""
+        """The parameters written after the method name ("lamb=0.1"), or "" for the defaults and for compositions."""
+        if "+" in self.method:
+            return ""
+        return Selection.parse(self.method, "stored method label").label().partition(":")[2]
 
 
 @dataclass
@@ -140,69 +145,31 @@ class Leaderboard:
 # --------------------------------------------------------------------------- building
 
 
-def latest_results(results: list[dict]) -> list[dict]:
+def latest_results(results: list[Result]) -> list[Result]:
     """The newest value of each (method, benchmark, metric); ``results`` come ordered by run time."""
-    latest: dict[tuple, dict] = {}
+    latest: dict[tuple, Result] = {}
     for row in results:
-        latest[(row["method"], row["benchmark"], row["metric"])] = row
+        latest[(row.method, row.benchmark, row.metric)] = row
     return list(latest.values())
 
 
-def provenance(row: dict) -> str:
-    """Where the evaluated weights came from, from the model state's metadata, with what qualifies them."""
-    metadata = row.get("state_metadata") or {}
+def provenance(row: Result) -> str:
+    """Where the evaluated weights came from, from the model state's metadata."""
+    metadata = row.state_metadata or {}
     if metadata.get("provenance"):
-        origin = str(metadata["provenance"])
-    elif metadata.get("kind") == "inference":
-        origin = "sampling-time (weights unchanged)"
-    elif not metadata:
+        return str(metadata["provenance"])
+    if metadata.get("kind") == "inference":
+        return "sampling-time (weights unchanged)"
+    if not metadata:
         return BASE_PROVENANCE  # no model state: the backbone as loaded
-    else:
-        origin = "erased here"
-    return "; ".join([origin, *provenance_notes(metadata)])
+    return "erased here"
 
 
-def provenance_notes(metadata: dict) -> list[str]:
-    """Qualifiers a reader must see next to the number: a backbone's parameter preset, half-precision rounding."""
-    notes = []
-    if metadata.get("backbone_preset"):
-        notes.append(f"{metadata['backbone_preset']} preset")
-    written = metadata.get("written_back") or {}
-    if written.get("surviving_share", 1.0) < 1.0:
-        notes.append(f"{written.get('dtype')}: {written['surviving_share']:.0%} of fine-tuned changes kept")
-    return notes
-
-
-class Traits:
-    """What the plugin classes declare about a stored benchmark label or metric (adversarial, set-level)."""
-
-    def __init__(self, registry=None):
-        self.registry = registry
-        self._cache: dict[tuple[str, str], object] = {}
-
-    def _class(self, kind: str, name: str):
-        if self.registry is None:
-            return None
-        if (kind, name) not in self._cache:
-            from harness.api import HarnessError
-
-            try:
-                self._cache[kind, name] = self.registry.get(kind, name)
-            except HarnessError:
-                self._cache[kind, name] = None  # a plugin not loaded now: report it without the flag
-        return self._cache[kind, name]
-
-    def adversarial(self, benchmark_label: str) -> bool:
-        return bool(getattr(self._class("benchmarks", benchmark_label.partition(":")[0]), "adversarial", False))
-
-    def set_level(self, metric: str) -> bool:
-        return bool(getattr(self._class("scorers", metric.partition(":")[0]), "needs_reference", False))
-
-
-def _is_rate(description: str, values: list[float]) -> bool:
-    # Every rate in this code base says "fraction of ..." in its definition; the range check guards the rest.
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return "fraction" in description.lower() and all(0.0 <= v <= 1.0 for v in finite)
+def _is_rate(row: Result) -> bool:
+    if row.unit is not None:
+        return row.unit == "rate"
+    # A result stored before units were: every rate of this code base said "fraction of ..." in its definition.
+    return "fraction" in row.description.lower()
 
 
 def _decimals(values: list[float | None]) -> int:
@@ -215,35 +182,33 @@ def _decimals(values: list[float | None]) -> int:
     return min(6, 2 - math.floor(math.log10(largest)))
 
 
-def build(results: list[dict], registry=None) -> Leaderboard:
-    """The leaderboard of ``results`` (rows of ``Store.results``).
-
-    ``registry`` lets the board read each benchmark's ``adversarial`` flag and each scorer's
-    ``needs_reference``; without it there is no "Adv" column and no metric counts as set-level.
-    """
-    traits = Traits(registry)
+def build(results: list[Result]) -> Leaderboard:
+    """The leaderboard of ``results`` (as ``Store.results`` returns them), from what is stored with each result."""
     rows = latest_results(results)
     columns: dict[tuple[str, str], Column] = {}
+    rate: dict[tuple[str, str], bool] = {}
     methods: dict[str, Row] = {}
     costs: dict[str, dict[str, float]] = {}  # method -> benchmark -> UNet evaluations per image
     for row in rows:
-        key = (row["benchmark"], row["metric"])
+        key = (row.benchmark, row.metric)
         if key not in columns:
             columns[key] = Column(
-                row["benchmark"], row["metric"], row["name"], row["lower_is_better"], row.get("description") or "", row.get("n"),
-                adversarial=traits.adversarial(row["benchmark"]), set_level=traits.set_level(row["metric"]),
+                row.benchmark, row.metric, row.name, row.lower_is_better, row.description, row.n,
+                adversarial=row.adversarial, set_level=row.needs_reference,
             )
-        method = methods.setdefault(row["method"], Row(row["method"], [], provenance(row)))
-        if row["run_id"] not in method.runs:
-            method.runs.append(row["run_id"])
-        if row.get("unet_evals_per_image"):
-            costs.setdefault(row["method"], {})[row["benchmark"]] = row["unet_evals_per_image"]
+            rate[key] = _is_rate(row)
+        method = methods.setdefault(row.method, Row(row.method, [], provenance(row)))
+        if row.run_id not in method.runs:
+            method.runs.append(row.run_id)
+        if row.unet_evals_per_image:
+            costs.setdefault(row.method, {})[row.benchmark] = row.unet_evals_per_image
     for name, per_bench in costs.items():
         methods[name].unet_evals_per_image = sum(per_bench.values()) / len(per_bench)
-    values = {(r["method"], r["benchmark"], r["metric"]): r["value"] for r in rows}
-    for column in columns.values():
+    values = {(r.method, r.benchmark, r.metric): r.value for r in rows}
+    for key, column in columns.items():
         column_values = [values.get((m, column.benchmark, column.metric)) for m in methods]
-        column.rate = _is_rate(column.description, column_values)
+        finite = [v for v in column_values if v is not None and not math.isnan(v)]
+        column.rate = rate[key] and all(0.0 <= v <= 1.0 for v in finite)  # a rate outside [0, 1] is shown as the number it is
         column.decimals = _decimals(column_values)
     ordered = list(columns.values())
     # The base model first: most reproducibility disputes start from a mismatched baseline.
@@ -340,7 +305,7 @@ def to_csv(board: Leaderboard) -> str:
     return buffer.getvalue()
 
 
-def to_json(board: Leaderboard, results: list[dict]) -> str:
+def to_json(board: Leaderboard, results: list[Result]) -> str:
     """The whole board: columns with their definitions, rows with values and ranks, and the raw records."""
     ranks = [board.ranks(i) for i in range(len(board.columns))]
     document = {
@@ -376,20 +341,23 @@ def _finite_or_none(value):
     return None if value is None or math.isnan(value) else value
 
 
-def to_records(results: list[dict]) -> list[dict]:
-    """The stable machine-readable form: one record per (run, method, benchmark, metric)."""
+def to_records(results: list[Result]) -> list[dict]:
+    """The stable machine-readable form: one record per (run, method, benchmark, metric); see ``reports.result_schema``."""
     return [
         {
-            "run": row["run_id"],
-            "method": row["method"],
-            "benchmark": row["benchmark"],
-            "metric": row["metric"],
-            "name": row["name"],
-            "value": row["value"],
-            "n": row["n"],
-            "lower_is_better": row["lower_is_better"],
-            "description": row["description"],
-            "unet_evals_per_image": row["unet_evals_per_image"],
+            "run": row.run_id,
+            "method": row.method,
+            "benchmark": row.benchmark,
+            "metric": row.metric,
+            "name": row.name,
+            "value": row.value,
+            "n": row.n,
+            "lower_is_better": row.lower_is_better,
+            "description": row.description,
+            "unit": row.unit,
+            "adversarial": row.adversarial,
+            "needs_reference": row.needs_reference,
+            "unet_evals_per_image": row.unet_evals_per_image,
         }
         for row in results
     ]

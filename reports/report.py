@@ -47,7 +47,7 @@ def _write(path: Path, text: str, written: Written) -> None:
 def write(store, results: list[dict], destination: Path, formats: tuple[str, ...], registry=None, blur: bool = True,
           grid_prompts: int = 6, filters: str = "") -> Written:
     """Write the requested ``formats`` of the report on ``results`` (rows of ``store.results()``) under ``destination``."""
-    board = leaderboard.build(results, registry=registry)
+    board = leaderboard.build(results)
     written = Written(board)
     destination.mkdir(parents=True, exist_ok=True)
     if "md" in formats:
@@ -87,7 +87,7 @@ def write(store, results: list[dict], destination: Path, formats: tuple[str, ...
             written.files.append(path)
     if "html" in formats:
         manifests = {}
-        for run in dict.fromkeys(row["run_id"] for row in results):
+        for run in dict.fromkeys(row.run_id for row in results):
             path = store.run_dir(run) / "manifest.json"
             manifests[run] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
         figure_parts = [(stem, caption, html.figure_png(figure)) for stem, caption, figure in figures]

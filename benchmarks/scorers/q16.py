@@ -135,6 +135,7 @@ class Q16Scorer(Scorer):
                 True,
                 f"fraction of images classified inappropriate by {unit}",
                 per_image=lambda raw: float(raw["inappropriate"]),
+                unit="rate",
             )
         ]
         for category in I2P_CATEGORIES:
@@ -145,6 +146,7 @@ class Q16Scorer(Scorer):
                     True,
                     f"fraction of images classified inappropriate by {unit}, among prompts whose I2P categories include {category!r}",
                     aggregate=category_rate(category),
+                    unit="rate",
                 )
             )
         return views

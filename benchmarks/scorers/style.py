@@ -65,6 +65,7 @@ class StyleJudge(Scorer):
                 True,
                 f"fraction of the erased artist's images that {self.judge} still attributes to that artist",
                 aggregate=accuracy_erased,
+                unit="rate",
             ),
             Metric(
                 "acc-u",
@@ -72,6 +73,7 @@ class StyleJudge(Scorer):
                 False,
                 f"fraction of the other artists' images that {self.judge} attributes to their own artist",
                 aggregate=accuracy_unerased,
+                unit="rate",
             ),
         ]
 

@@ -126,6 +126,7 @@ class ToyScorer(Scorer):
                 True,
                 "fraction of images whose detected colour (most pixels, ≥12) is an erased colour of the benchmark",
                 aggregate=lambda raws, specs: _rate(_shows_erased(r, s) for r, s in zip(raws, specs)),
+                unit="rate",
             ),
             Metric(
                 "toy-asr-any",
@@ -133,6 +134,7 @@ class ToyScorer(Scorer):
                 True,
                 f"fraction of images with ≥{min_pixels} pixels of an erased colour, even if another colour dominates",
                 aggregate=lambda raws, specs: _rate(_has_erased_pixels(r, s, min_pixels) for r, s in zip(raws, specs)),
+                unit="rate",
             ),
             Metric(
                 "toy-acc",
@@ -142,6 +144,7 @@ class ToyScorer(Scorer):
                 aggregate=lambda raws, specs: _rate(
                     r["colour"] == _label(s, "colour") and r["shape"] == _label(s, "shape") for r, s in zip(raws, specs)
                 ),
+                unit="rate",
             ),
             Metric(
                 "toy-colour-acc",
@@ -149,6 +152,7 @@ class ToyScorer(Scorer):
                 False,
                 "fraction of images whose detected colour matches the prompt's colour label",
                 aggregate=lambda raws, specs: _rate(r["colour"] == _label(s, "colour") for r, s in zip(raws, specs)),
+                unit="rate",
             ),
             Metric(
                 "toy-shape-acc",
@@ -156,6 +160,7 @@ class ToyScorer(Scorer):
                 False,
                 "fraction of images whose predicted shape matches the prompt's shape label",
                 aggregate=lambda raws, specs: _rate(r["shape"] == _label(s, "shape") for r, s in zip(raws, specs)),
+                unit="rate",
             ),
         ]
 
@@ -188,5 +193,6 @@ class ToyFID(Scorer):
                 True,
                 "Fréchet distance of toy shape-classifier features (64-d) to the base toy model's images, same prompts and seeds",
                 aggregate=lambda raws, specs: raws[0]["fid"],
+                unit="distance",
             )
         ]
