@@ -76,7 +76,11 @@ class Metric:
 
     Raw scores are computed once per image; a metric turns them into a number
     at aggregation time, so a new threshold never needs a new detection pass.
-    Give either ``per_image`` (averaged over images) or ``aggregate``.
+    Give ``per_image`` (one raw score → one value, averaged over images), ``values`` (all raws and specs →
+    one value per image, ``None`` for an image the metric does not count, averaged over the counted ones) or
+    ``aggregate`` (a number for the whole set, e.g. FID or a count).  The first two also expose the per-image
+    values (``image_values``), which the store keeps so that intervals and paired tests need no re-detection;
+    an ``aggregate``-only metric has none.
     """
 
     id: str  # unique within its scorer; stored as "<scorer>:<id>"
@@ -85,6 +89,7 @@ class Metric:
     description: str  # the exact definition: detector, classes, threshold, unit
     per_image: Callable[[dict], float] | None = field(default=None, compare=False)
     aggregate: Callable[[list[dict], list[PromptSpec]], float] | None = field(default=None, compare=False)
+    values: Callable[[list[dict], list[PromptSpec]], list[float | None]] | None = field(default=None, compare=False)
     # What the number is, stored with every result so that reports format it without the plugin: "rate" (a fraction
     # in [0, 1], shown as a percentage), "score" (a number on the metric's own scale), "count", or "distance" (FID).
     unit: str = "score"
@@ -93,12 +98,23 @@ class Metric:
         if self.unit not in METRIC_UNITS:
             raise ValueError(f"metric {self.id!r}: unit {self.unit!r} is not one of {', '.join(METRIC_UNITS)}")
 
+    def image_values(self, raws: list[dict], specs: list[PromptSpec]) -> list[float | None] | None:
+        """One value per image (``None``: not counted by this metric), or ``None`` for a set-level metric."""
+        if self.aggregate is not None:
+            return None
+        if self.values is not None:
+            return [None if v is None else float(v) for v in self.values(raws, specs)]
+        if self.per_image is not None:
+            return [float(self.per_image(raw)) for raw in raws]
+        return None
+
     def compute(self, raws: list[dict], specs: list[PromptSpec]) -> float:
         if self.aggregate is not None:
             return float(self.aggregate(raws, specs))
-        if not raws:
+        counted = [v for v in self.image_values(raws, specs) or [] if v is not None]
+        if not counted:
             return float("nan")
-        return float(statistics.fmean(self.per_image(raw) for raw in raws))
+        return float(statistics.fmean(counted))
 
 
 @dataclass(frozen=True)
@@ -388,6 +404,14 @@ class Backbone(Configurable):
     def load(self, model: str | None, device: str, dtype: str):
         """Return a diffusers ``StableDiffusionPipeline`` (or one with the same components)."""
         raise NotImplementedError
+
+    def identity(self, model: str | None, dtype: str) -> dict | None:
+        """What the loaded weights depend on, found without loading them (e.g. ``harness.lazy.folder_identity``).
+
+        The store caches the fingerprint per identity, so a re-run whose images all exist loads nothing.
+        ``None`` (the default): unknown, the pipeline is loaded to fingerprint it.
+        """
+        return None
 
 
 # --------------------------------------------------------------------------- helpers

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
+from harness.lazy import resolve_pipeline
 from harness.store import Store, atomic_write_bytes
 
 EDITABLE_COMPONENTS = ("unet", "text_encoder")
@@ -63,27 +65,41 @@ class ModelStates:
     """Applies and removes method edits on one loaded pipeline."""
 
     def __init__(self, pipe, store: Store, backbone_fingerprint: str, backbone_name: str, device: str, dtype: str, show_progress: bool = True):
-        self.pipe = pipe
+        self._pipe = pipe  # a pipeline, or a harness.lazy.PipelineSource loaded on first use
         self.store = store
         self.backbone_fingerprint = backbone_fingerprint
         self.backbone_name = backbone_name
         self.device = device
         self.dtype = dtype
         self.show_progress = show_progress
-        self.parameters = {
-            f"{component}.{name}": param
-            for component in EDITABLE_COMPONENTS
-            for name, param in getattr(pipe, component).named_parameters()
-        }
-        # Originals are kept on the model's own device: restoring is a copy, not a reload.
-        self.originals = {name: param.detach().clone() for name, param in self.parameters.items()}
+        self._parameters: dict | None = None
+        self.originals: dict = {}
         self.applied: set[str] = set()  # parameter names that currently differ from the originals
         self.exact: dict = {}  # float32 values of the applied delta (finer than half-precision weights hold)
         self.edits_run = 0  # how many times a method's edit() actually ran (cache misses)
 
+    @property
+    def pipe(self):
+        return resolve_pipeline(self._pipe)
+
+    @property
+    def parameters(self) -> dict:
+        if self._parameters is None:
+            self._parameters = {
+                f"{component}.{name}": param
+                for component in EDITABLE_COMPONENTS
+                for name, param in getattr(self.pipe, component).named_parameters()
+            }
+            # Originals are kept on the model's own device: restoring is a copy, not a reload.
+            self.originals = {name: param.detach().clone() for name, param in self._parameters.items()}
+        return self._parameters
+
     # ------------------------------------------------------------------ weights
 
     def reset(self) -> None:
+        if not self.applied:
+            self.exact = {}
+            return  # nothing to undo (and nothing to load: importing torch alone costs seconds)
         import torch
 
         with torch.no_grad():
@@ -138,6 +154,7 @@ class ModelStates:
         """A frozen copy of the unedited UNet (reference model for fine-tuning methods)."""
         import copy
 
+        self.parameters  # noqa: B018 -- makes sure the originals were taken
         unet = copy.deepcopy(self.pipe.unet)
         state = {name[len("unet.") :]: tensor for name, tensor in self.originals.items() if name.startswith("unet.")}
         unet.load_state_dict(state, strict=False)
@@ -156,22 +173,53 @@ class ModelStates:
 
     # ------------------------------------------------------------------ states
 
+    def chain_keys(self, parts: list[tuple[Method, str]], concepts: ConceptSet) -> list[str | None]:
+        """The model-state key after each part (``None`` for the base model, which changes nothing)."""
+        key, keys = self.backbone_fingerprint, []
+        for method, _ in parts:
+            if method.kind == MethodKind.NONE:
+                keys.append(None)
+                continue
+            identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
+            if method.kind == MethodKind.EDIT:  # an edit computed on float16 weights is not the float32 one
+                identity["dtype"] = self.dtype
+            key = sha256_json(identity)[:32]
+            keys.append(key)
+        return keys
+
+    def stored_state(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState | None:
+        """The state's key and stored metadata, read from the store without touching the pipeline.
+
+        ``None`` when some part was never made here.  It carries no sampling hooks: use it only when every
+        image of the state already exists.
+        """
+        state = ActiveState(key=self.backbone_fingerprint, label=label)
+        for (_method, part_label), key in zip(parts, self.chain_keys(parts, concepts)):
+            if key is None:
+                state.metadata.append({"method": part_label, "kind": "none"})
+                continue
+            row = self.store.model_state(key)
+            if row is None:
+                return None
+            state.metadata.append({"method": part_label, **_json(row["metadata"])})
+            state.key = key
+        return state
+
     def activate(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState:
         """Bring the pipeline into the state of ``parts`` (method instances with their labels), applied in order."""
         from safetensors.torch import load_file, save_file
 
+        self.parameters  # noqa: B018 -- the originals must be taken before any edit runs
         self.reset()
         key = self.backbone_fingerprint
         state = ActiveState(key=key, label=label)
         ctx = self.context()
-        for method, part_label in parts:
-            if method.kind == MethodKind.NONE:  # the base model: same state, same images
+        erase_seconds = 0.0  # cumulative over the parts, so a composition's state carries its whole cost
+        for (method, part_label), key_after in zip(parts, self.chain_keys(parts, concepts)):
+            if key_after is None:  # the base model: same state, same images
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
-            identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
-            if method.kind == "edit":  # an edit computed on float16 weights is not the float32 one
-                identity["dtype"] = self.dtype
-            key = sha256_json(identity)[:32]
+            key = key_after
             row = self.store.model_state(key)
             if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
@@ -179,7 +227,10 @@ class ModelStates:
                     self.apply_delta(load_file(str(delta_path)))
                     metadata = _json(row["metadata"])
                 else:
+                    started = time.perf_counter()
                     metadata = method.edit(self.pipe, concepts, ctx) or {}
+                    # Recorded once, when computed: a cached delta later reports the cost it had then.
+                    metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device}
                     self.edits_run += 1
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     buffer_path = delta_path.with_name(f".{delta_path.name}.tmp")
@@ -198,6 +249,7 @@ class ModelStates:
             hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)
+            erase_seconds = float(metadata.get("erase_seconds", erase_seconds))
             state.metadata.append({"method": part_label, **metadata})
         state.key = key
         return state
@@ -223,8 +275,8 @@ class Engine:
     """Batched, seeded, cached generation for one loaded pipeline."""
 
     def __init__(self, pipe, store: Store, backbone_fingerprint: str, defaults: Defaults, device: str, dtype: str,
-                 batch_size: int = 8, show_progress: bool = True):
-        self.pipe = pipe
+                 batch_size: int = 8, show_progress: bool = True, scheduler_config: dict | None = None):
+        self._pipe = pipe  # a pipeline, or a harness.lazy.PipelineSource loaded on first use
         self.store = store
         self.backbone_fingerprint = backbone_fingerprint
         self.defaults = defaults
@@ -234,7 +286,11 @@ class Engine:
         self.show_progress = show_progress
         self.unet_calls = 0  # forward passes of the UNet, for tests and cost accounting
         self._embeddings: dict[tuple[str, str], object] = {}
-        self.scheduler_config = public_config(pipe.scheduler.config)
+        self.scheduler_config = scheduler_config if scheduler_config is not None else public_config(self.pipe.scheduler.config)
+
+    @property
+    def pipe(self):
+        return resolve_pipeline(self._pipe)
 
     def resolve(self, spec: PromptSpec) -> PromptSpec:
         """Fill the backbone's defaults into a spec, so the image key names every setting."""

@@ -7,6 +7,7 @@ so a store copied to a machine without the producing plugins reports exactly as 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from harness.api import MetricRef
@@ -36,3 +37,19 @@ class Result:
     @property
     def metric_ref(self) -> MetricRef:
         return MetricRef.parse(self.metric, "stored metric")
+
+    # A read-only mapping view (``result["value"]``, ``result.get("n")``) for code written against the row dicts
+    # ``Store.results`` returned before this class; new code uses the attributes.
+    def __getitem__(self, key: str):
+        if key not in _FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in _FIELDS else default
+
+    def keys(self):
+        return list(_FIELDS)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Result))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import os
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -110,6 +111,9 @@ def _expand_benchmarks(registry: Registry, items: list[list[Selection]]) -> list
 
 
 def _default_device() -> str:
+    # Importing torch costs seconds, most of a finished re-run: on Linux, no GPU driver means no GPU.
+    if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/kfd")):
+        return "cpu"
     try:
         import torch
 
@@ -275,12 +279,15 @@ class Runner:
         return self.scorers[name]
 
     def execute(self):
-        from harness.engine import Defaults, Engine, ModelStates, pipeline_fingerprint
+        from harness.engine import Defaults, Engine, ModelStates
+        from harness.lazy import PipelineSource
 
         plan, store = self.plan, self.store
         matmul = matmul_precision(plan.device, plan.dtype)
-        pipe = plan.backbone.load(plan.model, plan.device, plan.dtype)
-        fingerprint = pipeline_fingerprint(pipe)
+        # Loaded only when something must be generated or erased: a finished matrix costs no model loading.
+        self.source = pipe = PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
+                                            device=plan.device, dtype=plan.dtype, store=store)
+        fingerprint, scheduler_config = pipe.fingerprint()
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, fingerprint)
         manifest["matmul_precision"] = matmul
@@ -289,7 +296,7 @@ class Runner:
         self.states = ModelStates(pipe, store, fingerprint, plan.backbone_name, plan.device, plan.dtype, show_progress=show)
         backbone = plan.backbone
         self.engine = Engine(pipe, store, fingerprint, Defaults(backbone.steps, backbone.height, backbone.width), plan.device, plan.dtype,
-                             batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show)
+                             batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show, scheduler_config=scheduler_config)
         states_metadata = {}
         for method in plan.methods:
             by_concepts: dict[str, list[PlannedBenchmark]] = {}
@@ -297,15 +304,26 @@ class Runner:
                 by_concepts.setdefault(planned.concepts.fingerprint(), []).append(planned)
             for group in by_concepts.values():
                 self._generate_references(group)
-                state = self.states.activate(method.parts, group[0].concepts, method.label)
+                state = self._state_for(method, group)
                 states_metadata[f"{method.label} / {group[0].concepts.name}"] = state.metadata
                 for planned in group:
                     self._run_cell(method.label, planned, state)
         manifest["model_states"] = states_metadata
+        manifest["pipeline_loaded"] = self.source.loads > 0
         store.write_manifest(plan.run_id, manifest)
         store.finish_run(plan.run_id)
         self.states.reset()
         return plan.run_id
+
+    def _state_for(self, method: PlannedMethod, group: list[PlannedBenchmark]):
+        """The method's model state: read from the store when every image of the group exists, else activated."""
+        stored = self.states.stored_state(method.parts, group[0].concepts, method.label)
+        if stored is not None:
+            engine = self.engine
+            specs = [engine.resolve(spec) for planned in group for spec in planned.specs]
+            if all(self.store.image_path(engine.image_key(spec, stored.key)).exists() for spec in specs):
+                return stored
+        return self.states.activate(method.parts, group[0].concepts, method.label)
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
         plan, store, engine = self.plan, self.store, self.engine
@@ -325,10 +343,17 @@ class Runner:
             for metric_id in metric_ids:
                 metric = scorer.metric(metric_id)
                 value = metric.compute(raws, planned.specs)
-                store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=str(MetricRef(scorer_name, metric_id)),
-                                 value=value, n=len(keys), lower_is_better=metric.lower_is_better, name=metric.name,
+                per_image = None if scorer.needs_reference else metric.image_values(raws, planned.specs)
+                counted = [(spec, key, v) for spec, key, v in zip(planned.specs, keys, per_image or []) if v is not None]
+                # n is what the value averages over: the counted images (a category rate counts only its prompts).
+                n = len(counted) if per_image is not None else len(keys)
+                metric_ref = str(MetricRef(scorer_name, metric_id))
+                store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=metric_ref,
+                                 value=value, n=n, lower_is_better=metric.lower_is_better, name=metric.name,
                                  description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial,
                                  needs_reference=scorer.needs_reference, model_state=state.key, unet_evals_per_image=evals_per_image)
+                store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
+                                        [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image

@@ -48,6 +48,21 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, method, benchmark, metric)
     );
     """,
+    # A backbone's fingerprint by the identity of its weight files (harness/lazy.py): a re-run needs no loading.
+    """
+    CREATE TABLE backbone_fingerprints (
+        identity TEXT PRIMARY KEY, fingerprint TEXT, scheduler TEXT, created TEXT
+    );
+    """,
+    # Per-image values of each result (0/1 for a rate, a number for a per-image score), so that intervals and paired
+    # tests are computed from the store alone.  A set-level metric (FID) has no rows here.
+    """
+    CREATE TABLE result_values (
+        run_id TEXT, method TEXT, benchmark TEXT, metric TEXT, spec_id TEXT, prompt_id TEXT, seed INTEGER,
+        image_key TEXT, value REAL,
+        PRIMARY KEY (run_id, method, benchmark, metric, spec_id)
+    );
+    """,
     # What reports need to show a result without its plugins (harness.results.Result); NULL in older rows.
     """
     ALTER TABLE results ADD COLUMN unit TEXT;
@@ -141,6 +156,16 @@ class Store:
         path = self.run_dir(run_id) / "manifest.json"
         atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
         return path
+
+    # ------------------------------------------------------------------ backbones
+
+    def backbone_fingerprint(self, identity: str) -> tuple[str, dict] | None:
+        row = self.db.execute("SELECT fingerprint, scheduler FROM backbone_fingerprints WHERE identity=?", (identity,)).fetchone()
+        return (row["fingerprint"], json.loads(row["scheduler"])) if row else None
+
+    def add_backbone_fingerprint(self, identity: str, fingerprint: str, scheduler: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO backbone_fingerprints VALUES (?, ?, ?, ?)",
+                        (identity, fingerprint, json.dumps(scheduler, sort_keys=True), now()))
 
     # ------------------------------------------------------------------ model states
 
@@ -239,6 +264,28 @@ class Store:
             for row in rows
             if not runs or row["run_id"] in runs
         ]
+
+    def set_result_values(self, run_id: str, method: str, benchmark: str, metric: str,
+                          rows: list[tuple[str, str, int, str, float]]) -> None:
+        """Replace the per-image values of one result: rows of (spec id, prompt id, seed, image key, value)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM result_values WHERE run_id=? AND method=? AND benchmark=? AND metric=?", (run_id, method, benchmark, metric))
+            self.db.executemany(
+                "INSERT INTO result_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, method, benchmark, metric, spec_id, prompt_id, seed, key, value) for spec_id, prompt_id, seed, key, value in rows],
+            )
+
+    def result_values(self, runs: list[str] | None = None) -> dict[tuple[str, str, str, str], list[dict]]:
+        """(run, method, benchmark, metric) → its per-image values, each ``{spec_id, prompt_id, seed, image_key, value}``."""
+        found: dict[tuple[str, str, str, str], list[dict]] = {}
+        query = "SELECT * FROM result_values ORDER BY rowid"
+        for row in self.db.execute(query):
+            if runs and row["run_id"] not in runs:
+                continue
+            found.setdefault((row["run_id"], row["method"], row["benchmark"], row["metric"]), []).append(
+                {"spec_id": row["spec_id"], "prompt_id": row["prompt_id"], "seed": row["seed"], "image_key": row["image_key"], "value": row["value"]}
+            )
+        return found
 
     def run_images(self, run_id: str | None = None) -> list[dict]:
         query = "SELECT run_images.*, images.path, images.spec FROM run_images JOIN images ON images.key = run_images.image_key"

@@ -55,11 +55,12 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method, sha256_json
-from methods.closed_form import KeyStatistics, caption_statistics, closed_form_edit, cross_attention_projections
+from methods.closed_form import KeyStatistics, caption_statistics, closed_form_edit, cross_attention_projections, row_precision
 from methods.text import (
     encode_prompts,
     first_eot_index,
@@ -92,6 +93,7 @@ class TRCET(Method):
         edit_keys: bool = True  # edit attn2.to_k as well as attn2.to_v
         word_count_positions: bool = False  # quirk: official word-count [EoT]/keyword positions
         double_preserve_scale: bool = False  # quirk: official s² preservation weight
+        solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert)
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         params = self.params
@@ -122,6 +124,8 @@ class TRCET(Method):
             erase_scale=params.erase_scale,
             preserve=preserve,
             preserve_scale=effective_scale,
+            solver=params.solver,
+            precision=row_precision(pipe),
         )
         return {
             "method": "trce-t",

@@ -38,7 +38,7 @@ from typing import Literal
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method
-from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections
+from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections, row_precision
 from methods.text import encode_prompts, last_word_index
 
 TOKEN_VARIANTS = {
@@ -60,6 +60,7 @@ class UCE(Method):
         erase_scale: float = 1.0  # e
         preserve_scale: float | None = None  # p; None = official rule: max(0.1, 1/|R|) for "block", 1.0 for "last"
         edit_keys: bool = True  # edit attn2.to_k as well as attn2.to_v (official with_to_k=True)
+        solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert)
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         return apply_uce(pipe, concepts, self.params, ctx)
@@ -87,7 +88,14 @@ def apply_uce(pipe, concepts: ConceptSet, params: UCE.Params, ctx) -> dict:
     # 2. one closed-form solve for every attn2 key/value matrix
     projections = cross_attention_projections(pipe.unet, edit_keys=params.edit_keys)
     solved = closed_form_edit(
-        projections, erase, lamb=params.lamb, erase_scale=params.erase_scale, preserve=preserve, preserve_scale=preserve_scale
+        projections,
+        erase,
+        lamb=params.lamb,
+        erase_scale=params.erase_scale,
+        preserve=preserve,
+        preserve_scale=preserve_scale,
+        solver=params.solver,
+        precision=row_precision(pipe),
     )
     return {
         "method": "uce",

@@ -43,14 +43,15 @@ def cmd_report(args, registry) -> int:
     results = select(store.results(), args.out, runs=args.runs, methods=args.methods, bench=args.bench, registry=registry)
     if args.json:
         from reports.result_schema import records_document
+        from reports.uncertainty import intervals
 
-        print(json.dumps(records_document(results), indent=2))
+        print(json.dumps(records_document(results, intervals(results, store.result_values())), indent=2))
         return 0
     destination = names.inside(store.root, args.dest or "report", "--dest")
     filters = "".join(f"; {name} {value}" for name, value in (("runs", args.runs), ("methods", args.methods), ("benchmarks", args.bench)) if value)
     written = report.write(store, results, destination, formats, registry=registry, blur=not args.no_blur,
                            grid_prompts=args.grid_prompts, filters=filters)
-    print(leaderboard.to_markdown(written.board))
+    print(leaderboard.to_terminal(written.board))
     print(f"\nwrote {len(written.files)} file{'' if len(written.files) == 1 else 's'} under {destination}" + (f" (open {destination / 'report.html'})" if "html" in formats else ""),
           file=sys.stderr)
     return 0

@@ -65,7 +65,7 @@ def _table(board: Leaderboard, groups: list[tuple[str, list[Column], list[str]]]
     columns = [c for _, cols, _ in groups for c in cols]
     wanted = [board.columns.index(c) for c in (required or columns)]
     headers = [h for _, _, hs in groups for h in hs]
-    ranks = [board.ranks(board.columns.index(c), decimals=d) for c, d in zip(columns, decimals)]
+    ranks = [board.ranks(board.columns.index(c)) for c in columns]
     lines = [
         r"\begin{table}[t]",
         r"\centering",

@@ -14,7 +14,9 @@ Version 1 fields:
   for results stored before units were;
 * ``adversarial``: the benchmark's prompts are adversarial (averaged into the leaderboard's "Adv" column);
 * ``needs_reference``: the scorer compares against the base model's images for the same prompts and seeds (FID);
-* ``unet_evals_per_image``: the sampling cost (plain classifier-free guidance: 2 per denoising step).
+* ``unet_evals_per_image``: the sampling cost (plain classifier-free guidance: 2 per denoising step);
+* ``ci95``: the 95% interval ``[lo, hi]`` of the value from its per-image values, or null (set-level metrics);
+  ``interval``: how it was computed (``reports.uncertainty``), ``"none"`` without one.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ SCHEMA_VERSION = 1
 RECORD = {
     "type": "object",
     "required": ["schema_version", "run", "method", "benchmark", "metric", "name", "value", "n", "lower_is_better", "description",
-                 "unit", "adversarial", "needs_reference", "unet_evals_per_image"],
+                 "unit", "adversarial", "needs_reference", "unet_evals_per_image", "ci95", "interval"],
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
         "run": {"type": "string"},
@@ -45,6 +47,8 @@ RECORD = {
         "adversarial": {"type": "boolean"},
         "needs_reference": {"type": "boolean"},
         "unet_evals_per_image": {"type": ["number", "null"]},
+        "ci95": {"oneOf": [{"type": "null"}, {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}]},
+        "interval": {"type": "string"},
     },
 }
 
@@ -56,10 +60,13 @@ SCHEMA = {
 }
 
 
-def records_document(results: list[Result]) -> list[dict]:
-    """The ``--json`` output of ``results``: JSON has no NaN, so a value that could not be computed is null."""
+def records_document(results: list[Result], intervals: dict) -> list[dict]:
+    """The ``--json`` output of ``results`` with their ``intervals`` (``reports.uncertainty.intervals``).
+
+    JSON has no NaN, so a value that could not be computed is null.
+    """
     return [
         {"schema_version": SCHEMA_VERSION, **record,
          "value": None if record["value"] is None or math.isnan(record["value"]) else record["value"]}
-        for record in to_records(results)
+        for record in to_records(results, intervals)
     ]

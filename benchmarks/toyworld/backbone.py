@@ -5,6 +5,7 @@ from __future__ import annotations
 from benchmarks.toyworld.paths import WEIGHTS_DIR, require_weights
 from harness.api import Backbone
 from harness.backbones import load_sd_pipeline
+from harness.lazy import folder_identity
 
 
 class ToyBackbone(Backbone):
@@ -16,6 +17,9 @@ class ToyBackbone(Backbone):
     height = 32
     width = 32
     max_size = 256  # trained at 32 px; far larger images only cost time
+
+    def identity(self, model: str | None, dtype: str) -> dict | None:
+        return folder_identity(require_weights(model))
 
     def load(self, model: str | None, device: str, dtype: str):
         return load_sd_pipeline(str(require_weights(model)), dtype, local_files_only=True, device=device)

@@ -36,16 +36,11 @@ class Tint(Method):
         return {"amount": self.params.amount}
 
 
-def _rate(flags):
-    flags = list(flags)
-    return sum(flags) / len(flags) if flags else float("nan")
-
-
 def _in_category(category):
-    def aggregate(raws, specs):
-        return _rate(raw["mean"] > BRIGHT for raw, spec in zip(raws, specs) if category in spec.labels.get("categories", ()))
+    def values(raws, specs):
+        return [float(raw["mean"] > BRIGHT) if category in spec.labels.get("categories", ()) else None for raw, spec in zip(raws, specs)]
 
-    return aggregate
+    return values
 
 
 class Pixels(Scorer):
@@ -66,7 +61,7 @@ class Pixels(Scorer):
         for category in CATEGORIES:
             views.append(Metric(f"bright-{category.replace(' ', '-')}", f"bright {category}", True,
                                 f"fraction of images with mean pixel value > {BRIGHT} among prompts of category {category!r}",
-                                aggregate=_in_category(category), unit="rate"))
+                                values=_in_category(category), unit="rate"))
         return views
 
 
