@@ -13,8 +13,9 @@ import sys
 import textwrap
 import warnings
 
-from harness import __version__
+from harness import __version__, failures
 from harness.api import HarnessError
+from harness.merge import add_merge_command
 from harness.plugins import PluginHost
 from harness.registry import KINDS, Registry
 
@@ -175,6 +176,7 @@ def cmd_erase(args, registry: Registry) -> int:
     backbone = registry.get("backbones", backbone_name)()
     backbone.check(model)
     device = args.device or runner._default_device()
+    runner.check_device(device)
     dtype = args.dtype or "float32"
     if os.path.exists(args.save) and os.listdir(args.save):
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
@@ -192,12 +194,34 @@ def cmd_erase(args, registry: Registry) -> int:
     return 0
 
 
+def cmd_check(args, registry: Registry) -> int:
+    from harness import check
+    from harness.store import Store
+
+    store = Store(args.out, create=False)
+    found = check.check(store)
+    if args.json:
+        print(json.dumps({"checked": found.checked, "findings": [f.__dict__ for f in found.findings], "runs_affected": found.runs_affected}, indent=2))
+    else:
+        print("\n".join(check.render(found)))
+    broken = found.count("damaged") + found.count("unreadable")
+    if not args.repair:
+        return 1 if broken else 0
+    problems = check.repair(store, found, registry, show_progress=not args.no_progress)
+    for line in problems:
+        print(f"harness: warning: {line}", file=sys.stderr)
+    after = check.check(store)
+    left = after.count("damaged") + after.count("unreadable") + after.count("orphaned")
+    print(f"repaired: {len(found.findings) - left} of {len(found.findings)} findings fixed" + (f"; {left} left" if left else ""), file=sys.stderr)
+    return 1 if left or problems else 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
 def build_parser(registry: Registry) -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="harness", description=MAIN_HELP, formatter_class=formatter)
+    parser = failures.OneLineParser(prog="harness", description=MAIN_HELP, formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"erasure-harness {__version__}")
     parser.add_argument("--plugin", metavar="PATH", help="load a one-file plugin (repeatable; may appear anywhere)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -217,6 +241,22 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="resolve and print the plan, then stop")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("check", help="check every stored file against its size and sha256; --repair regenerates", formatter_class=formatter,
+                       description=textwrap.dedent("""\
+                           Check every file the store references (images, model deltas, method caches) against the
+                           size and sha256 recorded when it was written, and list orphaned files under cache/.
+                           Exit status 1 if anything is damaged.  --repair removes damaged and orphaned files and
+                           re-runs every stored run that used a damaged file, which regenerates exactly those.
+
+                           example:
+                             harness check --out harness-out --repair
+                           """))
+    p.add_argument("--out", default="harness-out", help="the store to check (default: harness-out)")
+    p.add_argument("--repair", action="store_true", help="remove what is damaged or orphaned and regenerate it")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars while regenerating")
+    p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser("list", help="installed methods, benchmarks, scorers, backbones, concept sets",
                        description="List what the installed plugins provide (imports no torch).")
@@ -246,6 +286,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--out", default="harness-out", help="store whose cache keeps the edit (default: harness-out)")
     p.set_defaults(handler=cmd_erase)
 
+    add_merge_command(sub)
     registry.host.hook.register_commands(subparsers=sub)
     return parser
 
@@ -255,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     # transformers chatters about optional backends (torchvision) on import; its errors still show.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    as_json = "--json" in argv  # machine output stays machine-readable even when the command fails
     try:
         plugin_files, argv = _extract_plugin_files(argv)
         registry = Registry(PluginHost(plugin_files))
@@ -264,12 +306,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return args.handler(args, registry) or 0
-    except HarnessError as err:
-        print(f"harness: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("harness: interrupted; finished work is stored, run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return failures.closed_pipe()
+    except Exception as err:
+        message = failures.user_error(err)
+        if message is None:
+            raise  # a bug: keep the traceback
+        return failures.fail(message, as_json=as_json)
 
 
 if __name__ == "__main__":

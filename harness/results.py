@@ -29,6 +29,9 @@ class Result:
     unit: str | None  # "rate", "score", "count", "distance"; None in results stored before units were
     adversarial: bool  # the benchmark declares adversarial prompts (the leaderboard's "Adv" average)
     needs_reference: bool  # the scorer compares whole sets against the base model's images (FID)
+    method_display: str = ""  # the method label as a paper writes it ("TRCE (T+V)", "UCE (lamb=0.1)"); "": the label
+    benchmark_display: str = ""  # the benchmark label as a paper writes it ("Ring-A-Bell"); "": the label
+    metric_position: int | None = None  # the metric's place in its benchmark's ``metrics`` (0 = primary); None: unknown
     model_state: str | None = None
     unet_evals_per_image: float | None = None
     run_created: str = ""

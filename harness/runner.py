@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import io
 import os
 import platform
 import sys
 from dataclasses import dataclass, field
 
+from harness import integrity
 from harness.api import Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
-from harness.validate import validate_specs
+from harness.validate import check_device, validate_specs
 
 SCORE_CHUNK = 32
 
@@ -195,6 +197,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
     backbone.check(model)
 
     device = config.device or _default_device()
+    check_device(device)
     # float32 everywhere by default (TF32 matmuls on CUDA, see ``matmul_precision``): a fine-tuned update of ~1e-6
     # survives it, while float16 rounds most of them away.  --dtype float16 remains a deliberate speed choice.
     dtype = config.dtype or "float32"
@@ -321,9 +324,23 @@ class Runner:
         if stored is not None:
             engine = self.engine
             specs = [engine.resolve(spec) for planned in group for spec in planned.specs]
-            if all(self.store.image_path(engine.image_key(spec, stored.key)).exists() for spec in specs):
+            files = self.store.files  # intact, not merely present: a damaged image must be regenerated in the real state
+            if all(files.inspect(self.store.image_path(engine.image_key(spec, stored.key)), adopt=integrity.image_decodes) is None
+                   for spec in specs) and self._deltas_intact(method, group[0].concepts):
                 return stored
         return self.states.activate(method.parts, group[0].concepts, method.label)
+
+    def _deltas_intact(self, method: PlannedMethod, concepts: ConceptSet) -> bool:
+        """Check the stored deltas of the method's chain even when no image needs them: damage is reported when found."""
+        store = self.store
+        for key in self.states.chain_keys(method.parts, concepts):
+            row = store.model_state(key) if key is not None else None
+            if row is not None and row["delta_path"] and not store.files.verify(
+                store.delta_path(key), "cached model delta", adopt=integrity.safetensors_loads, kind=integrity.DELTA,
+                remedy="the erasure is recomputed",
+            ):
+                return False
+        return True
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
         plan, store, engine = self.plan, self.store, self.engine
@@ -332,8 +349,12 @@ class Runner:
         evals = store.image_unet_evals(keys)
         evals_per_image = sum(evals.values()) / max(len(evals), 1)
         by_scorer: dict[str, list[str]] = {}
-        for ref in planned.benchmark.metric_refs():
+        refs = planned.benchmark.metric_refs()
+        for ref in refs:
             by_scorer.setdefault(ref.scorer, []).append(ref.metric)
+        # Stored with every result, so that reports show it without loading a plugin.
+        method_display = display_label(plan.registry, "methods", method_label)
+        benchmark_display = display_label(plan.registry, "benchmarks", planned.label)
         for scorer_name, metric_ids in by_scorer.items():
             scorer = self.scorer(scorer_name)
             if scorer.needs_reference:
@@ -351,7 +372,9 @@ class Runner:
                 store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=metric_ref,
                                  value=value, n=n, lower_is_better=metric.lower_is_better, name=metric.name,
                                  description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial,
-                                 needs_reference=scorer.needs_reference, model_state=state.key, unet_evals_per_image=evals_per_image)
+                                 needs_reference=scorer.needs_reference, method_display=method_display,
+                                 benchmark_display=benchmark_display, metric_position=refs.index(MetricRef(scorer_name, metric_id)),
+                                 model_state=state.key, unet_evals_per_image=evals_per_image)
                 store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
                                         [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
 
@@ -360,7 +383,8 @@ class Runner:
 
         images = []
         for key in keys:
-            with Image.open(self.store.image_path(key)) as image:
+            data = self.store.files.read(self.store.image_path(key), "cached image")  # never score a damaged file
+            with Image.open(io.BytesIO(data)) as image:
                 images.append(image.convert("RGB"))
         return images
 
@@ -407,6 +431,20 @@ class Runner:
             raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
             self.store.add_set_score(set_key, scorer.name, scorer.version, raw)
         return raw
+
+
+def display_label(registry: Registry, kind: str, label: str) -> str:
+    """A stored label as a paper writes it: "TRCE (T+V)", "UCE (lamb=0.1)", "UCE + SLD".
+
+    Each part takes its class's ``display_name`` (its registered name if it has none), followed by its parameters.
+    """
+    (parts,) = parse_selections(label, f"{kind} label")
+    shown = []
+    for part in parts:
+        title = getattr(registry.get(kind, part.name), "display_name", "") or part.name
+        params = Selection(part.name, part.params).label().partition(":")[2]
+        shown.append(f"{title} ({params})" if params else title)
+    return " + ".join(shown)
 
 
 def describe_plan(planned: Plan) -> str:

@@ -13,7 +13,7 @@ which value is shown, which is best, and how a column is classified:
   **multi-category** benchmark: its metrics make the paper's Table 2 and the per-category bars.
 
 Everything the board needs is stored with each result at run time (``harness.results.Result``): direction,
-unit, display name, definition, the benchmark's ``adversarial`` flag and the scorer's ``needs_reference``.
+unit, display names, the benchmark's metric order and ``adversarial`` flag, the scorer's ``needs_reference``.
 No plugin is loaded here, so a store copied elsewhere reports exactly as it did where it was made.
 
 The base model (the ``sd`` row, provenance "base model") is always shown, first, as the reference, but it
@@ -49,6 +49,12 @@ class Column:
     rate: bool = False  # a fraction in [0, 1], shown as a percentage
     decimals: int = 2  # for numbers that are not rates: enough for three significant digits of the column's values
     average_of: tuple[str, ...] = ()  # for an "Adv" column: the benchmarks it averages
+    display: str = ""  # the benchmark's display name from its plugin ("Ring-A-Bell"); empty: the stored label
+    primary: bool = False  # the benchmark's first listed erasure metric: the one Table 1 shows
+
+    @property
+    def title(self) -> str:
+        return self.display or self.benchmark
 
     @property
     def header(self) -> str:
@@ -81,6 +87,7 @@ class Row:
     # values it was computed from (the paired tests behind the best/second marks use them).
     intervals: list = field(default_factory=list)
     per_image: list = field(default_factory=list)
+    display: str = ""  # the method's display name from its plugin ("TRCE (T+V)"); empty: the stored label
     # The erasure's cost as recorded in its model state when it was computed: wall seconds and device.
     erase_seconds: float | None = None
     erase_device: str | None = None
@@ -264,6 +271,7 @@ def build(results: list[Result], values: dict | None = None) -> Leaderboard:
     rows = latest_results(results)
     columns: dict[tuple[str, str], Column] = {}
     rate: dict[tuple[str, str], bool] = {}
+    position: dict[tuple[str, str], int | None] = {}
     methods: dict[str, Row] = {}
     costs: dict[str, dict[str, float]] = {}  # method -> benchmark -> UNet evaluations per image
     for row in rows:
@@ -271,10 +279,12 @@ def build(results: list[Result], values: dict | None = None) -> Leaderboard:
         if key not in columns:
             columns[key] = Column(
                 row["benchmark"], row["metric"], row["name"], row["lower_is_better"], row.get("description") or "", row.get("n"),
-                adversarial=row["adversarial"], set_level=row["needs_reference"],
+                adversarial=row["adversarial"], set_level=row["needs_reference"], display=row["benchmark_display"] or "",
             )
-            rate[key] = _is_rate(row)
-        method = methods.setdefault(row["method"], Row(row["method"], [], provenance(row)))
+            rate[key], position[key] = _is_rate(row), row["metric_position"]
+        if row["method"] not in methods:
+            methods[row["method"]] = Row(row["method"], [], provenance(row), display=row["method_display"] or "")
+        method = methods[row["method"]]
         if row["run_id"] not in method.runs:
             method.runs.append(row["run_id"])
         metadata = row.get("state_metadata") or {}
@@ -293,6 +303,7 @@ def build(results: list[Result], values: dict | None = None) -> Leaderboard:
         column.decimals = _decimals(column_values)
     # Erasure columns first, then preservation, whatever order the store returned them in.
     ordered = sorted(columns.values(), key=lambda c: c.role != "erasure")
+    _choose_primary(ordered, position)
     # The base model first: most reproducibility disputes start from a mismatched baseline.
     table_rows = sorted(methods.values(), key=lambda r: not r.base)
     for row in table_rows:
@@ -305,6 +316,20 @@ def build(results: list[Result], values: dict | None = None) -> Leaderboard:
     board = Leaderboard(ordered, table_rows)
     _add_adversarial_averages(board)
     return board
+
+
+def _choose_primary(columns: list[Column], position: dict[tuple[str, str], int | None]) -> None:
+    """Mark each benchmark's primary erasure column: the first erasure metric its plugin lists, else the first stored.
+
+    ``position`` is each column's place in its benchmark's ``metrics``, stored with the result (None: unknown).
+    """
+    by_bench: dict[str, list[Column]] = {}
+    for column in columns:
+        if column.role == "erasure":
+            by_bench.setdefault(column.benchmark, []).append(column)
+    for erasure in by_bench.values():
+        listed = sorted((c for c in erasure if position[c.benchmark, c.metric] is not None), key=lambda c: position[c.benchmark, c.metric])
+        (listed or erasure)[0].primary = True
 
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
@@ -322,7 +347,8 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
         benches = tuple(board.columns[i].benchmark for i in indices)
         average = Column("Adv", metric, first.name, first.lower_is_better,
                          f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}", None, adversarial=True,
-                         rate=all(board.columns[i].rate for i in indices), average_of=benches)
+                         rate=all(board.columns[i].rate for i in indices), average_of=benches,
+                         primary=all(board.columns[i].primary for i in indices))
         position = indices[-1] + 1  # right after the last benchmark it averages
         board.columns.insert(position, average)
         for row in board.rows:
