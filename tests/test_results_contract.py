@@ -53,6 +53,8 @@ def test_each_result_stores_what_its_plugins_declared(kit_store):
     assert not plain.adversarial
     drift = by_cell["tint:amount=0.1", "keep:count=2", "drift:drift"]
     assert drift.needs_reference and drift.unit == "distance"
+    assert drift.method_display == "tint (amount=0.1)" and drift.benchmark_display == "keep (count=2)"  # no display_name: the names
+    assert drift.metric_position == 0 and by_cell["sd", "keep:count=2", "pixels:contrast"].metric_position == 1  # Keep.metrics order
     contrast = by_cell["sd", "keep:count=2", "pixels:contrast"]
     assert contrast.unit == "score" and not contrast.lower_is_better
     assert attack.metric_ref.scorer == "pixels" and attack.metric_ref.metric == "bright"
