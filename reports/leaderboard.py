@@ -267,8 +267,8 @@ class Traits:
         shown = []
         for part in label.split("+"):
             name, _, params = part.partition(":")
-            title = getattr(self._class(kind, name), "display_name", "") or name
-            shown.append(f"{title} ({params})" if params else title)
+            title = getattr(self._class(kind, name), "display_name", "")
+            shown.append(part if not title else f"{title} ({params})" if params else title)
         return " + ".join(shown)
 
     def metric_order(self, benchmark_label: str) -> tuple[str, ...]:
