@@ -9,8 +9,6 @@ import subprocess
 import pytest
 from report_fixtures import paper_results, per_image_values, toy_results
 
-from harness.plugins import PluginHost
-from harness.registry import Registry
 from reports import html, leaderboard
 
 PROBE = """<script>
@@ -34,14 +32,10 @@ def chromium():
     return None
 
 
-@pytest.fixture(scope="module")
-def registry():
-    return Registry(PluginHost())
 
-
-def test_cells_carry_units_once_and_intervals(registry):
+def test_cells_carry_units_once_and_intervals():
     results = toy_results()
-    board = leaderboard.build(results, registry=registry, values=per_image_values(results))
+    board = leaderboard.build(results, values=per_image_values(results))
     table = html.leaderboard_table(board)
     assert "ASR (%) ↓" in table and "%</td>" not in table and "%<span" not in table  # the unit is in the header only
     assert table.count('class="ci"') == sum(1 for row in board.rows for i in row.intervals if i is not None and i.known)
@@ -50,12 +44,12 @@ def test_cells_carry_units_once_and_intervals(registry):
 
 
 @pytest.mark.parametrize("make", [paper_results, toy_results], ids=["paper-table1", "toy-4x5"])
-def test_leaderboard_fits_1280_px(make, registry, tmp_path):
+def test_leaderboard_fits_1280_px(make, tmp_path):
     browser = chromium()
     if browser is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
     results = make()
-    board = leaderboard.build(results, registry=registry, values=per_image_values(results))
+    board = leaderboard.build(results, values=per_image_values(results))
     page = tmp_path / "report.html"
     page.write_text(html.render(board, [], [], {"run-paper": None}).replace("</body>", PROBE))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1000", "--virtual-time-budget=5000"]

@@ -8,18 +8,11 @@ import subprocess
 import pytest
 from report_fixtures import paper_results, toy_results
 
-from harness.plugins import PluginHost
-from harness.registry import Registry
 from reports import latex, leaderboard
 
 
-@pytest.fixture(scope="module")
-def registry():
-    return Registry(PluginHost())
-
-
-def test_table1_has_one_primary_metric_per_benchmark_display_names_and_a_dash(registry):
-    board = leaderboard.build(paper_results(), registry=registry)
+def test_table1_has_one_primary_metric_per_benchmark_display_names_and_a_dash():
+    board = leaderboard.build(paper_results())
     source = latex.table1(board)
     assert r"\begin{table*}" in source and r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}" in source
     assert "Method & I2P & MMA & P4D & Ring-A-Bell & UnlearnDiff & FID $\\downarrow$ & CLIP-S $\\uparrow$" in source
@@ -30,8 +23,8 @@ def test_table1_has_one_primary_metric_per_benchmark_display_names_and_a_dash(re
     assert r"\textbf" not in source.split(r"\midrule", 1)[1]
 
 
-def test_secondary_metrics_get_their_own_table(registry):
-    board = leaderboard.build(toy_results(), registry=registry)
+def test_secondary_metrics_get_their_own_table():
+    board = leaderboard.build(toy_results())
     tables = latex.tables(board)
     first, secondary = tables["table1.tex"], tables["table1-secondary.tex"]
     assert "Explicit" in first and "ASR-any" not in first and "Held-out implicit" in first
@@ -43,12 +36,12 @@ def overfull_boxes(log: str) -> list[float]:
 
 
 @pytest.mark.parametrize("make", [paper_results, toy_results], ids=["paper-table1", "toy-4x5"])
-def test_tables_compile_without_overfull_boxes(make, registry, tmp_path):
+def test_tables_compile_without_overfull_boxes(make, tmp_path):
     engine = shutil.which("pdflatex")
     kpse = shutil.which("kpsewhich")
     if engine is None or kpse is None or not subprocess.run([kpse, "booktabs.sty"], capture_output=True, text=True).stdout.strip():
         pytest.skip("pdflatex with booktabs is not installed (Debian: apt-get install texlive-latex-base texlive-latex-recommended)")
-    board = leaderboard.build(make(), registry=registry)
+    board = leaderboard.build(make())
     tables = latex.tables(board)
     for name, source in tables.items():
         (tmp_path / name).write_text(source)

@@ -192,7 +192,7 @@ def test_latex_table1_has_the_papers_column_groups(report_dir, store_dir):
                      r"\\multicolumn\{2\}\{c\}\{Knowledge preservation\}", source)
     assert r"\cmidrule(lr){2-2}\cmidrule(lr){3-4}\cmidrule(lr){5-6}" in source
     rows = tabular_rows(source)
-    assert [row[0] for row in rows] == ["SD", "tint:amount=0.1", "tint:amount=-0.1", "tint:amount=-0.3"]  # display names where the plugin has one
+    assert [row[0] for row in rows] == ["SD", "tint (amount=0.1)", "tint (amount=-0.1)", "tint (amount=-0.3)"]  # display names
     assert all(len(row) == 6 for row in rows)
     value = stored_values(store_dir)["tint:amount=0.1", "attack-a:count=3", "pixels:bright"]
     assert re.sub(r"\\(textbf|underline)\{(.*)\}|\$\^\{\\approx\}\$", r"\2", rows[1][2]) == f"{100 * value:.2f}\\%"  # the paper's "34.69\%"
@@ -238,7 +238,7 @@ def test_rate_bars_have_one_bar_per_method_and_benchmark(board, store_dir):
     axes = figure.axes[0]
     values = stored_values(store_dir)
     assert len(axes.containers) == 4 and len(visible_bars(axes)) == 4 * 3  # methods × (plain, attack-a, attack-b)
-    assert [t.get_text() for t in axes.get_xticklabels()] == ["plain:count=4", "attack-a:count=3", "attack-b:count=3"]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["plain (count=4)", "attack-a (count=3)", "attack-b (count=3)"]  # display names
     heights = [patch.get_height() for patch in axes.containers[1]]
     assert heights == pytest.approx([100 * values["tint:amount=0.1", b, "pixels:bright"] for b in ("plain:count=4", "attack-a:count=3", "attack-b:count=3")])
     assert axes.get_ylabel() == "bright rate (%), lower is better"
@@ -263,7 +263,7 @@ def test_tradeoff_scatter_has_a_point_per_method_and_the_true_pareto_front(board
     front = {m for m, (x, y) in expected.items()
              if not any(ox <= x and oy <= y and (ox, oy) != (x, y) for o, (ox, oy) in expected.items() if o != m)}
     assert set(figure.pareto) == front
-    assert "Drift on keep:count=3, lower is better" == axes.get_ylabel()
+    assert "Drift on keep (count=3), lower is better" == axes.get_ylabel()
     assert axes.get_xlabel().endswith("(%), lower is better")
 
 
