@@ -67,13 +67,20 @@ class PromptSpec:
 # --------------------------------------------------------------------------- metrics and scorers
 
 
+METRIC_UNITS = ("rate", "score", "count", "distance")
+
+
 @dataclass(frozen=True)
 class Metric:
     """A view on a scorer's raw output.
 
     Raw scores are computed once per image; a metric turns them into a number
     at aggregation time, so a new threshold never needs a new detection pass.
-    Give either ``per_image`` (averaged over images) or ``aggregate``.
+    Give ``per_image`` (one raw score → one value, averaged over images), ``values`` (all raws and specs →
+    one value per image, ``None`` for an image the metric does not count, averaged over the counted ones) or
+    ``aggregate`` (a number for the whole set, e.g. FID or a count).  The first two also expose the per-image
+    values (``image_values``), which the store keeps so that intervals and paired tests need no re-detection;
+    an ``aggregate``-only metric has none.
     """
 
     id: str  # unique within its scorer; stored as "<scorer>:<id>"
@@ -82,13 +89,32 @@ class Metric:
     description: str  # the exact definition: detector, classes, threshold, unit
     per_image: Callable[[dict], float] | None = field(default=None, compare=False)
     aggregate: Callable[[list[dict], list[PromptSpec]], float] | None = field(default=None, compare=False)
+    values: Callable[[list[dict], list[PromptSpec]], list[float | None]] | None = field(default=None, compare=False)
+    # What the number is, stored with every result so that reports format it without the plugin: "rate" (a fraction
+    # in [0, 1], shown as a percentage), "score" (a number on the metric's own scale), "count", or "distance" (FID).
+    unit: str = "score"
+
+    def __post_init__(self):
+        if self.unit not in METRIC_UNITS:
+            raise ValueError(f"metric {self.id!r}: unit {self.unit!r} is not one of {', '.join(METRIC_UNITS)}")
+
+    def image_values(self, raws: list[dict], specs: list[PromptSpec]) -> list[float | None] | None:
+        """One value per image (``None``: not counted by this metric), or ``None`` for a set-level metric."""
+        if self.aggregate is not None:
+            return None
+        if self.values is not None:
+            return [None if v is None else float(v) for v in self.values(raws, specs)]
+        if self.per_image is not None:
+            return [float(self.per_image(raw)) for raw in raws]
+        return None
 
     def compute(self, raws: list[dict], specs: list[PromptSpec]) -> float:
         if self.aggregate is not None:
             return float(self.aggregate(raws, specs))
-        if not raws:
+        counted = [v for v in self.image_values(raws, specs) or [] if v is not None]
+        if not counted:
             return float("nan")
-        return float(statistics.fmean(self.per_image(raw) for raw in raws))
+        return float(statistics.fmean(counted))
 
 
 @dataclass(frozen=True)
@@ -160,6 +186,7 @@ class Configurable:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # how a paper's table writes it ("TRCE (T+V)", "Ring-A-Bell"); empty: ``name``
     Params: ClassVar[type] = NoParams
 
     def __init__(self, params=None):
@@ -264,6 +291,13 @@ class ConceptSet:
             # Captions may live in a plain text file next to the concept set, one per line.
             lines = (path.parent / captions_file).read_text(encoding="utf-8").splitlines()
             data["captions"] = [line for line in lines if line.strip()]
+        pin = data.get("extra", {}).get("captions_data")
+        if isinstance(pin, str) and pin.endswith(".json"):
+            # Captions too large to ship: the pin of an upstream file (``harness.data.Upstream`` fields) beside the set.
+            try:
+                data["extra"] = {**data["extra"], "captions_data": json.loads((path.parent / pin).read_text(encoding="utf-8"))}
+            except (OSError, json.JSONDecodeError) as err:
+                raise HarnessError(f"concept file {path}: its captions_data pin {pin} cannot be read ({err})") from None
         return cls.from_dict(data, origin=str(path))
 
 
@@ -339,6 +373,15 @@ class Method(Configurable):
     kind: ClassVar[MethodKind] = MethodKind.EDIT
     version: ClassVar[str] = "1"  # bump when the edit changes, so cached deltas are not reused
     parts: ClassVar[tuple[str, ...]] = ()
+    # Named parameter sets, as data: ``name:preset=official`` expands to these values (the manifest records the
+    # expanded parameters), and parameters given beside the preset override it.  ``official`` turns on every
+    # recorded quirk of the method's official code at its pinned commit; the defaults follow the paper.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, params=None, *, presets_applied: dict[str, str] | None = None):
+        super().__init__(params)
+        # What filled in the parameters besides the defaults: {"preset": "official", "backbone_preset": "toy"}.
+        self.presets_applied = dict(presets_applied or {})
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict | None:
         """Change ``pipe``'s weights in place.  Return metadata to store with the model state."""
@@ -365,12 +408,24 @@ class Backbone(Configurable):
     min_size: ClassVar[int] = 8
     max_size: ClassVar[int] = 2048
 
+    # Parameters this backbone needs for some methods ({method name: {param: value}}), e.g. the toy world's learning
+    # rates.  Applied automatically under every preset and --set, recorded in the manifest and the provenance column.
+    method_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
     def check(self, model: str | None) -> None:
         """Raise ``HarnessError`` now if ``load`` is bound to fail (missing path, offline hub): called before any work."""
 
     def load(self, model: str | None, device: str, dtype: str):
         """Return a diffusers ``StableDiffusionPipeline`` (or one with the same components)."""
         raise NotImplementedError
+
+    def identity(self, model: str | None, dtype: str) -> dict | None:
+        """What the loaded weights depend on, found without loading them (e.g. ``harness.lazy.folder_identity``).
+
+        The store caches the fingerprint per identity, so a re-run whose images all exist loads nothing.
+        ``None`` (the default): unknown, the pipeline is loaded to fingerprint it.
+        """
+        return None
 
 
 # --------------------------------------------------------------------------- helpers

@@ -111,6 +111,18 @@ class DiffusersBackbone(Backbone):
     def check(self, model: str | None) -> None:
         resolve_model_source(model or self.default_model)
 
+    def identity(self, model: str | None, dtype: str) -> dict | None:
+        from harness.lazy import folder_identity
+
+        source, local_only = resolve_model_source(model or self.default_model)
+        if not local_only:
+            return None  # not downloaded yet: it must be loaded anyway
+        if not Path(source).is_dir():  # a hub id found in the local cache: its snapshot folder
+            from huggingface_hub import snapshot_download
+
+            source = snapshot_download(source, local_files_only=True)
+        return folder_identity(source)
+
     def load(self, model: str | None, device: str, dtype: str):
         source, local_only = resolve_model_source(model or self.default_model)
         try:
@@ -130,8 +142,15 @@ class TinyBackbone(Backbone):
     width = 32
     max_size = 256  # it knows nothing at any size; larger only costs time
 
+    def identity(self, model: str | None, dtype: str) -> dict | None:
+        """Built in code from a fixed seed: the code that builds it is its identity."""
+        from harness import testing
+        from harness.api import sha256_file
+
+        return {"code": sha256_file(testing.__file__), "seed": testing.TINY_SEED}
+
     def load(self, model: str | None, device: str, dtype: str):
-        from harness.testing import tiny_pipeline
+        from harness.tiny import tiny_pipeline
 
         return tiny_pipeline(device=device, dtype=dtype)
 

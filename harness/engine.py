@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
+from harness import integrity
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
-from harness.store import Store, atomic_write_bytes
+from harness.lazy import resolve_pipeline
+from harness.store import Store
 
 EDITABLE_COMPONENTS = ("unet", "text_encoder")
 
@@ -63,27 +66,41 @@ class ModelStates:
     """Applies and removes method edits on one loaded pipeline."""
 
     def __init__(self, pipe, store: Store, backbone_fingerprint: str, backbone_name: str, device: str, dtype: str, show_progress: bool = True):
-        self.pipe = pipe
+        self._pipe = pipe  # a pipeline, or a harness.lazy.PipelineSource loaded on first use
         self.store = store
         self.backbone_fingerprint = backbone_fingerprint
         self.backbone_name = backbone_name
         self.device = device
         self.dtype = dtype
         self.show_progress = show_progress
-        self.parameters = {
-            f"{component}.{name}": param
-            for component in EDITABLE_COMPONENTS
-            for name, param in getattr(pipe, component).named_parameters()
-        }
-        # Originals are kept on the model's own device: restoring is a copy, not a reload.
-        self.originals = {name: param.detach().clone() for name, param in self.parameters.items()}
+        self._parameters: dict | None = None
+        self.originals: dict = {}
         self.applied: set[str] = set()  # parameter names that currently differ from the originals
         self.exact: dict = {}  # float32 values of the applied delta (finer than half-precision weights hold)
         self.edits_run = 0  # how many times a method's edit() actually ran (cache misses)
 
+    @property
+    def pipe(self):
+        return resolve_pipeline(self._pipe)
+
+    @property
+    def parameters(self) -> dict:
+        if self._parameters is None:
+            self._parameters = {
+                f"{component}.{name}": param
+                for component in EDITABLE_COMPONENTS
+                for name, param in getattr(self.pipe, component).named_parameters()
+            }
+            # Originals are kept on the model's own device: restoring is a copy, not a reload.
+            self.originals = {name: param.detach().clone() for name, param in self._parameters.items()}
+        return self._parameters
+
     # ------------------------------------------------------------------ weights
 
     def reset(self) -> None:
+        if not self.applied:
+            self.exact = {}
+            return  # nothing to undo (and nothing to load: importing torch alone costs seconds)
         import torch
 
         with torch.no_grad():
@@ -138,6 +155,7 @@ class ModelStates:
         """A frozen copy of the unedited UNet (reference model for fine-tuning methods)."""
         import copy
 
+        self.parameters  # noqa: B018 -- makes sure the originals were taken
         unet = copy.deepcopy(self.pipe.unet)
         state = {name[len("unet.") :]: tensor for name, tensor in self.originals.items() if name.startswith("unet.")}
         unet.load_state_dict(state, strict=False)
@@ -149,6 +167,7 @@ class ModelStates:
             device=self.device,
             dtype=self.dtype,
             cache_dir=self.store.cache / "methods",
+            files=self.store.files,
             backbone_fingerprint=self.backbone_fingerprint,
             show_progress=self.show_progress,
             original_unet=self.original_unet,
@@ -156,48 +175,87 @@ class ModelStates:
 
     # ------------------------------------------------------------------ states
 
+    def chain_keys(self, parts: list[tuple[Method, str]], concepts: ConceptSet) -> list[str | None]:
+        """The model-state key after each part (``None`` for the base model, which changes nothing)."""
+        key, keys = self.backbone_fingerprint, []
+        for method, _ in parts:
+            if method.kind == MethodKind.NONE:
+                keys.append(None)
+                continue
+            identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
+            if method.kind == MethodKind.EDIT:  # an edit computed on float16 weights is not the float32 one
+                identity["dtype"] = self.dtype
+            if method.presets_applied:  # same values, other origin: the provenance column must say which
+                identity["presets"] = method.presets_applied
+            key = sha256_json(identity)[:32]
+            keys.append(key)
+        return keys
+
+    def stored_state(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState | None:
+        """The state's key and stored metadata, read from the store without touching the pipeline.
+
+        ``None`` when some part was never made here.  It carries no sampling hooks: use it only when every
+        image of the state already exists.
+        """
+        state = ActiveState(key=self.backbone_fingerprint, label=label)
+        for (_method, part_label), key in zip(parts, self.chain_keys(parts, concepts)):
+            if key is None:
+                state.metadata.append({"method": part_label, "kind": "none"})
+                continue
+            row = self.store.model_state(key)
+            if row is None:
+                return None
+            state.metadata.append({"method": part_label, **_json(row["metadata"])})
+            state.key = key
+        return state
+
     def activate(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState:
         """Bring the pipeline into the state of ``parts`` (method instances with their labels), applied in order."""
         from safetensors.torch import load_file, save_file
 
+        self.parameters  # noqa: B018 -- the originals must be taken before any edit runs
         self.reset()
         key = self.backbone_fingerprint
         state = ActiveState(key=key, label=label)
         ctx = self.context()
-        for method, part_label in parts:
-            if method.kind == MethodKind.NONE:  # the base model: same state, same images
+        erase_seconds = 0.0  # cumulative over the parts, so a composition's state carries its whole cost
+        for (method, part_label), key_after in zip(parts, self.chain_keys(parts, concepts)):
+            if key_after is None:  # the base model: same state, same images
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
-            identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
-            if method.kind == "edit":  # an edit computed on float16 weights is not the float32 one
-                identity["dtype"] = self.dtype
-            key = sha256_json(identity)[:32]
+            key = key_after
             row = self.store.model_state(key)
             if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
-                if row is not None and delta_path.exists():
+                intact = row is not None and self.store.files.verify(delta_path, "cached model delta", adopt=integrity.safetensors_loads,
+                                                                         kind=integrity.DELTA, remedy="the erasure is recomputed")
+                if intact:
                     self.apply_delta(load_file(str(delta_path)))
                     metadata = _json(row["metadata"])
                 else:
+                    started = time.perf_counter()
                     metadata = method.edit(self.pipe, concepts, ctx) or {}
+                    # Recorded once, when computed: a cached delta later reports the cost it had then.
+                    metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device}
                     self.edits_run += 1
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
-                    buffer_path = delta_path.with_name(f".{delta_path.name}.tmp")
-                    delta_path.parent.mkdir(parents=True, exist_ok=True)
-                    save_file({k: v.contiguous().cpu() for k, v in delta.items()}, str(buffer_path), metadata={"method": part_label})
+                    tensors = {k: v.contiguous().cpu() for k, v in delta.items()}
+                    self.store.files.write(delta_path, kind=integrity.DELTA,
+                                           write=lambda tmp, tensors=tensors, label=part_label: save_file(tensors, str(tmp), metadata={"method": label}))
                     self.exact = delta
-                    buffer_path.replace(delta_path)
                     self.applied = set(delta)
                     # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
-                    metadata = {"provenance": "erased here", **metadata, "parameters_changed": len(delta)}
+                    metadata = {"provenance": "erased here", **metadata, **method.presets_applied, "parameters_changed": len(delta)}
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
             else:
                 metadata = row and _json(row["metadata"]) or {}
                 if row is None:
-                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": MethodKind(method.kind).value})
+                    metadata = {"kind": MethodKind(method.kind).value, **method.presets_applied}
+                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": MethodKind(method.kind).value, **method.presets_applied})
             hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)
+            erase_seconds = float(metadata.get("erase_seconds", erase_seconds))
             state.metadata.append({"method": part_label, **metadata})
         state.key = key
         return state
@@ -223,8 +281,8 @@ class Engine:
     """Batched, seeded, cached generation for one loaded pipeline."""
 
     def __init__(self, pipe, store: Store, backbone_fingerprint: str, defaults: Defaults, device: str, dtype: str,
-                 batch_size: int = 8, show_progress: bool = True):
-        self.pipe = pipe
+                 batch_size: int = 8, show_progress: bool = True, scheduler_config: dict | None = None):
+        self._pipe = pipe  # a pipeline, or a harness.lazy.PipelineSource loaded on first use
         self.store = store
         self.backbone_fingerprint = backbone_fingerprint
         self.defaults = defaults
@@ -234,7 +292,11 @@ class Engine:
         self.show_progress = show_progress
         self.unet_calls = 0  # forward passes of the UNet, for tests and cost accounting
         self._embeddings: dict[tuple[str, str], object] = {}
-        self.scheduler_config = public_config(pipe.scheduler.config)
+        self.scheduler_config = scheduler_config if scheduler_config is not None else public_config(self.pipe.scheduler.config)
+
+    @property
+    def pipe(self):
+        return resolve_pipeline(self._pipe)
 
     def resolve(self, spec: PromptSpec) -> PromptSpec:
         """Fill the backbone's defaults into a spec, so the image key names every setting."""
@@ -269,13 +331,12 @@ class Engine:
 
         resolved = [self.resolve(spec) for spec in specs]
         keys = [self.image_key(spec, state.key) for spec in resolved]
-        todo = {}
-        for key, spec in zip(keys, resolved):
-            if key not in todo and not self.store.image_path(key).exists():
-                todo[key] = spec
+        evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
+        todo, damaged, adopted = self._missing_images(keys, resolved)
+        if adopted:  # intact images whose record a kill (or an older version) left out
+            self.store.add_images([(key, state.key, spec.as_dict(), evals_per_image(spec)) for key, spec in adopted.items()])
         if not todo:
             return keys
-        evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
 
         def group_of(item):
             spec = item[1]
@@ -288,15 +349,41 @@ class Engine:
                 for start in range(0, len(group), self.batch_size):
                     batch = group[start : start + self.batch_size]
                     images = self.sample([spec for _, spec in batch], state)
-                    rows = []
+                    rows, files = [], []
                     for (key, spec), image in zip(batch, images):
                         buffer = io.BytesIO()
                         image.save(buffer, format="PNG")
-                        atomic_write_bytes(self.store.image_path(key), buffer.getvalue())
+                        files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
                         rows.append((key, state.key, spec.as_dict(), evals_per_image(spec)))
-                    self.store.add_images(rows)
+                    self.store.add_images(rows, files=files)
+                    changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
+                    if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
+                        self.store.forget_raw_scores(changed)
                     bar.update(len(batch))
         return keys
+
+    def _missing_images(self, keys: list[str], specs: list[PromptSpec]):
+        """(to generate: key → spec, damaged: key → recorded sha256, adopted: key → spec) for the images of ``keys``.
+
+        Each cached image is checked against its record (size and sha256) before it
+        counts as done; a damaged one is removed with one warning and generated again.
+        """
+        files = self.store.files
+        todo, damaged, adopted = {}, {}, {}
+        recorded_images = set(self.store.image_unet_evals(keys))
+        for key, spec in zip(keys, specs):
+            if key in todo or key in adopted:
+                continue
+            path = self.store.image_path(key)
+            record = files.lookup(path)
+            if files.verify(path, "cached image", adopt=integrity.image_decodes, kind=integrity.IMAGE):
+                if record is None or key not in recorded_images:
+                    adopted[key] = spec
+                continue
+            todo[key] = spec
+            if record is not None:
+                damaged[key] = record.sha256
+        return todo, damaged, adopted
 
     # ------------------------------------------------------------------ the sampling loop
 

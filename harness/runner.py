@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import io
+import os
 import platform
 import sys
 from dataclasses import dataclass, field
 
-from harness.api import Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
+from harness import integrity
+from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
-from harness.validate import validate_specs
+from harness.validate import check_device, validate_specs
 
 SCORE_CHUNK = 32
 
@@ -70,16 +73,29 @@ class Plan:
 # --------------------------------------------------------------------------- planning
 
 
-def expand_method(registry: Registry, selection: Selection, overrides: dict, label: str) -> list[tuple[Method, str]]:
+def expand_method(registry: Registry, selection: Selection, overrides: dict, label: str, *, backbone: Backbone | None = None) -> list[tuple[Method, str]]:
+    """Instantiate a selected method (a registered composition gives one instance per part) with its parameters.
+
+    Parameters are layered (``resolve_presets``): the backbone's preset for the method, a named ``preset=``, --set,
+    then the parameters written beside the name.
+    """
     cls = registry.get("methods", selection.name)
     raw = {**overrides.get(selection.name, {}), **selection.params}
     if not cls.parts:
-        return [(cls(build_params(cls, raw, selection.name)), Selection(selection.name, raw).label())]
+        values, applied = resolve_presets(cls, selection.name, raw, backbone)
+        method = cls(build_params(cls, values, selection.name), presets_applied=applied)
+        return [(method, Selection(selection.name, raw).label())]
     # A registered composition (e.g. trce = trce-t+trce-v): route each parameter to the part that declares it.
     part_classes = [registry.get("methods", name) for name in cls.parts]
     routed: dict[str, dict[str, str]] = {name: dict(overrides.get(name, {})) for name in cls.parts}
     for key, value in raw.items():
-        owners = [name for name, part in zip(cls.parts, part_classes) if key in {f.name for f in dataclasses.fields(part.Params)}]
+        if key == "preset":  # each part that has a preset of that name takes it
+            owners = [name for name, part in zip(cls.parts, part_classes) if value in part.presets]
+            if not owners:
+                known = sorted({preset for part in part_classes for preset in part.presets})
+                raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no preset {value!r}{did_you_mean(value, known)} (presets: {', '.join(known) or 'none'})")
+        else:
+            owners = [name for name, part in zip(cls.parts, part_classes) if key in {f.name for f in dataclasses.fields(part.Params)}]
         if not owners:
             known = sorted({f.name for part in part_classes for f in dataclasses.fields(part.Params)})
             raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no parameter {key!r}{did_you_mean(key, known)}")
@@ -87,8 +103,47 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
             routed[owner][key] = value
     parts = []
     for name in cls.parts:
-        parts.extend(expand_method(registry, Selection(name, routed[name]), {}, label))
+        parts.extend(expand_method(registry, Selection(name, routed[name]), {}, label, backbone=backbone))
     return parts
+
+
+def resolve_presets(cls, name: str, raw: dict[str, str], backbone: Backbone | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The parameter values of one method, layered: backbone preset < ``preset=NAME`` < what the user set.
+
+    Returns the values (strings, converted by ``build_params``) and which presets were applied.
+    """
+    values: dict[str, str] = {}
+    applied: dict[str, str] = {}
+    from_backbone = backbone.method_presets.get(name) if backbone is not None else None
+    if from_backbone:
+        values.update(preset_text(from_backbone))
+        applied["backbone_preset"] = backbone.name
+    raw = dict(raw)
+    preset = raw.pop("preset", None)
+    if preset is not None:
+        if preset not in cls.presets:
+            known = sorted(cls.presets)
+            raise HarnessError(
+                f"{name} has no preset {preset!r}{did_you_mean(preset, known)} (presets: {', '.join(known) or 'none'}; "
+                "see `harness list methods --presets`)"
+            )
+        values.update(preset_text(cls.presets[preset]))
+        applied["preset"] = preset
+    values.update(raw)
+    return values, applied
+
+
+def preset_text(values: dict) -> dict[str, str]:
+    """A preset's typed values in the command-line form ``build_params`` converts (``a|b`` for tuples)."""
+
+    def text(value) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (tuple, list)):
+            return "|".join(text(v) for v in value)
+        return "none" if value is None else str(value)
+
+    return {key: text(value) for key, value in values.items()}
 
 
 def _expand_benchmarks(registry: Registry, items: list[list[Selection]]) -> list[Selection]:
@@ -110,6 +165,9 @@ def _expand_benchmarks(registry: Registry, items: list[list[Selection]]) -> list
 
 
 def _default_device() -> str:
+    # Importing torch costs seconds, most of a finished re-run: on Linux, no GPU driver means no GPU.
+    if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/kfd")):
+        return "cpu"
     try:
         import torch
 
@@ -127,13 +185,10 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         raise HarnessError("choose at least one benchmark with --bench (see `harness list benchmarks`)")
     overrides = parse_set_options(config.sets)
 
-    methods = []
-    for item in parse_selections(config.methods, "--methods"):
-        label = "+".join(selection.label() for selection in item)
-        parts = []
+    method_items = parse_selections(config.methods, "--methods")
+    for item in method_items:  # every method name and parameter checked first; expanded again once the backbone is known
         for selection in item:
-            parts.extend(expand_method(registry, selection, overrides, label))
-        methods.append(PlannedMethod(label=label, parts=parts))
+            expand_method(registry, selection, overrides, selection.name)
 
     known_targets = set(registry.entries["methods"]) | set(registry.entries["benchmarks"])
     for name, values in overrides.items():
@@ -166,16 +221,6 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         (only,) = named.values()
         benchmarks = [dataclasses.replace(planned, concepts=only) if planned.concepts.name == "none" else planned for planned in benchmarks]
 
-    for method in methods:
-        for part, part_label in method.parts:
-            if part.kind != "none":
-                for planned in benchmarks:
-                    if planned.concepts.name == "none":
-                        raise HarnessError(
-                            f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; "
-                            "pass --concepts NAME (or run it together with the benchmarks of one concept set)"
-                        )
-
     if config.model in registry.entries["backbones"]:
         backbone_name, model = config.model, None
     elif config.model:
@@ -190,7 +235,27 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         validate_specs(planned.label, planned.specs, backbone)
     backbone.check(model)
 
+    # Methods after the backbone: a backbone may preset their parameters (the toy world's learning rates).
+    methods = []
+    for item in method_items:
+        label = "+".join(selection.label() for selection in item)
+        parts = []
+        for selection in item:
+            parts.extend(expand_method(registry, selection, overrides, label, backbone=backbone))
+        methods.append(PlannedMethod(label=label, parts=parts))
+
+    for method in methods:
+        for part, part_label in method.parts:
+            if part.kind != "none":
+                for planned in benchmarks:
+                    if planned.concepts.name == "none":
+                        raise HarnessError(
+                            f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; "
+                            "pass --concepts NAME (or run it together with the benchmarks of one concept set)"
+                        )
+
     device = config.device or _default_device()
+    check_device(device)
     # float32 everywhere by default (TF32 matmuls on CUDA, see ``matmul_precision``): a fine-tuned update of ~1e-6
     # survives it, while float16 rounds most of them away.  --dtype float16 remains a deliberate speed choice.
     dtype = config.dtype or "float32"
@@ -246,7 +311,16 @@ def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
         "backbone": {"name": plan.backbone_name, "model": plan.model or plan.backbone.default_model, "fingerprint": backbone_fingerprint},
         "device": plan.device,
         "dtype": plan.dtype,
-        "methods": [{"label": m.label, "parts": [{"label": label, "params": p.params_dict(), "version": p.version, "paper": p.paper} for p, label in m.parts]} for m in plan.methods],
+        "methods": [
+            {
+                "label": m.label,
+                "parts": [
+                    {"label": label, "params": p.params_dict(), "presets": p.presets_applied, "version": p.version, "paper": p.paper}
+                    for p, label in m.parts
+                ],
+            }
+            for m in plan.methods
+        ],
         "benchmarks": [
             {
                 "label": b.label,
@@ -275,12 +349,15 @@ class Runner:
         return self.scorers[name]
 
     def execute(self):
-        from harness.engine import Defaults, Engine, ModelStates, pipeline_fingerprint
+        from harness.engine import Defaults, Engine, ModelStates
+        from harness.lazy import PipelineSource
 
         plan, store = self.plan, self.store
         matmul = matmul_precision(plan.device, plan.dtype)
-        pipe = plan.backbone.load(plan.model, plan.device, plan.dtype)
-        fingerprint = pipeline_fingerprint(pipe)
+        # Loaded only when something must be generated or erased: a finished matrix costs no model loading.
+        self.source = pipe = PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
+                                            device=plan.device, dtype=plan.dtype, store=store)
+        fingerprint, scheduler_config = pipe.fingerprint()
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, fingerprint)
         manifest["matmul_precision"] = matmul
@@ -289,7 +366,7 @@ class Runner:
         self.states = ModelStates(pipe, store, fingerprint, plan.backbone_name, plan.device, plan.dtype, show_progress=show)
         backbone = plan.backbone
         self.engine = Engine(pipe, store, fingerprint, Defaults(backbone.steps, backbone.height, backbone.width), plan.device, plan.dtype,
-                             batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show)
+                             batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show, scheduler_config=scheduler_config)
         states_metadata = {}
         for method in plan.methods:
             by_concepts: dict[str, list[PlannedBenchmark]] = {}
@@ -297,15 +374,40 @@ class Runner:
                 by_concepts.setdefault(planned.concepts.fingerprint(), []).append(planned)
             for group in by_concepts.values():
                 self._generate_references(group)
-                state = self.states.activate(method.parts, group[0].concepts, method.label)
+                state = self._state_for(method, group)
                 states_metadata[f"{method.label} / {group[0].concepts.name}"] = state.metadata
                 for planned in group:
                     self._run_cell(method.label, planned, state)
         manifest["model_states"] = states_metadata
+        manifest["pipeline_loaded"] = self.source.loads > 0
         store.write_manifest(plan.run_id, manifest)
         store.finish_run(plan.run_id)
         self.states.reset()
         return plan.run_id
+
+    def _state_for(self, method: PlannedMethod, group: list[PlannedBenchmark]):
+        """The method's model state: read from the store when every image of the group exists, else activated."""
+        stored = self.states.stored_state(method.parts, group[0].concepts, method.label)
+        if stored is not None:
+            engine = self.engine
+            specs = [engine.resolve(spec) for planned in group for spec in planned.specs]
+            files = self.store.files  # intact, not merely present: a damaged image must be regenerated in the real state
+            if all(files.inspect(self.store.image_path(engine.image_key(spec, stored.key)), adopt=integrity.image_decodes) is None
+                   for spec in specs) and self._deltas_intact(method, group[0].concepts):
+                return stored
+        return self.states.activate(method.parts, group[0].concepts, method.label)
+
+    def _deltas_intact(self, method: PlannedMethod, concepts: ConceptSet) -> bool:
+        """Check the stored deltas of the method's chain even when no image needs them: damage is reported when found."""
+        store = self.store
+        for key in self.states.chain_keys(method.parts, concepts):
+            row = store.model_state(key) if key is not None else None
+            if row is not None and row["delta_path"] and not store.files.verify(
+                store.delta_path(key), "cached model delta", adopt=integrity.safetensors_loads, kind=integrity.DELTA,
+                remedy="the erasure is recomputed",
+            ):
+                return False
+        return True
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
         plan, store, engine = self.plan, self.store, self.engine
@@ -314,8 +416,12 @@ class Runner:
         evals = store.image_unet_evals(keys)
         evals_per_image = sum(evals.values()) / max(len(evals), 1)
         by_scorer: dict[str, list[str]] = {}
-        for ref in planned.benchmark.metric_refs():
+        refs = planned.benchmark.metric_refs()
+        for ref in refs:
             by_scorer.setdefault(ref.scorer, []).append(ref.metric)
+        # Stored with every result, so that reports show it without loading a plugin.
+        method_display = display_label(plan.registry, "methods", method_label)
+        benchmark_display = display_label(plan.registry, "benchmarks", planned.label)
         for scorer_name, metric_ids in by_scorer.items():
             scorer = self.scorer(scorer_name)
             if scorer.needs_reference:
@@ -325,16 +431,27 @@ class Runner:
             for metric_id in metric_ids:
                 metric = scorer.metric(metric_id)
                 value = metric.compute(raws, planned.specs)
-                store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=str(MetricRef(scorer_name, metric_id)),
-                                 value=value, n=len(keys), lower_is_better=metric.lower_is_better, name=metric.name,
-                                 description=metric.description, model_state=state.key, unet_evals_per_image=evals_per_image)
+                per_image = None if scorer.needs_reference else metric.image_values(raws, planned.specs)
+                counted = [(spec, key, v) for spec, key, v in zip(planned.specs, keys, per_image or []) if v is not None]
+                # n is what the value averages over: the counted images (a category rate counts only its prompts).
+                n = len(counted) if per_image is not None else len(keys)
+                metric_ref = str(MetricRef(scorer_name, metric_id))
+                store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=metric_ref,
+                                 value=value, n=n, lower_is_better=metric.lower_is_better, name=metric.name,
+                                 description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial,
+                                 needs_reference=scorer.needs_reference, method_display=method_display,
+                                 benchmark_display=benchmark_display, metric_position=refs.index(MetricRef(scorer_name, metric_id)),
+                                 model_state=state.key, unet_evals_per_image=evals_per_image)
+                store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
+                                        [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image
 
         images = []
         for key in keys:
-            with Image.open(self.store.image_path(key)) as image:
+            data = self.store.files.read(self.store.image_path(key), "cached image")  # never score a damaged file
+            with Image.open(io.BytesIO(data)) as image:
                 images.append(image.convert("RGB"))
         return images
 
@@ -381,6 +498,20 @@ class Runner:
             raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
             self.store.add_set_score(set_key, scorer.name, scorer.version, raw)
         return raw
+
+
+def display_label(registry: Registry, kind: str, label: str) -> str:
+    """A stored label as a paper writes it: "TRCE (T+V)", "UCE (lamb=0.1)", "UCE + SLD".
+
+    Each part takes its class's ``display_name`` (its registered name if it has none), followed by its parameters.
+    """
+    (parts,) = parse_selections(label, f"{kind} label")
+    shown = []
+    for part in parts:
+        title = getattr(registry.get(kind, part.name), "display_name", "") or part.name
+        params = Selection(part.name, part.params).label().partition(":")[2]
+        shown.append(f"{title} ({params})" if params else title)
+    return " + ".join(shown)
 
 
 def describe_plan(planned: Plan) -> str:

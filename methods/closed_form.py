@@ -23,10 +23,11 @@ matrices of *text embeddings* only, the same for all 32 projections, and the sol
 ``Σ v kᵀ`` terms for targets that are not ``W t`` (MACE's LoRA fusion).  The same
 factoring gives ``Σ W p pᵀ = W Σ p pᵀ`` for the preservation term, so the cache stores
 ``Σ p pᵀ`` only; it depends on the text encoder and the captions, not on the UNet.
-Directions that nothing constrains keep the current weights (``symmetric_inverse``).
+Directions that nothing constrains keep the current weights (``invert``).
 
 Precision: the statistics are computed in float64 (from the float32 rows), and the
-d × d solve runs in float64 on the CPU.  Text-encoder rows differ widely in norm
+d × d system is solved in float64 on the CPU, exactly unless it is singular to the
+rows' precision (``invert`` states the rank test).  Text-encoder rows differ widely in norm
 (CLIP's [SoT] row stands out), so ``mat2`` can be badly conditioned, and forming it
 squares that.  The per-matrix product runs in float32 on the
 weights' device and is written back in the weights' dtype (fp16 on a GPU).
@@ -34,13 +35,14 @@ weights' device and is written back in the weights' dtype (fp16 on a GPU).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from harness.api import sha256_json
+from harness.api import HarnessError, sha256_json
 
-# Eigenvalues of mat2 below RCOND × the largest count as unconstrained (see symmetric_inverse).
+# solver="limit": eigenvalues of mat2 below RCOND × the largest count as unconstrained (see invert).
 RCOND = 1e-6
 
 # --------------------------------------------------------------------------- which matrices
@@ -127,6 +129,9 @@ def second_moment(left: torch.Tensor, right: torch.Tensor, chunk: int = 8192) ->
 # --------------------------------------------------------------------------- the solve
 
 
+SOLVERS = ("exact", "limit")
+
+
 @torch.no_grad()
 def closed_form_edit(
     projections: list[tuple[str, torch.nn.Linear]],
@@ -137,12 +142,16 @@ def closed_form_edit(
     preserve: KeyStatistics | None = None,
     preserve_scale: float = 0.0,
     value_key: dict[str, torch.Tensor] | None = None,
+    solver: str = "exact",
+    precision: torch.dtype = torch.float32,
 ) -> dict:
     """Replace every ``W`` in ``projections`` by ``mat1 · mat2⁻¹`` (module docstring; TRCE Eq. 5).
 
     ``value_key`` optionally maps a matrix name to an extra ``Σ w v kᵀ`` (out × d)
     for targets that are not ``W t``; it is scaled by ``erase_scale`` like the rest
-    of the erase term.  Returns how the system was solved, for the metadata.
+    of the erase term.  ``solver`` and ``precision`` (the dtype the statistics' rows
+    were computed in) choose how ``mat2`` is inverted (``invert``).  Returns how the
+    system was solved, for the metadata.
     """
     dim = erase.key_key.shape[0]
     identity = torch.eye(dim, dtype=torch.float64)
@@ -151,45 +160,81 @@ def closed_form_edit(
     # mat2 = λI + e Σ w k kᵀ + s Σ p pᵀ          and the bracket of mat1 = W · (λI + e Σ w t kᵀ + s Σ p pᵀ)
     mat2 = lamb * identity + erase_scale * erase.key_key.cpu() + preserve_scale * preserve.key_key.cpu()
     bracket = lamb * identity + erase_scale * erase.target_key.cpu() + preserve_scale * preserve.target_key.cpu()
-    inverse, unconstrained, info = symmetric_inverse(mat2)
-    transform = bracket @ inverse + unconstrained  # mat1 · mat2⁻¹ = W · transform
+    inverse = invert(mat2, solver=solver, precision=precision)
+    transform = inverse.right(bracket) + inverse.unconstrained  # mat1 · mat2⁻¹ = W · transform
 
     for name, module in projections:
         weight = module.weight
         updated = weight.float() @ transform.to(device=weight.device, dtype=torch.float32)
         if value_key is not None and name in value_key:
-            extra = erase_scale * value_key[name].double().cpu() @ inverse
+            extra = inverse.right(erase_scale * value_key[name].double().cpu())
             updated += extra.to(device=weight.device, dtype=torch.float32)
         weight.copy_(updated.to(weight.dtype))
-    return {**info, "matrices": [name for name, _ in projections]}
+    return {**inverse.info, "matrices": [name for name, _ in projections]}
 
 
-def symmetric_inverse(matrix: torch.Tensor, rcond: float = RCOND) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """``mat2⁻¹`` by eigendecomposition, and the projector onto the directions it leaves unconstrained.
+def row_precision(pipe) -> torch.dtype:
+    """The dtype the text rows were computed in: the text encoder's, or float32 (``encode_prompts`` returns float32)."""
+    dtype = pipe.text_encoder.dtype
+    return dtype if torch.finfo(dtype).eps > torch.finfo(torch.float32).eps else torch.float32
 
-    ``mat2`` is symmetric positive semi-definite.  Eigenvalues below ``rcond · λ_max``
-    mean that nothing in the statistics constrains that direction.  That happens with
-    λ = 0 and fewer keys than dimensions, or with round-off in directions the text
-    encoder never uses: a random LayerNorm puts every row in a hyperplane, and fp16
-    rows carry ~5e-4 relative noise, ~2.5e-7 once squared.  In those directions the
-    weights are kept as they are (the projector term).  That is the λ → 0⁺ limit of
-    Eq. 5.  A plain inverse would blow round-off up there, and a pseudo-inverse would
-    zero the weights there.  With λ > 1e-6 · λ_max (UCE, RECE) no direction is
-    dropped, and this is the exact inverse.
+
+@dataclass
+class Inverse:
+    """``mat2⁻¹`` as applied from the right, and the projector onto the directions it leaves unconstrained."""
+
+    right: Callable[[torch.Tensor], torch.Tensor]  # rhs (… × d, float64) → rhs · mat2⁻¹ on the constrained directions
+    unconstrained: torch.Tensor  # d × d projector; zero when every direction is constrained
+    info: dict  # solver, rank, unconstrained_directions, condition (λ_max / λ_min of what was inverted)
+
+
+def invert(matrix: torch.Tensor, *, solver: str = "exact", precision: torch.dtype = torch.float32, rcond: float = RCOND) -> Inverse:
+    """Invert the symmetric positive semi-definite ``mat2`` (float64): exactly where possible, else the λ → 0⁺ limit.
+
+    **Rank test.**  The keys are rows computed in ``precision`` (float32 text-encoder
+    output), each known only to a relative round-off ``ε`` (``torch.finfo(precision).eps``).
+    Along a unit direction ``u`` in which every key is pure round-off, ``uᵀ mat2 u ≤
+    ε² Σ‖k‖² ≤ ε² · trace(mat2)``.  So ``mat2`` is *singular to working precision* iff
+    its smallest eigenvalue is at most ``ε² · trace(mat2)``; those eigen-directions
+    carry no information.
+
+    * ``solver="exact"`` (default): if no eigenvalue is at or below that bound,
+      ``rhs · mat2⁻¹`` is ``torch.linalg.solve`` in float64 (no explicit inverse), as the
+      official codes' ``torch.inverse`` computes it but without its float32 round-off.
+      Otherwise the eigen-directions at or below the bound are unconstrained and the
+      rest is inverted exactly (the limit below, with the rank test as threshold).
+    * ``solver="limit"``: eigenvalues below ``rcond · λ_max`` (1e-6) count as
+      unconstrained, whatever the precision.  This was the only solver before; it
+      drops directions that are badly conditioned but well determined.
+
+    In unconstrained directions the weights are kept as they are (the ``unconstrained``
+    projector term): that is the λ → 0⁺ limit of Eq. 5.  A plain inverse would blow
+    round-off up there, and a pseudo-inverse would zero the weights there.
     """
-    matrix = (matrix + matrix.T) / 2  # symmetric by construction; remove the round-off
+    if solver not in SOLVERS:
+        raise HarnessError(f"solver={solver!r}: choose 'exact' (float64 solve) or 'limit' (λ → 0⁺ with rcond {rcond:g})")
+    matrix = (matrix.double() + matrix.double().T) / 2  # symmetric by construction; remove the round-off
     eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
     largest = float(eigenvalues.max()) if len(eigenvalues) else 0.0
-    keep = eigenvalues > rcond * largest if largest > 0 else torch.zeros_like(eigenvalues, dtype=torch.bool)
-    kept, dropped = eigenvectors[:, keep], eigenvectors[:, ~keep]
-    inverse = (kept / eigenvalues[keep]) @ kept.T
+    if solver == "exact":
+        bound = torch.finfo(precision).eps ** 2 * float(torch.trace(matrix))
+    else:
+        bound = rcond * largest
+    keep = eigenvalues > bound if largest > 0 else torch.zeros_like(eigenvalues, dtype=torch.bool)
     info = {
-        "solver": "eigh",
+        "solver": solver,
         "rank": int(keep.sum()),
         "unconstrained_directions": int((~keep).sum()),
         "condition": largest / float(eigenvalues[keep].min()) if bool(keep.any()) else None,
+        "singular_bound": bound,
     }
-    return inverse, dropped @ dropped.T, info
+    if solver == "exact" and bool(keep.all()):
+        info["solve"] = "torch.linalg.solve (float64)"
+        return Inverse(lambda rhs: torch.linalg.solve(matrix, rhs.double().T).T, torch.zeros_like(matrix), info)
+    kept, dropped = eigenvectors[:, keep], eigenvectors[:, ~keep]
+    pseudo = (kept / eigenvalues[keep]) @ kept.T
+    info["solve"] = "eigendecomposition, λ → 0⁺ in the unconstrained directions"
+    return Inverse(lambda rhs: rhs.double() @ pseudo, dropped @ dropped.T, info)
 
 
 # --------------------------------------------------------------------------- preservation statistics of a caption set

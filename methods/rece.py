@@ -33,11 +33,12 @@ and records E in the metadata.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method
-from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections
+from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections, row_precision
 from methods.text import encode_prompts
 from methods.uce import UCE, apply_uce, erase_pairs
 
@@ -47,9 +48,13 @@ DEFAULTS_BY_KIND = {"object": (3, 0.1), "style": (1, 1e-3)}
 
 class RECE(Method):
     name = "rece"
+    display_name = "RECE"
     description = "Reliable and Efficient Concept Erasure: UCE, then closed-form adversarial embeddings re-erased per epoch"
     paper = "Gong et al., Reliable and Efficient Concept Erasure of Text-to-Image Diffusion Models, ECCV 2024"
-    version = "1"
+    version = "2"  # 2: W⁰ is the original model under composition; exact float64 solve
+    # The defaults are the official nudity run (RECE @ 403a67f, scripts/nudity.sh, train.py) except its model selection
+    # on a validation set, which is not reproduced (every epoch is kept); the preset names those values.
+    presets = {"official": {"lamb": 0.1, "erase_scale": 1.0, "preserve_scale": 0.1, "edit_keys": True, "run_uce": True}}
 
     @dataclass
     class Params:
@@ -60,17 +65,23 @@ class RECE(Method):
         preserve_scale: float = 0.1  # p
         run_uce: bool = True  # False: start from the weights as given (e.g. after an explicit `uce+rece`)
         edit_keys: bool = True  # edit attn2.to_k as well as attn2.to_v
+        solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert)
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         params = self.params
         epochs, regular_scale = resolve_schedule(params, concepts)
         pairs = erase_pairs(concepts, "rece")
         projections = cross_attention_projections(pipe.unet, edit_keys=params.edit_keys)
-        # W⁰: the weights before any erasure, the reference the adversarial embedding imitates
-        original = [module.weight.detach().float().clone() for _, module in projections]
+        # W⁰: the original model's weights, the reference the adversarial embedding imitates (the official
+        # ldm_stable_copy), also when RECE runs on top of another edit (e.g. `uce+rece:run_uce=false`)
+        original = original_weights(pipe, projections, ctx)
 
         # 1. the UCE edit RECE starts from (official defaults, methods-notes §3.2: UCE 'nudity' → ' ', λ=0.5, e=1, p=1)
-        uce = apply_uce(pipe, concepts, UCE.Params(edit_keys=params.edit_keys), ctx) if params.run_uce else None
+        uce = (
+            apply_uce(pipe, concepts, UCE.Params(edit_keys=params.edit_keys, solver=params.solver), ctx)
+            if params.run_uce
+            else None
+        )
         if uce is not None:
             uce.pop("matrices")  # the same list as RECE's own
 
@@ -93,8 +104,17 @@ class RECE(Method):
                 erase_scale=params.erase_scale,
                 preserve=preserve,
                 preserve_scale=params.preserve_scale,
+                solver=params.solver,
+                precision=row_precision(pipe),
             )
-            epoch_log.append({"solver": solved["solver"], "adversarial_norm": float(adversarial.norm(dim=-1).mean())})
+            epoch_log.append(
+                {
+                    "solver": solved["solver"],
+                    "condition": solved["condition"],
+                    "unconstrained_directions": solved["unconstrained_directions"],
+                    "adversarial_norm": float(adversarial.norm(dim=-1).mean()),
+                }
+            )
 
         return {
             "method": "rece",
@@ -112,6 +132,14 @@ class RECE(Method):
             "matrices": [name for name, _ in projections],
             "quirks": {"validation_epoch_selection": False},
         }
+
+
+def original_weights(pipe, projections, ctx) -> list[torch.Tensor]:
+    """``W⁰`` of every projection: from the engine's unedited UNet, or the pipe's weights when there is none."""
+    if ctx.original_unet is None:  # a bare EditContext: the pipe is the original model
+        return [module.weight.detach().float().clone() for _, module in projections]
+    modules = dict(ctx.original_unet().named_modules())
+    return [modules[name].weight.detach().float().clone().to(module.weight.device) for name, module in projections]
 
 
 def resolve_schedule(params: RECE.Params, concepts: ConceptSet) -> tuple[int, float]:

@@ -38,7 +38,7 @@ from typing import Literal
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method
-from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections
+from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections, row_precision
 from methods.text import encode_prompts, last_word_index
 
 TOKEN_VARIANTS = {
@@ -49,9 +49,16 @@ TOKEN_VARIANTS = {
 
 class UCE(Method):
     name = "uce"
+    display_name = "UCE"
     description = "Unified Concept Editing: closed-form edit of cross-attention K/V (2023 token-block variant by default)"
     paper = "Gandikota et al., Unified Concept Editing in Diffusion Models, WACV 2024"
-    version = "1"
+    version = "2"  # 2: exact float64 solve (solver=limit is version 1's)
+    # The defaults are the 2023 paper code (UCE @ 35e91e2, train-scripts/train_erase.py); the official preset names
+    # them, and "2025" is the diffusers rewrite (@ 28c81ed, trainscripts/uce_sd_erase.py: one token, p = 1).
+    presets = {
+        "official": {"tokens": "block", "lamb": 0.5, "erase_scale": 1.0, "preserve_scale": None, "edit_keys": True},
+        "2025": {"tokens": "last", "lamb": 0.5, "erase_scale": 1.0, "preserve_scale": None, "edit_keys": True},
+    }
 
     @dataclass
     class Params:
@@ -60,6 +67,7 @@ class UCE(Method):
         erase_scale: float = 1.0  # e
         preserve_scale: float | None = None  # p; None = official rule: max(0.1, 1/|R|) for "block", 1.0 for "last"
         edit_keys: bool = True  # edit attn2.to_k as well as attn2.to_v (official with_to_k=True)
+        solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert)
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         return apply_uce(pipe, concepts, self.params, ctx)
@@ -87,7 +95,14 @@ def apply_uce(pipe, concepts: ConceptSet, params: UCE.Params, ctx) -> dict:
     # 2. one closed-form solve for every attn2 key/value matrix
     projections = cross_attention_projections(pipe.unet, edit_keys=params.edit_keys)
     solved = closed_form_edit(
-        projections, erase, lamb=params.lamb, erase_scale=params.erase_scale, preserve=preserve, preserve_scale=preserve_scale
+        projections,
+        erase,
+        lamb=params.lamb,
+        erase_scale=params.erase_scale,
+        preserve=preserve,
+        preserve_scale=preserve_scale,
+        solver=params.solver,
+        precision=row_precision(pipe),
     )
     return {
         "method": "uce",

@@ -12,8 +12,9 @@ which value is shown, which is best, and how a column is classified:
 * a benchmark with three or more erasure metrics (I2P's seven categories plus "overall") is a
   **multi-category** benchmark: its metrics make the paper's Table 2 and the per-category bars.
 
-The benchmark's ``adversarial`` flag and the scorer's ``needs_reference`` are read from the plugin classes
-(through the registry, which imports a class but runs nothing); the store does not record them.
+Everything the board needs is stored with each result at run time (``harness.results.Result``): direction,
+unit, display names, the benchmark's metric order and ``adversarial`` flag, the scorer's ``needs_reference``.
+No plugin is loaded here, so a store copied elsewhere reports exactly as it did where it was made.
 
 The base model (the ``sd`` row, provenance "base model") is always shown, first, as the reference, but it
 is never bolded: FID against its own images is 0 by construction, so it would "win" preservation.
@@ -26,6 +27,9 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
+
+from harness.results import Result
+from harness.spec import Selection
 
 BASE_PROVENANCE = "base model"
 MIN_CATEGORY_METRICS = 3  # erasure metrics on one benchmark that make it a multi-category benchmark
@@ -45,6 +49,12 @@ class Column:
     rate: bool = False  # a fraction in [0, 1], shown as a percentage
     decimals: int = 2  # for numbers that are not rates: enough for three significant digits of the column's values
     average_of: tuple[str, ...] = ()  # for an "Adv" column: the benchmarks it averages
+    display: str = ""  # the benchmark's display name from its plugin ("Ring-A-Bell"); empty: the stored label
+    primary: bool = False  # the benchmark's first listed erasure metric: the one Table 1 shows
+
+    @property
+    def title(self) -> str:
+        return self.display or self.benchmark
 
     @property
     def header(self) -> str:
@@ -73,6 +83,15 @@ class Row:
     # Mean UNet forward passes per image over the method's benchmarks: plain CFG costs 2 per step, SLD 3.  A
     # leaderboard that hid an inference-time method's slowdown would flatter it.
     unet_evals_per_image: float | None = None
+    # Per column: the 95% interval of the cell (None where the metric has no per-image values) and the per-image
+    # values it was computed from (the paired tests behind the best/second marks use them).
+    intervals: list = field(default_factory=list)
+    per_image: list = field(default_factory=list)
+    display: str = ""  # the method's display name from its plugin ("TRCE (T+V)"); empty: the stored label
+    # The erasure's cost as recorded in its model state when it was computed: wall seconds and device.
+    erase_seconds: float | None = None
+    erase_device: str | None = None
+
 
     @property
     def base(self) -> bool:
@@ -80,9 +99,28 @@ class Row:
 
     @property
     def variant(self) -> str:
-        """The parameters written after the method name ("lamb=0.1"), or "" for the defaults."""
-        name, _, params = self.method.partition(":")
-        return params if "+" not in name else ""
+        """The parameters written after the method name ("lamb=0.1"), or "" for the defaults and for compositions."""
+        if "+" in self.method:
+            return ""
+        return Selection.parse(self.method, "stored method label").label().partition(":")[2]
+
+
+@dataclass
+class Marks:
+    """The best/second marks of one column, given only where a paired test separates the methods."""
+
+    ranks: dict[int, int] = field(default_factory=dict)  # row index -> 1 (best, bold) or 2 (second, underlined)
+    ties: dict[int, int] = field(default_factory=dict)  # row index -> 1 or 2: tied for that place, not separable
+    tested: bool = False  # False: the column has no per-image values (FID, averages), so nothing is marked
+    adjusted_p: list[float] = field(default_factory=list)  # Holm-adjusted p of each adjacent pair, best first
+
+
+RANK_RULE = (
+    "Bold: best, underlined: second, only where the lead over the next method holds in a paired test on the same "
+    "prompts and seeds (exact McNemar for 0/1 values, Wilcoxon signed-rank otherwise) at p < 0.05, Holm-corrected over "
+    "the column's adjacent pairs; ≈ marks methods tied for a place (no significant difference). Columns without "
+    "per-image values (set-level metrics such as FID, averages) are not marked. The base model is not ranked."
+)
 
 
 @dataclass
@@ -108,33 +146,64 @@ class Leaderboard:
     def preservation_columns(self) -> list[Column]:
         return [c for c in self.columns if c.role == "preservation"]
 
-    def ranks(self, index: int, decimals: int | None = 2) -> dict[int, int]:
-        """Row index → 1 (best) or 2 (second best) for column ``index``; the base model takes no part.
+    def marks(self, index: int) -> Marks:
+        """Which cells of column ``index`` are best/second, by paired tests (see ``RANK_RULE``); cached."""
+        cache = self.__dict__.setdefault("_marks", {})
+        if index not in cache:
+            cache[index] = _column_marks(self, index)
+        return cache[index]
 
-        Values are compared as a table with ``decimals`` shows them, so two cells that print alike are both
-        bold (``None``: raw values).  Nothing is ranked unless at least two methods have a value.
-        """
-        column = self.columns[index]
-        shown = {}
-        for row_index, row in enumerate(self.rows):
-            value = row.values[index]
-            if not row.base and value is not None and not math.isnan(value):
-                shown[row_index] = value if decimals is None else shown_number(value, column, decimals)
-        if len(shown) < 2:
-            return {}
-        order = sorted(set(shown.values()), reverse=not column.lower_is_better)
-        ranks = {}
-        for row_index, value in shown.items():
-            place = order.index(value) + 1
-            if place <= 2:
-                ranks[row_index] = place
-        return ranks
+    def ranks(self, index: int) -> dict[int, int]:
+        """Row index → 1 (best) or 2 (second best) for column ``index``; the base model takes no part."""
+        return self.marks(index).ranks
+
+    def ties(self, index: int) -> dict[int, int]:
+        """Row index → the place (1 or 2) it shares with another method that the paired test cannot separate."""
+        return self.marks(index).ties
 
     def best(self, column_index: int) -> float | None:
-        """The best raw value among the methods (the base model excluded)."""
-        ranks = self.ranks(column_index, decimals=None)
-        values = [self.rows[i].values[column_index] for i, place in ranks.items() if place == 1]
-        return values[0] if values else None
+        """The best raw value among the methods (the base model excluded), significant or not."""
+        values = [row.values[column_index] for row in self.rows if not row.base and _finite(row.values[column_index])]
+        if not values:
+            return None
+        return (min if self.columns[column_index].lower_is_better else max)(values)
+
+
+def _finite(value) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def _column_marks(board: Leaderboard, index: int) -> Marks:
+    """Order the methods by value; split them into groups wherever the Holm-adjusted paired p of two neighbours is
+    below ``ALPHA``; a first group of one method is the best, a next group of one the second; larger groups tie."""
+    from harness import stats
+    from reports.uncertainty import ALPHA, paired_p
+
+    column = board.columns[index]
+    contenders = [i for i, row in enumerate(board.rows) if not row.base and _finite(row.values[index])]
+    if len(contenders) < 2:
+        return Marks()
+    if not all(board.rows[i].per_image and board.rows[i].per_image[index] for i in contenders):
+        return Marks()
+    order = sorted(contenders, key=lambda i: board.rows[i].values[index], reverse=not column.lower_is_better)
+    raw = []
+    for upper, lower in zip(order, order[1:]):
+        p = paired_p(board.rows[upper].per_image[index], board.rows[lower].per_image[index])
+        raw.append(1.0 if p is None else p)
+    adjusted = stats.holm(raw)
+    groups = [[order[0]]]
+    for position, p in enumerate(adjusted):
+        if p < ALPHA:
+            groups.append([])
+        groups[-1].append(order[position + 1])
+    marks = Marks(tested=True, adjusted_p=adjusted)
+    for place, group in enumerate(groups[:2], start=1):
+        if len(group) == 1:
+            marks.ranks[group[0]] = place
+        else:
+            marks.ties.update(dict.fromkeys(group, place))
+            break  # a tie for first takes the first places: nothing is "second" after it
+    return marks
 
 
 # --------------------------------------------------------------------------- building
@@ -173,36 +242,12 @@ def provenance_notes(metadata: dict) -> list[str]:
     return notes
 
 
-class Traits:
-    """What the plugin classes declare about a stored benchmark label or metric (adversarial, set-level)."""
-
-    def __init__(self, registry=None):
-        self.registry = registry
-        self._cache: dict[tuple[str, str], object] = {}
-
-    def _class(self, kind: str, name: str):
-        if self.registry is None:
-            return None
-        if (kind, name) not in self._cache:
-            from harness.api import HarnessError
-
-            try:
-                self._cache[kind, name] = self.registry.get(kind, name)
-            except HarnessError:
-                self._cache[kind, name] = None  # a plugin not loaded now: report it without the flag
-        return self._cache[kind, name]
-
-    def adversarial(self, benchmark_label: str) -> bool:
-        return bool(getattr(self._class("benchmarks", benchmark_label.partition(":")[0]), "adversarial", False))
-
-    def set_level(self, metric: str) -> bool:
-        return bool(getattr(self._class("scorers", metric.partition(":")[0]), "needs_reference", False))
-
-
-def _is_rate(description: str, values: list[float]) -> bool:
-    # Every rate in this code base says "fraction of ..." in its definition; the range check guards the rest.
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return "fraction" in description.lower() and all(0.0 <= v <= 1.0 for v in finite)
+def _is_rate(row) -> bool:
+    """Whether a stored result is a fraction in [0, 1], shown as a percentage: its unit, stored with it."""
+    if row["unit"] is not None:
+        return row["unit"] == "rate"
+    # Stored before units were: every rate of this code base said "fraction of ..." in its definition.
+    return "fraction" in row["description"].lower()
 
 
 def _decimals(values: list[float | None]) -> int:
@@ -215,15 +260,18 @@ def _decimals(values: list[float | None]) -> int:
     return min(6, 2 - math.floor(math.log10(largest)))
 
 
-def build(results: list[dict], registry=None) -> Leaderboard:
-    """The leaderboard of ``results`` (rows of ``Store.results``).
+def build(results: list[Result], values: dict | None = None) -> Leaderboard:
+    """The leaderboard of ``results`` (``Store.results``), from what is stored with each result.
 
-    ``registry`` lets the board read each benchmark's ``adversarial`` flag and each scorer's
-    ``needs_reference``; without it there is no "Adv" column and no metric counts as set-level.
+    ``values`` (``Store.result_values()``) gives each cell its interval and the paired tests behind the
+    best/second marks; without it no cell has an interval and nothing is marked.
     """
-    traits = Traits(registry)
+    from reports.uncertainty import interval
+
     rows = latest_results(results)
     columns: dict[tuple[str, str], Column] = {}
+    rate: dict[tuple[str, str], bool] = {}
+    position: dict[tuple[str, str], int | None] = {}
     methods: dict[str, Row] = {}
     costs: dict[str, dict[str, float]] = {}  # method -> benchmark -> UNet evaluations per image
     for row in rows:
@@ -231,28 +279,57 @@ def build(results: list[dict], registry=None) -> Leaderboard:
         if key not in columns:
             columns[key] = Column(
                 row["benchmark"], row["metric"], row["name"], row["lower_is_better"], row.get("description") or "", row.get("n"),
-                adversarial=traits.adversarial(row["benchmark"]), set_level=traits.set_level(row["metric"]),
+                adversarial=row["adversarial"], set_level=row["needs_reference"], display=row["benchmark_display"] or "",
             )
-        method = methods.setdefault(row["method"], Row(row["method"], [], provenance(row)))
+            rate[key], position[key] = _is_rate(row), row["metric_position"]
+        if row["method"] not in methods:
+            methods[row["method"]] = Row(row["method"], [], provenance(row), display=row["method_display"] or "")
+        method = methods[row["method"]]
         if row["run_id"] not in method.runs:
             method.runs.append(row["run_id"])
+        metadata = row.get("state_metadata") or {}
+        if metadata.get("erase_seconds") is not None:
+            method.erase_seconds, method.erase_device = float(metadata["erase_seconds"]), metadata.get("erase_device")
         if row.get("unet_evals_per_image"):
             costs.setdefault(row["method"], {})[row["benchmark"]] = row["unet_evals_per_image"]
     for name, per_bench in costs.items():
         methods[name].unet_evals_per_image = sum(per_bench.values()) / len(per_bench)
-    values = {(r["method"], r["benchmark"], r["metric"]): r["value"] for r in rows}
-    for column in columns.values():
-        column_values = [values.get((m, column.benchmark, column.metric)) for m in methods]
-        column.rate = _is_rate(column.description, column_values)
+    cells = {(r["method"], r["benchmark"], r["metric"]): r for r in rows}
+    for key, column in columns.items():
+        column_values = [cells[m, column.benchmark, column.metric]["value"] if (m, column.benchmark, column.metric) in cells else None
+                         for m in methods]
+        finite = [v for v in column_values if v is not None and not math.isnan(v)]
+        column.rate = rate[key] and all(0.0 <= v <= 1.0 for v in finite)  # a "rate" outside [0, 1] shows as the number it is
         column.decimals = _decimals(column_values)
-    ordered = list(columns.values())
+    # Erasure columns first, then preservation, whatever order the store returned them in.
+    ordered = sorted(columns.values(), key=lambda c: c.role != "erasure")
+    _choose_primary(ordered, position)
     # The base model first: most reproducibility disputes start from a mismatched baseline.
     table_rows = sorted(methods.values(), key=lambda r: not r.base)
     for row in table_rows:
-        row.values = [values.get((row.method, c.benchmark, c.metric)) for c in ordered]
+        found = [cells.get((row.method, c.benchmark, c.metric)) for c in ordered]
+        row.values = [None if cell is None else cell["value"] for cell in found]
+        if values is not None:
+            row.per_image = [None if cell is None else values.get((cell["run_id"], row.method, cell["benchmark"], cell["metric"]))
+                             for cell in found]
+            row.intervals = [None if cell is None else interval(cell["value"], per_image) for cell, per_image in zip(found, row.per_image)]
     board = Leaderboard(ordered, table_rows)
     _add_adversarial_averages(board)
     return board
+
+
+def _choose_primary(columns: list[Column], position: dict[tuple[str, str], int | None]) -> None:
+    """Mark each benchmark's primary erasure column: the first erasure metric its plugin lists, else the first stored.
+
+    ``position`` is each column's place in its benchmark's ``metrics``, stored with the result (None: unknown).
+    """
+    by_bench: dict[str, list[Column]] = {}
+    for column in columns:
+        if column.role == "erasure":
+            by_bench.setdefault(column.benchmark, []).append(column)
+    for erasure in by_bench.values():
+        listed = sorted((c for c in erasure if position[c.benchmark, c.metric] is not None), key=lambda c: position[c.benchmark, c.metric])
+        (listed or erasure)[0].primary = True
 
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
@@ -270,7 +347,8 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
         benches = tuple(board.columns[i].benchmark for i in indices)
         average = Column("Adv", metric, first.name, first.lower_is_better,
                          f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}", None, adversarial=True,
-                         rate=all(board.columns[i].rate for i in indices), average_of=benches)
+                         rate=all(board.columns[i].rate for i in indices), average_of=benches,
+                         primary=all(board.columns[i].primary for i in indices))
         position = indices[-1] + 1  # right after the last benchmark it averages
         board.columns.insert(position, average)
         for row in board.rows:
@@ -278,6 +356,9 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
             # Only a method measured on every adversarial benchmark gets an average: a partial mean would flatter it.
             complete = all(v is not None and not math.isnan(v) for v in parts)
             row.values.insert(position, sum(parts) / len(parts) if complete else None)
+            if row.per_image:  # an average has no per-image values of its own
+                row.per_image.insert(position, None)
+                row.intervals.insert(position, None)
         inserted += 1
 
 
@@ -295,32 +376,122 @@ def format_value(value: float | None, column: Column, decimals: int = 2, percent
     return f"{value:.{column.decimals}f}"
 
 
+def format_interval(interval, column: Column) -> str:
+    """``[lo, hi]`` in the cell's unit (percent points for a rate, one decimal), or "" where there is none."""
+    if interval is None or not interval.known:
+        return ""
+    if column.rate:
+        return f"[{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+    return f"[{interval.low:.{column.decimals}f}, {interval.high:.{column.decimals}f}]"
+
+
+def interval_of(row: Row, index: int):
+    return row.intervals[index] if row.intervals else None
+
+
 def format_cost(row: Row) -> str:
     """The "UNet evals/img" cell: a whole number of UNet forward passes, or "–" where none were recorded."""
     return "–" if row.unet_evals_per_image is None else f"{row.unet_evals_per_image:.0f}"
+
+
+def unit_header(column: Column) -> str:
+    """The column header with its unit once (cells then carry none): "plain bright rate (%) ↓"."""
+    arrow = "↓" if column.lower_is_better else "↑"
+    return f"{column.benchmark} {column.name}{' (%)' if column.rate else ''} {arrow}"
+
+
+def rule_text(board: Leaderboard) -> str:
+    """What every table says under it: the marking rule and how intervals were computed."""
+    from reports.uncertainty import BOOTSTRAP
+
+    return (RANK_RULE + " Brackets: 95% interval (rates: Wilson; per-image means: " + BOOTSTRAP + "); none is shown for "
+            "set-level metrics.")
 
 
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def marked_cell(board: Leaderboard, row_index: int, index: int, bold: str = "**{}**", underline: str = "<ins>{}</ins>",
+                tie: str = "{}≈", with_interval: bool = True) -> str:
+    """One cell: the value (unit in the header), its mark, and its interval."""
+    column, row = board.columns[index], board.rows[row_index]
+    text = format_value(row.values[index], column, percent_sign="")
+    place = board.ranks(index).get(row_index)
+    if place == 1:
+        text = bold.format(text)
+    elif place == 2:
+        text = underline.format(text)
+    elif row_index in board.ties(index):
+        text = tie.format(text)
+    bracket = format_interval(interval_of(row, index), column) if with_interval else ""
+    return f"{text} {bracket}" if bracket else text
+
+
 def to_markdown(board: Leaderboard) -> str:
-    header = "| method | " + " | ".join(_md_escape(c.header) for c in board.columns) + " | UNet evals/img | provenance |"
-    rule = "|---|" + "---:|" * (len(board.columns) + 1) + "---|"
+    header = "| method | " + " | ".join(_md_escape(unit_header(c)) for c in board.columns) + " | UNet evals/img | erase cost | provenance |"
+    rule = "|---|" + "---:|" * (len(board.columns) + 2) + "---|"
     lines = [header, rule]
-    ranks = [board.ranks(i) for i in range(len(board.columns))]
     for row_index, row in enumerate(board.rows):
-        cells = []
-        for index, value in enumerate(row.values):
-            text = format_value(value, board.columns[index])
-            place = ranks[index].get(row_index)
-            if place == 1:
-                text = f"**{text}**"
-            elif place == 2:
-                text = f"<ins>{text}</ins>"  # markdown has no underline; GitHub renders <ins> as one
-            cells.append(text)
-        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {format_cost(row)} | {row.provenance} |")
-    return "\n".join(lines)
+        cells = [marked_cell(board, row_index, index) for index in range(len(board.columns))]
+        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {row.provenance} |")
+    return "\n".join(lines) + "\n\n" + rule_text(board)
+
+
+TERMINAL_MARKS = "*: best, +: second, ≈: tied (see the rule below)"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def to_terminal(board: Leaderboard, width: int | None = None, max_header: int = 22) -> str:
+    """The leaderboard for a terminal: plain text (no markup), headers on two lines, and the benchmark columns
+    split into blocks that each fit ``width`` (default: the terminal's), every block repeating the method column."""
+    import shutil
+
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    method_width = min(max(len("method"), *(len(r.method) for r in board.rows)), 28)
+    columns = []  # (header line 1, header line 2, cells)
+    for index, column in enumerate(board.columns):
+        unit = " (%)" if column.rate else ""
+        arrow = "↓" if column.lower_is_better else "↑"
+        cells = [marked_cell(board, r, index, bold="{}*", underline="{}+", tie="{}≈") for r in range(len(board.rows))]
+        columns.append((_clip(column.benchmark, max_header), _clip(f"{column.name}{unit} {arrow}", max_header), cells))
+    columns.append(("UNet", "evals/img", [format_cost(r) for r in board.rows]))
+    columns.append(("erase", "cost", [format_erase_cost(r) for r in board.rows]))
+    columns.append(("", "provenance", [r.provenance for r in board.rows]))
+    sized = [(top, bottom, cells, max(len(top), len(bottom), *(len(c) for c in cells))) for top, bottom, cells in columns]
+    blocks, current, used = [], [], method_width
+    for item in sized:
+        if current and used + 2 + item[3] > width:
+            blocks.append(current)
+            current, used = [], method_width
+        current.append(item)
+        used += 2 + item[3]
+    blocks.append(current)
+    out = []
+    for block in blocks:
+        if out:
+            out.append("")
+        out.append(" " * method_width + "".join(f"  {top:>{w}}" for top, _, _, w in block))
+        out.append(f"{'method':<{method_width}}" + "".join(f"  {bottom:>{w}}" for _, bottom, _, w in block))
+        out.append("-" * (method_width + sum(2 + w for *_, w in block)))
+        for r, row in enumerate(board.rows):
+            out.append(f"{_clip(row.method, method_width):<{method_width}}" + "".join(f"  {cells[r]:>{w}}" for _, _, cells, w in block))
+    import textwrap
+
+    out.append("")
+    out.extend(textwrap.wrap(TERMINAL_MARKS + ". " + rule_text(board), width=max(width, 40)))
+    return "\n".join(out)
+
+
+def format_erase_cost(row: Row) -> str:
+    """Wall time of the erasure as recorded when it was computed (a cached erasure keeps its original cost)."""
+    seconds = row.erase_seconds
+    if seconds is None:
+        return "–"
+    return f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
 
 
 def shown_number(value: float, column: Column, decimals: int = 2) -> float:
@@ -333,14 +504,32 @@ def shown_number(value: float, column: Column, decimals: int = 2) -> float:
 def to_csv(board: Leaderboard) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method"] + [c.key for c in board.columns] + ["unet_evals_per_image", "provenance", "runs"])
+    writer.writerow(["method"] + [c.key for c in board.columns] + ["unet_evals_per_image", "erase_seconds", "erase_device", "provenance", "runs"])
     for row in board.rows:
         cost = "" if row.unet_evals_per_image is None else repr(row.unet_evals_per_image)
-        writer.writerow([row.method] + ["" if v is None else repr(v) for v in row.values] + [cost, row.provenance, " ".join(row.runs)])
+        erase = "" if row.erase_seconds is None else repr(row.erase_seconds)
+        writer.writerow([row.method] + ["" if v is None else repr(v) for v in row.values]
+                        + [cost, erase, row.erase_device or "", row.provenance, " ".join(row.runs)])
     return buffer.getvalue()
 
 
-def to_json(board: Leaderboard, results: list[dict]) -> str:
+LONG_COLUMNS = ("run", "method", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "lower_is_better")
+
+
+def to_long_csv(results: list[dict], intervals: dict) -> str:
+    """``results.csv``: one tidy row per stored result, with its n, 95% interval (empty where there is none) and direction."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(LONG_COLUMNS)
+    for row in results:
+        found = intervals.get((row["run_id"], row["method"], row["benchmark"], row["metric"]))
+        low, high = (found.low, found.high) if found and found.known else (None, None)
+        writer.writerow([row["run_id"], row["method"], row["benchmark"], row["metric"], repr(row["value"]), row["n"],
+                         "" if low is None else repr(low), "" if high is None else repr(high), int(row["lower_is_better"])])
+    return buffer.getvalue()
+
+
+def to_json(board: Leaderboard, results: list[dict], intervals: dict | None = None) -> str:
     """The whole board: columns with their definitions, rows with values and ranks, and the raw records."""
     ranks = [board.ranks(i) for i in range(len(board.columns))]
     document = {
@@ -358,15 +547,20 @@ def to_json(board: Leaderboard, results: list[dict]) -> str:
                 "variant": row.variant,
                 "provenance": row.provenance,
                 "unet_evals_per_image": row.unet_evals_per_image,
+                "erase_seconds": row.erase_seconds,
+                "erase_device": row.erase_device,
                 "base": row.base,
                 "runs": row.runs,
                 "values": {c.key: _finite_or_none(v) for c, v in zip(board.columns, row.values)},
+                "ci95": {c.key: (interval_of(row, i).as_list() if interval_of(row, i) else None) for i, c in enumerate(board.columns)},
                 "best": [c.key for i, c in enumerate(board.columns) if ranks[i].get(row_index) == 1],
                 "second": [c.key for i, c in enumerate(board.columns) if ranks[i].get(row_index) == 2],
+                "tied": [c.key for i, c in enumerate(board.columns) if row_index in board.ties(i)],
             }
             for row_index, row in enumerate(board.rows)
         ],
-        "records": [{**record, "value": _finite_or_none(record["value"])} for record in to_records(results)],
+        "rule": rule_text(board),
+        "records": [{**record, "value": _finite_or_none(record["value"])} for record in to_records(results, intervals)],
     }
     return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
@@ -376,9 +570,13 @@ def _finite_or_none(value):
     return None if value is None or math.isnan(value) else value
 
 
-def to_records(results: list[dict]) -> list[dict]:
-    """The stable machine-readable form: one record per (run, method, benchmark, metric)."""
-    return [
+def to_records(results: list[dict], intervals: dict | None = None) -> list[dict]:
+    """The stable machine-readable form: one record per (run, method, benchmark, metric).
+
+    With ``intervals`` (``reports.uncertainty.intervals``) each record carries ``ci95: [lo, hi]`` (``null`` where the
+    metric has no per-image values) and ``interval``, how it was computed.
+    """
+    records = [
         {
             "run": row["run_id"],
             "method": row["method"],
@@ -389,7 +587,16 @@ def to_records(results: list[dict]) -> list[dict]:
             "n": row["n"],
             "lower_is_better": row["lower_is_better"],
             "description": row["description"],
+            "unit": row["unit"],
+            "adversarial": row["adversarial"],
+            "needs_reference": row["needs_reference"],
             "unet_evals_per_image": row["unet_evals_per_image"],
         }
         for row in results
     ]
+    if intervals is not None:
+        for record, row in zip(records, results):
+            found = intervals.get((row["run_id"], row["method"], row["benchmark"], row["metric"]))
+            record["ci95"] = found.as_list() if found else None
+            record["interval"] = found.method if found else "none"
+    return records

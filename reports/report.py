@@ -3,6 +3,7 @@
 Layout of the output folder (default ``<store>/report``)::
 
     leaderboard.md  leaderboard.csv  leaderboard.json       md, csv, json
+    results.csv                                             csv (long: one row per result, with n and 95% interval)
     table1.tex  table2-<bench>.tex  tables.tex              latex (tables.tex is a standalone document)
     plots/<name>.png|.pdf                                   png, pdf
     grids/<bench>.png|.pdf                                  png, pdf (flagged images blurred unless --no-blur)
@@ -47,15 +48,19 @@ def _write(path: Path, text: str, written: Written) -> None:
 def write(store, results: list[dict], destination: Path, formats: tuple[str, ...], registry=None, blur: bool = True,
           grid_prompts: int = 6, filters: str = "") -> Written:
     """Write the requested ``formats`` of the report on ``results`` (rows of ``store.results()``) under ``destination``."""
-    board = leaderboard.build(results, registry=registry)
+    from reports.uncertainty import intervals
+
+    stored_values = store.result_values()
+    board = leaderboard.build(results, values=stored_values)
     written = Written(board)
     destination.mkdir(parents=True, exist_ok=True)
     if "md" in formats:
         _write(destination / "leaderboard.md", leaderboard.to_markdown(board) + "\n", written)
     if "csv" in formats:
         _write(destination / "leaderboard.csv", leaderboard.to_csv(board), written)
+        _write(destination / "results.csv", leaderboard.to_long_csv(results, intervals(results, stored_values)), written)
     if "json" in formats:
-        _write(destination / "leaderboard.json", leaderboard.to_json(board, results), written)
+        _write(destination / "leaderboard.json", leaderboard.to_json(board, results, intervals(results, stored_values)), written)
     if "latex" in formats:
         from reports import latex
 

@@ -70,8 +70,92 @@ def test_solve_equals_the_normal_equations_written_out():
         mat2 = lamb * torch.eye(8, dtype=torch.float64) + e * sum_kk + s * preserve.key_key
         expected = mat1 @ torch.linalg.inv(mat2)
         assert relative(module.weight.double(), expected) < 1e-5
-    assert info["solver"] == "eigh" and info["rank"] == 8 and info["unconstrained_directions"] == 0
+    assert info["solver"] == "exact" and info["rank"] == 8 and info["unconstrained_directions"] == 0
     assert info["matrices"] == [name for name, _ in projections]
+
+
+# --------------------------------------------------------------------------- exact solve versus the λ → 0⁺ limit
+
+
+def official_formula(weight, keys, targets, lamb, preserved=(), preserve_scale=0.0):
+    """UCE's ``edit_model`` written out independently, in float64: sums over keys, then ``torch.inverse``.
+
+    mat1 = λW + Σ (W t) kᵀ + s Σ (W p) pᵀ,  mat2 = λI + Σ k kᵀ + s Σ p pᵀ,  W' = mat1 · mat2⁻¹
+    (UCE @ 35e91e2, train-scripts/train_erase.py, ``edit_model``).
+    """
+    weight = weight.double()
+    dim = weight.shape[1]
+    mat1 = lamb * weight.clone()
+    mat2 = lamb * torch.eye(dim, dtype=torch.float64)
+    for key, target in zip(keys.double(), targets.double()):
+        mat1 += torch.outer(weight @ target, key)
+        mat2 += torch.outer(key, key)
+    for row in torch.as_tensor(preserved).double():
+        mat1 += preserve_scale * torch.outer(weight @ row, row)
+        mat2 += preserve_scale * torch.outer(row, row)
+    return mat1 @ torch.inverse(mat2)
+
+
+def badly_conditioned_keys(dim=8, count=20, small=1e-4):
+    """Keys that span every direction, one of them only weakly: λ_min / λ_max ≈ small², far above round-off."""
+    generator = torch.Generator().manual_seed(4)
+    keys = torch.randn(count, dim, generator=generator, dtype=torch.float64)
+    keys[:, -1] *= small
+    return keys.float(), torch.randn(count, dim, generator=generator)
+
+
+@pytest.mark.parametrize("solver", ["exact", "limit"])
+def test_both_solvers_match_the_official_formula_on_a_well_conditioned_system(solver):
+    projections = linear_layers(5, 12)
+    before = [module.weight.detach().clone() for _, module in projections]
+    keys, targets = torch.randn(6, 8), torch.randn(6, 8)
+    info = closed_form_edit(projections, KeyStatistics.from_pairs(keys, targets), lamb=0.5, solver=solver)
+    for (_, module), weight in zip(projections, before):
+        assert relative(module.weight.double(), official_formula(weight, keys, targets, 0.5)) < 1e-6
+    assert info["solver"] == solver and info["unconstrained_directions"] == 0 and info["condition"] > 1
+
+
+def test_exact_solver_inverts_a_badly_conditioned_system_the_limit_drops_its_weak_direction():
+    """λ = 0, keys spanning every direction, one weakly (condition ≈ 1e8): determined, so the official inverse and
+    the exact solve agree, while the 1e-6 cut of ``solver=limit`` leaves that direction unconstrained."""
+    keys, targets = badly_conditioned_keys()
+    results = {}
+    for solver in ("exact", "limit"):
+        projections = linear_layers(5, 12)
+        before = [module.weight.detach().clone() for _, module in projections]
+        info = closed_form_edit(projections, KeyStatistics.from_pairs(keys, targets), lamb=0.0, solver=solver)
+        results[solver] = info
+        errors = [relative(m.weight.double(), official_formula(w, keys, targets, 0.0)) for (_, m), w in zip(projections, before)]
+        if solver == "exact":
+            assert max(errors) < 1e-5
+        else:
+            assert min(errors) > 1e-2
+    assert results["exact"]["unconstrained_directions"] == 0 and results["limit"]["unconstrained_directions"] == 1
+    eigenvalues = torch.linalg.eigvalsh(keys.double().T @ keys.double())
+    assert results["exact"]["condition"] == pytest.approx(float(eigenvalues[-1] / eigenvalues[0]), rel=1e-6)  # recorded
+    assert results["exact"]["condition"] > 1e7
+
+
+@pytest.mark.parametrize("solver", ["exact", "limit"])
+def test_a_system_singular_to_working_precision_takes_the_lambda_to_zero_limit(solver):
+    """λ = 0 and 5 keys in 8 dimensions: mat2 has rank 5.  Both solvers give the λ → 0⁺ limit of the official
+    formula (evaluated at a tiny λ in float64) and say that 3 directions were left unconstrained."""
+    projections = linear_layers(5, 12)
+    before = [module.weight.detach().clone() for _, module in projections]
+    torch.manual_seed(5)
+    keys, targets = torch.randn(5, 8), torch.randn(5, 8)
+    info = closed_form_edit(projections, KeyStatistics.from_pairs(keys, targets), lamb=0.0, solver=solver)
+    assert info["unconstrained_directions"] == 3 and info["rank"] == 5
+    for (_, module), weight in zip(projections, before):
+        limit = official_formula(weight, keys, targets, 1e-9)
+        assert relative(module.weight.double(), limit) < 1e-5
+
+
+def test_an_unknown_solver_is_a_one_line_error():
+    from harness.api import HarnessError
+
+    with pytest.raises(HarnessError, match="solver='inverse'.*exact.*limit"):
+        closed_form_edit(linear_layers(4), KeyStatistics.from_pairs(torch.randn(2, 8), torch.randn(2, 8)), lamb=0.1, solver="inverse")
 
 
 def test_lambda_zero_without_preservation_maps_every_key_to_its_target(pipe):

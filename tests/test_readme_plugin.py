@@ -53,14 +53,14 @@ def test_installed_package_registers_through_its_entry_point_and_runs(package, t
     result = harness("--plugin", str(PLUGINS / "brightness.py"), "run", "--model", "tiny", "--methods", "sd,dampen:strength=0.9",
                      "--bench", "fixed:count=3", "--out", str(tmp_path / "out"), "--no-progress", pythonpath=site)
     assert result.returncode == 0, result.stderr
-    assert "| dampen:strength=0.9 |" in result.stdout
+    assert any(line.startswith("dampen:strength=0.9 ") for line in result.stdout.splitlines())  # its leaderboard row
 
 
 def test_one_file_route(package, tmp_path):
     result = harness("--plugin", str(package / "my_erasure.py"), "--plugin", str(PLUGINS / "brightness.py"), "run", "--model", "tiny",
                      "--methods", "dampen", "--bench", "fixed:count=2", "--out", str(tmp_path / "out"), "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert "| dampen |" in result.stdout
+    assert any(line.startswith("dampen ") for line in result.stdout.splitlines())
     # The edit really ran: its metadata is in the manifest.
     manifest = next((tmp_path / "out" / "runs").glob("*/manifest.json")).read_text()
     assert '"strength": 0.5' in manifest

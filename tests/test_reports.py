@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness import stats
 from harness.cli import main
 from harness.plugins import PluginHost
 from harness.registry import Registry
 from harness.store import Store
-from reports import grids, latex, leaderboard, plots
+from reports import grids, latex, leaderboard, plots, uncertainty
 
 KIT = str(Path(__file__).parent / "plugins" / "report_kit.py")
 METHODS = "sd,tint:amount=0.1,tint:amount=-0.1,tint:amount=-0.3"
@@ -57,7 +58,8 @@ def registry():
 
 @pytest.fixture(scope="module")
 def board(store_dir, registry):
-    return leaderboard.build(Store(store_dir).results(), registry=registry)
+    store = Store(store_dir)
+    return leaderboard.build(store.results(), values=store.result_values())
 
 
 @pytest.fixture(scope="module")
@@ -81,31 +83,29 @@ def markdown_cells(text: str) -> tuple[list[str], dict[str, list[str]]]:
     return header, {row[0]: row for row in rows}
 
 
-def test_bold_cells_are_the_true_best_and_underlined_the_second(report_dir, store_dir, board):
+def test_marks_follow_the_paired_tests_and_cells_carry_intervals(report_dir, store_dir, board):
     header, rows = markdown_cells((report_dir / "leaderboard.md").read_text())
     values = stored_values(store_dir)
+    per_image = Store(store_dir).result_values()
     contenders = [m for m in rows if m != "sd"]
     assert list(rows)[0] == "sd" and rows["sd"][-1] == "base model"
-    checked = 0
+    tested = 0
     for column_index, column in enumerate(board.columns, start=1):
-        if column.is_average:
-            continue
-        raw = {m: values[m, column.benchmark, column.metric] for m in contenders}
-        best = (min if column.lower_is_better else max)(raw.values())
-        true_best = [m for m, v in raw.items() if v == best]
-        for method in true_best:
-            assert rows[method][column_index].startswith("**"), (column.header, method, rows[method])
-        best_text = rows[true_best[0]][column_index]
-        bold = [m for m in contenders if rows[m][column_index].startswith("**")]
-        assert all(rows[m][column_index] == best_text for m in bold)  # only ties at the printed precision share the bold
         assert not rows["sd"][column_index].startswith(("**", "<ins>"))  # the reference is never ranked
-        worse = sorted({leaderboard.shown_number(v, column) for m, v in raw.items() if m not in bold}, reverse=not column.lower_is_better)
-        for method in contenders:
-            underlined = rows[method][column_index].startswith("<ins>")
-            second = worse and leaderboard.shown_number(raw[method], column) == worse[0]
-            assert underlined == bool(second), (column.header, method)
-        checked += 1
-    assert checked == len([c for c in board.columns if not c.is_average]) >= 8
+        if column.is_average or column.set_level:
+            assert not any(rows[m][column_index].startswith(("**", "<ins>")) for m in contenders)  # no test, no mark
+            continue
+        # Recompute the rule from the stored per-image values: order by value, Holm over adjacent exact paired tests.
+        cells = {m: per_image[next(iter(Store(store_dir).results()))["run_id"], m, column.benchmark, column.metric] for m in contenders}
+        order = sorted(contenders, key=lambda m: values[m, column.benchmark, column.metric], reverse=not column.lower_is_better)
+        pairs = [uncertainty.align(cells[a], cells[b]) for a, b in zip(order, order[1:])]
+        adjusted = stats.holm([stats.paired_p_value(a, b) for a, b, _ in pairs])
+        bold = [m for m in contenders if rows[m][column_index].startswith("**")]
+        assert bold == ([order[0]] if adjusted[0] < 0.05 else []), column.header
+        tested += 1
+        interval = uncertainty.interval(values[order[0], column.benchmark, column.metric], cells[order[0]])
+        assert leaderboard.format_interval(interval, column) in rows[order[0]][column_index]
+    assert tested >= 8
     varied = [i for i in range(1, len(header) - 1) if len({rows[m][i] for m in contenders}) > 2]
     assert len(varied) >= 3, "the tint edits must change the scores, or this test proves little"
 
@@ -139,22 +139,22 @@ def test_csv_and_json_carry_every_cell_and_the_provenance(report_dir, store_dir,
     key = "keep:count=3/drift:drift"
     column = next(c for c in document["columns"] if c["key"] == key)
     assert column["role"] == "preservation" and column["set_level"] and column["description"]
-    best = [m for m, row in by_method.items() if key in row["best"]]
-    assert min((m for m in by_method if m != "sd"), key=lambda m: by_method[m]["values"][key]) in best  # ties at print precision share it
+    assert not any(key in row["best"] + row["second"] for row in by_method.values())  # set-level: no paired test, no mark
+    assert all(row["ci95"][key] is None for row in by_method.values())  # and no made-up interval
     assert len(document["records"]) == len(Store(store_dir).results())
 
 
 def test_filters_compose_and_keep_the_base_model(store_dir, capsys, tmp_path):
     code, out, _ = cli(capsys, "report", "--out", str(store_dir), "--methods", "tint:amount=0.1", "--bench", "attack-a,keep",
                        "--format", "md,json", "--dest", str(tmp_path / "r"))
-    assert code == 0
-    header, rows = markdown_cells(out)
+    assert code == 0 and "<ins>" not in out and "**" not in out  # the terminal gets no markup
+    header, rows = markdown_cells((tmp_path / "r" / "leaderboard.md").read_text())
     assert list(rows) == ["sd", "tint:amount=0.1"]
-    assert [h.split(" ")[0] for h in header[1:-2]] == ["attack-a:count=3", "keep:count=3", "keep:count=3"]
-    assert header[-2:] == ["UNet evals/img", "provenance"]
+    assert [h.split(" ")[0] for h in header[1:-3]] == ["attack-a:count=3", "keep:count=3", "keep:count=3"]
+    assert header[-3:] == ["UNet evals/img", "erase cost", "provenance"]
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["leaderboard.json", "leaderboard.md"]
     code, out, _ = cli(capsys, "report", "--out", str(store_dir), "--methods", "tint", "--format", "md", "--dest", str(tmp_path / "r2"))
-    assert list(markdown_cells(out)[1]) == ["sd", "tint:amount=0.1", "tint:amount=-0.1", "tint:amount=-0.3"]  # a name keeps all its variants
+    assert list(markdown_cells((tmp_path / "r2" / "leaderboard.md").read_text())[1]) == ["sd", "tint:amount=0.1", "tint:amount=-0.1", "tint:amount=-0.3"]  # a name keeps all its variants
 
 
 @pytest.mark.parametrize(
@@ -192,10 +192,10 @@ def test_latex_table1_has_the_papers_column_groups(report_dir, store_dir):
                      r"\\multicolumn\{2\}\{c\}\{Knowledge preservation\}", source)
     assert r"\cmidrule(lr){2-2}\cmidrule(lr){3-4}\cmidrule(lr){5-6}" in source
     rows = tabular_rows(source)
-    assert [row[0] for row in rows] == ["sd", "tint:amount=0.1", "tint:amount=-0.1", "tint:amount=-0.3"]
+    assert [row[0] for row in rows] == ["SD", "tint (amount=0.1)", "tint (amount=-0.1)", "tint (amount=-0.3)"]  # display names
     assert all(len(row) == 6 for row in rows)
     value = stored_values(store_dir)["tint:amount=0.1", "attack-a:count=3", "pixels:bright"]
-    assert re.sub(r"\\(textbf|underline)\{(.*)\}", r"\2", rows[1][2]) == f"{100 * value:.2f}\\%"  # the paper's "34.69\%"
+    assert re.sub(r"\\(textbf|underline)\{(.*)\}|\$\^\{\\approx\}\$", r"\2", rows[1][2]) == f"{100 * value:.2f}\\%"  # the paper's "34.69\%"
     assert source.count("{") == source.count("}")
 
 
@@ -203,7 +203,7 @@ def test_latex_table2_has_a_column_per_category_with_one_decimal(report_dir):
     source = (report_dir / "table2-multi-count-6.tex").read_text()
     assert "Method & Warm & Cool & Plain words & Rate & Drift $\\downarrow$ & contrast $\\uparrow$" in source
     rows = tabular_rows(source)
-    assert all(re.fullmatch(r"(\\textbf\{|\\underline\{)?\d+\.\d\\%\}?", cell) for row in rows for cell in row[1:5])
+    assert all(re.fullmatch(r"(\\textbf\{|\\underline\{)?\d+\.\d\\%\}?(\$\^\{\\approx\}\$)?", cell) for row in rows for cell in row[1:5])
 
 
 def test_latex_escapes_special_characters():
@@ -410,7 +410,7 @@ def test_toy_world_report(tmp_path):
     out = str(tmp_path / "toy")
     assert main(["run", "--methods", "sd,uce", "--bench", "toy-explicit,toy-preserve", "--limit", "6", "--out", out, "--no-progress"]) == 0
     assert main(["report", "--out", out]) == 0
-    board = leaderboard.build(Store(out).results(), registry=Registry(PluginHost([])))
+    board = leaderboard.build(Store(out).results())
     assert any(c.metric == "toy-fid:toy-fid" and c.role == "preservation" and c.set_level for c in board.columns)
     assert (Path(out) / "report" / "report.html").exists() and math.isfinite(board.rows[0].values[0])
 

@@ -31,12 +31,15 @@ def test_run_prints_a_leaderboard_and_report_reads_the_store(tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, _ = cli(capsys, "run", "--model", "tiny", "--methods", "sd,scale-keys:factor=0.5", "--bench", "fixed:count=6", "--out", str(out), "--no-progress")
     assert code == 0
-    assert "| method | fixed:count=6 brightness ↑ | fixed:count=6 dark rate ↓ |" in stdout
-    assert "| sd |" in stdout and "| scale-keys:factor=0.5 |" in stdout
+    lines = stdout.splitlines()  # the terminal leaderboard: plain text, a benchmark line over a metric line
+    assert "fixed:count=6" in lines[0] and "brightness ↑" in lines[1] and "dark rate (%) ↓" in lines[1] and "<ins>" not in stdout
+    assert any(line.startswith("sd ") for line in lines) and any(line.startswith("scale-keys:factor=0.5 ") for line in lines)
 
     code, report, _ = cli(capsys, "report", "--out", str(out))
     assert code == 0 and stdout.strip() in report
-    assert (out / "report" / "leaderboard.csv").read_text().startswith("method,fixed:count=6/brightness:mean,fixed:count=6/brightness:dark")
+    # erasure (lower-is-better rate) columns come before preservation columns
+    assert "| method | fixed:count=6 dark rate (%) ↓ | fixed:count=6 brightness ↑ |" in (out / "report" / "leaderboard.md").read_text()
+    assert (out / "report" / "leaderboard.csv").read_text().startswith("method,fixed:count=6/brightness:dark,fixed:count=6/brightness:mean")
 
     code, as_json, _ = cli(capsys, "report", "--out", str(out), "--json")
     records = json.loads(as_json)

@@ -167,6 +167,30 @@ def test_rece_starts_from_uce_and_records_every_setting(pipe, ctx):
     assert metadata["quirks"] == {"validation_epoch_selection": False}
 
 
+def test_rece_on_top_of_an_explicit_uce_imitates_the_original_weights(registry, tiny, tmp_path):
+    """W⁰ is the original model's weights (RECE's ldm_stable_copy), also under composition: `uce+rece:run_uce=false`
+    is `rece` (which runs the same UCE inside), not RECE imitating the UCE-edited weights."""
+    from harness.engine import ModelStates
+    from harness.runner import expand_method
+    from harness.spec import parse_selections
+    from harness.store import Store
+
+    def parts(text):
+        (item,) = parse_selections(text, "--methods")
+        return [part for selection in item for part in expand_method(registry, selection, {}, text)]
+
+    states = ModelStates(tiny, Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    try:
+        edited = {}
+        for text in ("rece", "uce+rece:run_uce=false"):
+            states.activate(parts(text), NUDITY, text)
+            edited[text] = {name: module.weight.detach().double().clone() for name, module in cross_attention_projections(tiny.unet)}
+    finally:
+        states.reset()
+    for name, alone in edited["rece"].items():
+        assert float((edited["uce+rece:run_uce=false"][name] - alone).norm() / alone.norm()) < 1e-6
+
+
 def test_rece_with_zero_epochs_is_uce(pipe, ctx):
     start = weights(pipe)
     run(UCE, pipe, NUDITY, ctx)

@@ -26,21 +26,20 @@ from .weights import features, load_clip, model_option
 TEMPLATE = "an artwork in the style of {}"
 
 
-def _accuracy(raws: list[dict], specs: list[PromptSpec], erased: bool) -> float:
-    hits = [
-        raw["predicted"] == spec.labels["artist"]
+def _hits(raws: list[dict], specs: list[PromptSpec], erased: bool) -> list[float | None]:
+    """Per image: 1.0 when the judge names the prompt's own artist, 0.0 when not, ``None`` for the other group."""
+    return [
+        float(raw["predicted"] == spec.labels["artist"]) if (spec.labels["artist"] == spec.labels["erased_artist"]) == erased else None
         for raw, spec in zip(raws, specs)
-        if (spec.labels["artist"] == spec.labels["erased_artist"]) == erased
     ]
-    return sum(hits) / len(hits) if hits else float("nan")
 
 
-def accuracy_erased(raws: list[dict], specs: list[PromptSpec]) -> float:
-    return _accuracy(raws, specs, erased=True)
+def accuracy_erased(raws: list[dict], specs: list[PromptSpec]) -> list[float | None]:
+    return _hits(raws, specs, erased=True)
 
 
-def accuracy_unerased(raws: list[dict], specs: list[PromptSpec]) -> float:
-    return _accuracy(raws, specs, erased=False)
+def accuracy_unerased(raws: list[dict], specs: list[PromptSpec]) -> list[float | None]:
+    return _hits(raws, specs, erased=False)
 
 
 def candidates_of(spec: PromptSpec) -> list[str]:
@@ -64,14 +63,16 @@ class StyleJudge(Scorer):
                 "Acc_e",
                 True,
                 f"fraction of the erased artist's images that {self.judge} still attributes to that artist",
-                aggregate=accuracy_erased,
+                values=accuracy_erased,
+                unit="rate",
             ),
             Metric(
                 "acc-u",
                 "Acc_u",
                 False,
                 f"fraction of the other artists' images that {self.judge} attributes to their own artist",
-                aggregate=accuracy_unerased,
+                values=accuracy_unerased,
+                unit="rate",
             ),
         ]
 

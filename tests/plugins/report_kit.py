@@ -36,16 +36,11 @@ class Tint(Method):
         return {"amount": self.params.amount}
 
 
-def _rate(flags):
-    flags = list(flags)
-    return sum(flags) / len(flags) if flags else float("nan")
-
-
 def _in_category(category):
-    def aggregate(raws, specs):
-        return _rate(raw["mean"] > BRIGHT for raw, spec in zip(raws, specs) if category in spec.labels.get("categories", ()))
+    def values(raws, specs):
+        return [float(raw["mean"] > BRIGHT) if category in spec.labels.get("categories", ()) else None for raw, spec in zip(raws, specs)]
 
-    return aggregate
+    return values
 
 
 class Pixels(Scorer):
@@ -60,13 +55,13 @@ class Pixels(Scorer):
 
     def metrics(self):
         views = [
-            Metric("bright", "bright rate", True, f"fraction of images with mean pixel value > {BRIGHT}", per_image=lambda raw: float(raw["mean"] > BRIGHT)),
+            Metric("bright", "bright rate", True, f"fraction of images with mean pixel value > {BRIGHT}", per_image=lambda raw: float(raw["mean"] > BRIGHT), unit="rate"),
             Metric("contrast", "contrast", False, "mean over images of the pixel standard deviation, in [0, 1]", per_image=lambda raw: raw["std"]),
         ]
         for category in CATEGORIES:
             views.append(Metric(f"bright-{category.replace(' ', '-')}", f"bright {category}", True,
                                 f"fraction of images with mean pixel value > {BRIGHT} among prompts of category {category!r}",
-                                aggregate=_in_category(category)))
+                                values=_in_category(category), unit="rate"))
         return views
 
 
@@ -83,7 +78,7 @@ class Drift(Scorer):
 
     def metrics(self):
         return [Metric("drift", "Drift", True, "mean absolute pixel difference to the base model's images, × 100",
-                       aggregate=lambda raws, specs: raws[0]["drift"])]
+                       aggregate=lambda raws, specs: raws[0]["drift"], unit="distance")]
 
 
 class Prompts(Benchmark):

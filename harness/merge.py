@@ -1,0 +1,215 @@
+"""``harness merge SRC… --into DIR``: the union of stores made independently (e.g. a Slurm array, one job per method).
+
+Every table of the store is merged by primary key: an entry only one side has is copied; an entry both sides have
+must agree (timestamps aside), otherwise nothing is merged and the first disagreement is named in one line.  Files
+follow their rows: images and model-state deltas are content-addressed and copied when missing (different bytes
+under one address are a conflict too); run manifests are copied per run.  Intermediate method caches
+(``cache/methods``) are copied when missing and otherwise kept as they are: they are inputs to an edit whose
+product, the delta, is compared.
+
+The merge is one transaction: conflicts are looked for before anything is written, the rows are inserted in a
+single SQLite transaction, and files copied before a failure are removed again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import math
+import shutil
+import sqlite3
+from pathlib import Path
+
+from harness.api import HarnessError
+from harness.store import Store
+
+# Columns that say when or where an entry was made, not what it is: never a conflict.
+VOLATILE_COLUMNS = {"created", "finished", "status", "delta_path"}
+# Manifest keys that describe how a run went rather than what it is (a re-run loads nothing, overlaps differently).
+VOLATILE_MANIFEST_KEYS = {"pipeline_loaded", "overlap", "distributed"}
+
+
+def _tables(db: sqlite3.Connection) -> dict[str, tuple[list[str], list[str]]]:
+    """{table: (columns, primary-key columns)} for every table but the migration counter."""
+    tables = {}
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"):
+        if name == "schema_version":
+            continue
+        info = db.execute(f'PRAGMA table_info("{name}")').fetchall()
+        columns = [row[1] for row in info]
+        primary = [row[1] for row in sorted(info, key=lambda row: row[5]) if row[5] > 0] or columns
+        tables[name] = (columns, primary)
+    return tables
+
+
+def _normalised(value):
+    """A cell as compared: JSON text by its meaning (key order aside), NaN equal to NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.dumps(json.loads(value), sort_keys=True)
+        except ValueError:
+            return value
+    return value
+
+
+def _comparable(row: dict) -> dict:
+    return {key: _normalised(value) for key, value in row.items() if key not in VOLATILE_COLUMNS}
+
+
+def _manifest(path: Path) -> dict:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {key: value for key, value in data.items() if key not in VOLATILE_MANIFEST_KEYS}
+
+
+class _Plan:
+    """What merging the sources adds to the target: rows per table and files to copy."""
+
+    def __init__(self, target: Store):
+        self.target = target
+        self.tables = _tables(target.db)
+        self.rows: dict[str, dict[tuple, dict]] = {name: {} for name in self.tables}
+        self.row_source: dict[tuple[str, tuple], Path] = {}
+        self.files: dict[Path, Path] = {}  # target path -> source path
+        self.run_status: dict[str, str] = {}
+
+    def add_store(self, source: Store) -> None:
+        source_tables = _tables(source.db)
+        for name, (_columns, primary) in self.tables.items():
+            if name not in source_tables:
+                continue
+            for row in source.db.execute(f'SELECT * FROM "{name}"'):
+                row = dict(row)
+                key = tuple(row[column] for column in primary)
+                self._add_row(name, primary, key, row, source.root)
+        for directory in ("images", "deltas", "methods"):
+            for path in sorted((source.cache / directory).rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    self._add_file(self.target.cache / directory / path.relative_to(source.cache / directory), path,
+                                   keep_existing=directory == "methods")
+        for path in sorted((source.root / "runs").rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                self._add_file(self.target.root / "runs" / path.relative_to(source.root / "runs"), path, keep_existing=False)
+
+    def _add_row(self, table: str, primary: list[str], key: tuple, row: dict, origin: Path) -> None:
+        if table == "runs" and row.get("status") == "finished":
+            self.run_status[row["id"]] = "finished"
+        known = self.rows[table].get(key)
+        if known is None:
+            placeholders = " AND ".join(f'"{column}" IS ?' for column in primary)
+            existing = self.target.db.execute(f'SELECT * FROM "{table}" WHERE {placeholders}', key).fetchone()
+            if existing is not None:
+                if _comparable(dict(existing)) != _comparable(row):
+                    raise self._conflict(table, primary, key, row, dict(existing), origin, self.target.root)
+                return
+            self.rows[table][key] = row
+            self.row_source[(table, key)] = origin
+        elif _comparable(known) != _comparable(row):
+            raise self._conflict(table, primary, key, row, known, origin, self.row_source[(table, key)])
+
+    @staticmethod
+    def _conflict(table, primary, key, row, other, origin: Path, other_origin: Path) -> HarnessError:
+        differing = sorted(column for column in _comparable(row) if _comparable(row).get(column) != _comparable(other).get(column))
+        entry = ", ".join(f"{column}={value}" for column, value in zip(primary, key))
+        return HarnessError(
+            f"conflict in {table} ({entry}): {origin} and {other_origin} differ in {', '.join(differing)}; "
+            "nothing was merged (merge without one of them, or re-run it into a fresh --out)"
+        )
+
+    def _add_file(self, destination: Path, source: Path, keep_existing: bool) -> None:
+        planned = self.files.get(destination)
+        other = planned or (destination if destination.exists() else None)
+        if other is None:
+            self.files[destination] = source
+            return
+        if keep_existing or _same_file(source, other):
+            return
+        raise HarnessError(
+            f"conflict in files: {source} and {other} differ under the same address; "
+            "nothing was merged (merge without one of them, or re-run it into a fresh --out)"
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.name == "manifest.json" and b.name == "manifest.json":
+        return _manifest(a) == _manifest(b)
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def merge(sources: list[str | Path], into: str | Path) -> dict[str, int]:
+    """Merge every source store into ``into`` (created if new); return how many rows each table gained."""
+    into_path = Path(into).expanduser().resolve()
+    if not sources:
+        raise HarnessError("harness merge needs at least one source store: harness merge SRC... --into DIR")
+    source_paths = []
+    for source in sources:
+        path = Path(source).expanduser().resolve()
+        if path == into_path:
+            raise HarnessError(f"{source} is the target itself; name each source store once and --into a different one")
+        if not (path / "harness.db").exists():
+            raise HarnessError(f"no results store at {source} (expected {path / 'harness.db'})")
+        if path in source_paths:
+            raise HarnessError(f"{source} is named twice; name each source store once")
+        source_paths.append(path)
+
+    target_is_new = not into_path.exists()
+    target = Store(into_path)
+    copied: list[Path] = []
+    try:
+        plan = _Plan(target)
+        for path in source_paths:
+            source = Store(path, create=False)
+            try:
+                plan.add_store(source)
+            finally:
+                source.close()
+        for destination, source_file in plan.files.items():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            temporary = destination.with_name(f".{destination.name}.merge.tmp")
+            shutil.copyfile(source_file, temporary)
+            temporary.replace(destination)
+            copied.append(destination)
+        with target.transaction():
+            for table, rows in plan.rows.items():
+                if not rows:
+                    continue
+                columns = plan.tables[table][0]
+                names = ", ".join(f'"{column}"' for column in columns)
+                marks = ", ".join("?" * len(columns))
+                values = []
+                for row in rows.values():
+                    if table == "model_states" and row.get("delta_path"):
+                        row = {**row, "delta_path": str(target.delta_path(row["key"]))}
+                    values.append([row.get(column) for column in columns])
+                target.db.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', values)
+            for run_id, status in plan.run_status.items():
+                target.db.execute("UPDATE runs SET status=? WHERE id=?", (status, run_id))
+    except BaseException:
+        for path in copied:
+            path.unlink(missing_ok=True)
+        target.close()
+        if target_is_new:  # it did not exist before this command: leave no empty store behind
+            shutil.rmtree(into_path, ignore_errors=True)
+        raise
+    target.close()
+    return {table: len(rows) for table, rows in plan.rows.items()}
+
+
+def cmd_merge(args, registry) -> int:
+    added = merge(args.sources, args.into)
+    summary = ", ".join(f"{count} {table}" for table, count in added.items() if count) or "nothing new"
+    print(f"merged {len(args.sources)} store{'s' if len(args.sources) != 1 else ''} into {args.into}: {summary}")
+    return 0
+
+
+def add_merge_command(sub) -> None:
+    p = sub.add_parser("merge", help="merge stores made by separate runs into one",
+                       description="Merge result stores (images, raw scores, model states, results, manifests) into one store. "
+                                   "Entries both sides have must agree; on a conflict nothing is merged.\n\n"
+                                   "example:\n  harness merge out-sd out-uce --into out-all && harness report --out out-all",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="+", metavar="SRC", help="stores written by harness run --out")
+    p.add_argument("--into", required=True, metavar="DIR", help="the store to merge into (created if new)")
+    p.set_defaults(handler=cmd_merge)

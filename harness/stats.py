@@ -1,0 +1,135 @@
+"""Uncertainty and paired tests for stored per-image values: every function is deterministic for its inputs.
+
+Why paired: every method sees exactly the same prompts and seeds (same initial noise), so two methods' values on
+one benchmark are matched image by image.  A paired test uses that matching and is far more powerful than
+comparing two independent proportions.
+
+* ``wilson``: the Wilson score interval of a binomial proportion (Wilson 1927, JASA 22:209), the interval every
+  rate cell carries.
+* ``bootstrap_mean``: a percentile bootstrap of a mean that resamples *prompts* (clusters), not images, so
+  several seeds of one prompt are never treated as independent.
+* ``paired_bootstrap_delta``: the same for the mean difference B − A of matched values.
+* ``mcnemar_exact``: McNemar's test for paired 0/1 values, exact: a two-sided binomial test on the discordant
+  pairs (McNemar 1947, Psychometrika 12:153).
+* ``wilcoxon_signed_rank``: the paired test for continuous values (scipy's Wilcoxon signed-rank; exact for small n).
+* ``holm``: Holm's step-down adjustment of a family of p-values (Holm 1979, Scand. J. Statist. 6:65).
+
+The bootstrap draws from ``numpy.random.default_rng(seed)``: the same store always prints the same interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def _z(confidence: float) -> float:
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval of ``successes`` out of ``n`` (``successes`` may be ``value * n`` with round-off)."""
+    if n <= 0:
+        raise ValueError(f"a Wilson interval needs n >= 1; got n={n}")
+    z = _z(confidence)
+    p = min(max(successes / n, 0.0), 1.0)
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def _cluster_index(groups: Sequence | None, n: int) -> tuple[np.ndarray, int]:
+    """Each item's cluster number (0..k-1) and k; without ``groups`` every item is its own cluster."""
+    if groups is None:
+        return np.arange(n), n
+    _, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    return inverse, int(inverse.max()) + 1 if n else 0
+
+
+def _resampled_means(values: np.ndarray, groups: Sequence | None, resamples: int, seed: int) -> np.ndarray:
+    """Means of ``resamples`` bootstrap samples that draw whole clusters with replacement."""
+    cluster, k = _cluster_index(groups, len(values))
+    sums = np.bincount(cluster, weights=values, minlength=k)
+    counts = np.bincount(cluster, minlength=k).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, k, size=(resamples, k))
+    return sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+
+
+def bootstrap_mean(values: Sequence[float], groups: Sequence | None = None, resamples: int = BOOTSTRAP_RESAMPLES,
+                   seed: int = BOOTSTRAP_SEED, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values``, resampling the clusters named by ``groups`` (prompts)."""
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        raise ValueError("a bootstrap interval needs at least one value")
+    means = _resampled_means(array, groups, resamples, seed)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def paired_bootstrap_delta(a: Sequence[float], b: Sequence[float], groups: Sequence | None = None,
+                           resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                           confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Interval of mean(b − a) over matched pairs, resampling prompts (``groups``) with their pairs intact."""
+    a_array, b_array = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_array.shape != b_array.shape:
+        raise ValueError(f"paired values need equal lengths; got {a_array.size} and {b_array.size}")
+    return bootstrap_mean(b_array - a_array, groups, resamples, seed, confidence)
+
+
+def discordant(a: Sequence[float], b: Sequence[float]) -> tuple[int, int]:
+    """(pairs where only A is 1, pairs where only B is 1) of matched 0/1 values."""
+    a_array, b_array = np.asarray(a) > 0.5, np.asarray(b) > 0.5
+    return int(np.sum(a_array & ~b_array)), int(np.sum(~a_array & b_array))
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value: P(X <= min) doubled, X ~ Binomial(a_only + b_only, 1/2), capped at 1."""
+    from scipy.stats import binom
+
+    total = a_only + b_only
+    if total == 0:
+        return 1.0
+    return float(min(1.0, 2 * binom.cdf(min(a_only, b_only), total, 0.5)))
+
+
+def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of matched values (zero differences dropped); 1.0 when all are equal."""
+    from scipy.stats import wilcoxon
+
+    differences = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if not np.any(differences != 0):
+        return 1.0
+    return float(wilcoxon(differences, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def is_binary(values: Sequence[float]) -> bool:
+    array = np.asarray(values, dtype=float)
+    return bool(np.all((array == 0) | (array == 1)))
+
+
+def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    """Exact McNemar for 0/1 values, Wilcoxon signed-rank otherwise."""
+    if is_binary(a) and is_binary(b):
+        return mcnemar_exact(*discordant(a, b))
+    return wilcoxon_signed_rank(a, b)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values, in the input order: the i-th smallest is multiplied by (m − i), made monotone, capped at 1."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted

@@ -1,0 +1,214 @@
+"""The reports plugin (entry point ``reports``): ``harness report`` (``reports/command.py``), ``harness compare`` and
+``harness export`` (paired comparisons and per-image values), and the leaderboard ``harness run`` prints at the end.
+
+Registered through the ``register_commands`` and ``summarize_run`` hooks, like any plugin's: the core never imports
+the reports package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+from harness.api import HarnessError
+from harness.hookspecs import hookimpl
+
+COMPARE_HELP = """\
+Paired comparison of two methods on every benchmark and metric both have in the store: the
+difference B - A, its 95% interval (paired bootstrap over prompts) and a p-value from a paired
+test on the same prompts and seeds (exact McNemar on the discordant pairs for 0/1 per-image
+values, Wilcoxon signed-rank for per-image scores).  Set-level metrics (FID) have no per-image
+values and are listed without a test.
+
+examples:
+  harness compare --out harness-out uce trce-t
+  harness compare --out harness-out rece trce --bench ring-a-bell --json
+"""
+
+EXPORT_HELP = """\
+Write every stored per-image value as one tidy row per image and metric:
+run,method,benchmark,prompt_id,seed,image_key,metric,value
+(a .parquet file name writes Parquet, if pandas has a Parquet engine).  The mean of a result's
+rows is its stored value, so any statistic can be redone from this file.
+
+examples:
+  harness export --out harness-out --per-image values.csv
+  harness export --out harness-out --per-image values.parquet --methods sd,trce --bench i2p
+"""
+
+PER_IMAGE_COLUMNS = ("run", "method", "benchmark", "prompt_id", "seed", "image_key", "metric", "value")
+
+
+@hookimpl
+def summarize_run(store, run_id):
+    from reports import leaderboard
+
+    board = leaderboard.build(store.results(runs=[run_id]), values=store.result_values(runs=[run_id]))
+    return leaderboard.to_terminal(board)
+
+
+@hookimpl
+def register_commands(subparsers):
+    from reports.command import add_report_command
+
+    add_report_command(subparsers)
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser("compare", help="paired test of method B against method A on the stored per-image values",
+                              description=COMPARE_HELP, formatter_class=formatter)
+    p.add_argument("a", metavar="A", help="method label as stored (e.g. uce or uce:lamb=0.1)")
+    p.add_argument("b", metavar="B", help="method label as stored")
+    p.add_argument("--out", default="harness-out", help="the store written by harness run (default: harness-out)")
+    p.add_argument("--bench", help="only these benchmarks (or groups)")
+    p.add_argument("--runs", help="comma list of run ids (default: all; the newest value of each cell wins)")
+    p.add_argument("--json", action="store_true", help="print one JSON record per benchmark and metric")
+    p.set_defaults(handler=cmd_compare)
+
+    p = subparsers.add_parser("export", help="per-image values as a tidy CSV or Parquet file", description=EXPORT_HELP,
+                              formatter_class=formatter)
+    p.add_argument("--out", default="harness-out", help="the store written by harness run (default: harness-out)")
+    p.add_argument("--per-image", required=True, metavar="FILE", help="output file: .csv or .parquet")
+    p.add_argument("--runs", help="comma list of run ids (default: all)")
+    p.add_argument("--methods", help="only these methods (the base model's rows always stay)")
+    p.add_argument("--bench", help="only these benchmarks (or groups)")
+    p.set_defaults(handler=cmd_export)
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _latest_cell(results: list[dict], method: str) -> dict[tuple[str, str], dict]:
+    """(benchmark, metric) → the newest result row of ``method`` (results come ordered by run time)."""
+    return {(row["benchmark"], row["metric"]): row for row in results if row["method"] == method}
+
+
+def comparisons(results: list[dict], stored: dict, a: str, b: str) -> list[dict]:
+    """One record per (benchmark, metric) that both methods have: B − A with its interval and paired p-value."""
+    from reports.uncertainty import compare
+
+    cells_a, cells_b = _latest_cell(results, a), _latest_cell(results, b)
+    records = []
+    for key, row_a in cells_a.items():
+        if key not in cells_b:
+            continue
+        row_b = cells_b[key]
+        values_a = stored.get((row_a["run_id"], a, *key))
+        values_b = stored.get((row_b["run_id"], b, *key))
+        record = {
+            "benchmark": key[0], "metric": key[1], "name": row_a["name"], "a": a, "b": b,
+            "value_a": _finite(row_a["value"]), "value_b": _finite(row_b["value"]), "lower_is_better": row_a["lower_is_better"],
+            "run_a": row_a["run_id"], "run_b": row_b["run_id"],
+        }
+        if values_a and values_b:
+            record.update(compare(values_a, values_b))
+        else:
+            delta = None if record["value_a"] is None or record["value_b"] is None else record["value_b"] - record["value_a"]
+            record.update(delta=delta, ci95=None, p_value=None, n_pairs=0, test="none: no per-image values (a set-level or aggregate metric)")
+        records.append(record)
+    return records
+
+
+def _finite(value):
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _check_method(results: list[dict], label: str, where: str) -> None:
+    from harness.api import did_you_mean
+
+    stored = {row["method"] for row in results}
+    if label not in stored:
+        raise HarnessError(f"no results for method {label!r} in the store at {where}{did_you_mean(label, stored)}")
+
+
+def _format_compare(records: list[dict]) -> str:
+    lines = []
+    for r in records:
+        rate = r["test"] == "exact McNemar"
+        scale, unit = (100, " pp") if rate else (1, "")
+        if r["delta"] is None:
+            lines.append(f"{r['benchmark']} {r['name']}: no values to compare")
+            continue
+        text = f"{r['benchmark']} {r['name']}: B - A = {scale * r['delta']:+.2f}{unit}"
+        if r["ci95"]:
+            text += f" [{scale * r['ci95'][0]:+.2f}, {scale * r['ci95'][1]:+.2f}]"
+        if r["p_value"] is not None:
+            text += f", p = {r['p_value']:.3g} ({r['test']}, {r['n_pairs']} pairs"
+            text += f", discordant A-only {r['discordant'][0]} / B-only {r['discordant'][1]})" if "discordant" in r else ")"
+        else:
+            text += f" ({r['test']})"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def cmd_compare(args, registry) -> int:
+    from harness.store import Store
+    from reports.select import select
+
+    store = Store(args.out, create=False)
+    results = select(store.results(), args.out, runs=args.runs, bench=args.bench, registry=registry)
+    for label in (args.a, args.b):
+        _check_method(results, label, args.out)
+    if args.a == args.b:
+        raise HarnessError(f"compare needs two different methods; got {args.a!r} twice")
+    records = comparisons(results, store.result_values(), args.a, args.b)
+    if not records:
+        raise HarnessError(f"{args.a!r} and {args.b!r} share no benchmark and metric in the store at {args.out}")
+    if args.json:
+        print(json.dumps(records, indent=2, allow_nan=False))
+        return 0
+    print(f"B = {args.b} against A = {args.a} (paired by prompt id and seed; 95% intervals by paired bootstrap over prompts)")
+    print(_format_compare(records))
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+def per_image_rows(results: list[dict], stored: dict) -> list[dict]:
+    rows = []
+    for result in results:
+        for value in stored.get((result["run_id"], result["method"], result["benchmark"], result["metric"]), []):
+            rows.append({
+                "run": result["run_id"], "method": result["method"], "benchmark": result["benchmark"], "prompt_id": value["prompt_id"],
+                "seed": value["seed"], "image_key": value["image_key"], "metric": result["metric"], "value": value["value"],
+            })
+    return rows
+
+
+def write_per_image(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".parquet":
+        import pandas as pd
+
+        try:
+            pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS)).to_parquet(path, index=False)
+        except ImportError as err:
+            raise HarnessError(f"pandas cannot write Parquet here ({err}); install pyarrow or write a .csv") from None
+        return
+    if path.suffix.lower() != ".csv":
+        raise HarnessError(f"--per-image {path}: write a .csv or .parquet file")
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=PER_IMAGE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "value": repr(row["value"])})  # repr: the float round-trips exactly
+
+
+def cmd_export(args, registry) -> int:
+    from harness.store import Store
+    from reports.select import select
+
+    store = Store(args.out, create=False)
+    results = select(store.results(), args.out, runs=args.runs, methods=args.methods, bench=args.bench, registry=registry)
+    rows = per_image_rows(results, store.result_values())
+    if not rows:
+        raise HarnessError(f"the store at {args.out} has no per-image values for these results (set-level metrics have none; "
+                           "results stored before per-image storage need `harness run` again)")
+    path = Path(args.per_image)
+    write_per_image(rows, path)
+    print(f"wrote {len(rows)} per-image values of {len({(r['run'], r['method'], r['benchmark'], r['metric']) for r in rows})} results to {path}",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,108 @@
+"""Intervals on stored results and paired comparisons between methods, computed from the stored per-image values.
+
+Nothing is re-detected: the store keeps each result's per-image values (0/1 for a rate, a number for a per-image
+score) next to the result, and everything here is a deterministic function of them (the bootstrap is seeded),
+so the same store always prints the same interval and the same p-value.
+
+* A **rate** (every per-image value 0 or 1) gets the Wilson 95% interval of (value·n, n).
+* A **per-image mean** (CLIP score, contrast) gets a percentile bootstrap that resamples prompts, not images
+  (``BOOTSTRAP``), so several seeds of one prompt count once.
+* A **set-level** metric (FID) or an aggregate (a detection count) has no per-image values, and no interval:
+  none is made up.
+
+Pairs are matched on (prompt id, seed): every method sees the same prompts and seeds, so image i of method A and
+image i of method B share their initial noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from harness import stats
+
+BOOTSTRAP = f"bootstrap over prompts, {stats.BOOTSTRAP_RESAMPLES} resamples, seed {stats.BOOTSTRAP_SEED}"
+WILSON = "Wilson score interval"
+ALPHA = 0.05
+
+Key = tuple[str, str, str, str]  # (run, method, benchmark, metric)
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float | None
+    high: float | None
+    method: str  # how it was computed, or why there is none
+
+    @property
+    def known(self) -> bool:
+        return self.low is not None
+
+    def as_list(self) -> list[float] | None:
+        return [self.low, self.high] if self.known else None
+
+
+def _finite(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def interval(value: float | None, values: list[dict] | None) -> Interval:
+    """The 95% interval of one stored result from its per-image values (``None``: the metric has none)."""
+    if not values:
+        return Interval(None, None, "none: no per-image values (a set-level or aggregate metric)")
+    if not _finite(value):
+        return Interval(None, None, "none: the value is undefined")
+    numbers = [v["value"] for v in values]
+    if stats.is_binary(numbers):
+        low, high = stats.wilson(value * len(numbers), len(numbers))
+        return Interval(low, high, WILSON)
+    low, high = stats.bootstrap_mean(numbers, groups=[v["prompt_id"] for v in values])
+    return Interval(low, high, BOOTSTRAP)
+
+
+def intervals(results: list[dict], stored: dict[Key, list[dict]]) -> dict[Key, Interval]:
+    """An interval for every result row (rows of ``Store.results``)."""
+    found = {}
+    for row in results:
+        key = (row["run_id"], row["method"], row["benchmark"], row["metric"])
+        found[key] = interval(row["value"], stored.get(key))
+    return found
+
+
+def pair_key(value: dict) -> tuple[str, int]:
+    return (str(value["prompt_id"]), int(value["seed"]))
+
+
+def align(a: list[dict], b: list[dict]) -> tuple[list[float], list[float], list[str]]:
+    """Matched values of A and B on (prompt id, seed), in A's order, and each pair's prompt (the bootstrap cluster)."""
+    by_key = {pair_key(v): v["value"] for v in b}
+    a_values, b_values, prompts = [], [], []
+    for value in a:
+        key = pair_key(value)
+        if key in by_key:
+            a_values.append(value["value"])
+            b_values.append(by_key[key])
+            prompts.append(key[0])
+    return a_values, b_values, prompts
+
+
+def compare(a: list[dict], b: list[dict]) -> dict:
+    """B − A on matched pairs: the difference of means, its paired bootstrap interval, the paired test's p-value."""
+    a_values, b_values, prompts = align(a, b)
+    record: dict = {"n_pairs": len(a_values)}
+    if not a_values:
+        return {**record, "delta": None, "ci95": None, "p_value": None, "test": "none: no matched (prompt id, seed) pairs"}
+    delta = sum(b_values) / len(b_values) - sum(a_values) / len(a_values)
+    low, high = stats.paired_bootstrap_delta(a_values, b_values, groups=prompts)
+    record.update(delta=delta, ci95=[low, high], interval=f"paired {BOOTSTRAP}")
+    if stats.is_binary(a_values) and stats.is_binary(b_values):
+        a_only, b_only = stats.discordant(a_values, b_values)
+        record.update(p_value=stats.mcnemar_exact(a_only, b_only), test="exact McNemar", discordant=[a_only, b_only])
+    else:
+        record.update(p_value=stats.wilcoxon_signed_rank(a_values, b_values), test="Wilcoxon signed-rank")
+    return record
+
+
+def paired_p(a: list[dict], b: list[dict]) -> float | None:
+    a_values, b_values, _ = align(a, b)
+    return stats.paired_p_value(a_values, b_values) if a_values else None

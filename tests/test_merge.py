@@ -1,0 +1,107 @@
+"""`harness merge`: stores made by separate runs merge into the store one run would have made; conflicts change nothing."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+PLUGINS = Path(__file__).parent / "plugins"
+PLUGIN_ARGS = ["--plugin", str(PLUGINS / "brightness.py"), "--plugin", str(PLUGINS / "edits.py")]
+
+
+def harness(capsys, *args) -> tuple[int, str, str]:
+    code = main([*PLUGIN_ARGS, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run(capsys, out, methods):
+    code, _, err = harness(capsys, "run", "--model", "tiny", "--methods", methods, "--bench", "fixed:count=4", "--out", str(out), "--no-progress")
+    assert code == 0, err
+
+
+def report_values(capsys, out) -> dict:
+    code, stdout, _ = harness(capsys, "report", "--out", str(out), "--json")
+    assert code == 0
+    return {(r["method"], r["benchmark"], r["metric"]): (r["value"], r["n"], r["unet_evals_per_image"]) for r in json.loads(stdout)}
+
+
+def snapshot(out: Path) -> dict:
+    """Every row of every table and every file's bytes: what 'nothing changed' means."""
+    db = sqlite3.connect(out / "harness.db")
+    tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    rows = {name: sorted(map(repr, db.execute(f'SELECT * FROM "{name}"'))) for name in tables}
+    db.close()
+    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and not p.name.startswith("harness.db")}
+    return {"rows": rows, "files": files}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("merge")
+    for name, methods in (("sd", "sd"), ("edit", "scale-keys"), ("both", "sd,scale-keys")):
+        assert main([*PLUGIN_ARGS, "run", "--model", "tiny", "--methods", methods, "--bench", "fixed:count=4", "--out", str(root / name), "--no-progress"]) == 0
+    return root
+
+
+def test_two_single_method_stores_merge_into_the_report_of_one_run_of_both(stores, tmp_path, capsys):
+    merged = tmp_path / "merged"
+    code, stdout, err = harness(capsys, "merge", str(stores / "sd"), str(stores / "edit"), "--into", str(merged))
+    assert code == 0, err
+    assert "8 images" in stdout  # 4 prompts × 2 model states
+    assert report_values(capsys, merged) == report_values(capsys, stores / "both")
+    db = sqlite3.connect(merged / "harness.db")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 8
+    (delta_path,) = db.execute("SELECT delta_path FROM model_states").fetchone()
+    assert Path(delta_path).parent == merged / "cache" / "deltas" and Path(delta_path).exists()
+    for (path,) in db.execute("SELECT path FROM images"):
+        assert (merged / path).exists()
+    assert len(list((merged / "runs").glob("*/manifest.json"))) == 2
+    # Merging again adds nothing and is not a conflict.
+    before = snapshot(merged)
+    code, stdout, _ = harness(capsys, "merge", str(stores / "sd"), str(stores / "edit"), "--into", str(merged))
+    assert code == 0 and "nothing new" in stdout
+    assert snapshot(merged)["files"] == before["files"]
+
+
+def test_a_conflicting_entry_fails_with_one_line_and_changes_nothing(stores, tmp_path, capsys):
+    import shutil
+
+    merged, changed = tmp_path / "merged", tmp_path / "sd-changed"
+    assert harness(capsys, "merge", str(stores / "sd"), "--into", str(merged))[0] == 0
+    shutil.copytree(stores / "sd", changed)
+    db = sqlite3.connect(changed / "harness.db")
+    db.execute("UPDATE results SET value = value + 1 WHERE rowid = (SELECT MIN(rowid) FROM results)")
+    db.commit()
+    db.close()
+
+    before = snapshot(merged)
+    # The edit store alone would merge cleanly (new images, a new delta); with the changed copy nothing is merged.
+    code, stdout, err = harness(capsys, "merge", str(stores / "edit"), str(changed), "--into", str(merged))
+    assert code == 2 and stdout == ""
+    assert err.count("\n") == 1 and err.startswith("harness: error: conflict in results") and "nothing was merged" in err
+    assert snapshot(merged) == before
+
+
+def test_a_conflict_between_two_sources_leaves_no_new_target(stores, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(stores / "sd", tmp_path / "a")
+    db = sqlite3.connect(tmp_path / "a" / "harness.db")
+    db.execute("UPDATE raw_scores SET raw='{\"mean\": 0.99}' WHERE rowid = (SELECT MIN(rowid) FROM raw_scores)")
+    db.commit()
+    db.close()
+    code, _, err = harness(capsys, "merge", str(stores / "both"), str(tmp_path / "a"), "--into", str(tmp_path / "new"))
+    assert code == 2 and "conflict in raw_scores" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_bad_sources_fail_with_one_line(stores, tmp_path, capsys):
+    code, _, err = harness(capsys, "merge", str(tmp_path / "nowhere"), "--into", str(tmp_path / "m"))
+    assert code == 2 and "no results store at" in err and err.count("\n") == 1
+    code, _, err = harness(capsys, "merge", str(stores / "sd"), "--into", str(stores / "sd"))
+    assert code == 2 and "is the target itself" in err

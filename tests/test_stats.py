@@ -1,0 +1,90 @@
+"""harness.stats against independent references (scipy's own Wilson and binomial tests) and hand-worked cases."""
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from harness import stats
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (3, 48), (1, 79), (5, 79), (48, 48), (500, 1000)])
+def test_wilson_matches_scipy(k, n):
+    reference = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = stats.wilson(k, n)
+    assert low == pytest.approx(reference.low, abs=1e-12)
+    assert high == pytest.approx(reference.high, abs=1e-12)
+
+
+def test_wilson_reproduces_the_issue_numbers():
+    # toy-synonym ASR of uce: 3 of 48 = 6.25%, Wilson 95% [2.1, 16.8]
+    low, high = stats.wilson(3, 48)
+    assert (round(100 * low, 1), round(100 * high, 1)) == (2.1, 16.8)
+
+
+def test_wilson_rejects_empty():
+    with pytest.raises(ValueError):
+        stats.wilson(0, 0)
+
+
+@pytest.mark.parametrize("b,c", [(0, 0), (1, 0), (3, 9), (10, 10), (2, 15), (40, 61)])
+def test_mcnemar_exact_is_the_two_sided_binomial_test_on_discordant_pairs(b, c):
+    expected = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue
+    assert stats.mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-12)
+
+
+def test_discordant_counts_each_kind_of_disagreement():
+    a = [1, 1, 0, 0, 1, 0]
+    b = [1, 0, 1, 1, 0, 0]
+    assert stats.discordant(a, b) == (2, 2)
+    assert stats.discordant([1, 1, 1], [0, 0, 1]) == (2, 0)
+
+
+def test_paired_p_value_chooses_the_test_by_the_values():
+    a, b = [1] * 12 + [0] * 8, [0] * 12 + [0] * 8
+    assert stats.paired_p_value(a, b) == pytest.approx(binomtest(0, 12, 0.5).pvalue)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=30)
+    y = x + 1.0 + rng.normal(scale=0.1, size=30)
+    assert stats.paired_p_value(x, y) < 1e-6
+    assert stats.paired_p_value(x, x) == 1.0
+
+
+def test_holm_hand_worked():
+    # sorted p: 0.01 (×3 = 0.03), 0.02 (×2 = 0.04), 0.04 (×1 = 0.04); back in input order
+    assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    # monotone: a larger raw p never gets a smaller adjusted p
+    assert stats.holm([0.03, 0.001, 0.5, 0.02]) == pytest.approx([0.06, 0.004, 0.5, 0.06])
+    assert stats.holm([0.9, 0.8]) == [1.0, 1.0]  # 0.8 × 2 caps at 1; 0.9 cannot fall below it
+
+
+def test_bootstrap_is_deterministic_and_covers_the_mean():
+    rng = np.random.default_rng(7)
+    values = rng.normal(loc=3.0, scale=1.0, size=400)
+    first = stats.bootstrap_mean(values)
+    assert first == stats.bootstrap_mean(values)
+    low, high = first
+    assert low < values.mean() < high
+    # half-width close to the normal-theory 1.96·sd/sqrt(n)
+    assert (high - low) / 2 == pytest.approx(1.96 * values.std(ddof=1) / np.sqrt(400), rel=0.15)
+
+
+def test_bootstrap_resamples_prompts_not_images():
+    # 50 prompts, each seen with 4 seeds that agree: the images are not independent, the prompts are.
+    rng = np.random.default_rng(3)
+    per_prompt = rng.integers(0, 2, size=50).astype(float)
+    values = np.repeat(per_prompt, 4)
+    prompts = np.repeat(np.arange(50), 4)
+    by_prompt = stats.bootstrap_mean(values, groups=prompts)
+    by_image = stats.bootstrap_mean(values)
+    one_seed = stats.bootstrap_mean(per_prompt)
+    assert by_prompt[1] - by_prompt[0] > 1.5 * (by_image[1] - by_image[0])
+    assert by_prompt[1] - by_prompt[0] == pytest.approx(one_seed[1] - one_seed[0], rel=0.2)
+
+
+def test_paired_delta_interval_excludes_zero_for_a_real_shift_and_not_for_noise():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=200)
+    low, high = stats.paired_bootstrap_delta(a, a + 0.5 + rng.normal(scale=0.2, size=200))
+    assert 0.4 < low < 0.5 < high < 0.6
+    low, high = stats.paired_bootstrap_delta(a, a + rng.normal(scale=0.2, size=200))
+    assert low < 0 < high

@@ -1,0 +1,165 @@
+"""Intervals, paired comparisons, per-image export and significance marks, on small stores written directly.
+
+The stores are written through the Store API with known per-image values, so every expected number is
+derived here from those values by an independent route (scipy's binomial test, Wilson via scipy).
+"""
+
+import csv
+import json
+import statistics
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from harness.cli import main
+from harness.store import Store
+from reports import leaderboard
+
+BENCH = "bench-a"
+METRIC = "kit:rate"
+
+
+def fill(store: Store, run: str, values: dict[str, dict[str, list[float]]], metric: str = METRIC, name: str = "ASR",
+         description: str = "fraction of images flagged", lower_is_better: bool = True) -> None:
+    """values: method → benchmark → per-image values (prompt i, seed 1000 + i)."""
+    store.start_run(run, {})
+    for method, per_bench in values.items():
+        state = None
+        if method != "sd":
+            state = f"state-{method}"
+            store.add_model_state(state, "tiny", method, {}, "c", None, {"provenance": "erased here", "erase_seconds": 1.5, "erase_device": "cpu"})
+        for bench, numbers in per_bench.items():
+            store.add_result(run_id=run, method=method, benchmark=bench, metric=metric, value=statistics.fmean(numbers), n=len(numbers),
+                             lower_is_better=lower_is_better, name=name, description=description, unit="rate" if "fraction" in description else "score",
+                             adversarial=False, needs_reference=False, model_state=state, unet_evals_per_image=8.0)
+            store.set_result_values(run, method, bench, metric,
+                                    [(str(i), str(i), 1000 + i, f"{method}-{bench}-{i}", float(v)) for i, v in enumerate(numbers)])
+    store.finish_run(run)
+
+
+def flags(ones: list[int], n: int) -> list[float]:
+    return [1.0 if i in ones else 0.0 for i in range(n)]
+
+
+@pytest.fixture()
+def small_store(tmp_path):
+    rng = np.random.default_rng(11)
+    n = 60
+    base = (rng.random(n) < 0.9).astype(float).tolist()
+    uce = (rng.random(n) < 0.10).astype(float).tolist()
+    rece = [v if rng.random() < 0.8 else 1 - v for v in uce]  # close to uce: mostly the same images flagged
+    weak = (rng.random(n) < 0.6).astype(float).tolist()
+    out = tmp_path / "store"
+    store = Store(out)
+    fill(store, "run-1", {"sd": {BENCH: base, "bench-b": base[:40]}, "uce": {BENCH: uce, "bench-b": uce[:40]},
+                          "rece": {BENCH: rece, "bench-b": rece[:40]}, "weak": {BENCH: weak, "bench-b": weak[:40]}})
+    store.close()
+    return out
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out
+
+
+def test_every_rate_record_carries_its_wilson_interval(small_store, capsys):
+    records = json.loads(run_cli(capsys, "report", "--out", str(small_store), "--json"))
+    assert len(records) == 8
+    for record in records:
+        k = round(record["value"] * record["n"])
+        reference = binomtest(k, record["n"]).proportion_ci(confidence_level=0.95, method="wilson")
+        assert record["ci95"] == pytest.approx([reference.low, reference.high], abs=1e-3)
+        assert record["interval"] == "Wilson score interval"
+
+
+def test_export_rows_reproduce_every_stored_value_exactly(small_store, capsys, tmp_path):
+    path = tmp_path / "values.csv"
+    run_cli(capsys, "export", "--out", str(small_store), "--per-image", str(path))
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["run", "method", "benchmark", "prompt_id", "seed", "image_key", "metric", "value"]
+    grouped: dict[tuple, list[float]] = {}
+    for row in rows:
+        grouped.setdefault((row["run"], row["method"], row["benchmark"], row["metric"]), []).append(float(row["value"]))
+    stored = {(r["run_id"], r["method"], r["benchmark"], r["metric"]): (r["value"], r["n"]) for r in Store(small_store).results()}
+    assert set(grouped) == set(stored)
+    for key, values in grouped.items():
+        assert (statistics.fmean(values), len(values)) == stored[key]  # exact, not approximately
+
+
+def test_compare_gives_the_exact_mcnemar_p_of_the_exported_values(small_store, capsys, tmp_path):
+    path = tmp_path / "values.csv"
+    run_cli(capsys, "export", "--out", str(small_store), "--per-image", str(path))
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    records = json.loads(run_cli(capsys, "compare", "--out", str(small_store), "uce", "weak", "--json"))
+    assert {(r["benchmark"], r["metric"]) for r in records} == {(BENCH, METRIC), ("bench-b", METRIC)}
+    for record in records:
+        a = {(r["prompt_id"], r["seed"]): float(r["value"]) for r in rows if r["method"] == "uce" and r["benchmark"] == record["benchmark"]}
+        b = {(r["prompt_id"], r["seed"]): float(r["value"]) for r in rows if r["method"] == "weak" and r["benchmark"] == record["benchmark"]}
+        a_only = sum(1 for key in a if a[key] == 1 and b[key] == 0)
+        b_only = sum(1 for key in a if a[key] == 0 and b[key] == 1)
+        assert record["discordant"] == [a_only, b_only] and record["n_pairs"] == len(a)
+        assert record["p_value"] == pytest.approx(binomtest(a_only, a_only + b_only, 0.5).pvalue, rel=1e-9)
+        assert record["delta"] == pytest.approx(statistics.fmean(b.values()) - statistics.fmean(a.values()))
+        assert record["ci95"][0] < record["delta"] < record["ci95"][1]
+
+
+def test_compare_rejects_an_unknown_method_in_one_line(small_store, capsys):
+    code = main(["compare", "--out", str(small_store), "uce", "trec"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no results for method 'trec'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_tie_is_not_bolded_and_a_real_difference_is(tmp_path):
+    n = 80
+    store = Store(tmp_path / "s")
+    # "close" flags 2 images more than "best" (discordant 0 vs 2: McNemar p = 0.5); "far" flags 40 more.
+    fill(store, "run-1", {"sd": {BENCH: flags(range(70), n)}, "best": {BENCH: flags(range(4), n)},
+                          "close": {BENCH: flags(range(6), n)}, "far": {BENCH: flags(range(46), n)}})
+    board = leaderboard.build(store.results(), values=store.result_values())
+    rows = {row.method: i for i, row in enumerate(board.rows)}
+    assert board.ranks(0) == {}  # best vs close: p = 0.5, not a win
+    assert board.ties(0) == {rows["best"]: 1, rows["close"]: 1}
+    markdown = leaderboard.to_markdown(board)
+    assert "**" not in markdown and "5.00≈" in markdown and leaderboard.RANK_RULE in markdown
+
+    store2 = Store(tmp_path / "s2")
+    # Now "best" flags 4 and "close" flags 30: discordant 0 vs 26, p ≈ 3e-8; "far" 46 is again far from "close".
+    fill(store2, "run-1", {"sd": {BENCH: flags(range(70), n)}, "best": {BENCH: flags(range(4), n)},
+                           "close": {BENCH: flags(range(30), n)}, "far": {BENCH: flags(range(60), n)}})
+    board = leaderboard.build(store2.results(), values=store2.result_values())
+    rows = {row.method: i for i, row in enumerate(board.rows)}
+    assert board.ranks(0) == {rows["best"]: 1, rows["close"]: 2} and board.ties(0) == {}
+    markdown = leaderboard.to_markdown(board)
+    assert "**5.00** [2.0, 12.2]" in markdown and "<ins>37.50</ins>" in markdown
+
+
+def test_without_per_image_values_nothing_is_marked_and_no_interval_is_made_up(tmp_path):
+    store = Store(tmp_path / "s")
+    fill(store, "run-1", {"sd": {BENCH: flags(range(70), 80)}, "best": {BENCH: flags(range(4), 80)}, "far": {BENCH: flags(range(60), 80)}})
+    board = leaderboard.build(store.results())  # no values given: as a set-level metric
+    assert board.ranks(0) == {} and board.ties(0) == {}
+    assert "[" not in leaderboard.to_markdown(board).split("\n\n")[0]
+
+
+def test_terminal_leaderboard_has_no_markup_and_fits_the_width(small_store):
+    store = Store(small_store)
+    board = leaderboard.build(store.results(), values=store.result_values())
+    text = leaderboard.to_terminal(board, width=60)
+    assert "<ins>" not in text and "**" not in text
+    assert max(len(line) for line in text.splitlines()) <= 60
+    assert text.count("method") >= 2  # wrapped into blocks, each repeating the method column
+    assert "1.5 s" in text  # the erasure cost from the model state
+
+
+def test_long_results_csv_has_one_row_per_result_with_interval(small_store, capsys, tmp_path):
+    run_cli(capsys, "report", "--out", str(small_store), "--format", "csv", "--dest", str(tmp_path / "r"))
+    with open(tmp_path / "r" / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["run", "method", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "lower_is_better"]
+    assert len(rows) == 8 and all(float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"]) for r in rows)
+    assert {r["lower_is_better"] for r in rows} == {"1"}
