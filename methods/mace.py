@@ -62,17 +62,20 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method
+from harness.validate import param
 from methods.closed_form import (
     KeyStatistics,
     caption_statistics,
     closed_form_edit,
     cross_attention_projections,
+    invert,
+    row_precision,
     second_moment,
-    symmetric_inverse,
 )
 from methods.finetune import TrajectoryRequest, cached_trajectories, latent_size, lazy, make_optimizer, original_unet, train
 from methods.text import encode_prompts, first_eot_index, phrase_ids, phrase_token_positions
@@ -96,23 +99,24 @@ class MACE(Method):
     @dataclass
     class Params:
         mapping: str = ""  # the phrase every concept maps to; "" = extra.mace.mapping or the concept set's guides
-        preserve_scale: float = 7e-7  # s in CFR (train_preserve_scale), per COCO caption of the official sum
-        fuse_preserve_scale: float = 7e-7  # s_f in the fusion
-        lamb: float = 0.0  # λ
-        lr: float = 1e-5  # LoRA learning rate (AdamW, weight decay 0.01)
-        steps: int = 120  # LoRA steps per concept (batch 1)
-        rank: int = 1
-        images: int = 8  # images per concept for the attention loss
+        preserve_scale: float = param(7e-7, ge=0)  # s in CFR (train_preserve_scale), per COCO caption of the official sum
+        fuse_preserve_scale: float = param(7e-7, ge=0)  # s_f in the fusion
+        lamb: float = param(0.0, ge=0)  # λ
+        lr: float = param(1e-5, gt=0)  # LoRA learning rate (AdamW, weight decay 0.01)
+        steps: int = param(120, ge=0)  # LoRA steps per concept (batch 1)
+        rank: int = param(1, ge=1)
+        images: int = param(8, ge=1)  # images per concept for the attention loss
         masks: str = "attention"  # attention | none | files:DIR (our variant of Grounded-SAM masks)
-        mask_threshold: float = 0.5  # attention masks: normalised map ≥ this
+        mask_threshold: float = param(0.5, ge=0, le=1)  # attention masks: normalised map ≥ this
         use_pooler: bool = True  # the first [EoT] counts as a concept position
         importance_sampling: bool = False  # Eq. 8 timestep distribution (official: art only)
-        num_templates: int = 0  # templates per concept, 0 = all of the concept set's
-        sampling_steps: int = 30  # data generation (paper: 30 steps, DPM-Solver; here DDIM)
-        guidance: float = 7.5
+        num_templates: int = param(0, ge=0)  # templates per concept, 0 = all of the concept set's
+        sampling_steps: int = param(30, ge=1)  # data generation (paper: 30 steps, DPM-Solver; here DDIM)
+        guidance: float = param(7.5, ge=0)
         captions: str = ""  # preservation captions file; "" = the concept set's
-        max_captions: int = 0
-        seed: int = 0
+        max_captions: int = param(0, ge=0)
+        seed: int = param(0, ge=0)
+        solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert); "limit" = λ → 0⁺
         double_preserve_scale: bool = False  # quirk: official s² in CFR
         pooler_all_pads: bool = False  # quirk: official use_pooler marks every [EoT]/pad position
 
@@ -121,8 +125,6 @@ class MACE(Method):
                 raise HarnessError(f"mace: masks={self.masks!r}: choose {', '.join(MASK_SOURCES)}")
             if self.masks.startswith("files:") and not Path(self.masks[6:]).expanduser().is_dir():
                 raise HarnessError(f"mace: masks folder {self.masks[6:]!r} does not exist (layout: DIR/<concept>/<k>.png + <k>_mask.png)")
-            if self.rank < 1 or self.steps < 0 or self.images < 1:
-                raise HarnessError("mace: rank and images must be at least 1, steps at least 0")
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         from methods.trce_t import load_captions
@@ -153,7 +155,8 @@ class MACE(Method):
             values.append(concept_values)
         erase = KeyStatistics.from_pairs(torch.cat(keys), torch.cat(values))
         cfr_scale = (params.preserve_scale**2 if params.double_preserve_scale else params.preserve_scale) * COCO_CAPTIONS
-        cfr = closed_form_edit(projections, erase, lamb=params.lamb, preserve=preserve, preserve_scale=cfr_scale if preserve else 0.0)
+        cfr = closed_form_edit(projections, erase, lamb=params.lamb, preserve=preserve, preserve_scale=cfr_scale if preserve else 0.0,
+                               solver=params.solver, precision=row_precision(pipe))
         refined = {name: module.weight.detach().float().clone() for name, module in projections}
 
         # 2. One LoRA per concept on the refined model (Eq. 7).
@@ -452,13 +455,13 @@ def fuse(pipe, projections, targets: list[Concept], deltas: list[dict], refined:
     scale = params.fuse_preserve_scale * COCO_CAPTIONS if preserve is not None else 0.0
     prior = preserve.key_key.cpu() if preserve is not None else torch.zeros(dim, dim, dtype=torch.float64)
     mat2 = params.lamb * identity + sum(moments) + scale * prior
-    inverse, unconstrained, info = symmetric_inverse(mat2)
+    inverse = invert(mat2, solver=params.solver, precision=row_precision(pipe))
     for name, module in projections:
         weight = refined[name].double().cpu()
         mat1 = params.lamb * weight + scale * original[name].double().cpu() @ prior
         for moment, delta in zip(moments, deltas):
             concept_weight = weight + delta[name].double().cpu() if name in delta else weight
             mat1 = mat1 + concept_weight @ moment
-        fused = mat1 @ inverse + weight @ unconstrained  # unconstrained directions keep the refined weights
+        fused = inverse.right(mat1) + weight @ inverse.unconstrained  # unconstrained directions keep the refined weights
         module.weight.copy_(fused.to(module.weight.device, module.weight.dtype))
-    return {**info, "preserve_scale": scale}
+    return {**inverse.info, "preserve_scale": scale}
