@@ -2,7 +2,7 @@
 
 Prompt files are **not vendored**: several have no licence or a non-commercial
 one.  Each is pinned here by commit-pinned URL, sha256, size and row count
-(``shared/reference/data-sources.md``), downloaded on demand into the user's
+(the bytes RECE, SAFREE and TRCE used, at the commits named per file), downloaded on demand into the user's
 cache, and refused when its bytes differ.  ``--data PATH`` (benchmark
 parameter ``data=PATH``) always works instead, for a file fetched by hand.
 
@@ -211,7 +211,8 @@ UPSTREAMS: dict[str, Upstream] = {
     )
 }
 
-# Derived sets (data-sources §3.2, §3.7): the exact sha256 of the subset as the field ships it.
+# Derived sets: the exact sha256 of the subset as the field ships it (TRCE @ 0da9b71
+# data/prompts_csv/I2P_prompts_sexual.csv; RECE @ 403a67f dataset/coco_30k_val.csv).
 COCO3K_SHA256 = "418d22c428a29713687abfbaadb2a0af6b4620bc71fd6da5cf8601814ccf19bb"
 
 

@@ -34,10 +34,11 @@ reproduces the code.  Quirks in use are recorded in the metadata.
 * ``word_count_positions`` (default False): the code puts the first [EoT] at
   ``len(prompt.split()) + 1`` and finds keywords by word offsets.  That is wrong whenever a
   word spans several tokens ("Van Gogh's", most synonyms), and then the edit maps a word row
-  instead of the [EoT] (methods-notes §15, pitfall 1).
+  instead of the [EoT] (``src/cfr_utils.py``, ``prepare_k_v``).
 * ``double_preserve_scale`` (default False): the code multiplies the cache by s once when it
   builds ``cache_dict`` and again inside ``closed_form_refinement``, so the effective weight
-  is s² (1e-4 at the paper's 0.01), inherited from MACE (methods-notes §7.6, pitfall 1).
+  is s² (1e-4 at the paper's 0.01), inherited from MACE (Shilin-LU/MACE @ 057e7a6,
+  ``src/cfr_lora_training.py``; TRCE ``run_trce_stage1.py``).
   The paper's numbers (Tables 1–3) were therefore produced with an effective 1e-4.  With
   the default single scale, ``preserve_scale=1e-4`` is the equivalent operating point.
 * Not switchable, for the record: the code divides the cache by the constant 3e4, not by its
