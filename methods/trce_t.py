@@ -264,3 +264,63 @@ def read_caption_file(path: Path) -> list[str]:
                 f"trce-t: caption file {path} has none of the columns {list(CAPTION_COLUMNS)}; found {reader.fieldnames}"
             )
         return [row[column].strip() for row in reader if row[column] and row[column].strip()]
+
+
+# --------------------------------------------------------------------------- the official augmentation lists
+
+
+def official_phrase_pairs(text: str, origin: str) -> list[tuple[str, str]]:
+    """TRCE's concept file (``data/concepts/sexual.json`` @ 0da9b71): a JSON list of ``[malicious, safe]`` pairs."""
+    import json
+
+    try:
+        pairs = [(str(bad), str(good)) for bad, good in json.loads(text)]
+    except (ValueError, TypeError):
+        raise HarnessError(f"trce-t: {origin} is not a JSON list of [malicious, safe] pairs") from None
+    if not pairs:
+        raise HarnessError(f"trce-t: {origin} lists no phrase pairs")
+    return pairs
+
+
+def official_templates(source: str, concept_type: str, origin: str) -> list[str]:
+    """The prompt templates of TRCE's ``prompt_augmentation`` (``src/cfr_utils.py`` @ 0da9b71), read, never run.
+
+    The official code keeps its templates in that function, one list per concept type (``object``, ``style``), each
+    entry ``("... {} ...".format(content), content)``.  The file is parsed with ``ast`` and only those string
+    literals are taken, in order; nothing of it is executed.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        raise HarnessError(f"trce-t: {origin} is not the Python source of TRCE's src/cfr_utils.py") from None
+    function = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "prompt_augmentation"), None)
+    if function is None:
+        raise HarnessError(f"trce-t: {origin} has no prompt_augmentation function (not TRCE's src/cfr_utils.py?)")
+    for branch in ast.walk(function):
+        test = getattr(branch, "test", None)
+        if not (isinstance(branch, ast.If) and isinstance(test, ast.Compare) and len(test.comparators) == 1):
+            continue
+        compared = test.comparators[0]
+        if not (isinstance(compared, ast.Constant) and compared.value == concept_type):
+            continue
+        for statement in branch.body:
+            if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.List):
+                templates = [_format_string(element) for element in statement.value.elts]
+                if templates and all(template is not None for template in templates):
+                    return templates
+    raise HarnessError(f"trce-t: {origin} has no template list for concept type {concept_type!r}")
+
+
+def _format_string(element) -> str | None:
+    """``("a photo of {}".format(content), content)`` → ``"a photo of {}"``; anything else → None."""
+    import ast
+
+    call = element.elts[0] if isinstance(element, ast.Tuple) and element.elts else element
+    if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "format":
+        value = call.func.value
+        if isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value.count("{}") == 1:
+            return value.value
+    return None
+

@@ -211,3 +211,40 @@ def test_harness_list_methods_presets_shows_every_preset_with_its_values(capsys)
     records = json.loads(capsys.readouterr().out)
     assert records["methods"]["sld"]["diffusers"] == {"strength": "medium", "diffusers_prefix": True}
     assert records["backbones"]["toy"]["adavd"] == {"shift_b": 0.6}
+
+
+# --------------------------------------------------------------------------- the official augmentation lists, parsed
+
+# Shaped like TRCE's src/cfr_utils.py (our own strings): templates live in code, one list per concept type.
+CFR_UTILS_LIKE = '''
+import torch
+
+def prompt_augmentation(content, augment=True, augment_num=30, concept_type='object'):
+    if augment:
+        if concept_type == 'object':
+            prompts = [
+                ("{} on a shelf".format(content), content),
+                ("A study of {}".format(content), content),
+            ]
+        elif concept_type == 'style':
+            prompts = [("Work by {}".format(content), content)]
+        else:
+            raise ValueError("unknown concept type.")
+    else:
+        prompts = [("A photo of {}".format(content), content)]
+    return prompts[:augment_num]
+'''
+
+
+def test_official_templates_are_read_from_the_code_without_running_it():
+    from methods.trce_t import official_phrase_pairs, official_templates
+
+    assert official_templates(CFR_UTILS_LIKE, "object", "file") == ["{} on a shelf", "A study of {}"]
+    assert official_templates(CFR_UTILS_LIKE, "style", "file") == ["Work by {}"]
+    with pytest.raises(HarnessError, match="no template list for concept type 'scene'"):
+        official_templates(CFR_UTILS_LIKE, "scene", "file")
+    with pytest.raises(HarnessError, match="no prompt_augmentation"):
+        official_templates("x = 1\n", "object", "file")
+    assert official_phrase_pairs('[["nudity", "clothes"], ["naked", "a coat"]]', "f") == [("nudity", "clothes"), ("naked", "a coat")]
+    with pytest.raises(HarnessError, match="not a JSON list"):
+        official_phrase_pairs('{"a": 1}', "f")
