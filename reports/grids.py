@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import integrity
+from harness.results import Result
 from reports.leaderboard import Leaderboard
 
 CELL = 128  # pixels per image in the grid
@@ -59,9 +60,9 @@ def _natural(spec_id: str):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", spec_id)]
 
 
-def latest_images(store, board: Leaderboard, results: list[dict]) -> dict[tuple[str, str], dict[str, dict]]:
+def latest_images(store, board: Leaderboard, results: list[Result]) -> dict[tuple[str, str], dict[str, dict]]:
     """(method, benchmark) → spec id → image row, from the newest run that made it, for the board's cells."""
-    run_order = list(dict.fromkeys(row["run_id"] for row in results))
+    run_order = list(dict.fromkeys(row.run_id for row in results))
     methods = {row.method for row in board.rows}
     benches = {c.benchmark for c in board.columns if not c.is_average}
     images: dict[tuple[str, str], dict[str, dict]] = {}
@@ -122,7 +123,7 @@ class Flagger:
         return {key: (key in flagged or key not in scored, key not in scored) for key in keys}
 
 
-def collect(store, board: Leaderboard, results: list[dict], registry, prompts: int = 6) -> list[Grid]:
+def collect(store, board: Leaderboard, results: list[Result], registry, prompts: int = 6) -> list[Grid]:
     """One grid per benchmark of the board: its first ``prompts`` prompts × every method that ran it."""
     images = latest_images(store, board, results)
     flagger = Flagger(store, registry)

@@ -59,7 +59,7 @@ def registry():
 @pytest.fixture(scope="module")
 def board(store_dir, registry):
     store = Store(store_dir)
-    return leaderboard.build(store.results(), registry=registry, values=store.result_values())
+    return leaderboard.build(store.results(), values=store.result_values())
 
 
 @pytest.fixture(scope="module")
@@ -410,7 +410,7 @@ def test_toy_world_report(tmp_path):
     out = str(tmp_path / "toy")
     assert main(["run", "--methods", "sd,uce", "--bench", "toy-explicit,toy-preserve", "--limit", "6", "--out", out, "--no-progress"]) == 0
     assert main(["report", "--out", out]) == 0
-    board = leaderboard.build(Store(out).results(), registry=Registry(PluginHost([])))
+    board = leaderboard.build(Store(out).results())
     assert any(c.metric == "toy-fid:toy-fid" and c.role == "preservation" and c.set_level for c in board.columns)
     assert (Path(out) / "report" / "report.html").exists() and math.isfinite(board.rows[0].values[0])
 
