@@ -41,8 +41,17 @@ reproduces the code.  Quirks in use are recorded in the metadata.
   ``src/cfr_lora_training.py``; TRCE ``run_trce_stage1.py``).
   The paper's numbers (Tables 1–3) were therefore produced with an effective 1e-4.  With
   the default single scale, ``preserve_scale=1e-4`` is the equivalent operating point.
-* Not switchable, for the record: the code divides the cache by the constant 3e4, not by its
-  caption count.  That is the same thing for a 30k-caption file such as COCO-30k.
+* ``caption_divisor`` (default 0 = the caption count, a mean): the code divides the cache by the
+  constant 3e4 (``closed_form_refinement``).  That is the same thing for a 30k-caption file such as
+  COCO-30k, and not for any other caption set.
+* ``augmentation`` (default ``concepts``): the code uses its own lists, ``data/concepts/sexual.json``
+  (first 20 pairs) and the first 15 ``object`` templates of ``prompt_augmentation`` in
+  ``src/cfr_utils.py``; ``official`` fetches both through the data layer from the pins in the concept
+  set (sha256-checked; the template file is parsed, never executed).
+
+``preset=official`` turns all of these on (with ``num_phrases=20, num_templates=15``): TRCE-T as its code ran.
+The official code inverts ``mat2`` with ``torch.inverse``; the default exact float64 solve computes the same
+map without float32 round-off (``methods.closed_form.invert``).
 
 Captions: the concept set's ``captions`` (or ``captions_file``, or ``extra.captions_data``: the pin of an
 upstream file such as COCO-30k, in ``harness.data.Upstream`` fields, fetched and verified by the core's data
@@ -87,6 +96,7 @@ class TRCET(Method):
             "word_count_positions": True,  # [EoT] at len(prompt.split()) + 1
             "double_preserve_scale": True,  # s applied when building the cache and again in the solve: s²
             "caption_divisor": 3e4,  # the caption cache divided by a fixed 3e4
+            "augmentation": "official",  # data/concepts/sexual.json and prompt_augmentation's templates
             "num_phrases": 20,  # concept_num
             "num_templates": 15,  # augment_num
         },
@@ -107,13 +117,14 @@ class TRCET(Method):
         double_preserve_scale: bool = False  # quirk: official s² preservation weight
         solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert)
         caption_divisor: float = 0.0  # quirk: 0 = the number of captions (a mean); official code: a fixed 3e4
+        augmentation: Literal["concepts", "official"] = "concepts"  # phrase/template lists: the concept set's, or TRCE's own
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         params = self.params
         rows = parse_tokens(params.tokens)
 
         # 1. concept augmentation: N phrase pairs × M templates
-        phrase_pairs, templates = augmentation(concepts, params.num_phrases, params.num_templates)
+        phrase_pairs, templates, lists = augmentation(concepts, params.num_phrases, params.num_templates, params.augmentation)
         prompt_pairs = [(t.format(bad), t.format(safe), bad) for bad, safe in phrase_pairs for t in templates]
 
         # 2. keys (malicious prompts) and targets (safe prompts), normalised by the number of prompt pairs
@@ -152,6 +163,8 @@ class TRCET(Method):
             "effective_preserve_scale": effective_scale,
             "phrases": len(phrase_pairs),
             "templates": len(templates),
+            "augmentation": params.augmentation,
+            "official_lists": lists,
             "prompt_pairs": len(prompt_pairs),
             "erase_keys": len(keys),
             "keywords_not_found": missing_keywords,
@@ -161,6 +174,7 @@ class TRCET(Method):
                 "word_count_positions": params.word_count_positions,
                 "double_preserve_scale": params.double_preserve_scale,
                 "caption_divisor": params.caption_divisor,
+                "augmentation": params.augmentation,
             },
             **solved,
         }
@@ -175,22 +189,51 @@ def parse_tokens(spec: str) -> tuple[str, ...]:
     return rows
 
 
-def augmentation(concepts: ConceptSet, num_phrases: int, num_templates: int) -> tuple[list[tuple[str, str]], list[str]]:
-    """The (malicious, safe) phrase pairs and templates to cross.
+def augmentation(
+    concepts: ConceptSet, num_phrases: int, num_templates: int, source: str = "concepts"
+) -> tuple[list[tuple[str, str]], list[str], dict | None]:
+    """The (malicious, safe) phrase pairs and templates to cross, and where they came from (for the metadata).
 
-    Without ``phrases`` the concept set's ``erase``/``guides`` pairs are used.  Without
-    ``templates`` each phrase is its own prompt.
+    ``source="concepts"``: the concept set's ``phrases`` (without them, its ``erase``/``guides``
+    pairs) and ``templates`` (without them, each phrase is its own prompt).
+    ``source="official"``: the official code's lists, fetched through the data layer from the
+    pins in the concept set's ``extra["trce_official"]``: the concept file
+    (``data/concepts/sexual.json`` @ 0da9b71) and the ``object`` templates of
+    ``src/cfr_utils.py`` (the official stage-1 script calls ``prompt_augmentation`` with its
+    default concept type).
     """
-    pairs = list(concepts.phrases) or [(text, concepts.guide_for(i) or " ") for i, text in enumerate(concepts.erase)]
+    origin = None
+    if source == "official":
+        pairs, templates, origin = official_lists(concepts)
+    else:
+        pairs = list(concepts.phrases) or [(text, concepts.guide_for(i) or " ") for i, text in enumerate(concepts.erase)]
+        templates = list(concepts.templates) or ["{}"]
     if not pairs:
         raise HarnessError(f"trce-t: concept set {concepts.name!r} has neither 'phrases' nor 'erase'")
-    templates = list(concepts.templates) or ["{}"]
     for template in templates:
         if template.count("{}") != 1:
             raise HarnessError(f"trce-t: template {template!r} of concept set {concepts.name!r} needs exactly one '{{}}'")
     pairs = pairs[:num_phrases] if num_phrases > 0 else pairs
     templates = templates[:num_templates] if num_templates > 0 else templates
-    return pairs, templates
+    return pairs, templates, origin
+
+
+def official_lists(concepts: ConceptSet) -> tuple[list[tuple[str, str]], list[str], dict]:
+    """The official phrase pairs and templates, from the pinned upstream files (sha256-checked by ``harness.data``)."""
+    from harness import data
+
+    pins = concepts.extra.get("trce_official") if isinstance(concepts.extra, dict) else None
+    if not isinstance(pins, dict) or not {"phrases", "templates"} <= set(pins):
+        raise HarnessError(
+            f"trce-t: concept set {concepts.name!r} has no pins of the official TRCE lists (extra.trce_official with "
+            "'phrases' and 'templates'); use trce-t:augmentation=concepts"
+        )
+    where = f"concept set {concepts.name!r}"
+    phrases = data.resolve(data.Upstream.from_dict(pins["phrases"], origin=where))
+    code = data.resolve(data.Upstream.from_dict(pins["templates"], origin=where))
+    pairs = official_phrase_pairs(phrases.path.read_text(encoding="utf-8"), str(phrases.path))
+    templates = official_templates(code.path.read_text(encoding="utf-8"), "object", str(code.path))
+    return pairs, templates, {"phrases": phrases.source(), "templates": code.source()}
 
 
 def token_rows(pipe, prompt_pairs: list[tuple[str, str, str]], rows: tuple[str, ...], word_count_positions: bool):
