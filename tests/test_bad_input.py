@@ -226,6 +226,7 @@ def bad_inputs(tmp_path):
         ("list",): (["nosuch"], "invalid choice: 'nosuch'"),
         ("plugins",): (["--plugin", str(tmp_path / "missing.py")], "does not exist"),
         ("erase",): (["--model", "tiny", "--method", "nosuch", "--concepts", "colours", "--save", str(tmp_path / "s")], "nosuch"),
+        ("merge",): ([str(store), "--into", str(tmp_path / "merged")], "no results store"),
         ("data", "fetch"): (["nosuch"], "unknown benchmark or data set 'nosuch'"),
         ("data", "check"): (["i2p"], "'i2p' is not downloaded"),
         ("toy", "train"): (["--quick"], "--quick learns nothing"),
