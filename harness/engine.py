@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
+from harness import recover
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
 from harness.lazy import resolve_pipeline
@@ -187,6 +188,13 @@ class ModelStates:
             keys.append(key)
         return keys
 
+    def _state_row(self, key: str):
+        """The state's database row; after a lost database, restored from its delta's header when the delta has one."""
+        row = self.store.model_state(key)
+        if row is None and recover.restore_model_state(self.store, key):
+            row = self.store.model_state(key)
+        return row
+
     def stored_state(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState | None:
         """The state's key and stored metadata, read from the store without touching the pipeline.
 
@@ -198,7 +206,7 @@ class ModelStates:
             if key is None:
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
-            row = self.store.model_state(key)
+            row = self._state_row(key)
             if row is None:
                 return None
             state.metadata.append({"method": part_label, **_json(row["metadata"])})
@@ -220,7 +228,7 @@ class ModelStates:
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
             key = key_after
-            row = self.store.model_state(key)
+            row = self._state_row(key)
             if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
                 if row is not None and delta_path.exists():
@@ -235,12 +243,14 @@ class ModelStates:
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     buffer_path = delta_path.with_name(f".{delta_path.name}.tmp")
                     delta_path.parent.mkdir(parents=True, exist_ok=True)
-                    save_file({k: v.contiguous().cpu() for k, v in delta.items()}, str(buffer_path), metadata={"method": part_label})
+                    # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
+                    metadata = {"provenance": "erased here", **metadata, "parameters_changed": len(delta)}
+                    header = recover.delta_metadata(backbone=self.backbone_name, method=part_label, params=method.params_dict(),
+                                                    concepts=concepts.name, metadata=metadata)  # the row survives a lost database
+                    save_file({k: v.contiguous().cpu() for k, v in delta.items()}, str(buffer_path), metadata={"method": part_label, **header})
                     self.exact = delta
                     buffer_path.replace(delta_path)
                     self.applied = set(delta)
-                    # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
-                    metadata = {"provenance": "erased here", **metadata, "parameters_changed": len(delta)}
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
             else:
                 metadata = row and _json(row["metadata"]) or {}
@@ -325,10 +335,14 @@ class Engine:
 
         resolved = [self.resolve(spec) for spec in specs]
         keys = [self.image_key(spec, state.key) for spec in resolved]
-        todo = {}
+        todo, cached = {}, {}
         for key, spec in zip(keys, resolved):
             if key not in todo and not self.store.image_path(key).exists():
                 todo[key] = spec
+            elif key not in todo:
+                cached[key] = (state.key, spec.as_dict())
+        if cached:  # a lost database: each cached image carries its own row (harness/recover.py)
+            recover.restore_image_rows(self.store, cached)
         if not todo:
             return keys
         evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
@@ -347,9 +361,10 @@ class Engine:
                     rows = []
                     for (key, spec), image in zip(batch, images):
                         buffer = io.BytesIO()
-                        image.save(buffer, format="PNG")
+                        row = (key, state.key, spec.as_dict(), evals_per_image(spec))
+                        image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
                         atomic_write_bytes(self.store.image_path(key), buffer.getvalue())
-                        rows.append((key, state.key, spec.as_dict(), evals_per_image(spec)))
+                        rows.append(row)
                     self.store.add_images(rows)
                     bar.update(len(batch))
         return keys

@@ -331,7 +331,9 @@ class Runner:
         keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}")
         store.link_run_images(plan.run_id, method_label, planned.label, [(s.id, k) for s, k in zip(planned.specs, keys)])
         evals = store.image_unet_evals(keys)
-        evals_per_image = sum(evals.values()) / max(len(evals), 1)
+        # Unknown (None), never 0, when some image's cost is not on record (an image cached before costs were recorded).
+        known = [evals.get(key) for key in dict.fromkeys(keys)]
+        evals_per_image = None if None in known or not known else sum(known) / len(known)
         by_scorer: dict[str, list[str]] = {}
         for ref in planned.benchmark.metric_refs():
             by_scorer.setdefault(ref.scorer, []).append(ref.metric)

@@ -311,3 +311,58 @@ def test_data_check_json_is_valid_json_when_the_data_is_missing(tmp_path, capsys
     assert code == 2
     record = json.loads(stdout)
     assert set(record) == {"error"} and "harness data fetch i2p" in record["error"]
+
+
+# --------------------------------------------------------------------------- degrade loudly: a lost database
+
+
+EDITS = str(PLUGINS / "edits.py")
+
+
+def run_and_report(out: Path, dest: str):
+    from harness.runner import Runner
+
+    registry = Registry(PluginHost([BRIGHTNESS, EDITS]))
+    config = RunConfig(methods="sd,scale-keys", bench="fixed:count=4", model="tiny", out=str(out), show_progress=False)
+    runner = Runner(plan(config, registry))
+    runner.execute()
+    runner.store.close()
+    assert main(["--plugin", BRIGHTNESS, "--plugin", EDITS, "report", "--out", str(out), "--dest", dest, "--format", "md,csv,png"]) == 0
+    return runner
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_lost_database_is_rebuilt_from_the_cache_with_costs_and_grids(tmp_path, capsys):
+    out = tmp_path / "out"
+    first = run_and_report(out, "before")
+    assert first.engine.unet_calls > 0 and first.states.edits_run == 1
+    for path in out.glob("harness.db*"):
+        path.unlink()
+    second = run_and_report(out, "after")
+    assert second.engine.unet_calls == 0 and second.states.edits_run == 0  # nothing regenerated, nothing re-erased
+    before, after = files_under(out / "before"), files_under(out / "after")
+    assert any(name.startswith("grids/") for name in before)
+    assert after == before  # leaderboard (cost column and erase cost included), plots and grids
+    assert "| 8 |" in (out / "after" / "leaderboard.md").read_text()  # 4 steps × 2 UNet evaluations, not 0
+
+
+def test_a_cached_image_without_a_record_has_an_unknown_cost_not_zero(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "out"
+    run_and_report(out, "before")
+    for path in out.glob("harness.db*"):
+        path.unlink()
+    for path in (out / "cache" / "images").rglob("*.png"):  # as an older version cached them: pixels only
+        with Image.open(path) as image:
+            pixels = image.copy()
+        pixels.save(path, format="PNG")
+    with pytest.warns(UserWarning, match=r"4 cached image\(s\) .* carry no record of their cost"):
+        run_and_report(out, "after")
+    from harness.store import Store
+
+    costs = {row["method"]: row["unet_evals_per_image"] for row in Store(out).results()}
+    assert costs == {"sd": None, "scale-keys": None}
