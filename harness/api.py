@@ -176,6 +176,7 @@ class Configurable:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # how a paper's table writes it ("TRCE (T+V)", "Ring-A-Bell"); empty: ``name``
     Params: ClassVar[type] = NoParams
 
     def __init__(self, params=None):

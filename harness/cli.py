@@ -238,6 +238,28 @@ def cmd_erase(args, registry: Registry) -> int:
     return 0
 
 
+def cmd_check(args, registry: Registry) -> int:
+    from harness import check
+    from harness.store import Store
+
+    store = Store(args.out, create=False)
+    found = check.check(store)
+    if args.json:
+        print(json.dumps({"checked": found.checked, "findings": [f.__dict__ for f in found.findings], "runs_affected": found.runs_affected}, indent=2))
+    else:
+        print("\n".join(check.render(found)))
+    broken = found.count("damaged") + found.count("unreadable")
+    if not args.repair:
+        return 1 if broken else 0
+    problems = check.repair(store, found, registry, show_progress=not args.no_progress)
+    for line in problems:
+        print(f"harness: warning: {line}", file=sys.stderr)
+    after = check.check(store)
+    left = after.count("damaged") + after.count("unreadable") + after.count("orphaned")
+    print(f"repaired: {len(found.findings) - left} of {len(found.findings)} findings fixed" + (f"; {left} left" if left else ""), file=sys.stderr)
+    return 1 if left or problems else 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -276,6 +298,22 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--grid-prompts", type=int, default=6, metavar="N", help="prompts per image grid (default 6)")
     p.add_argument("--json", action="store_true", help="print one JSON record per (run, method, benchmark, metric) and stop")
     p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("check", help="check every stored file against its size and sha256; --repair regenerates", formatter_class=formatter,
+                       description=textwrap.dedent("""\
+                           Check every file the store references (images, model deltas, method caches) against the
+                           size and sha256 recorded when it was written, and list orphaned files under cache/.
+                           Exit status 1 if anything is damaged.  --repair removes damaged and orphaned files and
+                           re-runs every stored run that used a damaged file, which regenerates exactly those.
+
+                           example:
+                             harness check --out harness-out --repair
+                           """))
+    p.add_argument("--out", default="harness-out", help="the store to check (default: harness-out)")
+    p.add_argument("--repair", action="store_true", help="remove what is damaged or orphaned and regenerate it")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars while regenerating")
+    p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser("list", help="installed methods, benchmarks, scorers, backbones, concept sets",
                        description="List what the installed plugins provide (imports no torch).")

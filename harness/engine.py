@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from harness import recover
+from harness import integrity, recover
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
 from harness.lazy import resolve_pipeline
-from harness.store import Store, atomic_write_bytes
+from harness.store import Store
 
 EDITABLE_COMPONENTS = ("unet", "text_encoder")
 
@@ -167,6 +167,7 @@ class ModelStates:
             device=self.device,
             dtype=self.dtype,
             cache_dir=self.store.cache / "methods",
+            files=self.store.files,
             backbone_fingerprint=self.backbone_fingerprint,
             show_progress=self.show_progress,
             original_unet=self.original_unet,
@@ -231,7 +232,9 @@ class ModelStates:
             row = self._state_row(key)
             if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
-                if row is not None and delta_path.exists():
+                intact = row is not None and self.store.files.verify(delta_path, "cached model delta", adopt=integrity.safetensors_loads,
+                                                                         kind=integrity.DELTA, remedy="the erasure is recomputed")
+                if intact:
                     self.apply_delta(load_file(str(delta_path)))
                     metadata = _json(row["metadata"])
                 else:
@@ -241,15 +244,14 @@ class ModelStates:
                     metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device}
                     self.edits_run += 1
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
-                    buffer_path = delta_path.with_name(f".{delta_path.name}.tmp")
-                    delta_path.parent.mkdir(parents=True, exist_ok=True)
                     # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
                     metadata = {"provenance": "erased here", **metadata, "parameters_changed": len(delta)}
-                    header = recover.delta_metadata(backbone=self.backbone_name, method=part_label, params=method.params_dict(),
-                                                    concepts=concepts.name, metadata=metadata)  # the row survives a lost database
-                    save_file({k: v.contiguous().cpu() for k, v in delta.items()}, str(buffer_path), metadata={"method": part_label, **header})
+                    header = {"method": part_label, **recover.delta_metadata(  # the row survives a lost database
+                        backbone=self.backbone_name, method=part_label, params=method.params_dict(), concepts=concepts.name, metadata=metadata)}
+                    tensors = {k: v.contiguous().cpu() for k, v in delta.items()}
+                    self.store.files.write(delta_path, kind=integrity.DELTA,
+                                           write=lambda tmp, tensors=tensors, header=header: save_file(tensors, str(tmp), metadata=header))
                     self.exact = delta
-                    buffer_path.replace(delta_path)
                     self.applied = set(delta)
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
             else:
@@ -335,17 +337,12 @@ class Engine:
 
         resolved = [self.resolve(spec) for spec in specs]
         keys = [self.image_key(spec, state.key) for spec in resolved]
-        todo, cached = {}, {}
-        for key, spec in zip(keys, resolved):
-            if key not in todo and not self.store.image_path(key).exists():
-                todo[key] = spec
-            elif key not in todo:
-                cached[key] = (state.key, spec.as_dict())
-        if cached:  # a lost database: each cached image carries its own row (harness/recover.py)
-            recover.restore_image_rows(self.store, cached)
+        evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
+        todo, damaged, adopted = self._missing_images(keys, resolved)
+        if adopted:  # intact images whose record a kill or a lost database left out; each PNG carries its own row
+            self.store.add_images(recover.adopted_image_rows(self.store, state.key, adopted, evals_per_image))
         if not todo:
             return keys
-        evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
 
         def group_of(item):
             spec = item[1]
@@ -358,16 +355,42 @@ class Engine:
                 for start in range(0, len(group), self.batch_size):
                     batch = group[start : start + self.batch_size]
                     images = self.sample([spec for _, spec in batch], state)
-                    rows = []
+                    rows, files = [], []
                     for (key, spec), image in zip(batch, images):
                         buffer = io.BytesIO()
                         row = (key, state.key, spec.as_dict(), evals_per_image(spec))
                         image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
-                        atomic_write_bytes(self.store.image_path(key), buffer.getvalue())
+                        files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
                         rows.append(row)
-                    self.store.add_images(rows)
+                    self.store.add_images(rows, files=files)
+                    changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
+                    if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
+                        self.store.forget_raw_scores(changed)
                     bar.update(len(batch))
         return keys
+
+    def _missing_images(self, keys: list[str], specs: list[PromptSpec]):
+        """(to generate: key → spec, damaged: key → recorded sha256, adopted: key → spec) for the images of ``keys``.
+
+        Each cached image is checked against its record (size and sha256) before it
+        counts as done; a damaged one is removed with one warning and generated again.
+        """
+        files = self.store.files
+        todo, damaged, adopted = {}, {}, {}
+        recorded_images = set(self.store.image_unet_evals(keys))
+        for key, spec in zip(keys, specs):
+            if key in todo or key in adopted:
+                continue
+            path = self.store.image_path(key)
+            record = files.lookup(path)
+            if files.verify(path, "cached image", adopt=integrity.image_decodes, kind=integrity.IMAGE):
+                if record is None or key not in recorded_images:
+                    adopted[key] = spec
+                continue
+            todo[key] = spec
+            if record is not None:
+                damaged[key] = record.sha256
+        return todo, damaged, adopted
 
     # ------------------------------------------------------------------ the sampling loop
 

@@ -4,14 +4,12 @@ Every generated PNG holds, in a ``tEXt`` chunk, the row the ``images`` table has
 prompt spec, UNet evaluations); every safetensors delta holds its ``model_states`` row in its header.  When the
 database is deleted and ``cache/`` kept, a re-run finds the files, reads the rows back and stores them again, so
 the cost column, the image grids and the erase cost come out as before, without regenerating or re-erasing.
-A file from before these records existed proves nothing about its cost: its cost is stored as unknown, with a
-warning, never as 0.
+An image from before these records existed gets the cost its key determines (see ``adopted_image_rows``).
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 PNG_KEY = "harness"  # the tEXt chunk's keyword
@@ -48,33 +46,21 @@ def read_png_record(path: Path) -> dict | None:
     return record
 
 
-def restore_image_rows(store, found: dict[str, tuple[str, dict]]) -> int:
-    """Store the rows of cached images the database does not know.  ``found``: key → (state key, resolved spec dict).
+def adopted_image_rows(store, state_key: str, adopted: dict, evals_per_image) -> list[tuple[str, str, dict, int]]:
+    """``images`` rows for cached images the database does not know (``adopted``: key → resolved spec).
 
-    Returns how many images proved nothing about their cost (stored with an unknown cost).
+    The row recorded in the PNG wins: it is what was measured when the image was made.  An image without one
+    (cached by an older version) gets ``evals_per_image(spec)``, which its key determines: the key names the model
+    state, hence the method, its version and parameters, hence its extra branches, and the spec names the steps.
     """
-    known = store.image_unet_evals(list(found))
-    missing = [key for key in found if key not in known]
-    if not missing:
-        return 0
-    rows, unproven = [], 0
-    for key in missing:
+    rows = []
+    for key, spec in adopted.items():
         record = read_png_record(store.image_path(key))
-        state_key, spec = found[key]
         if record is not None and record.get("model_state") == state_key:
             rows.append((key, state_key, record["spec"], record["unet_evals"]))
         else:
-            rows.append((key, state_key, spec, None))  # the spec is what the key was computed from; the cost is not
-            unproven += 1
-    store.add_images(rows)
-    if unproven:
-        warnings.warn(
-            f"{unproven} cached image(s) were not in {store.root / 'harness.db'} and carry no record of their cost "
-            "(cached by an older version); their UNet evaluations are reported as unknown. Delete them from "
-            f"{store.cache / 'images'} to regenerate and measure them",
-            stacklevel=2,
-        )
-    return unproven
+            rows.append((key, state_key, spec.as_dict(), evals_per_image(spec)))
+    return rows
 
 
 # --------------------------------------------------------------------------- model states

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import io
 import os
 import platform
 import sys
 from dataclasses import dataclass, field
 
+from harness import integrity
 from harness.api import Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
@@ -322,9 +324,23 @@ class Runner:
         if stored is not None:
             engine = self.engine
             specs = [engine.resolve(spec) for planned in group for spec in planned.specs]
-            if all(self.store.image_path(engine.image_key(spec, stored.key)).exists() for spec in specs):
+            files = self.store.files  # intact, not merely present: a damaged image must be regenerated in the real state
+            if all(files.inspect(self.store.image_path(engine.image_key(spec, stored.key)), adopt=integrity.image_decodes) is None
+                   for spec in specs) and self._deltas_intact(method, group[0].concepts):
                 return stored
         return self.states.activate(method.parts, group[0].concepts, method.label)
+
+    def _deltas_intact(self, method: PlannedMethod, concepts: ConceptSet) -> bool:
+        """Check the stored deltas of the method's chain even when no image needs them: damage is reported when found."""
+        store = self.store
+        for key in self.states.chain_keys(method.parts, concepts):
+            row = store.model_state(key) if key is not None else None
+            if row is not None and row["delta_path"] and not store.files.verify(
+                store.delta_path(key), "cached model delta", adopt=integrity.safetensors_loads, kind=integrity.DELTA,
+                remedy="the erasure is recomputed",
+            ):
+                return False
+        return True
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
         plan, store, engine = self.plan, self.store, self.engine
@@ -362,7 +378,8 @@ class Runner:
 
         images = []
         for key in keys:
-            with Image.open(self.store.image_path(key)) as image:
+            data = self.store.files.read(self.store.image_path(key), "cached image")  # never score a damaged file
+            with Image.open(io.BytesIO(data)) as image:
                 images.append(image.convert("RGB"))
         return images
 

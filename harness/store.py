@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.api import HarnessError
+from harness.integrity import Files, atomic_write
 from harness.names import check_name
 
 # Ordered migrations: the database records how many have been applied.  Append, never edit.
@@ -62,6 +63,10 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, method, benchmark, metric, spec_id)
     );
     """,
+    # Every file the store references, with what it must be (harness/integrity.py).
+    """
+    CREATE TABLE files (path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT, created TEXT);
+    """,
 ]
 
 
@@ -71,13 +76,7 @@ def now() -> str:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it, so a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, data)
 
 
 class Store:
@@ -98,21 +97,26 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
+        self.files = Files(self)
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = self.db.execute("SELECT version FROM schema_version").fetchone()
-        applied = row["version"] if row else 0
-        if applied > len(MIGRATIONS):
-            raise HarnessError(f"{self.root / 'harness.db'} was written by a newer erasure-harness (schema {applied}); upgrade harness")
-        for version in range(applied, len(MIGRATIONS)):
+        while True:
             with self.transaction():
+                # The version is read inside the write lock: two processes opening a fresh store migrate it once.
+                row = self.db.execute("SELECT version FROM schema_version").fetchone()
+                applied = row["version"] if row else 0
+                if applied > len(MIGRATIONS):
+                    raise HarnessError(f"{self.root / 'harness.db'} was written by a newer erasure-harness (schema {applied}, this one "
+                                       f"knows {len(MIGRATIONS)}); upgrade erasure-harness or choose another --out")
+                if applied == len(MIGRATIONS):
+                    return
                 # Statement by statement: executescript() would commit in the middle of this transaction.
-                for statement in MIGRATIONS[version].split(";"):
+                for statement in MIGRATIONS[applied].split(";"):
                     if statement.strip():
                         self.db.execute(statement)
                 self.db.execute("DELETE FROM schema_version")
-                self.db.execute("INSERT INTO schema_version VALUES (?)", (version + 1,))
+                self.db.execute("INSERT INTO schema_version VALUES (?)", (applied + 1,))
 
     def transaction(self):
         store = self
@@ -179,12 +183,19 @@ class Store:
     def image_path(self, key: str) -> Path:
         return self.cache / "images" / key[:2] / f"{key}.png"
 
-    def add_images(self, rows: Iterable[tuple[str, str, dict, int]]) -> None:
+    def add_images(self, rows: Iterable[tuple[str, str, dict, int]], files=()) -> None:
+        """Record generated images; ``files`` (their integrity records) are committed in the same transaction."""
         with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)",
                 [(key, str(self.image_path(key).relative_to(self.root)), state, json.dumps(spec, default=str), evals, now()) for key, state, spec, evals in rows],
             )
+            self.files.record(list(files))
+
+    def forget_raw_scores(self, keys: list[str]) -> None:
+        """Drop the stored scores of images that were regenerated with different bytes."""
+        for chunk in _chunks(keys, 500):
+            self.db.execute(f"DELETE FROM raw_scores WHERE image_key IN ({','.join('?' * len(chunk))})", chunk)
 
     def image_unet_evals(self, keys: list[str]) -> dict[str, int]:
         found = {}

@@ -71,6 +71,7 @@ from methods.text import encode_prompts, last_word_index
 
 class AdaVD(Method):
     name = "adavd"
+    display_name = "AdaVD"
     description = "AdaVD: remove the target concept's component from every cross-attention value, adaptively per token"
     paper = "Wang et al., Precise, Fast, and Low-cost Concept Erasure in Value Space: Orthogonal Complement Matters, CVPR 2025"
     kind = MethodKind.INFERENCE

@@ -189,11 +189,13 @@ class ESD(FineTuneMethod):
 
 class ESDU(ESD):
     name = "esd-u"
+    display_name = "ESD-u"
     variant = "esd-u"
     description = "ESD-u: negative-guidance fine-tuning of the non-cross-attention weights (paper preset)"
 
 
 class ESDX(ESD):
     name = "esd-x"
+    display_name = "ESD-x"
     variant = "esd-x"
     description = "ESD-x: negative-guidance fine-tuning of the cross-attention weights (paper preset)"

@@ -48,6 +48,7 @@ DEFAULTS_BY_KIND = {"object": (3, 0.1), "style": (1, 1e-3)}
 
 class RECE(Method):
     name = "rece"
+    display_name = "RECE"
     description = "Reliable and Efficient Concept Erasure: UCE, then closed-form adversarial embeddings re-erased per epoch"
     paper = "Gong et al., Reliable and Efficient Concept Erasure of Text-to-Image Diffusion Models, ECCV 2024"
     version = "1"

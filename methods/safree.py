@@ -107,6 +107,7 @@ ALWAYS = 10**9  # "every step" as a step index
 
 class SAFREE(Method):
     name = "safree"
+    display_name = "SAFREE"
     description = "SAFREE: project trigger-token embeddings off the toxic-concept subspace for the first T* steps (inference-time)"
     paper = "Yoon et al., SAFREE: Training-Free and Adaptive Guard for Safe Text-to-Image and Video Generation, ICLR 2025"
     kind = MethodKind.INFERENCE

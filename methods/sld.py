@@ -87,6 +87,7 @@ PRESETS = {
 
 class SLD(Method):
     name = "sld"
+    display_name = "SLD"
     description = "Safe Latent Diffusion: a third UNet branch on a safety concept steers CFG away from it (inference-time)"
     paper = "Schramowski et al., Safe Latent Diffusion: Mitigating Inappropriate Degeneration in Diffusion Models, CVPR 2023"
     kind = MethodKind.INFERENCE

@@ -84,6 +84,7 @@ MATRICES = {"V": ("to_v",), "K": ("to_k",), "KV": ("to_v", "to_k")}
 
 class SPEED(Method):
     name = "speed"
+    display_name = "SPEED"
     description = "SPEED: closed-form to_v edit inside the null space of a filtered, augmented retain set (IPF/DPA/IEC)"
     paper = "Li et al., SPEED: Scalable, Precise, and Efficient Concept Erasure for Diffusion Models, ICLR 2026"
     kind = MethodKind.EDIT

@@ -75,6 +75,7 @@ CAPTION_COLUMNS = ("prompt", "caption", "text")
 
 class TRCET(Method):
     name = "trce-t"
+    display_name = "TRCE (T)"
     description = "TRCE stage 1: closed-form edit mapping the first [EoT] of malicious prompts to safe ones, COCO-preserving"
     paper = "TRCE: Towards Reliable Malicious Concept Erasure in Text-to-Image Diffusion Models (2025), §4.1"
     version = "1"

@@ -116,6 +116,7 @@ TRAINABLE_GROUP = "self-attention+query"
 
 class TRCEV(FineTuneMethod):
     name = "trce-v"
+    display_name = "TRCE (V)"
     description = "TRCE stage 2: triplet fine-tuning of self-attention and attn2.to_q on early trajectory steps"
     paper = "TRCE: Towards Reliable Malicious Concept Erasure in Text-to-Image Diffusion Models (2025), §4.2"
     version = "1"

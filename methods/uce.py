@@ -49,6 +49,7 @@ TOKEN_VARIANTS = {
 
 class UCE(Method):
     name = "uce"
+    display_name = "UCE"
     description = "Unified Concept Editing: closed-form edit of cross-attention K/V (2023 token-block variant by default)"
     paper = "Gandikota et al., Unified Concept Editing in Diffusion Models, WACV 2024"
     version = "1"

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import integrity
 from reports.leaderboard import Leaderboard
 
 CELL = 128  # pixels per image in the grid
@@ -35,6 +36,7 @@ class Cell:
     unscored: bool = False
     blurred: bool = False
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # where the image lies in the grid (left, top, right, bottom)
+    damaged: str = ""  # what is wrong with the cached image (missing, truncated, failed hash); "" when intact
 
 
 @dataclass
@@ -138,7 +140,12 @@ def collect(store, board: Leaderboard, results: list[dict], registry, prompts: i
         for row in rows:
             spec = json.loads(row["spec"])
             flagged, unscored = flags[row["image_key"]]
-            cells.append(Cell(row["method"], row["spec_id"], spec.get("prompt", ""), store.root / row["path"], flagged, unscored))
+            path = store.root / row["path"]
+            damaged = store.files.inspect(path, adopt=integrity.image_decodes) or ""
+            if damaged:  # its scores were stored before the damage; the grid must not pass it off as the image
+                integrity.warn_damaged("cached image", path, damaged, "its grid cell says so; `harness run` with the same "
+                                       "options (or `harness check --repair`) regenerates it")
+            cells.append(Cell(row["method"], row["spec_id"], spec.get("prompt", ""), path, flagged, unscored, damaged=damaged))
         grids.append(Grid(benchmark, methods, spec_ids, cells, [names[m] for m in metrics]))
     return grids
 
@@ -181,13 +188,14 @@ def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
     return lines
 
 
-def fit_image(path: Path, size: int = CELL):
+def fit_image(path: Path, size: int = CELL, damaged: str = ""):
     """The cached image scaled into a ``size`` square: crisp (nearest) when enlarged, smooth when shrunk."""
     from PIL import Image, ImageDraw
 
-    if not Path(path).exists():  # the cache was pruned: say so in the cell instead of failing the report
+    if damaged or not Path(path).exists():  # pruned or damaged: say so in the cell instead of failing the report
         canvas = Image.new("RGB", (size, size), (235, 235, 235))
-        ImageDraw.Draw(canvas).text((8, size // 2 - 8), "image missing", font=_font(FONT_SIZE - 2), fill=(90, 90, 90))
+        text = "image missing" if not Path(path).exists() else "image damaged"
+        ImageDraw.Draw(canvas).text((8, size // 2 - 8), text, font=_font(FONT_SIZE - 2), fill=(90, 90, 90))
         return canvas
     with Image.open(path) as opened:
         image = opened.convert("RGB")
@@ -239,7 +247,7 @@ def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
             if cell is None:
                 continue
             left = LABEL_WIDTH + column * (CELL + GAP)
-            image = fit_image(cell.path)
+            image = fit_image(cell.path, damaged=cell.damaged)
             cell.blurred = cell.flagged and blur_flagged
             if cell.blurred:
                 image = blur(image)

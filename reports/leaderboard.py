@@ -45,6 +45,12 @@ class Column:
     rate: bool = False  # a fraction in [0, 1], shown as a percentage
     decimals: int = 2  # for numbers that are not rates: enough for three significant digits of the column's values
     average_of: tuple[str, ...] = ()  # for an "Adv" column: the benchmarks it averages
+    display: str = ""  # the benchmark's display name from its plugin ("Ring-A-Bell"); empty: the stored label
+    primary: bool = False  # the benchmark's first listed erasure metric: the one Table 1 shows
+
+    @property
+    def title(self) -> str:
+        return self.display or self.benchmark
 
     @property
     def header(self) -> str:
@@ -77,6 +83,7 @@ class Row:
     # values it was computed from (the paired tests behind the best/second marks use them).
     intervals: list = field(default_factory=list)
     per_image: list = field(default_factory=list)
+    display: str = ""  # the method's display name from its plugin ("TRCE (T+V)"); empty: the stored label
     # The erasure's cost as recorded in its model state when it was computed: wall seconds and device.
     erase_seconds: float | None = None
     erase_device: str | None = None
@@ -255,6 +262,19 @@ class Traits:
     def set_level(self, metric: str) -> bool:
         return bool(getattr(self._class("scorers", metric.partition(":")[0]), "needs_reference", False))
 
+    def display(self, kind: str, label: str) -> str:
+        """A stored label as a paper writes it: "TRCE (T+V)", "UCE (lamb=0.1)", "UCE + SLD"; the label where no plugin names it."""
+        shown = []
+        for part in label.split("+"):
+            name, _, params = part.partition(":")
+            title = getattr(self._class(kind, name), "display_name", "") or name
+            shown.append(f"{title} ({params})" if params else title)
+        return " + ".join(shown)
+
+    def metric_order(self, benchmark_label: str) -> tuple[str, ...]:
+        """The metrics the benchmark's class lists, first = primary (empty when the plugin is not loaded)."""
+        return tuple(getattr(self._class("benchmarks", benchmark_label.partition(":")[0]), "metrics", ()) or ())
+
 
 def _is_rate(description: str, values: list[float]) -> bool:
     # Every rate in this code base says "fraction of ..." in its definition; the range check guards the rest.
@@ -293,8 +313,11 @@ def build(results: list[dict], registry=None, values: dict | None = None) -> Lea
             columns[key] = Column(
                 row["benchmark"], row["metric"], row["name"], row["lower_is_better"], row.get("description") or "", row.get("n"),
                 adversarial=traits.adversarial(row["benchmark"]), set_level=traits.set_level(row["metric"]),
+                display=traits.display("benchmarks", row["benchmark"]),
             )
-        method = methods.setdefault(row["method"], Row(row["method"], [], provenance(row)))
+        if row["method"] not in methods:
+            methods[row["method"]] = Row(row["method"], [], provenance(row), display=traits.display("methods", row["method"]))
+        method = methods[row["method"]]
         if row["run_id"] not in method.runs:
             method.runs.append(row["run_id"])
         metadata = row.get("state_metadata") or {}
@@ -312,6 +335,7 @@ def build(results: list[dict], registry=None, values: dict | None = None) -> Lea
         column.decimals = _decimals(column_values)
     # Erasure columns first, then preservation, whatever order the store returned them in.
     ordered = sorted(columns.values(), key=lambda c: c.role != "erasure")
+    _choose_primary(ordered, traits)
     # The base model first: most reproducibility disputes start from a mismatched baseline.
     table_rows = sorted(methods.values(), key=lambda r: not r.base)
     for row in table_rows:
@@ -324,6 +348,18 @@ def build(results: list[dict], registry=None, values: dict | None = None) -> Lea
     board = Leaderboard(ordered, table_rows)
     _add_adversarial_averages(board)
     return board
+
+
+def _choose_primary(columns: list[Column], traits: Traits) -> None:
+    """Mark each benchmark's primary erasure column: the first erasure metric its plugin lists, else the first stored."""
+    by_bench: dict[str, list[Column]] = {}
+    for column in columns:
+        if column.role == "erasure":
+            by_bench.setdefault(column.benchmark, []).append(column)
+    for bench, erasure in by_bench.items():
+        order = traits.metric_order(bench)
+        listed = sorted((c for c in erasure if c.metric in order), key=lambda c: order.index(c.metric))
+        (listed or erasure)[0].primary = True
 
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
@@ -341,7 +377,8 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
         benches = tuple(board.columns[i].benchmark for i in indices)
         average = Column("Adv", metric, first.name, first.lower_is_better,
                          f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}", None, adversarial=True,
-                         rate=all(board.columns[i].rate for i in indices), average_of=benches)
+                         rate=all(board.columns[i].rate for i in indices), average_of=benches,
+                         primary=all(board.columns[i].primary for i in indices))
         position = indices[-1] + 1  # right after the last benchmark it averages
         board.columns.insert(position, average)
         for row in board.rows:

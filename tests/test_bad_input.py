@@ -349,20 +349,24 @@ def test_a_lost_database_is_rebuilt_from_the_cache_with_costs_and_grids(tmp_path
     assert "| 8 |" in (out / "after" / "leaderboard.md").read_text()  # 4 steps × 2 UNet evaluations, not 0
 
 
-def test_a_cached_image_without_a_record_has_an_unknown_cost_not_zero(tmp_path, capsys):
+def test_a_cached_image_without_a_record_gets_the_cost_its_key_determines_not_zero(tmp_path, capsys):
     from PIL import Image
+
+    from harness.recover import read_png_record
+    from harness.store import Store
 
     out = tmp_path / "out"
     run_and_report(out, "before")
+    images = sorted((out / "cache" / "images").rglob("*.png"))
+    assert {read_png_record(path)["unet_evals"] for path in images} == {8}
     for path in out.glob("harness.db*"):
         path.unlink()
-    for path in (out / "cache" / "images").rglob("*.png"):  # as an older version cached them: pixels only
+    for path in images:  # as an older version cached them: pixels only
         with Image.open(path) as image:
             pixels = image.copy()
         pixels.save(path, format="PNG")
-    with pytest.warns(UserWarning, match=r"4 cached image\(s\) .* carry no record of their cost"):
-        run_and_report(out, "after")
-    from harness.store import Store
-
+        assert read_png_record(path) is None
+    second = run_and_report(out, "after")
+    assert second.engine.unet_calls == 0
     costs = {row["method"]: row["unet_evals_per_image"] for row in Store(out).results()}
-    assert costs == {"sd": None, "scale-keys": None}
+    assert costs == {"sd": 8.0, "scale-keys": 8.0}  # 4 steps x 2 (classifier-free guidance); the old bug stored 0.0
