@@ -190,7 +190,7 @@ class ModelStates:
         return keys
 
     def _state_row(self, key: str):
-        """The state's database row; after a lost database, restored from its delta's header when the delta has one."""
+        """The state's database row; after a lost database, restored from the record beside its delta."""
         row = self.store.model_state(key)
         if row is None and recover.restore_model_state(self.store, key):
             row = self.store.model_state(key)
@@ -246,11 +246,11 @@ class ModelStates:
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
                     metadata = {"provenance": "erased here", **metadata, "parameters_changed": len(delta)}
-                    header = {"method": part_label, **recover.delta_metadata(  # the row survives a lost database
-                        backbone=self.backbone_name, method=part_label, params=method.params_dict(), concepts=concepts.name, metadata=metadata)}
                     tensors = {k: v.contiguous().cpu() for k, v in delta.items()}
                     self.store.files.write(delta_path, kind=integrity.DELTA,
-                                           write=lambda tmp, tensors=tensors, header=header: save_file(tensors, str(tmp), metadata=header))
+                                           write=lambda tmp, tensors=tensors, label=part_label: save_file(tensors, str(tmp), metadata={"method": label}))
+                    recover.write_delta_record(delta_path, backbone=self.backbone_name, method=part_label, params=method.params_dict(),
+                                               concepts=concepts.name, metadata=metadata)  # the row survives a lost database
                     self.exact = delta
                     self.applied = set(delta)
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)

@@ -1,7 +1,7 @@
 """What the cache can prove when ``harness.db`` is lost: each cached file carries its own database row.
 
 Every generated PNG holds, in a ``tEXt`` chunk, the row the ``images`` table has for it (model state, resolved
-prompt spec, UNet evaluations); every safetensors delta holds its ``model_states`` row in its header.  When the
+prompt spec, UNet evaluations); every safetensors delta has its ``model_states`` row in a JSON file beside it.  When the
 database is deleted and ``cache/`` kept, a re-run finds the files, reads the rows back and stores them again, so
 the cost column, the image grids and the erase cost come out as before, without regenerating or re-erasing.
 An image from before these records existed gets the cost its key determines (see ``adopted_image_rows``).
@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 PNG_KEY = "harness"  # the tEXt chunk's keyword
-DELTA_KEY = "harness.model_state"  # the safetensors header's metadata key
 
 
 # --------------------------------------------------------------------------- images
@@ -66,26 +65,30 @@ def adopted_image_rows(store, state_key: str, adopted: dict, evals_per_image) ->
 # --------------------------------------------------------------------------- model states
 
 
-def delta_metadata(*, backbone: str, method: str, params: dict, concepts: str, metadata: dict) -> dict[str, str]:
-    """The safetensors header entry that records a delta's ``model_states`` row (header values must be strings)."""
+def record_path(delta_path: Path) -> Path:
+    return Path(delta_path).with_suffix(".json")
+
+
+def write_delta_record(delta_path: Path, *, backbone: str, method: str, params: dict, concepts: str, metadata: dict) -> None:
+    """A delta's ``model_states`` row, in a JSON file beside it.
+
+    Beside it rather than in the safetensors header: the metadata holds the erase time, and a recomputed delta must
+    be the same bytes as the one it replaces.
+    """
+    from harness.store import atomic_write_bytes
+
     row = {"backbone": backbone, "method": method, "params": params, "concepts": concepts, "metadata": metadata}
-    return {DELTA_KEY: json.dumps(row, default=str)}
+    atomic_write_bytes(record_path(delta_path), json.dumps(row, indent=1, default=str).encode("utf-8"))
 
 
 def restore_model_state(store, key: str) -> bool:
-    """Store the row of a cached delta the database does not know; False if the delta records none."""
-    path = store.delta_path(key)
-    if not path.is_file():
+    """Store the row of a cached delta the database does not know; False if the delta has no readable record."""
+    delta_path = store.delta_path(key)
+    if not delta_path.is_file():
         return False
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            text = (handle.metadata() or {}).get(DELTA_KEY)
-        row = json.loads(text) if text else None
-    except (OSError, ValueError, json.JSONDecodeError):
+        row = json.loads(record_path(delta_path).read_text(encoding="utf-8"))
+        store.add_model_state(key, row["backbone"], row["method"], row["params"], row["concepts"], str(delta_path), row["metadata"])
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    if not isinstance(row, dict):
-        return False
-    store.add_model_state(key, row["backbone"], row["method"], row["params"], row["concepts"], str(path), row["metadata"])
     return True
