@@ -356,6 +356,15 @@ class Method(Configurable):
     kind: ClassVar[MethodKind] = MethodKind.EDIT
     version: ClassVar[str] = "1"  # bump when the edit changes, so cached deltas are not reused
     parts: ClassVar[tuple[str, ...]] = ()
+    # Named parameter sets, as data: ``name:preset=official`` expands to these values (the manifest records the
+    # expanded parameters), and parameters given beside the preset override it.  ``official`` turns on every
+    # recorded quirk of the method's official code at its pinned commit; the defaults follow the paper.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, params=None, *, presets_applied: dict[str, str] | None = None):
+        super().__init__(params)
+        # What filled in the parameters besides the defaults: {"preset": "official", "backbone_preset": "toy"}.
+        self.presets_applied = dict(presets_applied or {})
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict | None:
         """Change ``pipe``'s weights in place.  Return metadata to store with the model state."""
@@ -381,6 +390,10 @@ class Backbone(Configurable):
     # Image sizes (pixels, multiples of 8) this backbone generates; a prompt asking for more is refused at plan time.
     min_size: ClassVar[int] = 8
     max_size: ClassVar[int] = 2048
+
+    # Parameters this backbone needs for some methods ({method name: {param: value}}), e.g. the toy world's learning
+    # rates.  Applied automatically under every preset and --set, recorded in the manifest and the provenance column.
+    method_presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def check(self, model: str | None) -> None:
         """Raise ``HarnessError`` now if ``load`` is bound to fail (missing path, offline hub): called before any work."""

@@ -101,6 +101,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def cmd_list(args, registry: Registry) -> int:
+    if args.presets:
+        return list_presets(args, registry)
     kinds = [args.kind] if args.kind else list(KINDS)
     records = {
         kind: [
@@ -120,6 +122,37 @@ def cmd_list(args, registry: Registry) -> int:
         for record in records[kind]:
             groups = f" [groups: {', '.join(record['groups'])}]" if record.get("groups") else ""
             print(f"  {record['name']:<{width}}  {record['description']}{groups}  ({record['plugin']})")
+    return 0
+
+
+def list_presets(args, registry: Registry) -> int:
+    """``harness list methods --presets``: every method's named presets and the backbones' presets, with their values."""
+    if args.kind not in (None, "methods"):
+        raise HarnessError("--presets lists method presets: use `harness list methods --presets`")
+    records = {"methods": {}, "backbones": {}}
+    for name in sorted(registry.entries["methods"]):
+        cls = registry.get("methods", name)
+        presets = dict(cls.presets)
+        for part in cls.parts:  # a composition (trce) hands a preset to each part that has it
+            for preset, values in registry.get("methods", part).presets.items():
+                presets.setdefault(preset, {}).update({f"{part}.{key}": value for key, value in values.items()})
+        if presets:
+            records["methods"][name] = presets
+    for name in sorted(registry.entries["backbones"]):
+        presets = registry.get("backbones", name).method_presets
+        if presets:
+            records["backbones"][name] = presets
+    if args.json:
+        print(json.dumps(records, indent=2, default=str))
+        return 0
+    print("method presets (name:preset=NAME; parameters written beside it override it):")
+    for name, presets in records["methods"].items():
+        for preset, values in presets.items():
+            print(f"  {name}:preset={preset}  " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    print("backbone presets (applied automatically on that backbone; --set overrides them):")
+    for backbone, by_method in records["backbones"].items():
+        for method, values in by_method.items():
+            print(f"  {backbone}: {method}  " + ", ".join(f"{k}={v}" for k, v in values.items()))
     return 0
 
 
@@ -319,6 +352,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
                        description="List what the installed plugins provide (imports no torch).")
     p.add_argument("kind", nargs="?", choices=list(KINDS), help="only this kind")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--presets", action="store_true", help="the methods' named presets and the backbones' presets (imports the method modules)")
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("plugins", help="loaded plugins with version, source and hooks", description="List loaded plugins.")

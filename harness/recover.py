@@ -1,7 +1,7 @@
 """What the cache can prove when ``harness.db`` is lost: each cached file carries its own database row.
 
 Every generated PNG holds, in a ``tEXt`` chunk, the row the ``images`` table has for it (model state, resolved
-prompt spec, UNet evaluations); every safetensors delta has its ``model_states`` row in a JSON file beside it.  When the
+prompt spec, UNet evaluations); every safetensors delta has its ``model_states`` row in ``cache/states/<key>.json``.  When the
 database is deleted and ``cache/`` kept, a re-run finds the files, reads the rows back and stores them again, so
 the cost column, the image grids and the erase cost come out as before, without regenerating or re-erasing.
 An image from before these records existed gets the cost its key determines (see ``adopted_image_rows``).
@@ -65,20 +65,18 @@ def adopted_image_rows(store, state_key: str, adopted: dict, evals_per_image) ->
 # --------------------------------------------------------------------------- model states
 
 
-def record_path(delta_path: Path) -> Path:
-    return Path(delta_path).with_suffix(".json")
+def state_record_path(store, key: str) -> Path:
+    """Not in ``cache/deltas``: the record holds the erase time, which differs between two stores that erased the
+    same state, and ``harness merge`` must not see that as a conflict (nor a recomputed delta as other bytes)."""
+    return store.cache / "states" / f"{key}.json"
 
 
-def write_delta_record(delta_path: Path, *, backbone: str, method: str, params: dict, concepts: str, metadata: dict) -> None:
-    """A delta's ``model_states`` row, in a JSON file beside it.
-
-    Beside it rather than in the safetensors header: the metadata holds the erase time, and a recomputed delta must
-    be the same bytes as the one it replaces.
-    """
+def write_state_record(store, key: str, *, backbone: str, method: str, params: dict, concepts: str, metadata: dict) -> None:
+    """A delta's ``model_states`` row, in a JSON file of its own."""
     from harness.store import atomic_write_bytes
 
     row = {"backbone": backbone, "method": method, "params": params, "concepts": concepts, "metadata": metadata}
-    atomic_write_bytes(record_path(delta_path), json.dumps(row, indent=1, default=str).encode("utf-8"))
+    atomic_write_bytes(state_record_path(store, key), json.dumps(row, indent=1, default=str).encode("utf-8"))
 
 
 def restore_model_state(store, key: str) -> bool:
@@ -87,7 +85,7 @@ def restore_model_state(store, key: str) -> bool:
     if not delta_path.is_file():
         return False
     try:
-        row = json.loads(record_path(delta_path).read_text(encoding="utf-8"))
+        row = json.loads(state_record_path(store, key).read_text(encoding="utf-8"))
         store.add_model_state(key, row["backbone"], row["method"], row["params"], row["concepts"], str(delta_path), row["metadata"])
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -92,6 +92,9 @@ class SLD(Method):
     paper = "Schramowski et al., Safe Latent Diffusion: Mitigating Inappropriate Degeneration in Diffusion Models, CVPR 2023"
     kind = MethodKind.INFERENCE
     version = "1"
+    # official: the original repository (SLD @ a42923c, sld_pipeline.py), MEDIUM; "diffusers": the diffusers port, whose
+    # safety concept is prefixed with "an image showing ".
+    presets = {"official": {"strength": "medium", "diffusers_prefix": False}, "diffusers": {"strength": "medium", "diffusers_prefix": True}}
 
     @dataclass
     class Params:

@@ -78,7 +78,17 @@ class TRCET(Method):
     display_name = "TRCE (T)"
     description = "TRCE stage 1: closed-form edit mapping the first [EoT] of malicious prompts to safe ones, COCO-preserving"
     paper = "TRCE: Towards Reliable Malicious Concept Erasure in Text-to-Image Diffusion Models (2025), §4.1"
-    version = "1"
+    version = "2"  # 2: exact float64 solve (solver=limit is version 1's)
+    # ddgoodgood/TRCE @ 0da9b71: run_trce_stage1.py, src/cfr_utils.py, config/stage1/stage1_sexual_default.yaml
+    presets = {
+        "official": {
+            "word_count_positions": True,  # [EoT] at len(prompt.split()) + 1
+            "double_preserve_scale": True,  # s applied when building the cache and again in the solve: s²
+            "caption_divisor": 3e4,  # the caption cache divided by a fixed 3e4
+            "num_phrases": 20,  # concept_num
+            "num_templates": 15,  # augment_num
+        },
+    }
 
     @dataclass
     class Params:
@@ -94,6 +104,7 @@ class TRCET(Method):
         word_count_positions: bool = False  # quirk: official word-count [EoT]/keyword positions
         double_preserve_scale: bool = False  # quirk: official s² preservation weight
         solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert)
+        caption_divisor: float = 0.0  # quirk: 0 = the number of captions (a mean); official code: a fixed 3e4
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         params = self.params
@@ -113,7 +124,9 @@ class TRCET(Method):
         if params.preserve_scale != 0:
             captions, caption_info = load_captions(concepts, params.captions, params.max_captions)
             totals = caption_statistics(pipe, captions, ctx)
-            preserve = totals.scaled(1 / totals.count)
+            # the mean over captions (paper, Eq. 4 normalised); the official code divides by a fixed 3e4 instead
+            divisor = params.caption_divisor or totals.count
+            preserve = totals.scaled(1 / divisor)
 
         # 4. the closed-form solve (Eq. 5) for every attn2 key/value matrix
         projections = cross_attention_projections(pipe.unet, edit_keys=params.edit_keys)
@@ -145,6 +158,7 @@ class TRCET(Method):
             "quirks": {
                 "word_count_positions": params.word_count_positions,
                 "double_preserve_scale": params.double_preserve_scale,
+                "caption_divisor": params.caption_divisor,
             },
             **solved,
         }
