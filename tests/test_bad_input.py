@@ -347,6 +347,9 @@ def test_a_lost_database_is_rebuilt_from_the_cache_with_costs_and_grids(tmp_path
     assert any(name.startswith("grids/") for name in before)
     assert after == before  # leaderboard (cost column and erase cost included), plots and grids
     assert "| 8 |" in (out / "after" / "leaderboard.md").read_text()  # 4 steps × 2 UNet evaluations, not 0
+    capsys.readouterr()
+    assert main(["check", "--out", str(out)]) == 0  # the rebuilt store is consistent: nothing damaged or orphaned
+    assert "0 damaged, 0 unrecorded, 0 orphaned" in capsys.readouterr().out
 
 
 def test_a_cached_image_without_a_record_gets_the_cost_its_key_determines_not_zero(tmp_path, capsys):
