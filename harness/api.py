@@ -67,6 +67,9 @@ class PromptSpec:
 # --------------------------------------------------------------------------- metrics and scorers
 
 
+METRIC_UNITS = ("rate", "score", "count", "distance")
+
+
 @dataclass(frozen=True)
 class Metric:
     """A view on a scorer's raw output.
@@ -87,6 +90,13 @@ class Metric:
     per_image: Callable[[dict], float] | None = field(default=None, compare=False)
     aggregate: Callable[[list[dict], list[PromptSpec]], float] | None = field(default=None, compare=False)
     values: Callable[[list[dict], list[PromptSpec]], list[float | None]] | None = field(default=None, compare=False)
+    # What the number is, stored with every result so that reports format it without the plugin: "rate" (a fraction
+    # in [0, 1], shown as a percentage), "score" (a number on the metric's own scale), "count", or "distance" (FID).
+    unit: str = "score"
+
+    def __post_init__(self):
+        if self.unit not in METRIC_UNITS:
+            raise ValueError(f"metric {self.id!r}: unit {self.unit!r} is not one of {', '.join(METRIC_UNITS)}")
 
     def image_values(self, raws: list[dict], specs: list[PromptSpec]) -> list[float | None] | None:
         """One value per image (``None``: not counted by this metric), or ``None`` for a set-level metric."""
@@ -281,6 +291,13 @@ class ConceptSet:
             # Captions may live in a plain text file next to the concept set, one per line.
             lines = (path.parent / captions_file).read_text(encoding="utf-8").splitlines()
             data["captions"] = [line for line in lines if line.strip()]
+        pin = data.get("extra", {}).get("captions_data")
+        if isinstance(pin, str) and pin.endswith(".json"):
+            # Captions too large to ship: the pin of an upstream file (``harness.data.Upstream`` fields) beside the set.
+            try:
+                data["extra"] = {**data["extra"], "captions_data": json.loads((path.parent / pin).read_text(encoding="utf-8"))}
+            except (OSError, json.JSONDecodeError) as err:
+                raise HarnessError(f"concept file {path}: its captions_data pin {pin} cannot be read ({err})") from None
         return cls.from_dict(data, origin=str(path))
 
 

@@ -418,8 +418,12 @@ class Runner:
         known = [evals.get(key) for key in dict.fromkeys(keys)]
         evals_per_image = None if None in known or not known else sum(known) / len(known)
         by_scorer: dict[str, list[str]] = {}
-        for ref in planned.benchmark.metric_refs():
+        refs = planned.benchmark.metric_refs()
+        for ref in refs:
             by_scorer.setdefault(ref.scorer, []).append(ref.metric)
+        # Stored with every result, so that reports show it without loading a plugin.
+        method_display = display_label(plan.registry, "methods", method_label)
+        benchmark_display = display_label(plan.registry, "benchmarks", planned.label)
         for scorer_name, metric_ids in by_scorer.items():
             scorer = self.scorer(scorer_name)
             if scorer.needs_reference:
@@ -436,7 +440,10 @@ class Runner:
                 metric_ref = str(MetricRef(scorer_name, metric_id))
                 store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=metric_ref,
                                  value=value, n=n, lower_is_better=metric.lower_is_better, name=metric.name,
-                                 description=metric.description, model_state=state.key, unet_evals_per_image=evals_per_image)
+                                 description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial,
+                                 needs_reference=scorer.needs_reference, method_display=method_display,
+                                 benchmark_display=benchmark_display, metric_position=refs.index(MetricRef(scorer_name, metric_id)),
+                                 model_state=state.key, unet_evals_per_image=evals_per_image)
                 store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
                                         [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
 
@@ -493,6 +500,20 @@ class Runner:
             raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
             self.store.add_set_score(set_key, scorer.name, scorer.version, raw)
         return raw
+
+
+def display_label(registry: Registry, kind: str, label: str) -> str:
+    """A stored label as a paper writes it: "TRCE (T+V)", "UCE (lamb=0.1)", "UCE + SLD".
+
+    Each part takes its class's ``display_name`` (its registered name if it has none), followed by its parameters.
+    """
+    (parts,) = parse_selections(label, f"{kind} label")
+    shown = []
+    for part in parts:
+        title = getattr(registry.get(kind, part.name), "display_name", "") or part.name
+        params = Selection(part.name, part.params).label().partition(":")[2]
+        shown.append(f"{title} ({params})" if params else title)
+    return " + ".join(shown)
 
 
 def describe_plan(planned: Plan) -> str:

@@ -43,8 +43,9 @@ reproduces the code.  Quirks in use are recorded in the metadata.
 * Not switchable, for the record: the code divides the cache by the constant 3e4, not by its
   caption count.  That is the same thing for a 30k-caption file such as COCO-30k.
 
-Captions: the concept set's ``captions`` (or ``captions_file``, or ``extra.captions_data``: a pinned
-upstream file such as ``coco30k``, fetched and verified by ``harness data fetch``), or ``captions=PATH`` (a
+Captions: the concept set's ``captions`` (or ``captions_file``, or ``extra.captions_data``: the pin of an
+upstream file such as COCO-30k, in ``harness.data.Upstream`` fields, fetched and verified by the core's data
+layer and by ``harness data fetch coco30k``), or ``captions=PATH`` (a
 ``.txt`` with one caption per line, or a ``.csv`` with a ``prompt``/``caption``/``text``
 column such as COCO-30k).  No captions is an error unless ``preserve_scale=0``.
 """
@@ -233,9 +234,9 @@ def load_captions(concepts: ConceptSet, path: str, limit: int) -> tuple[list[str
         captions, source = list(concepts.captions), f"concept set {concepts.name!r}"
     elif concepts.extra.get("captions_data"):
         # A pinned upstream file (COCO-30k for the SD concept sets), downloaded and sha256-checked by the data layer.
-        from benchmarks import data
+        from harness import data
 
-        resolved = data.resolve(concepts.extra["captions_data"])
+        resolved = data.resolve(data.Upstream.from_dict(concepts.extra["captions_data"], origin=f"concept set {concepts.name!r}"))
         captions, source = read_caption_file(resolved.path), f"{resolved.key} ({resolved.sha256[:12]})"
     else:
         raise HarnessError(

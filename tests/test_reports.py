@@ -19,8 +19,6 @@ from PIL import Image
 
 from harness import stats
 from harness.cli import main
-from harness.plugins import PluginHost
-from harness.registry import Registry
 from harness.store import Store
 from reports import grids, latex, leaderboard, plots, uncertainty
 
@@ -52,14 +50,9 @@ def store_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def registry():
-    return Registry(PluginHost([KIT]))
-
-
-@pytest.fixture(scope="module")
-def board(store_dir, registry):
+def board(store_dir):
     store = Store(store_dir)
-    return leaderboard.build(store.results(), registry=registry, values=store.result_values())
+    return leaderboard.build(store.results(), values=store.result_values())
 
 
 @pytest.fixture(scope="module")
@@ -285,10 +278,10 @@ def test_png_and_pdf_files_are_written(report_dir):
 # --------------------------------------------------------------------------- image grids
 
 
-def test_flagged_images_are_blurred_and_the_others_untouched(store_dir, board, registry, report_dir):
+def test_flagged_images_are_blurred_and_the_others_untouched(store_dir, board, report_dir):
     store = Store(store_dir)
     results = store.results()
-    made = grids.collect(store, board, results, registry, prompts=4)
+    made = grids.collect(store, board, results, prompts=4)
     grid = next(g for g in made if g.benchmark == "plain:count=4")
     assert grid.methods == ["sd", "tint:amount=0.1", "tint:amount=-0.1", "tint:amount=-0.3"] and grid.spec_ids == ["0", "1", "2", "3"]
     # The flag is the stored raw score read independently: mean pixel value above the kit's threshold.
@@ -322,9 +315,12 @@ def test_no_blur_flag_reaches_the_grids(store_dir, capsys, tmp_path):
     assert unblurred.shape == blurred.shape and unblurred.var() > blurred.var()
 
 
-def test_images_of_an_unloaded_scorer_are_blurred(store_dir, board):
-    store = Store(store_dir)
-    made = grids.collect(store, board, store.results(), Registry(PluginHost([])), prompts=2)  # the kit's scorers are unknown here
+def test_images_without_stored_values_are_blurred(store_dir, board, tmp_path):
+    copied = tmp_path / "copied"
+    shutil.copytree(store_dir, copied)
+    store = Store(copied)
+    store.db.execute("DELETE FROM result_values")  # e.g. a store written before per-image values were kept
+    made = grids.collect(store, board, store.results(), prompts=2)
     cells = [cell for grid in made if grid.benchmark == "plain:count=4" for cell in grid.cells]
     assert cells and all(cell.flagged and cell.unscored for cell in cells)
     keep = [cell for grid in made if grid.benchmark == "keep:count=3" for cell in grid.cells]
@@ -410,7 +406,7 @@ def test_toy_world_report(tmp_path):
     out = str(tmp_path / "toy")
     assert main(["run", "--methods", "sd,uce", "--bench", "toy-explicit,toy-preserve", "--limit", "6", "--out", out, "--no-progress"]) == 0
     assert main(["report", "--out", out]) == 0
-    board = leaderboard.build(Store(out).results(), registry=Registry(PluginHost([])))
+    board = leaderboard.build(Store(out).results())
     assert any(c.metric == "toy-fid:toy-fid" and c.role == "preservation" and c.set_level for c in board.columns)
     assert (Path(out) / "report" / "report.html").exists() and math.isfinite(board.rows[0].values[0])
 
