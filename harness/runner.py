@@ -510,6 +510,9 @@ def display_label(registry: Registry, kind: str, label: str) -> str:
     (parts,) = parse_selections(label, f"{kind} label")
     shown = []
     for part in parts:
+        if part.params.get("label"):  # a plugin's `label=` parameter (checkpoint) is the name the user gave the row
+            shown.append(part.params["label"])
+            continue
         title = getattr(registry.get(kind, part.name), "display_name", "") or part.name
         params = Selection(part.name, part.params).label().partition(":")[2]
         shown.append(f"{title} ({params})" if params else title)
