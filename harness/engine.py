@@ -319,16 +319,17 @@ class Engine:
         }
         return sha256_json(fields)
 
-    def generate(self, specs: list[PromptSpec], state: ActiveState, desc: str = "generating") -> list[str]:
-        """Make sure an image exists for every spec; return the image keys in spec order."""
+    def generate(self, specs: list[PromptSpec], state: ActiveState, desc: str = "generating", on_batch=None) -> list[str]:
+        """Make sure an image exists for every spec; return the image keys in spec order.
+
+        ``on_batch``, if given, receives each stored batch as (key, spec) pairs (the overlapped scorer's queue).
+        """
         from tqdm.auto import tqdm
 
         resolved = [self.resolve(spec) for spec in specs]
         keys = [self.image_key(spec, state.key) for spec in resolved]
-        todo = {}
-        for key, spec in zip(keys, resolved):
-            if key not in todo and not self.store.image_path(key).exists():
-                todo[key] = spec
+        missing = self.missing(keys)
+        todo = {key: spec for key, spec in zip(keys, resolved) if key in missing}
         if not todo:
             return keys
         evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
@@ -337,22 +338,45 @@ class Engine:
             spec = item[1]
             return (spec.steps, spec.height, spec.width)
 
-        ordered = sorted(todo.items(), key=group_of)
-        with tqdm(total=len(ordered), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
-            for _, group in groupby(ordered, key=group_of):
-                group = list(group)
-                for start in range(0, len(group), self.batch_size):
-                    batch = group[start : start + self.batch_size]
-                    images = self.sample([spec for _, spec in batch], state)
-                    rows = []
-                    for (key, spec), image in zip(batch, images):
-                        buffer = io.BytesIO()
-                        image.save(buffer, format="PNG")
-                        atomic_write_bytes(self.store.image_path(key), buffer.getvalue())
-                        rows.append((key, state.key, spec.as_dict(), evals_per_image(spec)))
-                    self.store.add_images(rows)
-                    bar.update(len(batch))
+        batches = []
+        for _, group in groupby(sorted(todo.items(), key=group_of), key=group_of):
+            group = list(group)
+            batches.extend(group[start : start + self.batch_size] for start in range(0, len(group), self.batch_size))
+        mine = self.my_batches(batches)
+        # Data-parallel runs (harness/distributed.py) share the batches out; the other processes make the rest.
+        others = [key for index, batch in enumerate(batches) if index not in mine for key, _ in batch]
+        made = 0
+        with tqdm(total=len(todo), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
+            for index in sorted(mine):
+                batch = batches[index]
+                images = self.sample([spec for _, spec in batch], state)
+                rows = []
+                for (key, spec), image in zip(batch, images):
+                    buffer = io.BytesIO()
+                    image.save(buffer, format="PNG")
+                    atomic_write_bytes(self.store.image_path(key), buffer.getvalue())
+                    rows.append((key, state.key, spec.as_dict(), evals_per_image(spec)))
+                self.store.add_images(rows)
+                if on_batch is not None:
+                    on_batch(batch)
+                made += len(batch)
+                # One bar for all processes: the others' images count once their files exist.
+                done_elsewhere = sum(self.store.image_path(key).exists() for key in others) if others and self.show_progress else 0
+                bar.update(made + done_elsewhere - bar.n)
+            while others and self.show_progress and bar.n < len(todo):  # the global count, to the end
+                time.sleep(0.5)
+                bar.update(made + sum(self.store.image_path(key).exists() for key in others) - bar.n)
         return keys
+
+    def my_batches(self, batches: list[list]) -> set[int]:
+        """The indices of the batches this process makes: all of them, unless a data-parallel run shares them out."""
+        return set(range(len(batches)))
+
+    def missing(self, keys: list[str]) -> set[str]:
+        """The keys without a finished image: its PNG and its row in the store (a PNG written just before a
+        kill, whose row never was, is made again)."""
+        with_rows = self.store.image_unet_evals(list(dict.fromkeys(keys)))
+        return {key for key in keys if key not in with_rows or not self.store.image_path(key).exists()}
 
     # ------------------------------------------------------------------ the sampling loop
 
