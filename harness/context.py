@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import integrity
 from harness.api import sha256_json
 from harness.names import check_name
 
@@ -28,6 +28,8 @@ class EditContext:
     # How often each named cache was hit or filled, so tests can prove reuse.
     cache_hits: Counter = field(default_factory=Counter)
     cache_misses: Counter = field(default_factory=Counter)
+    # The store's file records (harness.integrity.Files): cached tensors are checked before use.
+    files: object | None = None
 
     def progress(self, iterable=None, total=None, desc: str = "", **kwargs):
         from tqdm.auto import tqdm
@@ -44,13 +46,20 @@ class EditContext:
 
         digest = sha256_json({"backbone": self.backbone_fingerprint, "key": key})
         path = Path(self.cache_dir) / check_name(name, "cache name") / f"{digest}.safetensors"
-        if path.exists():
+        if self._intact(path, name):
             self.cache_hits[name] += 1
             return load_file(str(path), device=self.device)
         self.cache_misses[name] += 1
         tensors = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, path)
+        on_disk = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        if self.files is not None:
+            self.files.write(path, kind=integrity.CACHE, write=lambda tmp: save_file(on_disk, str(tmp)))
+        else:
+            integrity.atomic_write(path, write=lambda tmp: save_file(on_disk, str(tmp)))
         return tensors
+
+    def _intact(self, path: Path, name: str) -> bool:
+        if self.files is None:  # a context without a store (unit tests): existence is all there is to check
+            return path.exists()
+        return self.files.verify(path, f"cached {name} tensors", adopt=integrity.safetensors_loads, kind=integrity.CACHE,
+                                 remedy="they are recomputed")

@@ -85,12 +85,33 @@ def ingest_pending_images(store: Store) -> int:
     if not folder.is_dir():
         return 0
     taken = 0
+    from harness.integrity import Record
+
     for path in sorted(folder.glob("*.json")):
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        store.add_images([(row["key"], row["state"], row["spec"], row["unet_evals"]) for row in rows])
+        records = json.loads(path.read_text(encoding="utf-8"))
+        rows = [(row["key"], row["state"], row["spec"], row["unet_evals"]) for row in records["images"]]
+        store.add_images(rows, files=[Record(**entry) for entry in records["files"]])
         path.unlink()
         taken += len(rows)
     return taken
+
+
+class _ShardFiles:
+    """The integrity records as a rank other than 0 handles them: written files go to rank 0 with their rows."""
+
+    def __init__(self, store: ShardStore):
+        self.store = store
+
+    def write(self, path: Path, data: bytes | None = None, *, kind: str, write=None, record: bool = True):
+        from harness.integrity import Record, atomic_write
+
+        if record:
+            raise RuntimeError(f"{path}: only rank 0 records files; pass record=False and hand the record to add_images")
+        digest, size = atomic_write(path, data, write=write)
+        return Record(Path(path).resolve().relative_to(self.store.root.resolve()).as_posix(), digest, size, kind)
+
+    def verify(self, path: Path, what: str, **_) -> bool:
+        return Path(path).exists()  # a delta rank 0 verified (or wrote) just before it told this rank to load it
 
 
 class ShardStore(Store):
@@ -103,16 +124,18 @@ class ShardStore(Store):
         self.root = Path(out)
         self.cache = self.root / "cache"
         self.db = None  # deliberately: a method not overridden here must not silently write elsewhere
+        self.files = _ShardFiles(self)
         self.image_rows = dict(image_rows)  # image key -> unet evals, for every image with a row
         self.model_states = model_states
 
     def image_unet_evals(self, keys: list[str]) -> dict[str, int]:
         return {key: self.image_rows[key] for key in keys if key in self.image_rows}
 
-    def add_images(self, rows) -> None:
-        records = [{"key": key, "state": state, "spec": spec, "unet_evals": evals} for key, state, spec, evals in rows]
+    def add_images(self, rows, files=()) -> None:
+        records = {"images": [{"key": key, "state": state, "spec": spec, "unet_evals": evals} for key, state, spec, evals in rows],
+                   "files": [dataclasses.asdict(entry) for entry in files]}
         atomic_write_bytes(self.cache / PENDING_DIR / f"{uuid.uuid4().hex}.json", json.dumps(records, default=str).encode("utf-8"))
-        self.image_rows.update((record["key"], record["unet_evals"]) for record in records)
+        self.image_rows.update((record["key"], record["unet_evals"]) for record in records["images"])
 
     def model_state(self, key: str):
         return self.model_states.get(key)
@@ -147,9 +170,15 @@ def _engine_class():
             self.shared_out: set[str] = set()
             self.batches_shared = 0
 
-        def missing(self, keys: list[str]) -> set[str]:
-            return {key for key in keys if key not in self.shared_out
-                    and not (key in self.finished_at_start and self.store.image_path(key).exists())}
+        def _missing_images(self, keys: list[str], specs: list):
+            """(to generate, damaged, adopted) as the base engine returns them; whether a file is intact is checked
+            by the single-process pass that follows (rank 0 alone reads the integrity records)."""
+            todo = {}
+            for key, spec in zip(keys, specs):
+                if key in todo or key in self.shared_out or (key in self.finished_at_start and self.store.image_path(key).exists()):
+                    continue
+                todo[key] = spec
+            return todo, {}, {}
 
         def my_batches(self, batches: list[list]) -> set[int]:
             self.shared_out.update(key for batch in batches for key, _ in batch)
@@ -229,7 +258,7 @@ def run_data_parallel(plan, world: World):
             specs = [engine.resolve(spec) for planned in group for spec in planned.specs]
             image_keys = [engine.image_key(spec, state_key) for spec in specs]
             # Erasure once: rank 0 makes the state (if anyone has images to make with it), then the others load it.
-            needed = _broadcast(dist, bool(engine.missing(image_keys)) if world.is_main else None)
+            needed = _broadcast(dist, bool(engine._missing_images(image_keys, specs)[0]) if world.is_main else None)
             if not needed:
                 continue
             state = states.activate(method.parts, group[0].concepts, method.label) if world.is_main else None

@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
+from harness import integrity
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
 from harness.lazy import resolve_pipeline
-from harness.store import Store, atomic_write_bytes
+from harness.store import Store
 
 EDITABLE_COMPONENTS = ("unet", "text_encoder")
 
@@ -166,6 +167,7 @@ class ModelStates:
             device=self.device,
             dtype=self.dtype,
             cache_dir=self.store.cache / "methods",
+            files=self.store.files,
             backbone_fingerprint=self.backbone_fingerprint,
             show_progress=self.show_progress,
             original_unet=self.original_unet,
@@ -183,6 +185,8 @@ class ModelStates:
             identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
             if method.kind == MethodKind.EDIT:  # an edit computed on float16 weights is not the float32 one
                 identity["dtype"] = self.dtype
+            if method.presets_applied:  # same values, other origin: the provenance column must say which
+                identity["presets"] = method.presets_applied
             key = sha256_json(identity)[:32]
             keys.append(key)
         return keys
@@ -223,7 +227,9 @@ class ModelStates:
             row = self.store.model_state(key)
             if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
-                if row is not None and delta_path.exists():
+                intact = row is not None and self.store.files.verify(delta_path, "cached model delta", adopt=integrity.safetensors_loads,
+                                                                         kind=integrity.DELTA, remedy="the erasure is recomputed")
+                if intact:
                     self.apply_delta(load_file(str(delta_path)))
                     metadata = _json(row["metadata"])
                 else:
@@ -233,19 +239,19 @@ class ModelStates:
                     metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device}
                     self.edits_run += 1
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
-                    buffer_path = delta_path.with_name(f".{delta_path.name}.tmp")
-                    delta_path.parent.mkdir(parents=True, exist_ok=True)
-                    save_file({k: v.contiguous().cpu() for k, v in delta.items()}, str(buffer_path), metadata={"method": part_label})
+                    tensors = {k: v.contiguous().cpu() for k, v in delta.items()}
+                    self.store.files.write(delta_path, kind=integrity.DELTA,
+                                           write=lambda tmp, tensors=tensors, label=part_label: save_file(tensors, str(tmp), metadata={"method": label}))
                     self.exact = delta
-                    buffer_path.replace(delta_path)
                     self.applied = set(delta)
                     # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
-                    metadata = {"provenance": "erased here", **metadata, "parameters_changed": len(delta)}
+                    metadata = {"provenance": "erased here", **metadata, **method.presets_applied, "parameters_changed": len(delta)}
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
             else:
                 metadata = row and _json(row["metadata"]) or {}
                 if row is None:
-                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": MethodKind(method.kind).value})
+                    metadata = {"kind": MethodKind(method.kind).value, **method.presets_applied}
+                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": MethodKind(method.kind).value, **method.presets_applied})
             hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)
@@ -328,11 +334,12 @@ class Engine:
 
         resolved = [self.resolve(spec) for spec in specs]
         keys = [self.image_key(spec, state.key) for spec in resolved]
-        missing = self.missing(keys)
-        todo = {key: spec for key, spec in zip(keys, resolved) if key in missing}
+        evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
+        todo, damaged, adopted = self._missing_images(keys, resolved)
+        if adopted:  # intact images whose record a kill (or an older version) left out
+            self.store.add_images([(key, state.key, spec.as_dict(), evals_per_image(spec)) for key, spec in adopted.items()])
         if not todo:
             return keys
-        evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
 
         def group_of(item):
             spec = item[1]
@@ -350,13 +357,16 @@ class Engine:
             for index in sorted(mine):
                 batch = batches[index]
                 images = self.sample([spec for _, spec in batch], state)
-                rows = []
+                rows, files = [], []
                 for (key, spec), image in zip(batch, images):
                     buffer = io.BytesIO()
                     image.save(buffer, format="PNG")
-                    atomic_write_bytes(self.store.image_path(key), buffer.getvalue())
+                    files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
                     rows.append((key, state.key, spec.as_dict(), evals_per_image(spec)))
-                self.store.add_images(rows)
+                self.store.add_images(rows, files=files)
+                changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
+                if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
+                    self.store.forget_raw_scores(changed)
                 if on_batch is not None:
                     on_batch(batch)
                 made += len(batch)
@@ -372,11 +382,28 @@ class Engine:
         """The indices of the batches this process makes: all of them, unless a data-parallel run shares them out."""
         return set(range(len(batches)))
 
-    def missing(self, keys: list[str]) -> set[str]:
-        """The keys without a finished image: its PNG and its row in the store (a PNG written just before a
-        kill, whose row never was, is made again)."""
-        with_rows = self.store.image_unet_evals(list(dict.fromkeys(keys)))
-        return {key for key in keys if key not in with_rows or not self.store.image_path(key).exists()}
+    def _missing_images(self, keys: list[str], specs: list[PromptSpec]):
+        """(to generate: key → spec, damaged: key → recorded sha256, adopted: key → spec) for the images of ``keys``.
+
+        Each cached image is checked against its record (size and sha256) before it
+        counts as done; a damaged one is removed with one warning and generated again.
+        """
+        files = self.store.files
+        todo, damaged, adopted = {}, {}, {}
+        recorded_images = set(self.store.image_unet_evals(keys))
+        for key, spec in zip(keys, specs):
+            if key in todo or key in adopted:
+                continue
+            path = self.store.image_path(key)
+            record = files.lookup(path)
+            if files.verify(path, "cached image", adopt=integrity.image_decodes, kind=integrity.IMAGE):
+                if record is None or key not in recorded_images:
+                    adopted[key] = spec
+                continue
+            todo[key] = spec
+            if record is not None:
+                damaged[key] = record.sha256
+        return todo, damaged, adopted
 
     # ------------------------------------------------------------------ the sampling loop
 

@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.api import HarnessError
+from harness.integrity import Files, atomic_write
 from harness.names import check_name
+from harness.results import Result
 
 # Ordered migrations: the database records how many have been applied.  Append, never edit.
 MIGRATIONS = [
@@ -62,6 +64,19 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, method, benchmark, metric, spec_id)
     );
     """,
+    # Every file the store references, with what it must be (harness/integrity.py).
+    """
+    CREATE TABLE files (path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT, created TEXT);
+    """,
+    # What reports need to show a result without its plugins (harness.results.Result); NULL in older rows.
+    """
+    ALTER TABLE results ADD COLUMN unit TEXT;
+    ALTER TABLE results ADD COLUMN adversarial INTEGER;
+    ALTER TABLE results ADD COLUMN needs_reference INTEGER;
+    ALTER TABLE results ADD COLUMN method_display TEXT;
+    ALTER TABLE results ADD COLUMN benchmark_display TEXT;
+    ALTER TABLE results ADD COLUMN metric_position INTEGER;
+    """,
 ]
 
 
@@ -71,13 +86,7 @@ def now() -> str:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it, so a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, data)
 
 
 class Store:
@@ -98,21 +107,26 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
+        self.files = Files(self)
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = self.db.execute("SELECT version FROM schema_version").fetchone()
-        applied = row["version"] if row else 0
-        if applied > len(MIGRATIONS):
-            raise HarnessError(f"{self.root / 'harness.db'} was written by a newer erasure-harness (schema {applied}); upgrade harness")
-        for version in range(applied, len(MIGRATIONS)):
+        while True:
             with self.transaction():
+                # The version is read inside the write lock: two processes opening a fresh store migrate it once.
+                row = self.db.execute("SELECT version FROM schema_version").fetchone()
+                applied = row["version"] if row else 0
+                if applied > len(MIGRATIONS):
+                    raise HarnessError(f"{self.root / 'harness.db'} was written by a newer erasure-harness (schema {applied}, this one "
+                                       f"knows {len(MIGRATIONS)}); upgrade erasure-harness or choose another --out")
+                if applied == len(MIGRATIONS):
+                    return
                 # Statement by statement: executescript() would commit in the middle of this transaction.
-                for statement in MIGRATIONS[version].split(";"):
+                for statement in MIGRATIONS[applied].split(";"):
                     if statement.strip():
                         self.db.execute(statement)
                 self.db.execute("DELETE FROM schema_version")
-                self.db.execute("INSERT INTO schema_version VALUES (?)", (version + 1,))
+                self.db.execute("INSERT INTO schema_version VALUES (?)", (applied + 1,))
 
     def transaction(self):
         store = self
@@ -179,12 +193,19 @@ class Store:
     def image_path(self, key: str) -> Path:
         return self.cache / "images" / key[:2] / f"{key}.png"
 
-    def add_images(self, rows: Iterable[tuple[str, str, dict, int]]) -> None:
+    def add_images(self, rows: Iterable[tuple[str, str, dict, int]], files=()) -> None:
+        """Record generated images; ``files`` (their integrity records) are committed in the same transaction."""
         with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)",
                 [(key, str(self.image_path(key).relative_to(self.root)), state, json.dumps(spec, default=str), evals, now()) for key, state, spec, evals in rows],
             )
+            self.files.record(list(files))
+
+    def forget_raw_scores(self, keys: list[str]) -> None:
+        """Drop the stored scores of images that were regenerated with different bytes."""
+        for chunk in _chunks(keys, 500):
+            self.db.execute(f"DELETE FROM raw_scores WHERE image_key IN ({','.join('?' * len(chunk))})", chunk)
 
     def image_unet_evals(self, keys: list[str]) -> dict[str, int]:
         found = {}
@@ -229,24 +250,38 @@ class Store:
     # ------------------------------------------------------------------ results
 
     def add_result(self, *, run_id: str, method: str, benchmark: str, metric: str, value: float, n: int,
-                   lower_is_better: bool, name: str, description: str, model_state: str, unet_evals_per_image: float) -> None:
+                   lower_is_better: bool, name: str, description: str, unit: str, adversarial: bool, needs_reference: bool,
+                   method_display: str = "", benchmark_display: str = "", metric_position: int | None = None,
+                   model_state: str, unet_evals_per_image: float) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image),
+            "INSERT OR REPLACE INTO results (run_id, method, benchmark, metric, value, n, lower_is_better, name, description, "
+            "model_state, unet_evals_per_image, unit, adversarial, needs_reference, method_display, benchmark_display, metric_position) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image,
+             unit, int(adversarial), int(needs_reference), method_display, benchmark_display, metric_position),
         )
 
-    def results(self, runs: list[str] | None = None) -> list[dict]:
+    def results(self, runs: list[str] | None = None) -> list[Result]:
+        """Every stored result (of ``runs``, if given), oldest run first, each with its model state's metadata."""
         query = (
             "SELECT results.*, runs.created AS run_created, model_states.metadata AS state_metadata FROM results "
             "JOIN runs ON runs.id = results.run_id LEFT JOIN model_states ON model_states.key = results.model_state"
         )
         rows = [dict(row) for row in self.db.execute(query + " ORDER BY runs.created, results.rowid")]
-        if runs:
-            rows = [row for row in rows if row["run_id"] in runs]
-        for row in rows:
-            row["lower_is_better"] = bool(row["lower_is_better"])
-            row["state_metadata"] = json.loads(row["state_metadata"]) if row["state_metadata"] else {}
-        return rows
+        return [
+            Result(
+                run_id=row["run_id"], method=row["method"], benchmark=row["benchmark"], metric=row["metric"],
+                value=row["value"], n=row["n"],
+                lower_is_better=bool(row["lower_is_better"]), name=row["name"], description=row["description"] or "",
+                unit=row["unit"], adversarial=bool(row["adversarial"]), needs_reference=bool(row["needs_reference"]),
+                method_display=row["method_display"] or "", benchmark_display=row["benchmark_display"] or "",
+                metric_position=row["metric_position"],
+                model_state=row["model_state"], unet_evals_per_image=row["unet_evals_per_image"], run_created=row["run_created"] or "",
+                state_metadata=json.loads(row["state_metadata"]) if row["state_metadata"] else {},
+            )
+            for row in rows
+            if not runs or row["run_id"] in runs
+        ]
 
     def set_result_values(self, run_id: str, method: str, benchmark: str, metric: str,
                           rows: list[tuple[str, str, int, str, float]]) -> None:

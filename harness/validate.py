@@ -176,3 +176,28 @@ def validate_specs(label: str, specs, backbone) -> None:
     """Every prompt of a benchmark, before any work: a bad seed, guidance or size names its prompt."""
     for spec in specs:
         validate_spec(spec, f"benchmark {label!r}, prompt {spec.id}:", min_size=backbone.min_size, max_size=backbone.max_size)
+
+
+def check_device(device: str) -> None:
+    """Refuse, before any work, a device this torch cannot use (``--device cuda`` on a CPU-only build)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise _error(f"--device {device!r} is not a device; use cpu, cuda, cuda:1 or mps") from None
+    if parsed.type == "cuda":
+        if torch.version.cuda is None:
+            raise _error(f"--device {device}: this torch ({torch.__version__}) was built without CUDA; use --device cpu, "
+                         "or install a CUDA build of torch")
+        if not torch.cuda.is_available():
+            raise _error(f"--device {device}: no CUDA GPU is visible (driver missing or CUDA_VISIBLE_DEVICES empty); use --device cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise _error(f"--device {device}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    elif parsed.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        if backend is None or not backend.is_available():
+            raise _error(f"--device {device}: Apple's MPS backend is not available here; use --device cpu")
+    elif parsed.type != "cpu":
+        raise _error(f"--device {device}: the harness runs on cpu, cuda or mps")

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import integrity
+from harness.results import Result
 from reports.leaderboard import Leaderboard
 
 CELL = 128  # pixels per image in the grid
@@ -35,6 +37,7 @@ class Cell:
     unscored: bool = False
     blurred: bool = False
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # where the image lies in the grid (left, top, right, bottom)
+    damaged: str = ""  # what is wrong with the cached image (missing, truncated, failed hash); "" when intact
 
 
 @dataclass
@@ -57,9 +60,9 @@ def _natural(spec_id: str):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", spec_id)]
 
 
-def latest_images(store, board: Leaderboard, results: list[dict]) -> dict[tuple[str, str], dict[str, dict]]:
+def latest_images(store, board: Leaderboard, results: list[Result]) -> dict[tuple[str, str], dict[str, dict]]:
     """(method, benchmark) → spec id → image row, from the newest run that made it, for the board's cells."""
-    run_order = list(dict.fromkeys(row["run_id"] for row in results))
+    run_order = list(dict.fromkeys(row.run_id for row in results))
     methods = {row.method for row in board.rows}
     benches = {c.benchmark for c in board.columns if not c.is_average}
     images: dict[tuple[str, str], dict[str, dict]] = {}
@@ -120,7 +123,7 @@ class Flagger:
         return {key: (key in flagged or key not in scored, key not in scored) for key in keys}
 
 
-def collect(store, board: Leaderboard, results: list[dict], registry, prompts: int = 6) -> list[Grid]:
+def collect(store, board: Leaderboard, results: list[Result], registry, prompts: int = 6) -> list[Grid]:
     """One grid per benchmark of the board: its first ``prompts`` prompts × every method that ran it."""
     images = latest_images(store, board, results)
     flagger = Flagger(store, registry)
@@ -138,7 +141,12 @@ def collect(store, board: Leaderboard, results: list[dict], registry, prompts: i
         for row in rows:
             spec = json.loads(row["spec"])
             flagged, unscored = flags[row["image_key"]]
-            cells.append(Cell(row["method"], row["spec_id"], spec.get("prompt", ""), store.root / row["path"], flagged, unscored))
+            path = store.root / row["path"]
+            damaged = store.files.inspect(path, adopt=integrity.image_decodes) or ""
+            if damaged:  # its scores were stored before the damage; the grid must not pass it off as the image
+                integrity.warn_damaged("cached image", path, damaged, "its grid cell says so; `harness run` with the same "
+                                       "options (or `harness check --repair`) regenerates it")
+            cells.append(Cell(row["method"], row["spec_id"], spec.get("prompt", ""), path, flagged, unscored, damaged=damaged))
         grids.append(Grid(benchmark, methods, spec_ids, cells, [names[m] for m in metrics]))
     return grids
 
@@ -181,13 +189,14 @@ def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
     return lines
 
 
-def fit_image(path: Path, size: int = CELL):
+def fit_image(path: Path, size: int = CELL, damaged: str = ""):
     """The cached image scaled into a ``size`` square: crisp (nearest) when enlarged, smooth when shrunk."""
     from PIL import Image, ImageDraw
 
-    if not Path(path).exists():  # the cache was pruned: say so in the cell instead of failing the report
+    if damaged or not Path(path).exists():  # pruned or damaged: say so in the cell instead of failing the report
         canvas = Image.new("RGB", (size, size), (235, 235, 235))
-        ImageDraw.Draw(canvas).text((8, size // 2 - 8), "image missing", font=_font(FONT_SIZE - 2), fill=(90, 90, 90))
+        text = "image missing" if not Path(path).exists() else "image damaged"
+        ImageDraw.Draw(canvas).text((8, size // 2 - 8), text, font=_font(FONT_SIZE - 2), fill=(90, 90, 90))
         return canvas
     with Image.open(path) as opened:
         image = opened.convert("RGB")
@@ -239,7 +248,7 @@ def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
             if cell is None:
                 continue
             left = LABEL_WIDTH + column * (CELL + GAP)
-            image = fit_image(cell.path)
+            image = fit_image(cell.path, damaged=cell.damaged)
             cell.blurred = cell.flagged and blur_flagged
             if cell.blurred:
                 image = blur(image)

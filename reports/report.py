@@ -51,7 +51,7 @@ def write(store, results: list[dict], destination: Path, formats: tuple[str, ...
     from reports.uncertainty import intervals
 
     stored_values = store.result_values()
-    board = leaderboard.build(results, registry=registry, values=stored_values)
+    board = leaderboard.build(results, values=stored_values)
     written = Written(board)
     destination.mkdir(parents=True, exist_ok=True)
     if "md" in formats:

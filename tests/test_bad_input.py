@@ -164,3 +164,149 @@ def test_random_specs_either_generate_a_finite_image_or_are_refused_in_one_line(
     engine = Engine(tiny, Store(tmp_path / "out"), "fingerprint", Defaults(1, 16, 16), "cpu", "float32", batch_size=1, show_progress=False)
     (image,) = engine.sample([engine.resolve(spec)], ActiveState(key="sd", label="sd"))  # raises on a non-finite image
     assert image.size == (engine.resolve(spec).width, engine.resolve(spec).height)
+
+
+# --------------------------------------------------------------------------- every command fails in one line
+
+
+def leaf_commands(parser, prefix=()):
+    """Every runnable command path, e.g. ("run",), ("data", "check"), read from argparse itself."""
+    import argparse
+
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        return [prefix] if prefix else []
+    leaves = []
+    for name, child in subparsers[0].choices.items():
+        leaves.extend(leaf_commands(child, (*prefix, name)) or [(*prefix, name)])
+    return leaves
+
+
+def takes_json(parser, path) -> bool:
+    import argparse
+
+    for name in path:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return any("--json" in a.option_strings for a in parser._actions)
+
+
+def assert_one_line_failure(code, stdout, stderr, as_json):
+    assert code == 2, stderr
+    assert stderr.startswith("harness: error: ") and stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr
+    if as_json:
+        import json
+
+        assert "error" in json.loads(stdout)
+
+
+def all_commands():
+    from harness.cli import build_parser
+
+    registry = Registry(PluginHost([BRIGHTNESS]))
+    parser = build_parser(registry)
+    return [(path, takes_json(parser, path)) for path in leaf_commands(parser)]
+
+
+@pytest.mark.parametrize(("path", "json_option"), all_commands(), ids=lambda v: " ".join(v) if isinstance(v, tuple) else str(v))
+def test_every_command_refuses_an_unknown_option_in_one_line(capsys, path, json_option):
+    extra = ["--json"] if json_option else []
+    code, stdout, stderr = cli(capsys, *path, "--no-such-option", *extra)
+    assert_one_line_failure(code, stdout, stderr, as_json=json_option)
+    assert f"(see `harness {' '.join(path)} --help`)" in stderr
+    assert "unrecognized arguments: --no-such-option" in stderr or "arguments are required" in stderr
+
+
+def bad_inputs(tmp_path):
+    """A bad input a user could give each command: (argv, what the one line must say)."""
+    store = tmp_path / "no-store"
+    return {
+        ("run",): (["--model", "tiny", "--bench", "nosuch", "--out", str(tmp_path / "o")], "unknown benchmark 'nosuch'"),
+        ("report",): (["--out", str(store)], "no results store"),
+        ("list",): (["nosuch"], "invalid choice: 'nosuch'"),
+        ("plugins",): (["--plugin", str(tmp_path / "missing.py")], "does not exist"),
+        ("erase",): (["--model", "tiny", "--method", "nosuch", "--concepts", "colours", "--save", str(tmp_path / "s")], "nosuch"),
+        ("data", "fetch"): (["nosuch"], "unknown benchmark or data set 'nosuch'"),
+        ("data", "check"): (["i2p"], "'i2p' is not downloaded"),
+        ("toy", "train"): (["--quick"], "--quick learns nothing"),
+        ("toy", "calibrate"): (["--model", str(tmp_path / "none")], "weights are missing"),
+    }
+
+
+@pytest.mark.parametrize(("path", "json_option"), all_commands(), ids=lambda v: " ".join(v) if isinstance(v, tuple) else str(v))
+def test_every_command_refuses_a_bad_value_in_one_line(tmp_path, capsys, monkeypatch, path, json_option):
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
+    known = bad_inputs(tmp_path)
+    if path not in known:
+        pytest.skip(f"no bad value listed for `harness {' '.join(path)}` yet: add one to bad_inputs")
+    argv, says = known[path]
+    for extra in ([], ["--json"]) if json_option else ([],):
+        code, stdout, stderr = cli(capsys, *path, *argv, *extra)
+        assert_one_line_failure(code, stdout, stderr, as_json=bool(extra))
+        assert says in stderr
+
+
+def test_device_cuda_on_a_cpu_only_torch_is_one_line(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.version, "cuda", None)  # what a CPU-only build reports
+    path = write_csv(tmp_path)
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean", "--device", "cuda",
+                               "--out", str(tmp_path / "out"), "--no-progress")
+    assert_one_line_failure(code, stdout, stderr, as_json=False)
+    assert "--device cuda: this torch" in stderr and "built without CUDA; use --device cpu" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_device_index_beyond_the_visible_gpus_is_one_line(monkeypatch):
+    import torch
+
+    from harness.validate import check_device
+
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("cuda:1")
+    with pytest.raises(HarnessError, match=r"has 2 CUDA device\(s\), cuda:0\.\.cuda:1"):
+        check_device("cuda:2")
+    with pytest.raises(HarnessError, match="is not a device"):
+        check_device("gpu")
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("store")
+    assert main(["--plugin", BRIGHTNESS, "run", "--model", "tiny", "--bench", "fixed:count=3", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("dest", ["/proc/x", "/dev/null/x"])
+def test_report_to_an_unwritable_destination_is_one_line(small_store, capsys, dest):
+    capsys.readouterr()
+    code, stdout, stderr = cli(capsys, "report", "--out", str(small_store), "--dest", dest)
+    assert_one_line_failure(code, "", stderr, as_json=False)
+    assert "/x" in stderr
+
+
+def test_a_closed_pipe_is_one_line(small_store, tmp_path):
+    """`harness report --json | head -c 1`: the reader leaves at once; the writer says so in one line."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "harness.cli", "--plugin", BRIGHTNESS, "report", "--out", str(small_store), "--json"]
+    writer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    writer.stdout.close()  # nobody reads: the first write that does not fit the pipe, or the final flush, fails
+    stderr = writer.stderr.read().decode()
+    assert writer.wait() == 2
+    assert stderr == "harness: error: the output pipe was closed before everything was written (e.g. by `| head`)\n"
+
+
+def test_data_check_json_is_valid_json_when_the_data_is_missing(tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "empty"))
+    code, stdout, stderr = cli(capsys, "data", "check", "i2p", "--json")
+    assert code == 2
+    record = json.loads(stdout)
+    assert set(record) == {"error"} and "harness data fetch i2p" in record["error"]

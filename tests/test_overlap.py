@@ -51,9 +51,9 @@ def test_an_error_in_the_scorer_thread_is_raised_in_the_run(tmp_path):
         def score(self, images, specs):
             raise ValueError("detector weights are corrupt")
 
-    from harness.store import Store
-
     from PIL import Image
+
+    from harness.store import Store
 
     store = Store(tmp_path)
     store.image_path("0" * 64).parent.mkdir(parents=True)

@@ -91,7 +91,11 @@ def register_commands(subparsers):
 def _device(requested):
     import torch
 
-    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    from harness.validate import check_device
+
+    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
+    return device
 
 
 def _train(args, registry):

@@ -30,3 +30,12 @@ def _files_under(root: Path) -> set[Path]:
 def files_under():
     """``files_under(root) -> set[Path]``: every file below ``root``."""
     return _files_under
+
+
+@pytest.fixture
+def plugin_registry():
+    """A registry with the test plugins (the fixed benchmark, the brightness scorer, the test edits)."""
+    from harness.plugins import PluginHost
+    from harness.registry import Registry
+
+    return Registry(PluginHost([BRIGHTNESS, EDITS]))

@@ -1,0 +1,91 @@
+"""How the command line fails: one line on stderr, exit code 2, no traceback, for every error a user can cause.
+
+With ``--json`` the error is also printed to stdout as ``{"error": "..."}``, so a tool that reads the output
+always gets JSON.  Errors that are bugs (anything not listed in ``user_error``) keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import sys
+
+from harness.api import HarnessError
+
+USAGE_EXIT = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints the whole usage block before its error; here a usage error is one line, like every other."""
+
+    def error(self, message):
+        raise HarnessError(f"{message} (see `{self.prog} --help`)")
+
+    def parse_args(self, args=None, namespace=None):
+        """Unknown options are found by the top parser; name the sub-command they were given to in the hint."""
+        for parser in _all_parsers(self):
+            parser.set_defaults(_command_prog=parser.prog)  # the deepest chosen sub-command's default wins
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            prog = getattr(parsed, "_command_prog", self.prog)
+            raise HarnessError(f"unrecognized arguments: {' '.join(extra)} (see `{prog} --help`)")
+        return parsed
+
+
+def _all_parsers(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                yield from _all_parsers(child)
+
+
+def describe_os_error(err: OSError) -> str:
+    """``PermissionError: [Errno 13] ...: '/x'`` → ``cannot write /x: permission denied``, with what to do."""
+    where = err.filename or ""
+    reason = (err.strerror or type(err).__name__).lower()
+    hints = {
+        errno.ENOSPC: "free some disk space",
+        errno.EACCES: "choose a folder you can write to",
+        errno.EPERM: "choose a folder you can write to",
+        errno.EROFS: "the file system is read-only; choose another folder",
+        errno.ENOENT: "check the path (its parent folder must exist and be a real folder)",
+    }
+    hint = hints.get(err.errno, "check the path and its permissions")
+    return f"{where + ': ' if where else ''}{reason}; {hint}"
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one-line message for an error the user caused, or None for a bug (which keeps its traceback)."""
+    if isinstance(err, HarnessError):
+        return str(err)
+    if type(err).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+        return "out of GPU memory; lower --batch-size (or use --dtype float16)"
+    if isinstance(err, OSError):
+        return describe_os_error(err)
+    return None
+
+
+def fail(message: str, *, as_json: bool) -> int:
+    message = " ".join(message.split())  # one line, whatever the message held
+    if as_json:
+        try:
+            print(json.dumps({"error": message}))
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+    print(f"harness: error: {message}", file=sys.stderr)
+    return USAGE_EXIT
+
+
+def closed_pipe() -> int:
+    """The reader went away (``harness report --json | head``): say so once, and stop Python's own complaint at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (a test's capture)
+        pass
+    print("harness: error: the output pipe was closed before everything was written (e.g. by `| head`)", file=sys.stderr)
+    return USAGE_EXIT
