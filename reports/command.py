@@ -49,7 +49,7 @@ def cmd_report(args, registry) -> int:
         return 0
     destination = names.inside(store.root, args.dest or "report", "--dest")
     filters = "".join(f"; {name} {value}" for name, value in (("runs", args.runs), ("methods", args.methods), ("benchmarks", args.bench)) if value)
-    written = report.write(store, results, destination, formats, registry=registry, blur=not args.no_blur,
+    written = report.write(store, results, destination, formats, blur=not args.no_blur,
                            grid_prompts=args.grid_prompts, filters=filters)
     print(leaderboard.to_terminal(written.board))
     print(f"\nwrote {len(written.files)} file{'' if len(written.files) == 1 else 's'} under {destination}" + (f" (open {destination / 'report.html'})" if "html" in formats else ""),
