@@ -353,6 +353,10 @@ class Runner:
         self.store = Store(plan.config.out)
         self.scorers: dict[str, object] = {}
         self.attack_log: list[dict] = []  # one record per attack cell: prompts found now, cost now and in total
+        self.source = None  # the backbone's harness.lazy.PipelineSource (made in execute unless given)
+        from harness.overlap import OverlapStats
+
+        self.overlap = OverlapStats()  # scoring hidden behind generation, summed over the run's cells
 
     def scorer(self, name: str):
         if name not in self.scorers:
@@ -366,8 +370,8 @@ class Runner:
         plan, store = self.plan, self.store
         matmul = matmul_precision(plan.device, plan.dtype)
         # Loaded only when something must be generated or erased: a finished matrix costs no model loading.
-        self.source = pipe = PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
-                                            device=plan.device, dtype=plan.dtype, store=store)
+        self.source = pipe = self.source or PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
+                                                           device=plan.device, dtype=plan.dtype, store=store)
         fingerprint, scheduler_config = pipe.fingerprint()
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, fingerprint)
@@ -396,6 +400,7 @@ class Runner:
         if plan.attacks:
             manifest["attack_cells"] = self.attack_log
         manifest["pipeline_loaded"] = self.source.loads > 0
+        manifest["overlap"] = self.overlap.as_dict()
         store.write_manifest(plan.run_id, manifest)
         store.finish_run(plan.run_id)
         self.states.reset()
@@ -426,11 +431,19 @@ class Runner:
         return True
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
+        from harness.overlap import Overlap
+
         plan, store, engine = self.plan, self.store, self.engine
-        keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}")
+        # Per-image scorers score each batch while the next one is generated; what is left is scored below.
+        scorer_names = dict.fromkeys(ref.scorer for ref in planned.benchmark.metric_refs())
+        with Overlap(store.root, [self.scorer(name) for name in scorer_names if not self.scorer(name).needs_reference]) as overlap:
+            keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}", on_batch=overlap.submit)
+        self.overlap.add(overlap.stats)
         store.link_run_images(plan.run_id, method_label, planned.label, [(s.id, k) for s, k in zip(planned.specs, keys)])
         evals = store.image_unet_evals(keys)
-        evals_per_image = sum(evals.values()) / max(len(evals), 1)
+        # Unknown (None), never 0, when some image's cost is not on record (an image cached before costs were recorded).
+        known = [evals.get(key) for key in dict.fromkeys(keys)]
+        evals_per_image = None if None in known or not known else sum(known) / len(known)
         by_scorer: dict[str, list[str]] = {}
         refs = planned.benchmark.metric_refs()
         for ref in refs:
