@@ -167,15 +167,22 @@ def _run_config(args):
 
 
 def cmd_run(args, registry: Registry) -> int:
-    from harness import runner
+    from harness import distributed, runner
 
     planned = runner.plan(_run_config(args), registry)
     if args.dry_run:
         print(runner.describe_plan(planned))
         return 0
-    active = runner.Runner(planned)  # opens the store: an unwritable --out fails here, before any output
-    print(runner.describe_plan(planned), file=sys.stderr)
-    finished = active.execute()
+    world = distributed.launched_world()  # under torchrun / accelerate launch: one of N data-parallel processes
+    if world is not None:
+        done = distributed.run_data_parallel(planned, world)
+        if done is None:
+            return 0  # a rank other than 0: its images are made, rank 0 reports
+        finished, active = done
+    else:
+        active = runner.Runner(planned)  # opens the store: an unwritable --out fails here, before any output
+        print(runner.describe_plan(planned), file=sys.stderr)
+        finished = active.execute()
     store = active.store
     summary = registry.host.hook.summarize_run(store=store, run_id=finished)  # the reports plugin prints the leaderboard
     print(summary if summary is not None else _plain_summary(store.results(runs=[finished])))

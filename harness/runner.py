@@ -344,6 +344,10 @@ class Runner:
         self.store = Store(plan.config.out)
         self.scorers: dict[str, object] = {}
         self.truncated: dict[str, dict] = {}  # benchmark label -> {"count", "of", "limit"}: prompts cut by the text encoder
+        self.source = None  # the backbone's harness.lazy.PipelineSource (made in execute unless given)
+        from harness.overlap import OverlapStats
+
+        self.overlap = OverlapStats()  # scoring hidden behind generation, summed over the run's cells
 
     def scorer(self, name: str):
         if name not in self.scorers:
@@ -357,8 +361,8 @@ class Runner:
         plan, store = self.plan, self.store
         matmul = matmul_precision(plan.device, plan.dtype)
         # Loaded only when something must be generated or erased: a finished matrix costs no model loading.
-        self.source = pipe = PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
-                                            device=plan.device, dtype=plan.dtype, store=store)
+        self.source = pipe = self.source or PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
+                                                           device=plan.device, dtype=plan.dtype, store=store)
         fingerprint, scheduler_config = pipe.fingerprint()
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, fingerprint)
@@ -383,6 +387,7 @@ class Runner:
         manifest["model_states"] = states_metadata
         manifest["truncated_prompts"] = self.truncated
         manifest["pipeline_loaded"] = self.source.loads > 0
+        manifest["overlap"] = self.overlap.as_dict()
         store.write_manifest(plan.run_id, manifest)
         store.finish_run(plan.run_id)
         self.states.reset()
@@ -413,8 +418,14 @@ class Runner:
         return True
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
+        from harness.overlap import Overlap
+
         plan, store, engine = self.plan, self.store, self.engine
-        keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}")
+        # Per-image scorers score each batch while the next one is generated; what is left is scored below.
+        scorer_names = dict.fromkeys(ref.scorer for ref in planned.benchmark.metric_refs())
+        with Overlap(store.root, [self.scorer(name) for name in scorer_names if not self.scorer(name).needs_reference]) as overlap:
+            keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}", on_batch=overlap.submit)
+        self.overlap.add(overlap.stats)
         store.link_run_images(plan.run_id, method_label, planned.label, [(s.id, k) for s, k in zip(planned.specs, keys)])
         self._count_truncated(planned, keys)
         evals = store.image_unet_evals(keys)
