@@ -207,20 +207,21 @@ def cmd_erase(args, registry: Registry) -> int:
     if len(items) != 1:
         raise HarnessError("harness erase takes one method (a composition a+b is fine)")
     overrides = runner.parse_set_options(config.sets)
+    backbone_name, model = (args.model, None) if args.model in registry.entries["backbones"] else ("sd14", args.model)
+    backbone = registry.get("backbones", backbone_name)()
     parts = []
-    for selection in items[0]:
-        parts.extend(runner.expand_method(registry, selection, overrides, args.method))
+    for selection in items[0]:  # with the backbone's presets for its methods, as `harness run` applies them
+        parts.extend(runner.expand_method(registry, selection, overrides, args.method, backbone=backbone))
     if any(part.kind == "inference" for part, _ in parts):
         raise HarnessError(f"{args.method} changes sampling, not weights; there is no checkpoint to export")
     concepts = registry.concept_set(args.concepts)
-    backbone_name, model = (args.model, None) if args.model in registry.entries["backbones"] else ("sd14", args.model)
-    backbone = registry.get("backbones", backbone_name)()
     backbone.check(model)
     device = args.device or runner._default_device()
     runner.check_device(device)
     dtype = args.dtype or "float32"
     if os.path.exists(args.save) and os.listdir(args.save):
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
+    runner.matmul_precision(device, dtype)
     pipe = backbone.load(model, device, dtype)
     store = Store(args.out)
     fingerprint = pipeline_fingerprint(pipe)
