@@ -20,6 +20,7 @@ from harness import integrity
 from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
+from harness.seeds import repeat_seeds
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
 from harness.validate import check_device, validate_specs
@@ -35,6 +36,7 @@ class RunConfig:
     sets: list[str] = field(default_factory=list)
     concepts: str | None = None
     limit: int | None = None
+    seeds_per_prompt: int = 1  # K images per prompt, seeds derived from the benchmark's (harness/seeds.py)
     batch_size: int | None = None  # None: the backbone's own batch_size
     device: str | None = None
     dtype: str | None = None
@@ -212,6 +214,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         specs = bench.prompts()
         if config.limit is not None:
             specs = specs[: config.limit]
+        specs = repeat_seeds(specs, config.seeds_per_prompt)
         if not specs:
             raise HarnessError(f"benchmark {selection.name!r} has no prompts")
         benchmarks.append(PlannedBenchmark(Selection(selection.name, raw).label(), bench, concepts, specs))
@@ -272,6 +275,8 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         "limit": config.limit,
         "dtype": dtype,
     }
+    if config.seeds_per_prompt != 1:  # only then: a K = 1 run keeps the id it always had
+        identity["seeds_per_prompt"] = config.seeds_per_prompt
     run_id = check_name(config.run_name, "--run-name") if config.run_name is not None else f"run-{sha256_json(identity)[:12]}"
     return Plan(config, registry, backbone_name, backbone, model, device, dtype, methods, benchmarks, run_id)
 
