@@ -298,3 +298,19 @@ def test_a_float16_pipeline_keeps_the_float32_delta_and_records_the_surviving_sh
     # the float16 model state has its own key: a float32 run does not reuse the rounded one
     full = ModelStates(tiny_pipeline(), Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
     assert full.activate(parts, CONCEPTS, "trce-v").key != state.key
+
+
+def test_float32_with_tf32_is_the_cuda_default_and_float16_is_left_alone():
+    import torch
+
+    from harness.runner import matmul_precision
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        assert matmul_precision("cpu", "float32") == "float32" and not torch.backends.cuda.matmul.allow_tf32
+        assert matmul_precision("cuda", "float16") == "float16" and not torch.backends.cuda.matmul.allow_tf32
+        assert matmul_precision("cuda", "float32") == "tf32"
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
