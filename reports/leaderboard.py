@@ -410,8 +410,8 @@ def rule_text(board: Leaderboard) -> str:
     """What every table says under it: the marking rule and how intervals were computed."""
     from reports.uncertainty import BOOTSTRAP
 
-    return (RANK_RULE + " Brackets: 95% interval (rates: Wilson; per-image means: " + BOOTSTRAP + "); none is shown for "
-            "set-level metrics.")
+    return (RANK_RULE + " Brackets: 95% interval (rates: Wilson; per-image means, and rates with several seeds per prompt: "
+            + BOOTSTRAP + "); none is shown for set-level metrics.")
 
 
 def _md_escape(text: str) -> str:
