@@ -13,6 +13,7 @@ import io
 import os
 import platform
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 from harness import integrity
@@ -347,6 +348,7 @@ class Runner:
         self.plan = plan
         self.store = Store(plan.config.out)
         self.scorers: dict[str, object] = {}
+        self.truncated: dict[str, dict] = {}  # benchmark label -> {"count", "of", "limit"}: prompts cut by the text encoder
         self.source = None  # the backbone's harness.lazy.PipelineSource (made in execute unless given)
         from harness.overlap import OverlapStats
 
@@ -388,6 +390,7 @@ class Runner:
                 for planned in group:
                     self._run_cell(method.label, planned, state)
         manifest["model_states"] = states_metadata
+        manifest["truncated_prompts"] = self.truncated
         manifest["pipeline_loaded"] = self.source.loads > 0
         manifest["overlap"] = self.overlap.as_dict()
         store.write_manifest(plan.run_id, manifest)
@@ -429,6 +432,7 @@ class Runner:
             keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}", on_batch=overlap.submit)
         self.overlap.add(overlap.stats)
         store.link_run_images(plan.run_id, method_label, planned.label, [(s.id, k) for s, k in zip(planned.specs, keys)])
+        self._count_truncated(planned, keys)
         evals = store.image_unet_evals(keys)
         # Unknown (None), never 0, when some image's cost is not on record (an image cached before costs were recorded).
         known = [evals.get(key) for key in dict.fromkeys(keys)]
@@ -462,6 +466,22 @@ class Runner:
                                  model_state=state.key, unet_evals_per_image=evals_per_image)
                 store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
                                         [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
+
+    def _count_truncated(self, planned: PlannedBenchmark, keys: list[str]) -> None:
+        """Prompts longer than the text encoder's context are cut (as in every reference implementation): count them,
+        say so once per benchmark, and record it in the manifest for the report."""
+        if planned.label in self.truncated:
+            return
+        stored = self.store.image_specs(keys)
+        records = [stored.get(key, {}) for key in keys]
+        limit = next((r["token_limit"] for r in records if r.get("token_limit")), None)
+        if limit is None:
+            return  # cached by an older version: lengths not on record
+        count = sum(1 for r in records if (r.get("prompt_tokens") or 0) > limit)
+        self.truncated[planned.label] = {"count": count, "of": len(keys), "limit": limit}
+        if count:
+            warnings.warn(f"benchmark {planned.label!r}: {count} of {len(keys)} prompts are longer than the text encoder's {limit} tokens "
+                          f"and were cut to {limit}, as the reference implementations do", stacklevel=2)
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image
