@@ -426,6 +426,8 @@ def marked_cell(board: Leaderboard, row_index: int, index: int, bold: str = "**{
                 tie: str = "{}≈", with_interval: bool = True) -> str:
     """One cell: the value (unit in the header), its mark, and its interval."""
     column, row = board.columns[index], board.rows[row_index]
+    if row.base and column.set_level:
+        return "–"  # the base model's distance to its own images is 0 by construction: not a result
     text = format_value(row.values[index], column, percent_sign="")
     place = board.ranks(index).get(row_index)
     if place == 1:
