@@ -597,12 +597,14 @@ class Runner:
 def display_label(registry: Registry, kind: str, label: str) -> str:
     """A stored label as a paper writes it: "TRCE (T+V)", "UCE (lamb=0.1)", "UCE + SLD".
 
-    Each part takes its class's ``display_name`` (its registered name if it has none), followed by its parameters.
+    Each part takes its class's ``display_name`` (its name if it has none or names no plugin), then its parameters.
     """
     (parts,) = parse_selections(label, f"{kind} label")
     shown = []
     for part in parts:
-        title = getattr(registry.get(kind, part.name), "display_name", "") or part.name
+        # A label a method chose itself (checkpoint's label=) names no plugin: it is shown as written.
+        known = part.name in registry.entries[kind]
+        title = (getattr(registry.get(kind, part.name), "display_name", "") if known else "") or part.name
         params = Selection(part.name, part.params).label().partition(":")[2]
         shown.append(f"{title} ({params})" if params else title)
     return " + ".join(shown)
