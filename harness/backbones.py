@@ -144,10 +144,10 @@ class TinyBackbone(Backbone):
 
     def identity(self, model: str | None, dtype: str) -> dict | None:
         """Built in code from a fixed seed: the code that builds it is its identity."""
-        from harness import testing
+        from harness import tiny
         from harness.api import sha256_file
 
-        return {"code": sha256_file(testing.__file__), "seed": testing.TINY_SEED}
+        return {"code": sha256_file(tiny.__file__), "seed": tiny.TINY_SEED}
 
     def load(self, model: str | None, device: str, dtype: str):
         from harness.tiny import tiny_pipeline

@@ -167,17 +167,24 @@ def _run_config(args):
 
 
 def cmd_run(args, registry: Registry) -> int:
-    from harness import runner
+    from harness import distributed, runner
     from harness.store import Store
 
     planned = runner.plan(_run_config(args), registry)
     if args.dry_run:
         print(runner.describe_plan(planned))
         return 0
-    store = Store(planned.config.out)  # an unwritable --out fails here, before any output
-    print(runner.describe_plan(planned), file=sys.stderr)
-    active = runner.Runner(planned, store=store)  # the plan shows before a first run loads the pipeline for its fingerprint
-    finished = active.execute()
+    world = distributed.launched_world()  # under torchrun / accelerate launch: one of N data-parallel processes
+    if world is not None:
+        done = distributed.run_data_parallel(planned, world)
+        if done is None:
+            return 0  # a rank other than 0: its images are made, rank 0 reports
+        finished, active = done
+    else:
+        store = Store(planned.config.out)  # an unwritable --out fails here, before any output
+        print(runner.describe_plan(planned), file=sys.stderr)
+        active = runner.Runner(planned, store=store)  # the plan shows before a first run loads the pipeline for its fingerprint
+        finished = active.execute()
     store = active.store
     summary = registry.host.hook.summarize_run(store=store, run_id=finished)  # the reports plugin prints the leaderboard
     print(summary if summary is not None else _plain_summary(store.results(runs=[finished])))
@@ -200,6 +207,7 @@ def cmd_erase(args, registry: Registry) -> int:
     concepts = registry.concept_set(args.concepts)
     if os.path.exists(args.save) and os.listdir(args.save):
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
+    runner.matmul_precision(target.device, target.dtype)
     pipe = target.backbone.load(target.model, target.device, target.dtype)
     store = Store(args.out)
     fingerprint = pipeline_fingerprint(pipe)

@@ -334,8 +334,11 @@ class Engine:
         }
         return sha256_json(fields)
 
-    def generate(self, specs: list[PromptSpec], state: ActiveState, desc: str = "generating") -> list[str]:
-        """Make sure an image exists for every spec; return the image keys in spec order."""
+    def generate(self, specs: list[PromptSpec], state: ActiveState, desc: str = "generating", on_batch=None) -> list[str]:
+        """Make sure an image exists for every spec; return the image keys in spec order.
+
+        ``on_batch``, if given, receives each stored batch as (key, spec) pairs (the overlapped scorer's queue).
+        """
         from tqdm.auto import tqdm
 
         resolved = [self.resolve(spec) for spec in specs]
@@ -351,26 +354,43 @@ class Engine:
             spec = item[1]
             return (spec.steps, spec.height, spec.width)
 
-        ordered = sorted(todo.items(), key=group_of)
-        with tqdm(total=len(ordered), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
-            for _, group in groupby(ordered, key=group_of):
-                group = list(group)
-                for start in range(0, len(group), self.batch_size):
-                    batch = group[start : start + self.batch_size]
-                    images = self.sample([spec for _, spec in batch], state)
-                    rows, files = [], []
-                    for (key, spec), image in zip(batch, images):
-                        buffer = io.BytesIO()
-                        row = (key, state.key, spec.as_dict(), evals_per_image(spec))
-                        image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
-                        files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
-                        rows.append(row)
-                    self.store.add_images(rows, files=files)
-                    changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
-                    if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
-                        self.store.forget_raw_scores(changed)
-                    bar.update(len(batch))
+        batches = []
+        for _, group in groupby(sorted(todo.items(), key=group_of), key=group_of):
+            group = list(group)
+            batches.extend(group[start : start + self.batch_size] for start in range(0, len(group), self.batch_size))
+        mine = self.my_batches(batches)
+        # Data-parallel runs (harness/distributed.py) share the batches out; the other processes make the rest.
+        others = [key for index, batch in enumerate(batches) if index not in mine for key, _ in batch]
+        made = 0
+        with tqdm(total=len(todo), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
+            for index in sorted(mine):
+                batch = batches[index]
+                images = self.sample([spec for _, spec in batch], state)
+                rows, files = [], []
+                for (key, spec), image in zip(batch, images):
+                    buffer = io.BytesIO()
+                    row = (key, state.key, spec.as_dict(), evals_per_image(spec))
+                    image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
+                    files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
+                    rows.append(row)
+                self.store.add_images(rows, files=files)
+                changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
+                if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
+                    self.store.forget_raw_scores(changed)
+                if on_batch is not None:
+                    on_batch(batch)
+                made += len(batch)
+                # One bar for all processes: the others' images count once their files exist.
+                done_elsewhere = sum(self.store.image_path(key).exists() for key in others) if others and self.show_progress else 0
+                bar.update(made + done_elsewhere - bar.n)
+            while others and self.show_progress and bar.n < len(todo):  # the global count, to the end
+                time.sleep(0.5)
+                bar.update(made + sum(self.store.image_path(key).exists() for key in others) - bar.n)
         return keys
+
+    def my_batches(self, batches: list[list]) -> set[int]:
+        """The indices of the batches this process makes: all of them, unless a data-parallel run shares them out."""
+        return set(range(len(batches)))
 
     def _missing_images(self, keys: list[str], specs: list[PromptSpec]):
         """(to generate: key → spec, damaged: key → recorded sha256, adopted: key → spec) for the images of ``keys``.

@@ -430,17 +430,19 @@ class Runner:
     """Executes a plan.  Everything it works with exists from construction on: the store, the (lazily loaded)
     pipeline, the model states and the engine; the weights load only when something must be generated or erased."""
 
-    def __init__(self, plan: Plan, store: Store | None = None):
+    def __init__(self, plan: Plan, store: Store | None = None, source=None):
         from harness.engine import Defaults, Engine, ModelStates
         from harness.lazy import PipelineSource
+        from harness.overlap import OverlapStats
 
         self.plan = plan
         self.store = store = store if store is not None else Store(plan.config.out)
         self.scorers: dict[str, object] = {}
         target, show = plan.target, plan.config.show_progress
         self.matmul_precision = matmul_precision(target.device, target.dtype)
-        self.source = PipelineSource(backbone=target.backbone, backbone_name=target.backbone_name, model=target.model,
-                                     device=target.device, dtype=target.dtype, store=store)
+        # ``source``: a harness.lazy.PipelineSource already made (the data-parallel pass), so nothing loads twice.
+        self.source = source or PipelineSource(backbone=target.backbone, backbone_name=target.backbone_name, model=target.model,
+                                               device=target.device, dtype=target.dtype, store=store)
         # The fingerprint comes from the store when this backbone was seen before; otherwise this loads the pipeline.
         self.backbone_fingerprint, scheduler_config = self.source.fingerprint()
         self.states = ModelStates(self.source, store, self.backbone_fingerprint, target.backbone_name, target.device, target.dtype,
@@ -449,6 +451,7 @@ class Runner:
         self.engine = Engine(self.source, store, self.backbone_fingerprint, Defaults(backbone.steps, backbone.height, backbone.width),
                              target.device, target.dtype, batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show,
                              scheduler_config=scheduler_config)
+        self.overlap = OverlapStats()  # scoring hidden behind generation, summed over the run's cells
 
     def scorer(self, name: str):
         if name not in self.scorers:
@@ -474,6 +477,7 @@ class Runner:
                     self._run_cell(method.label, planned, state)
         manifest["model_states"] = states_metadata
         manifest["pipeline_loaded"] = self.source.loads > 0
+        manifest["overlap"] = self.overlap.as_dict()
         store.write_manifest(plan.run_id, manifest)
         store.finish_run(plan.run_id)
         self.states.reset()
@@ -504,8 +508,14 @@ class Runner:
         return True
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
+        from harness.overlap import Overlap
+
         plan, store, engine = self.plan, self.store, self.engine
-        keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}")
+        # Per-image scorers score each batch while the next one is generated; what is left is scored below.
+        scorer_names = dict.fromkeys(ref.scorer for ref in planned.benchmark.metric_refs())
+        with Overlap(store.root, [self.scorer(name) for name in scorer_names if not self.scorer(name).needs_reference]) as overlap:
+            keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}", on_batch=overlap.submit)
+        self.overlap.add(overlap.stats)
         store.link_run_images(plan.run_id, method_label, planned.label, [(s.id, k) for s, k in zip(planned.specs, keys)])
         evals = store.image_unet_evals(keys)
         # Unknown (None), never 0, when some image's cost is not on record (an image cached before costs were recorded).

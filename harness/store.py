@@ -296,12 +296,15 @@ class Store:
     def result_values(self, runs: list[str] | None = None) -> dict[tuple[str, str, str, str], list[dict]]:
         """(run, method, benchmark, metric) → its per-image values, each ``{spec_id, prompt_id, seed, image_key, value}``."""
         found: dict[tuple[str, str, str, str], list[dict]] = {}
-        query = "SELECT * FROM result_values ORDER BY rowid"
-        for row in self.db.execute(query):
-            if runs and row["run_id"] not in runs:
+        cursor = self.db.cursor()
+        cursor.row_factory = None  # plain tuples: a large store has hundreds of thousands of rows
+        query = "SELECT run_id, method, benchmark, metric, spec_id, prompt_id, seed, image_key, value FROM result_values ORDER BY rowid"
+        wanted = set(runs) if runs else None
+        for run, method, benchmark, metric, spec_id, prompt_id, seed, image_key, value in cursor.execute(query):
+            if wanted is not None and run not in wanted:
                 continue
-            found.setdefault((row["run_id"], row["method"], row["benchmark"], row["metric"]), []).append(
-                {"spec_id": row["spec_id"], "prompt_id": row["prompt_id"], "seed": row["seed"], "image_key": row["image_key"], "value": row["value"]}
+            found.setdefault((run, method, benchmark, metric), []).append(
+                {"spec_id": spec_id, "prompt_id": prompt_id, "seed": seed, "image_key": image_key, "value": value}
             )
         return found
 

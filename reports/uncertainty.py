@@ -75,10 +75,13 @@ def pair_key(value: dict) -> tuple[str, int]:
 
 def align(a: list[dict], b: list[dict]) -> tuple[list[float], list[float], list[str]]:
     """Matched values of A and B on (prompt id, seed), in A's order, and each pair's prompt (the bootstrap cluster)."""
-    by_key = {pair_key(v): v["value"] for v in b}
+    keys_a = [pair_key(v) for v in a]
+    keys_b = [pair_key(v) for v in b]
+    if keys_a == keys_b:  # the usual case: both methods ran the same prompts in the same order
+        return [v["value"] for v in a], [v["value"] for v in b], [key[0] for key in keys_a]
+    by_key = {key: v["value"] for key, v in zip(keys_b, b)}
     a_values, b_values, prompts = [], [], []
-    for value in a:
-        key = pair_key(value)
+    for key, value in zip(keys_a, a):
         if key in by_key:
             a_values.append(value["value"])
             b_values.append(by_key[key])
