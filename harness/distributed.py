@@ -215,7 +215,7 @@ def run_data_parallel(plan, world: World):
     from harness.lazy import PipelineSource
     from harness.runner import Runner, describe_plan, matmul_precision
 
-    plan = dataclasses.replace(plan, device=rank_device(plan.device, world))
+    plan = dataclasses.replace(plan, target=dataclasses.replace(plan.target, device=rank_device(plan.device, world)))
     dist = _collectives(plan.device)
     config = plan.config
     main_store = Store(config.out) if world.is_main else None
