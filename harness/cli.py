@@ -157,6 +157,7 @@ def _run_config(args):
         sets=args.set,
         concepts=args.concepts,
         limit=args.limit,
+        seeds_per_prompt=args.seeds_per_prompt,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
@@ -261,6 +262,8 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE", help="set a method or benchmark parameter (repeatable)")
     p.add_argument("--concepts", help="concept set name or JSON file, instead of each benchmark's own")
     p.add_argument("--limit", type=int, help="only the first N prompts of each benchmark")
+    p.add_argument("--seeds-per-prompt", type=int, default=1, metavar="K",
+                   help="K images per prompt, seeds derived from the benchmark's (default 1); intervals then resample prompts")
     p.add_argument("--batch-size", type=int, help="images per UNet batch (default: the backbone's; 8 for SD, 32 for the toy)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", help="float32 (default; TF32 matmuls on CUDA), float16 or bfloat16 (faster; fine-tuned updates may round away, recorded per model state)")

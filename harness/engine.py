@@ -301,6 +301,8 @@ class Engine:
         self.show_progress = show_progress
         self.unet_calls = 0  # forward passes of the UNet, for tests and cost accounting
         self._embeddings: dict[tuple[str, str], object] = {}
+        self.prompt_tokens: dict[str, int] = {}  # prompt -> its length in tokens, uncut ([SoT] and [EoT] included)
+        self.token_limit: int | None = None  # the text encoder's context (77 for SD's CLIP)
         self.scheduler_config = scheduler_config if scheduler_config is not None else public_config(self.pipe.scheduler.config)
 
     @property
@@ -369,7 +371,8 @@ class Engine:
                 rows, files = [], []
                 for (key, spec), image in zip(batch, images):
                     buffer = io.BytesIO()
-                    row = (key, state.key, spec.as_dict(), evals_per_image(spec))
+                    tokens = {"prompt_tokens": self.prompt_tokens.get(spec.prompt), "token_limit": self.token_limit}
+                    row = (key, state.key, {**spec.as_dict(), **tokens}, evals_per_image(spec))
                     image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
                     files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
                     rows.append(row)
@@ -424,6 +427,10 @@ class Engine:
         missing = sorted({p for p in prompts if (state_key, p) not in self._embeddings})
         if missing:
             tokenizer = self.pipe.tokenizer
+            # Counted before the cut below, so that the report can say how many prompts lost words.
+            for prompt, ids in zip(missing, tokenizer(missing, truncation=False, verbose=False).input_ids):
+                self.prompt_tokens[prompt] = len(ids)
+            self.token_limit = tokenizer.model_max_length
             ids = tokenizer(missing, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
             with torch.no_grad():
                 hidden = self.pipe.text_encoder(ids.to(self.pipe.text_encoder.device))[0]

@@ -13,12 +13,14 @@ import io
 import os
 import platform
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 from harness import integrity
 from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MethodKind, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
+from harness.seeds import repeat_seeds
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
 from harness.validate import check_device, validate_specs
@@ -34,6 +36,7 @@ class RunConfig:
     sets: list[str] = field(default_factory=list)
     concepts: str | None = None
     limit: int | None = None
+    seeds_per_prompt: int = 1  # K images per prompt, seeds derived from the benchmark's (harness/seeds.py)
     batch_size: int | None = None  # None: the backbone's own batch_size
     device: str | None = None
     dtype: str | None = None
@@ -265,6 +268,7 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
         specs = bench.prompts()
         if config.limit is not None:
             specs = specs[: config.limit]
+        specs = repeat_seeds(specs, config.seeds_per_prompt)
         if not specs:
             raise HarnessError(f"benchmark {selection.name!r} has no prompts")
         benchmarks.append(PlannedBenchmark(Selection(selection.name, raw).label(), bench, concepts, specs))
@@ -345,6 +349,8 @@ def derive_run_id(config: RunConfig, target: Target, methods: list[PlannedMethod
         "limit": config.limit,
         "dtype": target.dtype,
     }
+    if config.seeds_per_prompt != 1:  # only then: a K = 1 run keeps the id it always had
+        identity["seeds_per_prompt"] = config.seeds_per_prompt
     return f"run-{sha256_json(identity)[:12]}"
 
 
@@ -438,6 +444,7 @@ class Runner:
         self.plan = plan
         self.store = store = store if store is not None else Store(plan.config.out)
         self.scorers: dict[str, object] = {}
+        self.truncated: dict[str, dict] = {}  # benchmark label -> {"count", "of", "limit"}: prompts cut by the text encoder
         target, show = plan.target, plan.config.show_progress
         self.matmul_precision = matmul_precision(target.device, target.dtype)
         # ``source``: a harness.lazy.PipelineSource already made (the data-parallel pass), so nothing loads twice.
@@ -476,6 +483,7 @@ class Runner:
                 for planned in group:
                     self._run_cell(method.label, planned, state)
         manifest["model_states"] = states_metadata
+        manifest["truncated_prompts"] = self.truncated
         manifest["pipeline_loaded"] = self.source.loads > 0
         manifest["overlap"] = self.overlap.as_dict()
         store.write_manifest(plan.run_id, manifest)
@@ -517,6 +525,7 @@ class Runner:
             keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}", on_batch=overlap.submit)
         self.overlap.add(overlap.stats)
         store.link_run_images(plan.run_id, method_label, planned.label, [(s.id, k) for s, k in zip(planned.specs, keys)])
+        self._count_truncated(planned, keys)
         evals = store.image_unet_evals(keys)
         # Unknown (None), never 0, when some image's cost is not on record (an image cached before costs were recorded).
         known = [evals.get(key) for key in dict.fromkeys(keys)]
@@ -550,6 +559,22 @@ class Runner:
                                  model_state=state.key, unet_evals_per_image=evals_per_image)
                 store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
                                         [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
+
+    def _count_truncated(self, planned: PlannedBenchmark, keys: list[str]) -> None:
+        """Prompts longer than the text encoder's context are cut (as in every reference implementation): count them,
+        say so once per benchmark, and record it in the manifest for the report."""
+        if planned.label in self.truncated:
+            return
+        stored = self.store.image_specs(keys)
+        records = [stored.get(key, {}) for key in keys]
+        limit = next((r["token_limit"] for r in records if r.get("token_limit")), None)
+        if limit is None:
+            return  # cached by an older version: lengths not on record
+        count = sum(1 for r in records if (r.get("prompt_tokens") or 0) > limit)
+        self.truncated[planned.label] = {"count": count, "of": len(keys), "limit": limit}
+        if count:
+            warnings.warn(f"benchmark {planned.label!r}: {count} of {len(keys)} prompts are longer than the text encoder's {limit} tokens "
+                          f"and were cut to {limit}, as the reference implementations do", stacklevel=2)
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image
