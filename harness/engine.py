@@ -347,12 +347,16 @@ class Engine:
                     batch = group[start : start + self.batch_size]
                     images = self.sample([spec for _, spec in batch], state)
                     rows, files = [], []
-                    for (key, spec), image in zip(batch, images):
-                        buffer = io.BytesIO()
-                        image.save(buffer, format="PNG")
-                        files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
-                        rows.append((key, state.key, spec.as_dict(), evals_per_image(spec)))
-                    self.store.add_images(rows, files=files)
+                    try:
+                        for (key, spec), image in zip(batch, images):
+                            buffer = io.BytesIO()
+                            image.save(buffer, format="PNG")
+                            path = self.store.image_path(key)
+                            files.append(self.store.files.write(path, buffer.getvalue(), kind=integrity.IMAGE, record=False))
+                            rows.append((key, state.key, spec.as_dict(), evals_per_image(spec)))
+                    finally:  # a write that fails mid-batch (full disk) keeps the images written before it
+                        if rows:
+                            self.store.add_images(rows, files=files)
                     changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
                     if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
                         self.store.forget_raw_scores(changed)
