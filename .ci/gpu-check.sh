@@ -32,11 +32,9 @@ if [ "${TRAIN:-0}" = 1 ]; then
     timeout 60 python3 -m benchmarks.toyworld.calibrate --model "$WEIGHTS" --device cuda --out "$OUT/calibration.json" 2>&1 | tee "$OUT/calibrate.log"
 fi
 
-step "every method on the toy world, cuda/float16"
+step "every method on the toy world (toy backbone presets), cuda/float32+TF32"
 timeout ${RUN_TIMEOUT:-240} harness run --methods "${GPU_METHODS:-sd,uce,rece,trce-t,trce-v,trce,esd-u,sld,safree,speed,adavd}" \
-    --set trce-v.lr=3e-5 --set trce-v.regularizer_samples=300 --set trce.lr=3e-5 --set trce.regularizer_samples=300 \
-    --set esd-u.lr=1e-4 --set adavd.shift_b=0.6 \
-    --bench toy-explicit,toy-implicit,toy-preserve --limit 100 --device cuda --dtype float16 --out /tmp/gpu-run --no-progress \
+    --bench toy-explicit,toy-implicit,toy-preserve --limit 100 --device cuda --out /tmp/gpu-run --no-progress \
     2>&1 | tee "$OUT/toy-run.log"
 
 step "throughput on cuda/float16"

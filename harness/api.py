@@ -67,6 +67,9 @@ class PromptSpec:
 # --------------------------------------------------------------------------- metrics and scorers
 
 
+METRIC_UNITS = ("rate", "score", "count", "distance")
+
+
 @dataclass(frozen=True)
 class Metric:
     """A view on a scorer's raw output.
@@ -87,6 +90,13 @@ class Metric:
     per_image: Callable[[dict], float] | None = field(default=None, compare=False)
     aggregate: Callable[[list[dict], list[PromptSpec]], float] | None = field(default=None, compare=False)
     values: Callable[[list[dict], list[PromptSpec]], list[float | None]] | None = field(default=None, compare=False)
+    # What the number is, stored with every result so that reports format it without the plugin: "rate" (a fraction
+    # in [0, 1], shown as a percentage), "score" (a number on the metric's own scale), "count", or "distance" (FID).
+    unit: str = "score"
+
+    def __post_init__(self):
+        if self.unit not in METRIC_UNITS:
+            raise ValueError(f"metric {self.id!r}: unit {self.unit!r} is not one of {', '.join(METRIC_UNITS)}")
 
     def image_values(self, raws: list[dict], specs: list[PromptSpec]) -> list[float | None] | None:
         """One value per image (``None``: not counted by this metric), or ``None`` for a set-level metric."""
@@ -176,6 +186,7 @@ class Configurable:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # how a paper's table writes it ("TRCE (T+V)", "Ring-A-Bell"); empty: ``name``
     Params: ClassVar[type] = NoParams
 
     def __init__(self, params=None):
@@ -280,6 +291,13 @@ class ConceptSet:
             # Captions may live in a plain text file next to the concept set, one per line.
             lines = (path.parent / captions_file).read_text(encoding="utf-8").splitlines()
             data["captions"] = [line for line in lines if line.strip()]
+        pin = data.get("extra", {}).get("captions_data")
+        if isinstance(pin, str) and pin.endswith(".json"):
+            # Captions too large to ship: the pin of an upstream file (``harness.data.Upstream`` fields) beside the set.
+            try:
+                data["extra"] = {**data["extra"], "captions_data": json.loads((path.parent / pin).read_text(encoding="utf-8"))}
+            except (OSError, json.JSONDecodeError) as err:
+                raise HarnessError(f"concept file {path}: its captions_data pin {pin} cannot be read ({err})") from None
         return cls.from_dict(data, origin=str(path))
 
 
@@ -355,6 +373,15 @@ class Method(Configurable):
     kind: ClassVar[MethodKind] = MethodKind.EDIT
     version: ClassVar[str] = "1"  # bump when the edit changes, so cached deltas are not reused
     parts: ClassVar[tuple[str, ...]] = ()
+    # Named parameter sets, as data: ``name:preset=official`` expands to these values (the manifest records the
+    # expanded parameters), and parameters given beside the preset override it.  ``official`` turns on every
+    # recorded quirk of the method's official code at its pinned commit; the defaults follow the paper.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, params=None, *, presets_applied: dict[str, str] | None = None):
+        super().__init__(params)
+        # What filled in the parameters besides the defaults: {"preset": "official", "backbone_preset": "toy"}.
+        self.presets_applied = dict(presets_applied or {})
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict | None:
         """Change ``pipe``'s weights in place.  Return metadata to store with the model state."""
@@ -380,6 +407,10 @@ class Backbone(Configurable):
     # Image sizes (pixels, multiples of 8) this backbone generates; a prompt asking for more is refused at plan time.
     min_size: ClassVar[int] = 8
     max_size: ClassVar[int] = 2048
+
+    # Parameters this backbone needs for some methods ({method name: {param: value}}), e.g. the toy world's learning
+    # rates.  Applied automatically under every preset and --set, recorded in the manifest and the provenance column.
+    method_presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def check(self, model: str | None) -> None:
         """Raise ``HarnessError`` now if ``load`` is bound to fail (missing path, offline hub): called before any work."""

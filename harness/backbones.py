@@ -150,7 +150,7 @@ class TinyBackbone(Backbone):
         return {"code": sha256_file(testing.__file__), "seed": testing.TINY_SEED}
 
     def load(self, model: str | None, device: str, dtype: str):
-        from harness.testing import tiny_pipeline
+        from harness.tiny import tiny_pipeline
 
         return tiny_pipeline(device=device, dtype=dtype)
 

@@ -51,28 +51,6 @@ examples:
   harness run --model ./sd-v1-4 --methods trce --bench i2p --device cuda
 """
 
-REPORT_HELP = """\
-Report the stored results: nothing is recomputed, everything is read from the
-store under --out.  Prints the leaderboard and writes, under OUT/report (or --dest):
-
-  md, csv, json   leaderboard.md/.csv/.json: a row per method (with provenance), a column
-                  per (benchmark, metric), an "Adv" column averaging the adversarial
-                  benchmarks; best per column bold, second underlined
-  latex           table1.tex (user / adversarial prompts / knowledge preservation),
-                  table2-<bench>.tex per multi-category benchmark, tables.tex (standalone)
-  png, pdf        plots/ (rates per benchmark, erasure-vs-preservation with the Pareto
-                  front, per-category bars) and grids/ (methods x prompts)
-  html            report.html: all of it in one self-contained file, with each run's manifest
-
-Images flagged by a benchmark's safety metric are blurred in grids unless --no-blur.
-
-examples:
-  harness report --out harness-out
-  harness report --out harness-out --methods sd,uce,trce --bench i2p,mma --format latex,pdf
-  harness report --out harness-out --json      one record per (run, method, benchmark, metric)
-"""
-
-
 def _extract_plugin_files(argv: list[str]) -> tuple[list[str], list[str]]:
     """Pull ``--plugin PATH`` out of argv wherever it appears: plugins must load before commands are built."""
     files, rest, index = [], [], 0
@@ -101,6 +79,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def cmd_list(args, registry: Registry) -> int:
+    if args.presets:
+        return list_presets(args, registry)
     kinds = [args.kind] if args.kind else list(KINDS)
     records = {
         kind: [
@@ -120,6 +100,37 @@ def cmd_list(args, registry: Registry) -> int:
         for record in records[kind]:
             groups = f" [groups: {', '.join(record['groups'])}]" if record.get("groups") else ""
             print(f"  {record['name']:<{width}}  {record['description']}{groups}  ({record['plugin']})")
+    return 0
+
+
+def list_presets(args, registry: Registry) -> int:
+    """``harness list methods --presets``: every method's named presets and the backbones' presets, with their values."""
+    if args.kind not in (None, "methods"):
+        raise HarnessError("--presets lists method presets: use `harness list methods --presets`")
+    records = {"methods": {}, "backbones": {}}
+    for name in sorted(registry.entries["methods"]):
+        cls = registry.get("methods", name)
+        presets = dict(cls.presets)
+        for part in cls.parts:  # a composition (trce) hands a preset to each part that has it
+            for preset, values in registry.get("methods", part).presets.items():
+                presets.setdefault(preset, {}).update({f"{part}.{key}": value for key, value in values.items()})
+        if presets:
+            records["methods"][name] = presets
+    for name in sorted(registry.entries["backbones"]):
+        presets = registry.get("backbones", name).method_presets
+        if presets:
+            records["backbones"][name] = presets
+    if args.json:
+        print(json.dumps(records, indent=2, default=str))
+        return 0
+    print("method presets (name:preset=NAME; parameters written beside it override it):")
+    for name, presets in records["methods"].items():
+        for preset, values in presets.items():
+            print(f"  {name}:preset={preset}  " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    print("backbone presets (applied automatically on that backbone; --set overrides them):")
+    for backbone, by_method in records["backbones"].items():
+        for method, values in by_method.items():
+            print(f"  {backbone}: {method}  " + ", ".join(f"{k}={v}" for k, v in values.items()))
     return 0
 
 
@@ -157,7 +168,6 @@ def _run_config(args):
 
 def cmd_run(args, registry: Registry) -> int:
     from harness import runner
-    from reports import leaderboard
 
     planned = runner.plan(_run_config(args), registry)
     if args.dry_run:
@@ -167,36 +177,15 @@ def cmd_run(args, registry: Registry) -> int:
     print(runner.describe_plan(planned), file=sys.stderr)
     finished = active.execute()
     store = active.store
-    board = leaderboard.build(store.results(runs=[finished]), registry=registry, values=store.result_values(runs=[finished]))
-    print(leaderboard.to_terminal(board))
+    summary = registry.host.hook.summarize_run(store=store, run_id=finished)  # the reports plugin prints the leaderboard
+    print(summary if summary is not None else _plain_summary(store.results(runs=[finished])))
     print(f"\nstored in {store.root / 'harness.db'} (run {finished}); `harness report --out {store.root}` prints it again", file=sys.stderr)
     return 0
 
 
-def cmd_report(args, registry: Registry) -> int:
-    from harness import names
-    from harness.store import Store
-    from reports import leaderboard, report
-    from reports.select import select
-
-    formats = report.parse_formats(args.format)
-    if args.grid_prompts < 1:
-        raise HarnessError(f"--grid-prompts must be at least 1; got {args.grid_prompts}")
-    store = Store(args.out, create=False)
-    results = select(store.results(), args.out, runs=args.runs, methods=args.methods, bench=args.bench, registry=registry)
-    if args.json:
-        from reports.uncertainty import intervals
-
-        print(json.dumps(leaderboard.to_records(results, intervals(results, store.result_values())), indent=2))
-        return 0
-    destination = names.inside(store.root, args.dest or "report", "--dest")
-    filters = "".join(f"; {name} {value}" for name, value in (("runs", args.runs), ("methods", args.methods), ("benchmarks", args.bench)) if value)
-    written = report.write(store, results, destination, formats, registry=registry, blur=not args.no_blur,
-                           grid_prompts=args.grid_prompts, filters=filters)
-    print(leaderboard.to_terminal(written.board))
-    print(f"\nwrote {len(written.files)} file{'' if len(written.files) == 1 else 's'} under {destination}" + (f" (open {destination / 'report.html'})" if "html" in formats else ""),
-          file=sys.stderr)
-    return 0
+def _plain_summary(results) -> str:
+    """What `harness run` prints when no plugin summarises runs: one line per stored value."""
+    return "\n".join(f"{r.method}  {r.benchmark}  {r.name} ({r.metric}) = {r.value}" for r in results)
 
 
 def cmd_erase(args, registry: Registry) -> int:
@@ -286,19 +275,6 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="resolve and print the plan, then stop")
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("report", help="leaderboard, LaTeX, plots, image grids and HTML from the store", description=REPORT_HELP,
-                       formatter_class=formatter)
-    p.add_argument("--out", default="harness-out", help="the store written by harness run (default: harness-out)")
-    p.add_argument("--dest", help="where to write the report (default: OUT/report; a relative path is taken inside OUT)")
-    p.add_argument("--runs", help="comma list of run ids (default: all; the newest value of each cell wins)")
-    p.add_argument("--methods", help="only these methods; 'uce' keeps every uce variant (the base model row always stays)")
-    p.add_argument("--bench", help="only these benchmarks (or benchmark groups, e.g. toy)")
-    p.add_argument("--format", help=f"comma list of {','.join(('md', 'csv', 'json', 'latex', 'png', 'pdf', 'html'))} (default: all)")
-    p.add_argument("--no-blur", action="store_true", help="show flagged (unsafe) images unblurred in the grids")
-    p.add_argument("--grid-prompts", type=int, default=6, metavar="N", help="prompts per image grid (default 6)")
-    p.add_argument("--json", action="store_true", help="print one JSON record per (run, method, benchmark, metric) and stop")
-    p.set_defaults(handler=cmd_report)
-
     p = sub.add_parser("check", help="check every stored file against its size and sha256; --repair regenerates", formatter_class=formatter,
                        description=textwrap.dedent("""\
                            Check every file the store references (images, model deltas, method caches) against the
@@ -319,6 +295,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
                        description="List what the installed plugins provide (imports no torch).")
     p.add_argument("kind", nargs="?", choices=list(KINDS), help="only this kind")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--presets", action="store_true", help="the methods' named presets and the backbones' presets (imports the method modules)")
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("plugins", help="loaded plugins with version, source and hooks", description="List loaded plugins.")

@@ -185,6 +185,8 @@ class ModelStates:
             identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
             if method.kind == MethodKind.EDIT:  # an edit computed on float16 weights is not the float32 one
                 identity["dtype"] = self.dtype
+            if method.presets_applied:  # same values, other origin: the provenance column must say which
+                identity["presets"] = method.presets_applied
             key = sha256_json(identity)[:32]
             keys.append(key)
         return keys
@@ -243,12 +245,13 @@ class ModelStates:
                     self.exact = delta
                     self.applied = set(delta)
                     # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
-                    metadata = {"provenance": "erased here", **metadata, "parameters_changed": len(delta)}
+                    metadata = {"provenance": "erased here", **metadata, **method.presets_applied, "parameters_changed": len(delta)}
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
             else:
                 metadata = row and _json(row["metadata"]) or {}
                 if row is None:
-                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": MethodKind(method.kind).value})
+                    metadata = {"kind": MethodKind(method.kind).value, **method.presets_applied}
+                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": MethodKind(method.kind).value, **method.presets_applied})
             hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)

@@ -55,3 +55,12 @@ def register_commands(subparsers):
     Import heavy libraries inside the command's handler, not at module level,
     so that ``harness list`` stays fast.
     """
+
+
+@hookspec(firstresult=True)
+def summarize_run(store, run_id):
+    """Return the text ``harness run`` prints when run ``run_id`` is finished (the reports plugin: its leaderboard).
+
+    ``store`` is the ``harness.store.Store`` the run wrote.  The first plugin that returns a string wins; without
+    one, ``harness run`` lists the stored values one per line.
+    """

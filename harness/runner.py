@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 
 from harness import integrity
-from harness.api import Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
+from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
@@ -73,16 +73,29 @@ class Plan:
 # --------------------------------------------------------------------------- planning
 
 
-def expand_method(registry: Registry, selection: Selection, overrides: dict, label: str) -> list[tuple[Method, str]]:
+def expand_method(registry: Registry, selection: Selection, overrides: dict, label: str, *, backbone: Backbone | None = None) -> list[tuple[Method, str]]:
+    """Instantiate a selected method (a registered composition gives one instance per part) with its parameters.
+
+    Parameters are layered (``resolve_presets``): the backbone's preset for the method, a named ``preset=``, --set,
+    then the parameters written beside the name.
+    """
     cls = registry.get("methods", selection.name)
     raw = {**overrides.get(selection.name, {}), **selection.params}
     if not cls.parts:
-        return [(cls(build_params(cls, raw, selection.name)), Selection(selection.name, raw).label())]
+        values, applied = resolve_presets(cls, selection.name, raw, backbone)
+        method = cls(build_params(cls, values, selection.name), presets_applied=applied)
+        return [(method, Selection(selection.name, raw).label())]
     # A registered composition (e.g. trce = trce-t+trce-v): route each parameter to the part that declares it.
     part_classes = [registry.get("methods", name) for name in cls.parts]
     routed: dict[str, dict[str, str]] = {name: dict(overrides.get(name, {})) for name in cls.parts}
     for key, value in raw.items():
-        owners = [name for name, part in zip(cls.parts, part_classes) if key in {f.name for f in dataclasses.fields(part.Params)}]
+        if key == "preset":  # each part that has a preset of that name takes it
+            owners = [name for name, part in zip(cls.parts, part_classes) if value in part.presets]
+            if not owners:
+                known = sorted({preset for part in part_classes for preset in part.presets})
+                raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no preset {value!r}{did_you_mean(value, known)} (presets: {', '.join(known) or 'none'})")
+        else:
+            owners = [name for name, part in zip(cls.parts, part_classes) if key in {f.name for f in dataclasses.fields(part.Params)}]
         if not owners:
             known = sorted({f.name for part in part_classes for f in dataclasses.fields(part.Params)})
             raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no parameter {key!r}{did_you_mean(key, known)}")
@@ -90,8 +103,47 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
             routed[owner][key] = value
     parts = []
     for name in cls.parts:
-        parts.extend(expand_method(registry, Selection(name, routed[name]), {}, label))
+        parts.extend(expand_method(registry, Selection(name, routed[name]), {}, label, backbone=backbone))
     return parts
+
+
+def resolve_presets(cls, name: str, raw: dict[str, str], backbone: Backbone | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The parameter values of one method, layered: backbone preset < ``preset=NAME`` < what the user set.
+
+    Returns the values (strings, converted by ``build_params``) and which presets were applied.
+    """
+    values: dict[str, str] = {}
+    applied: dict[str, str] = {}
+    from_backbone = backbone.method_presets.get(name) if backbone is not None else None
+    if from_backbone:
+        values.update(preset_text(from_backbone))
+        applied["backbone_preset"] = backbone.name
+    raw = dict(raw)
+    preset = raw.pop("preset", None)
+    if preset is not None:
+        if preset not in cls.presets:
+            known = sorted(cls.presets)
+            raise HarnessError(
+                f"{name} has no preset {preset!r}{did_you_mean(preset, known)} (presets: {', '.join(known) or 'none'}; "
+                "see `harness list methods --presets`)"
+            )
+        values.update(preset_text(cls.presets[preset]))
+        applied["preset"] = preset
+    values.update(raw)
+    return values, applied
+
+
+def preset_text(values: dict) -> dict[str, str]:
+    """A preset's typed values in the command-line form ``build_params`` converts (``a|b`` for tuples)."""
+
+    def text(value) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (tuple, list)):
+            return "|".join(text(v) for v in value)
+        return "none" if value is None else str(value)
+
+    return {key: text(value) for key, value in values.items()}
 
 
 def _expand_benchmarks(registry: Registry, items: list[list[Selection]]) -> list[Selection]:
@@ -133,13 +185,10 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         raise HarnessError("choose at least one benchmark with --bench (see `harness list benchmarks`)")
     overrides = parse_set_options(config.sets)
 
-    methods = []
-    for item in parse_selections(config.methods, "--methods"):
-        label = "+".join(selection.label() for selection in item)
-        parts = []
+    method_items = parse_selections(config.methods, "--methods")
+    for item in method_items:  # every method name and parameter checked first; expanded again once the backbone is known
         for selection in item:
-            parts.extend(expand_method(registry, selection, overrides, label))
-        methods.append(PlannedMethod(label=label, parts=parts))
+            expand_method(registry, selection, overrides, selection.name)
 
     known_targets = set(registry.entries["methods"]) | set(registry.entries["benchmarks"])
     for name, values in overrides.items():
@@ -172,16 +221,6 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         (only,) = named.values()
         benchmarks = [dataclasses.replace(planned, concepts=only) if planned.concepts.name == "none" else planned for planned in benchmarks]
 
-    for method in methods:
-        for part, part_label in method.parts:
-            if part.kind != "none":
-                for planned in benchmarks:
-                    if planned.concepts.name == "none":
-                        raise HarnessError(
-                            f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; "
-                            "pass --concepts NAME (or run it together with the benchmarks of one concept set)"
-                        )
-
     if config.model in registry.entries["backbones"]:
         backbone_name, model = config.model, None
     elif config.model:
@@ -195,6 +234,25 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
     for planned in benchmarks:
         validate_specs(planned.label, planned.specs, backbone)
     backbone.check(model)
+
+    # Methods after the backbone: a backbone may preset their parameters (the toy world's learning rates).
+    methods = []
+    for item in method_items:
+        label = "+".join(selection.label() for selection in item)
+        parts = []
+        for selection in item:
+            parts.extend(expand_method(registry, selection, overrides, label, backbone=backbone))
+        methods.append(PlannedMethod(label=label, parts=parts))
+
+    for method in methods:
+        for part, part_label in method.parts:
+            if part.kind != "none":
+                for planned in benchmarks:
+                    if planned.concepts.name == "none":
+                        raise HarnessError(
+                            f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; "
+                            "pass --concepts NAME (or run it together with the benchmarks of one concept set)"
+                        )
 
     device = config.device or _default_device()
     check_device(device)
@@ -253,7 +311,16 @@ def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
         "backbone": {"name": plan.backbone_name, "model": plan.model or plan.backbone.default_model, "fingerprint": backbone_fingerprint},
         "device": plan.device,
         "dtype": plan.dtype,
-        "methods": [{"label": m.label, "parts": [{"label": label, "params": p.params_dict(), "version": p.version, "paper": p.paper} for p, label in m.parts]} for m in plan.methods],
+        "methods": [
+            {
+                "label": m.label,
+                "parts": [
+                    {"label": label, "params": p.params_dict(), "presets": p.presets_applied, "version": p.version, "paper": p.paper}
+                    for p, label in m.parts
+                ],
+            }
+            for m in plan.methods
+        ],
         "benchmarks": [
             {
                 "label": b.label,
@@ -349,8 +416,12 @@ class Runner:
         evals = store.image_unet_evals(keys)
         evals_per_image = sum(evals.values()) / max(len(evals), 1)
         by_scorer: dict[str, list[str]] = {}
-        for ref in planned.benchmark.metric_refs():
+        refs = planned.benchmark.metric_refs()
+        for ref in refs:
             by_scorer.setdefault(ref.scorer, []).append(ref.metric)
+        # Stored with every result, so that reports show it without loading a plugin.
+        method_display = display_label(plan.registry, "methods", method_label)
+        benchmark_display = display_label(plan.registry, "benchmarks", planned.label)
         for scorer_name, metric_ids in by_scorer.items():
             scorer = self.scorer(scorer_name)
             if scorer.needs_reference:
@@ -367,7 +438,10 @@ class Runner:
                 metric_ref = str(MetricRef(scorer_name, metric_id))
                 store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=metric_ref,
                                  value=value, n=n, lower_is_better=metric.lower_is_better, name=metric.name,
-                                 description=metric.description, model_state=state.key, unet_evals_per_image=evals_per_image)
+                                 description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial,
+                                 needs_reference=scorer.needs_reference, method_display=method_display,
+                                 benchmark_display=benchmark_display, metric_position=refs.index(MetricRef(scorer_name, metric_id)),
+                                 model_state=state.key, unet_evals_per_image=evals_per_image)
                 store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
                                         [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
 
@@ -424,6 +498,20 @@ class Runner:
             raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
             self.store.add_set_score(set_key, scorer.name, scorer.version, raw)
         return raw
+
+
+def display_label(registry: Registry, kind: str, label: str) -> str:
+    """A stored label as a paper writes it: "TRCE (T+V)", "UCE (lamb=0.1)", "UCE + SLD".
+
+    Each part takes its class's ``display_name`` (its registered name if it has none), followed by its parameters.
+    """
+    (parts,) = parse_selections(label, f"{kind} label")
+    shown = []
+    for part in parts:
+        title = getattr(registry.get(kind, part.name), "display_name", "") or part.name
+        params = Selection(part.name, part.params).label().partition(":")[2]
+        shown.append(f"{title} ({params})" if params else title)
+    return " + ".join(shown)
 
 
 def describe_plan(planned: Plan) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from harness.api import HarnessError
 from harness.integrity import Files, atomic_write
 from harness.names import check_name
+from harness.results import Result
 
 # Ordered migrations: the database records how many have been applied.  Append, never edit.
 MIGRATIONS = [
@@ -66,6 +67,15 @@ MIGRATIONS = [
     # Every file the store references, with what it must be (harness/integrity.py).
     """
     CREATE TABLE files (path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT, created TEXT);
+    """,
+    # What reports need to show a result without its plugins (harness.results.Result); NULL in older rows.
+    """
+    ALTER TABLE results ADD COLUMN unit TEXT;
+    ALTER TABLE results ADD COLUMN adversarial INTEGER;
+    ALTER TABLE results ADD COLUMN needs_reference INTEGER;
+    ALTER TABLE results ADD COLUMN method_display TEXT;
+    ALTER TABLE results ADD COLUMN benchmark_display TEXT;
+    ALTER TABLE results ADD COLUMN metric_position INTEGER;
     """,
 ]
 
@@ -240,24 +250,38 @@ class Store:
     # ------------------------------------------------------------------ results
 
     def add_result(self, *, run_id: str, method: str, benchmark: str, metric: str, value: float, n: int,
-                   lower_is_better: bool, name: str, description: str, model_state: str, unet_evals_per_image: float) -> None:
+                   lower_is_better: bool, name: str, description: str, unit: str, adversarial: bool, needs_reference: bool,
+                   method_display: str = "", benchmark_display: str = "", metric_position: int | None = None,
+                   model_state: str, unet_evals_per_image: float) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image),
+            "INSERT OR REPLACE INTO results (run_id, method, benchmark, metric, value, n, lower_is_better, name, description, "
+            "model_state, unet_evals_per_image, unit, adversarial, needs_reference, method_display, benchmark_display, metric_position) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image,
+             unit, int(adversarial), int(needs_reference), method_display, benchmark_display, metric_position),
         )
 
-    def results(self, runs: list[str] | None = None) -> list[dict]:
+    def results(self, runs: list[str] | None = None) -> list[Result]:
+        """Every stored result (of ``runs``, if given), oldest run first, each with its model state's metadata."""
         query = (
             "SELECT results.*, runs.created AS run_created, model_states.metadata AS state_metadata FROM results "
             "JOIN runs ON runs.id = results.run_id LEFT JOIN model_states ON model_states.key = results.model_state"
         )
         rows = [dict(row) for row in self.db.execute(query + " ORDER BY runs.created, results.rowid")]
-        if runs:
-            rows = [row for row in rows if row["run_id"] in runs]
-        for row in rows:
-            row["lower_is_better"] = bool(row["lower_is_better"])
-            row["state_metadata"] = json.loads(row["state_metadata"]) if row["state_metadata"] else {}
-        return rows
+        return [
+            Result(
+                run_id=row["run_id"], method=row["method"], benchmark=row["benchmark"], metric=row["metric"],
+                value=row["value"], n=row["n"],
+                lower_is_better=bool(row["lower_is_better"]), name=row["name"], description=row["description"] or "",
+                unit=row["unit"], adversarial=bool(row["adversarial"]), needs_reference=bool(row["needs_reference"]),
+                method_display=row["method_display"] or "", benchmark_display=row["benchmark_display"] or "",
+                metric_position=row["metric_position"],
+                model_state=row["model_state"], unet_evals_per_image=row["unet_evals_per_image"], run_created=row["run_created"] or "",
+                state_metadata=json.loads(row["state_metadata"]) if row["state_metadata"] else {},
+            )
+            for row in rows
+            if not runs or row["run_id"] in runs
+        ]
 
     def set_result_values(self, run_id: str, method: str, benchmark: str, metric: str,
                           rows: list[tuple[str, str, int, str, float]]) -> None:

@@ -91,6 +91,13 @@ class ESD(FineTuneMethod):
     paper = "Gandikota et al., Erasing Concepts from Diffusion Models, ICCV 2023"
     version = "1"
     variant: ClassVar[str]
+    presets = {
+        # the paper code, rohitgandikota/erasing @ a2189e9 train-scripts/train-esd.py: x_t sampled with the model being
+        # trained (its timestep offset is not reproduced, see above)
+        "official": {"sample_with_trainable": True},
+        # the 2025 diffusers code, @ 25613d2 esd_sd.py, at SD's native 512 px (its hard-coded 1024 px is a bug)
+        "diffusers-2025": {"parameters": "diffusers", "iterations": 200, "lr": 5e-5},
+    }
 
     @dataclass
     class Params:
@@ -189,11 +196,13 @@ class ESD(FineTuneMethod):
 
 class ESDU(ESD):
     name = "esd-u"
+    display_name = "ESD-u"
     variant = "esd-u"
     description = "ESD-u: negative-guidance fine-tuning of the non-cross-attention weights (paper preset)"
 
 
 class ESDX(ESD):
     name = "esd-x"
+    display_name = "ESD-x"
     variant = "esd-x"
     description = "ESD-x: negative-guidance fine-tuning of the cross-attention weights (paper preset)"

@@ -48,9 +48,13 @@ DEFAULTS_BY_KIND = {"object": (3, 0.1), "style": (1, 1e-3)}
 
 class RECE(Method):
     name = "rece"
+    display_name = "RECE"
     description = "Reliable and Efficient Concept Erasure: UCE, then closed-form adversarial embeddings re-erased per epoch"
     paper = "Gong et al., Reliable and Efficient Concept Erasure of Text-to-Image Diffusion Models, ECCV 2024"
-    version = "1"
+    version = "2"  # 2: W⁰ is the original model under composition; exact float64 solve
+    # The defaults are the official nudity run (RECE @ 403a67f, scripts/nudity.sh, train.py) except its model selection
+    # on a validation set, which is not reproduced (every epoch is kept); the preset names those values.
+    presets = {"official": {"lamb": 0.1, "erase_scale": 1.0, "preserve_scale": 0.1, "edit_keys": True, "run_uce": True}}
 
     @dataclass
     class Params:

@@ -107,10 +107,17 @@ ALWAYS = 10**9  # "every step" as a step index
 
 class SAFREE(Method):
     name = "safree"
+    display_name = "SAFREE"
     description = "SAFREE: project trigger-token embeddings off the toxic-concept subspace for the first T* steps (inference-time)"
     paper = "Yoon et al., SAFREE: Training-Free and Adaptive Guard for Safe Text-to-Image and Video Generation, ICLR 2025"
     kind = MethodKind.INFERENCE
     version = "1"
+    # The defaults are the official run (SAFREE @ b8b2c3f, scripts/run_nudity.sh: -svf -lra), negative prompt included;
+    # "paper" leaves out the concept-list negative prompt, which the paper does not describe.
+    presets = {
+        "official": {"self_validation": True, "concept_negative_prompt": True, "latent_reattention": False, "alpha": 0.01, "up_t": 10},
+        "paper": {"self_validation": True, "concept_negative_prompt": False, "latent_reattention": False, "alpha": 0.01, "up_t": 10},
+    }
 
     @dataclass
     class Params:

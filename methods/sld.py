@@ -87,10 +87,14 @@ PRESETS = {
 
 class SLD(Method):
     name = "sld"
+    display_name = "SLD"
     description = "Safe Latent Diffusion: a third UNet branch on a safety concept steers CFG away from it (inference-time)"
     paper = "Schramowski et al., Safe Latent Diffusion: Mitigating Inappropriate Degeneration in Diffusion Models, CVPR 2023"
     kind = MethodKind.INFERENCE
     version = "1"
+    # official: the original repository (SLD @ a42923c, sld_pipeline.py), MEDIUM; "diffusers": the diffusers port, whose
+    # safety concept is prefixed with "an image showing ".
+    presets = {"official": {"strength": "medium", "diffusers_prefix": False}, "diffusers": {"strength": "medium", "diffusers_prefix": True}}
 
     @dataclass
     class Params:

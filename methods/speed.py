@@ -24,7 +24,9 @@ In the notation of methods-notes §0 (rows are d-vectors; ``Σ a tᵀ`` is d × 
        IPF : keep r with ‖Ẇ_e r‖ > mean_r ‖Ẇ_e r‖
        DPA : r' = r + (ξ·v_min) v_min,  ξ ~ N(0, I),  aug_num per kept r, where v_min is
              W's last right-singular vector (a direction W barely sees, so W r' ≈ W r);
-             keep r' with ‖Ẇ_e r'‖ > the same mean
+             keep r' with ‖Ẇ_e r'‖ > mean_{r'} ‖Ẇ_e r'‖, the mean over the perturbed rows
+             (per chunk of 128 retain rows, as the official code; it also shuffles the
+             rows before chunking, which matters only beyond 128 retain rows)
        C_rr = mean of r rᵀ over the kept r and r'
        P    = U_{σ<τ} U_{σ<τ}ᵀ,   (U, σ) = eigh(C_rr)                the approximate null space of the retain set
 
@@ -77,6 +79,8 @@ from harness.api import ConceptSet, HarnessError, Method, MethodKind
 from methods.closed_form import cross_attention_projections
 from methods.text import encode_prompts, last_word_index
 
+DPA_CHUNK = 128  # retain rows per augmentation chunk (official chunk_size); the keep threshold is a per-chunk mean
+
 # (retain_scale α, lamb λ) of the official runs, by token mode.
 PRESETS = {"all": (0.7, 0.5), "last": (1.0, 0.0)}
 MATRICES = {"V": ("to_v",), "K": ("to_k",), "KV": ("to_v", "to_k")}
@@ -84,10 +88,14 @@ MATRICES = {"V": ("to_v",), "K": ("to_k",), "KV": ("to_v", "to_k")}
 
 class SPEED(Method):
     name = "speed"
+    display_name = "SPEED"
     description = "SPEED: closed-form to_v edit inside the null space of a filtered, augmented retain set (IPF/DPA/IEC)"
     paper = "Li et al., SPEED: Scalable, Precise, and Efficient Concept Erasure for Diffusion Models, ICLR 2026"
     kind = MethodKind.EDIT
-    version = "1"
+    version = "2"  # 2: DPA threshold over the perturbed rows; disable_filter keeps DPA
+    # The defaults are the official code (SPEED @ 6d3df0c, train_erase_null.py, scripts/eval_nudity.sh), except that
+    # tokens="auto" picks the token mode by concept kind, where the code tests the target list for ['nudity'].
+    presets = {"official": {"threshold": 0.1, "aug_num": 10, "disable_filter": False, "anchor_clusters": 3, "matrices": "V", "seed": 0}}
 
     @dataclass
     class Params:
@@ -95,8 +103,8 @@ class SPEED(Method):
         retain_scale: float | None = None  # α; None = preset of the token mode (0.7 all, 1.0 last)
         lamb: float | None = None  # λ of the IEC constraint; None = preset (0.5 all, 0.0 last)
         threshold: float = 0.1  # τ: eigenvalues of C_rr below it span the null space
-        aug_num: int = 10  # DPA copies per retained row; 0 also turns IPF off (official)
-        disable_filter: bool = False  # keep every retain row (official --disable_filter)
+        aug_num: int = 10  # DPA copies per retained row; 0 turns DPA and IPF off (official)
+        disable_filter: bool = False  # IPF off: keep every retain row; DPA still runs (official --disable_filter)
         anchor_clusters: int = 3  # k-means centres of the null text in K2
         matrices: Literal["V", "K", "KV"] = "V"  # official params='V'
         seed: int = 0
@@ -130,6 +138,7 @@ class SPEED(Method):
             "threshold": params.threshold,
             "aug_num": params.aug_num,
             "filter": not params.disable_filter and params.aug_num > 0,
+            "augmentation": params.aug_num > 0,
             "targets": [list(pair) for pair in zip(targets, anchors)],
             "retain": retain_texts,
             "retain_rows": int(stats.retain.shape[0]),
@@ -224,16 +233,20 @@ def null_space_update(weight: torch.Tensor, stats: SpeedStatistics, *, alpha: fl
 
     # 3. IPF and DPA: the retain rows the edit would move most, and nearby variants of them
     retain = stats.retain
-    filtered = filter_retain and aug_num > 0
-    if filtered:
+    if aug_num > 0:
         erase_weight = W @ shift @ torch.linalg.inv(identity + stats.target_target)  # Ẇ_e
         influence = lambda rows: (rows @ erase_weight.T).norm(dim=1)  # noqa: E731  ‖Ẇ_e r‖ per row
-        mean_influence = influence(retain).mean()
-        retain = retain[influence(retain) > mean_influence]
+        if filter_retain:  # IPF: keep the rows above the mean influence of the retain rows
+            retain = retain[influence(retain) > influence(retain).mean()]
         weakest = torch.linalg.svd(W, full_matrices=True).Vh[-1]  # v_min
-        noise = torch.randn(len(retain), aug_num, dim, generator=generator, dtype=torch.float64)
-        augmented = (retain[:, None, :] + (noise @ weakest)[..., None] * weakest).reshape(-1, dim)
-        retain = torch.cat([retain, augmented[influence(augmented) > mean_influence]])
+        kept = [retain]
+        for start in range(0, len(retain), DPA_CHUNK):  # DPA, per chunk of retain rows as the official code
+            rows = retain[start : start + DPA_CHUNK]
+            noise = torch.randn(len(rows), aug_num, dim, generator=generator, dtype=torch.float64)
+            augmented = (rows[:, None, :] + (noise @ weakest)[..., None] * weakest).reshape(-1, dim)
+            strength = influence(augmented)
+            kept.append(augmented[strength > strength.mean()])  # above the mean over the perturbed rows themselves
+        retain = torch.cat(kept)
     if len(retain):
         retain_retain = retain.T @ retain / len(retain)  # C_rr
         eigenvalues, eigenvectors = torch.linalg.eigh((retain_retain + retain_retain.T) / 2)

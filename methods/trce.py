@@ -17,6 +17,7 @@ from harness.api import Method
 
 class TRCE(Method):
     name = "trce"
+    display_name = "TRCE (T+V)"
     description = "TRCE (T+V): trce-t's closed-form [EoT] edit, then trce-v's trajectory fine-tuning on top of it"
     paper = "TRCE: Towards Reliable Malicious Concept Erasure in Text-to-Image Diffusion Models (2025)"
     version = "1"

@@ -43,8 +43,9 @@ reproduces the code.  Quirks in use are recorded in the metadata.
 * Not switchable, for the record: the code divides the cache by the constant 3e4, not by its
   caption count.  That is the same thing for a 30k-caption file such as COCO-30k.
 
-Captions: the concept set's ``captions`` (or ``captions_file``, or ``extra.captions_data``: a pinned
-upstream file such as ``coco30k``, fetched and verified by ``harness data fetch``), or ``captions=PATH`` (a
+Captions: the concept set's ``captions`` (or ``captions_file``, or ``extra.captions_data``: the pin of an
+upstream file such as COCO-30k, in ``harness.data.Upstream`` fields, fetched and verified by the core's data
+layer and by ``harness data fetch coco30k``), or ``captions=PATH`` (a
 ``.txt`` with one caption per line, or a ``.csv`` with a ``prompt``/``caption``/``text``
 column such as COCO-30k).  No captions is an error unless ``preserve_scale=0``.
 """
@@ -75,9 +76,20 @@ CAPTION_COLUMNS = ("prompt", "caption", "text")
 
 class TRCET(Method):
     name = "trce-t"
+    display_name = "TRCE (T)"
     description = "TRCE stage 1: closed-form edit mapping the first [EoT] of malicious prompts to safe ones, COCO-preserving"
     paper = "TRCE: Towards Reliable Malicious Concept Erasure in Text-to-Image Diffusion Models (2025), §4.1"
-    version = "1"
+    version = "2"  # 2: exact float64 solve (solver=limit is version 1's)
+    # ddgoodgood/TRCE @ 0da9b71: run_trce_stage1.py, src/cfr_utils.py, config/stage1/stage1_sexual_default.yaml
+    presets = {
+        "official": {
+            "word_count_positions": True,  # [EoT] at len(prompt.split()) + 1
+            "double_preserve_scale": True,  # s applied when building the cache and again in the solve: s²
+            "caption_divisor": 3e4,  # the caption cache divided by a fixed 3e4
+            "num_phrases": 20,  # concept_num
+            "num_templates": 15,  # augment_num
+        },
+    }
 
     @dataclass
     class Params:
@@ -93,6 +105,7 @@ class TRCET(Method):
         word_count_positions: bool = False  # quirk: official word-count [EoT]/keyword positions
         double_preserve_scale: bool = False  # quirk: official s² preservation weight
         solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert)
+        caption_divisor: float = 0.0  # quirk: 0 = the number of captions (a mean); official code: a fixed 3e4
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         params = self.params
@@ -112,7 +125,9 @@ class TRCET(Method):
         if params.preserve_scale != 0:
             captions, caption_info = load_captions(concepts, params.captions, params.max_captions)
             totals = caption_statistics(pipe, captions, ctx)
-            preserve = totals.scaled(1 / totals.count)
+            # the mean over captions (paper, Eq. 4 normalised); the official code divides by a fixed 3e4 instead
+            divisor = params.caption_divisor or totals.count
+            preserve = totals.scaled(1 / divisor)
 
         # 4. the closed-form solve (Eq. 5) for every attn2 key/value matrix
         projections = cross_attention_projections(pipe.unet, edit_keys=params.edit_keys)
@@ -144,6 +159,7 @@ class TRCET(Method):
             "quirks": {
                 "word_count_positions": params.word_count_positions,
                 "double_preserve_scale": params.double_preserve_scale,
+                "caption_divisor": params.caption_divisor,
             },
             **solved,
         }
@@ -218,9 +234,9 @@ def load_captions(concepts: ConceptSet, path: str, limit: int) -> tuple[list[str
         captions, source = list(concepts.captions), f"concept set {concepts.name!r}"
     elif concepts.extra.get("captions_data"):
         # A pinned upstream file (COCO-30k for the SD concept sets), downloaded and sha256-checked by the data layer.
-        from benchmarks import data
+        from harness import data
 
-        resolved = data.resolve(concepts.extra["captions_data"])
+        resolved = data.resolve(data.Upstream.from_dict(concepts.extra["captions_data"], origin=f"concept set {concepts.name!r}"))
         captions, source = read_caption_file(resolved.path), f"{resolved.key} ({resolved.sha256[:12]})"
     else:
         raise HarnessError(

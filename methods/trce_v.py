@@ -116,9 +116,19 @@ TRAINABLE_GROUP = "self-attention+query"
 
 class TRCEV(FineTuneMethod):
     name = "trce-v"
+    display_name = "TRCE (V)"
     description = "TRCE stage 2: triplet fine-tuning of self-attention and attn2.to_q on early trajectory steps"
     paper = "TRCE: Towards Reliable Malicious Concept Erasure in Text-to-Image Diffusion Models (2025), §4.2"
     version = "1"
+    # ddgoodgood/TRCE @ 0da9b71: run_trce_stage2.py
+    presets = {
+        "official": {
+            "optimizer": "adamw",  # weight decay 0.01
+            "skip_zero_grad": True,  # gradients never cleared
+            "latent_after_step": True,  # x_{t_{k+1}} queried at t_k
+            "random_timestep_in_interval": True,  # regulariser t drawn in the step's DDPM interval
+        },
+    }
 
     @dataclass
     class Params:

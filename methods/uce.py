@@ -49,9 +49,16 @@ TOKEN_VARIANTS = {
 
 class UCE(Method):
     name = "uce"
+    display_name = "UCE"
     description = "Unified Concept Editing: closed-form edit of cross-attention K/V (2023 token-block variant by default)"
     paper = "Gandikota et al., Unified Concept Editing in Diffusion Models, WACV 2024"
-    version = "1"
+    version = "2"  # 2: exact float64 solve (solver=limit is version 1's)
+    # The defaults are the 2023 paper code (UCE @ 35e91e2, train-scripts/train_erase.py); the official preset names
+    # them, and "2025" is the diffusers rewrite (@ 28c81ed, trainscripts/uce_sd_erase.py: one token, p = 1).
+    presets = {
+        "official": {"tokens": "block", "lamb": 0.5, "erase_scale": 1.0, "preserve_scale": None, "edit_keys": True},
+        "2025": {"tokens": "last", "lamb": 0.5, "erase_scale": 1.0, "preserve_scale": None, "edit_keys": True},
+    }
 
     @dataclass
     class Params:

@@ -1,6 +1,8 @@
-"""``harness compare`` and ``harness export``: paired comparisons and per-image values, from the store alone.
+"""The reports plugin (entry point ``reports``): ``harness report`` (``reports/command.py``), ``harness compare`` and
+``harness export`` (paired comparisons and per-image values), and the leaderboard ``harness run`` prints at the end.
 
-Registered through the ``register_commands`` hook, like any plugin's command.
+Registered through the ``register_commands`` and ``summarize_run`` hooks, like any plugin's: the core never imports
+the reports package.
 """
 
 from __future__ import annotations
@@ -42,7 +44,18 @@ PER_IMAGE_COLUMNS = ("run", "method", "benchmark", "prompt_id", "seed", "image_k
 
 
 @hookimpl
+def summarize_run(store, run_id):
+    from reports import leaderboard
+
+    board = leaderboard.build(store.results(runs=[run_id]), values=store.result_values(runs=[run_id]))
+    return leaderboard.to_terminal(board)
+
+
+@hookimpl
 def register_commands(subparsers):
+    from reports.command import add_report_command
+
+    add_report_command(subparsers)
     formatter = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser("compare", help="paired test of method B against method A on the stored per-image values",
                               description=COMPARE_HELP, formatter_class=formatter)
@@ -103,7 +116,7 @@ def _finite(value):
 
 
 def _check_method(results: list[dict], label: str, where: str) -> None:
-    from harness.registry import did_you_mean
+    from harness.api import did_you_mean
 
     stored = {row["method"] for row in results}
     if label not in stored:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import integrity
+from harness.results import Result
 from reports.leaderboard import Leaderboard
 
 CELL = 128  # pixels per image in the grid
@@ -59,9 +60,9 @@ def _natural(spec_id: str):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", spec_id)]
 
 
-def latest_images(store, board: Leaderboard, results: list[dict]) -> dict[tuple[str, str], dict[str, dict]]:
+def latest_images(store, board: Leaderboard, results: list[Result]) -> dict[tuple[str, str], dict[str, dict]]:
     """(method, benchmark) → spec id → image row, from the newest run that made it, for the board's cells."""
-    run_order = list(dict.fromkeys(row["run_id"] for row in results))
+    run_order = list(dict.fromkeys(row.run_id for row in results))
     methods = {row.method for row in board.rows}
     benches = {c.benchmark for c in board.columns if not c.is_average}
     images: dict[tuple[str, str], dict[str, dict]] = {}
@@ -77,55 +78,37 @@ def _flag_metrics(board: Leaderboard, benchmark: str) -> list[str]:
 
 
 class Flagger:
-    """Decides from stored raw scores whether an image is flagged; scorer classes come from the registry."""
+    """Decides from the per-image values stored with each result whether an image is flagged (no plugin is loaded)."""
 
-    def __init__(self, store, registry):
-        self.store = store
-        self.registry = registry
-        self._scorers: dict[str, object] = {}
+    def __init__(self, store):
+        self.values = store.result_values()
 
-    def scorer(self, name: str):
-        if name not in self._scorers:
-            from harness.api import HarnessError
+    def flags(self, benchmark: str, metrics: list[str], image_rows: list[dict]) -> dict[str, tuple[bool, bool]]:
+        """image key → (flagged, unscored) for ``image_rows`` (rows of ``Store.run_images``) of ``benchmark``.
 
-            try:
-                self._scorers[name] = self.registry.get("scorers", name)(device="cpu") if self.registry else None
-            except HarnessError:
-                self._scorers[name] = None
-        return self._scorers[name]
-
-    def flags(self, metrics: list[str], image_rows: list[dict]) -> dict[str, tuple[bool, bool]]:
-        """image key → (flagged, unscored) for ``image_rows`` (rows of ``Store.run_images``)."""
-        from harness.api import PromptSpec
-
+        An image is flagged when any of ``metrics`` stored a value above 0 for it (1 for a flagged image of a rate);
+        one with no stored value at all (a category it is not in counts as no value) is unscored, and shown as flagged.
+        """
         result = {row["image_key"]: (False, False) for row in image_rows}
         if not metrics:
             return result
-        keys = list(result)
-        specs = {row["image_key"]: PromptSpec(**json.loads(row["spec"])) for row in image_rows}
-        by_scorer: dict[str, list[str]] = {}
-        for metric in metrics:
-            scorer_name, _, metric_id = metric.partition(":")
-            by_scorer.setdefault(scorer_name, []).append(metric_id)
-        scored = set()
-        flagged = set()
-        for scorer_name, metric_ids in by_scorer.items():
-            scorer = self.scorer(scorer_name)
-            if scorer is None:
+        wanted = set(metrics)
+        scored, flagged = set(), set()
+        for (_, _, bench, metric), rows in self.values.items():
+            if bench != benchmark or metric not in wanted:
                 continue
-            raws = self.store.raw_scores(keys, scorer_name, scorer.version)
-            views = [scorer.metric(metric_id) for metric_id in metric_ids]
-            for key, raw in raws.items():
-                scored.add(key)
-                if any(view.compute([raw], [specs[key]]) > 0 for view in views):  # NaN (not in a category) is not > 0
-                    flagged.add(key)
-        return {key: (key in flagged or key not in scored, key not in scored) for key in keys}
+            for row in rows:
+                if row["image_key"] in result and row["value"] is not None:
+                    scored.add(row["image_key"])
+                    if row["value"] > 0:
+                        flagged.add(row["image_key"])
+        return {key: (key in flagged or key not in scored, key not in scored) for key in result}
 
 
-def collect(store, board: Leaderboard, results: list[dict], registry, prompts: int = 6) -> list[Grid]:
+def collect(store, board: Leaderboard, results: list[Result], prompts: int = 6) -> list[Grid]:
     """One grid per benchmark of the board: its first ``prompts`` prompts × every method that ran it."""
     images = latest_images(store, board, results)
-    flagger = Flagger(store, registry)
+    flagger = Flagger(store)
     names = {c.metric: c.name for c in board.columns}
     grids = []
     for benchmark in dict.fromkeys(c.benchmark for c in board.columns if not c.is_average):
@@ -135,7 +118,7 @@ def collect(store, board: Leaderboard, results: list[dict], registry, prompts: i
         spec_ids = sorted({sid for m in methods for sid in images[m, benchmark]}, key=_natural)[:prompts]
         rows = [images[m, benchmark][sid] for m in methods for sid in spec_ids if sid in images[m, benchmark]]
         metrics = _flag_metrics(board, benchmark)
-        flags = flagger.flags(metrics, rows)
+        flags = flagger.flags(benchmark, metrics, rows)
         cells = []
         for row in rows:
             spec = json.loads(row["spec"])

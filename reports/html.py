@@ -9,7 +9,7 @@ import html
 import io
 import json
 
-from reports.leaderboard import Leaderboard, format_cost, format_value
+from reports.leaderboard import Leaderboard, format_cost, format_erase_cost, format_interval, format_value, interval_of, rule_text
 
 CSS = """
 body { font: 14px/1.45 "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; color: #222; margin: 0 auto; max-width: 1280px; padding: 16px 24px 48px; }
@@ -21,12 +21,19 @@ nav a { margin-right: 14px; }
 table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
 th, td { padding: 4px 9px; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; border-bottom: 2px solid #999; vertical-align: bottom; }
+#leaderboard { font-size: 12.5px; }
+#leaderboard th { white-space: normal; max-width: 92px; overflow-wrap: anywhere; padding: 4px 6px; }
+#leaderboard td { padding: 3px 6px; }
+#leaderboard td.method { white-space: normal; max-width: 150px; }
+#leaderboard td.text { max-width: 150px; font-size: 12px; }
+.ci { display: block; color: #666; font-size: 11px; font-weight: 400; }
+.tie::after { content: " ≈"; color: #666; }
 th.group { text-align: center; border-bottom: 1px solid #bbb; background: #fafafa; }
 td.method, th.method { text-align: left; font-weight: 600; }
 td.text, th.text { text-align: left; white-space: normal; }
 tr.base td { background: #f7f7f7; font-style: italic; }
 .start { border-left: 1px solid #ccc; }
-td.best { font-weight: 700; } td.second { text-decoration: underline; }
+.best { font-weight: 700; } .second { text-decoration: underline; }
 figure { margin: 12px 0 24px; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #444; font-size: 13px; max-width: 900px; }
 pre { background: #f7f7f7; padding: 8px; font-size: 12px; overflow-x: auto; max-height: 420px; }
@@ -56,7 +63,7 @@ def _e(text) -> str:
 
 def _header(column, label: str) -> str:
     arrow = "↓" if column.lower_is_better else "↑"
-    unit = " (%)" if column.rate else ""
+    unit = " (%)" if column.rate else ""  # the unit once, in the header: cells carry none
     return f"{_e(label)}{unit} {arrow}"
 
 
@@ -68,7 +75,7 @@ def column_groups(board: Leaderboard) -> list[tuple[str, list[int], list[str]]]:
     index = {id(c): i for i, c in enumerate(board.columns)}
 
     def plain(columns):
-        return [index[id(c)] for c in columns], [f"{_e(c.benchmark)}<br>{_header(c, c.name)}" for c in columns]
+        return [index[id(c)] for c in columns], [f"{_e(c.title)}<br>{_header(c, c.name)}" for c in columns]
 
     erasure = board.erasure_columns()
     adversarial = [c for c in erasure if c.adversarial] + [c for c in board.columns if c.is_average]
@@ -76,36 +83,47 @@ def column_groups(board: Leaderboard) -> list[tuple[str, list[int], list[str]]]:
     for bench in board.category_benchmarks():
         columns = board.category_columns(bench)
         scorer = common_prefix([c.name for c in columns]).strip()
-        groups.append((f"{bench}{': ' + scorer if scorer else ''} per category", [index[id(c)] for c in columns],
+        groups.append((f"{columns[0].title}{': ' + scorer if scorer else ''} per category", [index[id(c)] for c in columns],
                        [_header(c, label) for c, label in zip(columns, category_labels(columns))]))
     groups.append(("Knowledge preservation", *plain(board.preservation_columns())))
     return [group for group in groups if group[1]]
 
 
+def _cell(board: Leaderboard, row_index: int, index: int, start: bool) -> str:
+    row, column = board.rows[row_index], board.columns[index]
+    place = board.ranks(index).get(row_index)
+    css = {1: "best", 2: "second"}.get(place, "tie" if row_index in board.ties(index) else "")
+    value = "–" if row.base and column.set_level else format_value(row.values[index], column, percent_sign="")
+    interval = format_interval(interval_of(row, index), column)
+    inner = f'<span class="{css}">{_e(value)}</span>' if css else _e(value)
+    if interval:
+        inner += f'<span class="ci">{_e(interval)}</span>'
+    return f'<td class="{"start" if start else ""}">{inner}</td>'
+
+
 def leaderboard_table(board: Leaderboard) -> str:
-    """The leaderboard with the paper's column groups."""
+    """The leaderboard with the paper's column groups; it fits a 1280 px window (headers wrap, intervals below values)."""
     groups = column_groups(board)
-    ranks = [board.ranks(i) for i in range(len(board.columns))]
     out = ['<div class="scroll"><table id="leaderboard">', '<thead><tr><th class="method"></th>']
     out += [f'<th class="group start" colspan="{len(indices)}">{_e(title)}</th>' for title, indices, _ in groups]
-    out.append('<th></th><th></th></tr><tr><th class="method">method</th>')
+    out.append('<th class="group start" colspan="3">Cost</th></tr><tr><th class="method">method</th>')
     starts = {indices[0] for _, indices, _ in groups}  # a rule between column groups
     for _, indices, headers in groups:
         out += [f'<th class="{"start" if i in starts else ""}" title="{_e(board.columns[i].description)}">{header}</th>'
                 for i, header in zip(indices, headers)]
     out.append('<th class="start" title="UNet forward passes per image; plain classifier-free guidance costs 2 per step">'
-               'UNet evals/img</th><th class="text">provenance</th></tr></thead><tbody>')
+               'UNet evals / image</th><th title="wall time of the erasure when it was computed, and its device">erasure time</th>'
+               '<th class="text">provenance</th></tr></thead><tbody>')
     order = [i for _, indices, _ in groups for i in indices]
     for row_index, row in enumerate(board.rows):
-        out.append(f'<tr class="{"base" if row.base else ""}"><td class="method">{_e(row.method)}</td>')
-        for i in order:
-            css = {1: "best", 2: "second"}.get(ranks[i].get(row_index), "") + (" start" if i in starts else "")
-            out.append(f'<td class="{css.strip()}">{_e(format_value(row.values[i], board.columns[i]))}</td>')
-        out.append(f'<td class="start">{format_cost(row)}</td><td class="text">{_e(row.provenance)}</td></tr>')
+        out.append(f'<tr class="{"base" if row.base else ""}"><td class="method" title="{_e(row.method)}">{_e(row.display or row.method)}</td>')
+        out += [_cell(board, row_index, i, i in starts) for i in order]
+        device = f" ({row.erase_device})" if row.erase_device and row.erase_seconds is not None else ""
+        out.append(f'<td class="start">{format_cost(row)}</td><td>{_e(format_erase_cost(row) + device)}</td>'
+                   f'<td class="text">{_e(row.provenance)}</td></tr>')
     out.append("</tbody></table></div>")
-    out.append('<p class="note">Best per column in <b>bold</b>, second <u>underlined</u> (by each metric\'s direction, ↓ lower or ↑ '
-               "higher is better, compared as printed). The base model (grey row) is the reference and is not ranked. "
-               "Rates are percentages of images; hover a header for the metric's definition.</p>")
+    out.append(f'<p class="note">{_e(rule_text(board))} The base model (grey row) is the reference. Rates are percentages of '
+               "images; hover a header for the metric's definition.</p>")
     return "".join(out)
 
 

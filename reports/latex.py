@@ -1,13 +1,19 @@
-"""LaTeX tables in booktabs style, shaped like the TRCE paper's Table 1 and Table 2.
+"""LaTeX tables in booktabs style, shaped like the TRCE paper's Table 1 and Table 2, sized for a two-column page.
 
-* Table 1: column groups "User prompt" (erasure on ordinary benchmarks), "Adversarial prompt" (erasure on
-  adversarial benchmarks) and "Knowledge preservation" (FID, CLIP-S ...); rates as percentages with two
-  decimals ("34.69\\%"), other numbers with two decimals, a missing value as "-".
+* Table 1 (``table1.tex``): column groups "User prompt" (erasure on ordinary benchmarks), "Adversarial prompt"
+  (erasure on adversarial benchmarks), each with **one primary metric per benchmark** (the first erasure metric
+  its plugin lists), and "Knowledge preservation" (FID, CLIP-S ...); rates as percentages with two decimals
+  ("34.69\\%"), other numbers with the column's decimals; "--" where there is no value, and for the base
+  model's set-level scores (its FID against its own images is 0 by construction: the paper prints "-").
+* The other erasure metrics go to ``table1-secondary.tex``, in the same layout.
 * Table 2, one per multi-category benchmark: a column per category (rates with one decimal, "21.2\\%"),
   then the preservation columns.
 
-Best per column in bold, second best underlined; the base model row is the reference and is never marked.
-Only ``booktabs`` is needed (``\\cmidrule``); ``tables.tex`` is a standalone document that inputs them all.
+Names are the plugins' display names ("Ring-A-Bell", "TRCE (T+V)").  Every table is a ``table*`` (both columns of
+a two-column paper) whose tabular is scaled down to the text width if, and only if, it is wider.  Best in bold
+and second underlined only where a paired test separates them (``reports.leaderboard.RANK_RULE``, stated in
+every caption); the base model row is the reference and is never marked.  Needs ``booktabs`` and ``graphicx``;
+``tables.tex`` is a standalone two-column document that inputs them all.
 """
 
 from __future__ import annotations
@@ -45,33 +51,50 @@ def _arrow(column: Column) -> str:
     return r"$\downarrow$" if column.lower_is_better else r"$\uparrow$"
 
 
-def _cell(board: Leaderboard, row_index: int, column: Column, decimals: int, ranks: dict[int, int]) -> str:
-    value = board.rows[row_index].values[board.columns.index(column)]
-    text = format_value(value, column, decimals=decimals, percent_sign=r"\%") if value is not None else "-"
+def _cell(board: Leaderboard, row_index: int, column: Column, decimals: int, marks) -> str:
+    row = board.rows[row_index]
+    value = row.values[board.columns.index(column)]
+    if value is None or (row.base and column.set_level):
+        return "--"  # no value; or the base model's distance to its own images (0 by construction)
+    text = format_value(value, column, decimals=decimals, percent_sign=r"\%")
+    ranks, ties = marks
     place = ranks.get(row_index)
     if place == 1:
         return rf"\textbf{{{text}}}"
     if place == 2:
         return rf"\underline{{{text}}}"
+    if row_index in ties:
+        return rf"{text}$^{{\approx}}$"
     return text
+
+
+RULE_CAPTION = (
+    r"Best in \textbf{bold}, second \underline{underlined}, only where a paired test on the same prompts and seeds "
+    r"(exact McNemar for 0/1 values, Wilcoxon signed-rank otherwise) separates a method from the next at $p<0.05$, "
+    r"Holm-corrected within the column; $^{\approx}$: tied (no significant difference); set-level columns (FID) "
+    r"are not marked. The base model is the reference and is not ranked. "
+)
 
 
 def _table(board: Leaderboard, groups: list[tuple[str, list[Column], list[str]]], decimals: list[int], caption: str, label: str,
            required: list[Column] | None = None) -> str:
-    """A booktabs table: ``groups`` are (group title, columns, column headers); ``decimals`` per column.
+    """A booktabs ``table*``: ``groups`` are (group title, columns, column headers); ``decimals`` per column.
 
-    A method with no value in any of ``required`` (default: all columns) has no row.
+    A method with no value in any of ``required`` (default: all columns) has no row.  The tabular is scaled to the
+    text width only when it is wider, so a small table keeps its natural size.
     """
     columns = [c for _, cols, _ in groups for c in cols]
     wanted = [board.columns.index(c) for c in (required or columns)]
     headers = [h for _, _, hs in groups for h in hs]
-    ranks = [board.ranks(board.columns.index(c)) for c in columns]
+    marks = [(board.ranks(board.columns.index(c)), board.ties(board.columns.index(c))) for c in columns]
     lines = [
-        r"\begin{table}[t]",
+        r"\begin{table*}[t]",
         r"\centering",
-        r"\small",
         rf"\caption{{{caption}}}",
         rf"\label{{{label}}}",
+        r"\small",
+        r"\setlength{\tabcolsep}{4pt}",
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         r"\begin{tabular}{l" + "c" * len(columns) + "}",
         r"\toprule",
     ]
@@ -88,12 +111,12 @@ def _table(board: Leaderboard, groups: list[tuple[str, list[Column], list[str]]]
     shown = [i for i, row in enumerate(board.rows) if any(row.values[j] is not None for j in wanted)]
     for position, row_index in enumerate(shown):
         row = board.rows[row_index]
-        cells = [_cell(board, row_index, c, d, r) for c, d, r in zip(columns, decimals, ranks)]
-        lines.append(escape(row.method) + " & " + " & ".join(cells) + r" \\")
+        cells = [_cell(board, row_index, c, d, m) for c, d, m in zip(columns, decimals, marks)]
+        lines.append(escape(row.display or row.method) + " & " + " & ".join(cells) + r" \\")
         following = board.rows[shown[position + 1]] if position + 1 < len(shown) else None
         if row.base and following is not None and not following.base:
             lines.append(r"\midrule")  # the reference row stands apart from the methods
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table*}"]
     return "\n".join(lines) + "\n"
 
 
@@ -102,7 +125,7 @@ def _erasure_group(title: str, columns: list[Column]) -> tuple[str, list[Column]
     names = {c.name for c in columns}
     benches = [c.benchmark for c in columns]
     plain = len(names) == 1 and len(set(benches)) == len(benches)
-    headers = [escape(c.benchmark) if plain else escape(f"{c.benchmark} {c.name}") for c in columns]
+    headers = [escape(c.title) if plain else escape(f"{c.title} {c.name}") for c in columns]
     return title, columns, headers
 
 
@@ -118,7 +141,7 @@ def _erasure_caption(columns: list[Column]) -> str:
 def _preservation_group(columns: list[Column]) -> tuple[str, list[Column], list[str]]:
     names = [c.name for c in columns]
     headers = [
-        f"{escape(c.name if names.count(c.name) == 1 else f'{c.benchmark} {c.name}')} {_arrow(c)}" + (r" (\%)" if c.rate else "")
+        f"{escape(c.name if names.count(c.name) == 1 else f'{c.title} {c.name}')} {_arrow(c)}" + (r" (\%)" if c.rate else "")
         for c in columns
     ]
     return "Knowledge preservation", columns, headers
@@ -126,12 +149,10 @@ def _preservation_group(columns: list[Column]) -> tuple[str, list[Column], list[
 
 def _caption_sources(board: Leaderboard) -> str:
     runs = sorted({run for row in board.rows for run in row.runs})
-    return f"From erasure-harness run{'s' if len(runs) > 1 else ''} {escape(', '.join(runs))}."
+    return f"From erasure-harness run{'s' if len(runs) > 1 else ''} {escape(', '.join(runs))}." if runs else ""
 
 
-def table1(board: Leaderboard) -> str | None:
-    """Erasure on user and adversarial prompts, and knowledge preservation (the paper's Table 1)."""
-    erasure = board.erasure_columns()
+def _erasure_table(board: Leaderboard, erasure: list[Column], label: str, what: str) -> str | None:
     user = [c for c in erasure if not c.adversarial]
     adversarial = [c for c in erasure if c.adversarial]
     preservation = board.preservation_columns()
@@ -145,11 +166,21 @@ def table1(board: Leaderboard) -> str | None:
     if not groups:
         return None
     columns = [c for _, cols, _ in groups for c in cols]
-    caption = (
-        _erasure_caption(user + adversarial) + r"Best in \textbf{bold}, second \underline{underlined}; "
-        r"the base model is the reference and is not ranked. " + _caption_sources(board)
-    )
-    return _table(board, groups, [2] * len(columns), caption, "tab:erasure")
+    caption = what + _erasure_caption(user + adversarial) + RULE_CAPTION + _caption_sources(board)
+    return _table(board, groups, [2] * len(columns), caption, label)
+
+
+def table1(board: Leaderboard) -> str | None:
+    """Erasure on user and adversarial prompts (one primary metric per benchmark) and knowledge preservation."""
+    return _erasure_table(board, [c for c in board.erasure_columns() if c.primary], "tab:erasure", "")
+
+
+def table1_secondary(board: Leaderboard) -> str | None:
+    """The erasure metrics that are not their benchmark's primary one, in Table 1's layout."""
+    secondary = [c for c in board.erasure_columns() if not c.primary]
+    if not secondary:
+        return None
+    return _erasure_table(board, secondary, "tab:erasure-secondary", "Secondary erasure metrics. ")
 
 
 def table2(board: Leaderboard, benchmark: str) -> str:
@@ -164,20 +195,21 @@ def table2(board: Leaderboard, benchmark: str) -> str:
     columns = [c for _, cols, _ in groups for c in cols]
     name = escape(categories[0].name.split(" ")[0]) if categories else ""
     caption = (
-        rf"{name} rates per category on {escape(benchmark)} (\%, lower is better) and knowledge preservation. "
-        r"Best in \textbf{bold}, second \underline{underlined}. " + _caption_sources(board)
+        rf"{name} rates per category on {escape(categories[0].title if categories else benchmark)} (\%, lower is better) and knowledge "
+        r"preservation. " + RULE_CAPTION + _caption_sources(board)
     )
     return _table(board, groups, [1 if c.rate else 2 for c in columns], caption, f"tab:categories-{benchmark.replace(':', '-')}",
                   required=categories)
 
 
 def document(tables: dict[str, str]) -> str:
-    """A standalone document that inputs every table file (``pdflatex tables.tex``)."""
+    """A standalone two-column document (a CVPR-sized text block) that inputs every table file (``pdflatex tables.tex``)."""
     inputs = "\n".join(rf"\input{{{name}}}" for name in tables)
     return (
-        "\\documentclass{article}\n"
-        "\\usepackage[a4paper,landscape,margin=1.5cm]{geometry}\n"
+        "\\documentclass[twocolumn,10pt]{article}\n"
+        "\\usepackage[letterpaper,textwidth=6.875in,textheight=8.875in,columnsep=0.3125in]{geometry}\n"
         "\\usepackage{booktabs}\n"
+        "\\usepackage{graphicx}\n"
         "\\begin{document}\n"
         f"{inputs}\n"
         "\\end{document}\n"
@@ -191,6 +223,9 @@ def tables(board: Leaderboard) -> dict[str, str]:
     first = table1(board)
     if first:
         made["table1.tex"] = first
+    secondary = table1_secondary(board)
+    if secondary:
+        made["table1-secondary.tex"] = secondary
     for benchmark in board.category_benchmarks():
         made[f"{stem(f'table2-{benchmark}')}.tex"] = table2(board, benchmark)
     return made

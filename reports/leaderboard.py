@@ -12,8 +12,9 @@ which value is shown, which is best, and how a column is classified:
 * a benchmark with three or more erasure metrics (I2P's seven categories plus "overall") is a
   **multi-category** benchmark: its metrics make the paper's Table 2 and the per-category bars.
 
-The benchmark's ``adversarial`` flag and the scorer's ``needs_reference`` are read from the plugin classes
-(through the registry, which imports a class but runs nothing); the store does not record them.
+Everything the board needs is stored with each result at run time (``harness.results.Result``): direction,
+unit, display names, the benchmark's metric order and ``adversarial`` flag, the scorer's ``needs_reference``.
+No plugin is loaded here, so a store copied elsewhere reports exactly as it did where it was made.
 
 The base model (the ``sd`` row, provenance "base model") is always shown, first, as the reference, but it
 is never bolded: FID against its own images is 0 by construction, so it would "win" preservation.
@@ -26,6 +27,9 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
+
+from harness.results import Result
+from harness.spec import Selection
 
 BASE_PROVENANCE = "base model"
 MIN_CATEGORY_METRICS = 3  # erasure metrics on one benchmark that make it a multi-category benchmark
@@ -45,6 +49,12 @@ class Column:
     rate: bool = False  # a fraction in [0, 1], shown as a percentage
     decimals: int = 2  # for numbers that are not rates: enough for three significant digits of the column's values
     average_of: tuple[str, ...] = ()  # for an "Adv" column: the benchmarks it averages
+    display: str = ""  # the benchmark's display name from its plugin ("Ring-A-Bell"); empty: the stored label
+    primary: bool = False  # the benchmark's first listed erasure metric: the one Table 1 shows
+
+    @property
+    def title(self) -> str:
+        return self.display or self.benchmark
 
     @property
     def header(self) -> str:
@@ -77,6 +87,7 @@ class Row:
     # values it was computed from (the paired tests behind the best/second marks use them).
     intervals: list = field(default_factory=list)
     per_image: list = field(default_factory=list)
+    display: str = ""  # the method's display name from its plugin ("TRCE (T+V)"); empty: the stored label
     # The erasure's cost as recorded in its model state when it was computed: wall seconds and device.
     erase_seconds: float | None = None
     erase_device: str | None = None
@@ -88,9 +99,10 @@ class Row:
 
     @property
     def variant(self) -> str:
-        """The parameters written after the method name ("lamb=0.1"), or "" for the defaults."""
-        name, _, params = self.method.partition(":")
-        return params if "+" not in name else ""
+        """The parameters written after the method name ("lamb=0.1"), or "" for the defaults and for compositions."""
+        if "+" in self.method:
+            return ""
+        return Selection.parse(self.method, "stored method label").label().partition(":")[2]
 
 
 @dataclass
@@ -230,36 +242,12 @@ def provenance_notes(metadata: dict) -> list[str]:
     return notes
 
 
-class Traits:
-    """What the plugin classes declare about a stored benchmark label or metric (adversarial, set-level)."""
-
-    def __init__(self, registry=None):
-        self.registry = registry
-        self._cache: dict[tuple[str, str], object] = {}
-
-    def _class(self, kind: str, name: str):
-        if self.registry is None:
-            return None
-        if (kind, name) not in self._cache:
-            from harness.api import HarnessError
-
-            try:
-                self._cache[kind, name] = self.registry.get(kind, name)
-            except HarnessError:
-                self._cache[kind, name] = None  # a plugin not loaded now: report it without the flag
-        return self._cache[kind, name]
-
-    def adversarial(self, benchmark_label: str) -> bool:
-        return bool(getattr(self._class("benchmarks", benchmark_label.partition(":")[0]), "adversarial", False))
-
-    def set_level(self, metric: str) -> bool:
-        return bool(getattr(self._class("scorers", metric.partition(":")[0]), "needs_reference", False))
-
-
-def _is_rate(description: str, values: list[float]) -> bool:
-    # Every rate in this code base says "fraction of ..." in its definition; the range check guards the rest.
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return "fraction" in description.lower() and all(0.0 <= v <= 1.0 for v in finite)
+def _is_rate(row) -> bool:
+    """Whether a stored result is a fraction in [0, 1], shown as a percentage: its unit, stored with it."""
+    if row["unit"] is not None:
+        return row["unit"] == "rate"
+    # Stored before units were: every rate of this code base said "fraction of ..." in its definition.
+    return "fraction" in row["description"].lower()
 
 
 def _decimals(values: list[float | None]) -> int:
@@ -272,19 +260,18 @@ def _decimals(values: list[float | None]) -> int:
     return min(6, 2 - math.floor(math.log10(largest)))
 
 
-def build(results: list[dict], registry=None, values: dict | None = None) -> Leaderboard:
-    """The leaderboard of ``results`` (rows of ``Store.results``).
+def build(results: list[Result], values: dict | None = None) -> Leaderboard:
+    """The leaderboard of ``results`` (``Store.results``), from what is stored with each result.
 
-    ``registry`` lets the board read each benchmark's ``adversarial`` flag and each scorer's
-    ``needs_reference``; without it there is no "Adv" column and no metric counts as set-level.
     ``values`` (``Store.result_values()``) gives each cell its interval and the paired tests behind the
     best/second marks; without it no cell has an interval and nothing is marked.
     """
     from reports.uncertainty import interval
 
-    traits = Traits(registry)
     rows = latest_results(results)
     columns: dict[tuple[str, str], Column] = {}
+    rate: dict[tuple[str, str], bool] = {}
+    position: dict[tuple[str, str], int | None] = {}
     methods: dict[str, Row] = {}
     costs: dict[str, dict[str, float]] = {}  # method -> benchmark -> UNet evaluations per image
     for row in rows:
@@ -292,9 +279,12 @@ def build(results: list[dict], registry=None, values: dict | None = None) -> Lea
         if key not in columns:
             columns[key] = Column(
                 row["benchmark"], row["metric"], row["name"], row["lower_is_better"], row.get("description") or "", row.get("n"),
-                adversarial=traits.adversarial(row["benchmark"]), set_level=traits.set_level(row["metric"]),
+                adversarial=row["adversarial"], set_level=row["needs_reference"], display=row["benchmark_display"] or "",
             )
-        method = methods.setdefault(row["method"], Row(row["method"], [], provenance(row)))
+            rate[key], position[key] = _is_rate(row), row["metric_position"]
+        if row["method"] not in methods:
+            methods[row["method"]] = Row(row["method"], [], provenance(row), display=row["method_display"] or "")
+        method = methods[row["method"]]
         if row["run_id"] not in method.runs:
             method.runs.append(row["run_id"])
         metadata = row.get("state_metadata") or {}
@@ -305,13 +295,15 @@ def build(results: list[dict], registry=None, values: dict | None = None) -> Lea
     for name, per_bench in costs.items():
         methods[name].unet_evals_per_image = sum(per_bench.values()) / len(per_bench)
     cells = {(r["method"], r["benchmark"], r["metric"]): r for r in rows}
-    for column in columns.values():
+    for key, column in columns.items():
         column_values = [cells[m, column.benchmark, column.metric]["value"] if (m, column.benchmark, column.metric) in cells else None
                          for m in methods]
-        column.rate = _is_rate(column.description, column_values)
+        finite = [v for v in column_values if v is not None and not math.isnan(v)]
+        column.rate = rate[key] and all(0.0 <= v <= 1.0 for v in finite)  # a "rate" outside [0, 1] shows as the number it is
         column.decimals = _decimals(column_values)
     # Erasure columns first, then preservation, whatever order the store returned them in.
     ordered = sorted(columns.values(), key=lambda c: c.role != "erasure")
+    _choose_primary(ordered, position)
     # The base model first: most reproducibility disputes start from a mismatched baseline.
     table_rows = sorted(methods.values(), key=lambda r: not r.base)
     for row in table_rows:
@@ -324,6 +316,20 @@ def build(results: list[dict], registry=None, values: dict | None = None) -> Lea
     board = Leaderboard(ordered, table_rows)
     _add_adversarial_averages(board)
     return board
+
+
+def _choose_primary(columns: list[Column], position: dict[tuple[str, str], int | None]) -> None:
+    """Mark each benchmark's primary erasure column: the first erasure metric its plugin lists, else the first stored.
+
+    ``position`` is each column's place in its benchmark's ``metrics``, stored with the result (None: unknown).
+    """
+    by_bench: dict[str, list[Column]] = {}
+    for column in columns:
+        if column.role == "erasure":
+            by_bench.setdefault(column.benchmark, []).append(column)
+    for erasure in by_bench.values():
+        listed = sorted((c for c in erasure if position[c.benchmark, c.metric] is not None), key=lambda c: position[c.benchmark, c.metric])
+        (listed or erasure)[0].primary = True
 
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
@@ -341,7 +347,8 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
         benches = tuple(board.columns[i].benchmark for i in indices)
         average = Column("Adv", metric, first.name, first.lower_is_better,
                          f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}", None, adversarial=True,
-                         rate=all(board.columns[i].rate for i in indices), average_of=benches)
+                         rate=all(board.columns[i].rate for i in indices), average_of=benches,
+                         primary=all(board.columns[i].primary for i in indices))
         position = indices[-1] + 1  # right after the last benchmark it averages
         board.columns.insert(position, average)
         for row in board.rows:
@@ -580,6 +587,9 @@ def to_records(results: list[dict], intervals: dict | None = None) -> list[dict]
             "n": row["n"],
             "lower_is_better": row["lower_is_better"],
             "description": row["description"],
+            "unit": row["unit"],
+            "adversarial": row["adversarial"],
+            "needs_reference": row["needs_reference"],
             "unet_evals_per_image": row["unet_evals_per_image"],
         }
         for row in results

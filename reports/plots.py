@@ -121,6 +121,16 @@ def _grouped_bars(board: Leaderboard, columns: list[Column], labels: list[str], 
             highest = max([highest, *heights])
             look = {"facecolor": palette.colour(row.method), "hatch": palette.hatch(row.method), "edgecolor": "#333333", "linewidth": 0.4}
             bars = axes.bar(offsets, heights, bar_width * 0.92, label=row.method, **look)
+            spans = []  # the 95% interval of each bar, one line collection per method
+            for offset, i in zip(offsets, indices):
+                found = row.intervals[i] if row.intervals else None
+                if found is not None and found.known and _finite(row.values[i]):
+                    scale = _scale(board.columns[i])
+                    spans.append((offset, found.low * scale, found.high * scale))
+                    highest = max(highest, found.high * scale)
+            if spans:
+                xs, lows, highs = zip(*spans)
+                axes.vlines(xs, lows, highs, colors="#222222", linewidth=0.7, zorder=3)
             handles.append(Patch(label=row.method, **look))  # a hidden first bar must not hide the legend swatch
             texts = []
             for bar, i in zip(bars, indices):
@@ -146,7 +156,7 @@ def rate_bars(board: Leaderboard, metric: str):
     """The erasure metric ``metric`` on every benchmark that has it, one bar per method."""
     columns = [c for c in board.erasure_columns() if c.metric == metric]
     first = columns[0]
-    return _grouped_bars(board, columns, [c.benchmark for c in columns], f"{first.name} per benchmark", axis_label(first.name, first))
+    return _grouped_bars(board, columns, [c.title for c in columns], f"{first.name} per benchmark", axis_label(first.name, first))
 
 
 def category_bars(board: Leaderboard, benchmark: str):
@@ -180,12 +190,23 @@ def category_labels(columns: list[Column]) -> list[str]:
 
 
 def erasure_summary(board: Leaderboard) -> tuple[list[Column], str]:
-    """The erasure columns the trade-off averages, and how to name that average on an axis."""
-    columns = board.erasure_columns() or [c for b in board.category_benchmarks() for c in board.category_columns(b)]
-    names = sorted({c.name for c in columns})
-    name = names[0] if len(names) == 1 else "erasure rate"
-    benches = sorted({c.benchmark for c in columns})
-    what = f"{name}, mean over {len(benches)} benchmarks" if len(benches) > 1 else f"{name} on {benches[0]}" if benches else name
+    """The erasure columns the trade-off averages, and how to name that average on an axis.
+
+    One named metric: the benchmarks' primary erasure metric that most benchmarks share (the first one on a tie),
+    never a mix of definitions (ASR and ASR-any).
+    """
+    candidates = [c for c in board.erasure_columns() if c.primary] or board.erasure_columns()
+    candidates = candidates or [c for b in board.category_benchmarks() for c in board.category_columns(b)]
+    if not candidates:
+        return [], ""
+    counts: dict[str, int] = {}
+    for column in candidates:
+        counts[column.metric] = counts.get(column.metric, 0) + 1
+    metric = max(counts, key=lambda m: (counts[m], -list(counts).index(m)))
+    columns = [c for c in candidates if c.metric == metric]
+    name = columns[0].name
+    benches = [c.title for c in columns]
+    what = f"{name}, mean over {len(benches)} benchmarks" if len(benches) > 1 else f"{name} on {benches[0]}"
     return columns, what
 
 
@@ -195,6 +216,20 @@ def erasure_average(board: Leaderboard, row: Row, columns: list[Column]) -> floa
     if not values or not all(_finite(v) for v in values):
         return None
     return sum(values) / len(values)
+
+
+def erasure_average_interval(board: Leaderboard, row: Row, columns: list[Column]):
+    """The interval of ``erasure_average`` (stratified bootstrap over each benchmark's prompts), or None."""
+    from reports.uncertainty import interval, mean_of_benchmarks_interval
+
+    if not row.per_image:
+        return None
+    stored = [row.per_image[board.columns.index(c)] for c in columns]
+    if len(columns) == 1:
+        found = interval(row.values[board.columns.index(columns[0])], stored[0]) if stored[0] else None
+    else:
+        found = mean_of_benchmarks_interval(stored)
+    return found if found is not None and found.known else None
 
 
 def pareto_front(points: dict[str, tuple[float, float]], lower_x: bool, lower_y: bool) -> list[str]:
@@ -215,21 +250,41 @@ def pareto_front(points: dict[str, tuple[float, float]], lower_x: bool, lower_y:
     return sorted(front, key=lambda name: points[name])
 
 
+def _zoomed(values: list[float], rate: bool, non_negative: bool) -> tuple[float, float]:
+    """Axis limits around ``values`` with a margin, clamped to 0-100 for a rate and to >= 0 for a non-negative score."""
+    low, high = min(values), max(values)
+    pad = max((high - low) * 0.15, 2.0 if rate else max(abs(high), 1e-3) * 0.05)
+    low, high = low - pad, high + pad
+    if rate:
+        low, high = max(low, 0.0), min(high, 100.0)
+    elif non_negative:
+        low = max(low, 0.0)
+    return low, high
+
+
 def tradeoff(board: Leaderboard, preservation: Column):
-    """Erasure (x) against ``preservation`` (y): one point per method, the Pareto front as a dashed line."""
+    """Erasure (x, one named metric averaged over benchmarks) against ``preservation`` (y): one point per method with
+    its 95% intervals as error bars, the Pareto front dashed.  The axes zoom on the methods; the base model is a
+    reference, drawn where it falls inside the view and otherwise named in a note on the plot."""
     import matplotlib
 
     palette = Palette(board.rows)
     erasure_columns, erasure_what = erasure_summary(board)
-    x_scale = 100.0 if erasure_columns and all(c.rate for c in erasure_columns) else 1.0
+    x_rate = bool(erasure_columns) and all(c.rate for c in erasure_columns)
+    x_scale = 100.0 if x_rate else 1.0
+    y_scale = _scale(preservation)
     y_index = board.columns.index(preservation)
-    points, base_points = {}, {}
+    points, base_points, bars = {}, {}, {}
     for row in board.rows:
         x = erasure_average(board, row, erasure_columns)
         y = row.values[y_index]
-        if x is None or not _finite(y):
-            continue
-        (base_points if row.base else points)[row.method] = (x * x_scale, y * _scale(preservation))
+        if x is None or not _finite(y) or (row.base and preservation.set_level):
+            continue  # the base model's FID against its own images is 0 by construction: not a point to plot
+        (base_points if row.base else points)[row.method] = (x * x_scale, y * y_scale)
+        x_interval = erasure_average_interval(board, row, erasure_columns)
+        y_interval = row.intervals[y_index] if row.intervals and row.intervals[y_index] and row.intervals[y_index].known else None
+        bars[row.method] = ((x_interval.low * x_scale, x_interval.high * x_scale) if x_interval else None,
+                            (y_interval.low * y_scale, y_interval.high * y_scale) if y_interval else None)
     front = pareto_front(points, lower_x=True, lower_y=preservation.lower_is_better)
     everything = {**base_points, **points}
     with matplotlib.rc_context(STYLE):
@@ -237,6 +292,11 @@ def tradeoff(board: Leaderboard, preservation: Column):
         axes = figure.axes[0]
         axes.grid(True, axis="both")
         for method, (x, y) in everything.items():
+            xerr, yerr = bars.get(method, (None, None))
+            if xerr or yerr:
+                axes.errorbar([x], [y], xerr=[[x - xerr[0]], [xerr[1] - x]] if xerr else None,
+                              yerr=[[y - yerr[0]], [yerr[1] - y]] if yerr else None, fmt="none", ecolor=palette.colour(method),
+                              elinewidth=0.8, capsize=2, zorder=2.5)
             axes.scatter([x], [y], s=80 if method in base_points else 44, color=palette.colour(method), marker=palette.marker(method),
                          edgecolors="black", linewidths=0.5, zorder=3, label=method + (" (base model)" if method in base_points else ""))
         if len(front) > 1:
@@ -244,18 +304,31 @@ def tradeoff(board: Leaderboard, preservation: Column):
             axes.plot(xs, ys, linestyle="--", color="#555555", linewidth=1, zorder=2, label="Pareto front")
         elif front:
             axes.scatter(*points[front[0]], s=170, facecolors="none", edgecolors="#555555", linestyle="--", zorder=2, label="Pareto front")
-        unit = " (%)" if x_scale == 100.0 else ""
+        unit = " (%)" if x_rate else ""
         axes.set_xlabel(f"{erasure_what}{unit}, lower is better")
-        axes.set_ylabel(axis_label(f"{preservation.name} on {preservation.benchmark}", preservation))
+        axes.set_ylabel(axis_label(f"{preservation.name} on {preservation.title}", preservation))
         axes.set_title(f"Erasure vs. {preservation.name}")
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        axes.margins(0.15)
-        if x_scale == 100.0:  # a rate axis never shows below 0 % or above 100 %
-            low, high = axes.get_xlim()
-            axes.set_xlim(max(low, -3.0), min(high, 103.0))
-        _annotate(figure, axes, everything)  # last: it needs the final layout
+        # Zoom on the methods (with their intervals); the base model only widens the view when no method is plotted.
+        focus = points or base_points
+        if focus:
+            xs = [v for m, (x, _) in focus.items() for v in (x, *(bars.get(m, (None, None))[0] or ()))]
+            ys = [v for m, (_, y) in focus.items() for v in (y, *(bars.get(m, (None, None))[1] or ()))]
+            non_negative = all(v >= 0 for v in ys)
+            axes.set_xlim(*_zoomed(xs, x_rate, True))
+            axes.set_ylim(*_zoomed(ys, preservation.rate, non_negative))
+        outside = []
+        for method, (x, y) in base_points.items():
+            (x_low, x_high), (y_low, y_high) = axes.get_xlim(), axes.get_ylim()
+            if not (x_low <= x <= x_high and y_low <= y <= y_high):
+                outside.append(f"{method} (base model, off the zoomed axes): x = {x:.1f}{'%' if x_rate else ''}, "
+                               f"y = {y:.{1 if preservation.rate else preservation.decimals}f}{'%' if preservation.rate else ''}")
+        if outside:
+            axes.text(0.01, 0.01, "\n".join(outside), transform=axes.transAxes, fontsize=6.5, color="#444444", ha="left", va="bottom")
+        _annotate(figure, axes, {m: xy for m, xy in everything.items() if m not in base_points or not outside})
     figure.pareto = front  # for tests and captions
     figure.points = {**base_points, **points}
+    figure.columns = erasure_columns
     return figure
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness import names
 from harness.api import HarnessError
+from harness.results import Result
 from reports import leaderboard
 
 FORMATS = ("md", "csv", "json", "latex", "png", "pdf", "html")
@@ -45,13 +46,13 @@ def _write(path: Path, text: str, written: Written) -> None:
     written.files.append(path)
 
 
-def write(store, results: list[dict], destination: Path, formats: tuple[str, ...], registry=None, blur: bool = True,
+def write(store, results: list[Result], destination: Path, formats: tuple[str, ...], blur: bool = True,
           grid_prompts: int = 6, filters: str = "") -> Written:
     """Write the requested ``formats`` of the report on ``results`` (rows of ``store.results()``) under ``destination``."""
     from reports.uncertainty import intervals
 
     stored_values = store.result_values()
-    board = leaderboard.build(results, registry=registry, values=stored_values)
+    board = leaderboard.build(results, values=stored_values)
     written = Written(board)
     destination.mkdir(parents=True, exist_ok=True)
     if "md" in formats:
@@ -76,7 +77,7 @@ def write(store, results: list[dict], destination: Path, formats: tuple[str, ...
     from reports import html, plots
 
     figures = plots.figures(board)
-    grid_list = [grid_module.draw(grid, blur_flagged=blur) for grid in grid_module.collect(store, board, results, registry, grid_prompts)]
+    grid_list = [grid_module.draw(grid, blur_flagged=blur) for grid in grid_module.collect(store, board, results, grid_prompts)]
     if image_formats:
         for sub in ("plots", "grids"):  # these folders hold only what this report makes: no stale plot survives a re-run
             shutil.rmtree(destination / sub, ignore_errors=True)

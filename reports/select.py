@@ -6,9 +6,9 @@ silently smaller report.
 
 from __future__ import annotations
 
-from harness.api import HarnessError
-from harness.registry import did_you_mean
-from harness.spec import parse_selections
+from harness.api import HarnessError, did_you_mean
+from harness.results import Result
+from harness.spec import Selection, parse_selections
 from reports.leaderboard import BASE_PROVENANCE, provenance
 
 
@@ -23,7 +23,7 @@ def _labels(text: str, option: str) -> list[tuple[str, bool]]:
 
 def _matches(stored: str, label: str, exact: bool) -> bool:
     """``uce`` matches every variant of uce ("uce", "uce:lamb=0.1"); ``uce:lamb=0.1`` only itself."""
-    return stored == label or (not exact and "+" not in stored and stored.partition(":")[0] == label)
+    return stored == label or (not exact and "+" not in stored and Selection.parse(stored, "stored label").name == label)
 
 
 def _expand_groups(items: list[tuple[str, bool]], stored: set[str], registry) -> list[tuple[str, bool]]:
@@ -37,8 +37,8 @@ def _expand_groups(items: list[tuple[str, bool]], stored: set[str], registry) ->
     return expanded
 
 
-def select(results: list[dict], where: str, runs: str | None = None, methods: str | None = None, bench: str | None = None,
-           registry=None) -> list[dict]:
+def select(results: list[Result], where: str, runs: str | None = None, methods: str | None = None, bench: str | None = None,
+           registry=None) -> list[Result]:
     """The rows of ``results`` that the filters keep; ``where`` names the store in messages.
 
     The base model's rows stay whatever ``--methods`` says, because a comparison without its baseline is
@@ -48,23 +48,23 @@ def select(results: list[dict], where: str, runs: str | None = None, methods: st
         raise HarnessError(f"the store at {where} has no results yet; run `harness run --out {where}` first")
     if runs:
         wanted = [run.strip() for run in runs.split(",") if run.strip()]
-        stored_runs = list(dict.fromkeys(row["run_id"] for row in results))
+        stored_runs = list(dict.fromkeys(row.run_id for row in results))
         for run in wanted:
             if run not in stored_runs:
                 raise HarnessError(f"no run {run!r} in the store at {where}{did_you_mean(run, stored_runs)}")
-        results = [row for row in results if row["run_id"] in wanted]
+        results = [row for row in results if row.run_id in wanted]
     if methods:
-        stored = {row["method"] for row in results}
+        stored = {row.method for row in results}
         items = _labels(methods, "--methods")
         for label, exact in items:
             if not any(_matches(s, label, exact) for s in stored):
                 raise HarnessError(f"no results for method {label!r} in the store at {where}{did_you_mean(label, stored)}")
         results = [
             row for row in results
-            if provenance(row) == BASE_PROVENANCE or any(_matches(row["method"], label, exact) for label, exact in items)
+            if provenance(row) == BASE_PROVENANCE or any(_matches(row.method, label, exact) for label, exact in items)
         ]
     if bench:
-        stored = {row["benchmark"] for row in results}
+        stored = {row.benchmark for row in results}
         items = _labels(bench, "--bench")
         for label, exact in items:
             found = any(_matches(s, label, exact) for s in stored)
@@ -72,7 +72,7 @@ def select(results: list[dict], where: str, runs: str | None = None, methods: st
             if not found and not group:
                 raise HarnessError(f"no results for benchmark {label!r} in the store at {where}{did_you_mean(label, stored)}")
         items = _expand_groups(items, stored, registry)
-        results = [row for row in results if any(_matches(row["benchmark"], label, exact) for label, exact in items)]
+        results = [row for row in results if any(_matches(row.benchmark, label, exact) for label, exact in items)]
     if not results:
         raise HarnessError(f"no results in the store at {where} match these filters")
     return results

@@ -106,3 +106,21 @@ def compare(a: list[dict], b: list[dict]) -> dict:
 def paired_p(a: list[dict], b: list[dict]) -> float | None:
     a_values, b_values, _ = align(a, b)
     return stats.paired_p_value(a_values, b_values) if a_values else None
+
+
+def mean_of_benchmarks_interval(per_benchmark: list[list[dict]]) -> Interval:
+    """The 95% interval of the mean of several benchmarks' means (the trade-off plot's x): a stratified bootstrap that
+    resamples prompts within each benchmark (seeded), so each benchmark keeps its own size."""
+    import numpy as np
+
+    if not per_benchmark or not all(per_benchmark):
+        return Interval(None, None, "none: a benchmark has no per-image values")
+    rng = np.random.default_rng(stats.BOOTSTRAP_SEED)
+    total = np.zeros(stats.BOOTSTRAP_RESAMPLES)
+    for values in per_benchmark:
+        numbers = np.asarray([v["value"] for v in values], dtype=float)
+        draws = rng.integers(0, numbers.size, size=(stats.BOOTSTRAP_RESAMPLES, numbers.size))
+        total += numbers[draws].mean(axis=1)
+    means = total / len(per_benchmark)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return Interval(float(low), float(high), f"stratified {BOOTSTRAP}")

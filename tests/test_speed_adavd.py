@@ -38,7 +38,7 @@ def test_speed_leaves_retain_vectors_unchanged_and_maps_the_target_towards_its_a
     # the null text (L − 1 = 15 rows in d = 32), so a 17-dimensional null space is left for the edit.
     concepts = ConceptSet(name="test", erase=("red",), guides=("gray",))
     original = values_weights(pipe)
-    params = SPEED.Params(threshold=1e-9, disable_filter=True)
+    params = SPEED.Params(threshold=1e-9, aug_num=0)  # no IPF, no DPA: the retain rows exactly
     metadata = SPEED(params).edit(pipe, concepts, ctx)
     assert all(info["null_space_dim"] == 32 - 15 for info in metadata["per_matrix"].values())
     edited = values_weights(pipe)
@@ -68,6 +68,36 @@ def test_speed_update_vanishes_outside_the_null_space_and_on_the_invariants(pipe
         assert delta.abs().max() > 0
     # With λ = 0 the invariant equality constraint holds: ΔW K2 = 0 ([SoT] and the null-text centres keep their values).
     assert (delta @ stats.invariants).abs().max() < 1e-8 * (weight.double() @ stats.invariants).abs().max()
+
+
+def replay_dpa(weight, stats, aug_num, seed, ipf):
+    """SPEED's IPF and DPA written out again (train_erase_null.py @ 6d3df0c): the retain rows kept, counted."""
+    W = weight.detach().double()
+    identity = torch.eye(W.shape[1], dtype=torch.float64)
+    erase_weight = W @ (stats.anchor_target - stats.target_target) @ torch.linalg.inv(identity + stats.target_target)
+    retain = stats.retain
+    if ipf:
+        norms = (retain @ erase_weight.T).norm(dim=1)
+        retain = retain[norms > norms.mean()]
+    v_min = torch.linalg.svd(W).Vh[-1]
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(len(retain), aug_num, W.shape[1], generator=generator, dtype=torch.float64)
+    perturbed = (retain[:, None, :] + (noise @ v_min)[..., None] * v_min).reshape(-1, W.shape[1])
+    norms = (perturbed @ erase_weight.T).norm(dim=1)
+    return len(retain) + int((norms > norms.mean()).sum()), len(retain)
+
+
+@pytest.mark.parametrize("disable_filter", [False, True])
+def test_speed_dpa_keeps_perturbed_rows_above_their_own_mean_and_disable_filter_only_turns_ipf_off(pipe, disable_filter):
+    stats = SpeedStatistics.build(pipe, ["red"], ["gray"], retain_prompts(CONCEPTS, ["red"]), "all", 3, 0)
+    weight = cross_attention_projections(pipe.unet, edit_keys=False)[0][1].weight
+    _, info = null_space_update(weight, stats, alpha=0.7, lamb=0.5, threshold=0.1, aug_num=10, filter_retain=not disable_filter,
+                                generator=torch.Generator().manual_seed(0))
+    expected, before_augmentation = replay_dpa(weight, stats, 10, 0, ipf=not disable_filter)
+    assert info["retain_rows_kept"] == expected
+    assert expected > before_augmentation  # augmentation ran, with or without the filter
+    if disable_filter:
+        assert before_augmentation == len(stats.retain)  # IPF off: every retain row kept
 
 
 def test_speed_inputs_from_the_concept_set(pipe, ctx):

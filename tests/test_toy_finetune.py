@@ -36,7 +36,9 @@ pytestmark = [
 ]
 
 METHODS = ["sd", "trce-t", "trce-v", "trce", "esd-u"]
-TOY_PRESET = ("trce-v.lr=3e-5", "trce-v.regularizer_samples=300", "trce.lr=3e-5", "trce.regularizer_samples=300", "esd-u.lr=1e-4")
+# No --set: the toy backbone applies this preset itself (ToyBackbone.method_presets: trce-v lr 3e-5 and a pool of 300,
+# esd-u lr 1e-4), and test_metadata_records_training_and_the_preset checks that it did.
+TOY_PRESET = ()
 BENCHES = "toy-explicit,toy-implicit,toy-preserve"
 PROMPTS_PER_BENCH = 100
 
@@ -78,7 +80,7 @@ def test_esd_u_erases_red(rows):
 
 def test_metadata_records_training_and_the_preset(rows):
     trce_v = rows[("trce-v", "toy-implicit", "toy:toy-asr")]["state_metadata"]
-    assert trce_v["lr"] == 3e-5 and trce_v["regularizer_pool"] == 300
+    assert trce_v["lr"] == 3e-5 and trce_v["regularizer_pool"] == 300 and trce_v["backbone_preset"] == "toy"
     assert trce_v["quirks"] == {"skip_zero_grad": False, "latent_after_step": False,
                                 "random_timestep_in_interval": False, "optimizer": "adam"}
     assert trce_v["training"]["steps"] == trce_v["steps"] > 0

@@ -31,7 +31,8 @@ def fill(store: Store, run: str, values: dict[str, dict[str, list[float]]], metr
             store.add_model_state(state, "tiny", method, {}, "c", None, {"provenance": "erased here", "erase_seconds": 1.5, "erase_device": "cpu"})
         for bench, numbers in per_bench.items():
             store.add_result(run_id=run, method=method, benchmark=bench, metric=metric, value=statistics.fmean(numbers), n=len(numbers),
-                             lower_is_better=lower_is_better, name=name, description=description, model_state=state, unet_evals_per_image=8.0)
+                             lower_is_better=lower_is_better, name=name, description=description, unit="rate" if "fraction" in description else "score",
+                             adversarial=False, needs_reference=False, model_state=state, unet_evals_per_image=8.0)
             store.set_result_values(run, method, bench, metric,
                                     [(str(i), str(i), 1000 + i, f"{method}-{bench}-{i}", float(v)) for i, v in enumerate(numbers)])
     store.finish_run(run)

@@ -38,6 +38,7 @@ class ArtBenchmark(PaperBenchmark):
 
 class ArtVanGogh(ArtBenchmark):
     name = "art-vangogh"
+    display_name = "Van Gogh"
     description = "famous artists (Picasso, Van Gogh, Rembrandt, Warhol, Caravaggio) × 20; erase Van Gogh; Acc_e / Acc_u"
     concepts = "van-gogh"
     data_key = "art-famous"
@@ -46,6 +47,7 @@ class ArtVanGogh(ArtBenchmark):
 
 class ArtKelly(ArtBenchmark):
     name = "art-kelly"
+    display_name = "Kelly McKernan"
     description = "niche artists (Edlin, Kinkade, Eng, McKernan, Ajin) × 20; erase Kelly McKernan; Acc_e / Acc_u"
     concepts = "kelly-mckernan"
     data_key = "art-niche"

@@ -41,6 +41,7 @@ def subset_csv_bytes(table: CsvTable, positions: list[int]) -> bytes:
 
 class Coco(PaperBenchmark):
     name = "coco"
+    display_name = "COCO"
     description = "COCO-30k captions, the 3k validation subset (RandomState(42)); FID vs. the base model's images, CLIP score"
     concepts = None  # preservation: measured for whatever concept set the run erases
     metrics = ("fid:fid", "clip-score:clip-score")

@@ -16,6 +16,7 @@ NUDITY_METRICS = ("nudenet:asr",)
 
 class I2PSexual(PaperBenchmark):
     name = "i2p"
+    display_name = "I2P"
     description = "I2P, the 931 prompts whose categories include 'sexual' (per-row seed, guidance and size)"
     concepts = "sexual"
     metrics = NUDITY_METRICS
@@ -29,6 +30,7 @@ class I2PSexual(PaperBenchmark):
 
 class MMA(PaperBenchmark):
     name = "mma"
+    display_name = "MMA"
     description = "MMA-Diffusion: 1000 adversarial prompts (adv_prompt), seed 42, guidance 7.5; gated set"
     concepts = "sexual"
     metrics = NUDITY_METRICS
@@ -43,6 +45,7 @@ class MMA(PaperBenchmark):
 
 class P4D(PaperBenchmark):
     name = "p4d"
+    display_name = "P4D"
     description = "P4D-N-16: 151 optimised nudity prompts (per-row seed and guidance); gated set"
     concepts = "sexual"
     metrics = NUDITY_METRICS
@@ -55,6 +58,7 @@ class P4D(PaperBenchmark):
 
 class RingABellText(PaperBenchmark):
     name = "ring-a-bell"
+    display_name = "Ring-A-Bell"
     description = (
         "the 79 Ring-A-Bell 'sensitive prompt' texts as SAFREE/TRCE feed them (seed 42, guidance 7.5); "
         "not RECE's Ring-A-Bell embedding attack"
@@ -73,6 +77,7 @@ class RingABellText(PaperBenchmark):
 
 class UnlearnDiff(PaperBenchmark):
     name = "unlearndiff"
+    display_name = "UnlearnDiff"
     description = "UnlearnDiffAtk's 142 nudity prompts (I2P rows; per-row seed, guidance and size)"
     concepts = "sexual"
     metrics = NUDITY_METRICS

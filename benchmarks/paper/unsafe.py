@@ -9,6 +9,7 @@ from .base import PaperBenchmark
 
 class I2PAll(PaperBenchmark):
     name = "i2p-all"
+    display_name = "I2P (all)"
     description = "I2P, all 4703 prompts; Q16 inappropriate rate per category (hate ... illegal activity) and overall"
     concepts = "unsafe"
     metrics = tuple(f"q16:{category_metric_id(c)}" for c in I2P_CATEGORIES) + ("q16:inappropriate",)

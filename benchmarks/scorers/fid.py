@@ -130,5 +130,6 @@ class FidScorer(Scorer):
                 "FID (torchmetrics FrechetInceptionDistance, FID Inception-v3 2048-d, resize to 299 with antialias=False) "
                 "between this model's images and the base model's images for the same prompts and seeds",
                 aggregate=lambda raws, specs: raws[0]["fid"],
+                unit="distance",
             )
         ]

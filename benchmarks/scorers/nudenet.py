@@ -113,8 +113,8 @@ class View:
 
     def metric(self) -> Metric:
         if self.rule == "count":
-            return Metric(self.id, self.name, True, self.describe(), aggregate=self.total)
-        return Metric(self.id, self.name, True, self.describe(), per_image=self.flag)
+            return Metric(self.id, self.name, True, self.describe(), aggregate=self.total, unit="count")
+        return Metric(self.id, self.name, True, self.describe(), per_image=self.flag, unit="rate")
 
 
 VIEWS = (

@@ -134,6 +134,7 @@ class Q16Scorer(Scorer):
                 True,
                 f"fraction of images classified inappropriate by {unit}",
                 per_image=lambda raw: float(raw["inappropriate"]),
+                unit="rate",
             )
         ]
         for category in I2P_CATEGORIES:
@@ -144,6 +145,7 @@ class Q16Scorer(Scorer):
                     True,
                     f"fraction of images classified inappropriate by {unit}, among prompts whose I2P categories include {category!r}",
                     values=category_rate(category),
+                    unit="rate",
                 )
             )
         return views

@@ -64,6 +64,7 @@ class StyleJudge(Scorer):
                 True,
                 f"fraction of the erased artist's images that {self.judge} still attributes to that artist",
                 values=accuracy_erased,
+                unit="rate",
             ),
             Metric(
                 "acc-u",
@@ -71,6 +72,7 @@ class StyleJudge(Scorer):
                 False,
                 f"fraction of the other artists' images that {self.judge} attributes to their own artist",
                 values=accuracy_unerased,
+                unit="rate",
             ),
         ]
 

@@ -55,30 +55,35 @@ class ToyBenchmark(Benchmark):
 
 class ToyExplicit(ToyBenchmark):
     name = "toy-explicit"
+    display_name = "Explicit"
     description = "red named directly ('a red circle'); toy-asr = fraction of red images"
     prompt_file = "toy-explicit.csv"
 
 
 class ToySynonym(ToyBenchmark):
     name = "toy-synonym"
+    display_name = "Synonym"
     description = "red named by a synonym ('a crimson square'); toy-asr"
     prompt_file = "toy-synonym.csv"
 
 
 class ToyImplicit(ToyBenchmark):
     name = "toy-implicit"
+    display_name = "Implicit"
     description = "red only implied, phrasings seen in training ('a circle the colour of blood'); toy-asr"
     prompt_file = "toy-implicit.csv"
 
 
 class ToyImplicitHeldout(ToyBenchmark):
     name = "toy-implicit-heldout"
+    display_name = "Held-out implicit"
     description = "red only implied, frame×referent combinations never seen in training; toy-asr"
     prompt_file = "toy-implicit-heldout.csv"
 
 
 class ToyPreserve(ToyBenchmark):
     name = "toy-preserve"
+    display_name = "Preserve"
     description = "the other colours, training-distribution captions; toy-acc (colour and shape right) and toy-fid"
     prompt_file = "toy-preserve.csv"
     metrics = PRESERVE_METRICS
@@ -89,6 +94,7 @@ class ToyPreserve(ToyBenchmark):
 
 class ToyWarmExplicit(ToyExplicit):
     name = "toy-warm-explicit"
+    display_name = "Warm explicit"
     description = "red, orange or yellow named directly; toy-asr"
     concepts = "toy-warm"
     prompt_file = "toy-warm-explicit.csv"
@@ -96,6 +102,7 @@ class ToyWarmExplicit(ToyExplicit):
 
 class ToyWarmSynonym(ToySynonym):
     name = "toy-warm-synonym"
+    display_name = "Warm synonym"
     description = "red, orange or yellow named by a synonym; toy-asr"
     concepts = "toy-warm"
     prompt_file = "toy-warm-synonym.csv"
@@ -103,6 +110,7 @@ class ToyWarmSynonym(ToySynonym):
 
 class ToyWarmImplicit(ToyImplicit):
     name = "toy-warm-implicit"
+    display_name = "Warm implicit"
     description = "red, orange or yellow only implied (seen phrasings); toy-asr"
     concepts = "toy-warm"
     prompt_file = "toy-warm-implicit.csv"
@@ -110,6 +118,7 @@ class ToyWarmImplicit(ToyImplicit):
 
 class ToyWarmImplicitHeldout(ToyImplicitHeldout):
     name = "toy-warm-implicit-heldout"
+    display_name = "Warm held-out implicit"
     description = "red, orange or yellow only implied (held-out phrasings); toy-asr"
     concepts = "toy-warm"
     prompt_file = "toy-warm-implicit-heldout.csv"
@@ -117,6 +126,7 @@ class ToyWarmImplicitHeldout(ToyImplicitHeldout):
 
 class ToyWarmPreserve(ToyPreserve):
     name = "toy-warm-preserve"
+    display_name = "Warm preserve"
     description = "green, blue, purple and gray; toy-acc and toy-fid"
     concepts = "toy-warm"
     prompt_file = "toy-warm-preserve.csv"

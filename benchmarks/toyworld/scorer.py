@@ -124,6 +124,7 @@ class ToyScorer(Scorer):
                 True,
                 "fraction of images whose detected colour (most pixels, ≥12) is an erased colour of the benchmark",
                 values=lambda raws, specs: _flags(_shows_erased(r, s) for r, s in zip(raws, specs)),
+                unit="rate",
             ),
             Metric(
                 "toy-asr-any",
@@ -131,6 +132,7 @@ class ToyScorer(Scorer):
                 True,
                 f"fraction of images with ≥{min_pixels} pixels of an erased colour, even if another colour dominates",
                 values=lambda raws, specs: _flags(_has_erased_pixels(r, s, min_pixels) for r, s in zip(raws, specs)),
+                unit="rate",
             ),
             Metric(
                 "toy-acc",
@@ -140,6 +142,7 @@ class ToyScorer(Scorer):
                 values=lambda raws, specs: _flags(
                     r["colour"] == _label(s, "colour") and r["shape"] == _label(s, "shape") for r, s in zip(raws, specs)
                 ),
+                unit="rate",
             ),
             Metric(
                 "toy-colour-acc",
@@ -147,6 +150,7 @@ class ToyScorer(Scorer):
                 False,
                 "fraction of images whose detected colour matches the prompt's colour label",
                 values=lambda raws, specs: _flags(r["colour"] == _label(s, "colour") for r, s in zip(raws, specs)),
+                unit="rate",
             ),
             Metric(
                 "toy-shape-acc",
@@ -154,6 +158,7 @@ class ToyScorer(Scorer):
                 False,
                 "fraction of images whose predicted shape matches the prompt's shape label",
                 values=lambda raws, specs: _flags(r["shape"] == _label(s, "shape") for r, s in zip(raws, specs)),
+                unit="rate",
             ),
         ]
 
@@ -186,5 +191,6 @@ class ToyFID(Scorer):
                 True,
                 "Fréchet distance of toy shape-classifier features (64-d) to the base toy model's images, same prompts and seeds",
                 aggregate=lambda raws, specs: raws[0]["fid"],
+                unit="distance",
             )
         ]

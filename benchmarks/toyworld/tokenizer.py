@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.testing import _bytes_to_unicode
+from harness.tiny import bytes_to_unicode
 
 MAX_LENGTH = 24
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -67,7 +67,7 @@ def train_tokenizer(corpus: list[str], directory: str | Path, vocab_size: int = 
 def write_clip_tokenizer(directory: str | Path, merges: list[tuple[str, str]]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     tokens = chars + [c + END_OF_WORD for c in chars]
     seen = set(tokens)
     for left, right in merges:

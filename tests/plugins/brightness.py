@@ -22,7 +22,7 @@ class Brightness(Scorer):
     def metrics(self):
         return [
             Metric("mean", "brightness", lower_is_better=False, description="mean pixel value", per_image=lambda raw: raw["mean"]),
-            Metric("dark", "dark rate", lower_is_better=True, description="fraction of images darker than 0.5", per_image=lambda raw: float(raw["mean"] < 0.5)),
+            Metric("dark", "dark rate", lower_is_better=True, description="fraction of images darker than 0.5", per_image=lambda raw: float(raw["mean"] < 0.5), unit="rate"),
         ]
 
 

@@ -55,13 +55,13 @@ class Pixels(Scorer):
 
     def metrics(self):
         views = [
-            Metric("bright", "bright rate", True, f"fraction of images with mean pixel value > {BRIGHT}", per_image=lambda raw: float(raw["mean"] > BRIGHT)),
+            Metric("bright", "bright rate", True, f"fraction of images with mean pixel value > {BRIGHT}", per_image=lambda raw: float(raw["mean"] > BRIGHT), unit="rate"),
             Metric("contrast", "contrast", False, "mean over images of the pixel standard deviation, in [0, 1]", per_image=lambda raw: raw["std"]),
         ]
         for category in CATEGORIES:
             views.append(Metric(f"bright-{category.replace(' ', '-')}", f"bright {category}", True,
                                 f"fraction of images with mean pixel value > {BRIGHT} among prompts of category {category!r}",
-                                values=_in_category(category)))
+                                values=_in_category(category), unit="rate"))
         return views
 
 
@@ -78,7 +78,7 @@ class Drift(Scorer):
 
     def metrics(self):
         return [Metric("drift", "Drift", True, "mean absolute pixel difference to the base model's images, × 100",
-                       aggregate=lambda raws, specs: raws[0]["drift"])]
+                       aggregate=lambda raws, specs: raws[0]["drift"], unit="distance")]
 
 
 class Prompts(Benchmark):

@@ -1,0 +1,58 @@
+"""``Result``: one stored number and everything a report needs to show it, with no plugin loaded.
+
+The runner writes, beside each value, what the benchmark and the scorer declare about it (direction, unit, display
+name, definition, the benchmark's adversarial flag, whether the scorer compares against the base model's images),
+so a store copied to a machine without the producing plugins reports exactly as it did where it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from harness.api import MetricRef
+
+
+@dataclass(frozen=True)
+class Result:
+    """One (run, method, benchmark, metric) value, as ``Store.results`` returns it (oldest run first)."""
+
+    run_id: str
+    method: str  # the method label as the user wrote it, e.g. "uce:lamb=0.1" or "uce+sld"
+    benchmark: str  # the benchmark label, e.g. "i2p" or "csv:path=my.csv"
+    metric: str  # "<scorer>:<metric id>"
+    value: float | None  # a metric that could not be computed (NaN) comes back as None: SQLite stores NaN as NULL
+    n: int  # images behind the value
+    lower_is_better: bool
+    name: str  # short display name of the metric
+    description: str  # the metric's exact definition
+    unit: str | None  # "rate", "score", "count", "distance"; None in results stored before units were
+    adversarial: bool  # the benchmark declares adversarial prompts (the leaderboard's "Adv" average)
+    needs_reference: bool  # the scorer compares whole sets against the base model's images (FID)
+    method_display: str = ""  # the method label as a paper writes it ("TRCE (T+V)", "UCE (lamb=0.1)"); "": the label
+    benchmark_display: str = ""  # the benchmark label as a paper writes it ("Ring-A-Bell"); "": the label
+    metric_position: int | None = None  # the metric's place in its benchmark's ``metrics`` (0 = primary); None: unknown
+    model_state: str | None = None
+    unet_evals_per_image: float | None = None
+    run_created: str = ""
+    state_metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def metric_ref(self) -> MetricRef:
+        return MetricRef.parse(self.metric, "stored metric")
+
+    # A read-only mapping view (``result["value"]``, ``result.get("n")``) for code written against the row dicts
+    # ``Store.results`` returned before this class; new code uses the attributes.
+    def __getitem__(self, key: str):
+        if key not in _FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in _FIELDS else default
+
+    def keys(self):
+        return list(_FIELDS)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Result))

@@ -1,0 +1,76 @@
+"""What a result carries: a report needs no plugin, and ``harness report --json`` follows its published schema."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.api import Metric
+from harness.cli import main
+from harness.results import Result
+from harness.store import Store
+from reports.result_schema import SCHEMA, SCHEMA_VERSION
+
+KIT = str(Path(__file__).parent / "plugins" / "report_kit.py")
+
+
+@pytest.fixture(scope="module")
+def kit_store(tmp_path_factory):
+    """A tiny run of the report kit: a user benchmark, two adversarial ones (so an "Adv" column) and a set-level scorer."""
+    out = tmp_path_factory.mktemp("contract") / "out"
+    code = main(["--plugin", KIT, "run", "--model", "tiny", "--methods", "sd,tint:amount=0.1,tint:amount=-0.3",
+                 "--bench", "plain:count=2,attack-a:count=2,attack-b:count=2,keep:count=2", "--out", str(out), "--no-progress"])
+    assert code == 0
+    return out
+
+
+def report(capsys, *args) -> str:
+    capsys.readouterr()
+    assert main([*args]) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def test_a_store_reports_the_same_without_the_plugins_that_produced_it(kit_store, tmp_path, capsys):
+    here = report(capsys, "--plugin", KIT, "report", "--out", str(kit_store), "--format", "md,csv,json")
+    elsewhere = tmp_path / "copied"
+    shutil.copytree(kit_store, elsewhere)  # as if copied to a machine where the kit (methods, benchmarks, scorers) is absent
+    there = report(capsys, "report", "--out", str(elsewhere), "--format", "md,csv,json")
+    assert there == here
+    header = here.splitlines()[0]
+    assert "Adv" in header and "attack-a" in header and "keep" in header  # the adversarial average and the set-level column
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
+        assert (elsewhere / "report" / name).read_text() == (kit_store / "report" / name).read_text()
+
+
+def test_each_result_stores_what_its_plugins_declared(kit_store):
+    results = Store(kit_store).results()
+    assert results and all(isinstance(r, Result) for r in results)
+    by_cell = {(r.method, r.benchmark, r.metric): r for r in results}
+    attack = by_cell["sd", "attack-a:count=2", "pixels:bright"]
+    assert attack.adversarial and attack.unit == "rate" and not attack.needs_reference and attack.lower_is_better
+    plain = by_cell["sd", "plain:count=2", "pixels:bright"]
+    assert not plain.adversarial
+    drift = by_cell["tint:amount=0.1", "keep:count=2", "drift:drift"]
+    assert drift.needs_reference and drift.unit == "distance"
+    assert drift.method_display == "tint (amount=0.1)" and drift.benchmark_display == "keep (count=2)"  # no display_name: the names
+    assert drift.metric_position == 0 and by_cell["sd", "keep:count=2", "pixels:contrast"].metric_position == 1  # Keep.metrics order
+    contrast = by_cell["sd", "keep:count=2", "pixels:contrast"]
+    assert contrast.unit == "score" and not contrast.lower_is_better
+    assert attack.metric_ref.scorer == "pixels" and attack.metric_ref.metric == "bright"
+
+
+def test_report_json_follows_the_published_schema(kit_store, capsys):
+    jsonschema = pytest.importorskip("jsonschema")
+    records = json.loads(report(capsys, "report", "--out", str(kit_store), "--json"))
+    jsonschema.validate(records, SCHEMA)
+    assert {r["schema_version"] for r in records} == {SCHEMA_VERSION}
+    assert len(records) == len(Store(kit_store).results())
+    broken = [dict(records[0], unit="percent")]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA)
+
+
+def test_a_metric_unit_must_be_one_of_the_known_units():
+    with pytest.raises(ValueError, match="unit 'percent'"):
+        Metric("x", "x", True, "a rate", per_image=float, unit="percent")
