@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from harness import integrity
+from harness import integrity, recover
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
 from harness.lazy import resolve_pipeline
@@ -191,6 +191,13 @@ class ModelStates:
             keys.append(key)
         return keys
 
+    def _state_row(self, key: str):
+        """The state's database row; after a lost database, restored from the record beside its delta."""
+        row = self.store.model_state(key)
+        if row is None and recover.restore_model_state(self.store, key):
+            row = self.store.model_state(key)
+        return row
+
     def stored_state(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState | None:
         """The state's key and stored metadata, read from the store without touching the pipeline.
 
@@ -202,7 +209,7 @@ class ModelStates:
             if key is None:
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
-            row = self.store.model_state(key)
+            row = self._state_row(key)
             if row is None:
                 return None
             state.metadata.append({"method": part_label, **_json(row["metadata"])})
@@ -224,7 +231,7 @@ class ModelStates:
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
             key = key_after
-            row = self.store.model_state(key)
+            row = self._state_row(key)
             if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
                 intact = row is not None and self.store.files.verify(delta_path, "cached model delta", adopt=integrity.safetensors_loads,
@@ -239,13 +246,15 @@ class ModelStates:
                     metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device}
                     self.edits_run += 1
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
+                    # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
+                    metadata = {"provenance": "erased here", **metadata, **method.presets_applied, "parameters_changed": len(delta)}
                     tensors = {k: v.contiguous().cpu() for k, v in delta.items()}
                     self.store.files.write(delta_path, kind=integrity.DELTA,
                                            write=lambda tmp, tensors=tensors, label=part_label: save_file(tensors, str(tmp), metadata={"method": label}))
+                    recover.write_state_record(self.store, key, backbone=self.backbone_name, method=part_label, params=method.params_dict(),
+                                               concepts=concepts.name, metadata=metadata)  # the row survives a lost database
                     self.exact = delta
                     self.applied = set(delta)
-                    # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
-                    metadata = {"provenance": "erased here", **metadata, **method.presets_applied, "parameters_changed": len(delta)}
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
             else:
                 metadata = row and _json(row["metadata"]) or {}
@@ -333,8 +342,8 @@ class Engine:
         keys = [self.image_key(spec, state.key) for spec in resolved]
         evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
         todo, damaged, adopted = self._missing_images(keys, resolved)
-        if adopted:  # intact images whose record a kill (or an older version) left out
-            self.store.add_images([(key, state.key, spec.as_dict(), evals_per_image(spec)) for key, spec in adopted.items()])
+        if adopted:  # intact images whose record a kill or a lost database left out; each PNG carries its own row
+            self.store.add_images(recover.adopted_image_rows(self.store, state.key, adopted, evals_per_image))
         if not todo:
             return keys
 
@@ -353,10 +362,10 @@ class Engine:
                     try:
                         for (key, spec), image in zip(batch, images):
                             buffer = io.BytesIO()
-                            image.save(buffer, format="PNG")
-                            path = self.store.image_path(key)
-                            files.append(self.store.files.write(path, buffer.getvalue(), kind=integrity.IMAGE, record=False))
-                            rows.append((key, state.key, spec.as_dict(), evals_per_image(spec)))
+                            row = (key, state.key, spec.as_dict(), evals_per_image(spec))
+                            image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
+                            files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
+                            rows.append(row)
                     finally:  # a write that fails mid-batch (full disk) keeps the images written before it
                         if rows:
                             self.store.add_images(rows, files=files)

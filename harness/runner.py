@@ -414,7 +414,9 @@ class Runner:
         keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}")
         store.link_run_images(plan.run_id, method_label, planned.label, [(s.id, k) for s, k in zip(planned.specs, keys)])
         evals = store.image_unet_evals(keys)
-        evals_per_image = sum(evals.values()) / max(len(evals), 1)
+        # Unknown (None), never 0, when some image's cost is not on record (an image cached before costs were recorded).
+        known = [evals.get(key) for key in dict.fromkeys(keys)]
+        evals_per_image = None if None in known or not known else sum(known) / len(known)
         by_scorer: dict[str, list[str]] = {}
         refs = planned.benchmark.metric_refs()
         for ref in refs:
@@ -508,6 +510,9 @@ def display_label(registry: Registry, kind: str, label: str) -> str:
     (parts,) = parse_selections(label, f"{kind} label")
     shown = []
     for part in parts:
+        if part.params.get("label"):  # a plugin's `label=` parameter (checkpoint) is the name the user gave the row
+            shown.append(part.params["label"])
+            continue
         title = getattr(registry.get(kind, part.name), "display_name", "") or part.name
         params = Selection(part.name, part.params).label().partition(":")[2]
         shown.append(f"{title} ({params})" if params else title)

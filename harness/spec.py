@@ -31,8 +31,6 @@ class Selection:
     params: dict[str, str] = field(default_factory=dict)
 
     def label(self) -> str:
-        if self.params.get("label"):  # a plugin with a `label` parameter (checkpoint) names its own row
-            return self.params["label"]
         if not self.params:
             return self.name
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))

@@ -225,8 +225,8 @@ class Checkpoint(Method):
             if not Path(self.path).expanduser().exists():
                 raise HarnessError(f"checkpoint path {self.path!r} does not exist")
 
-    def __init__(self, params=None):
-        super().__init__(params)
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
         self._fingerprint: str | None = None
 
     def source_path(self) -> Path:

@@ -71,3 +71,8 @@ def register_methods(register):
         name="ckpt",
         description="alias of checkpoint: an erased model made elsewhere, loaded as a model state",
     )
+    register(
+        "methods.mace:MACE",
+        name="mace",
+        description="MACE (CVPR 2024): closed-form refinement, per-concept attention-suppressing LoRA, closed-form LoRA fusion",
+    )

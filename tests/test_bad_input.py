@@ -226,6 +226,7 @@ def bad_inputs(tmp_path):
         ("list",): (["nosuch"], "invalid choice: 'nosuch'"),
         ("plugins",): (["--plugin", str(tmp_path / "missing.py")], "does not exist"),
         ("erase",): (["--model", "tiny", "--method", "nosuch", "--concepts", "colours", "--save", str(tmp_path / "s")], "nosuch"),
+        ("merge",): ([str(store), "--into", str(tmp_path / "merged")], "no results store"),
         ("data", "fetch"): (["nosuch"], "unknown benchmark or data set 'nosuch'"),
         ("data", "check"): (["i2p"], "'i2p' is not downloaded"),
         ("toy", "train"): (["--quick"], "--quick learns nothing"),
@@ -310,3 +311,65 @@ def test_data_check_json_is_valid_json_when_the_data_is_missing(tmp_path, capsys
     assert code == 2
     record = json.loads(stdout)
     assert set(record) == {"error"} and "harness data fetch i2p" in record["error"]
+
+
+# --------------------------------------------------------------------------- degrade loudly: a lost database
+
+
+EDITS = str(PLUGINS / "edits.py")
+
+
+def run_and_report(out: Path, dest: str):
+    from harness.runner import Runner
+
+    registry = Registry(PluginHost([BRIGHTNESS, EDITS]))
+    config = RunConfig(methods="sd,scale-keys", bench="fixed:count=4", model="tiny", out=str(out), show_progress=False)
+    runner = Runner(plan(config, registry))
+    runner.execute()
+    runner.store.close()
+    assert main(["--plugin", BRIGHTNESS, "--plugin", EDITS, "report", "--out", str(out), "--dest", dest, "--format", "md,csv,png"]) == 0
+    return runner
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_lost_database_is_rebuilt_from_the_cache_with_costs_and_grids(tmp_path, capsys):
+    out = tmp_path / "out"
+    first = run_and_report(out, "before")
+    assert first.engine.unet_calls > 0 and first.states.edits_run == 1
+    for path in out.glob("harness.db*"):
+        path.unlink()
+    second = run_and_report(out, "after")
+    assert second.engine.unet_calls == 0 and second.states.edits_run == 0  # nothing regenerated, nothing re-erased
+    before, after = files_under(out / "before"), files_under(out / "after")
+    assert any(name.startswith("grids/") for name in before)
+    assert after == before  # leaderboard (cost column and erase cost included), plots and grids
+    assert "| 8 |" in (out / "after" / "leaderboard.md").read_text()  # 4 steps × 2 UNet evaluations, not 0
+    capsys.readouterr()
+    assert main(["check", "--out", str(out)]) == 0  # the rebuilt store is consistent: nothing damaged or orphaned
+    assert "0 damaged, 0 unrecorded, 0 orphaned" in capsys.readouterr().out
+
+
+def test_a_cached_image_without_a_record_gets_the_cost_its_key_determines_not_zero(tmp_path, capsys):
+    from PIL import Image
+
+    from harness.recover import read_png_record
+    from harness.store import Store
+
+    out = tmp_path / "out"
+    run_and_report(out, "before")
+    images = sorted((out / "cache" / "images").rglob("*.png"))
+    assert {read_png_record(path)["unet_evals"] for path in images} == {8}
+    for path in out.glob("harness.db*"):
+        path.unlink()
+    for path in images:  # as an older version cached them: pixels only
+        with Image.open(path) as image:
+            pixels = image.copy()
+        pixels.save(path, format="PNG")
+        assert read_png_record(path) is None
+    second = run_and_report(out, "after")
+    assert second.engine.unet_calls == 0
+    costs = {row["method"]: row["unet_evals_per_image"] for row in Store(out).results()}
+    assert costs == {"sd": 8.0, "scale-keys": 8.0}  # 4 steps x 2 (classifier-free guidance); the old bug stored 0.0

@@ -172,17 +172,19 @@ def test_erase_save_round_trips_into_identical_results_and_images(tmp_path, caps
                  "--concepts", str(concepts), "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
     store = Store(out)
-    rows = store.results()
-    by_method = {}
-    for row in rows:
+    by_method, shown = {}, {}
+    for row in store.results():
         by_method.setdefault(row["method"], {})[row["metric"]] = row["value"]
-    assert set(by_method) == {"mine", "scale-keys:factor=0.5"}
-    assert by_method["mine"] == by_method["scale-keys:factor=0.5"]
+        shown[row["method"]] = row["method_display"]
+    mine = f"ckpt:label=mine,path={save}"
+    assert set(by_method) == {mine, "scale-keys:factor=0.5"}
+    assert shown[mine] == "mine"  # label= names the leaderboard row; the stored label stays the full selection
+    assert by_method[mine] == by_method["scale-keys:factor=0.5"]
     images = {}
     for method in by_method:
         keys = [row["image_key"] for row in store.db.execute("SELECT image_key FROM run_images WHERE method = ? ORDER BY spec_id", (method,))]
         images[method] = [store.image_path(key).read_bytes() for key in keys]
-    assert images["mine"] == images["scale-keys:factor=0.5"] and len(images["mine"]) == 6
+    assert images[mine] == images["scale-keys:factor=0.5"] and len(images[mine]) == 6
 
 
 @pytest.mark.toy

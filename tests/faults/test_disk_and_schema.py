@@ -15,7 +15,7 @@ RUN = ["run", "--model", "tiny", "--methods", "sd,scale-keys:factor=0.5", "--ben
 def snapshot(out):
     store = Store(out)
     results = sorted((r["method"], r["benchmark"], r["metric"], r["value"], r["n"]) for r in store.results())
-    records = {row["path"]: row["sha256"] for row in store.db.execute("SELECT path, sha256 FROM files")}
+    records = {row["path"]: row["sha256"] for row in store.db.execute("SELECT path, sha256 FROM files WHERE kind IN ('image', 'delta')")}
     return results, records
 
 

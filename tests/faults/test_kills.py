@@ -37,11 +37,14 @@ def config(out):
 
 
 def snapshot(out):
-    """What a store holds, for comparison: results, image bytes, file records (path → sha256)."""
+    """What a store holds, for comparison: results, image bytes, image and delta records (path → sha256).
+
+    (Other records, e.g. a state's JSON with its erase time in seconds, legitimately differ between two runs.)
+    """
     store = Store(out)
     results = sorted((r["method"], r["benchmark"], r["metric"], r["value"], r["n"]) for r in store.results())
     images = {p.name: p.read_bytes() for p in (Path(out) / "cache" / "images").glob("*/*.png")}
-    records = {row["path"]: row["sha256"] for row in store.db.execute("SELECT path, sha256 FROM files")}
+    records = {row["path"]: row["sha256"] for row in store.db.execute("SELECT path, sha256 FROM files WHERE kind IN ('image', 'delta')")}
     store.close()
     return results, images, records
 
