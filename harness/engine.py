@@ -301,6 +301,8 @@ class Engine:
         self.show_progress = show_progress
         self.unet_calls = 0  # forward passes of the UNet, for tests and cost accounting
         self._embeddings: dict[tuple[str, str], object] = {}
+        self.prompt_tokens: dict[str, int] = {}  # prompt -> its length in tokens, uncut ([SoT] and [EoT] included)
+        self.token_limit: int | None = None  # the text encoder's context (77 for SD's CLIP)
         self.scheduler_config = scheduler_config if scheduler_config is not None else public_config(self.pipe.scheduler.config)
 
     @property
@@ -334,8 +336,11 @@ class Engine:
         }
         return sha256_json(fields)
 
-    def generate(self, specs: list[PromptSpec], state: ActiveState, desc: str = "generating") -> list[str]:
-        """Make sure an image exists for every spec; return the image keys in spec order."""
+    def generate(self, specs: list[PromptSpec], state: ActiveState, desc: str = "generating", on_batch=None) -> list[str]:
+        """Make sure an image exists for every spec; return the image keys in spec order.
+
+        ``on_batch``, if given, receives each stored batch as (key, spec) pairs (the overlapped scorer's queue).
+        """
         from tqdm.auto import tqdm
 
         resolved = [self.resolve(spec) for spec in specs]
@@ -351,29 +356,47 @@ class Engine:
             spec = item[1]
             return (spec.steps, spec.height, spec.width)
 
-        ordered = sorted(todo.items(), key=group_of)
-        with tqdm(total=len(ordered), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
-            for _, group in groupby(ordered, key=group_of):
-                group = list(group)
-                for start in range(0, len(group), self.batch_size):
-                    batch = group[start : start + self.batch_size]
-                    images = self.sample([spec for _, spec in batch], state)
-                    rows, files = [], []
-                    try:
-                        for (key, spec), image in zip(batch, images):
-                            buffer = io.BytesIO()
-                            row = (key, state.key, spec.as_dict(), evals_per_image(spec))
-                            image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
-                            files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
-                            rows.append(row)
-                    finally:  # a write that fails mid-batch (full disk) keeps the images written before it
-                        if rows:
-                            self.store.add_images(rows, files=files)
-                    changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
-                    if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
-                        self.store.forget_raw_scores(changed)
-                    bar.update(len(batch))
+        batches = []
+        for _, group in groupby(sorted(todo.items(), key=group_of), key=group_of):
+            group = list(group)
+            batches.extend(group[start : start + self.batch_size] for start in range(0, len(group), self.batch_size))
+        mine = self.my_batches(batches)
+        # Data-parallel runs (harness/distributed.py) share the batches out; the other processes make the rest.
+        others = [key for index, batch in enumerate(batches) if index not in mine for key, _ in batch]
+        made = 0
+        with tqdm(total=len(todo), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
+            for index in sorted(mine):
+                batch = batches[index]
+                images = self.sample([spec for _, spec in batch], state)
+                rows, files = [], []
+                try:
+                    for (key, spec), image in zip(batch, images):
+                        buffer = io.BytesIO()
+                        tokens = {"prompt_tokens": self.prompt_tokens.get(spec.prompt), "token_limit": self.token_limit}
+                        row = (key, state.key, {**spec.as_dict(), **tokens}, evals_per_image(spec))
+                        image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
+                        files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
+                        rows.append(row)
+                finally:  # a write that fails mid-batch (full disk) keeps the images written before it
+                    if rows:
+                        self.store.add_images(rows, files=files)
+                changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
+                if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
+                    self.store.forget_raw_scores(changed)
+                if on_batch is not None:
+                    on_batch(batch)
+                made += len(batch)
+                # One bar for all processes: the others' images count once their files exist.
+                done_elsewhere = sum(self.store.image_path(key).exists() for key in others) if others and self.show_progress else 0
+                bar.update(made + done_elsewhere - bar.n)
+            while others and self.show_progress and bar.n < len(todo):  # the global count, to the end
+                time.sleep(0.5)
+                bar.update(made + sum(self.store.image_path(key).exists() for key in others) - bar.n)
         return keys
+
+    def my_batches(self, batches: list[list]) -> set[int]:
+        """The indices of the batches this process makes: all of them, unless a data-parallel run shares them out."""
+        return set(range(len(batches)))
 
     def _missing_images(self, keys: list[str], specs: list[PromptSpec]):
         """(to generate: key → spec, damaged: key → recorded sha256, adopted: key → spec) for the images of ``keys``.
@@ -407,6 +430,10 @@ class Engine:
         missing = sorted({p for p in prompts if (state_key, p) not in self._embeddings})
         if missing:
             tokenizer = self.pipe.tokenizer
+            # Counted before the cut below, so that the report can say how many prompts lost words.
+            for prompt, ids in zip(missing, tokenizer(missing, truncation=False, verbose=False).input_ids):
+                self.prompt_tokens[prompt] = len(ids)
+            self.token_limit = tokenizer.model_max_length
             ids = tokenizer(missing, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
             with torch.no_grad():
                 hidden = self.pipe.text_encoder(ids.to(self.pipe.text_encoder.device))[0]
