@@ -38,5 +38,6 @@ def caveats(store, results) -> list[str]:
     return notes
 
 
-def to_text(notes: list[str]) -> str:
-    return "".join(f"\n{note}" for note in notes)
+def to_text(notes: list[str], escape=lambda text: text) -> str:
+    """The notes as lines to put under a table; ``escape`` makes them literal text in markdown."""
+    return "".join(f"\n{escape(note)}" for note in notes)

@@ -415,13 +415,19 @@ def rule_text(board: Leaderboard) -> str:
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
+    """A name as literal text in a markdown table: HTML is shown, not rendered; ``|`` and emphasis marks stay characters."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for mark in ("\\", "`", "*", "[", "]", "|"):
+        text = text.replace(mark, "\\" + mark)
+    return text
 
 
 def marked_cell(board: Leaderboard, row_index: int, index: int, bold: str = "**{}**", underline: str = "<ins>{}</ins>",
                 tie: str = "{}≈", with_interval: bool = True) -> str:
     """One cell: the value (unit in the header), its mark, and its interval."""
     column, row = board.columns[index], board.rows[row_index]
+    if row.base and column.set_level:
+        return "–"  # the base model's distance to its own images is 0 by construction: not a result
     text = format_value(row.values[index], column, percent_sign="")
     place = board.ranks(index).get(row_index)
     if place == 1:
@@ -440,7 +446,7 @@ def to_markdown(board: Leaderboard) -> str:
     lines = [header, rule]
     for row_index, row in enumerate(board.rows):
         cells = [marked_cell(board, row_index, index) for index in range(len(board.columns))]
-        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {row.provenance} |")
+        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {_md_escape(row.provenance)} |")
     return "\n".join(lines) + "\n\n" + rule_text(board)
 
 

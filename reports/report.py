@@ -58,7 +58,7 @@ def write(store, results: list[Result], destination: Path, formats: tuple[str, .
     written = Written(board)
     destination.mkdir(parents=True, exist_ok=True)
     if "md" in formats:
-        _write(destination / "leaderboard.md", leaderboard.to_markdown(board) + caveats.to_text(caveats.caveats(store, results)) + "\n", written)
+        _write(destination / "leaderboard.md", leaderboard.to_markdown(board) + caveats.to_text(caveats.caveats(store, results), escape=leaderboard._md_escape) + "\n", written)
     if "csv" in formats:
         _write(destination / "leaderboard.csv", leaderboard.to_csv(board), written)
         _write(destination / "results.csv", leaderboard.to_long_csv(results, cell_intervals), written)

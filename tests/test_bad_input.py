@@ -229,6 +229,7 @@ def bad_inputs(tmp_path):
         ("erase",): (["--model", "tiny", "--method", "nosuch", "--concepts", "colours", "--save", str(tmp_path / "s")], "nosuch"),
         ("compare",): (["--out", str(store), "sd", "uce"], "no results store"),
         ("export",): (["--out", str(store), "--per-image", str(tmp_path / "v.csv")], "no results store"),
+        ("check",): (["--out", str(store)], "no results store"),
         ("merge",): ([str(store), "--into", str(tmp_path / "merged")], "no results store"),
         ("data", "fetch"): (["nosuch"], "unknown benchmark or data set 'nosuch'"),
         ("data", "check"): (["i2p"], "'i2p' is not downloaded"),
@@ -410,6 +411,7 @@ def test_a_report_on_an_unfinished_run_says_so_under_the_table(small_store, caps
 def test_prompts_cut_by_the_text_encoder_are_counted_per_benchmark(tmp_path, capsys):
     """The tiny text encoder holds 16 tokens (14 characters between [SoT] and [EoT])."""
     path = write_csv(tmp_path, rows="a cat,1\na very long prompt that the tiny encoder cuts,2\nanother long prompt that is cut,3\n")
+    path = path.rename(tmp_path / "a<i>b*c*.csv")  # a legal file name that markdown would render as HTML and emphasis
     out = tmp_path / "out"
     code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
                                "--out", str(out), "--no-progress")
@@ -420,4 +422,7 @@ def test_prompts_cut_by_the_text_encoder_are_counted_per_benchmark(tmp_path, cap
     assert list(manifest["truncated_prompts"].values()) == [{"count": 2, "of": 3, "limit": 16}]
     code, report, _ = cli(capsys, "report", "--out", str(out), "--format", "md")
     assert "Truncated: 2 of 3 prompts of csv:metrics=brightness:mean" in report
-    assert "Truncated: 2 of 3" in (out / "report" / "leaderboard.md").read_text()
+    markdown = (out / "report" / "leaderboard.md").read_text()
+    assert "Truncated: 2 of 3" in markdown
+    assert "a&lt;i&gt;b\\*c\\*.csv" in markdown.splitlines()[0] and "<i>" not in markdown  # the name, escaped
+
