@@ -76,6 +76,8 @@ def resolve_model_source(model: str) -> tuple[str, bool]:
     """Return (what to pass to ``from_pretrained``, local_files_only), or raise a one-line HarnessError."""
     expanded = os.path.expanduser(model)
     if _looks_like_path(model):
+        if Path(expanded).exists() and not Path(expanded).is_dir():
+            raise HarnessError(f"{model!r} is a file, not a model; give a diffusers folder (with model_index.json) or a hub id")
         if not Path(expanded).is_dir():
             raise HarnessError(f"model path {model!r} does not exist; give a diffusers folder (with model_index.json) or a hub id")
         if not (Path(expanded) / "model_index.json").exists():

@@ -156,6 +156,10 @@ class Store:
     def finish_run(self, run_id: str) -> None:
         self.db.execute("UPDATE runs SET status='finished', finished=? WHERE id=?", (now(), run_id))
 
+    def run_status(self) -> dict[str, str]:
+        """Run id → "running" or "finished" (a killed run stays "running")."""
+        return {row["id"]: row["status"] for row in self.db.execute("SELECT id, status FROM runs")}
+
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / check_name(run_id, "run id")
 
@@ -213,6 +217,15 @@ class Store:
             marks = ",".join("?" * len(chunk))
             for row in self.db.execute(f"SELECT key, unet_evals FROM images WHERE key IN ({marks})", chunk):
                 found[row["key"]] = row["unet_evals"]
+        return found
+
+    def image_specs(self, keys: list[str]) -> dict[str, dict]:
+        """Image key → the spec stored with it (as generated: defaults filled in, prompt length in tokens)."""
+        found = {}
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT key, spec FROM images WHERE key IN ({marks})", chunk):
+                found[row["key"]] = json.loads(row["spec"]) if row["spec"] else {}
         return found
 
     def link_run_images(self, run_id: str, method: str, benchmark: str, pairs: list[tuple[str, str]]) -> None:

@@ -31,7 +31,7 @@ d × d system is solved in float64 on the CPU, exactly unless it is singular to 
 rows' precision (``invert`` states the rank test).  Text-encoder rows differ widely in norm
 (CLIP's [SoT] row stands out), so ``mat2`` can be badly conditioned, and forming it
 squares that.  The per-matrix product runs in float32 on the
-weights' device and is written back in the weights' dtype (fp16 on a GPU).
+weights' device and is written back in the weights' dtype (float16 only with --dtype float16).
 """
 
 from __future__ import annotations

@@ -91,6 +91,8 @@ class Row:
     # The erasure's cost as recorded in its model state when it was computed: wall seconds and device.
     erase_seconds: float | None = None
     erase_device: str | None = None
+    erase_unet_evals: int | None = None  # UNet and text-encoder forward calls the erasure made (all parts of a composition)
+    erase_text_encoder_evals: int | None = None
 
 
     @property
@@ -291,6 +293,8 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
         metadata = row.get("state_metadata") or {}
         if metadata.get("erase_seconds") is not None:
             method.erase_seconds, method.erase_device = float(metadata["erase_seconds"]), metadata.get("erase_device")
+            method.erase_unet_evals = metadata.get("erase_unet_evals")
+            method.erase_text_encoder_evals = metadata.get("erase_text_encoder_evals")
         if row.get("unet_evals_per_image"):
             costs.setdefault(row["method"], {})[row["benchmark"]] = row["unet_evals_per_image"]
     for name, per_bench in costs.items():
@@ -410,18 +414,24 @@ def rule_text(board: Leaderboard) -> str:
     """What every table says under it: the marking rule and how intervals were computed."""
     from reports.uncertainty import BOOTSTRAP
 
-    return (RANK_RULE + " Brackets: 95% interval (rates: Wilson; per-image means: " + BOOTSTRAP + "); none is shown for "
-            "set-level metrics.")
+    return (RANK_RULE + " Brackets: 95% interval (rates: Wilson; per-image means, and rates with several seeds per prompt: "
+            + BOOTSTRAP + "); none is shown for set-level metrics.")
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
+    """A name as literal text in a markdown table: HTML is shown, not rendered; ``|`` and emphasis marks stay characters."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for mark in ("\\", "`", "*", "[", "]", "|"):
+        text = text.replace(mark, "\\" + mark)
+    return text
 
 
 def marked_cell(board: Leaderboard, row_index: int, index: int, bold: str = "**{}**", underline: str = "<ins>{}</ins>",
                 tie: str = "{}≈", with_interval: bool = True) -> str:
     """One cell: the value (unit in the header), its mark, and its interval."""
     column, row = board.columns[index], board.rows[row_index]
+    if row.base and column.set_level:
+        return "–"  # the base model's distance to its own images is 0 by construction: not a result
     text = format_value(row.values[index], column, percent_sign="")
     place = board.ranks(index).get(row_index)
     if place == 1:
@@ -440,7 +450,7 @@ def to_markdown(board: Leaderboard) -> str:
     lines = [header, rule]
     for row_index, row in enumerate(board.rows):
         cells = [marked_cell(board, row_index, index) for index in range(len(board.columns))]
-        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {row.provenance} |")
+        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {_md_escape(row.provenance)} |")
     return "\n".join(lines) + "\n\n" + rule_text(board)
 
 
@@ -497,7 +507,10 @@ def format_erase_cost(row: Row) -> str:
     seconds = row.erase_seconds
     if seconds is None:
         return "–"
-    return f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
+    text = f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
+    if row.erase_unet_evals is not None:
+        text += f", {row.erase_unet_evals} UNet / {row.erase_text_encoder_evals} TE evals"
+    return text
 
 
 def shown_number(value: float, column: Column, decimals: int = 2) -> float:
@@ -510,12 +523,14 @@ def shown_number(value: float, column: Column, decimals: int = 2) -> float:
 def to_csv(board: Leaderboard) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method"] + [c.key for c in board.columns] + ["unet_evals_per_image", "erase_seconds", "erase_device", "provenance", "runs"])
+    writer.writerow(["method"] + [c.key for c in board.columns]
+                    + ["unet_evals_per_image", "erase_seconds", "erase_device", "erase_unet_evals", "erase_text_encoder_evals", "provenance", "runs"])
     for row in board.rows:
         cost = "" if row.unet_evals_per_image is None else repr(row.unet_evals_per_image)
         erase = "" if row.erase_seconds is None else repr(row.erase_seconds)
         writer.writerow([row.method] + ["" if v is None else repr(v) for v in row.values]
-                        + [cost, erase, row.erase_device or "", row.provenance, " ".join(row.runs)])
+                        + [cost, erase, row.erase_device or "", "" if row.erase_unet_evals is None else row.erase_unet_evals,
+                           "" if row.erase_text_encoder_evals is None else row.erase_text_encoder_evals, row.provenance, " ".join(row.runs)])
     return buffer.getvalue()
 
 
@@ -555,6 +570,8 @@ def to_json(board: Leaderboard, results: list[dict], intervals: dict | None = No
                 "unet_evals_per_image": row.unet_evals_per_image,
                 "erase_seconds": row.erase_seconds,
                 "erase_device": row.erase_device,
+                "erase_unet_evals": row.erase_unet_evals,
+                "erase_text_encoder_evals": row.erase_text_encoder_evals,
                 "base": row.base,
                 "runs": row.runs,
                 "values": {c.key: _finite_or_none(v) for c, v in zip(board.columns, row.values)},

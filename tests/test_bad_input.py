@@ -1,6 +1,7 @@
 """Bad input never becomes a number: every parameter is validated before any work, and every error is one line."""
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -226,6 +227,9 @@ def bad_inputs(tmp_path):
         ("list",): (["nosuch"], "invalid choice: 'nosuch'"),
         ("plugins",): (["--plugin", str(tmp_path / "missing.py")], "does not exist"),
         ("erase",): (["--model", "tiny", "--method", "nosuch", "--concepts", "colours", "--save", str(tmp_path / "s")], "nosuch"),
+        ("compare",): (["--out", str(store), "sd", "uce"], "no results store"),
+        ("export",): (["--out", str(store), "--per-image", str(tmp_path / "v.csv")], "no results store"),
+        ("check",): (["--out", str(store)], "no results store"),
         ("merge",): ([str(store), "--into", str(tmp_path / "merged")], "no results store"),
         ("data", "fetch"): (["nosuch"], "unknown benchmark or data set 'nosuch'"),
         ("data", "check"): (["i2p"], "'i2p' is not downloaded"),
@@ -304,7 +308,7 @@ def test_a_closed_pipe_is_one_line(small_store, tmp_path):
 
 
 def test_data_check_json_is_valid_json_when_the_data_is_missing(tmp_path, capsys, monkeypatch):
-    import json
+
 
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "empty"))
     code, stdout, stderr = cli(capsys, "data", "check", "i2p", "--json")
@@ -373,3 +377,90 @@ def test_a_cached_image_without_a_record_gets_the_cost_its_key_determines_not_ze
     assert second.engine.unet_calls == 0
     costs = {row["method"]: row["unet_evals_per_image"] for row in Store(out).results()}
     assert costs == {"sd": 8.0, "scale-keys": 8.0}  # 4 steps x 2 (classifier-free guidance); the old bug stored 0.0
+
+
+def test_a_file_given_as_model_is_called_a_file(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# not a model\n")
+    code, stdout, stderr = cli(capsys, "run", "--model", str(readme), "--bench", "fixed", "--dry-run")
+    assert_one_line_failure(code, stdout, stderr, as_json=False)
+    assert "is a file, not a model" in stderr and "does not exist" not in stderr
+
+
+# --------------------------------------------------------------------------- degrade loudly: unfinished runs, truncated prompts
+
+
+def test_a_report_on_an_unfinished_run_says_so_under_the_table(small_store, capsys, tmp_path):
+    from harness.store import Store
+
+    store = Store(small_store)
+    (run_id,) = store.run_status()
+    capsys.readouterr()
+    assert cli(capsys, "report", "--out", str(small_store), "--dest", str(tmp_path / "done"), "--format", "md")[0] == 0
+    assert "Unfinished" not in (tmp_path / "done" / "leaderboard.md").read_text()
+    store.start_run(run_id, {})  # what a re-run killed before its end leaves behind
+    store.close()
+    code, stdout, _ = cli(capsys, "report", "--out", str(small_store), "--dest", str(tmp_path / "killed"), "--format", "md")
+    assert code == 0
+    note = f"Unfinished: run {run_id} did not finish (killed, or still running)"
+    assert note in stdout
+    table, _, below = (tmp_path / "killed" / "leaderboard.md").read_text().partition(note)
+    assert "| method |" in table and below  # under the table
+
+
+def test_prompts_cut_by_the_text_encoder_are_counted_per_benchmark(tmp_path, capsys):
+    """The tiny text encoder holds 16 tokens (14 characters between [SoT] and [EoT])."""
+    path = write_csv(tmp_path, rows="a cat,1\na very long prompt that the tiny encoder cuts,2\nanother long prompt that is cut,3\n")
+    path = path.rename(tmp_path / "a<i>b*c*.csv")  # a legal file name that markdown would render as HTML and emphasis
+    out = tmp_path / "out"
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
+                               "--out", str(out), "--no-progress")
+    assert code == 0
+    assert "harness: warning: benchmark 'csv:metrics=brightness:mean,path=" in stderr
+    assert "2 of 3 prompts are longer than the text encoder's 16 tokens and were cut to 16" in stderr
+    manifest = json.loads(next((out / "runs").glob("*/manifest.json")).read_text())
+    assert list(manifest["truncated_prompts"].values()) == [{"count": 2, "of": 3, "limit": 16}]
+    code, report, _ = cli(capsys, "report", "--out", str(out), "--format", "md")
+    assert "Truncated: 2 of 3 prompts of csv:metrics=brightness:mean" in report
+    markdown = (out / "report" / "leaderboard.md").read_text()
+    assert "Truncated: 2 of 3" in markdown
+    assert "a&lt;i&gt;b\\*c\\*.csv" in markdown.splitlines()[0] and "<i>" not in markdown  # the name, escaped
+
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+def test_the_progress_bar_moves_with_every_denoising_step(tiny, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    from harness.engine import ActiveState, Defaults, Engine
+    from harness.store import Store
+
+    updates = []
+    original = tqdm.auto.tqdm.update
+    monkeypatch.setattr(tqdm.auto.tqdm, "update", lambda bar, n=1: (updates.append(n), original(bar, n))[1])
+    engine = Engine(tiny, Store(tmp_path / "out"), "fingerprint", Defaults(4, 16, 16), "cpu", "float32", batch_size=8, show_progress=True)
+    specs = [PromptSpec(id=str(i), prompt="a cat", seed=i) for i in range(8)]
+    engine.generate(specs, ActiveState(key="sd", label="sd"))
+    steps = [n for n in updates if n]
+    assert steps[:4] == [2.0, 2.0, 2.0, 2.0]  # one batch of 8 images, 4 steps: the bar moves 4 times, not once
+    assert sum(updates) == 8
+
+
+def test_planning_imports_no_torch(tmp_path):
+    """The plan prints before torch is imported (seconds on a loaded machine), so a typo is answered at once."""
+    import subprocess
+    import sys
+
+    path = write_csv(tmp_path)
+    code = (
+        "import sys\n"
+        "from harness.plugins import PluginHost\nfrom harness.registry import Registry\nfrom harness.runner import RunConfig, plan, describe_plan\n"
+        f"registry = Registry(PluginHost([{BRIGHTNESS!r}]))\n"
+        f"planned = plan(RunConfig(bench='csv:path={path},metrics=brightness:mean', model='tiny', device='cpu', out={str(tmp_path / 'o')!r}), registry)\n"
+        "print(describe_plan(planned))\nprint('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False" and "2 prompts" in result.stdout
