@@ -180,6 +180,8 @@ def validate_specs(label: str, specs, backbone) -> None:
 
 def check_device(device: str) -> None:
     """Refuse, before any work, a device this torch cannot use (``--device cuda`` on a CPU-only build)."""
+    if device == "cpu":
+        return  # always there; importing torch to confirm it would cost seconds before the plan prints
     import torch
 
     try:

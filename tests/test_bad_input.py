@@ -426,3 +426,41 @@ def test_prompts_cut_by_the_text_encoder_are_counted_per_benchmark(tmp_path, cap
     assert "Truncated: 2 of 3" in markdown
     assert "a&lt;i&gt;b\\*c\\*.csv" in markdown.splitlines()[0] and "<i>" not in markdown  # the name, escaped
 
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+def test_the_progress_bar_moves_with_every_denoising_step(tiny, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    from harness.engine import ActiveState, Defaults, Engine
+    from harness.store import Store
+
+    updates = []
+    original = tqdm.auto.tqdm.update
+    monkeypatch.setattr(tqdm.auto.tqdm, "update", lambda bar, n=1: (updates.append(n), original(bar, n))[1])
+    engine = Engine(tiny, Store(tmp_path / "out"), "fingerprint", Defaults(4, 16, 16), "cpu", "float32", batch_size=8, show_progress=True)
+    specs = [PromptSpec(id=str(i), prompt="a cat", seed=i) for i in range(8)]
+    engine.generate(specs, ActiveState(key="sd", label="sd"))
+    steps = [n for n in updates if n]
+    assert steps[:4] == [2.0, 2.0, 2.0, 2.0]  # one batch of 8 images, 4 steps: the bar moves 4 times, not once
+    assert sum(updates) == 8
+
+
+def test_planning_imports_no_torch(tmp_path):
+    """The plan prints before torch is imported (seconds on a loaded machine), so a typo is answered at once."""
+    import subprocess
+    import sys
+
+    path = write_csv(tmp_path)
+    code = (
+        "import sys\n"
+        "from harness.plugins import PluginHost\nfrom harness.registry import Registry\nfrom harness.runner import RunConfig, plan, describe_plan\n"
+        f"registry = Registry(PluginHost([{BRIGHTNESS!r}]))\n"
+        f"planned = plan(RunConfig(bench='csv:path={path},metrics=brightness:mean', model='tiny', device='cpu', out={str(tmp_path / 'o')!r}), registry)\n"
+        "print(describe_plan(planned))\nprint('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False" and "2 prompts" in result.stdout
