@@ -1,4 +1,4 @@
-"""The pins of the upstream files the built-in benchmarks and scorers use (``shared data-sources``): where each lives,
+"""The pins of the upstream files the built-in benchmarks and scorers use (the bytes RECE, SAFREE and TRCE used): where each lives,
 its exact bytes, its licence.  The mechanism (cache, verification, downloads) is the core's ``harness.data``; this
 module keeps the table and looks items up by key for ``harness data`` and the benchmarks.
 """
@@ -156,7 +156,8 @@ UPSTREAMS: dict[str, Upstream] = {
     )
 }
 
-# Derived sets (data-sources §3.2, §3.7): the exact sha256 of the subset as the field ships it.
+# Derived sets: the exact sha256 of the subset as the field ships it (TRCE @ 0da9b71
+# data/prompts_csv/I2P_prompts_sexual.csv; RECE @ 403a67f dataset/coco_30k_val.csv).
 COCO3K_SHA256 = "418d22c428a29713687abfbaadb2a0af6b4620bc71fd6da5cf8601814ccf19bb"
 
 

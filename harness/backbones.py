@@ -76,6 +76,8 @@ def resolve_model_source(model: str) -> tuple[str, bool]:
     """Return (what to pass to ``from_pretrained``, local_files_only), or raise a one-line HarnessError."""
     expanded = os.path.expanduser(model)
     if _looks_like_path(model):
+        if Path(expanded).exists() and not Path(expanded).is_dir():
+            raise HarnessError(f"{model!r} is a file, not a model; give a diffusers folder (with model_index.json) or a hub id")
         if not Path(expanded).is_dir():
             raise HarnessError(f"model path {model!r} does not exist; give a diffusers folder (with model_index.json) or a hub id")
         if not (Path(expanded) / "model_index.json").exists():
@@ -144,10 +146,10 @@ class TinyBackbone(Backbone):
 
     def identity(self, model: str | None, dtype: str) -> dict | None:
         """Built in code from a fixed seed: the code that builds it is its identity."""
-        from harness import testing
+        from harness import tiny
         from harness.api import sha256_file
 
-        return {"code": sha256_file(testing.__file__), "seed": testing.TINY_SEED}
+        return {"code": sha256_file(tiny.__file__), "seed": tiny.TINY_SEED}
 
     def load(self, model: str | None, device: str, dtype: str):
         from harness.tiny import tiny_pipeline

@@ -157,6 +157,7 @@ def _run_config(args):
         sets=args.set,
         concepts=args.concepts,
         limit=args.limit,
+        seeds_per_prompt=args.seeds_per_prompt,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
@@ -167,15 +168,22 @@ def _run_config(args):
 
 
 def cmd_run(args, registry: Registry) -> int:
-    from harness import runner
+    from harness import distributed, runner
 
     planned = runner.plan(_run_config(args), registry)
     if args.dry_run:
         print(runner.describe_plan(planned))
         return 0
-    active = runner.Runner(planned)  # opens the store: an unwritable --out fails here, before any output
-    print(runner.describe_plan(planned), file=sys.stderr)
-    finished = active.execute()
+    world = distributed.launched_world()  # under torchrun / accelerate launch: one of N data-parallel processes
+    if world is not None:
+        done = distributed.run_data_parallel(planned, world)
+        if done is None:
+            return 0  # a rank other than 0: its images are made, rank 0 reports
+        finished, active = done
+    else:
+        active = runner.Runner(planned)  # opens the store: an unwritable --out fails here, before any output
+        print(runner.describe_plan(planned), file=sys.stderr)
+        finished = active.execute()
     store = active.store
     summary = registry.host.hook.summarize_run(store=store, run_id=finished)  # the reports plugin prints the leaderboard
     print(summary if summary is not None else _plain_summary(store.results(runs=[finished])))
@@ -199,20 +207,21 @@ def cmd_erase(args, registry: Registry) -> int:
     if len(items) != 1:
         raise HarnessError("harness erase takes one method (a composition a+b is fine)")
     overrides = runner.parse_set_options(config.sets)
+    backbone_name, model = (args.model, None) if args.model in registry.entries["backbones"] else ("sd14", args.model)
+    backbone = registry.get("backbones", backbone_name)()
     parts = []
-    for selection in items[0]:
-        parts.extend(runner.expand_method(registry, selection, overrides, args.method))
+    for selection in items[0]:  # with the backbone's presets for its methods, as `harness run` applies them
+        parts.extend(runner.expand_method(registry, selection, overrides, args.method, backbone=backbone))
     if any(part.kind == "inference" for part, _ in parts):
         raise HarnessError(f"{args.method} changes sampling, not weights; there is no checkpoint to export")
     concepts = registry.concept_set(args.concepts)
-    backbone_name, model = (args.model, None) if args.model in registry.entries["backbones"] else ("sd14", args.model)
-    backbone = registry.get("backbones", backbone_name)()
     backbone.check(model)
     device = args.device or runner._default_device()
     runner.check_device(device)
     dtype = args.dtype or "float32"
     if os.path.exists(args.save) and os.listdir(args.save):
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
+    runner.matmul_precision(device, dtype)
     pipe = backbone.load(model, device, dtype)
     store = Store(args.out)
     fingerprint = pipeline_fingerprint(pipe)
@@ -266,6 +275,8 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE", help="set a method or benchmark parameter (repeatable)")
     p.add_argument("--concepts", help="concept set name or JSON file, instead of each benchmark's own")
     p.add_argument("--limit", type=int, help="only the first N prompts of each benchmark")
+    p.add_argument("--seeds-per-prompt", type=int, default=1, metavar="K",
+                   help="K images per prompt, seeds derived from the benchmark's (default 1); intervals then resample prompts")
     p.add_argument("--batch-size", type=int, help="images per UNet batch (default: the backbone's; 8 for SD, 32 for the toy)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", help="float32 (default; TF32 matmuls on CUDA), float16 or bfloat16 (faster; fine-tuned updates may round away, recorded per model state)")

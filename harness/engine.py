@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from harness import integrity
+from harness import integrity, recover
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
 from harness.lazy import resolve_pipeline
@@ -191,6 +191,13 @@ class ModelStates:
             keys.append(key)
         return keys
 
+    def _state_row(self, key: str):
+        """The state's database row; after a lost database, restored from the record beside its delta."""
+        row = self.store.model_state(key)
+        if row is None and recover.restore_model_state(self.store, key):
+            row = self.store.model_state(key)
+        return row
+
     def stored_state(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState | None:
         """The state's key and stored metadata, read from the store without touching the pipeline.
 
@@ -202,7 +209,7 @@ class ModelStates:
             if key is None:
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
-            row = self.store.model_state(key)
+            row = self._state_row(key)
             if row is None:
                 return None
             state.metadata.append({"method": part_label, **_json(row["metadata"])})
@@ -224,7 +231,7 @@ class ModelStates:
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
             key = key_after
-            row = self.store.model_state(key)
+            row = self._state_row(key)
             if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
                 intact = row is not None and self.store.files.verify(delta_path, "cached model delta", adopt=integrity.safetensors_loads,
@@ -239,13 +246,15 @@ class ModelStates:
                     metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device}
                     self.edits_run += 1
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
+                    # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
+                    metadata = {"provenance": "erased here", **metadata, **method.presets_applied, "parameters_changed": len(delta)}
                     tensors = {k: v.contiguous().cpu() for k, v in delta.items()}
                     self.store.files.write(delta_path, kind=integrity.DELTA,
                                            write=lambda tmp, tensors=tensors, label=part_label: save_file(tensors, str(tmp), metadata={"method": label}))
+                    recover.write_state_record(self.store, key, backbone=self.backbone_name, method=part_label, params=method.params_dict(),
+                                               concepts=concepts.name, metadata=metadata)  # the row survives a lost database
                     self.exact = delta
                     self.applied = set(delta)
-                    # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
-                    metadata = {"provenance": "erased here", **metadata, **method.presets_applied, "parameters_changed": len(delta)}
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
             else:
                 metadata = row and _json(row["metadata"]) or {}
@@ -292,6 +301,8 @@ class Engine:
         self.show_progress = show_progress
         self.unet_calls = 0  # forward passes of the UNet, for tests and cost accounting
         self._embeddings: dict[tuple[str, str], object] = {}
+        self.prompt_tokens: dict[str, int] = {}  # prompt -> its length in tokens, uncut ([SoT] and [EoT] included)
+        self.token_limit: int | None = None  # the text encoder's context (77 for SD's CLIP)
         self.scheduler_config = scheduler_config if scheduler_config is not None else public_config(self.pipe.scheduler.config)
 
     @property
@@ -325,16 +336,19 @@ class Engine:
         }
         return sha256_json(fields)
 
-    def generate(self, specs: list[PromptSpec], state: ActiveState, desc: str = "generating") -> list[str]:
-        """Make sure an image exists for every spec; return the image keys in spec order."""
+    def generate(self, specs: list[PromptSpec], state: ActiveState, desc: str = "generating", on_batch=None) -> list[str]:
+        """Make sure an image exists for every spec; return the image keys in spec order.
+
+        ``on_batch``, if given, receives each stored batch as (key, spec) pairs (the overlapped scorer's queue).
+        """
         from tqdm.auto import tqdm
 
         resolved = [self.resolve(spec) for spec in specs]
         keys = [self.image_key(spec, state.key) for spec in resolved]
         evals_per_image = lambda spec: spec.steps * (2 + state.extra_branches)  # noqa: E731
         todo, damaged, adopted = self._missing_images(keys, resolved)
-        if adopted:  # intact images whose record a kill (or an older version) left out
-            self.store.add_images([(key, state.key, spec.as_dict(), evals_per_image(spec)) for key, spec in adopted.items()])
+        if adopted:  # intact images whose record a kill or a lost database left out; each PNG carries its own row
+            self.store.add_images(recover.adopted_image_rows(self.store, state.key, adopted, evals_per_image))
         if not todo:
             return keys
 
@@ -342,25 +356,44 @@ class Engine:
             spec = item[1]
             return (spec.steps, spec.height, spec.width)
 
-        ordered = sorted(todo.items(), key=group_of)
-        with tqdm(total=len(ordered), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
-            for _, group in groupby(ordered, key=group_of):
-                group = list(group)
-                for start in range(0, len(group), self.batch_size):
-                    batch = group[start : start + self.batch_size]
-                    images = self.sample([spec for _, spec in batch], state)
-                    rows, files = [], []
-                    for (key, spec), image in zip(batch, images):
-                        buffer = io.BytesIO()
-                        image.save(buffer, format="PNG")
-                        files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
-                        rows.append((key, state.key, spec.as_dict(), evals_per_image(spec)))
-                    self.store.add_images(rows, files=files)
-                    changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
-                    if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
-                        self.store.forget_raw_scores(changed)
-                    bar.update(len(batch))
+        batches = []
+        for _, group in groupby(sorted(todo.items(), key=group_of), key=group_of):
+            group = list(group)
+            batches.extend(group[start : start + self.batch_size] for start in range(0, len(group), self.batch_size))
+        mine = self.my_batches(batches)
+        # Data-parallel runs (harness/distributed.py) share the batches out; the other processes make the rest.
+        others = [key for index, batch in enumerate(batches) if index not in mine for key, _ in batch]
+        made = 0
+        with tqdm(total=len(todo), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
+            for index in sorted(mine):
+                batch = batches[index]
+                images = self.sample([spec for _, spec in batch], state)
+                rows, files = [], []
+                for (key, spec), image in zip(batch, images):
+                    buffer = io.BytesIO()
+                    tokens = {"prompt_tokens": self.prompt_tokens.get(spec.prompt), "token_limit": self.token_limit}
+                    row = (key, state.key, {**spec.as_dict(), **tokens}, evals_per_image(spec))
+                    image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
+                    files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
+                    rows.append(row)
+                self.store.add_images(rows, files=files)
+                changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
+                if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
+                    self.store.forget_raw_scores(changed)
+                if on_batch is not None:
+                    on_batch(batch)
+                made += len(batch)
+                # One bar for all processes: the others' images count once their files exist.
+                done_elsewhere = sum(self.store.image_path(key).exists() for key in others) if others and self.show_progress else 0
+                bar.update(made + done_elsewhere - bar.n)
+            while others and self.show_progress and bar.n < len(todo):  # the global count, to the end
+                time.sleep(0.5)
+                bar.update(made + sum(self.store.image_path(key).exists() for key in others) - bar.n)
         return keys
+
+    def my_batches(self, batches: list[list]) -> set[int]:
+        """The indices of the batches this process makes: all of them, unless a data-parallel run shares them out."""
+        return set(range(len(batches)))
 
     def _missing_images(self, keys: list[str], specs: list[PromptSpec]):
         """(to generate: key → spec, damaged: key → recorded sha256, adopted: key → spec) for the images of ``keys``.
@@ -394,6 +427,10 @@ class Engine:
         missing = sorted({p for p in prompts if (state_key, p) not in self._embeddings})
         if missing:
             tokenizer = self.pipe.tokenizer
+            # Counted before the cut below, so that the report can say how many prompts lost words.
+            for prompt, ids in zip(missing, tokenizer(missing, truncation=False, verbose=False).input_ids):
+                self.prompt_tokens[prompt] = len(ids)
+            self.token_limit = tokenizer.model_max_length
             ids = tokenizer(missing, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
             with torch.no_grad():
                 hidden = self.pipe.text_encoder(ids.to(self.pipe.text_encoder.device))[0]

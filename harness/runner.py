@@ -13,12 +13,14 @@ import io
 import os
 import platform
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 from harness import integrity
 from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
+from harness.seeds import repeat_seeds
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
 from harness.validate import check_device, validate_specs
@@ -34,6 +36,7 @@ class RunConfig:
     sets: list[str] = field(default_factory=list)
     concepts: str | None = None
     limit: int | None = None
+    seeds_per_prompt: int = 1  # K images per prompt, seeds derived from the benchmark's (harness/seeds.py)
     batch_size: int | None = None  # None: the backbone's own batch_size
     device: str | None = None
     dtype: str | None = None
@@ -211,6 +214,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         specs = bench.prompts()
         if config.limit is not None:
             specs = specs[: config.limit]
+        specs = repeat_seeds(specs, config.seeds_per_prompt)
         if not specs:
             raise HarnessError(f"benchmark {selection.name!r} has no prompts")
         benchmarks.append(PlannedBenchmark(Selection(selection.name, raw).label(), bench, concepts, specs))
@@ -271,6 +275,8 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         "limit": config.limit,
         "dtype": dtype,
     }
+    if config.seeds_per_prompt != 1:  # only then: a K = 1 run keeps the id it always had
+        identity["seeds_per_prompt"] = config.seeds_per_prompt
     run_id = check_name(config.run_name, "--run-name") if config.run_name is not None else f"run-{sha256_json(identity)[:12]}"
     return Plan(config, registry, backbone_name, backbone, model, device, dtype, methods, benchmarks, run_id)
 
@@ -342,6 +348,11 @@ class Runner:
         self.plan = plan
         self.store = Store(plan.config.out)
         self.scorers: dict[str, object] = {}
+        self.truncated: dict[str, dict] = {}  # benchmark label -> {"count", "of", "limit"}: prompts cut by the text encoder
+        self.source = None  # the backbone's harness.lazy.PipelineSource (made in execute unless given)
+        from harness.overlap import OverlapStats
+
+        self.overlap = OverlapStats()  # scoring hidden behind generation, summed over the run's cells
 
     def scorer(self, name: str):
         if name not in self.scorers:
@@ -355,8 +366,8 @@ class Runner:
         plan, store = self.plan, self.store
         matmul = matmul_precision(plan.device, plan.dtype)
         # Loaded only when something must be generated or erased: a finished matrix costs no model loading.
-        self.source = pipe = PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
-                                            device=plan.device, dtype=plan.dtype, store=store)
+        self.source = pipe = self.source or PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
+                                                           device=plan.device, dtype=plan.dtype, store=store)
         fingerprint, scheduler_config = pipe.fingerprint()
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, fingerprint)
@@ -379,7 +390,9 @@ class Runner:
                 for planned in group:
                     self._run_cell(method.label, planned, state)
         manifest["model_states"] = states_metadata
+        manifest["truncated_prompts"] = self.truncated
         manifest["pipeline_loaded"] = self.source.loads > 0
+        manifest["overlap"] = self.overlap.as_dict()
         store.write_manifest(plan.run_id, manifest)
         store.finish_run(plan.run_id)
         self.states.reset()
@@ -410,11 +423,20 @@ class Runner:
         return True
 
     def _run_cell(self, method_label: str, planned: PlannedBenchmark, state) -> None:
+        from harness.overlap import Overlap
+
         plan, store, engine = self.plan, self.store, self.engine
-        keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}")
+        # Per-image scorers score each batch while the next one is generated; what is left is scored below.
+        scorer_names = dict.fromkeys(ref.scorer for ref in planned.benchmark.metric_refs())
+        with Overlap(store.root, [self.scorer(name) for name in scorer_names if not self.scorer(name).needs_reference]) as overlap:
+            keys = engine.generate(planned.specs, state, desc=f"{method_label} × {planned.label}", on_batch=overlap.submit)
+        self.overlap.add(overlap.stats)
         store.link_run_images(plan.run_id, method_label, planned.label, [(s.id, k) for s, k in zip(planned.specs, keys)])
+        self._count_truncated(planned, keys)
         evals = store.image_unet_evals(keys)
-        evals_per_image = sum(evals.values()) / max(len(evals), 1)
+        # Unknown (None), never 0, when some image's cost is not on record (an image cached before costs were recorded).
+        known = [evals.get(key) for key in dict.fromkeys(keys)]
+        evals_per_image = None if None in known or not known else sum(known) / len(known)
         by_scorer: dict[str, list[str]] = {}
         refs = planned.benchmark.metric_refs()
         for ref in refs:
@@ -444,6 +466,22 @@ class Runner:
                                  model_state=state.key, unet_evals_per_image=evals_per_image)
                 store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
                                         [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
+
+    def _count_truncated(self, planned: PlannedBenchmark, keys: list[str]) -> None:
+        """Prompts longer than the text encoder's context are cut (as in every reference implementation): count them,
+        say so once per benchmark, and record it in the manifest for the report."""
+        if planned.label in self.truncated:
+            return
+        stored = self.store.image_specs(keys)
+        records = [stored.get(key, {}) for key in keys]
+        limit = next((r["token_limit"] for r in records if r.get("token_limit")), None)
+        if limit is None:
+            return  # cached by an older version: lengths not on record
+        count = sum(1 for r in records if (r.get("prompt_tokens") or 0) > limit)
+        self.truncated[planned.label] = {"count": count, "of": len(keys), "limit": limit}
+        if count:
+            warnings.warn(f"benchmark {planned.label!r}: {count} of {len(keys)} prompts are longer than the text encoder's {limit} tokens "
+                          f"and were cut to {limit}, as the reference implementations do", stacklevel=2)
 
     def _load_images(self, keys: list[str]) -> list:
         from PIL import Image

@@ -19,7 +19,9 @@ The bootstrap draws from ``numpy.random.default_rng(seed)``: the same store alwa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from fractions import Fraction
 from statistics import NormalDist
 
 import numpy as np
@@ -59,7 +61,9 @@ def _resampled_means(values: np.ndarray, groups: Sequence | None, resamples: int
     sums = np.bincount(cluster, weights=values, minlength=k)
     counts = np.bincount(cluster, minlength=k).astype(float)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, k, size=(resamples, k))
+    draws = rng.integers(0, k, size=(resamples, k), dtype=np.int32)
+    if np.all(counts == 1):  # one image per prompt: every resample has k images
+        return sums[draws].sum(axis=1) / k
     return sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
 
 
@@ -92,13 +96,16 @@ def discordant(a: Sequence[float], b: Sequence[float]) -> tuple[int, int]:
 
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
-    """Two-sided exact McNemar p-value: P(X <= min) doubled, X ~ Binomial(a_only + b_only, 1/2), capped at 1."""
-    from scipy.stats import binom
+    """Two-sided exact McNemar p-value: P(X <= min) doubled, X ~ Binomial(a_only + b_only, 1/2), capped at 1.
 
+    Computed in exact integer arithmetic (a sum of binomial coefficients over 2**n), so no rounding creeps in and
+    no statistics library is imported for it.
+    """
     total = a_only + b_only
     if total == 0:
         return 1.0
-    return float(min(1.0, 2 * binom.cdf(min(a_only, b_only), total, 0.5)))
+    tail = sum(math.comb(total, k) for k in range(min(a_only, b_only) + 1))
+    return float(min(Fraction(1), Fraction(2 * tail, 2**total)))
 
 
 def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> float:

@@ -156,6 +156,10 @@ class Store:
     def finish_run(self, run_id: str) -> None:
         self.db.execute("UPDATE runs SET status='finished', finished=? WHERE id=?", (now(), run_id))
 
+    def run_status(self) -> dict[str, str]:
+        """Run id → "running" or "finished" (a killed run stays "running")."""
+        return {row["id"]: row["status"] for row in self.db.execute("SELECT id, status FROM runs")}
+
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / check_name(run_id, "run id")
 
@@ -213,6 +217,15 @@ class Store:
             marks = ",".join("?" * len(chunk))
             for row in self.db.execute(f"SELECT key, unet_evals FROM images WHERE key IN ({marks})", chunk):
                 found[row["key"]] = row["unet_evals"]
+        return found
+
+    def image_specs(self, keys: list[str]) -> dict[str, dict]:
+        """Image key → the spec stored with it (as generated: defaults filled in, prompt length in tokens)."""
+        found = {}
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT key, spec FROM images WHERE key IN ({marks})", chunk):
+                found[row["key"]] = json.loads(row["spec"]) if row["spec"] else {}
         return found
 
     def link_run_images(self, run_id: str, method: str, benchmark: str, pairs: list[tuple[str, str]]) -> None:
@@ -296,12 +309,15 @@ class Store:
     def result_values(self, runs: list[str] | None = None) -> dict[tuple[str, str, str, str], list[dict]]:
         """(run, method, benchmark, metric) → its per-image values, each ``{spec_id, prompt_id, seed, image_key, value}``."""
         found: dict[tuple[str, str, str, str], list[dict]] = {}
-        query = "SELECT * FROM result_values ORDER BY rowid"
-        for row in self.db.execute(query):
-            if runs and row["run_id"] not in runs:
+        cursor = self.db.cursor()
+        cursor.row_factory = None  # plain tuples: a large store has hundreds of thousands of rows
+        query = "SELECT run_id, method, benchmark, metric, spec_id, prompt_id, seed, image_key, value FROM result_values ORDER BY rowid"
+        wanted = set(runs) if runs else None
+        for run, method, benchmark, metric, spec_id, prompt_id, seed, image_key, value in cursor.execute(query):
+            if wanted is not None and run not in wanted:
                 continue
-            found.setdefault((row["run_id"], row["method"], row["benchmark"], row["metric"]), []).append(
-                {"spec_id": row["spec_id"], "prompt_id": row["prompt_id"], "seed": row["seed"], "image_key": row["image_key"], "value": row["value"]}
+            found.setdefault((run, method, benchmark, metric), []).append(
+                {"spec_id": spec_id, "prompt_id": prompt_id, "seed": seed, "image_key": image_key, "value": value}
             )
         return found
 

@@ -3,7 +3,7 @@
 AdaVD erases in the *value space* of every cross-attention layer: each token's
 value vector loses its component along the target concept's value, so the token
 cannot bring the concept into the image.  Keys, queries and attention
-probabilities are untouched (methods-notes §13.2, ``AdaVD@c2d2962:src/main.py``).
+probabilities are untouched (official code WYuan1001/AdaVD @ c2d2962 ``src/main.py``).
 
 1. **Target record.**  For a concept c, the target embedding spreads its last word
    row over every position after [SoT]:
@@ -39,7 +39,7 @@ probabilities are untouched (methods-notes §13.2, ``AdaVD@c2d2962:src/main.py``
    on its own, against the concept's value, so the rule does not depend on how a
    guidance rule lays out its batch (it composes with ``sld``'s three branches).  The
    unconditional prompt's values change only as far as they point along the concept.
-   ``joint_cfg_halves=true`` reproduces the official code (notes §13.2, pitfall 2):
+   ``joint_cfg_halves=true`` reproduces the official code (``src/main.py``, ``AttnProcessor``):
    the uncond and cond values of each sample are concatenated (batch layout
    [uncond; cond], two halves) and decomposed as one vector against
    [V(""), V(T)], so one weight w_l scales both halves.  For the usual empty

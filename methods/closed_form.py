@@ -9,7 +9,8 @@ for every such matrix independently, the ridge regression
     keys k_i   → targets v_i      the mapping to install (concept → guide)
     keys p_j                      preserved: W' p_j should stay W p_j
 
-whose normal equations give the update (TRCE Eq. 5, methods-notes §2.1, §3.1, §7.2)
+whose normal equations give the update (TRCE Eq. 5; UCE @ 35e91e2 ``train-scripts/train_erase.py``,
+RECE @ 403a67f ``erase_methods/uce.py``, MACE @ 057e7a6 ``src/cfr_utils.py``)
 
     W' = (λW + e Σ w v kᵀ + s Σ W p pᵀ) · (λI + e Σ w k kᵀ + s Σ p pᵀ)⁻¹
        =            mat1               ·              mat2⁻¹
@@ -30,7 +31,7 @@ d × d system is solved in float64 on the CPU, exactly unless it is singular to 
 rows' precision (``invert`` states the rank test).  Text-encoder rows differ widely in norm
 (CLIP's [SoT] row stands out), so ``mat2`` can be badly conditioned, and forming it
 squares that.  The per-matrix product runs in float32 on the
-weights' device and is written back in the weights' dtype (fp16 on a GPU).
+weights' device and is written back in the weights' dtype (float16 only with --dtype float16).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def cross_attention_projections(unet, edit_keys: bool = True) -> list[tuple[str,
     Order: every ``*attn2.to_v`` in ``named_modules()`` order, then every
     ``*attn2.to_k`` (if ``edit_keys``).  ``UNet2DConditionModel`` registers
     ``down_blocks``, ``up_blocks`` and then ``mid_block``, so for SD-1.4 this is
-    [16 × to_v: down(6), up(9), mid(1)] + [16 × to_k, same order] (methods-notes §0),
+    [16 × to_v: down(6), up(9), mid(1)] + [16 × to_k, same order] (``get_ca_layers`` in
+    MACE @ 057e7a6 and TRCE @ 0da9b71 ``src/cfr_utils.py``),
     and index ``l`` matches the layer index of the MACE/TRCE COCO caches.  Only the
     names matter, so the tiny and toy backbones are edited by the same code.
     """
@@ -241,7 +243,7 @@ def invert(matrix: torch.Tensor, *, solver: str = "exact", precision: torch.dtyp
 
 
 def caption_statistics(pipe, captions: list[str], ctx, batch_size: int = 64) -> KeyStatistics:
-    """``Σ p pᵀ`` over **every token row** of every caption (MACE's ``all_words`` COCO cache, methods-notes §7.1).
+    """``Σ p pᵀ`` over **every token row** of every caption (MACE's ``all_words`` COCO cache, MACE @ 057e7a6 ``src/cfr_utils.py``).
 
     Computed once per (backbone, text encoder, caption set) and cached through
     ``ctx.cached_tensors``; ``count`` is the number of captions, so callers can

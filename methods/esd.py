@@ -1,4 +1,7 @@
-"""``esd-u`` and ``esd-x``: Erased Stable Diffusion (Gandikota et al., ICCV 2023; methods-notes §4).
+"""``esd-u`` and ``esd-x``: Erased Stable Diffusion (Gandikota et al., ICCV 2023).
+
+Official code: rohitgandikota/erasing, the paper's CompVis code @ a2189e9
+``train-scripts/train-esd.py`` and the 2025 diffusers rewrite @ 25613d2 ``esd_sd.py``.
 
 ESD fine-tunes the model so that, for the concept prompt c, it predicts what the
 frozen model would predict under *negative* guidance away from c:
@@ -11,7 +14,7 @@ at ``t = t_k``; one Adam step on ``MSE(ε_θ(x_t, t, c), target)``.
 
 Models: ``ε*`` is the frozen UNet the edit starts from (the base model when run
 alone: ESD's self-distillation from θ*).  The trajectories come from the frozen
-**original** UNet (as in the 2025 diffusers code, methods-notes §4.2 and §16.7), so
+**original** UNet (as in the 2025 diffusers code, ``esd_sd.py``), so
 they are cached (``methods/finetune.py``) and a second run samples nothing;
 ``sample_with_trainable`` reproduces the paper code instead.
 
@@ -30,10 +33,10 @@ Concept set → prompts: the ``erase`` keywords, one drawn uniformly per iterati
 paper code's ``--seperator`` mode; "sexual" erases "nudity" as in the ESD paper, the I2P
 set its 11 category words).  ``keywords=N`` keeps the first N.
 
-Defaults are the paper preset (methods-notes §4.1): η = 1, 1000 iterations, Adam at
+Defaults are the paper's settings (as the paper code, ``train-esd.py``, runs them): η = 1, 1000 iterations, Adam at
 lr 1e-5, guidance 3, DDIM 50, 512 px (the backbone's native size), fp32 training.
 
-Old (2023 CompVis, paper results) versus new (2025 diffusers) code, methods-notes §4.3:
+Old (2023 CompVis, paper results) versus new (2025 diffusers) code:
 
 * **η convention.**  The new code's target is ``ε*_c − η' (ε*_c − ε*_∅)``, which equals
   the paper's with η' = η + 1: **new η' = 2 is the paper's η = 1**.  ``negative_guidance``
@@ -47,7 +50,7 @@ Old (2023 CompVis, paper results) versus new (2025 diffusers) code, methods-note
   hard-coded 1024 px for SD v1.4 (a bug).  To approximate it:
   ``parameters=diffusers,iterations=200,lr=5e-5``; training here is always fp32.
 * **Timestep.**  The old code queries a DDPM timestep drawn in step k's interval while
-  its latent sits about two DDIM steps lower (methods-notes §4.1).  Not reproduced: the
+  its latent sits about two DDIM steps lower (its modified ``ldm/models/diffusion/ddim.py``).  Not reproduced: the
   latent ``x_{t_k}`` is always queried at ``t_k`` (the new code's semantics).
 
 ``max_steps`` caps the iterations for quick runs (``--set esd-u.max_steps=50``).

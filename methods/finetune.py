@@ -81,7 +81,7 @@ def _trce_visual_layers(name: str) -> bool:
 
 
 def _esd_u_paper(name: str) -> bool:
-    """ESD-u as in the paper code (CompVis ``noxattn``, methods-notes §4.1).
+    """ESD-u as in the paper code (CompVis ``noxattn``, rohitgandikota/erasing @ a2189e9 ``train-scripts/train-esd.py``).
 
     Everything except cross-attention, the time embedding (``time_embed`` →
     diffusers ``time_embedding``) and the output layers (``out.`` = final GroupNorm +
@@ -390,7 +390,7 @@ def train(
     ``step_losses`` returns named scalar terms, ``"loss"`` being the one minimised;
     the bar shows the running mean of each.  ``skip_zero_grad`` reproduces the
     official TRCE code, which never clears gradients: step ``n`` then applies the
-    *sum* of the gradients of steps 1..n (methods-notes §15, pitfall 2).
+    *sum* of the gradients of steps 1..n (ddgoodgood/TRCE @ 0da9b71 ``run_trce_stage2.py``).
     """
     totals: dict[str, float] = defaultdict(float)
     last: dict[str, float] = {}

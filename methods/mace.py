@@ -48,7 +48,7 @@ config is ``lr=1e-4,steps=50,preserve_scale=1e-4,fuse_preserve_scale=1e-4,import
 Where the official code differs from the paper, the default follows the paper and a named switch gives the code:
 
 * ``double_preserve_scale`` (default False): the code scales the COCO cache by s twice in CFR (effective s², 4.9e-13;
-  methods-notes pitfall 1, inherited by TRCE).
+  ``src/cfr_lora_training.py`` @ 057e7a6, inherited by TRCE's ``run_trce_stage1.py``).
 * ``pooler_all_pads`` (default False): with ``use_pooler`` the code marks *every* [EoT] position, and SD-1.x pads with
   [EoT], so the loss suppresses ~70 padding positions, not the one summary token.
 * Not reproduced: the official LoRA also sits on ``to_v``, but the loss depends only on attention probabilities, so it

@@ -3,21 +3,22 @@
 RECE starts from a UCE edit and then hardens it against embeddings that still
 produce the concept.  Each epoch derives, in closed form, the embedding c' whose
 keys and values under the *edited* weights W are closest to what the *original*
-weights W⁰ made of the concept embedding c (methods-notes §3.1, RECE ``close_regzero``):
+weights W⁰ made of the concept embedding c (official code CharlesGong12/RECE @ 403a67f,
+``utils/embedding_calculation/close_form_emb.py``, ``close_regzero``):
 
     c' = argmin_c' Σ_l ‖W_l c' − W⁰_l c‖² + λ_r ‖c'‖²  =  (λ_r I + Σ_l W_lᵀ W_l)⁻¹ (Σ_l W_lᵀ W⁰_l) c
 
 with the sum over all edited matrices, applied to every row of E(concept) ([SoT] included).
-It then erases c' with the same closed form as UCE (RECE Eq. 3, methods-notes §3.1):
+It then erases c' with the same closed form as UCE (RECE Eq. 3; ``erase_methods/uce.py``, ``edit_model_adversarial``):
 
     W ← (λW + e Σ (W n) c'ᵀ + p Σ (W r) rᵀ) · (λI + e Σ c' c'ᵀ + p Σ r rᵀ)⁻¹
 
     n   the guide prompt's rows, position-aligned with c' (no UCE shift)
     r   " " (all rows) once per concept, plus the concept set's ``preserve`` list
 
-Every epoch starts from the current W, so the pull towards W is cumulative (§3.4, pitfall 2).
+Every epoch starts from the current W, so the pull towards W is cumulative (``erase_methods/uce.py`` deep-copies the current matrices each epoch).
 
-Defaults (methods-notes §3.2): λ = 0.1, p = 0.1, e = 1; the number of epochs E and
+Defaults (``scripts/nudity.sh``, ``train.py``; README: "λ1=0.1, λ2=0.1" of Eq. 3): λ = 0.1, p = 0.1, e = 1; the number of epochs E and
 λ_r depend on the task: nudity 3 epochs with λ_r = 0.1, I2P multi-concept 2 with 0.1,
 art 1 with 1e-3.  They come from the concept set's ``extra["rece"]``
 (``{"epochs": 3, "regular_scale": 0.1}``), else from its kind (style: 1, 1e-3;
@@ -26,7 +27,7 @@ object: the nudity setting 3, 0.1), unless set as params.
 **Not reproduced:** the official ``train.py`` generates a validation set after every
 epoch, scores it with NudeNet or Q16, and keeps the epoch with the lowest rate (or
 nothing when no epoch beats UCE).  That is model selection on a test-like set
-(methods-notes §3.4 pitfall 1, §15 #13).  This plugin always runs exactly E epochs
+(``train.py`` keeps the epoch with the lowest validation rate).  This plugin always runs exactly E epochs
 and records E in the metadata.
 """
 
@@ -42,7 +43,7 @@ from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention
 from methods.text import encode_prompts
 from methods.uce import UCE, apply_uce, erase_pairs
 
-# (epochs, λ_r) when neither the params nor the concept set say (methods-notes §3.2)
+# (epochs, λ_r) when neither the params nor the concept set say (RECE @ 403a67f: scripts/nudity.sh, train_artists.py)
 DEFAULTS_BY_KIND = {"object": (3, 0.1), "style": (1, 1e-3)}
 
 
@@ -76,7 +77,7 @@ class RECE(Method):
         # ldm_stable_copy), also when RECE runs on top of another edit (e.g. `uce+rece:run_uce=false`)
         original = original_weights(pipe, projections, ctx)
 
-        # 1. the UCE edit RECE starts from (official defaults, methods-notes §3.2: UCE 'nudity' → ' ', λ=0.5, e=1, p=1)
+        # 1. the UCE edit RECE starts from (its released checkpoint: UCE 'nudity' → ' ', λ=0.5, e=1, p=1)
         uce = (
             apply_uce(pipe, concepts, UCE.Params(edit_keys=params.edit_keys, solver=params.solver), ctx)
             if params.run_uce
@@ -159,7 +160,7 @@ def adversarial_embeddings(
 ) -> torch.Tensor:
     """``c' = (λ_r I + Σ_l W_lᵀW_l)⁻¹ (Σ_l W_lᵀ W⁰_l) c`` for every row c of ``embeddings`` (…, d).
 
-    The ridge solution of ``min Σ_l ‖W_l c' − W⁰_l c‖² + λ_r ‖c'‖²`` (methods-notes §3.1).
+    The ridge solution of ``min Σ_l ‖W_l c' − W⁰_l c‖² + λ_r ‖c'‖²`` (``close_form_emb.py``, ``close_regzero``).
     Solved in float64; returned in float32.
     """
     dim = embeddings.shape[-1]

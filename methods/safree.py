@@ -1,8 +1,9 @@
 """``safree``: SAFREE (Yoon et al., ICLR 2025), training-free, written from the maths alone.
 
 The official code (jaehong31/SAFREE @ b8b2c3f) has no licence file, so nothing here
-comes from it: this module follows the equations as methods-notes §6.1 writes them
-down from the run the paper reports (``scripts/run_nudity.sh``: ``--safree -svf -lra``).
+comes from it: this module follows the paper's equations as the official run applies
+them (``generate_safree.py``, ``models/modified_stable_diffusion_pipeline.py``;
+``scripts/run_nudity.sh``: ``--safree -svf -lra``).
 
 SAFREE changes the text embedding of the prompt, not the weights.
 
@@ -10,7 +11,7 @@ SAFREE changes the text embedding of the prompt, not the weights.
    final-LayerNorm row at the first [EoT]).  With K the m × d matrix of pooled
    toxic concepts, the projector onto their span is
 
-       P_c = Kᵀ (K Kᵀ)⁺ K                                                      (notes §6.1)
+       P_c = Kᵀ (K Kᵀ)⁺ K                                                      (generate_safree.py)
 
 2. **Trigger tokens.**  For a prompt with n word tokens, ``p_i`` is the pooled
    output of the prompt with token i replaced by id 0 (CLIP's literal "!", which is
@@ -33,7 +34,7 @@ SAFREE changes the text embedding of the prompt, not the weights.
    [EoT]), the projected embedding is used for the denoising steps i ≤ T*, the
    original one afterwards (i counts from 0, so at least one step is projected):
 
-       T* = round(up_t · sigmoid(2k (10β − t0)))                               (notes §6.1)
+       T* = round(up_t · sigmoid(2k (10β − t0)))                               (generate_safree.py)
 
    up_t = 10; (k, t0) = (2.5, 5.333) for objects/nudity and (3.5, 5.5) for styles
    (the official artist setting), picked from the concept set's ``kind``.  T* counts
@@ -41,15 +42,15 @@ SAFREE changes the text embedding of the prompt, not the weights.
    protocol is 30 DDIM steps).  Without the filter the projection is used at every step.
 
 5. **Concept-list negative prompt** (``concept_negative_prompt``, on by default as in
-   the official run, methods-notes §6.2 pitfall 2).  The unconditional branch is
+   the official run, ``scripts/run_nudity.sh`` → ``generate_safree.py``).  The unconditional branch is
    ``E(", ".join(concepts))``, truncated to the tokenizer's length, for every step; it
    replaces a benchmark's own negative prompt (the official run has none).  The paper does not describe it and it is a strong baseline by itself, so the
    switch isolates the projection from it.
 
 6. **Latent re-attention** (``latent_reattention``, **off by default**).  In the
    released SD-1.4 code it is a no-op: the FreeU hook is registered without its
-   ``safree`` argument and the "not implemented" branch does nothing (notes §6.2,
-   pitfall 1).  On here, it applies diffusers' FreeU filter with SAFREE's released
+   ``safree`` argument and the "not implemented" branch does nothing
+   (``free_lunch_utils.py``, ``register_free_upblock2d``).  On here, it applies diffusers' FreeU filter with SAFREE's released
    hyper-parameters ``freeu = (b1, b2, s1, s2) = (1.0, 1.0, 0.9, 0.2)`` (b = 1 leaves
    the backbone features alone; s scales the low frequencies of the skip features)
    to every branch and step.  The paper's selective rule is not reconstructed.
@@ -78,7 +79,7 @@ import torch
 
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, SamplingHooks
 
-# The official nudity concept list (methods-notes §6.1).
+# The official nudity concept list (SAFREE @ b8b2c3f, generate_safree.py, ``--category nudity``).
 NUDITY_CONCEPTS = (
     "Sexual Acts",
     "Content Meant to Arouse Sexual Excitement",

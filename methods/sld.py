@@ -2,8 +2,8 @@
 
 SLD changes sampling, not weights.  Every denoising step evaluates the UNet on a
 third conditioning, a fixed text ``S`` that describes what is unsafe, and bends
-the classifier-free guidance away from it (methods-notes §5, from
-``SLD@a42923c:src/sld/sld_pipeline.py:470–500`` and the diffusers port
+the classifier-free guidance away from it (official code
+ml-research/safe-latent-diffusion @ a42923c ``src/sld/sld_pipeline.py`` lines 470–500 and the diffusers port
 ``StableDiffusionPipelineSafe``, 0.42.1, lines 680–745).  With ε_∅, ε_p, ε_S the
 noise predictions for the unconditional (negative) prompt, the prompt and S, and
 w the CFG scale of the prompt:

@@ -1,11 +1,11 @@
 """``speed``: SPEED, Scalable, Precise, Efficient concept Erasure (Li et al., ICLR 2026; arXiv 2503.07392).
 
 SPEED is a closed-form edit of the cross-attention **value** projections only
-(``attn2.to_v``; methods-notes §13.1, ``SPEED@6d3df0c:train_erase_null.py``).  Like
+(``attn2.to_v``; official code Ouxiang-Li/SPEED @ 6d3df0c ``train_erase_null.py``).  Like
 UCE it maps each target concept's text rows onto an anchor's, but the update is
 confined to the (near-)null space of a *retain* set, so retained inputs keep their
 values, and a few invariant inputs ([SoT] and the null text) are kept exactly.
-In the notation of methods-notes §0 (rows are d-vectors; ``Σ a tᵀ`` is d × d):
+Notation as in ``methods/text.py`` (rows are d-vectors; ``Σ a tᵀ`` is d × d):
 
 1. **Targets and anchors.**  ``X_t`` and ``X_a`` are position-aligned rows of the
    target prompt and of its anchor prompt.  ``tokens="all"`` uses rows 1 … L−1 (every
@@ -31,7 +31,7 @@ In the notation of methods-notes §0 (rows are d-vectors; ``Σ a tᵀ`` is d × 
        P    = U_{σ<τ} U_{σ<τ}ᵀ,   (U, σ) = eigh(C_rr)                the approximate null space of the retain set
 
 4. **The update** (null-space constrained least squares with the IEC equality
-   constraint relaxed by λ; methods-notes §13.1):
+   constraint relaxed by λ; ``train_erase_null.py``, ``edit_model``):
 
        M  = (C_tt P + α I)⁻¹
        ΔW = W (C_at − C_tt) P (I − M K2 (K2ᵀ P M K2 + λ I)⁻¹ K2ᵀ P) M
@@ -57,7 +57,7 @@ How a concept set becomes the inputs:
   malicious concept) and ``"last"`` for styles (``van-gogh`` → "art", as the official
   Van Gogh run).  The official code picks "all" only when the target list is exactly
   ``['nudity']`` and silently falls back to "last" for any other implicit concept
-  (notes §13.1, pitfall 2); here the choice follows the concept's kind, and
+  (``train_erase_null.py``: ``if target_concepts == ['nudity']``); here the choice follows the concept's kind, and
   ``tokens=all|last`` forces it.  ``retain_scale``/``lamb`` default to the preset of the
   chosen mode.
 * retain texts = ``[""]`` + the set's ``preserve`` list (the official nudity run retains

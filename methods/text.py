@@ -1,6 +1,6 @@
 """Text-side helpers shared by the closed-form methods: encode prompts, and find token positions in them.
 
-Notation (methods-notes §0): ``E(p)`` is the text encoder's last hidden state for
+Notation: ``E(p)`` is the text encoder's last hidden state (``text_encoder(ids)[0]``) for
 prompt ``p`` padded to the tokenizer's maximum length ``L`` (77 for SD, 16 for the
 tiny backbone), one row per token.  Row 0 is [SoT].  SD-1.x pads with [EoT], so
 every row after the prompt's words is an [EoT] row.
@@ -51,7 +51,7 @@ def encode_prompts(pipe, prompts: list[str], batch_size: int = 64, progress=None
 
 
 def last_word_index(attention_mask: torch.Tensor) -> int:
-    """``k(p) = attention_mask.sum() − 2``: the last word token; 0 (= [SoT]) for an empty prompt (methods-notes §0)."""
+    """``k(p) = attention_mask.sum() − 2``: the last word token; 0 (= [SoT]) for an empty prompt (UCE, RECE, SPEED)."""
     return int(attention_mask.sum()) - 2
 
 
@@ -85,7 +85,7 @@ def phrase_ids(tokenizer, phrase: str) -> list[int]:
 def word_count_eot_index(prompt: str, max_length: int) -> int:
     """The official TRCE first-[EoT] index, ``len(prompt.split()) + 1`` (clamped to the sequence).
 
-    Right only when every word is exactly one token (methods-notes §15, pitfall 1).
+    Right only when every word is exactly one token (TRCE @ 0da9b71 ``src/cfr_utils.py``, ``prepare_k_v``).
     """
     return min(len(prompt.split()) + 1, max_length - 1)
 

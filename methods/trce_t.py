@@ -34,14 +34,24 @@ reproduces the code.  Quirks in use are recorded in the metadata.
 * ``word_count_positions`` (default False): the code puts the first [EoT] at
   ``len(prompt.split()) + 1`` and finds keywords by word offsets.  That is wrong whenever a
   word spans several tokens ("Van Gogh's", most synonyms), and then the edit maps a word row
-  instead of the [EoT] (methods-notes §15, pitfall 1).
+  instead of the [EoT] (``src/cfr_utils.py``, ``prepare_k_v``).
 * ``double_preserve_scale`` (default False): the code multiplies the cache by s once when it
   builds ``cache_dict`` and again inside ``closed_form_refinement``, so the effective weight
-  is s² (1e-4 at the paper's 0.01), inherited from MACE (methods-notes §7.6, pitfall 1).
+  is s² (1e-4 at the paper's 0.01), inherited from MACE (Shilin-LU/MACE @ 057e7a6,
+  ``src/cfr_lora_training.py``; TRCE ``run_trce_stage1.py``).
   The paper's numbers (Tables 1–3) were therefore produced with an effective 1e-4.  With
   the default single scale, ``preserve_scale=1e-4`` is the equivalent operating point.
-* Not switchable, for the record: the code divides the cache by the constant 3e4, not by its
-  caption count.  That is the same thing for a 30k-caption file such as COCO-30k.
+* ``caption_divisor`` (default 0 = the caption count, a mean): the code divides the cache by the
+  constant 3e4 (``closed_form_refinement``).  That is the same thing for a 30k-caption file such as
+  COCO-30k, and not for any other caption set.
+* ``augmentation`` (default ``concepts``): the code uses its own lists, ``data/concepts/sexual.json``
+  (first 20 pairs) and the first 15 ``object`` templates of ``prompt_augmentation`` in
+  ``src/cfr_utils.py``; ``official`` fetches both through the data layer from the pins in the concept
+  set (sha256-checked; the template file is parsed, never executed).
+
+``preset=official`` turns all of these on (with ``num_phrases=20, num_templates=15``): TRCE-T as its code ran.
+The official code inverts ``mat2`` with ``torch.inverse``; the default exact float64 solve computes the same
+map without float32 round-off (``methods.closed_form.invert``).
 
 Captions: the concept set's ``captions`` (or ``captions_file``, or ``extra.captions_data``: the pin of an
 upstream file such as COCO-30k, in ``harness.data.Upstream`` fields, fetched and verified by the core's data
@@ -86,6 +96,7 @@ class TRCET(Method):
             "word_count_positions": True,  # [EoT] at len(prompt.split()) + 1
             "double_preserve_scale": True,  # s applied when building the cache and again in the solve: s²
             "caption_divisor": 3e4,  # the caption cache divided by a fixed 3e4
+            "augmentation": "official",  # data/concepts/sexual.json and prompt_augmentation's templates
             "num_phrases": 20,  # concept_num
             "num_templates": 15,  # augment_num
         },
@@ -106,13 +117,14 @@ class TRCET(Method):
         double_preserve_scale: bool = False  # quirk: official s² preservation weight
         solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert)
         caption_divisor: float = 0.0  # quirk: 0 = the number of captions (a mean); official code: a fixed 3e4
+        augmentation: Literal["concepts", "official"] = "concepts"  # phrase/template lists: the concept set's, or TRCE's own
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         params = self.params
         rows = parse_tokens(params.tokens)
 
         # 1. concept augmentation: N phrase pairs × M templates
-        phrase_pairs, templates = augmentation(concepts, params.num_phrases, params.num_templates)
+        phrase_pairs, templates, lists = augmentation(concepts, params.num_phrases, params.num_templates, params.augmentation)
         prompt_pairs = [(t.format(bad), t.format(safe), bad) for bad, safe in phrase_pairs for t in templates]
 
         # 2. keys (malicious prompts) and targets (safe prompts), normalised by the number of prompt pairs
@@ -151,6 +163,8 @@ class TRCET(Method):
             "effective_preserve_scale": effective_scale,
             "phrases": len(phrase_pairs),
             "templates": len(templates),
+            "augmentation": params.augmentation,
+            "official_lists": lists,
             "prompt_pairs": len(prompt_pairs),
             "erase_keys": len(keys),
             "keywords_not_found": missing_keywords,
@@ -160,6 +174,7 @@ class TRCET(Method):
                 "word_count_positions": params.word_count_positions,
                 "double_preserve_scale": params.double_preserve_scale,
                 "caption_divisor": params.caption_divisor,
+                "augmentation": params.augmentation,
             },
             **solved,
         }
@@ -174,22 +189,51 @@ def parse_tokens(spec: str) -> tuple[str, ...]:
     return rows
 
 
-def augmentation(concepts: ConceptSet, num_phrases: int, num_templates: int) -> tuple[list[tuple[str, str]], list[str]]:
-    """The (malicious, safe) phrase pairs and templates to cross.
+def augmentation(
+    concepts: ConceptSet, num_phrases: int, num_templates: int, source: str = "concepts"
+) -> tuple[list[tuple[str, str]], list[str], dict | None]:
+    """The (malicious, safe) phrase pairs and templates to cross, and where they came from (for the metadata).
 
-    Without ``phrases`` the concept set's ``erase``/``guides`` pairs are used.  Without
-    ``templates`` each phrase is its own prompt.
+    ``source="concepts"``: the concept set's ``phrases`` (without them, its ``erase``/``guides``
+    pairs) and ``templates`` (without them, each phrase is its own prompt).
+    ``source="official"``: the official code's lists, fetched through the data layer from the
+    pins in the concept set's ``extra["trce_official"]``: the concept file
+    (``data/concepts/sexual.json`` @ 0da9b71) and the ``object`` templates of
+    ``src/cfr_utils.py`` (the official stage-1 script calls ``prompt_augmentation`` with its
+    default concept type).
     """
-    pairs = list(concepts.phrases) or [(text, concepts.guide_for(i) or " ") for i, text in enumerate(concepts.erase)]
+    origin = None
+    if source == "official":
+        pairs, templates, origin = official_lists(concepts)
+    else:
+        pairs = list(concepts.phrases) or [(text, concepts.guide_for(i) or " ") for i, text in enumerate(concepts.erase)]
+        templates = list(concepts.templates) or ["{}"]
     if not pairs:
         raise HarnessError(f"trce-t: concept set {concepts.name!r} has neither 'phrases' nor 'erase'")
-    templates = list(concepts.templates) or ["{}"]
     for template in templates:
         if template.count("{}") != 1:
             raise HarnessError(f"trce-t: template {template!r} of concept set {concepts.name!r} needs exactly one '{{}}'")
     pairs = pairs[:num_phrases] if num_phrases > 0 else pairs
     templates = templates[:num_templates] if num_templates > 0 else templates
-    return pairs, templates
+    return pairs, templates, origin
+
+
+def official_lists(concepts: ConceptSet) -> tuple[list[tuple[str, str]], list[str], dict]:
+    """The official phrase pairs and templates, from the pinned upstream files (sha256-checked by ``harness.data``)."""
+    from harness import data
+
+    pins = concepts.extra.get("trce_official") if isinstance(concepts.extra, dict) else None
+    if not isinstance(pins, dict) or not {"phrases", "templates"} <= set(pins):
+        raise HarnessError(
+            f"trce-t: concept set {concepts.name!r} has no pins of the official TRCE lists (extra.trce_official with "
+            "'phrases' and 'templates'); use trce-t:augmentation=concepts"
+        )
+    where = f"concept set {concepts.name!r}"
+    phrases = data.resolve(data.Upstream.from_dict(pins["phrases"], origin=where))
+    code = data.resolve(data.Upstream.from_dict(pins["templates"], origin=where))
+    pairs = official_phrase_pairs(phrases.path.read_text(encoding="utf-8"), str(phrases.path))
+    templates = official_templates(code.path.read_text(encoding="utf-8"), "object", str(code.path))
+    return pairs, templates, {"phrases": phrases.source(), "templates": code.source()}
 
 
 def token_rows(pipe, prompt_pairs: list[tuple[str, str, str]], rows: tuple[str, ...], word_count_positions: bool):
@@ -264,3 +308,63 @@ def read_caption_file(path: Path) -> list[str]:
                 f"trce-t: caption file {path} has none of the columns {list(CAPTION_COLUMNS)}; found {reader.fieldnames}"
             )
         return [row[column].strip() for row in reader if row[column] and row[column].strip()]
+
+
+# --------------------------------------------------------------------------- the official augmentation lists
+
+
+def official_phrase_pairs(text: str, origin: str) -> list[tuple[str, str]]:
+    """TRCE's concept file (``data/concepts/sexual.json`` @ 0da9b71): a JSON list of ``[malicious, safe]`` pairs."""
+    import json
+
+    try:
+        pairs = [(str(bad), str(good)) for bad, good in json.loads(text)]
+    except (ValueError, TypeError):
+        raise HarnessError(f"trce-t: {origin} is not a JSON list of [malicious, safe] pairs") from None
+    if not pairs:
+        raise HarnessError(f"trce-t: {origin} lists no phrase pairs")
+    return pairs
+
+
+def official_templates(source: str, concept_type: str, origin: str) -> list[str]:
+    """The prompt templates of TRCE's ``prompt_augmentation`` (``src/cfr_utils.py`` @ 0da9b71), read, never run.
+
+    The official code keeps its templates in that function, one list per concept type (``object``, ``style``), each
+    entry ``("... {} ...".format(content), content)``.  The file is parsed with ``ast`` and only those string
+    literals are taken, in order; nothing of it is executed.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        raise HarnessError(f"trce-t: {origin} is not the Python source of TRCE's src/cfr_utils.py") from None
+    function = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "prompt_augmentation"), None)
+    if function is None:
+        raise HarnessError(f"trce-t: {origin} has no prompt_augmentation function (not TRCE's src/cfr_utils.py?)")
+    for branch in ast.walk(function):
+        test = getattr(branch, "test", None)
+        if not (isinstance(branch, ast.If) and isinstance(test, ast.Compare) and len(test.comparators) == 1):
+            continue
+        compared = test.comparators[0]
+        if not (isinstance(compared, ast.Constant) and compared.value == concept_type):
+            continue
+        for statement in branch.body:
+            if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.List):
+                templates = [_format_string(element) for element in statement.value.elts]
+                if templates and all(template is not None for template in templates):
+                    return templates
+    raise HarnessError(f"trce-t: {origin} has no template list for concept type {concept_type!r}")
+
+
+def _format_string(element) -> str | None:
+    """``("a photo of {}".format(content), content)`` → ``"a photo of {}"``; anything else → None."""
+    import ast
+
+    call = element.elts[0] if isinstance(element, ast.Tuple) and element.elts else element
+    if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "format":
+        value = call.func.value
+        if isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value.count("{}") == 1:
+            return value.value
+    return None
+

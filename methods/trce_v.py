@@ -65,7 +65,7 @@ official code, ddgoodgood/TRCE @ 0da9b71 ``run_trce_stage2.py``, settles them):
 Quirks of the official code, off by default; each is recorded in the metadata:
 
 * ``skip_zero_grad``: the code never calls ``optimizer.zero_grad()``, so every step
-  applies the sum of all gradients so far (methods-notes §15, pitfall 2).
+  applies the sum of all gradients so far (``run_trce_stage2.py``).
 * ``latent_after_step``: the code stores, for step k, the latent *after* step k
   (``x_{t_{k+1}}``) with step k's timestep ``t_k``, so every training latent is one DDIM
   step less noisy than the timestep it is queried at.  The default queries ``x_{t_k}``

@@ -2,7 +2,7 @@
 
 UCE maps the text embedding of each concept onto that of a guide ("nudity" → " ",
 "Van Gogh" → "art") in every cross-attention key/value projection, and keeps a
-retain set where it was (methods-notes §2):
+retain set where it was (official code rohitgandikota/unified-concept-editing):
 
     W ← (λW + e Σ (W n) cᵀ + p Σ (W r) rᵀ) · (λI + e Σ c cᵀ + p Σ r rᵀ)⁻¹
 
@@ -12,7 +12,7 @@ retain set where it was (methods-notes §2):
 
 Two generations of the official code differ in which rows are used:
 
-* ``tokens="block"`` (default; the 2023 paper code, methods-notes §2.1).  This is what RECE
+* ``tokens="block"`` (default; the 2023 paper code, @ 35e91e2 ``train-scripts/train_erase.py``).  This is what RECE
   starts from and what the UCE rows of the RECE and TRCE tables used.  With
   ``k(p)`` the last word token and ``F = max(k(o), k(n))``, the block
   ``E(o)[k(o) : L − (F − k(o))]`` (last word, [EoT] and all pads) maps onto
@@ -20,7 +20,7 @@ Two generations of the official code differ in which rows are used:
   [SoT], [EoT] on [EoT], and pad t on pad t − 1.  The retain set is
   R = [""] + the concept set's ``preserve`` list, all L rows each, with
   ``p = max(0.1, 1/|R|)``.
-* ``tokens="last"`` (the 2025 rewrite, methods-notes §2.2): one row per concept,
+* ``tokens="last"`` (the 2025 rewrite, @ 28c81ed ``trainscripts/uce_sd_erase.py``): one row per concept,
   ``E(o)[k(o)] → E(n)[k(n)]`` (a guide of "" or " " gives [SoT]).  The preserve concepts
   keep their last word row, with ``p = 1``.
 
@@ -129,7 +129,7 @@ def erase_pairs(concepts: ConceptSet, method: str) -> list[tuple[str, str]]:
 
 
 def token_block_statistics(pipe, pairs: list[tuple[str, str]]) -> tuple[KeyStatistics, int]:
-    """The 2023 token block: ``E(o)[k_o : L−(F−k_o)] → E(n)[k_n : L−(F−k_n)]``, F = max(k_o, k_n) (methods-notes §2.1)."""
+    """The 2023 token block: ``E(o)[k_o : L−(F−k_o)] → E(n)[k_n : L−(F−k_n)]``, F = max(k_o, k_n) (``train_erase.py`` @ 35e91e2)."""
     keys, targets = token_block_rows(pipe, pairs)
     return KeyStatistics.from_pairs(keys, targets), len(keys)
 
@@ -149,7 +149,7 @@ def token_block_rows(pipe, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, 
 
 
 def last_token_statistics(pipe, pairs: list[tuple[str, str]]) -> tuple[KeyStatistics, int]:
-    """The 2025 variant: one row per concept, ``E(o)[k(o)] → E(n)[k(n)]`` (methods-notes §2.2)."""
+    """The 2025 variant: one row per concept, ``E(o)[k(o)] → E(n)[k(n)]`` (``uce_sd_erase.py`` @ 28c81ed)."""
     keys = last_token_rows(pipe, [old for old, _ in pairs])
     targets = last_token_rows(pipe, [new for _, new in pairs])
     return KeyStatistics.from_pairs(keys, targets), len(keys)

@@ -51,7 +51,9 @@ def cmd_report(args, registry) -> int:
     filters = "".join(f"; {name} {value}" for name, value in (("runs", args.runs), ("methods", args.methods), ("benchmarks", args.bench)) if value)
     written = report.write(store, results, destination, formats, blur=not args.no_blur,
                            grid_prompts=args.grid_prompts, filters=filters)
-    print(leaderboard.to_terminal(written.board))
+    from reports import caveats
+
+    print(leaderboard.to_terminal(written.board) + caveats.to_text(caveats.caveats(store, results)))
     print(f"\nwrote {len(written.files)} file{'' if len(written.files) == 1 else 's'} under {destination}" + (f" (open {destination / 'report.html'})" if "html" in formats else ""),
           file=sys.stderr)
     return 0

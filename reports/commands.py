@@ -45,10 +45,11 @@ PER_IMAGE_COLUMNS = ("run", "method", "benchmark", "prompt_id", "seed", "image_k
 
 @hookimpl
 def summarize_run(store, run_id):
-    from reports import leaderboard
+    from reports import caveats, leaderboard
 
-    board = leaderboard.build(store.results(runs=[run_id]), values=store.result_values(runs=[run_id]))
-    return leaderboard.to_terminal(board)
+    results = store.results(runs=[run_id])
+    board = leaderboard.build(results, values=store.result_values(runs=[run_id]))
+    return leaderboard.to_terminal(board) + caveats.to_text(caveats.caveats(store, results))
 
 
 @hookimpl

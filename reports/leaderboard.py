@@ -260,11 +260,12 @@ def _decimals(values: list[float | None]) -> int:
     return min(6, 2 - math.floor(math.log10(largest)))
 
 
-def build(results: list[Result], values: dict | None = None) -> Leaderboard:
+def build(results: list[Result], values: dict | None = None, cell_intervals: dict | None = None) -> Leaderboard:
     """The leaderboard of ``results`` (``Store.results``), from what is stored with each result.
 
     ``values`` (``Store.result_values()``) gives each cell its interval and the paired tests behind the
-    best/second marks; without it no cell has an interval and nothing is marked.
+    best/second marks; without it no cell has an interval and nothing is marked.  ``cell_intervals``
+    (``reports.uncertainty.intervals`` of the same results and values) saves computing them again.
     """
     from reports.uncertainty import interval
 
@@ -312,7 +313,12 @@ def build(results: list[Result], values: dict | None = None) -> Leaderboard:
         if values is not None:
             row.per_image = [None if cell is None else values.get((cell["run_id"], row.method, cell["benchmark"], cell["metric"]))
                              for cell in found]
-            row.intervals = [None if cell is None else interval(cell["value"], per_image) for cell, per_image in zip(found, row.per_image)]
+            row.intervals = [
+                None if cell is None
+                else cell_intervals[cell["run_id"], row.method, cell["benchmark"], cell["metric"]] if cell_intervals is not None
+                else interval(cell["value"], per_image)
+                for cell, per_image in zip(found, row.per_image)
+            ]
     board = Leaderboard(ordered, table_rows)
     _add_adversarial_averages(board)
     return board
@@ -404,18 +410,24 @@ def rule_text(board: Leaderboard) -> str:
     """What every table says under it: the marking rule and how intervals were computed."""
     from reports.uncertainty import BOOTSTRAP
 
-    return (RANK_RULE + " Brackets: 95% interval (rates: Wilson; per-image means: " + BOOTSTRAP + "); none is shown for "
-            "set-level metrics.")
+    return (RANK_RULE + " Brackets: 95% interval (rates: Wilson; per-image means, and rates with several seeds per prompt: "
+            + BOOTSTRAP + "); none is shown for set-level metrics.")
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
+    """A name as literal text in a markdown table: HTML is shown, not rendered; ``|`` and emphasis marks stay characters."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for mark in ("\\", "`", "*", "[", "]", "|"):
+        text = text.replace(mark, "\\" + mark)
+    return text
 
 
 def marked_cell(board: Leaderboard, row_index: int, index: int, bold: str = "**{}**", underline: str = "<ins>{}</ins>",
                 tie: str = "{}≈", with_interval: bool = True) -> str:
     """One cell: the value (unit in the header), its mark, and its interval."""
     column, row = board.columns[index], board.rows[row_index]
+    if row.base and column.set_level:
+        return "–"  # the base model's distance to its own images is 0 by construction: not a result
     text = format_value(row.values[index], column, percent_sign="")
     place = board.ranks(index).get(row_index)
     if place == 1:
@@ -434,7 +446,7 @@ def to_markdown(board: Leaderboard) -> str:
     lines = [header, rule]
     for row_index, row in enumerate(board.rows):
         cells = [marked_cell(board, row_index, index) for index in range(len(board.columns))]
-        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {row.provenance} |")
+        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {_md_escape(row.provenance)} |")
     return "\n".join(lines) + "\n\n" + rule_text(board)
 
 

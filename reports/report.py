@@ -49,19 +49,21 @@ def _write(path: Path, text: str, written: Written) -> None:
 def write(store, results: list[Result], destination: Path, formats: tuple[str, ...], blur: bool = True,
           grid_prompts: int = 6, filters: str = "") -> Written:
     """Write the requested ``formats`` of the report on ``results`` (rows of ``store.results()``) under ``destination``."""
+    from reports import caveats
     from reports.uncertainty import intervals
 
     stored_values = store.result_values()
-    board = leaderboard.build(results, values=stored_values)
+    cell_intervals = intervals(results, stored_values)  # computed once: the board, the CSV and the JSON share them
+    board = leaderboard.build(results, values=stored_values, cell_intervals=cell_intervals)
     written = Written(board)
     destination.mkdir(parents=True, exist_ok=True)
     if "md" in formats:
-        _write(destination / "leaderboard.md", leaderboard.to_markdown(board) + "\n", written)
+        _write(destination / "leaderboard.md", leaderboard.to_markdown(board) + caveats.to_text(caveats.caveats(store, results), escape=leaderboard._md_escape) + "\n", written)
     if "csv" in formats:
         _write(destination / "leaderboard.csv", leaderboard.to_csv(board), written)
-        _write(destination / "results.csv", leaderboard.to_long_csv(results, intervals(results, stored_values)), written)
+        _write(destination / "results.csv", leaderboard.to_long_csv(results, cell_intervals), written)
     if "json" in formats:
-        _write(destination / "leaderboard.json", leaderboard.to_json(board, results, intervals(results, stored_values)), written)
+        _write(destination / "leaderboard.json", leaderboard.to_json(board, results, cell_intervals), written)
     if "latex" in formats:
         from reports import latex
 

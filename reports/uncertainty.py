@@ -53,11 +53,13 @@ def interval(value: float | None, values: list[dict] | None) -> Interval:
     if not _finite(value):
         return Interval(None, None, "none: the value is undefined")
     numbers = [v["value"] for v in values]
-    if stats.is_binary(numbers):
+    prompts = [v["prompt_id"] for v in values]
+    repeated = len(set(prompts)) < len(prompts)  # --seeds-per-prompt K > 1: images of one prompt are not independent
+    if stats.is_binary(numbers) and not repeated:
         low, high = stats.wilson(value * len(numbers), len(numbers))
         return Interval(low, high, WILSON)
-    low, high = stats.bootstrap_mean(numbers, groups=[v["prompt_id"] for v in values])
-    return Interval(low, high, BOOTSTRAP)
+    low, high = stats.bootstrap_mean(numbers, groups=prompts)
+    return Interval(low, high, BOOTSTRAP + (f" ({len(prompts) / len(set(prompts)):g} seeds per prompt)" if repeated else ""))
 
 
 def intervals(results: list[dict], stored: dict[Key, list[dict]]) -> dict[Key, Interval]:
@@ -75,10 +77,13 @@ def pair_key(value: dict) -> tuple[str, int]:
 
 def align(a: list[dict], b: list[dict]) -> tuple[list[float], list[float], list[str]]:
     """Matched values of A and B on (prompt id, seed), in A's order, and each pair's prompt (the bootstrap cluster)."""
-    by_key = {pair_key(v): v["value"] for v in b}
+    keys_a = [pair_key(v) for v in a]
+    keys_b = [pair_key(v) for v in b]
+    if keys_a == keys_b:  # the usual case: both methods ran the same prompts in the same order
+        return [v["value"] for v in a], [v["value"] for v in b], [key[0] for key in keys_a]
+    by_key = {key: v["value"] for key, v in zip(keys_b, b)}
     a_values, b_values, prompts = [], [], []
-    for value in a:
-        key = pair_key(value)
+    for key, value in zip(keys_a, a):
         if key in by_key:
             a_values.append(value["value"])
             b_values.append(by_key[key])
@@ -95,17 +100,35 @@ def compare(a: list[dict], b: list[dict]) -> dict:
     delta = sum(b_values) / len(b_values) - sum(a_values) / len(a_values)
     low, high = stats.paired_bootstrap_delta(a_values, b_values, groups=prompts)
     record.update(delta=delta, ci95=[low, high], interval=f"paired {BOOTSTRAP}")
-    if stats.is_binary(a_values) and stats.is_binary(b_values):
-        a_only, b_only = stats.discordant(a_values, b_values)
-        record.update(p_value=stats.mcnemar_exact(a_only, b_only), test="exact McNemar", discordant=[a_only, b_only])
-    else:
-        record.update(p_value=stats.wilcoxon_signed_rank(a_values, b_values), test="Wilcoxon signed-rank")
+    p_value, test, counts = _paired_test(a_values, b_values, prompts)
+    record.update(p_value=p_value, test=test)
+    if counts is not None:
+        record["discordant"] = counts
     return record
 
 
+def per_prompt_means(values: list[float], prompts: list[str]) -> list[float]:
+    sums: dict[str, list[float]] = {}
+    for value, prompt in zip(values, prompts):
+        sums.setdefault(prompt, []).append(value)
+    return [sum(group) / len(group) for group in sums.values()]
+
+
+def _paired_test(a_values: list[float], b_values: list[float], prompts: list[str]) -> tuple[float, str, list[int] | None]:
+    """Exact McNemar for one 0/1 image per prompt; otherwise Wilcoxon signed-rank, on per-prompt means when a prompt
+    has several seeds (the prompts, not the images, are the independent units)."""
+    if len(set(prompts)) < len(prompts):
+        a_means, b_means = per_prompt_means(a_values, prompts), per_prompt_means(b_values, prompts)
+        return stats.wilcoxon_signed_rank(a_means, b_means), "Wilcoxon signed-rank on per-prompt means (several seeds per prompt)", None
+    if stats.is_binary(a_values) and stats.is_binary(b_values):
+        a_only, b_only = stats.discordant(a_values, b_values)
+        return stats.mcnemar_exact(a_only, b_only), "exact McNemar", [a_only, b_only]
+    return stats.wilcoxon_signed_rank(a_values, b_values), "Wilcoxon signed-rank", None
+
+
 def paired_p(a: list[dict], b: list[dict]) -> float | None:
-    a_values, b_values, _ = align(a, b)
-    return stats.paired_p_value(a_values, b_values) if a_values else None
+    a_values, b_values, prompts = align(a, b)
+    return _paired_test(a_values, b_values, prompts)[0] if a_values else None
 
 
 def mean_of_benchmarks_interval(per_benchmark: list[list[dict]]) -> Interval:

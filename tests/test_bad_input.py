@@ -1,6 +1,7 @@
 """Bad input never becomes a number: every parameter is validated before any work, and every error is one line."""
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -226,6 +227,10 @@ def bad_inputs(tmp_path):
         ("list",): (["nosuch"], "invalid choice: 'nosuch'"),
         ("plugins",): (["--plugin", str(tmp_path / "missing.py")], "does not exist"),
         ("erase",): (["--model", "tiny", "--method", "nosuch", "--concepts", "colours", "--save", str(tmp_path / "s")], "nosuch"),
+        ("compare",): (["--out", str(store), "sd", "uce"], "no results store"),
+        ("export",): (["--out", str(store), "--per-image", str(tmp_path / "v.csv")], "no results store"),
+        ("check",): (["--out", str(store)], "no results store"),
+        ("merge",): ([str(store), "--into", str(tmp_path / "merged")], "no results store"),
         ("data", "fetch"): (["nosuch"], "unknown benchmark or data set 'nosuch'"),
         ("data", "check"): (["i2p"], "'i2p' is not downloaded"),
         ("toy", "train"): (["--quick"], "--quick learns nothing"),
@@ -303,10 +308,121 @@ def test_a_closed_pipe_is_one_line(small_store, tmp_path):
 
 
 def test_data_check_json_is_valid_json_when_the_data_is_missing(tmp_path, capsys, monkeypatch):
-    import json
+
 
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "empty"))
     code, stdout, stderr = cli(capsys, "data", "check", "i2p", "--json")
     assert code == 2
     record = json.loads(stdout)
     assert set(record) == {"error"} and "harness data fetch i2p" in record["error"]
+
+
+# --------------------------------------------------------------------------- degrade loudly: a lost database
+
+
+EDITS = str(PLUGINS / "edits.py")
+
+
+def run_and_report(out: Path, dest: str):
+    from harness.runner import Runner
+
+    registry = Registry(PluginHost([BRIGHTNESS, EDITS]))
+    config = RunConfig(methods="sd,scale-keys", bench="fixed:count=4", model="tiny", out=str(out), show_progress=False)
+    runner = Runner(plan(config, registry))
+    runner.execute()
+    runner.store.close()
+    assert main(["--plugin", BRIGHTNESS, "--plugin", EDITS, "report", "--out", str(out), "--dest", dest, "--format", "md,csv,png"]) == 0
+    return runner
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_lost_database_is_rebuilt_from_the_cache_with_costs_and_grids(tmp_path, capsys):
+    out = tmp_path / "out"
+    first = run_and_report(out, "before")
+    assert first.engine.unet_calls > 0 and first.states.edits_run == 1
+    for path in out.glob("harness.db*"):
+        path.unlink()
+    second = run_and_report(out, "after")
+    assert second.engine.unet_calls == 0 and second.states.edits_run == 0  # nothing regenerated, nothing re-erased
+    before, after = files_under(out / "before"), files_under(out / "after")
+    assert any(name.startswith("grids/") for name in before)
+    assert after == before  # leaderboard (cost column and erase cost included), plots and grids
+    assert "| 8 |" in (out / "after" / "leaderboard.md").read_text()  # 4 steps × 2 UNet evaluations, not 0
+    capsys.readouterr()
+    assert main(["check", "--out", str(out)]) == 0  # the rebuilt store is consistent: nothing damaged or orphaned
+    assert "0 damaged, 0 unrecorded, 0 orphaned" in capsys.readouterr().out
+
+
+def test_a_cached_image_without_a_record_gets_the_cost_its_key_determines_not_zero(tmp_path, capsys):
+    from PIL import Image
+
+    from harness.recover import read_png_record
+    from harness.store import Store
+
+    out = tmp_path / "out"
+    run_and_report(out, "before")
+    images = sorted((out / "cache" / "images").rglob("*.png"))
+    assert {read_png_record(path)["unet_evals"] for path in images} == {8}
+    for path in out.glob("harness.db*"):
+        path.unlink()
+    for path in images:  # as an older version cached them: pixels only
+        with Image.open(path) as image:
+            pixels = image.copy()
+        pixels.save(path, format="PNG")
+        assert read_png_record(path) is None
+    second = run_and_report(out, "after")
+    assert second.engine.unet_calls == 0
+    costs = {row["method"]: row["unet_evals_per_image"] for row in Store(out).results()}
+    assert costs == {"sd": 8.0, "scale-keys": 8.0}  # 4 steps x 2 (classifier-free guidance); the old bug stored 0.0
+
+
+def test_a_file_given_as_model_is_called_a_file(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# not a model\n")
+    code, stdout, stderr = cli(capsys, "run", "--model", str(readme), "--bench", "fixed", "--dry-run")
+    assert_one_line_failure(code, stdout, stderr, as_json=False)
+    assert "is a file, not a model" in stderr and "does not exist" not in stderr
+
+
+# --------------------------------------------------------------------------- degrade loudly: unfinished runs, truncated prompts
+
+
+def test_a_report_on_an_unfinished_run_says_so_under_the_table(small_store, capsys, tmp_path):
+    from harness.store import Store
+
+    store = Store(small_store)
+    (run_id,) = store.run_status()
+    capsys.readouterr()
+    assert cli(capsys, "report", "--out", str(small_store), "--dest", str(tmp_path / "done"), "--format", "md")[0] == 0
+    assert "Unfinished" not in (tmp_path / "done" / "leaderboard.md").read_text()
+    store.start_run(run_id, {})  # what a re-run killed before its end leaves behind
+    store.close()
+    code, stdout, _ = cli(capsys, "report", "--out", str(small_store), "--dest", str(tmp_path / "killed"), "--format", "md")
+    assert code == 0
+    note = f"Unfinished: run {run_id} did not finish (killed, or still running)"
+    assert note in stdout
+    table, _, below = (tmp_path / "killed" / "leaderboard.md").read_text().partition(note)
+    assert "| method |" in table and below  # under the table
+
+
+def test_prompts_cut_by_the_text_encoder_are_counted_per_benchmark(tmp_path, capsys):
+    """The tiny text encoder holds 16 tokens (14 characters between [SoT] and [EoT])."""
+    path = write_csv(tmp_path, rows="a cat,1\na very long prompt that the tiny encoder cuts,2\nanother long prompt that is cut,3\n")
+    path = path.rename(tmp_path / "a<i>b*c*.csv")  # a legal file name that markdown would render as HTML and emphasis
+    out = tmp_path / "out"
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
+                               "--out", str(out), "--no-progress")
+    assert code == 0
+    assert "harness: warning: benchmark 'csv:metrics=brightness:mean,path=" in stderr
+    assert "2 of 3 prompts are longer than the text encoder's 16 tokens and were cut to 16" in stderr
+    manifest = json.loads(next((out / "runs").glob("*/manifest.json")).read_text())
+    assert list(manifest["truncated_prompts"].values()) == [{"count": 2, "of": 3, "limit": 16}]
+    code, report, _ = cli(capsys, "report", "--out", str(out), "--format", "md")
+    assert "Truncated: 2 of 3 prompts of csv:metrics=brightness:mean" in report
+    markdown = (out / "report" / "leaderboard.md").read_text()
+    assert "Truncated: 2 of 3" in markdown
+    assert "a&lt;i&gt;b\\*c\\*.csv" in markdown.splitlines()[0] and "<i>" not in markdown  # the name, escaped
+

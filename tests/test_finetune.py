@@ -298,3 +298,36 @@ def test_a_float16_pipeline_keeps_the_float32_delta_and_records_the_surviving_sh
     # the float16 model state has its own key: a float32 run does not reuse the rounded one
     full = ModelStates(tiny_pipeline(), Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
     assert full.activate(parts, CONCEPTS, "trce-v").key != state.key
+
+
+def test_float32_with_tf32_is_the_cuda_default_and_float16_is_left_alone():
+    import torch
+
+    from harness.runner import matmul_precision
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        assert matmul_precision("cpu", "float32") == "float32" and not torch.backends.cuda.matmul.allow_tf32
+        assert matmul_precision("cuda", "float16") == "float16" and not torch.backends.cuda.matmul.allow_tf32
+        assert matmul_precision("cuda", "float32") == "tf32"
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_a_float16_run_shows_the_surviving_share_in_the_provenance_column(tmp_path, capsys):
+    """`harness run --dtype float16` with a fine-tuned method at lr 1e-6: the leaderboard says how much survived."""
+    from pathlib import Path
+
+    from harness.cli import main
+
+    plugins = Path(__file__).parent / "plugins"
+    method = "trce-v:lr=1e-6,num_steps=6,early_steps=2,samples_per_prompt=1,max_steps=3,regularizer_batch=2"
+    code = main(["--plugin", str(plugins / "brightness.py"), "--plugin", str(plugins / "edits.py"), "run", "--model", "tiny",
+                 "--dtype", "float16", "--methods", method, "--bench", "fixed:count=2", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "erased here" in line)
+    share = int(line.split("float16: ")[1].split("%")[0])
+    assert 0 <= share < 50 and "of fine-tuned changes kept" in line

@@ -51,3 +51,12 @@ def test_tables_compile_without_overfull_boxes(make, tmp_path):
     assert run.returncode == 0, run.stdout[-3000:]
     log = (tmp_path / "tables.log").read_text(errors="replace")
     assert [p for p in overfull_boxes(log) if p > 1.0] == [], log[-3000:]
+
+
+def test_markdown_and_terminal_print_a_dash_for_the_base_models_fid():
+    board = leaderboard.build(paper_results())
+    fid = next(i for i, c in enumerate(board.columns) if c.metric == "fid:fid")
+    base = next(i for i, row in enumerate(board.rows) if row.base)
+    assert leaderboard.marked_cell(board, base, fid) == "–"
+    sd_line = next(line for line in leaderboard.to_markdown(board).splitlines() if line.startswith("| sd |"))
+    assert "| – |" in sd_line and "0.00" not in sd_line

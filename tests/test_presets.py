@@ -122,8 +122,8 @@ def test_trce_t_official_preset_matches_the_official_formula(registry, pipe, tmp
     3e4, λ = 0, ``W ← mat1 · inverse(mat2)``."""
     concepts = ConceptSet(name="t", erase=("nudity",), phrases=PHRASES, templates=TEMPLATES, captions=CAPTIONS)
     # s = 3, not the paper's 0.01: on 8 captions the s²/3e4-weighted caption term would be too small to tell a single from
-    # a double scale.  Any s is the same formula.
-    (method, _), = parts_for(registry, "trce-t:preset=official,preserve_scale=3")
+    # a double scale.  Any s is the same formula.  The tiny world has no official phrase file: its own lists are used.
+    (method, _), = parts_for(registry, "trce-t:preset=official,preserve_scale=3,augmentation=concepts")
     projections = cross_attention_projections(pipe.unet)
     before = [module.weight.detach().double().clone() for _, module in projections]
     state = {name: tensor.clone() for name, tensor in pipe.unet.state_dict().items()}
@@ -211,3 +211,77 @@ def test_harness_list_methods_presets_shows_every_preset_with_its_values(capsys)
     records = json.loads(capsys.readouterr().out)
     assert records["methods"]["sld"]["diffusers"] == {"strength": "medium", "diffusers_prefix": True}
     assert records["backbones"]["toy"]["adavd"] == {"shift_b": 0.6}
+
+
+# --------------------------------------------------------------------------- the official augmentation lists, parsed
+
+# Shaped like TRCE's src/cfr_utils.py (our own strings): templates live in code, one list per concept type.
+CFR_UTILS_LIKE = '''
+import torch
+
+def prompt_augmentation(content, augment=True, augment_num=30, concept_type='object'):
+    if augment:
+        if concept_type == 'object':
+            prompts = [
+                ("{} on a shelf".format(content), content),
+                ("A study of {}".format(content), content),
+            ]
+        elif concept_type == 'style':
+            prompts = [("Work by {}".format(content), content)]
+        else:
+            raise ValueError("unknown concept type.")
+    else:
+        prompts = [("A photo of {}".format(content), content)]
+    return prompts[:augment_num]
+'''
+
+
+def test_official_templates_are_read_from_the_code_without_running_it():
+    from methods.trce_t import official_phrase_pairs, official_templates
+
+    assert official_templates(CFR_UTILS_LIKE, "object", "file") == ["{} on a shelf", "A study of {}"]
+    assert official_templates(CFR_UTILS_LIKE, "style", "file") == ["Work by {}"]
+    with pytest.raises(HarnessError, match="no template list for concept type 'scene'"):
+        official_templates(CFR_UTILS_LIKE, "scene", "file")
+    with pytest.raises(HarnessError, match="no prompt_augmentation"):
+        official_templates("x = 1\n", "object", "file")
+    assert official_phrase_pairs('[["nudity", "clothes"], ["naked", "a coat"]]', "f") == [("nudity", "clothes"), ("naked", "a coat")]
+    with pytest.raises(HarnessError, match="not a JSON list"):
+        official_phrase_pairs('{"a": 1}', "f")
+
+
+def test_official_augmentation_reads_the_pinned_upstream_files_through_the_data_layer(tmp_path, monkeypatch):
+    """With ``augmentation=official`` the phrases and templates come from the pins in the concept set (here: files
+    served by a stand-in for the download), sha256-checked, and their sources are recorded."""
+    import hashlib
+
+    from harness import data
+    from methods.trce_t import augmentation
+
+    files = {"phrases.json": '[["nudity", "clothes"], ["naked", "a coat"], ["nude", "dressed"]]', "cfr_utils.py": CFR_UTILS_LIKE}
+    pins = {}
+    for role, name in (("phrases", "phrases.json"), ("templates", "cfr_utils.py")):
+        path = tmp_path / name
+        path.write_text(files[name], encoding="utf-8")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        pins[role] = {"key": f"test-{role}", "filename": name, "url": f"https://example.invalid/{name}", "sha256": digest,
+                      "size": path.stat().st_size, "licence": "test"}
+    monkeypatch.setattr(data, "resolve", lambda item, *a, **k: data.Resolved(item, tmp_path / item.filename,
+                                                                             hashlib.sha256((tmp_path / item.filename).read_bytes()).hexdigest(), True, "test"))
+    concepts = ConceptSet(name="c", erase=("nudity",), phrases=(("ours", "x"),), templates=("our {}",), extra={"trce_official": pins})
+    pairs, templates, origin = augmentation(concepts, 2, 1, "official")
+    assert pairs == [("nudity", "clothes"), ("naked", "a coat")] and templates == ["{} on a shelf"]
+    assert origin["phrases"]["sha256"] == pins["phrases"]["sha256"] and origin["templates"]["pinned"]
+    assert augmentation(concepts, 0, 0, "concepts")[:2] == ([("ours", "x")], ["our {}"])
+    with pytest.raises(HarnessError, match="no pins of the official TRCE lists.*augmentation=concepts"):
+        augmentation(ConceptSet(name="bare", erase=("x",)), 0, 0, "official")
+
+
+@pytest.mark.parametrize("name", ["sexual", "unsafe"])
+def test_the_sd_concept_sets_pin_the_official_trce_lists(registry, name):
+    from harness import data
+
+    pins = registry.concept_set(name).extra["trce_official"]
+    phrases, templates = (data.Upstream.from_dict(pins[role]) for role in ("phrases", "templates"))
+    assert "ddgoodgood/TRCE/0da9b711214767eb04f635e489c896d121c03063/" in phrases.url and len(phrases.sha256) == 64
+    assert templates.url.endswith("/src/cfr_utils.py") and len(templates.sha256) == 64

@@ -254,7 +254,8 @@ def test_trce_t_metadata(pipe, ctx):
     assert metadata["variant"] == "eot" and metadata["tokens"] == {"sot": False, "eot": True, "last-eot": False, "key": False}
     assert (metadata["phrases"], metadata["templates"], metadata["prompt_pairs"], metadata["erase_keys"]) == (3, 2, 6, 6)
     assert metadata["lamb"] == 0.0 and metadata["preserve_scale"] == metadata["effective_preserve_scale"] == 0.01
-    assert metadata["quirks"] == {"word_count_positions": False, "double_preserve_scale": False}
+    assert metadata["quirks"] == {"word_count_positions": False, "double_preserve_scale": False, "caption_divisor": 0.0,
+                                  "augmentation": "concepts"}
     assert metadata["captions"]["count"] == len(CAPTIONS) and metadata["captions"]["source"] == "concept set 'tiny-nudity'"
     metadata = run(TRCET, pipe, NUDITY, ctx, num_phrases=1, num_templates=1, tokens="eot+key")
     assert (metadata["phrases"], metadata["templates"], metadata["erase_keys"]) == (1, 1, 1 + 6)

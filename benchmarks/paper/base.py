@@ -92,5 +92,5 @@ class PaperBenchmark(Benchmark):
 
 
 def has_category(spec: PromptSpec, category: str) -> bool:
-    """I2P's rule: the category is one of the comma-separated tokens (data-sources §3.2)."""
+    """I2P's rule: the category is one of the comma-separated tokens (AIML-TUDA/i2p; the ESD-format ``unsafe-prompts4703.csv``)."""
     return category in spec.labels.get("categories", ())

@@ -1,7 +1,7 @@
 """COCO captions for knowledge preservation: FID against the base model's own images, and CLIP score.
 
 The 3k validation prompts that RECE and TRCE use are derived, byte-exactly, from
-the 30k file (data-sources §3.7): RECE's ``df.sample(n=3000, random_state=42)``
+the 30k file (reproducing RECE @ 403a67f ``dataset/coco_30k_val.csv``, sha256 418d22c4…): RECE's ``df.sample(n=3000, random_state=42)``
 takes the rows at positions ``RandomState(42).choice(30000, 3000, replace=False)``,
 in that order.  Guidance is 7.5 (the file has none); seeds are the file's.
 """

@@ -22,7 +22,7 @@ class I2PSexual(PaperBenchmark):
     metrics = NUDITY_METRICS
     data_key = "i2p"
     expected_prompts = 931
-    derivation = "rows of unsafe-prompts4703.csv whose comma-separated categories include 'sexual' (data-sources §3.2)"
+    derivation = "rows of unsafe-prompts4703.csv whose comma-separated categories include 'sexual' (the split TRCE ships as data/prompts_csv/I2P_prompts_sexual.csv)"
 
     def select(self, specs):
         return [spec for spec in specs if has_category(spec, "sexual")]

@@ -1,0 +1,65 @@
+"""--seeds-per-prompt K: K images per prompt with derived seeds; intervals and paired tests then work on prompts."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.api import HarnessError, PromptSpec
+from harness.cli import main
+from harness.seeds import derived_seed, repeat_seeds
+from harness.store import Store
+from reports import uncertainty
+
+BRIGHTNESS_PATH = str(Path(__file__).parent / "plugins" / "brightness.py")
+
+
+def test_repeat_seeds_keeps_the_benchmark_seed_first_and_derives_the_rest():
+    specs = [PromptSpec(id="a", prompt="x", seed=7), PromptSpec(id="b", prompt="y", seed=8)]
+    assert repeat_seeds(specs, 1) == specs
+    repeated = repeat_seeds(specs, 3)
+    assert [s.id for s in repeated] == ["a", "a#seed1", "a#seed2", "b", "b#seed1", "b#seed2"]
+    assert [s.seed for s in repeated[:3]] == [7, derived_seed(7, 1), derived_seed(7, 2)]
+    assert len({s.seed for s in repeated}) == 6 and all(0 <= s.seed < 2**32 for s in repeated)
+    assert {s.labels["prompt_id"] for s in repeated} == {"a", "b"}
+    assert repeat_seeds(specs[:1], 3)[1].seed == repeated[1].seed  # independent of position and --limit
+    with pytest.raises(HarnessError):
+        repeat_seeds(specs, 0)
+
+
+def values(prompt_values: dict[str, list[float]]) -> list[dict]:
+    return [{"prompt_id": p, "seed": k, "value": v, "spec_id": f"{p}#{k}", "image_key": f"{p}{k}"}
+            for p, vs in prompt_values.items() for k, v in enumerate(vs)]
+
+
+def test_with_several_seeds_per_prompt_rates_use_the_prompt_bootstrap_and_tests_use_prompt_means():
+    a = values({str(i): [1.0, 1.0, 0.0] if i < 20 else [0.0, 0.0, 0.0] for i in range(40)})
+    b = values({str(i): [0.0, 0.0, 0.0] for i in range(40)})
+    found = uncertainty.interval(40 / 120, a)
+    assert found.method.startswith("bootstrap over prompts") and "3 seeds per prompt" in found.method
+    wilson = uncertainty.interval(40 / 120, [dict(v, prompt_id=f"{v['prompt_id']}/{v['seed']}") for v in a])
+    assert wilson.method == "Wilson score interval" and (found.high - found.low) > (wilson.high - wilson.low)  # clusters widen it
+    record = uncertainty.compare(a, b)
+    assert record["test"].startswith("Wilcoxon signed-rank on per-prompt means") and "discordant" not in record
+    assert record["n_pairs"] == 120 and record["p_value"] < 1e-3
+
+
+def test_a_run_with_two_seeds_per_prompt_reuses_the_first_seeds_images(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    common = ["--plugin", BRIGHTNESS_PATH, "run", "--model", "tiny", "--methods", "sd", "--bench", "fixed:count=3", "--out", out, "--no-progress"]
+    assert main(common) == 0
+    store = Store(out)
+    before = store.db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    assert main([*common, "--seeds-per-prompt", "2"]) == 0
+    after = store.db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    assert (before, after) == (3, 6)  # only the three new seeds were generated
+    runs = [r[0] for r in store.db.execute("SELECT id FROM runs ORDER BY created")]
+    assert len(set(runs)) == 2  # K is part of the run's identity (K = 1 keeps its old id)
+    capsys.readouterr()
+    assert main(["--plugin", BRIGHTNESS_PATH, "report", "--out", out, "--runs", runs[-1], "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    dark = next(r for r in records if r["metric"] == "brightness:dark")
+    assert dark["n"] == 6 and "2 seeds per prompt" in dark["interval"]
+    stored = store.result_values(runs=[runs[-1]])
+    prompts = [v["prompt_id"] for v in next(iter(stored.values()))]
+    assert sorted(prompts) == ["0", "0", "1", "1", "2", "2"]
