@@ -208,6 +208,9 @@ class Benchmark(Configurable):
     metrics: ClassVar[tuple[str, ...]] = ()  # "<scorer>:<metric id>"
     backbone: ClassVar[str | None] = None  # default backbone when the user gives no --model
     adversarial: ClassVar[bool] = False  # counted in the "Adv" average of reports
+    # Set by the planner to --limit: only the first N prompts are used, so a benchmark that reads its prompts in
+    # order may stop reading there (the csv benchmark does: `--limit 2` on a million-row file reads two rows).
+    prompt_limit: int | None = None
 
     def prompts(self) -> list[PromptSpec]:
         raise NotImplementedError

@@ -211,6 +211,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         bench = cls(build_params(cls, raw, selection.name))
         concept_name = config.concepts or getattr(bench.params, "concepts", None) or bench.concepts
         concepts = registry.concept_set(concept_name) if concept_name else ConceptSet(name="none")
+        bench.prompt_limit = config.limit
         specs = bench.prompts()
         if config.limit is not None:
             specs = specs[: config.limit]

@@ -464,3 +464,15 @@ def test_planning_imports_no_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "False" and "2 prompts" in result.stdout
+
+
+# --------------------------------------------------------------------------- fail fast
+
+
+def test_limit_stops_reading_the_csv_after_n_rows(tmp_path, registry):
+    """Rows after the limit are never parsed: a malformed row there does not matter with --limit 2, and does without."""
+    path = write_csv(tmp_path, rows="a cat,1\na dog,2\na cow,3\n" + '"unclosed,4\n' * 1000)
+    config = RunConfig(bench=f"csv:path={path},metrics=brightness:mean", model="tiny", device="cpu", out=str(tmp_path / "out"), limit=2)
+    assert [spec.prompt for spec in plan(config, registry).benchmarks[0].specs] == ["a cat", "a dog"]
+    with pytest.raises(HarnessError, match="malformed"):
+        plan(dataclasses.replace(config, limit=None), registry)
