@@ -23,7 +23,7 @@ from harness.registry import Registry, did_you_mean
 from harness.seeds import repeat_seeds
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
-from harness.validate import check_device, validate_specs
+from harness.validate import check_device, check_metric_labels, validate_specs
 
 SCORE_CHUNK = 32
 
@@ -238,6 +238,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
     backbone = registry.get("backbones", backbone_name)()
     for planned in benchmarks:
         validate_specs(planned.label, planned.specs, backbone)
+        check_metric_labels(registry, planned.label, planned.benchmark, planned.specs)
     backbone.check(model)
 
     # Methods after the backbone: a backbone may preset their parameters (the toy world's learning rates).
