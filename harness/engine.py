@@ -22,6 +22,7 @@ from itertools import groupby
 from harness import integrity, recover
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
+from harness.cost import counted_evaluations
 from harness.lazy import resolve_pipeline
 from harness.store import Store
 
@@ -226,6 +227,7 @@ class ModelStates:
         state = ActiveState(key=key, label=label)
         ctx = self.context()
         erase_seconds = 0.0  # cumulative over the parts, so a composition's state carries its whole cost
+        erase_evals = {"unet": 0, "text_encoder": 0}
         for (method, part_label), key_after in zip(parts, self.chain_keys(parts, concepts)):
             if key_after is None:  # the base model: same state, same images
                 state.metadata.append({"method": part_label, "kind": "none"})
@@ -241,9 +243,12 @@ class ModelStates:
                     metadata = _json(row["metadata"])
                 else:
                     started = time.perf_counter()
-                    metadata = method.edit(self.pipe, concepts, ctx) or {}
+                    with counted_evaluations() as evaluations:
+                        metadata = method.edit(self.pipe, concepts, ctx) or {}
                     # Recorded once, when computed: a cached delta later reports the cost it had then.
-                    metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device}
+                    metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device,
+                                "erase_unet_evals": erase_evals["unet"] + evaluations["unet"],
+                                "erase_text_encoder_evals": erase_evals["text_encoder"] + evaluations["text_encoder"]}
                     self.edits_run += 1
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
@@ -265,6 +270,7 @@ class ModelStates:
             if hooks is not None:
                 state.hooks.append(hooks)
             erase_seconds = float(metadata.get("erase_seconds", erase_seconds))
+            erase_evals = {kind: int(metadata.get(f"erase_{kind}_evals", count)) for kind, count in erase_evals.items()}
             state.metadata.append({"method": part_label, **metadata})
         state.key = key
         return state
@@ -301,6 +307,7 @@ class Engine:
         self.show_progress = show_progress
         self.unet_calls = 0  # forward passes of the UNet, for tests and cost accounting
         self._embeddings: dict[tuple[str, str], object] = {}
+        self.on_step = None  # called with a fraction of an image after each denoising step (the progress bar)
         self.prompt_tokens: dict[str, int] = {}  # prompt -> its length in tokens, uncut ([SoT] and [EoT] included)
         self.token_limit: int | None = None  # the text encoder's context (77 for SD's CLIP)
         self.scheduler_config = scheduler_config if scheduler_config is not None else public_config(self.pipe.scheduler.config)
@@ -367,16 +374,23 @@ class Engine:
         with tqdm(total=len(todo), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
             for index in sorted(mine):
                 batch = batches[index]
-                images = self.sample([spec for _, spec in batch], state)
+                self.on_step = bar.update if self.show_progress else None
+                try:
+                    images = self.sample([spec for _, spec in batch], state)
+                finally:
+                    self.on_step = None
                 rows, files = [], []
-                for (key, spec), image in zip(batch, images):
-                    buffer = io.BytesIO()
-                    tokens = {"prompt_tokens": self.prompt_tokens.get(spec.prompt), "token_limit": self.token_limit}
-                    row = (key, state.key, {**spec.as_dict(), **tokens}, evals_per_image(spec))
-                    image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
-                    files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
-                    rows.append(row)
-                self.store.add_images(rows, files=files)
+                try:
+                    for (key, spec), image in zip(batch, images):
+                        buffer = io.BytesIO()
+                        tokens = {"prompt_tokens": self.prompt_tokens.get(spec.prompt), "token_limit": self.token_limit}
+                        row = (key, state.key, {**spec.as_dict(), **tokens}, evals_per_image(spec))
+                        image.save(buffer, format="PNG", pnginfo=recover.png_info(*row[1:]))  # the row survives a lost database
+                        files.append(self.store.files.write(self.store.image_path(key), buffer.getvalue(), kind=integrity.IMAGE, record=False))
+                        rows.append(row)
+                finally:  # a write that fails mid-batch (full disk) keeps the images written before it
+                    if rows:
+                        self.store.add_images(rows, files=files)
                 changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
                 if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
                     self.store.forget_raw_scores(changed)
@@ -489,6 +503,8 @@ class Engine:
                         noise_uncond, noise_cond = both.chunk(2)
                         noise = noise_uncond + guidance * (noise_cond - noise_uncond)
                     latents = scheduler.step(noise, timestep, latents).prev_sample
+                    if self.on_step is not None:  # the bar moves per denoising step, not once per (long) batch
+                        self.on_step(len(specs) / len(scheduler.timesteps))
                 decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
         finally:
             for hooks in state.hooks:

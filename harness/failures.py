@@ -65,6 +65,9 @@ def user_error(err: BaseException) -> str | None:
         return "out of GPU memory; lower --batch-size (or use --dtype float16)"
     if isinstance(err, OSError):
         return describe_os_error(err)
+    if type(err).__name__ == "OperationalError" and any(text in str(err) for text in ("disk is full", "disk I/O error")):
+        # sqlite3's own words for ENOSPC/EIO: each transaction rolled back whole, so the store is consistent.
+        return f"the results database could not be written ({err}); free some disk space, then run the same command again"
     return None
 
 

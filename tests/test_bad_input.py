@@ -426,3 +426,63 @@ def test_prompts_cut_by_the_text_encoder_are_counted_per_benchmark(tmp_path, cap
     assert "Truncated: 2 of 3" in markdown
     assert "a&lt;i&gt;b\\*c\\*.csv" in markdown.splitlines()[0] and "<i>" not in markdown  # the name, escaped
 
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+def test_the_progress_bar_moves_with_every_denoising_step(tiny, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    from harness.engine import ActiveState, Defaults, Engine
+    from harness.store import Store
+
+    updates = []
+    original = tqdm.auto.tqdm.update
+    monkeypatch.setattr(tqdm.auto.tqdm, "update", lambda bar, n=1: (updates.append(n), original(bar, n))[1])
+    engine = Engine(tiny, Store(tmp_path / "out"), "fingerprint", Defaults(4, 16, 16), "cpu", "float32", batch_size=8, show_progress=True)
+    specs = [PromptSpec(id=str(i), prompt="a cat", seed=i) for i in range(8)]
+    engine.generate(specs, ActiveState(key="sd", label="sd"))
+    steps = [n for n in updates if n]
+    assert steps[:4] == [2.0, 2.0, 2.0, 2.0]  # one batch of 8 images, 4 steps: the bar moves 4 times, not once
+    assert sum(updates) == 8
+
+
+def test_planning_imports_no_torch(tmp_path):
+    """The plan prints before torch is imported (seconds on a loaded machine), so a typo is answered at once."""
+    import subprocess
+    import sys
+
+    path = write_csv(tmp_path)
+    code = (
+        "import sys\n"
+        "from harness.plugins import PluginHost\nfrom harness.registry import Registry\nfrom harness.runner import RunConfig, plan, describe_plan\n"
+        f"registry = Registry(PluginHost([{BRIGHTNESS!r}]))\n"
+        f"planned = plan(RunConfig(bench='csv:path={path},metrics=brightness:mean', model='tiny', device='cpu', out={str(tmp_path / 'o')!r}), registry)\n"
+        "print(describe_plan(planned))\nprint('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False" and "2 prompts" in result.stdout
+
+
+# --------------------------------------------------------------------------- fail fast
+
+
+def test_limit_stops_reading_the_csv_after_n_rows(tmp_path, registry):
+    """Rows after the limit are never parsed: a malformed row there does not matter with --limit 2, and does without."""
+    path = write_csv(tmp_path, rows="a cat,1\na dog,2\na cow,3\n" + '"unclosed,4\n' * 1000)
+    config = RunConfig(bench=f"csv:path={path},metrics=brightness:mean", model="tiny", device="cpu", out=str(tmp_path / "out"), limit=2)
+    assert [spec.prompt for spec in plan(config, registry).benchmarks[0].specs] == ["a cat", "a dog"]
+    with pytest.raises(HarnessError, match="malformed"):
+        plan(dataclasses.replace(config, limit=None), registry)
+
+
+def test_a_metric_that_needs_labels_the_csv_lacks_fails_at_plan_time(tmp_path, registry):
+    path = write_csv(tmp_path)
+    config = RunConfig(bench=f"csv:path={path},metrics=q16:inappropriate|q16:inappropriate-sexual", model="tiny", device="cpu",
+                       out=str(tmp_path / "out"))
+    with pytest.raises(HarnessError, match=r"metric q16:inappropriate-sexual needs the label 'categories' on every prompt; .* has none on 2 of 2"):
+        plan(config, registry)
+    labelled = write_csv(tmp_path, header="prompt,evaluation_seed,categories", rows='a cat,1,"sexual, violence"\na dog,2,\n')
+    assert plan(dataclasses.replace(config, bench=f"csv:path={labelled},metrics=q16:inappropriate-sexual"), registry).benchmarks[0].specs
