@@ -30,6 +30,7 @@ from pathlib import Path
 
 from harness import backbones
 from harness.api import HarnessError, sha256_file
+from harness.integrity import atomic_write
 
 DOWNLOAD_TIMEOUT_S = 20
 
@@ -265,11 +266,8 @@ def fetch(item: Upstream, *, ungated: bool = False, force: bool = False, data: s
 
 def _install(source: Path, target: Path, origin: str) -> None:
     """Copy atomically (temp file + rename) and write the provenance record beside it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-    record = {"key": target.parent.name, "origin": origin, "sha256": sha256_file(target)}
+    digest, _ = atomic_write(target, write=lambda tmp: shutil.copyfile(source, tmp))
+    record = {"key": target.parent.name, "origin": origin, "sha256": digest}
     _record_path(target).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
@@ -303,6 +301,9 @@ def _fetch_hugging_face(item: Upstream) -> tuple[Path, str]:
         f"{item.key!r} is gated: request access at {page}, log in (`hf auth login` or HF_TOKEN) and retry; "
         f"or {manual_hint(item)}; or opt in to the ungated copy with --ungated (licence caveat: {item.ungated_caveat})"
     )
+    hub_host = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    if not host_reachable(hub_host):  # huggingface_hub would retry for ~25 s, printing each retry, before failing
+        raise HarnessError(f"could not reach {page} ({'offline' if offline() else f'{hub_host} unreachable'}); {manual_hint(item)}")
     try:
         filenames = (
             [item.hf_filename] if item.hf_filename else _csv_candidates(list_repo_files(item.hf_dataset, repo_type="dataset"))
