@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.api import AdversarialPrompt, Attack, ConceptSet, HarnessError, PromptSpec, sha256_json
+from harness.integrity import atomic_write
 from harness.registry import did_you_mean
 from harness.spec import Selection, build_params, parse_selections
-from harness.store import Store, atomic_write_bytes
+from harness.store import Store
 
 COST_FIELDS = ("attack_steps", "text_encoder_evals", "unet_evals", "wall_s")
 
@@ -333,7 +334,7 @@ def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: Conc
     export_path = None
     if export_dir is not None:
         export_path = Path(export_dir) / f"{_file_name(label)}-{set_key[:12]}.csv"
-        atomic_write_bytes(export_path, export_csv(adversarial_specs).encode("utf-8"))
+        atomic_write(export_path, export_csv(adversarial_specs).encode("utf-8"))
     if todo or store.attack_set(set_key) is None:
         store.add_attack_set(set_key, attack.name, attack.params_dict(), attack.version, state_key, concepts.name, sources_hash,
                              len(specs), total, str(export_path or ""))
