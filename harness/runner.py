@@ -16,7 +16,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 
-from harness import integrity
+from harness import integrity, threads
 from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
@@ -365,6 +365,7 @@ class Runner:
 
         plan, store = self.plan, self.store
         matmul = matmul_precision(plan.device, plan.dtype)
+        thread_choice = threads.configure()  # before any torch work, fingerprinting included
         # Loaded only when something must be generated or erased: a finished matrix costs no model loading.
         self.source = pipe = self.source or PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
                                                            device=plan.device, dtype=plan.dtype, store=store)
@@ -372,6 +373,7 @@ class Runner:
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, fingerprint)
         manifest["matmul_precision"] = matmul
+        manifest["threads"] = thread_choice
         store.write_manifest(plan.run_id, manifest)
         show = plan.config.show_progress
         self.states = ModelStates(pipe, store, fingerprint, plan.backbone_name, plan.device, plan.dtype, show_progress=show)
