@@ -6,7 +6,10 @@
 # 1. with TRAIN=1 only: trains the toy world from scratch on cuda and calibrates it (minutes of device time);
 # 2. runs every method on the committed toy world with --device cuda --dtype float16, with the toy presets of
 #    tests/test_toy_finetune.py and tests/test_toy_sampling_time.py (device and dtype bugs show up here);
-# 3. measures throughput (engine vs the authors' loop) on cuda/float16.
+# 3. measures throughput (engine vs the authors' loop) on cuda/float16, on the tiny pipeline;
+# 4. the SD-size perf suite (tests/perf/test_sd_perf.py: SD-1.4 architecture, random weights, 512 px, 30 DDIM steps,
+#    CFG): engine vs authors' loop, batch-size sweep, SDPA backends and MFU in float16, then the engine test in
+#    float32 + TF32.  Every step has its own timeout; together they stay under 8 minutes (default RUN_TIMEOUT 120).
 # Missing packages (diffusers, nudenet) travel as wheels in .whl/ (see README of the device tool).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
@@ -33,11 +36,19 @@ if [ "${TRAIN:-0}" = 1 ]; then
 fi
 
 step "every method on the toy world (toy backbone presets), cuda/float32+TF32"
-timeout ${RUN_TIMEOUT:-240} harness run --methods "${GPU_METHODS:-sd,uce,rece,trce-t,trce-v,trce,esd-u,sld,safree,speed,adavd}" \
+timeout ${RUN_TIMEOUT:-120} harness run --methods "${GPU_METHODS:-sd,uce,rece,trce-t,trce-v,trce,esd-u,sld,safree,speed,adavd}" \
     --bench toy-explicit,toy-implicit,toy-preserve --limit 100 --device cuda --out /tmp/gpu-run --no-progress \
     2>&1 | tee "$OUT/toy-run.log"
 
 step "throughput on cuda/float16"
-timeout 60 python3 -m pytest tests/perf/test_engine_perf.py -k engine --device cuda --dtype float16 --benchmark-only -s -q -p no:cacheprovider \
+timeout 45 python3 -m pytest tests/perf/test_engine_perf.py -k engine --device cuda --dtype float16 --benchmark-only -s -q -p no:cacheprovider \
     2>&1 | tail -15 | tee "$OUT/perf.log"
+
+step "SD-size perf suite on cuda/float16"
+timeout 150 python3 -m pytest tests/perf/test_sd_perf.py --device cuda --dtype float16 --benchmark-only -s -q -p no:cacheprovider \
+    --benchmark-json "$OUT/sd-perf-float16.json" 2>&1 | grep -v "^\s*$" | tail -25 | tee "$OUT/sd-perf-float16.log"
+
+step "SD-size engine vs authors' loop on cuda/float32 + TF32"
+timeout 120 python3 -m pytest tests/perf/test_sd_perf.py -k engine_vs --device cuda --dtype float32 --benchmark-only -s -q -p no:cacheprovider \
+    --benchmark-json "$OUT/sd-perf-float32.json" 2>&1 | grep -v "^\s*$" | tail -12 | tee "$OUT/sd-perf-float32.log"
 step done

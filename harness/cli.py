@@ -169,6 +169,7 @@ def _run_config(args):
 
 def cmd_run(args, registry: Registry) -> int:
     from harness import distributed, runner
+    from harness.store import Store
 
     planned = runner.plan(_run_config(args), registry)
     if args.dry_run:
@@ -181,8 +182,9 @@ def cmd_run(args, registry: Registry) -> int:
             return 0  # a rank other than 0: its images are made, rank 0 reports
         finished, active = done
     else:
-        active = runner.Runner(planned)  # opens the store: an unwritable --out fails here, before any output
+        store = Store(planned.config.out)  # an unwritable --out fails here, before any output
         print(runner.describe_plan(planned), file=sys.stderr)
+        active = runner.Runner(planned, store=store)  # the plan shows before a first run loads the pipeline for its fingerprint
         finished = active.execute()
     store = active.store
     summary = registry.host.hook.summarize_run(store=store, run_id=finished)  # the reports plugin prints the leaderboard
@@ -202,36 +204,21 @@ def cmd_erase(args, registry: Registry) -> int:
     from harness.engine import ModelStates, pipeline_fingerprint
     from harness.store import Store
 
-    config = runner.RunConfig(methods=args.method, bench="", model=args.model, sets=args.set, device=args.device, dtype=args.dtype, out=args.out)
-    items = runner.parse_selections(args.method, "--method")
-    if len(items) != 1:
-        raise HarnessError("harness erase takes one method (a composition a+b is fine)")
-    overrides = runner.parse_set_options(config.sets)
-    backbone_name, model = (args.model, None) if args.model in registry.entries["backbones"] else ("sd14", args.model)
-    backbone = registry.get("backbones", backbone_name)()
-    parts = []
-    for selection in items[0]:  # with the backbone's presets for its methods, as `harness run` applies them
-        parts.extend(runner.expand_method(registry, selection, overrides, args.method, backbone=backbone))
-    if any(part.kind == "inference" for part, _ in parts):
-        raise HarnessError(f"{args.method} changes sampling, not weights; there is no checkpoint to export")
+    planned, target = runner.plan_erase(registry, method=args.method, sets=args.set, model=args.model, device=args.device, dtype=args.dtype)
     concepts = registry.concept_set(args.concepts)
-    backbone.check(model)
-    device = args.device or runner._default_device()
-    runner.check_device(device)
-    dtype = args.dtype or "float32"
     if os.path.exists(args.save) and os.listdir(args.save):
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
-    runner.matmul_precision(device, dtype)
-    pipe = backbone.load(model, device, dtype)
+    runner.matmul_precision(target.device, target.dtype)
+    pipe = target.backbone.load(target.model, target.device, target.dtype)
     store = Store(args.out)
     fingerprint = pipeline_fingerprint(pipe)
-    states = ModelStates(pipe, store, fingerprint, backbone_name, device, dtype)
-    state = states.activate(parts, concepts, args.method)
+    states = ModelStates(pipe, store, fingerprint, target.backbone_name, target.device, target.dtype)
+    state = states.activate(planned.parts, concepts, planned.label)
     pipe.save_pretrained(args.save, safe_serialization=True)
     with open(os.path.join(args.save, "erasure.json"), "w", encoding="utf-8") as handle:
         # backbone_fingerprint lets `--methods checkpoint:path=DIR` refuse this folder on another base model.
-        json.dump({"method": args.method, "concepts": concepts.name, "backbone": backbone_name, "model": model, "model_state": state.key,
-                   "backbone_fingerprint": fingerprint, "metadata": state.metadata}, handle, indent=2, default=str)
+        json.dump({"method": args.method, "concepts": concepts.name, "backbone": target.backbone_name, "model": target.model,
+                   "model_state": state.key, "backbone_fingerprint": fingerprint, "metadata": state.metadata}, handle, indent=2, default=str)
     print(f"saved the {args.method}-erased pipeline to {args.save} (load it with StableDiffusionPipeline.from_pretrained)")
     return 0
 

@@ -215,7 +215,7 @@ def run_data_parallel(plan, world: World):
     from harness.lazy import PipelineSource
     from harness.runner import Runner, describe_plan, matmul_precision
 
-    plan = dataclasses.replace(plan, device=rank_device(plan.device, world))
+    plan = dataclasses.replace(plan, target=dataclasses.replace(plan.target, device=rank_device(plan.device, world)))
     dist = _collectives(plan.device)
     config = plan.config
     main_store = Store(config.out) if world.is_main else None
@@ -279,9 +279,10 @@ def run_data_parallel(plan, world: World):
     ingest_pending_images(main_store)
     main_store.close()
     dist.destroy_process_group()
-    runner = Runner(plan)  # the single-process pass: every image exists, so it only links, scores and stores
-    source.store = runner.store
-    runner.source = source  # a backbone that cannot be fingerprinted unloaded is not loaded twice
+    # The single-process pass: every image exists, so it only links, scores and stores.  It takes this source, so a
+    # backbone that cannot be fingerprinted unloaded is not loaded twice.
+    source.store = Store(plan.config.out)
+    runner = Runner(plan, store=source.store, source=source)
     run_id = runner.execute()
     manifest_path = runner.store.run_dir(run_id) / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

@@ -22,6 +22,7 @@ from itertools import groupby
 from harness import integrity, recover
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
+from harness.cost import counted_evaluations
 from harness.lazy import resolve_pipeline
 from harness.store import Store
 
@@ -226,6 +227,7 @@ class ModelStates:
         state = ActiveState(key=key, label=label)
         ctx = self.context()
         erase_seconds = 0.0  # cumulative over the parts, so a composition's state carries its whole cost
+        erase_evals = {"unet": 0, "text_encoder": 0}
         for (method, part_label), key_after in zip(parts, self.chain_keys(parts, concepts)):
             if key_after is None:  # the base model: same state, same images
                 state.metadata.append({"method": part_label, "kind": "none"})
@@ -241,9 +243,12 @@ class ModelStates:
                     metadata = _json(row["metadata"])
                 else:
                     started = time.perf_counter()
-                    metadata = method.edit(self.pipe, concepts, ctx) or {}
+                    with counted_evaluations() as evaluations:
+                        metadata = method.edit(self.pipe, concepts, ctx) or {}
                     # Recorded once, when computed: a cached delta later reports the cost it had then.
-                    metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device}
+                    metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device,
+                                "erase_unet_evals": erase_evals["unet"] + evaluations["unet"],
+                                "erase_text_encoder_evals": erase_evals["text_encoder"] + evaluations["text_encoder"]}
                     self.edits_run += 1
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
@@ -265,6 +270,7 @@ class ModelStates:
             if hooks is not None:
                 state.hooks.append(hooks)
             erase_seconds = float(metadata.get("erase_seconds", erase_seconds))
+            erase_evals = {kind: int(metadata.get(f"erase_{kind}_evals", count)) for kind, count in erase_evals.items()}
             state.metadata.append({"method": part_label, **metadata})
         state.key = key
         return state

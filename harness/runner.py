@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from harness import integrity, threads
-from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MetricRef, PromptSpec, sha256_json
+from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MethodKind, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.seeds import repeat_seeds
@@ -59,18 +59,47 @@ class PlannedBenchmark:
     specs: list[PromptSpec]
 
 
+@dataclass(frozen=True)
+class Target:
+    """What the edits and images are made on: the backbone (its name, the plugin instance, the model it loads) on a
+    device in a dtype.  ``harness run`` and ``harness erase`` resolve it the same way (``resolve_target``)."""
+
+    backbone_name: str
+    backbone: Backbone
+    model: str | None  # hub id or folder for the backbone to load; None: the backbone's own default
+    device: str
+    dtype: str
+
+
 @dataclass
 class Plan:
     config: RunConfig
     registry: Registry
-    backbone_name: str
-    backbone: object
-    model: str | None
-    device: str
-    dtype: str
+    target: Target
     methods: list[PlannedMethod]
     benchmarks: list[PlannedBenchmark]
     run_id: str
+
+    # The target's fields, read where a plan is at hand.
+    @property
+    def backbone_name(self) -> str:
+        return self.target.backbone_name
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.target.backbone
+
+    @property
+    def model(self) -> str | None:
+        return self.target.model
+
+    @property
+    def device(self) -> str:
+        return self.target.device
+
+    @property
+    def dtype(self) -> str:
+        return self.target.dtype
 
 
 # --------------------------------------------------------------------------- planning
@@ -180,32 +209,57 @@ def _default_device() -> str:
 
 
 def plan(config: RunConfig, registry: Registry) -> Plan:
+    """Resolve and check everything ``harness run`` will do, before any model is loaded; one step per concern."""
+    _check_config(config)
+    overrides = parse_set_options(config.sets)
+    method_items = parse_selections(config.methods, "--methods")
+    check_methods(registry, method_items, overrides)  # names and parameters first; expanded again once the backbone is known
+    check_overrides(registry, overrides)
+    benchmarks = share_concepts(resolve_benchmarks(registry, config, overrides))
+    target = resolve_target(registry, model=config.model, device=config.device, dtype=config.dtype,
+                            expected={planned.benchmark.backbone or DEFAULT_BACKBONE for planned in benchmarks})
+    for planned in benchmarks:
+        validate_specs(planned.label, planned.specs, target.backbone)
+    methods = resolve_methods(registry, method_items, overrides, target.backbone)
+    check_concepts_named(methods, benchmarks)
+    return Plan(config, registry, target, methods, benchmarks, derive_run_id(config, target, methods, benchmarks))
+
+
+DEFAULT_BACKBONE = "sd14"  # any SD-1.x hub id or diffusers folder given to --model is loaded by it
+
+
+def _check_config(config: RunConfig) -> None:
     if config.limit is not None and config.limit < 1:
         raise HarnessError(f"--limit must be a positive number of prompts per benchmark; got {config.limit}")
     if config.batch_size is not None and config.batch_size < 1:
         raise HarnessError(f"--batch-size must be at least 1; got {config.batch_size}")
     if not config.bench:
         raise HarnessError("choose at least one benchmark with --bench (see `harness list benchmarks`)")
-    overrides = parse_set_options(config.sets)
 
-    method_items = parse_selections(config.methods, "--methods")
-    for item in method_items:  # every method name and parameter checked first; expanded again once the backbone is known
+
+def check_methods(registry: Registry, method_items: list[list[Selection]], overrides: dict) -> None:
+    """Every method name and parameter of ``--methods``, checked without a backbone (whose presets come later)."""
+    for item in method_items:
         for selection in item:
             expand_method(registry, selection, overrides, selection.name)
 
+
+def check_overrides(registry: Registry, overrides: dict) -> None:
+    """Every ``--set``, even for a plugin not selected in this run: a typo must not pass silently."""
     known_targets = set(registry.entries["methods"]) | set(registry.entries["benchmarks"])
     for name, values in overrides.items():
         if name not in known_targets:
             raise HarnessError(f"--set names {name!r}, which is neither a method nor a benchmark{did_you_mean(name, known_targets)}")
-        # Check every --set now, even for a plugin not selected in this run: a typo must not pass silently.
         if name in registry.entries["methods"]:
             expand_method(registry, Selection(name, values), {}, name)
         else:
             build_params(registry.get("benchmarks", name), values, name)
 
+
+def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -> list[PlannedBenchmark]:
+    """Each benchmark of ``--bench`` (groups expanded) with its parameters, concept set and prompts (``--limit`` applied)."""
     benchmarks = []
-    bench_selections = _expand_benchmarks(registry, parse_selections(config.bench, "--bench"))
-    for selection in bench_selections:
+    for selection in _expand_benchmarks(registry, parse_selections(config.bench, "--bench")):
         cls = registry.get("benchmarks", selection.name)
         raw = {**overrides.get(selection.name, {}), **selection.params}
         bench = cls(build_params(cls, raw, selection.name))
@@ -218,28 +272,46 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         if not specs:
             raise HarnessError(f"benchmark {selection.name!r} has no prompts")
         benchmarks.append(PlannedBenchmark(Selection(selection.name, raw).label(), bench, concepts, specs))
+    return benchmarks
 
-    # A benchmark that names no concept set (COCO: preservation) measures whatever the run erases.
+
+def share_concepts(benchmarks: list[PlannedBenchmark]) -> list[PlannedBenchmark]:
+    """A benchmark that names no concept set (COCO: preservation) measures whatever the run erases."""
     named = {planned.concepts.name: planned.concepts for planned in benchmarks if planned.concepts.name != "none"}
-    if len(named) == 1:
-        (only,) = named.values()
-        benchmarks = [dataclasses.replace(planned, concepts=only) if planned.concepts.name == "none" else planned for planned in benchmarks]
+    if len(named) != 1:
+        return benchmarks
+    (only,) = named.values()
+    return [dataclasses.replace(planned, concepts=only) if planned.concepts.name == "none" else planned for planned in benchmarks]
 
-    if config.model in registry.entries["backbones"]:
-        backbone_name, model = config.model, None
-    elif config.model:
-        backbone_name, model = "sd14", config.model  # any SD-1.x hub id or diffusers folder
+
+def resolve_target(registry: Registry, *, model: str | None, device: str | None, dtype: str | None,
+                   expected: set[str] | None = None) -> Target:
+    """The backbone, device and dtype: ``--model`` names a backbone or a model for ``sd14``; without it, the backbone
+    the benchmarks expect (``expected``).  Checked now (offline hub, missing folder, device), so nothing fails later."""
+    if model in registry.entries["backbones"]:
+        backbone_name, model = model, None
+    elif model:
+        backbone_name = DEFAULT_BACKBONE
     else:
-        wanted = {planned.benchmark.backbone or "sd14" for planned in benchmarks}
+        wanted = set(expected or {DEFAULT_BACKBONE})
         if len(wanted) > 1:
             raise HarnessError(f"these benchmarks expect different backbones ({', '.join(sorted(wanted))}); run them separately or pass --model")
-        backbone_name, model = wanted.pop(), None
+        backbone_name = wanted.pop()
     backbone = registry.get("backbones", backbone_name)()
-    for planned in benchmarks:
-        validate_specs(planned.label, planned.specs, backbone)
     backbone.check(model)
+    device = device or _default_device()
+    check_device(device)
+    # float32 everywhere by default (TF32 matmuls on CUDA, see ``matmul_precision``): a fine-tuned update of ~1e-6
+    # survives it, while float16 rounds most of them away.  --dtype float16 remains a deliberate speed choice.
+    dtype = dtype or "float32"
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise HarnessError(f"--dtype must be float32, float16 or bfloat16; got {dtype!r}")
+    return Target(backbone_name, backbone, model, device, dtype)
 
-    # Methods after the backbone: a backbone may preset their parameters (the toy world's learning rates).
+
+def resolve_methods(registry: Registry, method_items: list[list[Selection]], overrides: dict, backbone: Backbone) -> list[PlannedMethod]:
+    """Each item of ``--methods`` as instances in application order; after the backbone, which may preset parameters
+    (the toy world's learning rates)."""
     methods = []
     for item in method_items:
         label = "+".join(selection.label() for selection in item)
@@ -247,38 +319,55 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         for selection in item:
             parts.extend(expand_method(registry, selection, overrides, label, backbone=backbone))
         methods.append(PlannedMethod(label=label, parts=parts))
+    return methods
 
+
+def check_concepts_named(methods: list[PlannedMethod], benchmarks: list[PlannedBenchmark]) -> None:
+    """A method that erases needs a concept set on every benchmark it runs on."""
     for method in methods:
         for part, part_label in method.parts:
-            if part.kind != "none":
-                for planned in benchmarks:
-                    if planned.concepts.name == "none":
-                        raise HarnessError(
-                            f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; "
-                            "pass --concepts NAME (or run it together with the benchmarks of one concept set)"
-                        )
+            if part.kind == MethodKind.NONE:
+                continue
+            for planned in benchmarks:
+                if planned.concepts.name == "none":
+                    raise HarnessError(
+                        f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; "
+                        "pass --concepts NAME (or run it together with the benchmarks of one concept set)"
+                    )
 
-    device = config.device or _default_device()
-    check_device(device)
-    # float32 everywhere by default (TF32 matmuls on CUDA, see ``matmul_precision``): a fine-tuned update of ~1e-6
-    # survives it, while float16 rounds most of them away.  --dtype float16 remains a deliberate speed choice.
-    dtype = config.dtype or "float32"
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise HarnessError(f"--dtype must be float32, float16 or bfloat16; got {dtype!r}")
 
+def derive_run_id(config: RunConfig, target: Target, methods: list[PlannedMethod], benchmarks: list[PlannedBenchmark]) -> str:
+    """``--run-name``, else derived from the configuration, so the same command resumes the same run."""
+    if config.run_name is not None:
+        return check_name(config.run_name, "--run-name")
     identity = {
         "model": config.model,
-        "backbone": backbone_name,
+        "backbone": target.backbone_name,
         "methods": [m.label for m in methods],
         "benchmarks": [b.label for b in benchmarks],
         "concepts": [b.concepts.fingerprint() for b in benchmarks],
         "limit": config.limit,
-        "dtype": dtype,
+        "dtype": target.dtype,
     }
     if config.seeds_per_prompt != 1:  # only then: a K = 1 run keeps the id it always had
         identity["seeds_per_prompt"] = config.seeds_per_prompt
-    run_id = check_name(config.run_name, "--run-name") if config.run_name is not None else f"run-{sha256_json(identity)[:12]}"
-    return Plan(config, registry, backbone_name, backbone, model, device, dtype, methods, benchmarks, run_id)
+    return f"run-{sha256_json(identity)[:12]}"
+
+
+def plan_erase(registry: Registry, *, method: str, sets: list[str], model: str | None, device: str | None,
+               dtype: str | None) -> tuple[PlannedMethod, Target]:
+    """``harness erase``: the same resolution as ``plan`` for one method (or composition) on one target."""
+    overrides = parse_set_options(sets)
+    items = parse_selections(method, "--method")
+    if len(items) != 1:
+        raise HarnessError("harness erase takes one method (a composition a+b is fine)")
+    check_methods(registry, items, overrides)
+    check_overrides(registry, overrides)
+    target = resolve_target(registry, model=model, device=device, dtype=dtype)
+    (planned,) = resolve_methods(registry, items, overrides, target.backbone)
+    if any(part.kind == MethodKind.INFERENCE for part, _ in planned.parts):
+        raise HarnessError(f"{method} changes sampling, not weights; there is no checkpoint to export")
+    return planned, target
 
 
 # --------------------------------------------------------------------------- execution
@@ -344,14 +433,32 @@ def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
 
 
 class Runner:
-    def __init__(self, plan: Plan):
-        self.plan = plan
-        self.store = Store(plan.config.out)
-        self.scorers: dict[str, object] = {}
-        self.truncated: dict[str, dict] = {}  # benchmark label -> {"count", "of", "limit"}: prompts cut by the text encoder
-        self.source = None  # the backbone's harness.lazy.PipelineSource (made in execute unless given)
+    """Executes a plan.  Everything it works with exists from construction on: the store, the (lazily loaded)
+    pipeline, the model states and the engine; the weights load only when something must be generated or erased."""
+
+    def __init__(self, plan: Plan, store: Store | None = None, source=None):
+        from harness.engine import Defaults, Engine, ModelStates
+        from harness.lazy import PipelineSource
         from harness.overlap import OverlapStats
 
+        self.plan = plan
+        self.store = store = store if store is not None else Store(plan.config.out)
+        self.scorers: dict[str, object] = {}
+        self.truncated: dict[str, dict] = {}  # benchmark label -> {"count", "of", "limit"}: prompts cut by the text encoder
+        target, show = plan.target, plan.config.show_progress
+        self.matmul_precision = matmul_precision(target.device, target.dtype)
+        self.threads = threads.configure()  # before any torch work, fingerprinting included
+        # ``source``: a harness.lazy.PipelineSource already made (the data-parallel pass), so nothing loads twice.
+        self.source = source or PipelineSource(backbone=target.backbone, backbone_name=target.backbone_name, model=target.model,
+                                               device=target.device, dtype=target.dtype, store=store)
+        # The fingerprint comes from the store when this backbone was seen before; otherwise this loads the pipeline.
+        self.backbone_fingerprint, scheduler_config = self.source.fingerprint()
+        self.states = ModelStates(self.source, store, self.backbone_fingerprint, target.backbone_name, target.device, target.dtype,
+                                  show_progress=show)
+        backbone = target.backbone
+        self.engine = Engine(self.source, store, self.backbone_fingerprint, Defaults(backbone.steps, backbone.height, backbone.width),
+                             target.device, target.dtype, batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show,
+                             scheduler_config=scheduler_config)
         self.overlap = OverlapStats()  # scoring hidden behind generation, summed over the run's cells
 
     def scorer(self, name: str):
@@ -360,26 +467,12 @@ class Runner:
         return self.scorers[name]
 
     def execute(self):
-        from harness.engine import Defaults, Engine, ModelStates
-        from harness.lazy import PipelineSource
-
         plan, store = self.plan, self.store
-        matmul = matmul_precision(plan.device, plan.dtype)
-        thread_choice = threads.configure()  # before any torch work, fingerprinting included
-        # Loaded only when something must be generated or erased: a finished matrix costs no model loading.
-        self.source = pipe = self.source or PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
-                                                           device=plan.device, dtype=plan.dtype, store=store)
-        fingerprint, scheduler_config = pipe.fingerprint()
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
-        manifest = _manifest(plan, fingerprint)
-        manifest["matmul_precision"] = matmul
-        manifest["threads"] = thread_choice
+        manifest = _manifest(plan, self.backbone_fingerprint)
+        manifest["matmul_precision"] = self.matmul_precision
+        manifest["threads"] = self.threads
         store.write_manifest(plan.run_id, manifest)
-        show = plan.config.show_progress
-        self.states = ModelStates(pipe, store, fingerprint, plan.backbone_name, plan.device, plan.dtype, show_progress=show)
-        backbone = plan.backbone
-        self.engine = Engine(pipe, store, fingerprint, Defaults(backbone.steps, backbone.height, backbone.width), plan.device, plan.dtype,
-                             batch_size=plan.config.batch_size or backbone.batch_size, show_progress=show, scheduler_config=scheduler_config)
         states_metadata = {}
         for method in plan.methods:
             by_concepts: dict[str, list[PlannedBenchmark]] = {}
@@ -543,7 +636,7 @@ class Runner:
 def display_label(registry: Registry, kind: str, label: str) -> str:
     """A stored label as a paper writes it: "TRCE (T+V)", "UCE (lamb=0.1)", "UCE + SLD".
 
-    Each part takes its class's ``display_name`` (its registered name if it has none), followed by its parameters.
+    Each part takes its class's ``display_name`` (its name if it has none or names no plugin), then its parameters.
     """
     (parts,) = parse_selections(label, f"{kind} label")
     shown = []
@@ -551,7 +644,9 @@ def display_label(registry: Registry, kind: str, label: str) -> str:
         if part.params.get("label"):  # a plugin's `label=` parameter (checkpoint) is the name the user gave the row
             shown.append(part.params["label"])
             continue
-        title = getattr(registry.get(kind, part.name), "display_name", "") or part.name
+        # A label that names no plugin is shown as written.
+        known = part.name in registry.entries[kind]
+        title = (getattr(registry.get(kind, part.name), "display_name", "") if known else "") or part.name
         params = Selection(part.name, part.params).label().partition(":")[2]
         shown.append(f"{title} ({params})" if params else title)
     return " + ".join(shown)

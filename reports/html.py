@@ -118,8 +118,10 @@ def leaderboard_table(board: Leaderboard) -> str:
     for row_index, row in enumerate(board.rows):
         out.append(f'<tr class="{"base" if row.base else ""}"><td class="method" title="{_e(row.method)}">{_e(row.display or row.method)}</td>')
         out += [_cell(board, row_index, i, i in starts) for i in order]
+        time_text, _, evals = format_erase_cost(row).partition(", ")
         device = f" ({row.erase_device})" if row.erase_device and row.erase_seconds is not None else ""
-        out.append(f'<td class="start">{format_cost(row)}</td><td>{_e(format_erase_cost(row) + device)}</td>'
+        erase = _e(time_text + device) + (f'<span class="ci">{_e(evals)}</span>' if evals else "")
+        out.append(f'<td class="start">{format_cost(row)}</td><td>{erase}</td>'
                    f'<td class="text">{_e(row.provenance)}</td></tr>')
     out.append("</tbody></table></div>")
     out.append(f'<p class="note">{_e(rule_text(board))} The base model (grey row) is the reference. Rates are percentages of '

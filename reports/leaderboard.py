@@ -91,6 +91,8 @@ class Row:
     # The erasure's cost as recorded in its model state when it was computed: wall seconds and device.
     erase_seconds: float | None = None
     erase_device: str | None = None
+    erase_unet_evals: int | None = None  # UNet and text-encoder forward calls the erasure made (all parts of a composition)
+    erase_text_encoder_evals: int | None = None
 
 
     @property
@@ -291,6 +293,8 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
         metadata = row.get("state_metadata") or {}
         if metadata.get("erase_seconds") is not None:
             method.erase_seconds, method.erase_device = float(metadata["erase_seconds"]), metadata.get("erase_device")
+            method.erase_unet_evals = metadata.get("erase_unet_evals")
+            method.erase_text_encoder_evals = metadata.get("erase_text_encoder_evals")
         if row.get("unet_evals_per_image"):
             costs.setdefault(row["method"], {})[row["benchmark"]] = row["unet_evals_per_image"]
     for name, per_bench in costs.items():
@@ -503,7 +507,10 @@ def format_erase_cost(row: Row) -> str:
     seconds = row.erase_seconds
     if seconds is None:
         return "–"
-    return f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
+    text = f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
+    if row.erase_unet_evals is not None:
+        text += f", {row.erase_unet_evals} UNet / {row.erase_text_encoder_evals} TE evals"
+    return text
 
 
 def shown_number(value: float, column: Column, decimals: int = 2) -> float:
@@ -516,12 +523,14 @@ def shown_number(value: float, column: Column, decimals: int = 2) -> float:
 def to_csv(board: Leaderboard) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method"] + [c.key for c in board.columns] + ["unet_evals_per_image", "erase_seconds", "erase_device", "provenance", "runs"])
+    writer.writerow(["method"] + [c.key for c in board.columns]
+                    + ["unet_evals_per_image", "erase_seconds", "erase_device", "erase_unet_evals", "erase_text_encoder_evals", "provenance", "runs"])
     for row in board.rows:
         cost = "" if row.unet_evals_per_image is None else repr(row.unet_evals_per_image)
         erase = "" if row.erase_seconds is None else repr(row.erase_seconds)
         writer.writerow([row.method] + ["" if v is None else repr(v) for v in row.values]
-                        + [cost, erase, row.erase_device or "", row.provenance, " ".join(row.runs)])
+                        + [cost, erase, row.erase_device or "", "" if row.erase_unet_evals is None else row.erase_unet_evals,
+                           "" if row.erase_text_encoder_evals is None else row.erase_text_encoder_evals, row.provenance, " ".join(row.runs)])
     return buffer.getvalue()
 
 
@@ -561,6 +570,8 @@ def to_json(board: Leaderboard, results: list[dict], intervals: dict | None = No
                 "unet_evals_per_image": row.unet_evals_per_image,
                 "erase_seconds": row.erase_seconds,
                 "erase_device": row.erase_device,
+                "erase_unet_evals": row.erase_unet_evals,
+                "erase_text_encoder_evals": row.erase_text_encoder_evals,
                 "base": row.base,
                 "runs": row.runs,
                 "values": {c.key: _finite_or_none(v) for c, v in zip(board.columns, row.values)},
