@@ -62,8 +62,11 @@ class CsvTable:
         return f"{self.path}, row {index + 1} (line {self.start_lines[index]})"
 
 
-def read_csv_table(path: str | Path) -> CsvTable:
-    """Read every cell as text.  A row with the wrong number of cells is an error, blank lines are skipped."""
+def read_csv_table(path: str | Path, max_rows: int | None = None) -> CsvTable:
+    """Read every cell as text.  A row with the wrong number of cells is an error, blank lines are skipped.
+
+    ``max_rows``: stop after that many rows (the file is read as a stream, so the rest is never parsed).
+    """
     path = Path(path)
     try:
         handle = open(path, encoding="utf-8-sig", newline="")  # utf-8-sig drops a byte-order mark if there is one
@@ -85,6 +88,8 @@ def read_csv_table(path: str | Path) -> CsvTable:
                 raise HarnessError(f"{path}: column(s) {duplicated} appear more than once in the header {header}")
             previous_line = reader.line_num
             for cells in reader:
+                if max_rows is not None and len(rows) >= max_rows:
+                    break
                 start_line = previous_line + 1
                 previous_line = reader.line_num
                 if not cells:  # a blank line
@@ -257,9 +262,10 @@ def specs_from_table(
     return specs
 
 
-def read_prompt_csv(path: str | Path, columns: Columns = Columns(), required: Iterable[str] = (), **options) -> list[PromptSpec]:
+def read_prompt_csv(path: str | Path, columns: Columns = Columns(), required: Iterable[str] = (), max_rows: int | None = None,
+                    **options) -> list[PromptSpec]:
     """Read a prompt CSV into specs.  ``required`` lists columns that must exist beyond the prompt (and seed)."""
-    table = read_csv_table(path)
+    table = read_csv_table(path, max_rows=max_rows)
     require_columns(table, required)
     return specs_from_table(table, columns, **options)
 
@@ -303,7 +309,8 @@ class CsvBenchmark(Benchmark):
     def prompts(self) -> list[PromptSpec]:
         columns = Columns(prompt=self.params.prompt_column)
         return read_prompt_csv(
-            self._path(), columns, default_seed=self.params.seed, default_guidance=self.params.guidance, size=self.params.size
+            self._path(), columns, max_rows=self.prompt_limit, default_seed=self.params.seed, default_guidance=self.params.guidance,
+            size=self.params.size,
         )
 
     def source(self) -> dict:

@@ -93,6 +93,9 @@ class Metric:
     # What the number is, stored with every result so that reports format it without the plugin: "rate" (a fraction
     # in [0, 1], shown as a percentage), "score" (a number on the metric's own scale), "count", or "distance" (FID).
     unit: str = "score"
+    # Labels every prompt must carry for this metric (e.g. I2P's "categories"): checked when the run is planned,
+    # so a prompt file without them fails in a second instead of after generation.
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.unit not in METRIC_UNITS:
@@ -208,6 +211,9 @@ class Benchmark(Configurable):
     metrics: ClassVar[tuple[str, ...]] = ()  # "<scorer>:<metric id>"
     backbone: ClassVar[str | None] = None  # default backbone when the user gives no --model
     adversarial: ClassVar[bool] = False  # counted in the "Adv" average of reports
+    # Set by the planner to --limit: only the first N prompts are used, so a benchmark that reads its prompts in
+    # order may stop reading there (the csv benchmark does: `--limit 2` on a million-row file reads two rows).
+    prompt_limit: int | None = None
 
     def prompts(self) -> list[PromptSpec]:
         raise NotImplementedError

@@ -23,7 +23,7 @@ from harness.registry import Registry, did_you_mean
 from harness.seeds import repeat_seeds
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
-from harness.validate import check_device, validate_specs
+from harness.validate import check_device, check_metric_labels, validate_specs
 
 SCORE_CHUNK = 32
 
@@ -220,6 +220,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
                             expected={planned.benchmark.backbone or DEFAULT_BACKBONE for planned in benchmarks})
     for planned in benchmarks:
         validate_specs(planned.label, planned.specs, target.backbone)
+        check_metric_labels(registry, planned.label, planned.benchmark, planned.specs)
     methods = resolve_methods(registry, method_items, overrides, target.backbone)
     check_concepts_named(methods, benchmarks)
     return Plan(config, registry, target, methods, benchmarks, derive_run_id(config, target, methods, benchmarks))
@@ -265,6 +266,7 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
         bench = cls(build_params(cls, raw, selection.name))
         concept_name = config.concepts or getattr(bench.params, "concepts", None) or bench.concepts
         concepts = registry.concept_set(concept_name) if concept_name else ConceptSet(name="none")
+        bench.prompt_limit = config.limit
         specs = bench.prompts()
         if config.limit is not None:
             specs = specs[: config.limit]

@@ -203,3 +203,17 @@ def check_device(device: str) -> None:
             raise _error(f"--device {device}: Apple's MPS backend is not available here; use --device cpu")
     elif parsed.type != "cpu":
         raise _error(f"--device {device}: the harness runs on cpu, cuda or mps")
+
+
+def check_metric_labels(registry, label: str, benchmark, specs) -> None:
+    """Every label a benchmark's metrics read must be on every prompt: found now, not after generation."""
+    for ref in benchmark.metric_refs():
+        if ref.scorer not in registry.entries["scorers"]:
+            continue  # an unknown scorer is reported where scorers are resolved
+        metric = registry.get("scorers", ref.scorer)(device="cpu").metric(ref.metric)
+        for name in getattr(metric, "labels", ()):
+            missing = [spec.id for spec in specs if name not in spec.labels]
+            if missing:
+                raise _error(f"metric {ref} needs the label {name!r} on every prompt; benchmark {label!r} has none on "
+                             f"{len(missing)} of {len(specs)} prompts (first: {missing[0]}); add a {name!r} column to the prompt file "
+                             "or choose another metric")

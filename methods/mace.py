@@ -2,23 +2,24 @@
 
 Official code: Shilin-LU/MACE @ 057e7a6 (``training.py`` → ``src/cfr_lora_training.py``, ``src/fuse_lora_close_form.py``,
 ``src/cfr_utils.py``).  MACE erases each concept in three steps; every step changes only the cross-attention key and
-value projections ``W`` (``attn2.to_k``, ``attn2.to_v``):
+value projections ``W`` (``attn2.to_k``, ``attn2.to_v``).  The paper's section and equation numbers could not be checked
+offline here, so each equation is named ((CFR), (L_attn), (IS), (FUSE)) and tied to the official file it comes from:
 
-1. **Closed-form refinement (CFR, §3.2, Eq. 4–5).**  Concept prompts ``o`` ("a photo of nudity") and the same prompts
+1. **Closed-form refinement** (``cfr_utils.closed_form_refinement``).  Concept prompts ``o`` ("a photo of nudity") and the same prompts
    with the mapping phrase ``n`` ("a photo of a person wearing clothes") are aligned token by token: the common prefix,
    the common suffix and the padding tail are kept, the differing middle (the concept words themselves) is dropped.
    The residual *context* the concept leaves in the words around it (causal attention) is what CFR rewrites:
 
-       W ← (λW + Σ_{pairs, t} (W n_t) o_tᵀ + s·Σ_p W⁰ p pᵀ) · (λI + Σ_{pairs, t} o_t o_tᵀ + s·Σ_p p pᵀ)⁻¹          (Eq. 5)
+       W ← (λW + Σ_{pairs, t} (W n_t) o_tᵀ + s·Σ_p W⁰ p pᵀ) · (λI + Σ_{pairs, t} o_t o_tᵀ + s·Σ_p p pᵀ)⁻¹          (CFR)
 
    with ``p`` every token row of the preservation captions (MS-COCO in the paper), λ = 0.
-2. **Target-concept erasure with LoRA (§3.3, Eq. 6–7).**  For each concept a rank-1 LoRA on the cross-attention keys
+2. **Target-concept erasure with LoRA** (``cfr_lora_training.py``, ``AttnController.loss``).  For each concept a rank-1 LoRA on the cross-attention keys
    of the refined model is trained so that the concept's tokens receive no attention inside the concept's region:
 
-       L_i = Σ_layers ‖ A_l[mask, concept positions] ‖_F                                                      (Eq. 7)
+       L_i = Σ_layers ‖ A_l[mask, concept positions] ‖_F                                                      (L_attn)
 
    ``A_l`` are the cross-attention probabilities of layer ``l`` for a noised image of the concept (DDPM, t ~ U[0, T),
-   or the importance sampling of Eq. 8 with ``importance_sampling``), ``mask`` the concept's pixels.  MACE takes the
+   or the importance sampling (IS) with ``importance_sampling``), ``mask`` the concept's pixels.  MACE takes the
    mask from Grounded-SAM on 8 generated images per concept; that cannot run offline, so the mask source is the
    parameter ``masks`` (our variant, recorded in the metadata):
    ``attention`` (default): the concept tokens' cross-attention map of the *original* model on the generated image
@@ -26,11 +27,11 @@ value projections ``W`` (``attn2.to_k``, ``attn2.to_v``):
    ``files:DIR``: the user's own images and masks, ``DIR/<concept>/<k>.png`` with ``DIR/<concept>/<k>_mask.png``
    (white = concept), e.g. from MACE's own Grounded-SAM data preparation.  The concept positions are its word tokens
    plus, with ``use_pooler`` (official default), the first [EoT], which summarises the prompt.
-3. **Closed-form multi-LoRA fusion (§3.4, Eq. 9–10).**  Each concept's LoRA is folded into its own copy of the refined
+3. **Closed-form multi-LoRA fusion** (``fuse_lora_close_form.py``).  Each concept's LoRA is folded into its own copy of the refined
    weights ``W_i = W + ΔW_i``; one matrix then reproduces every ``W_i`` on its own concept's prompts ``c`` (all token
    rows) while keeping the original outputs on the captions:
 
-       W* = (λW + Σ_i Σ_c W_i c cᵀ + s_f·Σ_p W⁰ p pᵀ) · (λI + Σ_i Σ_c c cᵀ + s_f·Σ_p p pᵀ)⁻¹                (Eq. 10)
+       W* = (λW + Σ_i Σ_c W_i c cᵀ + s_f·Σ_p W⁰ p pᵀ) · (λI + Σ_i Σ_c c cᵀ + s_f·Σ_p p pᵀ)⁻¹                (FUSE)
 
 Preservation scale units.  The official cache sums over all 616,767 MS-COCO 2014 train+val captions and multiplies by
 ``s`` (explicit content: 7e-7).  Here the caption statistics are averaged per caption and multiplied by
@@ -109,7 +110,7 @@ class MACE(Method):
         masks: str = "attention"  # attention | none | files:DIR (our variant of Grounded-SAM masks)
         mask_threshold: float = param(0.5, ge=0, le=1)  # attention masks: normalised map ≥ this
         use_pooler: bool = True  # the first [EoT] counts as a concept position
-        importance_sampling: bool = False  # Eq. 8 timestep distribution (official: art only)
+        importance_sampling: bool = False  # (IS) timestep distribution (official: art only)
         num_templates: int = param(0, ge=0)  # templates per concept, 0 = all of the concept set's
         sampling_steps: int = param(30, ge=1)  # data generation (paper: 30 steps, DPM-Solver; here DDIM)
         guidance: float = param(7.5, ge=0)
@@ -147,7 +148,7 @@ class MACE(Method):
             totals = caption_statistics(pipe, captions, ctx)
             preserve = totals.scaled(1 / totals.count)
 
-        # 1. CFR (Eq. 5): aligned context rows of o → the mapped prompt's values, preserving the captions.
+        # 1. (CFR): aligned context rows of o → the mapped prompt's values, preserving the captions.
         keys, values = [], []
         for concept in targets:
             concept_keys, concept_values = aligned_rows(pipe, concept.pairs)
@@ -159,14 +160,14 @@ class MACE(Method):
                                solver=params.solver, precision=row_precision(pipe))
         refined = {name: module.weight.detach().float().clone() for name, module in projections}
 
-        # 2. One LoRA per concept on the refined model (Eq. 7).
+        # 2. One LoRA per concept on the refined model (L_attn).
         deltas, histories = [], []
         for concept, (latents, masks) in zip(targets, data):
             delta, history = train_concept_lora(pipe, ctx, concept, latents, masks, params)
             deltas.append(delta)
             histories.append(history)
 
-        # 3. Closed-form fusion (Eq. 10).
+        # 3. Closed-form fusion (FUSE).
         fusion = fuse(pipe, projections, targets, deltas, refined, original, preserve, params)
         return {
             "method": "mace",
@@ -283,7 +284,7 @@ def cross_attention_modules(unet) -> list[tuple[str, torch.nn.Module]]:
 
 
 def attention_loss(probabilities: list[torch.Tensor], mask: torch.Tensor, positions: list[int]) -> torch.Tensor:
-    """Eq. 7: Σ_layers ‖A_l[mask, positions]‖_F, the mask resized (nearest) to each layer's resolution."""
+    """(L_attn): Σ_layers ‖A_l[mask, positions]‖_F, the mask resized (nearest) to each layer's resolution."""
     total = probabilities[0].new_zeros(())
     for layer in probabilities:
         side = int(round(layer.shape[1] ** 0.5))
@@ -382,7 +383,7 @@ def files_data(pipe, folder: Path, count: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def importance_weights(num_timesteps: int) -> torch.Tensor:
-    """Eq. 8 (``cfr_utils.importance_sampling_fn``): p(t) ∝ σ(0.05(t − 200)) − σ(0.05(t − 400))."""
+    """(IS) (``cfr_utils.importance_sampling_fn``): p(t) ∝ σ(0.05(t − 200)) − σ(0.05(t − 400))."""
     t = torch.arange(num_timesteps, dtype=torch.float64)
     weights = torch.sigmoid(0.05 * (t - 200)) - torch.sigmoid(0.05 * (t - 400))
     return weights / weights.sum()
@@ -445,7 +446,7 @@ def train_concept_lora(pipe, ctx, concept: Concept, latents: torch.Tensor, masks
 
 @torch.no_grad()
 def fuse(pipe, projections, targets: list[Concept], deltas: list[dict], refined: dict, original: dict, preserve, params) -> dict:
-    """Eq. 10, per matrix: W* = (λW + Σ_i W_i C_i + s_f W⁰ P) · (λI + Σ_i C_i + s_f P)⁻¹ with C_i over all rows of i's prompts."""
+    """(FUSE), per matrix: W* = (λW + Σ_i W_i C_i + s_f W⁰ P) · (λI + Σ_i C_i + s_f P)⁻¹ with C_i over all rows of i's prompts."""
     moments = []
     for concept in targets:
         rows = encode_prompts(pipe, [o for o, _ in concept.pairs]).embeddings.flatten(0, 1)

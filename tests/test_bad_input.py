@@ -464,3 +464,46 @@ def test_planning_imports_no_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "False" and "2 prompts" in result.stdout
+
+
+# --------------------------------------------------------------------------- fail fast
+
+
+def test_limit_stops_reading_the_csv_after_n_rows(tmp_path, registry):
+    """Rows after the limit are never parsed: a malformed row there does not matter with --limit 2, and does without."""
+    path = write_csv(tmp_path, rows="a cat,1\na dog,2\na cow,3\n" + '"unclosed,4\n' * 1000)
+    config = RunConfig(bench=f"csv:path={path},metrics=brightness:mean", model="tiny", device="cpu", out=str(tmp_path / "out"), limit=2)
+    assert [spec.prompt for spec in plan(config, registry).benchmarks[0].specs] == ["a cat", "a dog"]
+    with pytest.raises(HarnessError, match="malformed"):
+        plan(dataclasses.replace(config, limit=None), registry)
+
+
+def test_a_metric_that_needs_labels_the_csv_lacks_fails_at_plan_time(tmp_path, registry):
+    path = write_csv(tmp_path)
+    config = RunConfig(bench=f"csv:path={path},metrics=q16:inappropriate|q16:inappropriate-sexual", model="tiny", device="cpu",
+                       out=str(tmp_path / "out"))
+    with pytest.raises(HarnessError, match=r"metric q16:inappropriate-sexual needs the label 'categories' on every prompt; .* has none on 2 of 2"):
+        plan(config, registry)
+    labelled = write_csv(tmp_path, header="prompt,evaluation_seed,categories", rows='a cat,1,"sexual, violence"\na dog,2,\n')
+    assert plan(dataclasses.replace(config, bench=f"csv:path={labelled},metrics=q16:inappropriate-sexual"), registry).benchmarks[0].specs
+
+
+def test_fetching_a_gated_set_with_the_hub_unreachable_fails_at_once_without_retries(tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    from harness import backbones
+
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
+    for name in ("HF_HUB_OFFLINE", "HARNESS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    probes = []
+    monkeypatch.setattr(backbones, "host_reachable", lambda host, timeout=1.5: probes.append(host) and False)
+
+    def no_hub_call(*args, **kwargs):  # the hub client retries for ~25 s, printing each retry
+        raise AssertionError("the hub must not be called when its host is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub_call)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", no_hub_call)
+    code, stdout, stderr = cli(capsys, "data", "fetch", "mma")
+    assert_one_line_failure(code, stdout, stderr, as_json=False)
+    assert probes == ["huggingface.co"] and "(huggingface.co unreachable)" in stderr and "--data PATH" in stderr

@@ -1,4 +1,4 @@
-"""MACE's maths on the tiny backbone: token alignment (CFR), the attention loss (Eq. 7), the LoRA, the fusion (Eq. 10)."""
+"""MACE's maths on the tiny backbone: token alignment (CFR), the attention loss (L_attn), the LoRA, the fusion (FUSE)."""
 
 import copy
 
@@ -96,7 +96,7 @@ def test_the_probe_reproduces_diffusers_attention_and_its_lora_equals_a_key_weig
         torch.testing.assert_close(with_lora, merged(latents, 10, encoder_hidden_states=context).sample)
 
 
-def test_importance_sampling_concentrates_on_the_middle_timesteps_of_eq_8():
+def test_importance_sampling_concentrates_on_the_middle_timesteps():
     weights = importance_weights(1000)
     assert abs(float(weights.sum()) - 1) < 1e-9
     assert 200 <= int(weights.argmax()) <= 400
@@ -134,7 +134,7 @@ def test_the_lora_lowers_the_concept_attention_it_is_trained_on(tiny, ctx):
     assert history["steps"] == 40
 
 
-def test_fusion_solves_the_normal_equations_of_eq_10(tiny):
+def test_fusion_solves_its_normal_equations(tiny):
     unet = copy.deepcopy(tiny.unet)
     pipe = copy.copy(tiny)
     pipe.unet = unet

@@ -146,6 +146,7 @@ class Q16Scorer(Scorer):
                     f"fraction of images classified inappropriate by {unit}, among prompts whose I2P categories include {category!r}",
                     values=category_rate(category),
                     unit="rate",
+                    labels=("categories",),
                 )
             )
         return views

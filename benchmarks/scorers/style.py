@@ -65,6 +65,7 @@ class StyleJudge(Scorer):
                 f"fraction of the erased artist's images that {self.judge} still attributes to that artist",
                 values=accuracy_erased,
                 unit="rate",
+                labels=("artist", "erased_artist", "artist_candidates"),
             ),
             Metric(
                 "acc-u",
@@ -73,6 +74,7 @@ class StyleJudge(Scorer):
                 f"fraction of the other artists' images that {self.judge} attributes to their own artist",
                 values=accuracy_unerased,
                 unit="rate",
+                labels=("artist", "erased_artist", "artist_candidates"),
             ),
         ]
 
