@@ -23,6 +23,7 @@ from pathlib import Path
 
 from harness.api import HarnessError
 from harness.distributed import PENDING_DIR  # rows a data-parallel rank left for its rank 0: never merged
+from harness.integrity import atomic_write
 from harness.store import Store
 
 # Columns that say when or where an entry was made, not what it is: never a conflict.
@@ -165,10 +166,7 @@ def merge(sources: list[str | Path], into: str | Path) -> dict[str, int]:
             finally:
                 source.close()
         for destination, source_file in plan.files.items():
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            temporary = destination.with_name(f".{destination.name}.merge.tmp")
-            shutil.copyfile(source_file, temporary)
-            temporary.replace(destination)
+            atomic_write(destination, write=lambda tmp, source_file=source_file: shutil.copyfile(source_file, tmp))
             copied.append(destination)
         with target.transaction():
             for table, rows in plan.rows.items():

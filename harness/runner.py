@@ -8,15 +8,13 @@ as soon as it is done; re-running the same command resumes.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import io
 import os
-import platform
 import sys
 import warnings
 from dataclasses import dataclass, field
 
-from harness import integrity
+from harness import integrity, threads
 from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MethodKind, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
@@ -24,6 +22,7 @@ from harness.seeds import repeat_seeds
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
 from harness.validate import check_device, check_metric_labels, validate_specs
+from harness.versions import environment_versions
 
 SCORE_CHUNK = 32
 
@@ -390,20 +389,10 @@ def matmul_precision(device: str, dtype: str) -> str:
     return "tf32"
 
 
-def _versions() -> dict:
-    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for dist in ("erasure-harness", "torch", "diffusers", "transformers", "nudenet", "torchmetrics", "pluggy"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
-    return versions
-
-
 def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
     return {
         "run_id": plan.run_id,
-        "versions": _versions(),
+        "versions": environment_versions(),
         "config": dataclasses.asdict(plan.config),
         "backbone": {"name": plan.backbone_name, "model": plan.model or plan.backbone.default_model, "fingerprint": backbone_fingerprint},
         "device": plan.device,
@@ -449,6 +438,7 @@ class Runner:
         self.truncated: dict[str, dict] = {}  # benchmark label -> {"count", "of", "limit"}: prompts cut by the text encoder
         target, show = plan.target, plan.config.show_progress
         self.matmul_precision = matmul_precision(target.device, target.dtype)
+        self.threads = threads.configure()  # before any torch work, fingerprinting included
         # ``source``: a harness.lazy.PipelineSource already made (the data-parallel pass), so nothing loads twice.
         self.source = source or PipelineSource(backbone=target.backbone, backbone_name=target.backbone_name, model=target.model,
                                                device=target.device, dtype=target.dtype, store=store)
@@ -472,6 +462,7 @@ class Runner:
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, self.backbone_fingerprint)
         manifest["matmul_precision"] = self.matmul_precision
+        manifest["threads"] = self.threads
         store.write_manifest(plan.run_id, manifest)
         states_metadata = {}
         for method in plan.methods:
