@@ -303,6 +303,9 @@ def _fetch_hugging_face(item: Upstream) -> tuple[Path, str]:
         f"{item.key!r} is gated: request access at {page}, log in (`hf auth login` or HF_TOKEN) and retry; "
         f"or {manual_hint(item)}; or opt in to the ungated copy with --ungated (licence caveat: {item.ungated_caveat})"
     )
+    hub_host = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    if not host_reachable(hub_host):  # huggingface_hub would retry for ~25 s, printing each retry, before failing
+        raise HarnessError(f"could not reach {page} ({'offline' if offline() else f'{hub_host} unreachable'}); {manual_hint(item)}")
     try:
         filenames = (
             [item.hf_filename] if item.hf_filename else _csv_candidates(list_repo_files(item.hf_dataset, repo_type="dataset"))

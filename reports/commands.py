@@ -186,8 +186,8 @@ def write_per_image(rows: list[dict], path: Path) -> None:
 
         try:
             pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS)).to_parquet(path, index=False)
-        except ImportError as err:
-            raise HarnessError(f"pandas cannot write Parquet here ({err}); install pyarrow or write a .csv") from None
+        except ImportError:
+            raise HarnessError(f"--per-image {path}: pandas has no Parquet engine here; install pyarrow, or write a .csv") from None
         return
     if path.suffix.lower() != ".csv":
         raise HarnessError(f"--per-image {path}: write a .csv or .parquet file")

@@ -486,3 +486,24 @@ def test_a_metric_that_needs_labels_the_csv_lacks_fails_at_plan_time(tmp_path, r
         plan(config, registry)
     labelled = write_csv(tmp_path, header="prompt,evaluation_seed,categories", rows='a cat,1,"sexual, violence"\na dog,2,\n')
     assert plan(dataclasses.replace(config, bench=f"csv:path={labelled},metrics=q16:inappropriate-sexual"), registry).benchmarks[0].specs
+
+
+def test_fetching_a_gated_set_with_the_hub_unreachable_fails_at_once_without_retries(tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    from harness import backbones
+
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
+    for name in ("HF_HUB_OFFLINE", "HARNESS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    probes = []
+    monkeypatch.setattr(backbones, "host_reachable", lambda host, timeout=1.5: probes.append(host) and False)
+
+    def no_hub_call(*args, **kwargs):  # the hub client retries for ~25 s, printing each retry
+        raise AssertionError("the hub must not be called when its host is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub_call)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", no_hub_call)
+    code, stdout, stderr = cli(capsys, "data", "fetch", "mma")
+    assert_one_line_failure(code, stdout, stderr, as_json=False)
+    assert probes == ["huggingface.co"] and "(huggingface.co unreachable)" in stderr and "--data PATH" in stderr

@@ -25,6 +25,9 @@ def online(monkeypatch):
     """Allow 'downloads'; every URL in these tests is a local file:// URL."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HARNESS_OFFLINE", raising=False)
+    from harness import backbones
+
+    monkeypatch.setattr(backbones, "host_reachable", lambda host, timeout=1.5: True)  # the hub calls are mocked too
 
 
 def pinned_item(monkeypatch, key="test-rab", path=RAB, **changes):

@@ -72,3 +72,42 @@ def test_rate_records_carry_wilson_export_reproduces_and_compare_is_exact_mcnema
         assert record["p_value"] == pytest.approx(expected, rel=1e-12)
         print(f"{record['benchmark']} {record['metric']}: uce {record['value_a']:.4f} trce-t {record['value_b']:.4f} "
               f"discordant {record['discordant']} p = {record['p_value']:.4g}")
+
+
+@pytest.fixture(scope="module")
+def toy_store_4x5(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy-4x5") / "out"
+    code = main(["run", "--methods", "sd,uce,rece,trce-t", "--bench", "toy-explicit,toy-synonym,toy-implicit,toy-implicit-heldout,toy-preserve",
+                 "--limit", "8", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert main(["report", "--out", str(out), "--format", "latex,html"]) == 0
+    return out / "report"
+
+
+def test_a_4_method_5_benchmark_toy_report_fits_the_page_and_the_window(toy_store_4x5, tmp_path):
+    import re
+    import shutil
+    import subprocess
+
+    from test_html_fit import PROBE, chromium
+    from test_latex_fit import overfull_boxes
+
+    tables = toy_store_4x5 / "tables.tex"
+    assert r"\begin{table*}" in (toy_store_4x5 / "table1.tex").read_text()
+    if shutil.which("pdflatex"):
+        for path in toy_store_4x5.glob("*.tex"):
+            shutil.copy(path, tmp_path)
+        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tables.name], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert [p for p in overfull_boxes((tmp_path / "tables.log").read_text(errors="replace")) if p > 1.0] == []
+    browser = chromium()
+    if browser:
+        page = tmp_path / "probe.html"
+        page.write_text((toy_store_4x5 / "report.html").read_text().replace("</body>", PROBE))
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1000", "--virtual-time-budget=5000"]
+        dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+        probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S).group(1).replace("&quot;", '"'))
+        assert probe["right"] <= 1280 and probe["rows"] == 4 + 2, probe
+    if not shutil.which("pdflatex") and not browser:
+        pytest.skip("neither pdflatex nor chromium is installed")

@@ -163,3 +163,19 @@ def test_long_results_csv_has_one_row_per_result_with_interval(small_store, caps
     assert list(rows[0]) == ["run", "method", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "lower_is_better"]
     assert len(rows) == 8 and all(float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"]) for r in rows)
     assert {r["lower_is_better"] for r in rows} == {"1"}
+
+
+def test_export_refuses_an_unknown_format_and_writes_or_refuses_parquet_in_one_line(small_store, capsys, tmp_path):
+    assert main(["export", "--out", str(small_store), "--per-image", str(tmp_path / "values.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "write a .csv or .parquet file" in err and len(err.strip().splitlines()) == 1
+    code = main(["export", "--out", str(small_store), "--per-image", str(tmp_path / "values.parquet")])
+    err = capsys.readouterr().err
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        assert code == 2 and "install pyarrow, or write a .csv" in err and len(err.strip().splitlines()) == 1
+    else:
+        import pandas as pd
+
+        assert code == 0 and len(pd.read_parquet(tmp_path / "values.parquet")) == 8 * 60 - 4 * 20
