@@ -30,6 +30,7 @@ from pathlib import Path
 
 from harness import backbones
 from harness.api import HarnessError, sha256_file
+from harness.integrity import atomic_write
 
 DOWNLOAD_TIMEOUT_S = 20
 
@@ -265,11 +266,8 @@ def fetch(item: Upstream, *, ungated: bool = False, force: bool = False, data: s
 
 def _install(source: Path, target: Path, origin: str) -> None:
     """Copy atomically (temp file + rename) and write the provenance record beside it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-    record = {"key": target.parent.name, "origin": origin, "sha256": sha256_file(target)}
+    digest, _ = atomic_write(target, write=lambda tmp: shutil.copyfile(source, tmp))
+    record = {"key": target.parent.name, "origin": origin, "sha256": digest}
     _record_path(target).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 

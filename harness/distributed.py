@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.api import HarnessError
-from harness.store import Store, atomic_write_bytes
+from harness.integrity import atomic_write
+from harness.store import Store
 
 PENDING_DIR = "pending-images"
 # Rank 0 may fine-tune for hours while the others wait on a collective: the default 30-minute timeout is too short.
@@ -103,7 +104,7 @@ class _ShardFiles:
         self.store = store
 
     def write(self, path: Path, data: bytes | None = None, *, kind: str, write=None, record: bool = True):
-        from harness.integrity import Record, atomic_write
+        from harness.integrity import Record
 
         if record:
             raise RuntimeError(f"{path}: only rank 0 records files; pass record=False and hand the record to add_images")
@@ -134,7 +135,7 @@ class ShardStore(Store):
     def add_images(self, rows, files=()) -> None:
         records = {"images": [{"key": key, "state": state, "spec": spec, "unet_evals": evals} for key, state, spec, evals in rows],
                    "files": [dataclasses.asdict(entry) for entry in files]}
-        atomic_write_bytes(self.cache / PENDING_DIR / f"{uuid.uuid4().hex}.json", json.dumps(records, default=str).encode("utf-8"))
+        atomic_write(self.cache / PENDING_DIR / f"{uuid.uuid4().hex}.json", json.dumps(records, default=str).encode("utf-8"))
         self.image_rows.update((record["key"], record["unet_evals"]) for record in records["images"])
 
     def model_state(self, key: str):

@@ -438,6 +438,8 @@ class Engine:
         """Text-encoder output for each prompt, computed once per unique prompt (and model state)."""
         import torch
 
+        from harness.text import encode_prompts
+
         missing = sorted({p for p in prompts if (state_key, p) not in self._embeddings})
         if missing:
             tokenizer = self.pipe.tokenizer
@@ -445,9 +447,7 @@ class Engine:
             for prompt, ids in zip(missing, tokenizer(missing, truncation=False, verbose=False).input_ids):
                 self.prompt_tokens[prompt] = len(ids)
             self.token_limit = tokenizer.model_max_length
-            ids = tokenizer(missing, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-            with torch.no_grad():
-                hidden = self.pipe.text_encoder(ids.to(self.pipe.text_encoder.device))[0]
+            hidden = encode_prompts(self.pipe, missing, batch_size=None, dtype=None).embeddings  # in the pipeline's dtype
             for prompt, row in zip(missing, hidden):
                 self._embeddings[(state_key, prompt)] = row
         return torch.stack([self._embeddings[(state_key, p)] for p in prompts])

@@ -13,22 +13,11 @@ always loaded, as before.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from pathlib import Path
 
 from harness.api import sha256_json
-
-
-def package_versions(*names: str) -> dict[str, str | None]:
-    """Versions of installed distributions, without importing them (cheap: no torch import)."""
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+from harness.versions import package_versions
 
 
 def folder_identity(folder: str | Path) -> dict:

@@ -2,8 +2,8 @@
 
 Every table of the store is merged by primary key: an entry only one side has is copied; an entry both sides have
 must agree (timestamps aside), otherwise nothing is merged and the first disagreement is named in one line.  Files
-follow their rows: images and model-state deltas are content-addressed and copied when missing (different bytes
-under one address are a conflict too); run manifests are copied per run.  Intermediate method caches
+follow their rows: everything under ``cache/`` (images, model-state deltas, ...) is content-addressed and copied
+when missing (different bytes under one address are a conflict too); run manifests are copied per run.  Intermediate method caches
 (``cache/methods``) are copied when missing and otherwise kept as they are: they are inputs to an edit whose
 product, the delta, is compared.
 
@@ -22,6 +22,8 @@ import sqlite3
 from pathlib import Path
 
 from harness.api import HarnessError
+from harness.distributed import PENDING_DIR  # rows a data-parallel rank left for its rank 0: never merged
+from harness.integrity import atomic_write
 from harness.store import Store
 
 # Columns that say when or where an entry was made, not what it is: never a conflict.
@@ -84,14 +86,12 @@ class _Plan:
                 row = dict(row)
                 key = tuple(row[column] for column in primary)
                 self._add_row(name, primary, key, row, source.root)
-        for directory in ("images", "deltas", "methods"):
-            for path in sorted((source.cache / directory).rglob("*")):
-                if path.is_file() and not path.name.startswith("."):
-                    self._add_file(self.target.cache / directory / path.relative_to(source.cache / directory), path,
-                                   keep_existing=directory == "methods")
-        for path in sorted((source.root / "runs").rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                self._add_file(self.target.root / "runs" / path.relative_to(source.root / "runs"), path, keep_existing=False)
+        for folder in ("cache", "runs"):
+            for path in sorted((source.root / folder).rglob("*")):
+                relative = path.relative_to(source.root)
+                if not path.is_file() or path.name.startswith(".") or relative.parts[:2] == ("cache", PENDING_DIR):
+                    continue
+                self._add_file(self.target.root / relative, path, keep_existing=relative.parts[:2] == ("cache", "methods"))
 
     def _add_row(self, table: str, primary: list[str], key: tuple, row: dict, origin: Path) -> None:
         if table == "runs" and row.get("status") == "finished":
@@ -166,10 +166,7 @@ def merge(sources: list[str | Path], into: str | Path) -> dict[str, int]:
             finally:
                 source.close()
         for destination, source_file in plan.files.items():
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            temporary = destination.with_name(f".{destination.name}.merge.tmp")
-            shutil.copyfile(source_file, temporary)
-            temporary.replace(destination)
+            atomic_write(destination, write=lambda tmp, source_file=source_file: shutil.copyfile(source_file, tmp))
             copied.append(destination)
         with target.transaction():
             for table, rows in plan.rows.items():

@@ -8,10 +8,8 @@ as soon as it is done; re-running the same command resumes.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import io
 import os
-import platform
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from harness.seeds import repeat_seeds
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
 from harness.validate import check_device, check_metric_labels, validate_specs
+from harness.versions import environment_versions
 
 SCORE_CHUNK = 32
 
@@ -390,20 +389,10 @@ def matmul_precision(device: str, dtype: str) -> str:
     return "tf32"
 
 
-def _versions() -> dict:
-    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for dist in ("erasure-harness", "torch", "diffusers", "transformers", "nudenet", "torchmetrics", "pluggy"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
-    return versions
-
-
 def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
     return {
         "run_id": plan.run_id,
-        "versions": _versions(),
+        "versions": environment_versions(),
         "config": dataclasses.asdict(plan.config),
         "backbone": {"name": plan.backbone_name, "model": plan.model or plan.backbone.default_model, "fingerprint": backbone_fingerprint},
         "device": plan.device,

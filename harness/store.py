@@ -84,11 +84,6 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it, so a kill never leaves half a file."""
-    atomic_write(path, data)
-
-
 class Store:
     def __init__(self, out: str | Path, create: bool = True):
         self.root = Path(out)
@@ -165,7 +160,7 @@ class Store:
 
     def write_manifest(self, run_id: str, manifest: dict) -> Path:
         path = self.run_dir(run_id) / "manifest.json"
-        atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
+        atomic_write(path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
         return path
 
     # ------------------------------------------------------------------ backbones

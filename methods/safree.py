@@ -78,6 +78,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, SamplingHooks
+from harness.text import encode_prompts
 
 # The official nudity concept list (SAFREE @ b8b2c3f, generate_safree.py, ``--category nudity``).
 NUDITY_CONCEPTS = (
@@ -207,16 +208,11 @@ class SafreeSampling(SamplingHooks):
         self.pipe = pipe
         self.params = params
         self.k, self.t0 = k, t0
-        with torch.no_grad():
-            tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
-            ids = tokenizer(toxic, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-            concept_vectors = text_encoder(ids.to(text_encoder.device)).pooler_output
-            self.concept_projector = span_projector(concept_vectors.cpu())  # P_c, step 1
-            negative = None
-            if params.concept_negative_prompt:  # step 5
-                ids = tokenizer([", ".join(toxic)], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                                return_tensors="pt").input_ids
-                negative = text_encoder(ids.to(text_encoder.device))[0]
+        concept_vectors = encode_prompts(pipe, toxic, batch_size=None, dtype=None).pooled
+        self.concept_projector = span_projector(concept_vectors.cpu())  # P_c, step 1
+        negative = None
+        if params.concept_negative_prompt:  # step 5
+            negative = encode_prompts(pipe, [", ".join(toxic)], dtype=None).embeddings
         self.negative = negative
         self.prompts: dict[str, ProjectedPrompt] = {}  # per unique prompt; the engine samples one model state at a time
         self.batch: Batch | None = None

@@ -57,6 +57,7 @@ from typing import Literal
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, SamplingHooks
+from harness.text import encode_prompts
 
 # The original repository's safety concept (SLD@a42923c:src/sld/sld_pipeline.py:70).
 SAFETY_CONCEPT = (
@@ -126,7 +127,7 @@ class SLD(Method):
         if config.sld_guidance_scale <= 1:
             # Off, as in the official pipelines: the engine's own CFG runs, so images are bit-identical to plain sampling.
             return SamplingHooks()
-        safety_embedding = encode_text(pipe, text)
+        safety_embedding = encode_prompts(pipe, [text], dtype=None).embeddings  # as the engine encodes prompts
         return SafeGuidance(config, safety_embedding)
 
 
@@ -143,14 +144,6 @@ def safety_concept_text(concepts: ConceptSet, params: SLD.Params) -> str:
     else:
         raise HarnessError(f"sld: concept set {concepts.name!r} names nothing to erase; pass sld:safety_concept=TEXT")
     return DIFFUSERS_PREFIX + text if params.diffusers_prefix else text
-
-
-@torch.no_grad()
-def encode_text(pipe, text: str) -> torch.Tensor:
-    """``E(text)`` (1 × L × d) exactly as the engine encodes prompts: padded to the maximum length, truncated."""
-    tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
-    ids = tokenizer([text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids.to(text_encoder.device))[0]
 
 
 class SafeGuidance(SamplingHooks):

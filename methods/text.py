@@ -1,4 +1,6 @@
-"""Text-side helpers shared by the closed-form methods: encode prompts, and find token positions in them.
+"""Text-side helpers shared by the closed-form methods: token positions in encoded prompts.
+
+Prompts are encoded by the core's ``harness.text.encode_prompts`` (re-exported here; float32, 64 per call).
 
 Notation: ``E(p)`` is the text encoder's last hidden state (``text_encoder(ids)[0]``) for
 prompt ``p`` padded to the tokenizer's maximum length ``L`` (77 for SD, 16 for the
@@ -13,38 +15,12 @@ switch and are never the default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from harness.text import EncodedPrompts, encode_prompts
 
-@dataclass
-class EncodedPrompts:
-    prompts: list[str]
-    embeddings: torch.Tensor  # (n, L, d) float32: E(p) for each prompt
-    input_ids: torch.Tensor  # (n, L) on the CPU
-    attention_mask: torch.Tensor  # (n, L) on the CPU; 1 for [SoT], word tokens and the first [EoT]
-
-    @property
-    def max_length(self) -> int:
-        return self.input_ids.shape[1]
-
-
-@torch.no_grad()
-def encode_prompts(pipe, prompts: list[str], batch_size: int = 64, progress=None) -> EncodedPrompts:
-    """``E(p)`` for every prompt, in float32, on the text encoder's device.
-
-    ``progress`` optionally wraps the batch iterator (``ctx.progress``).
-    """
-    tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
-    prompts = list(prompts)
-    tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
-    starts = range(0, len(prompts), batch_size)
-    if progress is not None:
-        starts = progress(starts, total=len(starts), desc="encoding prompts")
-    chunks = [text_encoder(tokens.input_ids[start : start + batch_size].to(text_encoder.device))[0].float() for start in starts]
-    embeddings = torch.cat(chunks) if chunks else torch.zeros(0, tokenizer.model_max_length, text_encoder.config.hidden_size)
-    return EncodedPrompts(prompts, embeddings, tokens.input_ids, tokens.attention_mask)
+__all__ = ["EncodedPrompts", "encode_prompts", "first_eot_index", "last_word_index", "phrase_ids", "phrase_token_positions",
+           "word_count_eot_index", "word_count_phrase_positions"]
 
 
 # --------------------------------------------------------------------------- positions from token ids (correct)

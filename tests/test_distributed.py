@@ -91,6 +91,7 @@ def test_two_processes_give_the_values_of_one(tmp_path):
     assert report(tmp_path / "A") == report(tmp_path / "B")
     assert image_rows(tmp_path / "A") == (24, 24, "ok")  # 2 model states × 12 prompts, each once
     assert len(list((tmp_path / "A" / "cache" / "images").rglob("*.png"))) == 24
+    assert main(["check", "--out", str(tmp_path / "A")]) == 0  # rank 1's files reached the integrity records too
     manifest = json.loads(next((tmp_path / "A" / "runs").glob("*/manifest.json")).read_text())
     assert manifest["distributed"]["world_size"] == 2
 

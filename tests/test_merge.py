@@ -61,6 +61,8 @@ def test_two_single_method_stores_merge_into_the_report_of_one_run_of_both(store
     for (path,) in db.execute("SELECT path FROM images"):
         assert (merged / path).exists()
     assert len(list((merged / "runs").glob("*/manifest.json"))) == 2
+    code, _, err = harness(capsys, "check", "--out", str(merged))  # every file the merged store records is there and intact
+    assert code == 0, err
     # Merging again adds nothing and is not a conflict.
     before = snapshot(merged)
     code, stdout, _ = harness(capsys, "merge", str(stores / "sd"), str(stores / "edit"), "--into", str(merged))

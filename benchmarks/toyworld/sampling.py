@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from harness.text import encode_prompts
+
 
 def encode(pipe, prompts: list[str]) -> torch.Tensor:
-    """The text encoder's last hidden states [N, 24, 64] (what the UNet cross-attends to)."""
-    tokenizer = pipe.tokenizer
-    ids = tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-    with torch.no_grad():
-        return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
+    """The text encoder's last hidden states [N, 24, 64] (what the UNet cross-attends to), as the engine encodes them."""
+    return encode_prompts(pipe, prompts, batch_size=None, dtype=None).embeddings
 
 
 def initial_latents(pipe, seeds: list[int]) -> torch.Tensor:

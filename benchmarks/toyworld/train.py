@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from benchmarks.toyworld import models, sampling, world
 from benchmarks.toyworld import tokenizer as toy_tokenizer
 from benchmarks.toyworld.scorer import DETECTOR_FILE, SHAPE_CLASSIFIER_FILE
+from harness.versions import package_versions
 
 TRAINING_FILE = "training.json"
 BACKGROUND_CLASSES = world.backgrounds() + ["unmentioned"]
@@ -620,7 +621,7 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else platform.processor() or platform.machine(),
-        "versions": _versions(),
+        "versions": package_versions("torch", "diffusers", "transformers", "tokenizers"),
         "parameters": {
             "text_encoder": models.count_parameters(encoder),
             "vae": models.count_parameters(vae),
@@ -634,19 +635,6 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
     print(f"[toy train] total: {record['seconds']['total']:.1f} s; wrote {out}", flush=True)
     print(json.dumps(metrics, indent=1), flush=True)
     return record
-
-
-def _versions() -> dict:
-    import diffusers
-    import tokenizers
-    import transformers
-
-    return {
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-    }
 
 
 def add_arguments(parser: argparse.ArgumentParser, default_out: str | None = None):
