@@ -14,7 +14,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 
-from harness import integrity
+from harness import integrity, threads
 from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MethodKind, MetricRef, PromptSpec, sha256_json
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
@@ -438,6 +438,7 @@ class Runner:
         self.truncated: dict[str, dict] = {}  # benchmark label -> {"count", "of", "limit"}: prompts cut by the text encoder
         target, show = plan.target, plan.config.show_progress
         self.matmul_precision = matmul_precision(target.device, target.dtype)
+        self.threads = threads.configure()  # before any torch work, fingerprinting included
         # ``source``: a harness.lazy.PipelineSource already made (the data-parallel pass), so nothing loads twice.
         self.source = source or PipelineSource(backbone=target.backbone, backbone_name=target.backbone_name, model=target.model,
                                                device=target.device, dtype=target.dtype, store=store)
@@ -461,6 +462,7 @@ class Runner:
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, self.backbone_fingerprint)
         manifest["matmul_precision"] = self.matmul_precision
+        manifest["threads"] = self.threads
         store.write_manifest(plan.run_id, manifest)
         states_metadata = {}
         for method in plan.methods:
