@@ -638,7 +638,7 @@ def display_label(registry: Registry, kind: str, label: str) -> str:
         # A label that names no plugin is shown as written.
         known = part.name in registry.entries[kind]
         title = (getattr(registry.get(kind, part.name), "display_name", "") if known else "") or part.name
-        params = Selection(part.name, part.params).label().partition(":")[2]
+        params = part.params_text()
         shown.append(f"{title} ({params})" if params else title)
     return " + ".join(shown)
 

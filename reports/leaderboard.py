@@ -104,7 +104,7 @@ class Row:
         """The parameters written after the method name ("lamb=0.1"), or "" for the defaults and for compositions."""
         if "+" in self.method:
             return ""
-        return Selection.parse(self.method, "stored method label").label().partition(":")[2]
+        return Selection.parse(self.method, "stored method label").params_text()
 
 
 @dataclass
