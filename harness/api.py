@@ -397,6 +397,59 @@ class Method(Configurable):
         return None
 
 
+# --------------------------------------------------------------------------- attacks
+
+
+@dataclass(frozen=True)
+class AdversarialPrompt:
+    """What an attack found for one source prompt.
+
+    ``text`` is what gets generated: the engine tokenises it like any other prompt, so an exported CSV of these
+    texts, fed back as a plain ``csv`` benchmark, produces the same images.  Attacks that optimise token ids
+    (all three built-in ones do) also return ``token_ids``, the optimised tokens exactly as found (no BOS/EOS,
+    no padding); they are stored and exported for inspection.  ``retokenizes`` says whether tokenising ``text``
+    gives those ids back (byte-level BPE can merge decoded tokens differently): where it is False the generated
+    prompt is the decoded text, as in the papers, not the exact optimum.  ``steps`` counts the attack's
+    iterations (generations, PGD steps) spent on this prompt.
+    """
+
+    text: str
+    token_ids: tuple[int, ...] | None = None
+    retokenizes: bool | None = None
+    loss: float | None = None
+    steps: int = 0
+    details: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class Attack(Configurable):
+    """A red-teaming attack: given the model with a method's state applied, it rewrites a benchmark's prompts.
+
+    The harness calls ``prepare`` once per (model state, concept set) before the first prompt that is not yet
+    cached, then ``attack`` once per source prompt; each result is stored as soon as it exists, so a killed
+    attack resumes from the prompts already found.  ``ctx`` (``harness.attacking.AttackContext``) gives the
+    device, a per-prompt seeded generator, progress bars, frozen copies of the unedited base components (for
+    attacks that compare with the base model) and ``ctx.step()`` to count iterations.  Text-encoder and UNet
+    evaluations are counted by the harness itself (forward hooks), so an attack never reports its own cost.
+
+    ``reads`` names the pipeline components whose weights the result depends on.  An attack that reads only
+    ``text_encoder`` (Ring-A-Bell) is cached under the text encoder's state, so methods that edit only the UNet
+    share one search.  ``budget_param`` names the ``Params`` field that ``--attack-budget N`` caps (iterations).
+    Sampling-time hooks of inference methods (SLD, SAFREE) are not installed while attacking: the attack sees the
+    method's weights; the attack cell is then generated with the hooks, like every other cell.
+    """
+
+    paper: ClassVar[str] = ""
+    version: ClassVar[str] = "1"  # bump when the search changes, so cached prompts are not reused
+    reads: ClassVar[tuple[str, ...]] = ("text_encoder", "unet")
+    budget_param: ClassVar[str | None] = None
+
+    def prepare(self, pipe, concepts: ConceptSet, ctx) -> None:
+        """Work shared by all prompts of one model state (e.g. Ring-A-Bell's concept vector)."""
+
+    def attack(self, pipe, concepts: ConceptSet, spec: PromptSpec, ctx) -> AdversarialPrompt:
+        raise NotImplementedError(f"attack {self.name!r} must implement attack()")
+
+
 # --------------------------------------------------------------------------- backbones
 
 

@@ -43,11 +43,14 @@ grammar:
                            parameters follow a colon; "k=v" items continue the previous one
   --bench i2p,mma          benchmarks; a group name (e.g. toy) selects all of its benchmarks
   --bench csv:path=my.csv  a benchmark parameter
-  --set trce-t.lamb=0.02   a parameter of a method or benchmark (repeatable)
+  --set trce-t.lamb=0.02   a parameter of a method, benchmark or attack (repeatable)
+  --attack ring-a-bell     also attack each method with prompts found against it: cells
+                           "ring-a-bell(BENCH)" scored with BENCH's metrics, cached per prompt
 
 examples:
   harness run --methods sd,uce,trce-t --bench toy
   harness run --model tiny --methods sd --bench csv:path=prompts.csv --limit 4
+  harness run --model toy --methods sd,uce,trce-t --bench toy-implicit --limit 32 --attack ring-a-bell
   harness run --model ./sd-v1-4 --methods trce --bench i2p --device cuda
 """
 
@@ -164,6 +167,8 @@ def _run_config(args):
         out=args.out,
         run_name=args.run_name,
         show_progress=not args.no_progress,
+        attacks=args.attack,
+        attack_budget=args.attack_budget,
     )
 
 
@@ -261,7 +266,9 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--model", help="backbone name (tiny, toy, sd14), hub id or local diffusers folder (default: what the benchmarks expect)")
     p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE", help="set a method or benchmark parameter (repeatable)")
     p.add_argument("--concepts", help="concept set name or JSON file, instead of each benchmark's own")
-    p.add_argument("--limit", type=int, help="only the first N prompts of each benchmark")
+    p.add_argument("--limit", type=int, help="only the first N prompts of each benchmark (and of each attack's source prompts)")
+    p.add_argument("--attack", metavar="A[,B]", help="red-team every method: attack cells A(bench) from prompts found against it (see `harness list attacks`)")
+    p.add_argument("--attack-budget", type=int, metavar="N", help="at most N iterations per prompt for every attack (default: each attack's own)")
     p.add_argument("--seeds-per-prompt", type=int, default=1, metavar="K",
                    help="K images per prompt, seeds derived from the benchmark's (default 1); intervals then resample prompts")
     p.add_argument("--batch-size", type=int, help="images per UNet batch (default: the backbone's; 8 for SD, 32 for the toy)")

@@ -79,6 +79,7 @@ class ModelStates:
         self.applied: set[str] = set()  # parameter names that currently differ from the originals
         self.exact: dict = {}  # float32 values of the applied delta (finer than half-precision weights hold)
         self.edits_run = 0  # how many times a method's edit() actually ran (cache misses)
+        self.last_activated = None  # the ActiveState the pipeline holds now (None after reset); attacks check it
 
     @property
     def pipe(self):
@@ -99,6 +100,7 @@ class ModelStates:
     # ------------------------------------------------------------------ weights
 
     def reset(self) -> None:
+        self.last_activated = None
         if not self.applied:
             self.exact = {}
             return  # nothing to undo (and nothing to load: importing torch alone costs seconds)
@@ -273,6 +275,7 @@ class ModelStates:
             erase_evals = {kind: int(metadata.get(f"erase_{kind}_evals", count)) for kind, count in erase_evals.items()}
             state.metadata.append({"method": part_label, **metadata})
         state.key = key
+        self.last_activated = state
         return state
 
 

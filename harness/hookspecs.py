@@ -44,6 +44,11 @@ def register_backbones(register):
 
 
 @hookspec
+def register_attacks(register):
+    """Register red-teaming attacks (subclasses of ``harness.api.Attack``), run with ``harness run --attack NAME``."""
+
+
+@hookspec
 def register_concept_sets(register):
     """Register concept sets: ``register(path_to_json, name=..., description=...)``."""
 

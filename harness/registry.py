@@ -11,7 +11,7 @@ import importlib
 import inspect
 from dataclasses import dataclass, field
 
-from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MethodKind, Scorer, did_you_mean
+from harness.api import Attack, Backbone, Benchmark, ConceptSet, HarnessError, Method, MethodKind, Scorer, did_you_mean
 from harness.plugins import PluginHost, plugin_problem
 
 KINDS = {
@@ -19,6 +19,7 @@ KINDS = {
     "benchmarks": ("benchmark", Benchmark, "register_benchmarks"),
     "scorers": ("scorer", Scorer, "register_scorers"),
     "backbones": ("backbone", Backbone, "register_backbones"),
+    "attacks": ("attack", Attack, "register_attacks"),
     "concepts": ("concept set", None, "register_concept_sets"),
 }
 

@@ -35,6 +35,7 @@ class Result:
     model_state: str | None = None
     unet_evals_per_image: float | None = None
     run_created: str = ""
+    attack: str | None = None  # an attack cell "A(B)": the attack's label (its prompts were found against this method)
     state_metadata: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property

@@ -42,6 +42,8 @@ class RunConfig:
     out: str = "harness-out"
     run_name: str | None = None
     show_progress: bool = True
+    attacks: str | None = None  # --attack A[,B]: attack cells "A(B)" for every method and attacked benchmark
+    attack_budget: int | None = None  # --attack-budget N: at most N iterations per prompt for every attack
 
 
 @dataclass
@@ -56,6 +58,7 @@ class PlannedBenchmark:
     benchmark: Benchmark
     concepts: ConceptSet
     specs: list[PromptSpec]
+    attack: str | None = None  # set for an attack cell: the attack's label
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Plan:
     methods: list[PlannedMethod]
     benchmarks: list[PlannedBenchmark]
     run_id: str
+    attacks: list = field(default_factory=list)  # harness.attacking.PlannedAttack
 
     # The target's fields, read where a plan is at hand.
     @property
@@ -222,7 +226,10 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         check_metric_labels(registry, planned.label, planned.benchmark, planned.specs)
     methods = resolve_methods(registry, method_items, overrides, target.backbone)
     check_concepts_named(methods, benchmarks)
-    return Plan(config, registry, target, methods, benchmarks, derive_run_id(config, target, methods, benchmarks))
+    from harness.attacking import plan_attacks
+
+    attacks = plan_attacks(registry, config.attacks, overrides, config.attack_budget, target.backbone)
+    return Plan(config, registry, target, methods, benchmarks, derive_run_id(config, target, methods, benchmarks, attacks), attacks)
 
 
 DEFAULT_BACKBONE = "sd14"  # any SD-1.x hub id or diffusers folder given to --model is loaded by it
@@ -246,12 +253,14 @@ def check_methods(registry: Registry, method_items: list[list[Selection]], overr
 
 def check_overrides(registry: Registry, overrides: dict) -> None:
     """Every ``--set``, even for a plugin not selected in this run: a typo must not pass silently."""
-    known_targets = set(registry.entries["methods"]) | set(registry.entries["benchmarks"])
+    known_targets = set(registry.entries["methods"]) | set(registry.entries["benchmarks"]) | set(registry.entries["attacks"])
     for name, values in overrides.items():
         if name not in known_targets:
-            raise HarnessError(f"--set names {name!r}, which is neither a method nor a benchmark{did_you_mean(name, known_targets)}")
+            raise HarnessError(f"--set names {name!r}, which is neither a method nor a benchmark (nor an attack){did_you_mean(name, known_targets)}")
         if name in registry.entries["methods"]:
             expand_method(registry, Selection(name, values), {}, name)
+        elif name in registry.entries["attacks"]:
+            build_params(registry.get("attacks", name), values, name)
         else:
             build_params(registry.get("benchmarks", name), values, name)
 
@@ -337,7 +346,7 @@ def check_concepts_named(methods: list[PlannedMethod], benchmarks: list[PlannedB
                     )
 
 
-def derive_run_id(config: RunConfig, target: Target, methods: list[PlannedMethod], benchmarks: list[PlannedBenchmark]) -> str:
+def derive_run_id(config: RunConfig, target: Target, methods: list[PlannedMethod], benchmarks: list[PlannedBenchmark], attacks=()) -> str:
     """``--run-name``, else derived from the configuration, so the same command resumes the same run."""
     if config.run_name is not None:
         return check_name(config.run_name, "--run-name")
@@ -352,6 +361,8 @@ def derive_run_id(config: RunConfig, target: Target, methods: list[PlannedMethod
     }
     if config.seeds_per_prompt != 1:  # only then: a K = 1 run keeps the id it always had
         identity["seeds_per_prompt"] = config.seeds_per_prompt
+    if attacks:  # only then, so the ids of runs without attacks stay what they were
+        identity["attacks"] = [a.label for a in attacks]
     return f"run-{sha256_json(identity)[:12]}"
 
 
@@ -420,6 +431,7 @@ def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
             for b in plan.benchmarks
         ],
         "plugins": [dataclasses.asdict(info) for info in plan.registry.host.infos],
+        **({"attacks": [a.manifest() for a in plan.attacks]} if plan.attacks else {}),
     }
 
 
@@ -435,6 +447,7 @@ class Runner:
         self.plan = plan
         self.store = store = store if store is not None else Store(plan.config.out)
         self.scorers: dict[str, object] = {}
+        self.attack_log: list[dict] = []  # one record per attack cell: prompts found now, cost now and in total
         self.truncated: dict[str, dict] = {}  # benchmark label -> {"count", "of", "limit"}: prompts cut by the text encoder
         target, show = plan.target, plan.config.show_progress
         self.matmul_precision = matmul_precision(target.device, target.dtype)
@@ -475,7 +488,12 @@ class Runner:
                 states_metadata[f"{method.label} / {group[0].concepts.name}"] = state.metadata
                 for planned in group:
                     self._run_cell(method.label, planned, state)
+                for attack in plan.attacks:
+                    for planned in group:
+                        self._run_attack_cell(method, planned, state, attack)
         manifest["model_states"] = states_metadata
+        if plan.attacks:
+            manifest["attack_cells"] = self.attack_log
         manifest["truncated_prompts"] = self.truncated
         manifest["pipeline_loaded"] = self.source.loads > 0
         manifest["overlap"] = self.overlap.as_dict()
@@ -529,7 +547,11 @@ class Runner:
             by_scorer.setdefault(ref.scorer, []).append(ref.metric)
         # Stored with every result, so that reports show it without loading a plugin.
         method_display = display_label(plan.registry, "methods", method_label)
-        benchmark_display = display_label(plan.registry, "benchmarks", planned.label)
+        if planned.attack:  # an attack cell "A(B)": B as a paper writes it
+            source = planned.label[len(planned.attack) + 1 : -1]
+            benchmark_display = f"{planned.attack}({display_label(plan.registry, 'benchmarks', source)})"
+        else:
+            benchmark_display = display_label(plan.registry, "benchmarks", planned.label)
         for scorer_name, metric_ids in by_scorer.items():
             scorer = self.scorer(scorer_name)
             if scorer.needs_reference:
@@ -546,12 +568,23 @@ class Runner:
                 metric_ref = str(MetricRef(scorer_name, metric_id))
                 store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=metric_ref,
                                  value=value, n=n, lower_is_better=metric.lower_is_better, name=metric.name,
-                                 description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial,
+                                 description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial and not planned.attack,
                                  needs_reference=scorer.needs_reference, method_display=method_display,
                                  benchmark_display=benchmark_display, metric_position=refs.index(MetricRef(scorer_name, metric_id)),
-                                 model_state=state.key, unet_evals_per_image=evals_per_image)
+                                 model_state=state.key, unet_evals_per_image=evals_per_image,
+                                 attack=planned.attack)
                 store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
                                         [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
+
+    def _run_attack_cell(self, method: PlannedMethod, planned: PlannedBenchmark, state, attack) -> None:
+        """Attack ``planned``'s prompts against ``method``'s model state, then generate and score them as cell "A(B)"."""
+        from harness.attacking import attack_cell
+
+        cell, record, state = attack_cell(self, method, planned, state, attack)
+        if cell is None:
+            return
+        self.attack_log.append(record)
+        self._run_cell(method.label, cell, state)
 
     def _count_truncated(self, planned: PlannedBenchmark, keys: list[str]) -> None:
         """Prompts longer than the text encoder's context are cut (as in every reference implementation): count them,
@@ -638,7 +671,7 @@ def display_label(registry: Registry, kind: str, label: str) -> str:
         # A label that names no plugin is shown as written.
         known = part.name in registry.entries[kind]
         title = (getattr(registry.get(kind, part.name), "display_name", "") if known else "") or part.name
-        params = Selection(part.name, part.params).label().partition(":")[2]
+        params = part.params_text()
         shown.append(f"{title} ({params})" if params else title)
     return " + ".join(shown)
 
@@ -648,5 +681,7 @@ def describe_plan(planned: Plan) -> str:
     lines.append("  methods: " + ", ".join(m.label for m in planned.methods))
     for b in planned.benchmarks:
         lines.append(f"  {b.label}: {len(b.specs)} prompts, concepts {b.concepts.name}, metrics {', '.join(b.benchmark.metrics)}")
+    for a in planned.attacks:
+        lines.append(f"  attack {a.label}: {a.attack.paper or a.attack.description}")
     return "\n".join(lines)
 

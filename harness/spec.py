@@ -30,10 +30,12 @@ class Selection:
     name: str
     params: dict[str, str] = field(default_factory=dict)
 
+    def params_text(self) -> str:
+        """The parameters as a label writes them after the colon ("erase_scale=2,lamb=0.1"); "" for none."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+
     def label(self) -> str:
-        if not self.params:
-            return self.name
-        return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.name}:{self.params_text()}" if self.params else self.name
 
     @classmethod
     def parse(cls, text: str, option: str = "a selection") -> Selection:

@@ -77,6 +77,22 @@ MIGRATIONS = [
     ALTER TABLE results ADD COLUMN benchmark_display TEXT;
     ALTER TABLE results ADD COLUMN metric_position INTEGER;
     """,
+    # Attacks (issue 16): adversarial prompts cached one per source prompt, so a killed attack resumes; one row per
+    # attacked source set with its total cost; results of an attack cell "A(B)" name their attack.
+    """
+    CREATE TABLE attack_prompts (
+        key TEXT PRIMARY KEY, attack TEXT, model_state TEXT, source_id TEXT, spec TEXT, token_ids TEXT,
+        loss REAL, cost TEXT, created TEXT
+    );
+    CREATE TABLE attack_sets (
+        key TEXT PRIMARY KEY, attack TEXT, params TEXT, version TEXT, model_state TEXT, concepts TEXT,
+        source_hash TEXT, prompts INTEGER, cost TEXT, export_path TEXT, created TEXT
+    );
+    CREATE TABLE attack_state_keys (
+        model_state TEXT, reads TEXT, key TEXT, PRIMARY KEY (model_state, reads)
+    );
+    ALTER TABLE results ADD COLUMN attack TEXT
+    """,
 ]
 
 
@@ -260,13 +276,14 @@ class Store:
     def add_result(self, *, run_id: str, method: str, benchmark: str, metric: str, value: float, n: int,
                    lower_is_better: bool, name: str, description: str, unit: str, adversarial: bool, needs_reference: bool,
                    method_display: str = "", benchmark_display: str = "", metric_position: int | None = None,
-                   model_state: str, unet_evals_per_image: float) -> None:
+                   model_state: str, unet_evals_per_image: float, attack: str | None = None) -> None:
+        """``attack``: the attack's label for an attack cell "A(B)" (its prompts were found against this method)."""
         self.db.execute(
             "INSERT OR REPLACE INTO results (run_id, method, benchmark, metric, value, n, lower_is_better, name, description, "
-            "model_state, unet_evals_per_image, unit, adversarial, needs_reference, method_display, benchmark_display, metric_position) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "model_state, unet_evals_per_image, unit, adversarial, needs_reference, method_display, benchmark_display, metric_position, "
+            "attack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image,
-             unit, int(adversarial), int(needs_reference), method_display, benchmark_display, metric_position),
+             unit, int(adversarial), int(needs_reference), method_display, benchmark_display, metric_position, attack),
         )
 
     def results(self, runs: list[str] | None = None) -> list[Result]:
@@ -285,6 +302,7 @@ class Store:
                 method_display=row["method_display"] or "", benchmark_display=row["benchmark_display"] or "",
                 metric_position=row["metric_position"],
                 model_state=row["model_state"], unet_evals_per_image=row["unet_evals_per_image"], run_created=row["run_created"] or "",
+                attack=row["attack"],
                 state_metadata=json.loads(row["state_metadata"]) if row["state_metadata"] else {},
             )
             for row in rows
@@ -315,6 +333,57 @@ class Store:
                 {"spec_id": spec_id, "prompt_id": prompt_id, "seed": seed, "image_key": image_key, "value": value}
             )
         return found
+
+    # ------------------------------------------------------------------ attacks
+
+    def attack_prompts(self, keys: list[str]) -> dict[str, dict]:
+        """Stored adversarial prompts by key: ``{"spec": dict, "token_ids": list | None, "loss": float, "cost": dict}``."""
+        found = {}
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT * FROM attack_prompts WHERE key IN ({marks})", chunk):
+                found[row["key"]] = {
+                    "spec": json.loads(row["spec"]),
+                    "token_ids": json.loads(row["token_ids"]) if row["token_ids"] else None,
+                    "loss": row["loss"],
+                    "cost": json.loads(row["cost"]) if row["cost"] else {},
+                }
+        return found
+
+    def add_attack_prompt(self, key: str, attack: str, model_state: str, source_id: str, spec: dict, token_ids: list | None,
+                          loss: float | None, cost: dict) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO attack_prompts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, attack, model_state, source_id, json.dumps(spec, default=str), json.dumps(token_ids) if token_ids is not None else None,
+             loss, json.dumps(cost), now()),
+        )
+
+    def add_attack_set(self, key: str, attack: str, params: dict, version: str, model_state: str, concepts: str, source_hash: str,
+                       prompts: int, cost: dict, export_path: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO attack_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, attack, json.dumps(params, sort_keys=True, default=str), version, model_state, concepts, source_hash, prompts,
+             json.dumps(cost), export_path, now()),
+        )
+
+    def attack_state_key(self, model_state: str, reads: str) -> str | None:
+        """The key of the components an attack reads (e.g. "text_encoder") in a model state, once computed."""
+        row = self.db.execute("SELECT key FROM attack_state_keys WHERE model_state=? AND reads=?", (model_state, reads)).fetchone()
+        return row["key"] if row else None
+
+    def add_attack_state_key(self, model_state: str, reads: str, key: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO attack_state_keys VALUES (?, ?, ?)", (model_state, reads, key))
+
+    def attack_set(self, key: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM attack_sets WHERE key=?", (key,)).fetchone()
+        return dict(row) if row else None
+
+    def attack_sets(self) -> list[dict]:
+        rows = [dict(row) for row in self.db.execute("SELECT * FROM attack_sets ORDER BY created")]
+        for row in rows:
+            row["params"] = json.loads(row["params"])
+            row["cost"] = json.loads(row["cost"])
+        return rows
 
     def run_images(self, run_id: str | None = None) -> list[dict]:
         query = "SELECT run_images.*, images.path, images.spec FROM run_images JOIN images ON images.key = run_images.image_key"

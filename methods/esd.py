@@ -65,6 +65,7 @@ from typing import ClassVar
 import torch
 
 from harness.api import ConceptSet, HarnessError
+from harness.validate import param
 from methods.finetune import (
     FineTuneMethod,
     Training,
@@ -104,20 +105,20 @@ class ESD(FineTuneMethod):
 
     @dataclass
     class Params:
-        negative_guidance: float = 1.0  # η, paper convention (= the 2025 code's η' = 2)
-        iterations: int = 1000
-        lr: float = 1e-5
-        guidance: float = 3.0  # CFG used to sample x_t ("start guidance")
-        num_steps: int = 50  # DDIM steps
-        resolution: int = 0  # px; 0 = the backbone's native size (512 for SD v1.4)
+        negative_guidance: float = param(1.0, ge=0)  # η, paper convention (= the 2025 code's η' = 2)
+        iterations: int = param(1000, ge=1)
+        lr: float = param(1e-5, gt=0)
+        guidance: float = param(3.0, ge=0)  # CFG used to sample x_t ("start guidance")
+        num_steps: int = param(50, ge=1, le=1000)  # DDIM steps
+        resolution: int = param(0, ge=0, multiple_of=8)  # px; 0 = the backbone's native size (512 for SD v1.4)
         optimizer: str = "adam"
-        keywords: int = 0  # use the first N erase keywords, 0 = all
+        keywords: int = param(0, ge=0)  # use the first N erase keywords, 0 = all
         parameters: str = "paper"  # "paper" (CompVis noxattn/xattn) or "diffusers" (2025 code); matters for esd-u
         sample_with_trainable: bool = False  # quirk: paper code samples x_t with the model being trained
-        max_steps: int = 0  # cap on iterations, 0 = iterations
+        max_steps: int = param(0, ge=0)  # cap on iterations, 0 = iterations
         seed: int = 0  # keyword and step draws
         trajectory_seed: int = 0  # starting noises
-        sample_batch_size: int = 16  # trajectories denoised together (speed only)
+        sample_batch_size: int = param(16, ge=1)  # trajectories denoised together (speed only)
 
     def trainable_group(self) -> str:
         group = PARAMETER_SETS.get((self.variant, self.params.parameters))

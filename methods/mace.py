@@ -96,6 +96,12 @@ class MACE(Method):
     description = "MACE (CVPR 2024): closed-form refinement, per-concept attention-suppressing LoRA, closed-form LoRA fusion"
     paper = "Lu et al., MACE: Mass Concept Erasure in Diffusion Models, CVPR 2024"
     version = "1"
+    presets = {
+        # Shilin-LU/MACE @ 057e7a6 as it runs: s² in CFR, every [EoT]/pad position in the loss (module docstring)
+        "official": {"double_preserve_scale": True, "pooler_all_pads": True},
+        # configs/art/erase_art_100.yaml (the 100-artist setting); the concept set names the artists, mapping "art"
+        "art-100": {"lr": 1e-4, "steps": 50, "preserve_scale": 1e-4, "fuse_preserve_scale": 1e-4, "importance_sampling": True, "mapping": "art"},
+    }
 
     @dataclass
     class Params:

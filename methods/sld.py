@@ -58,6 +58,7 @@ import torch
 
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, SamplingHooks
 from harness.text import encode_prompts
+from harness.validate import param
 
 # The original repository's safety concept (SLD@a42923c:src/sld/sld_pipeline.py:70).
 SAFETY_CONCEPT = (
@@ -100,11 +101,11 @@ class SLD(Method):
     @dataclass
     class Params:
         strength: Literal["weak", "medium", "strong", "max"] = "medium"  # SafetyConfig preset (diffusers default: medium)
-        sld_warmup_steps: int | None = None  # None: the preset's value
-        sld_guidance_scale: float | None = None  # s_S; ≤ 1 turns SLD off (plain CFG)
+        sld_warmup_steps: int | None = param(None, ge=0)  # None: the preset's value
+        sld_guidance_scale: float | None = param(None, ge=0)  # s_S; ≤ 1 turns SLD off (plain CFG)
         sld_threshold: float | None = None  # λ
-        sld_momentum_scale: float | None = None  # s_m
-        sld_mom_beta: float | None = None  # β_m
+        sld_momentum_scale: float | None = param(None, ge=0)  # s_m
+        sld_mom_beta: float | None = param(None, ge=0, le=1)  # β_m
         safety_concept: str = ""  # "" = from the concept set (module docstring)
         diffusers_prefix: bool = False  # prefix "an image showing " as the diffusers port does
 

@@ -38,6 +38,7 @@ from typing import Literal
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method
+from harness.validate import param
 from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections, row_precision
 from methods.text import encode_prompts, last_word_index
 
@@ -63,9 +64,9 @@ class UCE(Method):
     @dataclass
     class Params:
         tokens: Literal["block", "last"] = "block"  # 2023 code (default) or the 2025 rewrite
-        lamb: float = 0.5  # λ: pull towards the current W
-        erase_scale: float = 1.0  # e
-        preserve_scale: float | None = None  # p; None = official rule: max(0.1, 1/|R|) for "block", 1.0 for "last"
+        lamb: float = param(0.5, ge=0)  # λ: pull towards the current W
+        erase_scale: float = param(1.0, ge=0)  # e
+        preserve_scale: float | None = param(None, ge=0)  # p; None = official rule: max(0.1, 1/|R|) for "block", 1.0 for "last"
         edit_keys: bool = True  # edit attn2.to_k as well as attn2.to_v (official with_to_k=True)
         solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert)
 

@@ -12,11 +12,14 @@ REPORT_HELP = """\
 Report the stored results: nothing is recomputed, everything is read from the
 store under --out.  Prints the leaderboard and writes, under OUT/report (or --dest):
 
-  md, csv, json   leaderboard.md/.csv/.json: a row per method (with provenance), a column
-                  per (benchmark, metric), an "Adv" column averaging the adversarial
-                  benchmarks; best per column bold, second underlined
-  latex           table1.tex (user / adversarial prompts / knowledge preservation),
-                  table2-<bench>.tex per multi-category benchmark, tables.tex (standalone)
+  md, csv, json   leaderboard.md/.csv/.json: a row per method (with provenance and erasure
+                  cost), a column per (benchmark, metric) with its 95% interval, an "Adv"
+                  column averaging the adversarial benchmarks; best bold and second
+                  underlined only where a paired test (Holm-corrected) separates them;
+                  results.csv: one row per result with n, ci_low, ci_high, direction
+  latex           table1.tex (one primary metric per benchmark: user / adversarial prompts /
+                  knowledge preservation), table1-secondary.tex, table2-<bench>.tex per
+                  multi-category benchmark, tables.tex (standalone, two-column page)
   png, pdf        plots/ (rates per benchmark, erasure-vs-preservation with the Pareto
                   front, per-category bars) and grids/ (methods x prompts)
   html            report.html: all of it in one self-contained file, with each run's manifest
@@ -26,7 +29,9 @@ Images flagged by a benchmark's safety metric are blurred in grids unless --no-b
 examples:
   harness report --out harness-out
   harness report --out harness-out --methods sd,uce,trce --bench i2p,mma --format latex,pdf
-  harness report --out harness-out --json      one record per (run, method, benchmark, metric)
+  harness report --out harness-out --json      one record per (run, method, benchmark, metric), with ci95
+
+see also: harness compare (paired test of two methods), harness export --per-image (every image's value)
 """
 
 

@@ -78,8 +78,9 @@ def column_groups(board: Leaderboard) -> list[tuple[str, list[int], list[str]]]:
         return [index[id(c)] for c in columns], [f"{_e(c.title)}<br>{_header(c, c.name)}" for c in columns]
 
     erasure = board.erasure_columns()
-    adversarial = [c for c in erasure if c.adversarial] + [c for c in board.columns if c.is_average]
-    groups = [("User prompt", *plain([c for c in erasure if not c.adversarial])), ("Adversarial prompt", *plain(adversarial))]
+    adversarial = [c for c in erasure if c.adversarial] + [c for c in board.columns if c.is_average and not c.attack]
+    groups = [("User prompt", *plain([c for c in erasure if not c.adversarial])), ("Adversarial prompt", *plain(adversarial)),
+              ("Attacked (prompts found against each method)", *plain(board.attack_columns()))]
     for bench in board.category_benchmarks():
         columns = board.category_columns(bench)
         scorer = common_prefix([c.name for c in columns]).strip()

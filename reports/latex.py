@@ -161,6 +161,9 @@ def _erasure_table(board: Leaderboard, erasure: list[Column], label: str, what: 
         groups.append(_erasure_group("User prompt", user))
     if adversarial:
         groups.append(_erasure_group("Adversarial prompt", adversarial))
+    attacked = board.attack_columns()
+    if attacked:
+        groups.append(_erasure_group("Attacked", attacked))
     if preservation:
         groups.append(_preservation_group(preservation))
     if not groups:

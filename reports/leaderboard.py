@@ -9,6 +9,9 @@ which value is shown, which is best, and how a column is classified:
   toy-fid) and higher-is-better scores (CLIP-S, toy-acc, Acc_u);
 * an **adversarial** benchmark declares ``adversarial = True``; its erasure metrics are averaged into an
   "Adv" column, as in the paper's Table 3;
+* an **attack** column is an attack cell "A(B)": benchmark B's prompts rewritten by attack A against each
+  method (results stored with ``attack``); attack columns come after the static ones, as their own group,
+  followed by one "attacked" column per erasure metric, the mean over the attack cells;
 * a benchmark with three or more erasure metrics (I2P's seven categories plus "overall") is a
   **multi-category** benchmark: its metrics make the paper's Table 2 and the per-category bars.
 
@@ -48,13 +51,19 @@ class Column:
     set_level: bool = False  # the scorer compares whole image sets (FID)
     rate: bool = False  # a fraction in [0, 1], shown as a percentage
     decimals: int = 2  # for numbers that are not rates: enough for three significant digits of the column's values
-    average_of: tuple[str, ...] = ()  # for an "Adv" column: the benchmarks it averages
+    average_of: tuple[str, ...] = ()  # for an "Adv" or "attacked" column: the benchmarks it averages
     display: str = ""  # the benchmark's display name from its plugin ("Ring-A-Bell"); empty: the stored label
     primary: bool = False  # the benchmark's first listed erasure metric: the one Table 1 shows
+    attack: str | None = None  # an attack cell "A(B)" (its label A) or the "attacked" average
 
     @property
     def title(self) -> str:
         return self.display or self.benchmark
+
+    @property
+    def group(self) -> str:
+        """``static`` (a benchmark's own prompts) or ``attack`` (attack cells and their average)."""
+        return "attack" if self.attack else "static"
 
     @property
     def header(self) -> str:
@@ -104,7 +113,7 @@ class Row:
         """The parameters written after the method name ("lamb=0.1"), or "" for the defaults and for compositions."""
         if "+" in self.method:
             return ""
-        return Selection.parse(self.method, "stored method label").label().partition(":")[2]
+        return Selection.parse(self.method, "stored method label").params_text()
 
 
 @dataclass
@@ -133,14 +142,18 @@ class Leaderboard:
     def category_benchmarks(self) -> list[str]:
         counts: dict[str, int] = {}
         for column in self.columns:
-            if column.role == "erasure" and not column.is_average:
+            if column.role == "erasure" and not column.is_average and not column.attack:
                 counts[column.benchmark] = counts.get(column.benchmark, 0) + 1
         return [bench for bench, count in counts.items() if count >= MIN_CATEGORY_METRICS]
 
     def erasure_columns(self) -> list[Column]:
-        """Erasure columns of single-metric-family benchmarks (Table 1, the ASR bars), averages excluded."""
+        """Erasure columns of single-metric-family benchmarks (Table 1, the ASR bars), averages and attack cells excluded."""
         categories = set(self.category_benchmarks())
-        return [c for c in self.columns if c.role == "erasure" and not c.is_average and c.benchmark not in categories]
+        return [c for c in self.columns if c.role == "erasure" and not c.is_average and not c.attack and c.benchmark not in categories]
+
+    def attack_columns(self) -> list[Column]:
+        """The attack group: every attack cell "A(B)", then the "attacked" averages."""
+        return [c for c in self.columns if c.attack]
 
     def category_columns(self, benchmark: str) -> list[Column]:
         return [c for c in self.columns if c.benchmark == benchmark and c.role == "erasure" and not c.is_average]
@@ -282,7 +295,8 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
         if key not in columns:
             columns[key] = Column(
                 row["benchmark"], row["metric"], row["name"], row["lower_is_better"], row.get("description") or "", row.get("n"),
-                adversarial=row["adversarial"], set_level=row["needs_reference"], display=row["benchmark_display"] or "",
+                adversarial=row["adversarial"] and not row.get("attack"), set_level=row["needs_reference"],
+                display="" if row.get("attack") else row["benchmark_display"] or "", attack=row.get("attack") or None,
             )
             rate[key], position[key] = _is_rate(row), row["metric_position"]
         if row["method"] not in methods:
@@ -306,8 +320,9 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
         finite = [v for v in column_values if v is not None and not math.isnan(v)]
         column.rate = rate[key] and all(0.0 <= v <= 1.0 for v in finite)  # a "rate" outside [0, 1] shows as the number it is
         column.decimals = _decimals(column_values)
-    # Erasure columns first, then preservation, whatever order the store returned them in.
-    ordered = sorted(columns.values(), key=lambda c: c.role != "erasure")
+    # Erasure columns first, then preservation, whatever order the store returned them in; attack cells after all
+    # static columns, as their own group.
+    ordered = sorted(columns.values(), key=lambda c: (c.group == "attack", c.role != "erasure"))
     _choose_primary(ordered, position)
     # The base model first: most reproducibility disputes start from a mismatched baseline.
     table_rows = sorted(methods.values(), key=lambda r: not r.base)
@@ -325,6 +340,7 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
             ]
     board = Leaderboard(ordered, table_rows)
     _add_adversarial_averages(board)
+    _add_attacked_averages(board)
     return board
 
 
@@ -340,6 +356,31 @@ def _choose_primary(columns: list[Column], position: dict[tuple[str, str], int |
     for erasure in by_bench.values():
         listed = sorted((c for c in erasure if position[c.benchmark, c.metric] is not None), key=lambda c: position[c.benchmark, c.metric])
         (listed or erasure)[0].primary = True
+
+
+ATTACKED = "attacked"
+
+
+def _add_attacked_averages(board: Leaderboard) -> None:
+    """One "attacked" column per erasure metric of the attack cells: the mean over a method's attack cells."""
+    by_metric: dict[str, list[int]] = {}
+    for index, column in enumerate(board.columns):
+        if column.attack and not column.is_average and column.role == "erasure":
+            by_metric.setdefault(column.metric, []).append(index)
+    for metric, indices in by_metric.items():
+        first = board.columns[indices[0]]
+        cells = tuple(board.columns[i].benchmark for i in indices)
+        board.columns.append(Column(ATTACKED, metric, first.name, first.lower_is_better,
+                                    f"mean of {first.name} over the attack cells {', '.join(cells)}", None,
+                                    rate=all(board.columns[i].rate for i in indices), average_of=cells, attack=ATTACKED))
+        for row in board.rows:
+            parts = [row.values[i] for i in indices]
+            # As for "Adv": only a method attacked in every cell gets a mean.
+            complete = all(v is not None and not math.isnan(v) for v in parts)
+            row.values.append(sum(parts) / len(parts) if complete else None)
+            if row.per_image:  # an average has no per-image values of its own
+                row.per_image.append(None)
+                row.intervals.append(None)
 
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
@@ -558,7 +599,7 @@ def to_json(board: Leaderboard, results: list[dict], intervals: dict | None = No
             {
                 "key": c.key, "benchmark": c.benchmark, "metric": c.metric, "name": c.name, "lower_is_better": c.lower_is_better,
                 "description": c.description, "n": c.n, "role": c.role, "adversarial": c.adversarial, "set_level": c.set_level,
-                "rate": c.rate, "average_of": list(c.average_of),
+                "rate": c.rate, "average_of": list(c.average_of), "group": c.group, "attack": c.attack,
             }
             for c in board.columns
         ],
@@ -614,6 +655,7 @@ def to_records(results: list[dict], intervals: dict | None = None) -> list[dict]
             "adversarial": row["adversarial"],
             "needs_reference": row["needs_reference"],
             "unet_evals_per_image": row["unet_evals_per_image"],
+            "attack": row.get("attack"),
         }
         for row in results
     ]

@@ -507,3 +507,16 @@ def test_fetching_a_gated_set_with_the_hub_unreachable_fails_at_once_without_ret
     code, stdout, stderr = cli(capsys, "data", "fetch", "mma")
     assert_one_line_failure(code, stdout, stderr, as_json=False)
     assert probes == ["huggingface.co"] and "(huggingface.co unreachable)" in stderr and "--data PATH" in stderr
+
+
+@pytest.mark.parametrize(("option", "says"), [
+    (["--methods", "uce:lamb=-1"], "uce.lamb must be ≥ 0; got -1.0"),
+    (["--methods", "sld:sld_mom_beta=1.5"], "sld.sld_mom_beta must be ≥ 0 and ≤ 1; got 1.5"),
+    (["--set", "esd-u.lr=0"], "esd-u.lr must be > 0; got 0.0"),
+    (["--set", "esd-u.iterations=0"], "esd-u.iterations must be ≥ 1; got 0"),
+    (["--methods", "esd-u:resolution=500"], "esd-u.resolution must be ≥ 0 and a multiple of 8; got 500"),
+])
+def test_method_parameters_are_bounded_too(capsys, option, says):
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--bench", "fixed", *option, "--dry-run")
+    assert_one_line_failure(code, stdout, stderr, as_json=False)
+    assert says in stderr

@@ -197,3 +197,17 @@ def test_mace_edits_only_cross_attention_keys_and_values_and_records_its_mask_so
         assert metadata["cfr_effective_preserve_scale"] == pytest.approx(7e-7 * 616_767)
     finally:
         tiny.unet.load_state_dict(before)
+
+
+def test_presets_give_the_official_quirks_and_the_100_artist_config():
+    from harness.plugins import PluginHost
+    from harness.registry import Registry
+    from harness.runner import expand_method
+    from harness.spec import Selection
+
+    registry = Registry(PluginHost())
+    ((official, _),) = expand_method(registry, Selection("mace", {"preset": "official"}), {}, "mace")
+    assert official.params.double_preserve_scale and official.params.pooler_all_pads and official.params.lr == 1e-5
+    ((art, _),) = expand_method(registry, Selection("mace", {"preset": "art-100"}), {}, "mace")
+    assert (art.params.lr, art.params.steps, art.params.preserve_scale, art.params.importance_sampling) == (1e-4, 50, 1e-4, True)
+    assert not art.params.double_preserve_scale

@@ -74,3 +74,39 @@ def test_report_json_follows_the_published_schema(kit_store, capsys):
 def test_a_metric_unit_must_be_one_of_the_known_units():
     with pytest.raises(ValueError, match="unit 'percent'"):
         Metric("x", "x", True, "a rate", per_image=float, unit="percent")
+
+
+def test_one_parser_for_selections_and_metric_references():
+    from harness.api import HarnessError, MetricRef
+    from harness.spec import Selection
+
+    selection = Selection.parse("rece:lamb=0.1,erase_scale=2")
+    assert selection.name == "rece" and selection.params == {"lamb": "0.1", "erase_scale": "2"}
+    assert selection.label() == "rece:erase_scale=2,lamb=0.1" and selection.params_text() == "erase_scale=2,lamb=0.1"
+    assert Selection.parse(selection.label()) == selection  # a stored label parses back to what made it
+    with pytest.raises(HarnessError, match="one name with its parameters"):
+        Selection.parse("uce+sld")
+    assert MetricRef.parse("nudenet:asr-rece") == MetricRef("nudenet", "asr-rece") and str(MetricRef("q16", "hate")) == "q16:hate"
+    with pytest.raises(HarnessError, match="'scorer:metric'"):
+        MetricRef.parse("nudenet")
+
+
+def test_a_method_kind_outside_the_enum_fails_on_load():
+    from harness.api import HarnessError, Method
+    from harness.hookspecs import hookimpl
+    from harness.plugins import PluginHost
+    from harness.registry import Registry
+
+    class Sideways(Method):
+        name = "sideways"
+        kind = "sideways"
+
+    class Plugin:
+        @hookimpl
+        def register_methods(self, register):
+            register(Sideways)
+
+    host = PluginHost(load_entry_points=False)
+    host.add_module(Plugin(), name="sideways-plugin")
+    with pytest.raises(HarnessError, match="kind 'sideways'"):
+        Registry(host).get("methods", "sideways")
