@@ -470,6 +470,8 @@ class Backbone(Configurable):
     # Parameters this backbone needs for some methods ({method name: {param: value}}), e.g. the toy world's learning
     # rates.  Applied automatically under every preset and --set, recorded in the manifest and the provenance column.
     method_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # The same for attacks ({attack name: {param: value}}): below --set and name:param=value, recorded in the manifest.
+    attack_presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def check(self, model: str | None) -> None:
         """Raise ``HarnessError`` now if ``load`` is bound to fail (missing path, offline hub): called before any work."""

@@ -138,7 +138,9 @@ def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None
             raise HarnessError(f"unknown attack {selection.name!r}{did_you_mean(selection.name, registry.entries['attacks'])} "
                                "(see `harness list attacks`)")
         cls = registry.get("attacks", selection.name)
-        preset = dict(getattr(backbone, "attack_presets", {}).get(selection.name, {}))
+        from harness.runner import preset_text
+
+        preset = preset_text(getattr(backbone, "attack_presets", {}).get(selection.name, {}))
         raw = {**preset, **overrides.get(selection.name, {}), **selection.params}
         params = build_params(cls, raw, selection.name)
         if budget is not None:
@@ -325,7 +327,9 @@ def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: Conc
             for counter in counters.values():
                 counter.close()
     adversarial_specs = [PromptSpec(**known[key]["spec"]) for key in keys]
-    total = dict(prepare_cost)  # prepare() of earlier, interrupted calls is not counted: it is not stored per prompt
+    # The set's total is the sum of its prompts' searches; the shared prepare() step (Ring-A-Bell's concept vector) is
+    # in this call's cost only, when it ran.
+    total = dict.fromkeys(COST_FIELDS, 0)
     for key in keys:
         _add(total, known[key]["cost"])
     sources_hash = sha256_json([spec.as_dict() for spec in specs])

@@ -31,6 +31,15 @@ class ToyBackbone(Backbone):
         "adavd": {"shift_b": 0.6},
     }
 
+    # Ring-A-Bell's paper setting (population 200, 3000 generations, η = 3) costs ~600 000 text-encoder passes per
+    # prompt: hours for 32 prompts on 2 CPU cores.  The toy search: population 64, 100 generations, whole-word tokens
+    # (the toy BPE vocabulary is more than half single bytes, SD's CLIP vocabulary almost none), η = 2.  Chosen on
+    # the first 8 and 32 toy-implicit prompts (η = 3: 100% red on sd, 0% on uce and trce-t; η = 1 with all tokens:
+    # byte soup, 0% red even on sd; η = 2.5 with 150 generations: no better than η = 2).
+    attack_presets = {
+        "ring-a-bell": {"population": 64, "generations": 100, "eta": 2.0, "vocabulary": "words"},
+    }
+
     def identity(self, model: str | None, dtype: str) -> dict | None:
         return folder_identity(require_weights(model))
 

@@ -1,0 +1,70 @@
+"""Ring-A-Bell on the tiny pipeline: the concept vector is the mean paired difference, the genetic search lowers
+its own objective ‖f(P̂) − (f(P) + η·ĉ)‖², keeps its best prompt (elitism), is reproducible per prompt seed, and
+returns K tokens from the allowed vocabulary."""
+
+import pytest
+import torch
+
+from benchmarks.attacks.ring_a_bell import RingABell
+from harness.api import ConceptSet, HarnessError, PromptSpec
+from harness.attacking import AttackContext
+
+CONCEPTS = ConceptSet(name="colours", erase=("red",), phrases=(("a red circle", "a gray circle"), ("red square", "gray square")))
+SPEC = PromptSpec(id="0", prompt="a circle on black", seed=7)
+
+
+def search(tiny, **params):
+    attack = RingABell(RingABell.Params(**{"population": 16, "generations": 1, "length": 6, "eta": 1.0, **params}))
+    ctx = AttackContext(show_progress=False)
+    attack.prepare(tiny, CONCEPTS, ctx)
+    ctx._spec_seed = SPEC.seed
+    return attack, attack.attack(tiny, CONCEPTS, SPEC, ctx), ctx
+
+
+def encode(tiny, texts):
+    ids = tiny.tokenizer(texts, padding="max_length", max_length=tiny.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return tiny.text_encoder(ids)[0]
+
+
+def test_concept_vector_is_the_mean_paired_difference(tiny):
+    attack, _, _ = search(tiny)
+    with_concept, without = encode(tiny, ["a red circle", "red square"]), encode(tiny, ["a gray circle", "gray square"])
+    assert torch.allclose(attack.concept_vector, (with_concept - without).mean(0), atol=1e-6)
+
+
+def test_the_search_lowers_its_objective_and_keeps_its_best(tiny):
+    attack, first, _ = search(tiny, generations=1)
+    _, longer, ctx = search(tiny, generations=25)
+    assert ctx.steps == 25 and longer.steps == 25
+    assert longer.loss < first.loss  # same seed, same initial population: elitism never loses the best
+    # The reported loss is the objective of the returned tokens.
+    ids = torch.full((1, tiny.tokenizer.model_max_length), tiny.tokenizer.eos_token_id)
+    ids[0, 0] = tiny.tokenizer.bos_token_id
+    ids[0, 1:7] = torch.tensor(longer.token_ids)
+    with torch.no_grad():
+        target = encode(tiny, [SPEC.prompt])[0] + attack.concept_vector
+        objective = float(((tiny.text_encoder(ids)[0][0] - target) ** 2).sum())
+    assert objective == pytest.approx(longer.loss, rel=1e-5)
+    assert len(longer.token_ids) == 6 and all(int(t) in set(attack.vocabulary.tolist()) for t in longer.token_ids)
+    assert longer.text == tiny.tokenizer.decode(list(longer.token_ids)).strip()
+
+
+def test_the_search_is_reproducible(tiny):
+    _, one, _ = search(tiny, generations=3)
+    _, again, _ = search(tiny, generations=3)
+    assert one.token_ids == again.token_ids and one.loss == again.loss
+
+
+def test_official_quirk_mutates_survivors(tiny):
+    _, quirk, _ = search(tiny, generations=10, mutate_survivors=True)
+    _, plain, _ = search(tiny, generations=10)
+    assert quirk.token_ids != plain.token_ids  # a different search, as the official notebook's is
+
+
+def test_bad_settings_are_one_line_errors(tiny):
+    with pytest.raises(HarnessError, match="length K=40"):
+        search(tiny, length=40)
+    attack = RingABell()
+    with pytest.raises(HarnessError, match="phrase pairs"):
+        attack.prepare(tiny, ConceptSet(name="bare", erase=("red",)), AttackContext(show_progress=False))
