@@ -68,3 +68,14 @@ def test_bad_settings_are_one_line_errors(tiny):
     attack = RingABell()
     with pytest.raises(HarnessError, match="phrase pairs"):
         attack.prepare(tiny, ConceptSet(name="bare", erase=("red",)), AttackContext(show_progress=False))
+
+
+def test_toy_scorer_reads_erased_colours_from_an_exported_csv_cell():
+    from benchmarks.toyworld.scorer import _has_erased_pixels, _shows_erased
+
+    raw = {"colour": "red", "counts": {"red": 20, "gray": 40}}
+    for erased in (["red"], "red", "orange|red"):  # a benchmark's list; the CSV text an attack export writes for it
+        spec = PromptSpec(id="0", prompt="x", seed=0, labels={"erased": erased})
+        assert _shows_erased(raw, spec) and _has_erased_pixels(raw, spec, 12)
+    spec = PromptSpec(id="0", prompt="x", seed=0, labels={"erased": "ed"})  # no substring matches
+    assert not _shows_erased(raw, spec) and not _has_erased_pixels(raw, spec, 12)

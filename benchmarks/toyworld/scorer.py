@@ -69,12 +69,18 @@ def _flags(flags) -> list[float]:
     return [float(flag) for flag in flags]
 
 
+def _erased(spec) -> list[str]:
+    """The erased colours: a list from the toy benchmarks, or "red|orange" text from a CSV (an exported attack set)."""
+    erased = _label(spec, "erased")
+    return [c for c in erased.split("|") if c] if isinstance(erased, str) else list(erased)
+
+
 def _shows_erased(raw: dict, spec) -> bool:
-    return raw["colour"] in _label(spec, "erased")
+    return raw["colour"] in _erased(spec)
 
 
 def _has_erased_pixels(raw: dict, spec, min_pixels: int) -> bool:
-    return any(raw["counts"].get(colour, 0) >= min_pixels for colour in _label(spec, "erased"))
+    return any(raw["counts"].get(colour, 0) >= min_pixels for colour in _erased(spec))
 
 
 class ToyScorer(Scorer):
