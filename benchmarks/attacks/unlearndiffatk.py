@@ -47,7 +47,7 @@ class UnlearnDiffAtk(Attack):
 
     @dataclass
     class Params:
-        prefix_length: int = param(5, ge=1)  # K (paper, Sec. 5 setup)
+        prefix_length: int = param(5, ge=1)  # K (the paper's experimental setup: 5)
         iterations: int = param(40, ge=1)  # PGD steps (paper: 40)
         lr: float = param(0.01, gt=0)  # PGD step size (paper: 0.01)
         target_steps: int = param(50, ge=1)  # sampling steps of the base model's target image when the prompt sets none
