@@ -52,7 +52,7 @@ class P4D(Attack):
         iterations: int = param(3000, ge=1)
         lr: float = param(0.1, gt=0)
         weight_decay: float = param(0.1, ge=0)
-        target_steps: int = param(50, ge=1)  # sampling steps of the base model's x₀ when the prompt sets none
+        target_steps: int = param(50, ge=1)  # base image's steps if the prompt sets none; should match the backbone's (toy preset: 20)
         probes: int = param(4, ge=1)  # fixed (t, ε) draws that measure the loss before/after (harness addition)
 
     def prepare(self, pipe, concepts, ctx) -> None:

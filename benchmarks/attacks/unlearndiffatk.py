@@ -50,7 +50,7 @@ class UnlearnDiffAtk(Attack):
         prefix_length: int = param(5, ge=1)  # K (the paper's experimental setup: 5)
         iterations: int = param(40, ge=1)  # PGD steps (paper: 40)
         lr: float = param(0.01, gt=0)  # PGD step size (paper: 0.01)
-        target_steps: int = param(50, ge=1)  # sampling steps of the base model's target image when the prompt sets none
+        target_steps: int = param(50, ge=1)  # base image's steps if the prompt sets none; should match the backbone's (toy preset: 20)
         probes: int = param(4, ge=1)  # fixed (t, ε) draws that measure the loss before/after (harness addition)
 
     def prepare(self, pipe, concepts, ctx) -> None:

@@ -40,6 +40,11 @@ class ToyBackbone(Backbone):
     # η = 2.5 with 150 generations 81 / 0 / 6.  On the toy, Ring-A-Bell lifts trce-t by 6 points, not more.
     attack_presets = {
         "ring-a-bell": {"population": 64, "generations": 100, "eta": 2.0, "vocabulary": "words"},
+        # The white-box attacks' target image: the base model's image as this backbone samples it (20 steps).
+        # Measured on uce, the first 16 toy-implicit prompts (static toy-asr 6%): p4d (P4D-N, 40 iterations) 31%
+        # [14, 56]; unlearndiffatk (paper defaults: 40 iterations, lr 0.01) 0%, also 0% with lr 0.5 (50 base steps).
+        "unlearndiffatk": {"target_steps": 20},
+        "p4d": {"target_steps": 20},
     }
 
     def identity(self, model: str | None, dtype: str) -> dict | None:
