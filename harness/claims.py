@@ -61,7 +61,6 @@ class Claims:
         self.started = _process_start(self.pid) or ""
         self.held: set[str] = set()
         self._heartbeat: threading.Thread | None = None
-        self.skipped = 0  # keys found held by another live process (for tests and the log)
 
     def _live(self, row) -> bool:
         if row["token"] == self.token:
@@ -80,15 +79,17 @@ class Claims:
             return keys, []
         with self.store.transaction():
             finished = done(keys)
-            rows = {row["key"]: row for row in self.store.db.execute(
-                f"SELECT * FROM claims WHERE key IN ({','.join('?' * len(keys))})", keys)} if keys else {}
+            # The table holds only work in flight: a few rows per process, so it is read whole, and the claims of
+            # dead owners are dropped (some on work a re-run found finished after all and so never claims again).
+            rows = {row["key"]: row for row in self.store.db.execute("SELECT * FROM claims")}
+            stale = [key for key, row in rows.items() if row["token"] != self.token and not self._live(row)]
+            self.store.db.executemany("DELETE FROM claims WHERE key=?", [(key,) for key in stale])
             claimed = [key for key in keys if key not in finished and not (key in rows and self._live(rows[key]))]
             held = [key for key in keys if key not in finished and key in rows and self._live(rows[key])]
             expires = time.time() + LEASE_SECONDS
             self.store.db.executemany("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)",
                                       [(key, HOST, self.pid, self.started, self.token, expires) for key in claimed])
         self.held.update(claimed)
-        self.skipped += len(held)
         if claimed:
             self._start_heartbeat()
         return claimed, held
