@@ -1,0 +1,140 @@
+"""P4D (Chin et al., "Prompting4Debugging: Red-Teaming Text-to-Image Diffusion Models by Finding Problematic
+Prompts", ICML 2024).
+
+A white-box attack that makes the erased model behave like the base model on the unsafe prompt.  Read top to
+bottom against the paper's method section (Sec. 3):
+
+1. **Reference.**  The base model (original UNet and text encoder) on the unsafe prompt P gives the noise
+   prediction ε_θ(x_t, c(P), t) to imitate.
+2. **Soft prompt.**  N free tokens (P4D-N: the prompt is the N learned tokens alone; P4D-K: one learned token
+   inserted after every K-th token of P) with continuous embeddings P_cont, initialised from random tokens.
+3. **Objective** (the paper's matching loss):
+
+       min_{P_cont}  ‖ ε_θ'(x_t, c(Proj(P_cont)), t) − ε_θ(x_t, c(P), t) ‖²
+
+   with Proj the projection of each embedding to its nearest vocabulary embedding (dot-product similarity, as in
+   PEZ, Wen et al. 2023) and the gradient taken at the projected embeddings and applied to P_cont
+   (straight-through), optimiser AdamW.
+4. **Result.**  The projected tokens after the last iteration, decoded to text (with P's tokens for P4D-K).
+
+Defaults as we read the paper's experimental setup (Sec. 4): N = 16 (P4D-N), K = 3 (P4D-K), AdamW with learning
+rate 0.1 and weight decay 0.1, 3000 iterations; ``iterations`` is the budget parameter (``--attack-budget``).
+
+Simplification (stated, not hidden): the paper takes x_t along the base model's sampling trajectory of P; here
+x_t is the base model's final latent x₀ of P (its seed and guidance) noised to a random training timestep t,
+x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε, one draw per iteration, the same draws as UnlearnDiffAtk.  The result's ``loss`` is
+the final tokens' objective on ``probes`` fixed draws; ``details`` hold that objective for the initial tokens
+(``loss_first``).  Not checked against the official code (joycenerd/P4D) in this implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from benchmarks.attacks import prompt_tuning as pt
+from harness.api import AdversarialPrompt, Attack
+from harness.validate import param
+
+
+class P4D(Attack):
+    name = "p4d"
+    description = "P4D (ICML 2024): PEZ-style projected soft prompt so the erased UNet matches the base model's noise"
+    paper = "Chin et al., Prompting4Debugging: Red-Teaming Text-to-Image Diffusion Models by Finding Problematic Prompts, ICML 2024"
+    version = "1"
+    budget_param = "iterations"
+
+    @dataclass
+    class Params:
+        variant: Literal["n", "k"] = "n"  # P4D-N or P4D-K
+        tokens: int = param(16, ge=1)  # N, the learned tokens of P4D-N
+        every: int = param(3, ge=1)  # K of P4D-K: a learned token after every K-th prompt token
+        iterations: int = param(3000, ge=1)
+        lr: float = param(0.1, gt=0)
+        weight_decay: float = param(0.1, ge=0)
+        target_steps: int = param(50, ge=1)  # sampling steps of the base model's x₀ when the prompt sets none
+        probes: int = param(4, ge=1)  # fixed (t, ε) draws that measure the loss before/after (harness addition)
+
+    def prepare(self, pipe, concepts, ctx) -> None:
+        self.vocabulary = pt.allowed_tokens(pipe.tokenizer)
+
+    def _layout(self, tokenizer, prompt: str):
+        """The token sequence body and the positions (in the full sequence, after BOS) of the learned tokens."""
+        p = self.params
+        placeholder = int(self.vocabulary[0])
+        if p.variant == "n":
+            count = min(p.tokens, tokenizer.model_max_length - 2)
+            return [placeholder] * count, list(range(1, count + 1))
+        words = pt.prompt_ids(tokenizer, prompt, 0)
+        body, free = [], []
+        for index, token in enumerate(words):
+            body.append(token)
+            if (index + 1) % p.every == 0:
+                body.append(placeholder)
+                free.append(len(body))
+        body, free = body[: tokenizer.model_max_length - 2], [f for f in free if f <= tokenizer.model_max_length - 2]
+        return body, free
+
+    def attack(self, pipe, concepts, spec, ctx) -> AdversarialPrompt:
+        import torch
+
+        p = self.params
+        tokenizer, encoder, unet = pipe.tokenizer, pipe.text_encoder, pipe.unet
+        base_unet, base_encoder = ctx.base("unet"), ctx.base("text_encoder")
+        generator = ctx.generator()
+        x0 = pt.base_target_latents(pipe, base_unet, base_encoder, spec, p.target_steps)
+        with torch.no_grad():
+            reference_condition = pt.encode_text(base_encoder, tokenizer, [spec.prompt])  # 1. c(P) through the base encoder
+        body, free = self._layout(tokenizer, spec.prompt)
+        ids = pt.sequence(tokenizer, body)
+        table = encoder.get_input_embeddings().weight.detach()
+        allowed = table[self.vocabulary.to(table.device)].float()
+        start = self.vocabulary[torch.randint(len(self.vocabulary), (len(free),), generator=generator)]
+        ids[0, free] = start
+        soft = allowed[torch.searchsorted(self.vocabulary, start).to(table.device)].clone().requires_grad_(True)  # 2. P_cont
+        optimiser = torch.optim.AdamW([soft], lr=p.lr, weight_decay=p.weight_decay)
+        probes = pt.denoising_draws(pipe, x0, p.probes, generator)
+        references = {}
+
+        def reference(draws):
+            with torch.no_grad():
+                t = torch.cat([d[0] for d in draws])
+                noisy = torch.cat([d[2] for d in draws]).to(base_unet.dtype)
+                return base_unet(noisy, t, encoder_hidden_states=reference_condition.expand(len(draws), -1, -1)).sample.float()
+
+        def project(soft):
+            chosen = (soft.detach() @ allowed.T).argmax(dim=-1)  # nearest vocabulary embedding (dot product, as PEZ)
+            return chosen, allowed[chosen]
+
+        def loss_of(token_embeddings, draws, target):
+            embeddings = table[ids[0].to(table.device)].unsqueeze(0).clone()
+            embeddings[0, free] = token_embeddings.to(embeddings.dtype)
+            hidden = pt.encode_embeddings(encoder, ids, embeddings)
+            t = torch.cat([d[0] for d in draws])
+            noisy = torch.cat([d[2] for d in draws]).to(unet.dtype)
+            predicted = unet(noisy, t, encoder_hidden_states=hidden.expand(len(draws), -1, -1)).sample.float()
+            return ((predicted - target) ** 2).mean()
+
+        references["probes"] = reference(probes)
+        with torch.no_grad():
+            first = float(loss_of(project(soft)[1], probes, references["probes"]))
+        for _ in range(p.iterations):  # 3. straight-through PEZ step
+            draws = pt.denoising_draws(pipe, x0, 1, generator)
+            _, projected = project(soft)
+            projected = projected.clone().requires_grad_(True)
+            loss = loss_of(projected, draws, reference(draws))
+            (gradient,) = torch.autograd.grad(loss, projected)
+            soft.grad = gradient.to(soft.dtype)
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+            ctx.step()
+        with torch.no_grad():
+            chosen, projected = project(soft)
+            final = float(loss_of(projected, probes, references["probes"]))
+        learned = self.vocabulary[chosen.cpu()].tolist()
+        ids[0, free] = torch.tensor(learned, dtype=ids.dtype)
+        found = ids[0, 1 : len(body) + 1].tolist()  # 4. the whole prompt body (P4D-K keeps P's tokens)
+        text = tokenizer.decode(found).strip()
+        again = tokenizer(text, add_special_tokens=False).input_ids
+        return AdversarialPrompt(text=text, token_ids=tuple(found), retokenizes=again == found, loss=final, steps=p.iterations,
+                                 details={"loss_first": first, "learned_tokens": learned})

@@ -1,0 +1,114 @@
+"""UnlearnDiffAtk and P4D on the tiny pipeline: each lowers its own objective on a fixed seed (the objective
+measured on fixed (t, ε) probe draws before and after the search), the base model's target comes from the
+unedited components, and through ``harness run --attack`` each returns one prompt per source prompt with the
+same id, seed and guidance, cached (a second run does zero attack steps and zero UNet calls)."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.attacks.p4d import P4D
+from benchmarks.attacks.unlearndiffatk import UnlearnDiffAtk, project_to_simplex
+from harness.api import ConceptSet, PromptSpec
+from harness.attacking import AttackContext
+from harness.plugins import PluginHost
+from harness.registry import Registry
+from harness.runner import RunConfig, Runner, plan
+
+CONCEPTS = ConceptSet(name="colours", erase=("red",))
+SPEC = PromptSpec(id="0", prompt="a red circle", seed=7, steps=4)
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+def search(tiny, cls, spec=SPEC, **params):
+    base = {"unet": copy.deepcopy(tiny.unet).requires_grad_(False), "text_encoder": copy.deepcopy(tiny.text_encoder).requires_grad_(False)}
+    attack = cls(cls.Params(**params))
+    ctx = AttackContext(show_progress=False, base_component=base.__getitem__)
+    attack.prepare(tiny, CONCEPTS, ctx)
+    ctx._spec_seed = spec.seed
+    return attack.attack(tiny, CONCEPTS, spec, ctx), ctx
+
+
+def test_simplex_projection():
+    v = torch.tensor([[0.5, 0.2, 0.9], [2.0, -1.0, 0.0], [0.3, 0.3, 0.4]])
+    z = project_to_simplex(v)
+    assert torch.allclose(z.sum(-1), torch.ones(3)) and (z >= 0).all()
+    assert torch.allclose(z[1], torch.tensor([1.0, 0.0, 0.0])) and torch.allclose(z[2], v[2])  # a point on the simplex stays
+    assert torch.allclose(z[0], torch.tensor([0.3, 0.0, 0.7]), atol=1e-6)  # θ = 0.2: (0.5−0.2, 0, 0.9−0.2)
+
+
+def test_unlearndiffatk_lowers_its_denoising_loss(tiny):
+    found, ctx = search(tiny, UnlearnDiffAtk, iterations=30, lr=1.0)
+    assert ctx.steps == 30 and found.steps == 30
+    assert found.details["relaxed_loss_last"] < found.details["relaxed_loss_first"]
+    assert len(found.token_ids) == 5 and found.text.endswith(SPEC.prompt)
+    assert found.text == f"{tiny.tokenizer.decode(list(found.token_ids)).strip()} {SPEC.prompt}"
+
+
+def test_p4d_lowers_its_matching_loss(tiny):
+    found, ctx = search(tiny, P4D, iterations=30, tokens=4)
+    assert ctx.steps == 30
+    assert found.loss < found.details["loss_first"]
+    assert len(found.token_ids) == 4 and found.text == tiny.tokenizer.decode(list(found.token_ids)).strip()
+
+
+def test_p4d_k_inserts_a_learned_token_after_every_kth_prompt_token(tiny):
+    short = PromptSpec(id="0", prompt="a red", seed=7, steps=4)  # short enough that nothing is truncated
+    found, _ = search(tiny, P4D, spec=short, iterations=2, variant="k", every=2)
+    words = tiny.tokenizer(short.prompt, add_special_tokens=False).input_ids
+    assert len(words) + len(words) // 2 <= tiny.tokenizer.model_max_length - 2
+    learned = found.details["learned_tokens"]
+    assert len(learned) == len(words) // 2
+    expected = []
+    for index, token in enumerate(words):
+        expected.append(token)
+        if (index + 1) % 2 == 0:
+            expected.append(learned[(index + 1) // 2 - 1])
+    assert list(found.token_ids) == expected
+
+
+def test_p4d_reference_is_the_base_model(tiny):
+    """With the erased model equal to the base model, the initial tokens already differ from P, but the reference
+    is the base model on P: replacing the base UNet by a different one changes the objective."""
+    first, _ = search(tiny, P4D, iterations=1, tokens=4)
+    other = copy.deepcopy(tiny.unet)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.mul_(1.5)
+    attack = P4D(P4D.Params(iterations=1, tokens=4))
+    ctx = AttackContext(show_progress=False, base_component={"unet": other, "text_encoder": tiny.text_encoder}.__getitem__)
+    attack.prepare(tiny, CONCEPTS, ctx)
+    ctx._spec_seed = SPEC.seed
+    second = attack.attack(tiny, CONCEPTS, SPEC, ctx)
+    assert second.details["loss_first"] != pytest.approx(first.details["loss_first"])
+
+
+def test_run_returns_one_cached_prompt_per_source(tmp_path):
+    registry = Registry(PluginHost([str(PLUGINS / "brightness.py"), str(PLUGINS / "edits.py")]))
+    attacks = "unlearndiffatk:iterations=2,target_steps=2,probes=1,p4d:iterations=2,tokens=3,target_steps=2,probes=1"
+
+    def run():
+        config = RunConfig(methods="sd,scale-keys", bench="fixed:count=3", model="tiny", out=str(tmp_path), show_progress=False, attacks=attacks)
+        runner = Runner(plan(config, registry))
+        runner.execute()
+        return runner
+
+    first = run()
+    sources = {(r["method"], json.loads(r["spec"])["id"]): json.loads(r["spec"]) for r in first.store.run_images(first.plan.run_id)
+               if r["benchmark"] == "fixed:count=3"}
+    for record in first.attack_log:
+        assert record["found_now"] == 3 and record["cost_now"]["attack_steps"] == 6
+        assert record["cost_now"]["unet_evals"] > 0 and record["cost_now"]["text_encoder_evals"] > 0
+    for attack in ("unlearndiffatk", "p4d"):
+        rows = [json.loads(r["spec"]) for r in first.store.run_images(first.plan.run_id) if r["benchmark"].startswith(attack) and r["benchmark"].endswith("(fixed:count=3)")]
+        assert len(rows) == 6  # 3 prompts × 2 methods
+        for spec in rows:
+            source = next(s for (m, i), s in sources.items() if i == spec["id"])
+            assert (spec["seed"], spec["guidance"]) == (source["seed"], source["guidance"])
+            assert spec["labels"]["source_prompt"] == source["prompt"] and spec["labels"]["attack"].startswith(attack)
+    second = run()
+    assert second.engine.unet_calls == 0
+    assert all(r["found_now"] == 0 and r["cost_now"]["attack_steps"] == 0 and r["cost_now"]["unet_evals"] == 0 for r in second.attack_log)
