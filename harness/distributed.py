@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.api import HarnessError
+from harness.claims import Claims
 from harness.integrity import atomic_write
 from harness.store import Store
 
@@ -126,6 +127,7 @@ class ShardStore(Store):
         self.cache = self.root / "cache"
         self.db = None  # deliberately: a method not overridden here must not silently write elsewhere
         self.files = _ShardFiles(self)
+        self.claims = Claims(self)  # claims nothing: a rank's share was dealt out (its db is None)
         self.image_rows = dict(image_rows)  # image key -> unet evals, for every image with a row
         self.model_states = model_states
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
+from harness import claims as work_claims
 from harness import integrity, recover
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
 from harness.context import EditContext
@@ -201,6 +202,25 @@ class ModelStates:
             row = self.store.model_state(key)
         return row
 
+    def _claim_erasure(self, key: str, delta_path) -> bool:
+        """Claim the erasure of state ``key``: True once this process may compute it, False once another process has
+        stored it meanwhile (waiting while another live process computes it)."""
+        if self.store.db is None:  # a data-parallel rank other than 0: rank 0 erases
+            return True
+        before = self.store.files.lookup(delta_path)
+
+        def stored(keys):
+            record = self.store.files.lookup(delta_path)
+            return set(keys) if self.store.model_state(key) is not None and record is not None and record != before else set()
+
+        while True:
+            claimed, held = self.store.claims.take([f"state:{key}"], done=stored)
+            if claimed:
+                return True
+            if not held:
+                return False
+            time.sleep(work_claims.POLL_SECONDS)
+
     def stored_state(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState | None:
         """The state's key and stored metadata, read from the store without touching the pipeline.
 
@@ -221,6 +241,13 @@ class ModelStates:
 
     def activate(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState:
         """Bring the pipeline into the state of ``parts`` (method instances with their labels), applied in order."""
+        try:
+            return self._activate(parts, concepts, label)
+        except BaseException:  # a failed erasure frees its claim, so another process (or a re-run) may try it
+            self.store.claims.release([key for key in self.store.claims.held if key.startswith("state:")])
+            raise
+
+    def _activate(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState:
         from safetensors.torch import load_file, save_file
 
         self.parameters  # noqa: B018 -- the originals must be taken before any edit runs
@@ -240,6 +267,10 @@ class ModelStates:
                 delta_path = self.store.delta_path(key)
                 intact = row is not None and self.store.files.verify(delta_path, "cached model delta", adopt=integrity.safetensors_loads,
                                                                          kind=integrity.DELTA, remedy="the erasure is recomputed")
+                if not intact and not self._claim_erasure(key, delta_path):  # another process erased it meanwhile
+                    row = self._state_row(key)
+                    intact = row is not None and self.store.files.verify(delta_path, "cached model delta", adopt=integrity.safetensors_loads,
+                                                                             kind=integrity.DELTA, remedy="the erasure is recomputed")
                 if intact:
                     self.apply_delta(load_file(str(delta_path)))
                     metadata = _json(row["metadata"])
@@ -263,6 +294,7 @@ class ModelStates:
                     self.exact = delta
                     self.applied = set(delta)
                     self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
+                    self.store.claims.release([f"state:{key}"])
             else:
                 metadata = row and _json(row["metadata"]) or {}
                 if row is None:
@@ -374,12 +406,28 @@ class Engine:
         # Data-parallel runs (harness/distributed.py) share the batches out; the other processes make the rest.
         others = [key for index, batch in enumerate(batches) if index not in mine for key, _ in batch]
         made = 0
+        claims = self.store.claims
+        pending = [batches[index] for index in sorted(mine)]
         with tqdm(total=len(todo), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
-            for index in sorted(mine):
-                batch = batches[index]
+            while pending:
+                # Claimed in the store before it is made: a batch another live process is making is skipped for now
+                # and looked at again after this process's other batches (done by then, or freed by a dead owner).
+                wanted = pending.pop(0)
+                claimed, held = claims.take([key for key, _ in wanted], done=lambda keys: self._recorded_since(keys, damaged))
+                if held:
+                    if not pending:
+                        time.sleep(work_claims.POLL_SECONDS)
+                    pending.append([item for item in wanted if item[0] in set(held)])
+                batch = [item for item in wanted if item[0] in set(claimed)]
+                made += len(wanted) - len(claimed) - len(held)  # made by another process meanwhile
+                if not batch:
+                    continue
                 self.on_step = bar.update if self.show_progress else None
                 try:
                     images = self.sample([spec for _, spec in batch], state)
+                except BaseException:
+                    claims.release(claimed)
+                    raise
                 finally:
                     self.on_step = None
                 rows, files = [], []
@@ -394,6 +442,7 @@ class Engine:
                 finally:  # a write that fails mid-batch (full disk) keeps the images written before it
                     if rows:
                         self.store.add_images(rows, files=files)
+                    claims.release(claimed)
                 changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
                 if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
                     self.store.forget_raw_scores(changed)
@@ -407,6 +456,18 @@ class Engine:
                 time.sleep(0.5)
                 bar.update(made + sum(self.store.image_path(key).exists() for key in others) - bar.n)
         return keys
+
+    def _recorded_since(self, keys: list[str], damaged: dict[str, str]) -> set[str]:
+        """The keys whose image has been recorded by now (a damaged one: recorded again, with other bytes)."""
+        recorded = self.store.image_unet_evals(keys)
+        done = set()
+        for key in recorded:
+            if key in damaged:
+                record = self.store.files.lookup(self.store.image_path(key))
+                if record is None or record.sha256 == damaged[key]:
+                    continue
+            done.add(key)
+        return done
 
     def my_batches(self, batches: list[list]) -> set[int]:
         """The indices of the batches this process makes: all of them, unless a data-parallel run shares them out."""

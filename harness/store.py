@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.api import HarnessError
+from harness.claims import Claims
 from harness.integrity import Files, atomic_write
 from harness.names import check_name
 from harness.results import Result
@@ -93,6 +94,10 @@ MIGRATIONS = [
     );
     ALTER TABLE results ADD COLUMN attack TEXT
     """,
+    # Work claims (harness/claims.py): who is making which batch of images or model state right now.
+    """
+    CREATE TABLE claims (key TEXT PRIMARY KEY, host TEXT, pid INTEGER, started TEXT, token TEXT, expires REAL);
+    """,
 ]
 
 
@@ -119,6 +124,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
         self.files = Files(self)
+        self.claims = Claims(self)
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")

@@ -120,3 +120,19 @@ def test_sigkill_at_random_moments_of_one_store(tmp_path, clean):
         kills += code == -signal.SIGKILL
     assert kills >= 3, "most attempts must be killed mid-run for this test to mean anything"
     resume_and_compare(out, clean_snapshot, registry)
+
+
+@pytest.mark.parametrize("kill_at", ["harness.store:Store.add_images:2", "harness.engine:ModelStates.float32_delta:1"],
+                         ids=["image-batch", "erasure"])
+def test_a_killed_runs_claims_do_not_block_the_rerun(tmp_path, clean, kill_at):
+    """Killed while it holds a claim (on a batch of images, on an erasure): the re-run takes the claim over at once."""
+    clean_snapshot, registry = clean
+    code, err = killed_run(tmp_path / "out", kill_at=kill_at)
+    assert code == -signal.SIGKILL, err
+    store = Store(tmp_path / "out")
+    left = store.db.execute("SELECT key, pid, expires FROM claims").fetchall()
+    store.close()
+    assert left and all(row["pid"] != os.getpid() and row["expires"] > time.time() for row in left), "the kill must leave live-looking claims"
+    resume_and_compare(tmp_path / "out", clean_snapshot, registry)
+    store = Store(tmp_path / "out")
+    assert store.db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0  # taken over and released, none left behind

@@ -1,6 +1,6 @@
-"""A one-file test plugin that logs every image file a process writes (``HARNESS_TEST_WRITE_LOG=FILE``: "pid path" lines).
+"""A one-file test plugin that logs every image and model delta file a process writes (``HARNESS_TEST_WRITE_LOG=FILE``: "pid path" lines).
 
-Concurrent runs on one store use it to count duplicate work.  It registers no hooks.
+Concurrent runs on one store use it to count duplicate work (images made twice, erasures run twice).  It registers no hooks.
 """
 
 import os
@@ -13,7 +13,7 @@ if _log:
 
     def _logging_write(self, path, data=None, *, kind, **kwargs):
         entry = _original(self, path, data, kind=kind, **kwargs)
-        if kind == integrity.IMAGE:
+        if kind in (integrity.IMAGE, integrity.DELTA):
             with open(_log, "a", encoding="utf-8") as handle:  # one short O_APPEND write per line: lines never interleave
                 handle.write(f"{os.getpid()} {entry.path}\n")
         return entry

@@ -1,0 +1,43 @@
+"""Work claims (harness/claims.py): a live owner's claim holds, a dead, reused-pid or expired owner's claim frees."""
+
+import subprocess
+import sys
+import time
+
+from harness import claims as work_claims
+from harness.store import Store
+
+
+def none_done(keys):
+    return set()
+
+
+def test_a_live_owner_holds_its_claim_and_a_finished_one_does_not(tmp_path):
+    mine, theirs = Store(tmp_path), Store(tmp_path)
+    claimed, held = theirs.claims.take(["a", "b"], done=none_done)
+    assert claimed == ["a", "b"] and held == []
+    theirs.claims.pid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]).pid  # a live other process
+    theirs.claims.started = work_claims._process_start(theirs.claims.pid)
+    mine.db.execute("UPDATE claims SET pid=?, started=?", (theirs.claims.pid, theirs.claims.started))
+    try:
+        assert mine.claims.take(["a", "b", "c"], done=none_done) == (["c"], ["a", "b"])
+        assert mine.claims.take(["a"], done=lambda keys: {"a"}) == ([], [])  # done meanwhile: neither made nor waited on
+    finally:
+        subprocess.run(["kill", "-9", str(theirs.claims.pid)], check=True)
+        time.sleep(0.2)
+    # Reaped or a zombie, a killed owner frees its claims at once, though they have not expired.
+    assert mine.claims.take(["a", "b"], done=none_done) == (["a", "b"], [])
+    mine.claims.release(["a", "b", "c"])
+    assert mine.db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+
+
+def test_a_reused_pid_and_an_expired_lease_free_a_claim(tmp_path):
+    mine, theirs = Store(tmp_path), Store(tmp_path)
+    theirs.claims.take(["reused", "remote"], done=none_done)
+    # The pid is alive (this very process) but started at another time: a new process under a dead owner's pid.
+    mine.db.execute("UPDATE claims SET token='other', started='1' WHERE key='reused'")
+    # Another host's owner cannot be asked: its claim holds until its lease lapses.
+    mine.db.execute("UPDATE claims SET token='other', host='elsewhere' WHERE key='remote'")
+    assert mine.claims.take(["reused", "remote"], done=none_done) == (["reused"], ["remote"])
+    mine.db.execute("UPDATE claims SET expires=? WHERE key='remote'", (time.time() - 1,))
+    assert mine.claims.take(["remote"], done=none_done) == (["remote"], [])
