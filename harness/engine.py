@@ -398,38 +398,44 @@ class Engine:
             spec = item[1]
             return (spec.steps, spec.height, spec.width)
 
+        # Batches are formed over every image of the cell, made or not, exactly as an uninterrupted run forms them:
+        # with several CPU threads an image's last bits depend on the batch it is sampled in, so a re-run after a
+        # kill samples a partly finished batch whole and keeps only its missing images (bytes equal to a clean run).
+        everything = dict(zip(keys, resolved))
         batches = []
-        for _, group in groupby(sorted(todo.items(), key=group_of), key=group_of):
+        for _, group in groupby(sorted(everything.items(), key=group_of), key=group_of):
             group = list(group)
             batches.extend(group[start : start + self.batch_size] for start in range(0, len(group), self.batch_size))
         mine = self.my_batches(batches)
         # Data-parallel runs (harness/distributed.py) share the batches out; the other processes make the rest.
-        others = [key for index, batch in enumerate(batches) if index not in mine for key, _ in batch]
+        others = [key for index, batch in enumerate(batches) if index not in mine for key, _ in batch if key in todo]
         made = 0
         claims = self.store.claims
-        pending = [batches[index] for index in sorted(mine)]
+        pending = [(batches[index], [key for key, _ in batches[index] if key in todo]) for index in sorted(mine)]
+        pending = [(whole, wanted) for whole, wanted in pending if wanted]
         with tqdm(total=len(todo), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
             while pending:
                 # Claimed in the store before it is made: a batch another live process is making is skipped for now
                 # and looked at again after this process's other batches (done by then, or freed by a dead owner).
-                wanted = pending.pop(0)
-                claimed, held = claims.take([key for key, _ in wanted], done=lambda keys: self._recorded_since(keys, damaged))
+                whole, wanted = pending.pop(0)
+                claimed, held = claims.take(wanted, done=lambda keys: self._recorded_since(keys, damaged))
                 if held:
                     if not pending:
                         time.sleep(work_claims.POLL_SECONDS)
-                    pending.append([item for item in wanted if item[0] in set(held)])
-                batch = [item for item in wanted if item[0] in set(claimed)]
+                    pending.append((whole, held))
                 made += len(wanted) - len(claimed) - len(held)  # made by another process meanwhile
-                if not batch:
+                if not claimed:
                     continue
                 self.on_step = bar.update if self.show_progress else None
                 try:
-                    images = self.sample([spec for _, spec in batch], state)
+                    images = self.sample([spec for _, spec in whole], state)
                 except BaseException:
                     claims.release(claimed)
                     raise
                 finally:
                     self.on_step = None
+                keep = set(claimed)
+                batch, images = map(list, zip(*[(item, image) for item, image in zip(whole, images) if item[0] in keep]))
                 rows, files = [], []
                 try:
                     for (key, spec), image in zip(batch, images):

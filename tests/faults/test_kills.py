@@ -63,7 +63,11 @@ def clean(tmp_path_factory):
 
 def killed_run(out, kill_at=None, kill_after_s=None):
     from_plugins = Path(__file__).parent.parent / "plugins"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    import torch
+
+    # The killed run uses the threads of the in-process runs it is compared with: with another thread count an
+    # edit's matmuls (and so its images) differ in their last bits.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     if kill_at:
         env["HARNESS_TEST_KILL_AT"] = kill_at
     args = [sys.executable, "-m", "harness.cli", "--plugin", str(from_plugins / "brightness.py"), "--plugin", str(from_plugins / "edits.py"),
