@@ -76,3 +76,8 @@ def register_methods(register):
         name="mace",
         description="MACE (CVPR 2024): closed-form refinement, per-concept attention-suppressing LoRA, closed-form LoRA fusion",
     )
+    register(
+        "methods.spm:SPM",
+        name="spm",
+        description="SPM (CVPR 2024): rank-1 membrane on every transformer Linear/Conv, latent anchoring, prompt-dependent strength",
+    )
