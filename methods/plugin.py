@@ -77,6 +77,11 @@ def register_methods(register):
         description="MACE (CVPR 2024): closed-form refinement, per-concept attention-suppressing LoRA, closed-form LoRA fusion",
     )
     register(
+        "methods.safegen:SafeGen",
+        name="safegen",
+        description="SafeGen (CCS 2024): vision-only fine-tuning of every self-attention (attn1) on (unsafe, mosaic, safe) image triplets",
+    )
+    register(
         "methods.spm:SPM",
         name="spm",
         description="SPM (CVPR 2024): rank-1 membrane on every transformer Linear/Conv, latent anchoring, prompt-dependent strength",
