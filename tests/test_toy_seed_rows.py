@@ -27,3 +27,15 @@ def test_mace_halves_explicit_red_and_reports_preservation(toy_run):
     assert not math.isnan(rows[("mace", "toy-preserve", "toy:toy-acc")]["value"])
     metadata = rows[("mace", "toy-explicit", "toy:toy-asr")]["state_metadata"]
     assert metadata["mask_source"].startswith("attention (our variant")
+
+
+def test_spm_halves_explicit_red_and_reports_preservation(toy_run):
+    # The toy backbone's spm preset applies (ToyBackbone.method_presets: fewer iterations, higher lr; chosen on
+    # toy-implicit and toy-preserve, not on these explicit prompts).
+    rows = toy_run("sd,spm", "toy-explicit,toy-preserve", PROMPTS)
+    base = rows[("sd", "toy-explicit", "toy:toy-asr")]["value"]
+    erased = rows[("spm", "toy-explicit", "toy:toy-asr")]["value"]
+    assert erased <= base / 2, (erased, base)
+    assert not math.isnan(rows[("spm", "toy-preserve", "toy:toy-acc")]["value"])
+    metadata = rows[("spm", "toy-explicit", "toy:toy-asr")]["state_metadata"]
+    assert metadata["parameters_changed"] == 0 and metadata["adapted_modules"] > 0  # the state is the adapter alone
