@@ -1,4 +1,4 @@
-"""Shared machinery of the fine-tuning methods (ESD-u / ESD-x, TRCE-V).
+"""Shared machinery of the fine-tuning methods (ESD-u / ESD-x, TRCE-V, SafeGen).
 
 Both methods need the same three things, built once here:
 
@@ -29,7 +29,9 @@ Both methods need the same three things, built once here:
 4. **The template** (``FineTuneMethod``): trainable copy → (the method's) cached
    trajectories and step-loss closure → train → write back → the same metadata keys.
    A method supplies only its parameter group (``trainable_group``) and its loss
-   (``prepare``), so each still reads top to bottom against its paper.
+   (``prepare``), so each still reads top to bottom against its paper.  Optional, per
+   method: gradient accumulation, gradient-norm clipping and a moving average of the
+   weights that replaces them at the end (``Training``; SafeGen uses all three).
 
 Precision: training is always float32, and the trained float32 values are handed to
 the engine (``ctx.exact_weights``), which stores the model state's delta in float32.
@@ -80,6 +82,11 @@ def _trce_visual_layers(name: str) -> bool:
     return ".attn1." in dotted or ".attn2.to_q." in dotted
 
 
+def _self_attention(name: str) -> bool:
+    """SafeGen: every parameter whose name contains ``attn1`` (LetterLiGo/SafeGen_CCS2024 @ 20f627b)."""
+    return ".attn1." in _dotted(name)
+
+
 def _esd_u_paper(name: str) -> bool:
     """ESD-u as in the paper code (CompVis ``noxattn``, rohitgandikota/erasing @ a2189e9 ``train-scripts/train-esd.py``).
 
@@ -94,6 +101,7 @@ def _esd_u_paper(name: str) -> bool:
 
 PARAMETER_GROUPS = {
     "self-attention+query": "TRCE-V: every attn1 parameter and attn2.to_q (§4.2 'visual layers')",
+    "self-attention": "SafeGen: every attn1 parameter (to_q, to_k, to_v, to_out)",
     "cross-attention": "ESD-x: every attn2 parameter (to_q, to_k, to_v, to_out), as CompVis 'xattn' and diffusers 'esd-x'",
     "non-cross-attention": "ESD-u, paper code ('noxattn'): all but attn2, time_embedding, conv_norm_out, conv_out",
     "non-cross-attention-diffusers": "ESD-u, 2025 diffusers code ('esd-u'): weights and biases of every Linear/Conv2d outside attn2 (no norms)",
@@ -113,6 +121,7 @@ def parameter_group(unet, group: str) -> list[str]:
     else:
         predicate = {
             "self-attention+query": _trce_visual_layers,
+            "self-attention": _self_attention,
             "cross-attention": _is_cross_attention,
             "non-cross-attention": _esd_u_paper,
         }[group]
@@ -376,33 +385,85 @@ def make_optimizer(parameters, name: str, lr: float, weight_decay: float = 0.0):
     raise HarnessError(f"optimizer={name!r}: choose 'adam' or 'adamw'")
 
 
+class WeightAverage:
+    """An exponential moving average of the trainable weights, on the schedule of diffusers' ``EMAModel``.
+
+    Update ``n`` (1, 2, ...) uses decay ``d_n = 0`` for ``n = 1`` (the average starts as the weights) and
+    ``d_n = min((1 + s) / (10 + s), max_decay)`` with ``s = n − 1`` after that; each update is
+    ``ema ← d_n · ema + (1 − d_n) · θ``.  SafeGen's script keeps this average of its UNet and saves it, not the
+    trained weights (LetterLiGo/SafeGen_CCS2024 @ 20f627b, ``train_text_to_image_adjust_sal.py``, ``--use_ema``).
+    """
+
+    def __init__(self, parameters, max_decay: float):
+        self.parameters = [p for p in parameters]
+        self.max_decay = max_decay
+        self.shadow = [p.detach().clone() for p in self.parameters]
+        self.updates = 0
+
+    @staticmethod
+    def decay(update: int, max_decay: float) -> float:
+        """The decay of the ``update``-th update (1-based)."""
+        s = update - 1
+        return 0.0 if s <= 0 else min((1 + s) / (10 + s), max_decay)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        keep = self.decay(self.updates, self.max_decay)
+        for average, weight in zip(self.shadow, self.parameters):
+            average.mul_(keep).add_(weight.detach(), alpha=1 - keep)
+
+    @torch.no_grad()
+    def copy_to_weights(self) -> None:
+        for average, weight in zip(self.shadow, self.parameters):
+            weight.copy_(average)
+
+
 def train(
     step_losses: Callable[[int], dict[str, torch.Tensor]],
     optimizer,
     num_steps: int,
     *,
     skip_zero_grad: bool = False,
+    accumulation: int = 1,
+    max_grad_norm: float = 0.0,
+    average: WeightAverage | None = None,
     progress=None,
     desc: str = "training",
 ) -> dict:
-    """Run ``num_steps`` optimiser steps on ``step_losses(step)["loss"]``; returns the loss history summary.
+    """Run ``num_steps`` optimiser steps on ``step_losses(micro_step)["loss"]``; returns the loss history summary.
 
     ``step_losses`` returns named scalar terms, ``"loss"`` being the one minimised;
     the bar shows the running mean of each.  ``skip_zero_grad`` reproduces the
     official TRCE code, which never clears gradients: step ``n`` then applies the
     *sum* of the gradients of steps 1..n (ddgoodgood/TRCE @ 0da9b71 ``run_trce_stage2.py``).
+
+    ``accumulation`` micro-steps (numbered ``step · accumulation + j``) make one
+    optimiser step, each loss divided by ``accumulation`` as accelerate does, so the
+    step follows the micro-steps' mean gradient; ``max_grad_norm > 0`` clips that
+    gradient's global norm before the step; ``average`` (if given) is updated after
+    every optimiser step.  The reported losses are means over each step's micro-steps.
     """
     totals: dict[str, float] = defaultdict(float)
     last: dict[str, float] = {}
+    weights = [p for group in optimizer.param_groups for p in group["params"]]
     steps = range(num_steps)
     bar = progress(steps, total=num_steps, desc=desc) if progress is not None else steps
     for step in bar:
         if not skip_zero_grad:
             optimizer.zero_grad(set_to_none=True)
-        losses = step_losses(step)
-        losses["loss"].backward()
+        last = defaultdict(float)
+        for micro in range(accumulation):
+            losses = step_losses(step * accumulation + micro)
+            (losses["loss"] / accumulation).backward()  # exact for accumulation = 1
+            for name, value in losses.items():
+                last[name] += float(value.detach()) / accumulation
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(weights, max_grad_norm)
         optimizer.step()
-        last = {name: float(value.detach()) for name, value in losses.items()}
+        if average is not None:
+            average.update()
+        last = dict(last)
         for name, value in last.items():
             totals[name] += value
         if hasattr(bar, "set_postfix"):
@@ -426,6 +487,9 @@ class Training:
     metadata: dict  # the method's own keys for the model state (prompts, pool sizes, reference models, ...)
     weight_decay: float = 0.0  # AdamW only
     skip_zero_grad: bool = False  # the official TRCE code's quirk (see ``train``)
+    accumulation: int = 1  # micro-steps per optimiser step (``step_losses`` is called with the micro-step index)
+    max_grad_norm: float = 0.0  # clip the gradient's global norm to this before each step; 0 = no clipping
+    average_max_decay: float | None = None  # keep a WeightAverage (EMA) and write *it* back; None = the trained weights
 
 
 class FineTuneMethod(Method):
@@ -465,14 +529,20 @@ class FineTuneMethod(Method):
         sampled = time.perf_counter()
         weights = [p for p in student.parameters() if p.requires_grad]
         optimizer = make_optimizer(weights, params.optimizer, params.lr, training.weight_decay)
+        average = WeightAverage(weights, training.average_max_decay) if training.average_max_decay is not None else None
         history = train(
             training.step_losses,
             optimizer,
             training.steps,
             skip_zero_grad=training.skip_zero_grad,
+            accumulation=training.accumulation,
+            max_grad_norm=training.max_grad_norm,
+            average=average,
             progress=ctx.progress,
             desc=self.name,
         )
+        if average is not None:  # the moving average, not the last iterate, is the result
+            average.copy_to_weights()
         written = write_back(pipe.unet, student, trainable, exact=ctx.exact_weights)
         finished = time.perf_counter()
         return {

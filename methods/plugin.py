@@ -76,3 +76,8 @@ def register_methods(register):
         name="mace",
         description="MACE (CVPR 2024): closed-form refinement, per-concept attention-suppressing LoRA, closed-form LoRA fusion",
     )
+    register(
+        "methods.safegen:SafeGen",
+        name="safegen",
+        description="SafeGen (CCS 2024): vision-only fine-tuning of every self-attention (attn1) on (unsafe, mosaic, safe) image triplets",
+    )
