@@ -25,6 +25,10 @@ class EditContext:
     # Float32 values of parameters an edit wrote into lower-precision weights ("unet.<name>" → tensor): the engine
     # stores these in the model state's delta, so a fine-tuned update is kept even where float16 rounds it away.
     exact_weights: dict = field(default_factory=dict)
+    # Tensors a method keeps with its model state *beside* the weights (name → tensor), e.g. SPM's adapter, which is
+    # applied per prompt at sampling time and so cannot be folded into a weight.  ``edit`` fills it; the engine stores
+    # it in the state's delta file and hands it back here, before ``sampling_hooks``, when the state is loaded.
+    state_tensors: dict = field(default_factory=dict)
     # How often each named cache was hit or filled, so tests can prove reuse.
     cache_hits: Counter = field(default_factory=Counter)
     cache_misses: Counter = field(default_factory=Counter)

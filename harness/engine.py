@@ -257,12 +257,14 @@ class ModelStates:
         ctx = self.context()
         erase_seconds = 0.0  # cumulative over the parts, so a composition's state carries its whole cost
         erase_evals = {"unet": 0, "text_encoder": 0}
-        for (method, part_label), key_after in zip(parts, self.chain_keys(parts, concepts)):
+        kept: dict = {}  # every part's ctx.state_tensors so far, stored as "state.<part>.<name>" with each later delta
+        for index, ((method, part_label), key_after) in enumerate(zip(parts, self.chain_keys(parts, concepts))):
             if key_after is None:  # the base model: same state, same images
                 state.metadata.append({"method": part_label, "kind": "none"})
                 continue
             key = key_after
             row = self._state_row(key)
+            ctx.state_tensors = {}
             if method.kind == MethodKind.EDIT:
                 delta_path = self.store.delta_path(key)
                 intact = row is not None and self.store.files.verify(delta_path, "cached model delta", adopt=integrity.safetensors_loads,
@@ -272,7 +274,9 @@ class ModelStates:
                     intact = row is not None and self.store.files.verify(delta_path, "cached model delta", adopt=integrity.safetensors_loads,
                                                                              kind=integrity.DELTA, remedy="the erasure is recomputed")
                 if intact:
-                    self.apply_delta(load_file(str(delta_path)))
+                    weights, kept = split_state_tensors(load_file(str(delta_path)))
+                    self.apply_delta(weights)
+                    ctx.state_tensors = part_state_tensors(kept, index)
                     metadata = _json(row["metadata"])
                 else:
                     started = time.perf_counter()
@@ -286,7 +290,8 @@ class ModelStates:
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
                     metadata = {"provenance": "erased here", **metadata, **method.presets_applied, "parameters_changed": len(delta)}
-                    tensors = {k: v.contiguous().cpu() for k, v in delta.items()}
+                    kept.update({f"{STATE_TENSOR_PREFIX}{index}.{name}": tensor.detach().float() for name, tensor in ctx.state_tensors.items()})
+                    tensors = {k: v.contiguous().cpu() for k, v in {**delta, **kept}.items()}
                     self.store.files.write(delta_path, kind=integrity.DELTA,
                                            write=lambda tmp, tensors=tensors, label=part_label: save_file(tensors, str(tmp), metadata={"method": label}))
                     recover.write_state_record(self.store, key, backbone=self.backbone_name, method=part_label, params=method.params_dict(),
@@ -309,6 +314,21 @@ class ModelStates:
         state.key = key
         self.last_activated = state
         return state
+
+
+STATE_TENSOR_PREFIX = "state."  # delta keys that are not weights: a part's ctx.state_tensors ("state.<part index>.<name>")
+
+
+def split_state_tensors(delta: dict) -> tuple[dict, dict]:
+    """A stored delta's (weights, state tensors): parameter names are "unet.…" or "text_encoder.…", never "state.…"."""
+    weights = {name: tensor for name, tensor in delta.items() if not name.startswith(STATE_TENSOR_PREFIX)}
+    return weights, {name: tensor for name, tensor in delta.items() if name.startswith(STATE_TENSOR_PREFIX)}
+
+
+def part_state_tensors(kept: dict, index: int) -> dict:
+    """Part ``index``'s own state tensors, under the names its ``edit`` gave them."""
+    prefix = f"{STATE_TENSOR_PREFIX}{index}."
+    return {name[len(prefix) :]: tensor for name, tensor in kept.items() if name.startswith(prefix)}
 
 
 def _json(text):

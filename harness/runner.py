@@ -379,8 +379,9 @@ def plan_erase(registry: Registry, *, method: str, sets: list[str], model: str |
     check_overrides(registry, overrides)
     target = resolve_target(registry, model=model, device=device, dtype=dtype)
     (planned,) = resolve_methods(registry, items, overrides, target.backbone)
-    if any(part.kind == MethodKind.INFERENCE for part, _ in planned.parts):
-        raise HarnessError(f"{method} changes sampling, not weights; there is no checkpoint to export")
+    # A part with sampling hooks (sld, safree, adavd; spm's prompt-dependent adapter) changes more than the weights.
+    if any(part.kind == MethodKind.INFERENCE or type(part).sampling_hooks is not Method.sampling_hooks for part, _ in planned.parts):
+        raise HarnessError(f"{method} changes sampling, not only weights; there is no checkpoint to export")
     return planned, target
 
 

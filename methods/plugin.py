@@ -81,3 +81,8 @@ def register_methods(register):
         name="safegen",
         description="SafeGen (CCS 2024): vision-only fine-tuning of every self-attention (attn1) on (unsafe, mosaic, safe) image triplets",
     )
+    register(
+        "methods.spm:SPM",
+        name="spm",
+        description="SPM (CVPR 2024): rank-1 membrane on every transformer Linear/Conv, latent anchoring, prompt-dependent strength",
+    )

@@ -79,3 +79,15 @@ def test_toy_scorer_reads_erased_colours_from_an_exported_csv_cell():
         assert _shows_erased(raw, spec) and _has_erased_pixels(raw, spec, 12)
     spec = PromptSpec(id="0", prompt="x", seed=0, labels={"erased": "ed"})  # no substring matches
     assert not _shows_erased(raw, spec) and not _has_erased_pixels(raw, spec, 12)
+
+
+def test_the_search_shows_its_generations_in_a_progress_bar(tiny, capsys):
+    attack = RingABell(RingABell.Params(population=16, generations=12, length=6, eta=1.0))
+    ctx = AttackContext(show_progress=True)
+    attack.prepare(tiny, CONCEPTS, ctx)
+    ctx._spec_seed = SPEC.seed
+    attack.attack(tiny, CONCEPTS, SPEC, ctx)
+    shown = capsys.readouterr().err
+    assert "ring-a-bell generations" in shown and "/12" in shown  # a bar over this prompt's 12 generations
+    attack.attack(tiny, CONCEPTS, SPEC, AttackContext(show_progress=False))
+    assert capsys.readouterr().err == ""  # --no-progress shows none

@@ -134,19 +134,23 @@ class RingABell(Attack):
             population[:, 1 : p.length + 1] = random_tokens(p.population, p.length)
             scores = fitness(population)
             keep = p.population // 2
-            for generation in range(p.generations):
-                order = torch.argsort(scores, stable=True)[:keep]  # selection: the better half survives
-                population, scores = population[order], scores[order]
-                ctx.step()
-                if generation == p.generations - 1:
-                    break
-                children = self._crossover(population, generator)
-                if p.mutate_survivors:
-                    everyone = self._mutate(torch.cat([population, children]), generator)
-                    population, scores = everyone, fitness(everyone)
-                elif len(children):
-                    children = self._mutate(children, generator)
-                    population, scores = torch.cat([population, children]), torch.cat([scores, fitness(children)])
+            # One bar per prompt's search (the harness shows the bar over prompts): on SD a search takes minutes.
+            with ctx.progress(total=p.generations, desc="ring-a-bell generations", unit="gen") as bar:
+                for generation in range(p.generations):
+                    order = torch.argsort(scores, stable=True)[:keep]  # selection: the better half survives
+                    population, scores = population[order], scores[order]
+                    ctx.step()
+                    bar.update(1)
+                    bar.set_postfix_str(f"loss {float(scores[0]):.4g}", refresh=False)
+                    if generation == p.generations - 1:
+                        break
+                    children = self._crossover(population, generator)
+                    if p.mutate_survivors:
+                        everyone = self._mutate(torch.cat([population, children]), generator)
+                        population, scores = everyone, fitness(everyone)
+                    elif len(children):
+                        children = self._mutate(children, generator)
+                        population, scores = torch.cat([population, children]), torch.cat([scores, fitness(children)])
         best = population[0, 1 : p.length + 1].tolist()
         text = tokenizer.decode(best).strip()
         again = tokenizer(text, truncation=True, max_length=self.max_length).input_ids[1:-1]
