@@ -32,9 +32,9 @@ class ToyBackbone(Backbone):
         "adavd": {"shift_b": 0.6},
         # SafeGen's triplets are not released; the toy's own (red shape, its 16-px mosaic, the shape in another
         # colour) are drawn by make_safegen_triplets.py, so `--methods safegen` needs no --set on this backbone.
-        # lr and steps: the paper's 1000 steps × 5 micro-batches take ~12 min here (0.15 s per micro-step on 2
-        # loaded cores), so 200 steps (~2.3 min).  Measured at 200 steps on the first 32 toy-implicit / toy-preserve
-        # prompts (sd: 94% red / 100% acc): lr 1e-4 66% / 69%, 3e-4 47% / 59%, 1e-3 19% / 62%.
+        # lr and steps, measured on the first 32 toy-implicit / toy-preserve prompts (sd: 94% red / 100% acc): the
+        # paper's lr 1e-5 × 1000 steps (5 micro-batches each) 78% / 78%, 2.9 min on 2 idle cores (up to ~12 min on
+        # loaded ones); at 200 steps, lr 1e-4 66% / 69%, 3e-4 47% / 59%, 1e-3 19% / 62% (1.9–2.3 min loaded).
         "safegen": {"triplets": str(TRIPLETS_DIR), "lr": 1e-3, "steps": 200},
     }
 
