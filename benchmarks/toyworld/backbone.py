@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from benchmarks.toyworld.make_safegen_triplets import TRIPLETS_DIR
 from benchmarks.toyworld.paths import WEIGHTS_DIR, require_weights
 from harness.api import Backbone
 from harness.backbones import load_sd_pipeline
@@ -29,6 +30,12 @@ class ToyBackbone(Backbone):
         "trce-v": {"lr": 3e-5, "regularizer_samples": 300},
         "esd-u": {"lr": 1e-4},
         "adavd": {"shift_b": 0.6},
+        # SafeGen's triplets are not released; the toy's own (red shape, its 16-px mosaic, the shape in another
+        # colour) are drawn by make_safegen_triplets.py, so `--methods safegen` needs no --set on this backbone.
+        # lr and steps: the paper's 1000 steps × 5 micro-batches take ~12 min here (0.15 s per micro-step on 2
+        # loaded cores), so 200 steps (~2.3 min).  Measured at 200 steps on the first 32 toy-implicit / toy-preserve
+        # prompts (sd: 94% red / 100% acc): lr 1e-4 66% / 69%, 3e-4 47% / 59%, 1e-3 19% / 62%.
+        "safegen": {"triplets": str(TRIPLETS_DIR), "lr": 1e-3, "steps": 200},
     }
 
     # Ring-A-Bell's paper setting (population 200, 3000 generations, η = 3) costs ~600 000 text-encoder passes per
