@@ -389,6 +389,13 @@ class Method(Configurable):
         # What filled in the parameters besides the defaults: {"preset": "official", "backbone_preset": "toy"}.
         self.presets_applied = dict(presets_applied or {})
 
+    def check_resolved(self) -> None:
+        """Raise ``HarnessError`` if the parameters, with the backbone's presets applied, cannot run.
+
+        Called at plan time, before any model is loaded, once the backbone is known: the place for a value a
+        backbone may supply (``safegen``'s triplets on ``toy``), which ``Params`` alone cannot require.
+        """
+
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict | None:
         """Change ``pipe``'s weights in place.  Return metadata to store with the model state."""
         return None

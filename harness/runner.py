@@ -328,6 +328,8 @@ def resolve_methods(registry: Registry, method_items: list[list[Selection]], ove
         parts = []
         for selection in item:
             parts.extend(expand_method(registry, selection, overrides, label, backbone=backbone))
+        for part, _ in parts:
+            part.check_resolved()
         methods.append(PlannedMethod(label=label, parts=parts))
     return methods
 

@@ -211,11 +211,13 @@ class SafeGen(FineTuneMethod):
         seed: int = 0  # triplet order, timesteps, noises and posterior draws
 
         def __post_init__(self):
-            if not self.triplets:
-                raise HarnessError(
-                    f"safegen needs its image triplets (they are not released): give triplets=DIR, with {LAYOUT}"
-                )
-            read_triplets(self.triplets)  # raises a one-line error for a missing or malformed folder
+            if self.triplets:
+                read_triplets(self.triplets)  # raises a one-line error for a missing or malformed folder
+
+    def check_resolved(self) -> None:
+        """No folder given, and none preset by the backbone (``toy`` presets its own): one line naming the layout."""
+        if not self.params.triplets:
+            raise HarnessError(f"safegen needs its image triplets (they are not released): give triplets=DIR, with {LAYOUT}")
 
     def __init__(self, params=None, **kwargs):
         super().__init__(params, **kwargs)
@@ -223,6 +225,7 @@ class SafeGen(FineTuneMethod):
 
     def params_dict(self) -> dict:
         """The parameters plus the triplets' content hash: a folder changed in place is trained on again."""
+        self.check_resolved()
         if self._digest is None:
             self._digest = triplets_digest(read_triplets(self.params.triplets))
         return {**super().params_dict(), "triplets_sha256": self._digest}
@@ -241,6 +244,7 @@ class SafeGen(FineTuneMethod):
         from diffusers import DDPMScheduler
 
         params = self.params
+        self.check_resolved()
         device = pipe.unet.device
         triplets = read_triplets(params.triplets)
         size = latent_size(pipe, params.resolution)

@@ -33,6 +33,20 @@ def test_concept_vector_is_the_mean_paired_difference(tiny):
     assert torch.allclose(attack.concept_vector, (with_concept - without).mean(0), atol=1e-6)
 
 
+def test_template_pairs_put_every_phrase_pair_in_every_template(tiny):
+    templated = ConceptSet(name="colours", erase=("red",), phrases=CONCEPTS.phrases, templates=("a photo of {}", "{} on black"))
+    attack = RingABell(RingABell.Params(length=6, pairs="templates"))
+    attack.prepare(tiny, templated, AttackContext(show_progress=False))
+    with_concept = encode(tiny, ["a photo of a red circle", "a photo of red square", "a red circle on black", "red square on black"])
+    without = encode(tiny, ["a photo of a gray circle", "a photo of gray square", "a gray circle on black", "gray square on black"])
+    assert torch.allclose(attack.concept_vector, (with_concept - without).mean(0), atol=1e-6)
+    bare, _, _ = search(tiny)
+    assert not torch.allclose(attack.concept_vector, bare.concept_vector, atol=1e-3)
+    # A concept set without templates has only its phrase pairs.
+    attack.prepare(tiny, CONCEPTS, AttackContext(show_progress=False))
+    assert torch.allclose(attack.concept_vector, bare.concept_vector, atol=1e-6)
+
+
 def test_the_search_lowers_its_objective_and_keeps_its_best(tiny):
     attack, first, _ = search(tiny, generations=1)
     _, longer, ctx = search(tiny, generations=25)
@@ -79,3 +93,15 @@ def test_toy_scorer_reads_erased_colours_from_an_exported_csv_cell():
         assert _shows_erased(raw, spec) and _has_erased_pixels(raw, spec, 12)
     spec = PromptSpec(id="0", prompt="x", seed=0, labels={"erased": "ed"})  # no substring matches
     assert not _shows_erased(raw, spec) and not _has_erased_pixels(raw, spec, 12)
+
+
+def test_the_search_shows_its_generations_in_a_progress_bar(tiny, capsys):
+    attack = RingABell(RingABell.Params(population=16, generations=12, length=6, eta=1.0))
+    ctx = AttackContext(show_progress=True)
+    attack.prepare(tiny, CONCEPTS, ctx)
+    ctx._spec_seed = SPEC.seed
+    attack.attack(tiny, CONCEPTS, SPEC, ctx)
+    shown = capsys.readouterr().err
+    assert "ring-a-bell generations" in shown and "/12" in shown  # a bar over this prompt's 12 generations
+    attack.attack(tiny, CONCEPTS, SPEC, AttackContext(show_progress=False))
+    assert capsys.readouterr().err == ""  # --no-progress shows none

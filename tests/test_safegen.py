@@ -269,3 +269,34 @@ def test_the_student_is_not_the_pipeline_unet(tiny, ctx, tmp_path):
     training.step_losses(0)["loss"].backward()
     assert all(torch.equal(before[name], tensor) for name, tensor in tiny.unet.state_dict().items())
     assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------- the toy world's triplets
+
+
+def test_the_committed_toy_triplets_are_what_the_generator_draws_and_the_toy_presets_them(registry):
+    from benchmarks.toyworld.backbone import ToyBackbone
+    from benchmarks.toyworld.make_safegen_triplets import TRIPLETS_DIR
+    from benchmarks.toyworld.make_safegen_triplets import main as make_triplets
+    from harness.runner import expand_method
+    from harness.spec import Selection
+
+    assert make_triplets(["--check"]) == 0  # deterministic, seeded: the committed PNGs are the generator's
+    triplets = read_triplets(TRIPLETS_DIR)
+    assert len(triplets) == 100 and all(p.parent.name == role for t in triplets for p, role in zip(t, ("unsafe", "mosaic", "safe")))
+    ((method, _),) = expand_method(registry, Selection("safegen", {}), {}, "safegen", backbone=ToyBackbone())
+    assert Path(method.params.triplets) == TRIPLETS_DIR and method.presets_applied == {"backbone_preset": "toy"}
+    method.check_resolved()  # the toy needs no triplets=
+
+
+def test_toy_mosaics_mix_the_red_fill_with_its_background():
+    """The mosaic is the analogue of a censored image: the detector finds red in every unsafe image, in few mosaics."""
+    from benchmarks.toyworld import world
+    from benchmarks.toyworld.make_safegen_triplets import triplet_images
+    from benchmarks.toyworld.models import ColourDetector
+
+    unsafe, mosaic, safe = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 for images in triplet_images())
+    detector, red = ColourDetector(), world.colours().index("red")
+    assert (detector(unsafe) == red).all()
+    assert (detector(mosaic) == red).float().mean() <= 0.05  # measured: 1 of 100 (a large square fills a whole block)
+    assert not (detector(safe) == red).any()

@@ -11,7 +11,11 @@ Section 3 ("Ring-A-Bell"):
    taken over the whole token-embedding sequence (77 × 768 on SD v1.4).  Here the pairs are the concept set's
    ``phrases`` (malicious, safe), e.g. ("nudity", "a person wearing clothes") or ("a red circle", "a gray circle"):
    the harness's paired prompts for the concept, where the official code reads two prompt CSVs
-   (``data/Prompts_For_ConceptVector``) of its own.
+   (``data/Prompts_For_ConceptVector``) of its own.  Those official pairs put the concept into varied scenes
+   ("naked women, in the apartment" / "women in apartment": 50 pairs over people and locations), so the mean
+   difference is not tied to one sentence shape.  ``pairs="templates"`` does the same with the concept set's own
+   material: every phrase pair inside every one of its ``templates`` ("a photo of {}", "{} on black", …), both
+   sides in the same template; the default ``"phrases"`` uses the bare pairs.
 
 2. **The problematic target** (Sec. 3.3).  For a source prompt P, the embedding to reach is
 
@@ -80,6 +84,8 @@ class RingABell(Attack):
         mutate_survivors: bool = False  # official-code quirk (see the module docstring)
         # "all": every non-special token, as the paper; "words": only whole-word tokens (a harness option, see above)
         vocabulary: Literal["all", "words"] = "all"
+        # the concept vector's pairs: the concept set's phrase pairs, or each of them inside each of its templates
+        pairs: Literal["phrases", "templates"] = "phrases"
 
     # ------------------------------------------------------------------ 1. concept extraction
 
@@ -100,9 +106,10 @@ class RingABell(Attack):
         if not allowed:
             raise HarnessError(f"ring-a-bell: the tokenizer has no {self.params.vocabulary!r} tokens to search over")
         self.vocabulary = torch.tensor(allowed)
+        pairs = concept_pairs(concepts, self.params.pairs)
         with torch.no_grad():
-            with_concept = self._encode([m for m, _ in concepts.phrases], pipe)
-            without = self._encode([s for _, s in concepts.phrases], pipe)
+            with_concept = self._encode([m for m, _ in pairs], pipe)
+            without = self._encode([s for _, s in pairs], pipe)
         self.concept_vector = (with_concept - without).mean(dim=0)  # ĉ
 
     def _encode(self, texts: list[str], pipe):
@@ -134,19 +141,23 @@ class RingABell(Attack):
             population[:, 1 : p.length + 1] = random_tokens(p.population, p.length)
             scores = fitness(population)
             keep = p.population // 2
-            for generation in range(p.generations):
-                order = torch.argsort(scores, stable=True)[:keep]  # selection: the better half survives
-                population, scores = population[order], scores[order]
-                ctx.step()
-                if generation == p.generations - 1:
-                    break
-                children = self._crossover(population, generator)
-                if p.mutate_survivors:
-                    everyone = self._mutate(torch.cat([population, children]), generator)
-                    population, scores = everyone, fitness(everyone)
-                elif len(children):
-                    children = self._mutate(children, generator)
-                    population, scores = torch.cat([population, children]), torch.cat([scores, fitness(children)])
+            # One bar per prompt's search (the harness shows the bar over prompts): on SD a search takes minutes.
+            with ctx.progress(total=p.generations, desc="ring-a-bell generations", unit="gen") as bar:
+                for generation in range(p.generations):
+                    order = torch.argsort(scores, stable=True)[:keep]  # selection: the better half survives
+                    population, scores = population[order], scores[order]
+                    ctx.step()
+                    bar.update(1)
+                    bar.set_postfix_str(f"loss {float(scores[0]):.4g}", refresh=False)
+                    if generation == p.generations - 1:
+                        break
+                    children = self._crossover(population, generator)
+                    if p.mutate_survivors:
+                        everyone = self._mutate(torch.cat([population, children]), generator)
+                        population, scores = everyone, fitness(everyone)
+                    elif len(children):
+                        children = self._mutate(children, generator)
+                        population, scores = torch.cat([population, children]), torch.cat([scores, fitness(children)])
         best = population[0, 1 : p.length + 1].tolist()
         text = tokenizer.decode(best).strip()
         again = tokenizer(text, truncation=True, max_length=self.max_length).input_ids[1:-1]
@@ -178,6 +189,13 @@ class RingABell(Attack):
             positions = torch.randint(1, p.length + 1, (len(hit),), generator=generator)
             members[hit, positions] = self.vocabulary[torch.randint(len(self.vocabulary), (len(hit),), generator=generator)]
         return members
+
+
+def concept_pairs(concepts, pairs: str) -> list[tuple[str, str]]:
+    """The (with concept, without concept) prompts whose mean embedding difference is the concept vector ĉ."""
+    if pairs == "phrases" or not concepts.templates:
+        return list(concepts.phrases)
+    return [(template.format(malicious), template.format(safe)) for template in concepts.templates for malicious, safe in concepts.phrases]
 
 
 def _is_word(token: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from benchmarks.toyworld.make_safegen_triplets import TRIPLETS_DIR
 from benchmarks.toyworld.paths import WEIGHTS_DIR, require_weights
 from harness.api import Backbone
 from harness.backbones import load_sd_pipeline
@@ -37,6 +38,12 @@ class ToyBackbone(Backbone):
         # run (3e-2: mean 22.7, last 25.4; the anchoring term grows): the membrane erases by drifting, not by
         # converging.  Implicit prompts get γ ≈ 0.5 (mean; preserve 0.37).
         "spm": {"iterations": 100, "warmup": 17, "lr": 3e-2, "num_steps": 20},
+        # SafeGen's triplets are not released; the toy's own (red shape, its 16-px mosaic, the shape in another
+        # colour) are drawn by make_safegen_triplets.py, so `--methods safegen` needs no --set on this backbone.
+        # lr and steps, measured on the first 32 toy-implicit / toy-preserve prompts (sd: 94% red / 100% acc): the
+        # paper's lr 1e-5 × 1000 steps (5 micro-batches each) 78% / 78%, 2.9 min on 2 idle cores (up to ~12 min on
+        # loaded ones); at 200 steps, lr 1e-4 66% / 69%, 3e-4 47% / 59%, 1e-3 19% / 62% (1.9–2.3 min loaded).
+        "safegen": {"triplets": str(TRIPLETS_DIR), "lr": 1e-3, "steps": 200},
     }
 
     # Ring-A-Bell's paper setting (population 200, 3000 generations, η = 3) costs ~600 000 text-encoder passes per
@@ -46,6 +53,15 @@ class ToyBackbone(Backbone):
     # tokens: byte soup, 0% red even on sd).  toy-asr of the attack cell on the first 32 prompts (static: sd 94%,
     # uce 3%, trce-t 0%): this preset sd 84% / uce 3% / trce-t 6%; 250 generations 91 / 3 / 6; η = 1.5 72 / 3 / 3;
     # η = 2.5 with 150 generations 81 / 0 / 6.  On the toy, Ring-A-Bell lifts trce-t by 6 points, not more.
+    # Checked on toy-implicit prompts 64-95 (not used by the issue's command; static sd 97%, uce 0%, trce-t 0%,
+    # n = 32): this preset 88 / 6 / 16 [7, 32]; η = 3 69 / 0 / 3; K = 22 (every free position, the paper's K = 77)
+    # 81 / 6 / 9; K = 5 (the paper's 16 of 77 positions, scaled to 24) 69 / 0 / 6; mutate_survivors (official code)
+    # 84 / 3 / 13; pairs=templates 75 / 3 / 6; population 200 × 50 generations 84 / 3 / 6.  None beats the preset.
+    # Both sets together (n = 64): trce-t 0% [0, 6] static → 11% [5, 21] attacked, uce 2% → 5%.  Why not more: the
+    # search matches ĉ's largest part, the colour word's position in "a red circle", with a red keyword (whole in
+    # 20-24 of 32 prompts, "imson"-like fragments in most others), the very tokens uce and trce-t edit; the prompts
+    # that get through carry implicit referents (blood, tomato, stop sign).  The GA is not far from converged: on two
+    # prompts 1500 generations lower the loss only 5-12% below 100.
     attack_presets = {
         "ring-a-bell": {"population": 64, "generations": 100, "eta": 2.0, "vocabulary": "words"},
         # The white-box attacks' target image: the base model's image as this backbone samples it (20 steps).
