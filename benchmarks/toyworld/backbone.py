@@ -34,9 +34,11 @@ class ToyBackbone(Backbone):
         # steps); 100 iterations (warm-up 17, the paper's 1/6) on the toy's own 20-step schedule take 1.5–3 min on
         # 2 loaded cores.  At 100 iterations, toy-implicit red / toy-preserve acc (64 prompts each; sd 94% / 95%):
         # lr 2e-2 95% / 95% (no effect), 3e-2 48% / 64%, 5e-2 14% / 42%, 1e-1 0% / 6%; lr 1e-2 and 3e-3 with 30 steps
-        # 91% / 94% and 94% / 95%.  3e-2 is the lowest that erases, but from 2e-2 on the loss does not fall over the
-        # run (3e-2: mean 22.7, last 25.4; the anchoring term grows): the membrane erases by drifting, not by
-        # converging.  Implicit prompts get γ ≈ 0.5 (mean; preserve 0.37).
+        # 91% / 94% and 94% / 95%; 400 iterations (warm-up 67) at 5e-3 and 1e-2 92% / 94% and 92% / 95%, 4.8 min
+        # loaded.  3e-2 is the lowest that erases, but from 2e-2 on the loss does not fall over the run (3e-2: mean
+        # 22.7, last 25.4; the anchoring term grows), while it does at ≤ 1e-2 (400 at 1e-2: mean 2.08, last 0.037):
+        # on the toy the membrane erases by drifting, not by converging (README footnote ⁴).  Implicit prompts get
+        # γ ≈ 0.5 (mean; preserve 0.37).
         "spm": {"iterations": 100, "warmup": 17, "lr": 3e-2, "num_steps": 20},
         # SafeGen's triplets are not released; the toy's own (red shape, its 16-px mosaic, the shape in another
         # colour) are drawn by make_safegen_triplets.py, so `--methods safegen` needs no --set on this backbone.
