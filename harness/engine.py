@@ -289,7 +289,8 @@ class ModelStates:
                     self.edits_run += 1
                     delta = self.float32_delta(ctx.exact_weights)  # cumulative: relative to the original backbone
                     # A method may name where its weights came from (a loaded checkpoint); otherwise they were erased here.
-                    metadata = {"provenance": "erased here", **metadata, **method.presets_applied, "parameters_changed": len(delta)}
+                    metadata = {**inherited_metadata(state.metadata), "provenance": "erased here", **metadata, **method.presets_applied,
+                                "parameters_changed": len(delta)}
                     kept.update({f"{STATE_TENSOR_PREFIX}{index}.{name}": tensor.detach().float() for name, tensor in ctx.state_tensors.items()})
                     tensors = {k: v.contiguous().cpu() for k, v in {**delta, **kept}.items()}
                     self.store.files.write(delta_path, kind=integrity.DELTA,
@@ -303,8 +304,8 @@ class ModelStates:
             else:
                 metadata = row and _json(row["metadata"]) or {}
                 if row is None:
-                    metadata = {"kind": MethodKind(method.kind).value, **method.presets_applied}
-                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, {"kind": MethodKind(method.kind).value, **method.presets_applied})
+                    metadata = {**inherited_metadata(state.metadata), "kind": MethodKind(method.kind).value, **method.presets_applied}
+                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, metadata)
             hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)
@@ -314,6 +315,23 @@ class ModelStates:
         state.key = key
         self.last_activated = state
         return state
+
+
+def inherited_metadata(earlier: list[dict]) -> dict:
+    """What a composition's part records of the parts before it.
+
+    A result joins only its last part's model state, so without this ``safegen+sld`` would read as "sampling-time,
+    weights unchanged" and lose SafeGen's toy preset.  ``weights_from`` names the parts whose edits made the weights
+    this part starts from; ``backbone_preset`` is the earlier parts' (the part's own, if it has one, wins).
+    """
+    inherited: dict = {}
+    editors = [m["method"] for m in earlier if m.get("weights_from") or m.get("provenance")]
+    if editors:
+        inherited["weights_from"] = "+".join(editors)
+    presets = sorted({m["backbone_preset"] for m in earlier if m.get("backbone_preset")})
+    if presets:
+        inherited["backbone_preset"] = "+".join(presets)
+    return inherited
 
 
 STATE_TENSOR_PREFIX = "state."  # delta keys that are not weights: a part's ctx.state_tensors ("state.<part index>.<name>")

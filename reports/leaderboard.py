@@ -237,6 +237,8 @@ def provenance(row: dict) -> str:
     metadata = row.get("state_metadata") or {}
     if metadata.get("provenance"):
         origin = str(metadata["provenance"])
+    elif metadata.get("kind") == "inference" and metadata.get("weights_from"):
+        origin = f"sampling-time, on {metadata['weights_from']}'s weights"  # a composition such as safegen+sld
     elif metadata.get("kind") == "inference":
         origin = "sampling-time (weights unchanged)"
     elif not metadata:

@@ -1,5 +1,7 @@
 """Model states: edits become cached deltas, switching restores the backbone bit for bit, compositions apply in order."""
 
+import json
+
 import pytest
 import torch
 
@@ -81,3 +83,16 @@ def test_different_parameters_or_concepts_make_different_states(states, registry
     b = states.activate(parts_for(registry, "scale-keys:factor=3"), CONCEPTS, "b").key
     c = states.activate(parts_for(registry, "scale-keys:factor=2"), ConceptSet(name="other", erase=("blue",)), "c").key
     assert len({a, b, c}) == 3
+
+
+def test_a_sampling_part_on_top_of_an_edit_records_whose_weights_it_samples_from(states, registry, tiny):
+    """A result joins only its last part's state: ``uce+sld`` must not read as "weights unchanged"."""
+    from reports.leaderboard import provenance
+
+    state = states.activate(parts_for(registry, "uce+sld"), CONCEPTS, "uce+sld")
+    sld_metadata = state.metadata[-1]
+    assert sld_metadata["kind"] == "inference" and sld_metadata["weights_from"] == "uce"
+    row = states.store.db.execute("SELECT metadata FROM model_states WHERE key=?", (state.key,)).fetchone()
+    assert provenance({"state_metadata": json.loads(row["metadata"])}) == "sampling-time, on uce's weights"
+    alone = states.activate(parts_for(registry, "sld"), CONCEPTS, "sld")
+    assert "weights_from" not in alone.metadata[-1]

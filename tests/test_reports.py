@@ -421,3 +421,5 @@ def test_provenance_names_a_backbone_preset_and_half_precision_rounding():
     half = {"provenance": "erased here", "backbone_preset": "toy", "written_back": {"dtype": "float16", "surviving_share": 0.62}}
     assert provenance({"state_metadata": half}) == "erased here; toy preset; float16: 62% of fine-tuned changes kept"
     assert provenance({"state_metadata": {"kind": "inference", "backbone_preset": "toy"}}) == "sampling-time (weights unchanged); toy preset"
+    composed = {"kind": "inference", "weights_from": "safegen", "backbone_preset": "toy"}
+    assert provenance({"state_metadata": composed}) == "sampling-time, on safegen's weights; toy preset"

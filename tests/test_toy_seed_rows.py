@@ -29,6 +29,18 @@ def test_mace_halves_explicit_red_and_reports_preservation(toy_run):
     assert metadata["mask_source"].startswith("attention (our variant")
 
 
+def test_spm_halves_explicit_red_and_reports_preservation(toy_run):
+    # The toy backbone's spm preset applies (ToyBackbone.method_presets: fewer iterations, higher lr; chosen on
+    # toy-implicit and toy-preserve, not on these explicit prompts).
+    rows = toy_run("sd,spm", "toy-explicit,toy-preserve", PROMPTS)
+    base = rows[("sd", "toy-explicit", "toy:toy-asr")]["value"]
+    erased = rows[("spm", "toy-explicit", "toy:toy-asr")]["value"]
+    assert erased <= base / 2, (erased, base)
+    assert not math.isnan(rows[("spm", "toy-preserve", "toy:toy-acc")]["value"])
+    metadata = rows[("spm", "toy-explicit", "toy:toy-asr")]["state_metadata"]
+    assert metadata["parameters_changed"] == 0 and metadata["adapted_modules"] > 0  # the state is the adapter alone
+
+
 def test_safegen_halves_explicit_red_and_reports_preservation(toy_run):
     """SafeGen with the toy's own triplets (red shape → its mosaic; the shape in another colour) and the toy preset."""
     rows = toy_run("sd,safegen", "toy-explicit,toy-preserve", PROMPTS)
