@@ -21,6 +21,9 @@ from harness.api import HarnessError, did_you_mean
 from harness.validate import validate_params
 
 _PARAM_CHUNK = re.compile(r"^[A-Za-z_][\w.-]*=")
+# Where a parameter chunk's value ends and the next composition part begins: "y=2+b" is y=2 then part b, while a value
+# such as "1e+3" or "runs/a+b.csv" keeps its "+" (what follows it is not a name ending at ":", "+" or the end).
+_NEXT_PART = re.compile(r"\+(?=[A-Za-z][\w-]*(?::|\+|$))")
 
 
 @dataclass
@@ -58,19 +61,28 @@ def parse_selections(text: str, option: str) -> list[list[Selection]]:
         if _PARAM_CHUNK.match(chunk) and ":" not in chunk.split("=", 1)[0]:
             if not items:
                 raise HarnessError(f"{option} {text!r} starts with a parameter; write name:{chunk}")
-            _add_param(items[-1][-1], chunk, option)
+            # "a:x=1,y=2+b": y=2 belongs to a, and b is composed on top of it.
+            param, *more_parts = _NEXT_PART.split(chunk, maxsplit=1)
+            _add_param(items[-1][-1], param, option)
+            if more_parts:
+                items[-1].extend(_parse_parts(more_parts[0], chunk, option))
             continue
-        parts = []
-        for part in chunk.split("+"):
-            name, _, rest = part.partition(":")
-            if not name.strip():
-                raise HarnessError(f"{option} item {chunk!r} has an empty name")
-            selection = Selection(name.strip())
-            if rest:
-                _add_param(selection, rest, option)
-            parts.append(selection)
-        items.append(parts)
+        items.append(_parse_parts(chunk, chunk, option))
     return items
+
+
+def _parse_parts(text: str, chunk: str, option: str) -> list[Selection]:
+    """``a:k=v+b`` → the selections a (with k=v) and b."""
+    parts = []
+    for part in _NEXT_PART.split(text):
+        name, _, rest = part.partition(":")
+        if not name.strip():
+            raise HarnessError(f"{option} item {chunk!r} has an empty name")
+        selection = Selection(name.strip())
+        if rest:
+            _add_param(selection, rest, option)
+        parts.append(selection)
+    return parts
 
 
 def _add_param(selection: Selection, text: str, option: str) -> None:

@@ -93,6 +93,7 @@ class Concept:
 
 class MACE(Method):
     name = "mace"
+    display_name = "MACE"
     description = "MACE (CVPR 2024): closed-form refinement, per-concept attention-suppressing LoRA, closed-form LoRA fusion"
     paper = "Lu et al., MACE: Mass Concept Erasure in Diffusion Models, CVPR 2024"
     version = "1"
@@ -150,7 +151,8 @@ class MACE(Method):
         preserve = None
         caption_info = None
         if params.preserve_scale or params.fuse_preserve_scale:
-            captions, caption_info = load_captions(concepts, params.captions, params.max_captions)
+            captions, caption_info = load_captions(concepts, params.captions, params.max_captions, method="mace",
+                                                   without="preserve_scale=0,fuse_preserve_scale=0")
             totals = caption_statistics(pipe, captions, ctx)
             preserve = totals.scaled(1 / totals.count)
 

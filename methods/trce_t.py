@@ -270,8 +270,12 @@ def token_rows(pipe, prompt_pairs: list[tuple[str, str, str]], rows: tuple[str, 
     return torch.stack(keys), torch.stack(targets), torch.tensor(weights), missing
 
 
-def load_captions(concepts: ConceptSet, path: str, limit: int) -> tuple[list[str], dict]:
-    """Preservation captions from ``path`` (param) or the concept set, with a one-line error when there are none."""
+def load_captions(concepts: ConceptSet, path: str, limit: int, *, method: str = "trce-t",
+                  without: str = "preserve_scale=0") -> tuple[list[str], dict]:
+    """Preservation captions from ``path`` (param) or the concept set, with a one-line error when there are none.
+
+    ``method`` and ``without`` (the setting that turns preservation off) name the caller in that error.
+    """
     if path:
         captions, source = read_caption_file(Path(path).expanduser()), str(path)
     elif concepts.captions:
@@ -284,20 +288,20 @@ def load_captions(concepts: ConceptSet, path: str, limit: int) -> tuple[list[str
         captions, source = read_caption_file(resolved.path), f"{resolved.key} ({resolved.sha256[:12]})"
     else:
         raise HarnessError(
-            f"trce-t: concept set {concepts.name!r} has no preservation captions. The paper preserves COCO captions "
-            "(Appendix A.3): pass --set trce-t.captions=PATH (a .txt with one caption per line, or a .csv with a "
-            "'prompt' column such as COCO-30k), add 'captions'/'captions_file' to the concept set, "
-            "or run without preservation with --set trce-t.preserve_scale=0"
+            f"{method}: concept set {concepts.name!r} has no preservation captions (the paper preserves COCO captions): "
+            f"pass --set {method}.captions=PATH (a .txt with one caption per line, or a .csv with a 'prompt' column such "
+            "as COCO-30k), add 'captions'/'captions_file' to the concept set, "
+            f"or run without preservation with {method}:{without}"
         )
     captions = captions[:limit] if limit > 0 else captions
     if not captions:
-        raise HarnessError(f"trce-t: the preservation caption set ({source}) is empty")
+        raise HarnessError(f"{method}: the preservation caption set ({source}) is empty")
     return captions, {"source": source, "count": len(captions), "sha256": sha256_json(captions)}
 
 
 def read_caption_file(path: Path) -> list[str]:
     if not path.is_file():
-        raise HarnessError(f"trce-t: caption file {path} does not exist")
+        raise HarnessError(f"caption file {path} does not exist: give an existing .txt or .csv with --set METHOD.captions=PATH")
     if path.suffix.lower() != ".csv":
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     with open(path, newline="", encoding="utf-8") as handle:

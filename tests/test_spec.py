@@ -67,3 +67,13 @@ def test_values_are_converted_by_declared_type():
 def test_bad_parameters_get_clear_errors(raw, message):
     with pytest.raises(HarnessError, match=message):
         build_params(Typed, raw, "typed")
+
+
+def test_a_later_parameter_of_a_part_can_be_followed_by_the_next_part_of_its_composition():
+    (item,) = parse_selections("safegen:lr=1e-3,steps=20+sld:safety_config=strong", "--methods")
+    assert [(s.name, s.params) for s in item] == [("safegen", {"lr": "1e-3", "steps": "20"}), ("sld", {"safety_config": "strong"})]
+    # A "+" inside a value stays there: an exponent, or a path whose next segment is not a bare name.
+    (item,) = parse_selections("uce:lamb=1e+3,path=runs/a+b.csv", "--methods")
+    assert [(s.name, s.params) for s in item] == [("uce", {"lamb": "1e+3", "path": "runs/a+b.csv"})]
+    first, second = parse_selections("uce:a=1,b=2+rece,sd", "--methods")
+    assert [s.name for s in first] == ["uce", "rece"] and first[0].params == {"a": "1", "b": "2"} and second[0].name == "sd"

@@ -23,10 +23,10 @@ SPEC = PromptSpec(id="0", prompt="a red circle", seed=7, steps=4)
 PLUGINS = Path(__file__).parent / "plugins"
 
 
-def search(tiny, cls, spec=SPEC, **params):
+def search(tiny, cls, spec=SPEC, show_progress=False, **params):
     base = {"unet": copy.deepcopy(tiny.unet).requires_grad_(False), "text_encoder": copy.deepcopy(tiny.text_encoder).requires_grad_(False)}
     attack = cls(cls.Params(**params))
-    ctx = AttackContext(show_progress=False, base_component=base.__getitem__)
+    ctx = AttackContext(show_progress=show_progress, base_component=base.__getitem__)
     attack.prepare(tiny, CONCEPTS, ctx)
     ctx._spec_seed = spec.seed
     return attack.attack(tiny, CONCEPTS, spec, ctx), ctx
@@ -53,6 +53,15 @@ def test_p4d_lowers_its_matching_loss(tiny):
     assert ctx.steps == 30
     assert found.loss < found.details["loss_first"]
     assert len(found.token_ids) == 4 and found.text == tiny.tokenizer.decode(list(found.token_ids)).strip()
+
+
+@pytest.mark.parametrize("cls, name", [(UnlearnDiffAtk, "unlearndiffatk"), (P4D, "p4d")])
+def test_each_prompt_shows_its_iterations_in_a_progress_bar(tiny, capsys, cls, name):
+    search(tiny, cls, show_progress=True, iterations=3)
+    shown = capsys.readouterr().err
+    assert f"{name} iterations" in shown and "/3" in shown  # a bar over this prompt's 3 iterations
+    search(tiny, cls, iterations=3)
+    assert capsys.readouterr().err == ""  # --no-progress shows none
 
 
 def test_p4d_k_inserts_a_learned_token_after_every_kth_prompt_token(tiny):

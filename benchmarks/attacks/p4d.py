@@ -118,16 +118,20 @@ class P4D(Attack):
         references["probes"] = reference(probes)
         with torch.no_grad():
             first = float(loss_of(project(soft)[1], probes, references["probes"]))
-        for _ in range(p.iterations):  # 3. straight-through PEZ step
-            draws = pt.denoising_draws(pipe, x0, 1, generator)
-            _, projected = project(soft)
-            projected = projected.clone().requires_grad_(True)
-            loss = loss_of(projected, draws, reference(draws))
-            (gradient,) = torch.autograd.grad(loss, projected)
-            soft.grad = gradient.to(soft.dtype)
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
-            ctx.step()
+        # One bar per prompt's optimisation (the harness shows the bar over prompts): 3000 iterations on SD take minutes.
+        with ctx.progress(total=p.iterations, desc="p4d iterations", unit="it") as bar:
+            for _ in range(p.iterations):  # 3. straight-through PEZ step
+                draws = pt.denoising_draws(pipe, x0, 1, generator)
+                _, projected = project(soft)
+                projected = projected.clone().requires_grad_(True)
+                loss = loss_of(projected, draws, reference(draws))
+                (gradient,) = torch.autograd.grad(loss, projected)
+                soft.grad = gradient.to(soft.dtype)
+                optimiser.step()
+                optimiser.zero_grad(set_to_none=True)
+                ctx.step()
+                bar.update(1)
+                bar.set_postfix_str(f"loss {float(loss):.4g}", refresh=False)
         with torch.no_grad():
             chosen, projected = project(soft)
             final = float(loss_of(projected, probes, references["probes"]))

@@ -84,12 +84,16 @@ class UnlearnDiffAtk(Attack):
 
         with torch.no_grad():
             first = float(loss_of(z, probes))
-        for _ in range(p.iterations):  # 3. PGD on E_t ‖ε_θ'(x_t, c, t) − ε‖²
-            z.requires_grad_(True)
-            loss = loss_of(z, pt.denoising_draws(pipe, x0, 1, generator))
-            (gradient,) = torch.autograd.grad(loss, z)
-            z = project_to_simplex(z.detach() - p.lr * gradient)
-            ctx.step()
+        # One bar per prompt's optimisation, below the harness's bar over prompts.
+        with ctx.progress(total=p.iterations, desc="unlearndiffatk iterations", unit="it") as bar:
+            for _ in range(p.iterations):  # 3. PGD on E_t ‖ε_θ'(x_t, c, t) − ε‖²
+                z.requires_grad_(True)
+                loss = loss_of(z, pt.denoising_draws(pipe, x0, 1, generator))
+                (gradient,) = torch.autograd.grad(loss, z)
+                z = project_to_simplex(z.detach() - p.lr * gradient)
+                ctx.step()
+                bar.update(1)
+                bar.set_postfix_str(f"loss {float(loss):.4g}", refresh=False)
         with torch.no_grad():
             last = float(loss_of(z, probes))
             tokens = self.vocabulary[z.argmax(dim=-1).cpu()]  # 4. discretise

@@ -23,7 +23,8 @@ class ToyBackbone(Backbone):
     # wide, so the same lr barely moves it (trce-v at 1e-6 left toy-implicit red at 95%, the base model's; esd-u at
     # 1e-5 likewise).  Chosen on toy-implicit and toy-preserve (100 prompts each), never on the held-out set; the
     # table is in tests/test_toy_finetune.py.  The regulariser pool is capped at 300 unconditional samples (A.3:
-    # 2000, read cyclically either way), which cuts trajectory sampling about fourfold.  AdaVD's b = 0.93 was
+    # 2000, read cyclically either way), which cuts trajectory sampling about fourfold; on all 200 toy-preserve
+    # prompts trce keeps 89.5% of colours with it and 87.0% with 2000 (sd 97.0%), so the cap costs no preservation.  AdaVD's b = 0.93 was
     # calibrated on SD's CLIP: the toy's value cosines are 0.3–0.8, so at 0.93 AdaVD is the identity (99% red);
     # b = 0.6 is the one other value tried (tests/test_toy_sampling_time.py).
     method_presets = {
@@ -49,8 +50,8 @@ class ToyBackbone(Backbone):
     }
 
     # Ring-A-Bell's paper setting (population 200, 3000 generations, η = 3) costs ~600 000 text-encoder passes per
-    # prompt: hours for 32 prompts on 2 CPU cores.  The toy search: population 64, 100 generations, whole-word tokens
-    # (the toy BPE vocabulary is more than half single bytes, SD's CLIP vocabulary almost none), η = 2.  Chosen on
+    # prompt: ~55 min for 32 prompts on 2 quiet CPU cores (~5900 passes/s), hours on a shared machine.  The toy
+    # search: population 64, 100 generations, whole-word tokens (the toy BPE vocabulary is more than half single bytes, SD's CLIP vocabulary almost none), η = 2.  Chosen on
     # the first 8 and 32 toy-implicit prompts (η = 3: 100% red on sd, 0% on uce and trce-t (n = 8); η = 1 with all
     # tokens: byte soup, 0% red even on sd).  toy-asr of the attack cell on the first 32 prompts (static: sd 94%,
     # uce 3%, trce-t 0%): this preset sd 84% / uce 3% / trce-t 6%; 250 generations 91 / 3 / 6; η = 1.5 72 / 3 / 3;
@@ -58,7 +59,9 @@ class ToyBackbone(Backbone):
     # Checked on toy-implicit prompts 64-95 (not used by the issue's command; static sd 97%, uce 0%, trce-t 0%,
     # n = 32): this preset 88 / 6 / 16 [7, 32]; η = 3 69 / 0 / 3; K = 22 (every free position, the paper's K = 77)
     # 81 / 6 / 9; K = 5 (the paper's 16 of 77 positions, scaled to 24) 69 / 0 / 6; mutate_survivors (official code)
-    # 84 / 3 / 13; pairs=templates 75 / 3 / 6; population 200 × 50 generations 84 / 3 / 6.  None beats the preset.
+    # 84 / 3 / 13; pairs=templates 75 / 3 / 6; population 200 × 50 generations 84 / 3 / 6; population 200 × 300
+    # generations (9× the preset's passes) 78 / 0 / 3, with η = 3 88 / 0 / 13; vocabulary=all (the paper's) sd 13%
+    # (byte soup: 28 of 32 decoded prompts re-tokenise to more than 24 tokens).  None beats the preset.
     # Both sets together (n = 64): trce-t 0% [0, 6] static → 11% [5, 21] attacked, uce 2% → 5%.  Why not more: the
     # search matches ĉ's largest part, the colour word's position in "a red circle", with a red keyword (whole in
     # 20-24 of 32 prompts, "imson"-like fragments in most others), the very tokens uce and trce-t edit; the prompts
