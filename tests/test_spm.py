@@ -2,6 +2,7 @@
 
 import copy
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -244,3 +245,28 @@ def test_export_of_spm_is_refused_with_one_line(registry):
 def test_an_empty_concept_set_is_one_line(tiny, ctx):
     with pytest.raises(HarnessError, match="names nothing to erase"):
         SPM().edit(tiny, ConceptSet(name="empty"), ctx)
+
+
+def test_a_composition_keeps_the_adapter_in_the_later_parts_delta_and_reloads_both(tiny, tmp_path):
+    """spm then a weight edit: the second part's stored delta carries spm's adapter (cumulative, like the weights)."""
+    from harness.engine import ModelStates
+    from harness.plugins import load_file_module
+    from harness.store import Store
+
+    edits = load_file_module(Path(__file__).parent / "plugins" / "edits.py")
+    parts = [(SPM(SPM.Params(iterations=2, warmup=0, num_steps=3, anchors=2)), "spm"), (edits.ScaleKeys(), "scale-keys")]
+    store = Store(tmp_path / "store")
+    first = ModelStates(tiny, store, "tinyfp", "tiny", "cpu", "float32", show_progress=False)
+    second = ModelStates(tiny, store, "tinyfp", "tiny", "cpu", "float32", show_progress=False)
+    try:
+        state = first.activate(parts, CONCEPTS, "spm+scale-keys")
+        adapter = state.hooks[0].membrane.state_tensors()
+        assert first.edits_run == 2 and state.metadata[1]["parameters_changed"] > 0
+        first.reset()
+        again = second.activate(parts, CONCEPTS, "spm+scale-keys")  # loads only the last part's delta
+        assert second.edits_run == 0 and len(again.hooks) == 1
+        reloaded = again.hooks[0].membrane.state_tensors()
+        assert all(torch.equal(reloaded[k], adapter[k]) for k in adapter)
+    finally:
+        first.reset()
+        second.reset()
