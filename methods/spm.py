@@ -40,7 +40,8 @@ not be checked offline here, so each equation is named ((SPM), (L_erase), (LA), 
 
    with E the text encoder's output (all L × d rows, flattened) and T the set of token ids without special tokens.
    The engine samples a batch of prompts at once, so each sample gets its own γ: the UNet batch rows of every branch
-   (uncond and cond alike, as the official code's global multiplier) use their sample's γ.
+   (uncond and cond alike, as the official code's global multiplier) use their sample's γ.  E(p) is the embedding
+   the hook receives: the prompt's own, unless a method composed before ``spm`` transformed it (``safree+spm``).
 
 Where the official code differs from the paper, the default follows the paper and a named switch gives the code:
 
