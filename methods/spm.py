@@ -125,7 +125,9 @@ class SPM(Method):
             raise HarnessError(f"spm: official_anchor_rows needs an even number of anchors (got anchors={params.anchors})")
         started = time.perf_counter()
         # Train on a float32 copy of the current UNet (a composition's earlier edits included); its weights stay frozen.
-        unet = copy.deepcopy(pipe.unet).requires_grad_(False).eval().to(torch.float32)
+        unet = copy.deepcopy(pipe.unet).requires_grad_(False).eval()
+        if unet.dtype != torch.float32:
+            unet = unet.to(torch.float32)
         membrane = Membrane.create(unet, rank=params.rank, alpha=params.alpha, seed=params.seed)
         history = train_membrane(pipe, unet, membrane, words, params, progress=ctx.progress)
         ctx.state_tensors.update(membrane.state_tensors())
