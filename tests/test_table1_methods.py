@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from harness.cli import main
-from tests.test_safegen import write_triplets
+from test_safegen import write_triplets
 
 PLUGINS = Path(__file__).parent / "plugins"
 
