@@ -9,8 +9,9 @@ the tiny backbone (fine-tuners with a few steps: the layout is under test, not t
 import re
 from pathlib import Path
 
-from harness.cli import main
 from test_safegen import write_triplets
+
+from harness.cli import main
 
 PLUGINS = Path(__file__).parent / "plugins"
 
