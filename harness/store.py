@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -105,6 +106,26 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def enable_wal(db: sqlite3.Connection, *, patience: float = 60.0) -> None:
+    """Switch ``db`` to write-ahead logging, waiting out other processes that open the same store at the same moment.
+
+    Switching needs an exclusive lock.  When two processes open a fresh store together, each holds a shared lock and
+    asks for the exclusive one; SQLite then answers "database is locked" at once to one of them without calling the
+    busy handler (waiting could deadlock), so the connect timeout does not help and the retry is ours.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class Store:
     def __init__(self, out: str | Path, create: bool = True):
         self.root = Path(out)
@@ -120,7 +141,7 @@ class Store:
         self.cache = self.root / "cache"
         self.db = sqlite3.connect(self.root / "harness.db", timeout=60, isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self.db)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
         self.files = Files(self)

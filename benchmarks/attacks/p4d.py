@@ -131,7 +131,7 @@ class P4D(Attack):
                 optimiser.zero_grad(set_to_none=True)
                 ctx.step()
                 bar.update(1)
-                bar.set_postfix_str(f"loss {float(loss):.4g}", refresh=False)
+                bar.set_postfix_str(f"loss {loss.detach().item():.4g}", refresh=False)
         with torch.no_grad():
             chosen, projected = project(soft)
             final = float(loss_of(projected, probes, references["probes"]))

@@ -93,7 +93,7 @@ class UnlearnDiffAtk(Attack):
                 z = project_to_simplex(z.detach() - p.lr * gradient)
                 ctx.step()
                 bar.update(1)
-                bar.set_postfix_str(f"loss {float(loss):.4g}", refresh=False)
+                bar.set_postfix_str(f"loss {loss.detach().item():.4g}", refresh=False)
         with torch.no_grad():
             last = float(loss_of(z, probes))
             tokens = self.vocabulary[z.argmax(dim=-1).cpu()]  # 4. discretise

@@ -2,6 +2,7 @@
 "database is locked", every result equal to a run alone, no image made twice and no model state erased twice."""
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness import check
-from harness.store import Store
+from harness.store import Store, enable_wal
 
 PLUGINS = Path(__file__).parent.parent / "plugins"
 WITNESS = str(Path(__file__).parent / "witness.py")
@@ -69,3 +70,27 @@ def test_concurrent_runs_on_one_store_all_finish_with_the_same_results(tmp_path,
     assert duplicates == 0, writes.most_common(3)
     assert set(erasures) and all(count == 1 for count in erasures.values()), erasures
     assert store.db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0  # every claim released at the end
+
+
+class LockedAtFirst:
+    """A connection whose first ``failures`` statements fail as SQLite fails a WAL switch that lost a lock race."""
+
+    def __init__(self, failures: int, message: str = "database is locked"):
+        self.failures, self.message, self.statements = failures, message, []
+
+    def execute(self, sql):
+        self.statements.append(sql)
+        if len(self.statements) <= self.failures:
+            raise sqlite3.OperationalError(self.message)
+
+
+def test_switching_a_fresh_store_to_wal_waits_out_a_lost_lock_race():
+    """Seen in CI: two processes opening one fresh store, one was told "database is locked" at once (SQLite gives
+    up without the busy handler where waiting could deadlock), and that run died with a traceback."""
+    connection = LockedAtFirst(failures=3)
+    enable_wal(connection)
+    assert connection.statements == ["PRAGMA journal_mode=WAL"] * 4
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):  # any other error is not waited out
+        enable_wal(LockedAtFirst(failures=1, message="disk I/O error"))
+    with pytest.raises(sqlite3.OperationalError, match="locked"):  # nor is a lock that outlasts the patience
+        enable_wal(LockedAtFirst(failures=10**6), patience=0.05)
