@@ -499,6 +499,18 @@ class Backbone(Configurable):
 # --------------------------------------------------------------------------- helpers
 
 
+@dataclass(frozen=True)
+class Target:
+    """What the edits and images are made on: the backbone (its name, the plugin instance, the model it loads) on a
+    device in a dtype.  ``harness run`` and ``harness erase`` resolve it the same way (``resolve_target``)."""
+
+    backbone_name: str
+    backbone: Backbone
+    model: str | None  # hub id or folder for the backbone to load; None: the backbone's own default
+    device: str
+    dtype: str
+
+
 def sha256_json(obj: Any) -> str:
     """A stable hash of JSON-serialisable data (keys sorted)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

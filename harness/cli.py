@@ -217,7 +217,7 @@ def cmd_erase(args, registry: Registry) -> int:
     pipe = target.backbone.load(target.model, target.device, target.dtype)
     store = Store(args.out)
     fingerprint = pipeline_fingerprint(pipe)
-    states = ModelStates(pipe, store, fingerprint, target.backbone_name, target.device, target.dtype)
+    states = ModelStates(pipe, store, fingerprint, target)
     state = states.activate(planned.parts, concepts, planned.label)
     pipe.save_pretrained(args.save, safe_serialization=True)
     with open(os.path.join(args.save, "erasure.json"), "w", encoding="utf-8") as handle:

@@ -227,8 +227,7 @@ def run_data_parallel(plan, world: World):
               file=sys.stderr)
     if world.is_main:
         ingest_pending_images(main_store)  # rows a killed rank left behind
-    source = PipelineSource(backbone=plan.backbone, backbone_name=plan.backbone_name, model=plan.model,
-                            device=plan.device, dtype=plan.dtype, store=main_store)
+    source = PipelineSource(target=plan.target, store=main_store)
     matmul_precision(plan.device, plan.dtype)
     # Rank 0 fingerprints the backbone (from its cache when it can) and tells the others.
     fingerprint, scheduler = _broadcast(dist, source.fingerprint() if world.is_main else None)
@@ -237,7 +236,7 @@ def run_data_parallel(plan, world: World):
     store = main_store if world.is_main else ShardStore(config.out, image_rows=image_rows, model_states={})
     backbone = plan.backbone
     show = config.show_progress and world.is_main
-    states = ModelStates(source, store, fingerprint, plan.backbone_name, plan.device, plan.dtype, show_progress=show)
+    states = ModelStates(source, store, fingerprint, plan.target, show_progress=show)
     DistributedEngine = _engine_class()  # noqa: N806 -- a class, built here so that importing this module needs no torch
     engine = DistributedEngine(source, store, fingerprint, Defaults(backbone.steps, backbone.height, backbone.width), plan.device,
                                plan.dtype, batch_size=config.batch_size or backbone.batch_size, show_progress=show,

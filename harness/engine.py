@@ -21,7 +21,7 @@ from itertools import groupby
 
 from harness import claims as work_claims
 from harness import integrity, recover
-from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, sha256_json
+from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, Target, sha256_json
 from harness.context import EditContext
 from harness.cost import counted_evaluations
 from harness.lazy import resolve_pipeline
@@ -67,13 +67,11 @@ class ActiveState:
 class ModelStates:
     """Applies and removes method edits on one loaded pipeline."""
 
-    def __init__(self, pipe, store: Store, backbone_fingerprint: str, backbone_name: str, device: str, dtype: str, show_progress: bool = True):
+    def __init__(self, pipe, store: Store, backbone_fingerprint: str, target: Target, show_progress: bool = True):
         self._pipe = pipe  # a pipeline, or a harness.lazy.PipelineSource loaded on first use
         self.store = store
         self.backbone_fingerprint = backbone_fingerprint
-        self.backbone_name = backbone_name
-        self.device = device
-        self.dtype = dtype
+        self.target = target
         self.show_progress = show_progress
         self._parameters: dict | None = None
         self.originals: dict = {}
@@ -168,8 +166,8 @@ class ModelStates:
 
     def context(self) -> EditContext:
         return EditContext(
-            device=self.device,
-            dtype=self.dtype,
+            device=self.target.device,
+            dtype=self.target.dtype,
             cache_dir=self.store.cache / "methods",
             files=self.store.files,
             backbone_fingerprint=self.backbone_fingerprint,
@@ -188,7 +186,7 @@ class ModelStates:
                 continue
             identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
             if method.kind == MethodKind.EDIT:  # an edit computed on float16 weights is not the float32 one
-                identity["dtype"] = self.dtype
+                identity["dtype"] = self.target.dtype
             if method.presets_applied:  # same values, other origin: the provenance column must say which
                 identity["presets"] = method.presets_applied
             key = sha256_json(identity)[:32]
@@ -283,7 +281,7 @@ class ModelStates:
                     with counted_evaluations() as evaluations:
                         metadata = method.edit(self.pipe, concepts, ctx) or {}
                     # Recorded once, when computed: a cached delta later reports the cost it had then.
-                    metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.device,
+                    metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.target.device,
                                 "erase_unet_evals": erase_evals["unet"] + evaluations["unet"],
                                 "erase_text_encoder_evals": erase_evals["text_encoder"] + evaluations["text_encoder"]}
                     self.edits_run += 1
@@ -295,17 +293,17 @@ class ModelStates:
                     tensors = {k: v.contiguous().cpu() for k, v in {**delta, **kept}.items()}
                     self.store.files.write(delta_path, kind=integrity.DELTA,
                                            write=lambda tmp, tensors=tensors, label=part_label: save_file(tensors, str(tmp), metadata={"method": label}))
-                    recover.write_state_record(self.store, key, backbone=self.backbone_name, method=part_label, params=method.params_dict(),
+                    recover.write_state_record(self.store, key, backbone=self.target.backbone_name, method=part_label, params=method.params_dict(),
                                                concepts=concepts.name, metadata=metadata)  # the row survives a lost database
                     self.exact = delta
                     self.applied = set(delta)
-                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
+                    self.store.add_model_state(key, self.target.backbone_name, part_label, method.params_dict(), concepts.name, str(delta_path), metadata)
                     self.store.claims.release([f"state:{key}"])
             else:
                 metadata = row and _json(row["metadata"]) or {}
                 if row is None:
                     metadata = {**inherited_metadata(state.metadata), "kind": MethodKind(method.kind).value, **method.presets_applied}
-                    self.store.add_model_state(key, self.backbone_name, part_label, method.params_dict(), concepts.name, None, metadata)
+                    self.store.add_model_state(key, self.target.backbone_name, part_label, method.params_dict(), concepts.name, None, metadata)
             hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.api import sha256_json
+from harness.api import Target, sha256_json
 from harness.versions import package_versions
 
 
@@ -44,12 +44,8 @@ def folder_identity(folder: str | Path) -> dict:
 class PipelineSource:
     """Loads the backbone's pipeline on first ``pipeline()``; knows its fingerprint, cached by identity."""
 
-    def __init__(self, *, backbone, backbone_name: str, model: str | None, device: str, dtype: str, store):
-        self.backbone = backbone
-        self.backbone_name = backbone_name
-        self.model = model
-        self.device = device
-        self.dtype = dtype
+    def __init__(self, *, target: Target, store):
+        self.target = target
         self.store = store
         self.loads = 0  # how many times the weights were loaded (0 on a re-run of a finished matrix)
         self._pipe = None
@@ -61,15 +57,16 @@ class PipelineSource:
 
     def pipeline(self):
         if self._pipe is None:
-            self._pipe = self.backbone.load(self.model, self.device, self.dtype)
+            target = self.target
+            self._pipe = target.backbone.load(target.model, target.device, target.dtype)
             self.loads += 1
         return self._pipe
 
     def identity_key(self) -> str | None:
-        identity = self.backbone.identity(self.model, self.dtype)
+        identity = self.target.backbone.identity(self.target.model, self.target.dtype)
         if identity is None:
             return None
-        return sha256_json({"backbone": self.backbone_name, "dtype": self.dtype, "identity": identity,
+        return sha256_json({"backbone": self.target.backbone_name, "dtype": self.target.dtype, "identity": identity,
                             "versions": package_versions("diffusers", "transformers", "torch")})[:32]
 
     def fingerprint(self) -> tuple[str, dict]:

@@ -15,7 +15,18 @@ import warnings
 from dataclasses import dataclass, field
 
 from harness import integrity, threads
-from harness.api import Backbone, Benchmark, ConceptSet, HarnessError, Method, MethodKind, MetricRef, PromptSpec, sha256_json
+from harness.api import (
+    Backbone,
+    Benchmark,
+    ConceptSet,
+    HarnessError,
+    Method,
+    MethodKind,
+    MetricRef,
+    PromptSpec,
+    Target,
+    sha256_json,
+)
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.seeds import repeat_seeds
@@ -59,18 +70,6 @@ class PlannedBenchmark:
     concepts: ConceptSet
     specs: list[PromptSpec]
     attack: str | None = None  # set for an attack cell: the attack's label
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the edits and images are made on: the backbone (its name, the plugin instance, the model it loads) on a
-    device in a dtype.  ``harness run`` and ``harness erase`` resolve it the same way (``resolve_target``)."""
-
-    backbone_name: str
-    backbone: Backbone
-    model: str | None  # hub id or folder for the backbone to load; None: the backbone's own default
-    device: str
-    dtype: str
 
 
 @dataclass
@@ -456,11 +455,10 @@ class Runner:
         self.matmul_precision = matmul_precision(target.device, target.dtype)
         self.threads = threads.configure()  # before any torch work, fingerprinting included
         # ``source``: a harness.lazy.PipelineSource already made (the data-parallel pass), so nothing loads twice.
-        self.source = source or PipelineSource(backbone=target.backbone, backbone_name=target.backbone_name, model=target.model,
-                                               device=target.device, dtype=target.dtype, store=store)
+        self.source = source or PipelineSource(target=target, store=store)
         # The fingerprint comes from the store when this backbone was seen before; otherwise this loads the pipeline.
         self.backbone_fingerprint, scheduler_config = self.source.fingerprint()
-        self.states = ModelStates(self.source, store, self.backbone_fingerprint, target.backbone_name, target.device, target.dtype,
+        self.states = ModelStates(self.source, store, self.backbone_fingerprint, target,
                                   show_progress=show)
         backbone = target.backbone
         self.engine = Engine(self.source, store, self.backbone_fingerprint, Defaults(backbone.steps, backbone.height, backbone.width),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.tiny import TINY_IMAGE_SIZE, TINY_MAX_LENGTH, TINY_SEED, tiny_pipeline, write_char_tokenizer
 
-__all__ = ["TINY_IMAGE_SIZE", "TINY_MAX_LENGTH", "TINY_SEED", "plugin_host", "tiny_pipeline", "write_char_tokenizer"]
+__all__ = ["TINY_IMAGE_SIZE", "TINY_MAX_LENGTH", "TINY_SEED", "plugin_host", "tiny_pipeline", "tiny_target", "write_char_tokenizer"]
 
 
 def plugin_host(*modules, entry_points: bool = True):
@@ -15,3 +15,11 @@ def plugin_host(*modules, entry_points: bool = True):
     for index, module in enumerate(modules):
         host.add_module(module, name=getattr(module, "__name__", f"test-plugin-{index}"))
     return host
+
+
+def tiny_target(dtype: str = "float32"):
+    """The tiny backbone on the CPU, as ``harness run --model tiny`` resolves it (``harness.api.Target``)."""
+    from harness.api import Target
+    from harness.backbones import TinyBackbone
+
+    return Target(backbone_name="tiny", backbone=TinyBackbone(), model=None, device="cpu", dtype=dtype)

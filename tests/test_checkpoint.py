@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from harness.api import ConceptSet, HarnessError
 from harness.engine import ModelStates, pipeline_fingerprint
 from harness.store import Store
+from harness.testing import tiny_target
 from methods.checkpoint import Checkpoint
 
 CONCEPTS = ConceptSet(name="test", erase=("red",), guides=("gray",))
@@ -21,7 +22,7 @@ TEXT_Q = "encoder.layers.0.self_attn.q_proj.weight"  # CLIPTextModel's own name 
 
 @pytest.fixture
 def states(tiny, tmp_path):
-    states = ModelStates(tiny, Store(tmp_path / "store"), pipeline_fingerprint(tiny), "tiny", "cpu", "float32", show_progress=False)
+    states = ModelStates(tiny, Store(tmp_path / "store"), pipeline_fingerprint(tiny), tiny_target(), show_progress=False)
     yield states
     states.reset()
 

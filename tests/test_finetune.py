@@ -17,6 +17,7 @@ from harness.engine import ModelStates
 from harness.runner import expand_method
 from harness.spec import parse_selections
 from harness.store import Store
+from harness.testing import tiny_target
 from methods.esd import ESDU, ESDX
 from methods.finetune import (
     TRAJECTORY_CACHE,
@@ -201,7 +202,7 @@ def parts_for(registry, text):
 
 @pytest.fixture
 def states(tiny, tmp_path):
-    states = ModelStates(tiny, Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    states = ModelStates(tiny, Store(tmp_path), "tiny-fp", tiny_target(), show_progress=False)
     yield states
     states.reset()
 
@@ -280,7 +281,7 @@ def test_a_float16_pipeline_keeps_the_float32_delta_and_records_the_surviving_sh
     from harness.testing import tiny_pipeline
 
     half = tiny_pipeline(dtype="float16")
-    states = ModelStates(half, Store(tmp_path), "tiny-fp", "tiny", "cpu", "float16", show_progress=False)
+    states = ModelStates(half, Store(tmp_path), "tiny-fp", tiny_target("float16"), show_progress=False)
     parts = parts_for(registry, f"trce-v:lr=1e-6,{QUICK_TEXT}")
     with pytest.warns(UserWarning, match="survive the cast to float16"):
         state = states.activate(parts, CONCEPTS, "trce-v")
@@ -296,7 +297,7 @@ def test_a_float16_pipeline_keeps_the_float32_delta_and_records_the_surviving_sh
     survived = sum(int((delta[n].half() != originals[n].half()).sum()) for n in delta)
     assert written["surviving_share"] == pytest.approx(survived / learned)
     # the float16 model state has its own key: a float32 run does not reuse the rounded one
-    full = ModelStates(tiny_pipeline(), Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    full = ModelStates(tiny_pipeline(), Store(tmp_path), "tiny-fp", tiny_target(), show_progress=False)
     assert full.activate(parts, CONCEPTS, "trce-v").key != state.key
 
 

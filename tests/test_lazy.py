@@ -8,6 +8,7 @@ from harness.lazy import PipelineSource, folder_identity
 from harness.plugins import PluginHost
 from harness.registry import Registry
 from harness.runner import RunConfig, Runner, plan
+from harness.testing import tiny_target
 
 PLUGINS = Path(__file__).parent / "plugins"
 
@@ -46,15 +47,14 @@ def test_adding_a_benchmark_generates_only_its_images(tmp_path):
 
 
 def test_the_fingerprint_comes_from_the_store_once_the_identity_was_seen(tmp_path):
-    from harness.backbones import TinyBackbone
     from harness.store import Store
 
     store = Store(tmp_path)
-    first = PipelineSource(backbone=TinyBackbone(), backbone_name="tiny", model=None, device="cpu", dtype="float32", store=store)
+    first = PipelineSource(target=tiny_target(), store=store)
     fingerprint = first.fingerprint()
-    second = PipelineSource(backbone=TinyBackbone(), backbone_name="tiny", model=None, device="cpu", dtype="float32", store=store)
+    second = PipelineSource(target=tiny_target(), store=store)
     assert second.fingerprint() == fingerprint and second.loads == 0 and first.loads == 1
-    other_dtype = PipelineSource(backbone=TinyBackbone(), backbone_name="tiny", model=None, device="cpu", dtype="bfloat16", store=store)
+    other_dtype = PipelineSource(target=tiny_target("bfloat16"), store=store)
     assert other_dtype.identity_key() != first.identity_key()
 
 

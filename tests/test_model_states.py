@@ -10,6 +10,7 @@ from harness.engine import ModelStates
 from harness.runner import expand_method
 from harness.spec import parse_selections
 from harness.store import Store
+from harness.testing import tiny_target
 
 CONCEPTS = ConceptSet(name="test", erase=("red",), guides=("gray",))
 
@@ -25,7 +26,7 @@ def keys_weights(pipe):
 
 @pytest.fixture
 def states(tiny, tmp_path):
-    states = ModelStates(tiny, Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    states = ModelStates(tiny, Store(tmp_path), "tiny-fp", tiny_target(), show_progress=False)
     yield states
     states.reset()
 
@@ -49,7 +50,7 @@ def test_delta_holds_only_what_the_edit_changed_and_is_reused(states, registry, 
 
     # A fresh process (new ModelStates on the same store) loads the delta instead of editing again.
     states.reset()
-    again = ModelStates(tiny, Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    again = ModelStates(tiny, Store(tmp_path), "tiny-fp", tiny_target(), show_progress=False)
     state2 = again.activate(parts_for(registry, "scale-keys:factor=0.25"), CONCEPTS, "scale-keys")
     assert again.edits_run == 0 and state2.key == state.key
     assert all(torch.equal(keys_weights(tiny)[n], edited[n]) for n in edited)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from harness.api import ConceptSet, HarnessError, PromptSpec
+from harness.testing import tiny_target
 from methods.spm import (
     SPM,
     FacilitatedTransport,
@@ -223,12 +224,12 @@ def test_the_engine_stores_the_adapter_with_the_state_and_reloads_it_without_ret
 
     method = SPM(SPM.Params(iterations=3, warmup=0, num_steps=3, anchors=2))
     store = Store(tmp_path / "store")
-    first = ModelStates(tiny, store, "tinyfp", "tiny", "cpu", "float32", show_progress=False)
+    first = ModelStates(tiny, store, "tinyfp", tiny_target(), show_progress=False)
     state = first.activate([(method, "spm")], CONCEPTS, "spm")
     assert first.edits_run == 1 and len(state.hooks) == 1
     assert state.metadata[0]["parameters_changed"] == 0  # the weights are untouched: the state is the adapter
     adapter = state.hooks[0].membrane.state_tensors()
-    second = ModelStates(tiny, store, "tinyfp", "tiny", "cpu", "float32", show_progress=False)
+    second = ModelStates(tiny, store, "tinyfp", tiny_target(), show_progress=False)
     again = second.activate([(method, "spm")], CONCEPTS, "spm")
     assert second.edits_run == 0 and again.key == state.key
     reloaded = again.hooks[0].membrane.state_tensors()
@@ -256,8 +257,8 @@ def test_a_composition_keeps_the_adapter_in_the_later_parts_delta_and_reloads_bo
     edits = load_file_module(Path(__file__).parent / "plugins" / "edits.py")
     parts = [(SPM(SPM.Params(iterations=2, warmup=0, num_steps=3, anchors=2)), "spm"), (edits.ScaleKeys(), "scale-keys")]
     store = Store(tmp_path / "store")
-    first = ModelStates(tiny, store, "tinyfp", "tiny", "cpu", "float32", show_progress=False)
-    second = ModelStates(tiny, store, "tinyfp", "tiny", "cpu", "float32", show_progress=False)
+    first = ModelStates(tiny, store, "tinyfp", tiny_target(), show_progress=False)
+    second = ModelStates(tiny, store, "tinyfp", tiny_target(), show_progress=False)
     try:
         state = first.activate(parts, CONCEPTS, "spm+scale-keys")
         adapter = state.hooks[0].membrane.state_tensors()

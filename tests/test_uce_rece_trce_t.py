@@ -174,12 +174,13 @@ def test_rece_on_top_of_an_explicit_uce_imitates_the_original_weights(registry, 
     from harness.runner import expand_method
     from harness.spec import parse_selections
     from harness.store import Store
+    from harness.testing import tiny_target
 
     def parts(text):
         (item,) = parse_selections(text, "--methods")
         return [part for selection in item for part in expand_method(registry, selection, {}, text)]
 
-    states = ModelStates(tiny, Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    states = ModelStates(tiny, Store(tmp_path), "tiny-fp", tiny_target(), show_progress=False)
     try:
         edited = {}
         for text in ("rece", "uce+rece:run_uce=false"):

@@ -20,6 +20,7 @@ from harness.registry import Registry
 from harness.runner import expand_method
 from harness.spec import Selection
 from harness.store import Store
+from harness.testing import tiny_target
 from harness.tiny import tiny_pipeline
 
 
@@ -49,7 +50,7 @@ def test_trce_erasure_unet_evaluations_vs_official(benchmark, count_unet, tmp_pa
     registry = Registry(PluginHost())
     concepts = registry.concept_set("sexual")
     parts = expand_method(registry, Selection("trce-v"), {}, "trce-v")
-    states = ModelStates(tiny_pipeline(), Store(tmp_path), "tiny-fp", "tiny", "cpu", "float32", show_progress=False)
+    states = ModelStates(tiny_pipeline(), Store(tmp_path), "tiny-fp", tiny_target(), show_progress=False)
     state = benchmark.pedantic(lambda: states.activate(parts, concepts, "trce-v"), rounds=1, iterations=1)
     metadata = state.metadata[0]
     assert metadata["trajectories"] == 100 and metadata["steps"] == 300  # the paper's 20 × 5, 3 epochs
