@@ -323,7 +323,7 @@ def inherited_metadata(earlier: list[dict]) -> dict:
     this part starts from; ``backbone_preset`` is the earlier parts' (the part's own, if it has one, wins).
     """
     inherited: dict = {}
-    editors = [m["method"] for m in earlier if m.get("weights_from") or m.get("provenance")]
+    editors = [m["method"] for m in earlier if m.get("provenance")]  # edits record a provenance; sampling parts do not
     if editors:
         inherited["weights_from"] = "+".join(editors)
     presets = sorted({m["backbone_preset"] for m in earlier if m.get("backbone_preset")})

@@ -97,3 +97,6 @@ def test_a_sampling_part_on_top_of_an_edit_records_whose_weights_it_samples_from
     assert provenance({"state_metadata": json.loads(row["metadata"])}) == "sampling-time, on uce's weights"
     alone = states.activate(parts_for(registry, "sld"), CONCEPTS, "sld")
     assert "weights_from" not in alone.metadata[-1]
+    # Only edits count: an edit after a sampling part starts from the weights of the edits before it, not of sld.
+    later = states.activate(parts_for(registry, "uce+sld+scale-keys:factor=0.5"), CONCEPTS, "uce+sld+scale-keys")
+    assert later.metadata[-1]["weights_from"] == "uce"
