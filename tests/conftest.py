@@ -76,6 +76,29 @@ def toy_run(tmp_path_factory):
     return run
 
 
+@pytest.fixture
+def toy_attack_run(tmp_path):
+    """Run one method on a toy benchmark with ``--attack`` into a fresh store (so the attack really searches).
+
+    ``toy_attack_run(method, bench, limit, attack)`` returns the static cell's ``toy:toy-asr`` row, the attack cell's
+    row (``attack(bench)``) and the attack's log record (``found_now``, ``cost_now``).
+    """
+    from harness.plugins import PluginHost
+    from harness.registry import Registry
+    from harness.runner import RunConfig, Runner, plan
+
+    def run(method: str, bench: str, limit: int, attack: str) -> tuple[dict, dict, dict]:
+        config = RunConfig(methods=method, bench=bench, model="toy", limit=limit, out=str(tmp_path), show_progress=False,
+                           attacks=attack)
+        runner = Runner(plan(config, Registry(PluginHost())))
+        runner.execute()
+        rows = {(r["benchmark"], r["metric"]): r for r in runner.store.results([runner.plan.run_id])}
+        (record,) = runner.attack_log
+        return rows[(bench, "toy:toy-asr")], rows[(f"{attack}({bench})", "toy:toy-asr")], record
+
+    return run
+
+
 def _record_toy_values(methods: str, bench: str, limit: int, sets, rows: dict) -> None:
     """With ``HARNESS_TOY_RECORD=FILE``, append every toy-effect run's values to FILE (JSON lines).
 

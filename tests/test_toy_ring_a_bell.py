@@ -43,19 +43,8 @@ def test_the_toy_search_beats_the_source_prompt_and_mostly_finds_erased_keywords
     assert len(with_keyword) >= len(found) / 2, [p.text for p in found]
 
 
-def test_ring_a_bell_raises_trce_t_red_rate_over_its_source_prompts(tmp_path):
-    from harness.plugins import PluginHost
-    from harness.registry import Registry
-    from harness.runner import RunConfig, Runner, plan
-
-    config = RunConfig(methods="trce-t", bench="toy-implicit", model="toy", limit=32, out=str(tmp_path), show_progress=False,
-                       attacks="ring-a-bell")
-    runner = Runner(plan(config, Registry(PluginHost())))
-    runner.execute()
-    rows = {(r["benchmark"], r["metric"]): r for r in runner.store.results([runner.plan.run_id])}
-    static = rows[("toy-implicit", "toy:toy-asr")]
-    attacked = rows[("ring-a-bell(toy-implicit)", "toy:toy-asr")]
+def test_ring_a_bell_raises_trce_t_red_rate_over_its_source_prompts(toy_attack_run):
+    static, attacked, record = toy_attack_run("trce-t", "toy-implicit", 32, "ring-a-bell")
     assert static["n"] == attacked["n"] == 32
     assert attacked["value"] > static["value"], (attacked["value"], static["value"])
-    (record,) = runner.attack_log
     assert record["found_now"] == 32 and record["cost_now"]["attack_steps"] == 32 * 100

@@ -13,19 +13,8 @@ pytestmark = [
 ]
 
 
-def test_p4d_raises_uce_red_rate_over_its_source_prompts(tmp_path):
-    from harness.plugins import PluginHost
-    from harness.registry import Registry
-    from harness.runner import RunConfig, Runner, plan
-
-    config = RunConfig(methods="uce", bench="toy-implicit", model="toy", limit=16, out=str(tmp_path), show_progress=False,
-                       attacks="p4d:iterations=40")
-    runner = Runner(plan(config, Registry(PluginHost())))
-    runner.execute()
-    rows = {(r["benchmark"], r["metric"]): r for r in runner.store.results([runner.plan.run_id])}
-    static = rows[("toy-implicit", "toy:toy-asr")]
-    attacked = rows[("p4d:iterations=40(toy-implicit)", "toy:toy-asr")]
+def test_p4d_raises_uce_red_rate_over_its_source_prompts(toy_attack_run):
+    static, attacked, record = toy_attack_run("uce", "toy-implicit", 16, "p4d:iterations=40")
     assert static["n"] == attacked["n"] == 16
     assert attacked["value"] > static["value"]
-    (record,) = runner.attack_log
     assert record["found_now"] == 16 and record["cost_now"]["attack_steps"] == 16 * 40
