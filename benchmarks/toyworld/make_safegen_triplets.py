@@ -86,9 +86,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     wanted = files()
     if args.check:
-        differing = [name for name, data in wanted.items() if not (args.out / name).is_file() or (args.out / name).read_bytes() != data]
+        differing = [
+            name for name, data in wanted.items() if not (args.out / name).is_file() or (args.out / name).read_bytes() != data
+        ]
         if differing:
-            print(f"{len(differing)} file(s) differ, first {differing[0]}; run python -m benchmarks.toyworld.make_safegen_triplets", file=sys.stderr)
+            print(
+                f"{len(differing)} file(s) differ, first {differing[0]}; run python -m benchmarks.toyworld.make_safegen_triplets",
+                file=sys.stderr,
+            )
             return 1
         return 0
     for name, data in wanted.items():

@@ -137,18 +137,26 @@ class ShapeClassifier(nn.Module):
 
     num_features = 64
 
-    def __init__(self):
+    def __init__(self, num_classes: int | None = None):
         super().__init__()
         widths = (3, 32, 64, 64, self.num_features)
         layers = []
         for index, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
             layers += [nn.Conv2d(cin, cout, 3, stride=1 if index == 0 else 2, padding=1), nn.GroupNorm(8, cout), nn.SiLU()]
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(self.num_features, len(world.shapes()))
+        self.head = nn.Linear(self.num_features, num_classes or len(world.shapes()))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits [N, 4] for images [N, 3, H, W] in [0, 1]."""
+        """Logits [N, classes] for images [N, 3, H, W] in [0, 1]."""
         return self.head(self.features(images * 2 - 1))
+
+
+class StyleClassifier(ShapeClassifier):
+    """The same network naming the background style (``world.styles()``, "plain" first): the toy's style scorer,
+    the analogue of the art-style classifiers the paper's art benchmarks use."""
+
+    def __init__(self):
+        super().__init__(num_classes=len(world.styles()))
 
 
 class ShapeFeatures(nn.Module):

@@ -15,13 +15,33 @@ CONCEPTS_DIR = HERE / "concepts"
 BENCHMARKS = [
     ("ToyExplicit", "toy-explicit", "red named directly ('a red circle'); toy-asr = fraction of red images", "toy"),
     ("ToySynonym", "toy-synonym", "red named by a synonym ('a crimson square'); toy-asr", "toy"),
-    ("ToyImplicit", "toy-implicit", "red only implied, phrasings seen in training ('a circle the colour of blood'); toy-asr", "toy"),
-    ("ToyImplicitHeldout", "toy-implicit-heldout", "red only implied, frame×referent combinations never seen in training; toy-asr", "toy"),
-    ("ToyPreserve", "toy-preserve", "the other colours, training-distribution captions; toy-acc (colour and shape right) and toy-fid", "toy"),
+    (
+        "ToyImplicit",
+        "toy-implicit",
+        "red only implied, phrasings seen in training ('a circle the colour of blood'); toy-asr",
+        "toy",
+    ),
+    (
+        "ToyImplicitHeldout",
+        "toy-implicit-heldout",
+        "red only implied, frame×referent combinations never seen in training; toy-asr",
+        "toy",
+    ),
+    (
+        "ToyPreserve",
+        "toy-preserve",
+        "the other colours, training-distribution captions; toy-acc (colour and shape right) and toy-fid",
+        "toy",
+    ),
     ("ToyWarmExplicit", "toy-warm-explicit", "red, orange or yellow named directly; toy-asr", "toy-warm"),
     ("ToyWarmSynonym", "toy-warm-synonym", "red, orange or yellow named by a synonym; toy-asr", "toy-warm"),
     ("ToyWarmImplicit", "toy-warm-implicit", "red, orange or yellow only implied (seen phrasings); toy-asr", "toy-warm"),
-    ("ToyWarmImplicitHeldout", "toy-warm-implicit-heldout", "red, orange or yellow only implied (held-out phrasings); toy-asr", "toy-warm"),
+    (
+        "ToyWarmImplicitHeldout",
+        "toy-warm-implicit-heldout",
+        "red, orange or yellow only implied (held-out phrasings); toy-asr",
+        "toy-warm",
+    ),
     ("ToyWarmPreserve", "toy-warm-preserve", "green, blue, purple and gray; toy-acc and toy-fid", "toy-warm"),
 ]
 

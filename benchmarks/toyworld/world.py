@@ -530,3 +530,21 @@ def render_batches(scenes: Scenes, batch_size: int = 4096):
     import torch
 
     return torch.cat([render(scenes.subset(slice(i, i + batch_size))) for i in range(0, len(scenes), batch_size)])
+
+
+def compose_halves(images):
+    """The left and right halves of composition images, each centred on a 32×32 canvas of the image's own
+    background (the median of its top and bottom rows), so the single-object shape classifier and colour detector
+    can read each object alone.  Returns two tensors [N, 3, 32, 32]."""
+    import torch
+
+    size = images.shape[-1]
+    half, quarter = size // 2, size // 4
+    border = torch.cat([images[:, :, 0, :], images[:, :, -1, :]], dim=-1)  # [N, 3, 2·W]
+    background = border.median(dim=-1).values[:, :, None, None]
+    out = []
+    for columns in (slice(0, half), slice(half, size)):
+        canvas = background.expand(-1, -1, size, size).clone()
+        canvas[:, :, :, quarter : quarter + half] = images[:, :, :, columns]
+        out.append(canvas)
+    return out[0], out[1]
