@@ -1,9 +1,11 @@
-"""The toy benchmarks: fixed prompt files for the erased colour(s) and for the colours to keep.
+"""The toy benchmarks: fixed prompt files for the erased colour(s), styles and compositions, and for what to keep.
 
 Each file has the community's columns (``case_number, prompt, evaluation_seed,
-evaluation_guidance``) plus the labels ``colour, shape, background``.  The
-benchmark adds the colours its concept set erases to every prompt's labels
-(``labels["erased"]``), which is what the ``toy`` scorer's ``toy-asr`` counts.
+evaluation_guidance``) plus the labels ``colour, shape, background``; composition
+files add ``colour2, shape2`` (the right-hand object), style files ``style, artist``.
+The benchmark adds the colours its concept set erases to every prompt's labels
+(``labels["erased"]``), which is what the ``toy`` scorer's ``toy-asr`` counts, and
+for a concept set that erases styles also those styles (``labels["erased_styles"]``).
 ``path=FILE`` swaps in another file with the same columns.
 """
 
@@ -14,18 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.csvbench import read_prompt_csv
+from benchmarks.toyworld import world
 from harness.api import Benchmark, PromptSpec, sha256_file
 
 HERE = Path(__file__).parent
 PROMPTS_DIR = HERE / "prompts"
 CONCEPTS_DIR = HERE / "concepts"
 LABEL_COLUMNS = ("colour", "shape", "background")
+COMPOSE_COLUMNS = LABEL_COLUMNS + ("colour2", "shape2")
+STYLE_COLUMNS = LABEL_COLUMNS + ("style", "artist")
 ERASE_METRICS = ("toy:toy-asr", "toy:toy-asr-any")
 PRESERVE_METRICS = ("toy:toy-acc", "toy-fid:toy-fid")
 
 
+def concept_extra(concept_set: str) -> dict:
+    return json.loads((CONCEPTS_DIR / f"{concept_set}.json").read_text(encoding="utf-8"))["extra"]
+
+
 def erased_colours(concept_set: str) -> list[str]:
-    return list(json.loads((CONCEPTS_DIR / f"{concept_set}.json").read_text(encoding="utf-8"))["extra"]["colours"])
+    return list(concept_extra(concept_set)["colours"])
 
 
 class ToyBenchmark(Benchmark):
@@ -33,6 +42,7 @@ class ToyBenchmark(Benchmark):
     concepts = "toy-red"
     metrics = ERASE_METRICS
     prompt_file = ""  # file name under prompts/
+    label_columns = LABEL_COLUMNS  # the columns every row must have beyond the community's
 
     @dataclass
     class Params:
@@ -42,9 +52,14 @@ class ToyBenchmark(Benchmark):
         return Path(self.params.path) if self.params.path else PROMPTS_DIR / self.prompt_file
 
     def prompts(self) -> list[PromptSpec]:
-        erased = erased_colours(self.concepts)
-        specs = read_prompt_csv(self.path(), required=("case_number", "evaluation_seed", "evaluation_guidance") + LABEL_COLUMNS)
-        return [PromptSpec(**{**spec.as_dict(), "labels": {**spec.labels, "erased": erased}}) for spec in specs]
+        extra = concept_extra(self.concepts)
+        added = {"erased": list(extra["colours"])}
+        if "styles" in extra:  # a concept set that erases styles (the v1 sets have none, and their labels stay as they were)
+            added["erased_styles"] = list(extra["styles"])
+        specs = read_prompt_csv(
+            self.path(), required=("case_number", "evaluation_seed", "evaluation_guidance") + self.label_columns
+        )
+        return [PromptSpec(**{**spec.as_dict(), "labels": {**spec.labels, **added}}) for spec in specs]
 
     def source(self) -> dict:
         return {"path": str(self.path()), "sha256": sha256_file(self.path())}
@@ -134,3 +149,117 @@ class ToyWarmPreserve(ToyPreserve):
 
 TOY_RED = (ToyExplicit, ToySynonym, ToyImplicit, ToyImplicitHeldout, ToyPreserve)
 TOY_WARM = (ToyWarmExplicit, ToyWarmSynonym, ToyWarmImplicit, ToyWarmImplicitHeldout, ToyWarmPreserve)
+
+
+# --------------------------------------------------------------------------- v2: side effects on nearby colours and compositions
+
+
+class ToyNearby(ToyBenchmark):
+    name = "toy-nearby"
+    display_name = "Nearby"
+    description = "the colours nearest red (orange, purple), training-mix captions; toy-acc (erasing red should spare them)"
+    prompt_file = "toy-nearby.csv"
+    metrics = ("toy:toy-acc",)
+
+
+class ToyCompose(ToyBenchmark):
+    name = "toy-compose"
+    display_name = "Compose"
+    description = "two objects of kept colours side by side ('a blue square left of a green circle'); toy-binding"
+    prompt_file = "toy-compose.csv"
+    label_columns = COMPOSE_COLUMNS
+    metrics = ("toy:toy-binding",)
+
+
+# --------------------------------------------------------------------------- v2: one artist's style erased (per artist)
+
+STYLE_ERASE_METRICS = ("toy:toy-style-asr",)
+STYLE_PRESERVE_METRICS = ("toy:toy-style-acc",)
+
+
+def _style_benchmarks(entry: dict) -> list[type[ToyBenchmark]]:
+    """The four benchmarks of one artist, all testing concept set ``toy-style-<slug>``."""
+    slug, name, style = entry["slug"], entry["name"], entry["style"]
+    kinds = [
+        ("", "", f"{name}'s style named by the artist ('... in the style of {name}'); toy-style-asr", STYLE_ERASE_METRICS),
+        (
+            "-implicit",
+            " implicit",
+            f"{name}'s style named only by one of the artist's works, seen phrasings; toy-style-asr",
+            STYLE_ERASE_METRICS,
+        ),
+        (
+            "-heldout",
+            " held-out",
+            f"{name}'s style named only by a work, frame×work combinations never seen in training; toy-style-asr",
+            STYLE_ERASE_METRICS,
+        ),
+        (
+            "-preserve",
+            " preserve",
+            "the other seven artists by name, equally often; toy-style-acc (each in its own style)",
+            STYLE_PRESERVE_METRICS,
+        ),
+    ]
+    classes = []
+    for suffix, display_suffix, description, metrics in kinds:
+        class_name = "ToyStyle" + slug.capitalize() + suffix.title().replace("-", "")
+        attributes = {
+            "__module__": __name__,
+            "__qualname__": class_name,
+            "__doc__": f"Benchmark toy-style-{slug}{suffix} (concept set toy-style-{slug}: {style} backgrounds).",
+            "name": f"toy-style-{slug}{suffix}",
+            "display_name": f"Style {slug}{display_suffix}",
+            "description": description,
+            "concepts": f"toy-style-{slug}",
+            "prompt_file": f"toy-style-{slug}{suffix}.csv",
+            "label_columns": STYLE_COLUMNS,
+            "metrics": metrics,
+        }
+        classes.append(type(class_name, (ToyBenchmark,), attributes))
+    return classes
+
+
+TOY_STYLE = {entry["slug"]: _style_benchmarks(entry) for entry in world.artists()}
+for _classes in TOY_STYLE.values():
+    globals().update({cls.__name__: cls for cls in _classes})  # importable by name, as the plugin registers them
+
+
+# --------------------------------------------------------------------------- v2: red and two artists erased together
+
+
+class ToyMultiExplicit(ToyBenchmark):
+    name = "toy-multi-explicit"
+    display_name = "Multi explicit"
+    description = "a third each: red named, ilsa marrow named, bram ottoline named; toy-concept-asr"
+    concepts = "toy-multi"
+    prompt_file = "toy-multi-explicit.csv"
+    label_columns = STYLE_COLUMNS
+    metrics = ("toy:toy-concept-asr",)
+
+
+class ToyMultiHeldout(ToyMultiExplicit):
+    name = "toy-multi-heldout"
+    display_name = "Multi held-out"
+    description = "a third each: red implied (held-out phrasings), a held-out work of ilsa marrow, of bram ottoline; toy-concept-asr"
+    prompt_file = "toy-multi-heldout.csv"
+
+
+class ToyMultiPreserve(ToyMultiExplicit):
+    name = "toy-multi-preserve"
+    display_name = "Multi preserve"
+    description = "kept colours, half plain and half in a kept artist's style (by name); toy-acc and toy-style-acc"
+    prompt_file = "toy-multi-preserve.csv"
+    metrics = ("toy:toy-acc", "toy:toy-style-acc")
+
+
+TOY_V2 = (ToyNearby, ToyCompose)
+TOY_MULTI = (ToyMultiExplicit, ToyMultiHeldout, ToyMultiPreserve)
+
+# Every toy benchmark with its group (what `--bench GROUP` runs), in the order `harness list` shows them.
+GROUPS = (
+    [(cls, "toy") for cls in TOY_RED + TOY_V2]
+    + [(cls, "toy-warm") for cls in TOY_WARM]
+    + [(cls, f"toy-style-{slug}") for slug, classes in TOY_STYLE.items() for cls in classes]
+    + [(cls, "toy-multi") for cls in TOY_MULTI]
+)

@@ -1,6 +1,7 @@
 """Registers the toy world's backbone, benchmarks, scorers, concept sets and the `harness toy` command.
 
-Registration is lazy ("module:Class" strings): nothing here imports torch.
+Registration is lazy ("module:Class" strings): nothing here imports torch.  The benchmark table is read from
+``bench.py`` (torch-free), so each benchmark's name, description and group are written once.
 """
 
 from pathlib import Path
@@ -10,40 +11,6 @@ from harness.plugins import register_concept_files
 
 HERE = Path(__file__).parent
 CONCEPTS_DIR = HERE / "concepts"
-
-# (class name in bench.py, benchmark name, description, group)
-BENCHMARKS = [
-    ("ToyExplicit", "toy-explicit", "red named directly ('a red circle'); toy-asr = fraction of red images", "toy"),
-    ("ToySynonym", "toy-synonym", "red named by a synonym ('a crimson square'); toy-asr", "toy"),
-    (
-        "ToyImplicit",
-        "toy-implicit",
-        "red only implied, phrasings seen in training ('a circle the colour of blood'); toy-asr",
-        "toy",
-    ),
-    (
-        "ToyImplicitHeldout",
-        "toy-implicit-heldout",
-        "red only implied, frame×referent combinations never seen in training; toy-asr",
-        "toy",
-    ),
-    (
-        "ToyPreserve",
-        "toy-preserve",
-        "the other colours, training-distribution captions; toy-acc (colour and shape right) and toy-fid",
-        "toy",
-    ),
-    ("ToyWarmExplicit", "toy-warm-explicit", "red, orange or yellow named directly; toy-asr", "toy-warm"),
-    ("ToyWarmSynonym", "toy-warm-synonym", "red, orange or yellow named by a synonym; toy-asr", "toy-warm"),
-    ("ToyWarmImplicit", "toy-warm-implicit", "red, orange or yellow only implied (seen phrasings); toy-asr", "toy-warm"),
-    (
-        "ToyWarmImplicitHeldout",
-        "toy-warm-implicit-heldout",
-        "red, orange or yellow only implied (held-out phrasings); toy-asr",
-        "toy-warm",
-    ),
-    ("ToyWarmPreserve", "toy-warm-preserve", "green, blue, purple and gray; toy-acc and toy-fid", "toy-warm"),
-]
 
 
 @hookimpl
@@ -57,8 +24,10 @@ def register_backbones(register):
 
 @hookimpl
 def register_benchmarks(register):
-    for class_name, name, description, group in BENCHMARKS:
-        register(f"benchmarks.toyworld.bench:{class_name}", name=name, description=description, groups=(group,))
+    from benchmarks.toyworld.bench import GROUPS  # torch-free: the classes only name their prompt files
+
+    for cls, group in GROUPS:
+        register(f"benchmarks.toyworld.bench:{cls.__name__}", name=cls.name, description=cls.description, groups=(group,))
 
 
 @hookimpl
