@@ -128,6 +128,8 @@ def toy_tokenizer(tmp_path_factory):
 def test_tokenizer_has_clip_layout(toy_tokenizer):
     from transformers import CLIPTokenizer
 
+    from benchmarks.toyworld import tokenizer
+
     directory, tok = toy_tokenizer
     assert isinstance(tok, CLIPTokenizer)
     vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
@@ -137,7 +139,7 @@ def test_tokenizer_has_clip_layout(toy_tokenizer):
     assert ordered[-2:] == ["<|startoftext|>", "<|endoftext|>"]
     assert all(not t.endswith("</w>") for t in ordered[:256]) and all(t.endswith("</w>") for t in ordered[256:512])
     assert tok.pad_token_id == tok.eos_token_id == len(tok) - 1 and tok.bos_token_id == len(tok) - 2
-    assert tok.model_max_length == 24
+    assert tok.model_max_length == tokenizer.MAX_LENGTH
 
 
 def test_tokenizer_pads_with_several_eot(toy_tokenizer):
@@ -145,7 +147,7 @@ def test_tokenizer_pads_with_several_eot(toy_tokenizer):
     longest = max((c.text for c in world.all_captions(world.TRAINING_KINDS + (world.IMPLICIT_HELDOUT,))), key=len)
     for text in ("a red circle", longest):
         ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True)["input_ids"]
-        assert len(ids) == 24 and ids[0] == tok.bos_token_id
+        assert len(ids) == tok.model_max_length and ids[0] == tok.bos_token_id
         assert ids.count(tok.eos_token_id) >= 3, text
         first = ids.index(tok.eos_token_id)
         assert all(i == tok.eos_token_id for i in ids[first:])
@@ -254,12 +256,12 @@ def test_scorer_metrics_on_rendered_images(tmp_path, monkeypatch):
     """The toy scorer's views, with scorer weights written by the training script's own saver."""
     import torch
 
-    from benchmarks.toyworld.models import ColourDetector, ShapeClassifier
+    from benchmarks.toyworld.models import ColourDetector, ShapeClassifier, StyleClassifier
     from benchmarks.toyworld.scorer import ToyScorer
     from benchmarks.toyworld.train import save_scorer_weights
     from harness.api import PromptSpec
 
-    save_scorer_weights(tmp_path, ColourDetector(), ShapeClassifier())
+    save_scorer_weights(tmp_path, ColourDetector(), ShapeClassifier(), StyleClassifier())
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
     colours = ["red", "blue", "red", "gray"]
     scenes = world.sample_scenes(
@@ -397,3 +399,54 @@ def test_committed_model_meets_the_no_erasure_targets(bench, metric, target):
     scorer = ToyScorer("cpu")
     value = scorer.metric(metric).compute(scorer.score(images, specs), specs)
     assert value >= target, f"{bench} {metric} = {value:.3f} < {target}"
+
+
+# --------------------------------------------------------------------------- v2 training data: styles, compositions, keyword conflict
+
+
+def test_caption_table_conflict_partners_align_and_labels(tmp_path):
+    """A keyword-conflict partner differs from its caption only in the keyword's slot, at the same token positions,
+    so the UNet can take every other position from it; labels sit only on keyword tokens."""
+    import random
+
+    import torch
+
+    from benchmarks.toyworld import tokenizer
+    from benchmarks.toyworld.train import CaptionTable
+
+    rng = random.Random(0)
+    corpus = [c.text for c in world.all_captions((world.EXPLICIT,))]
+    corpus += [
+        world.styled_caption(rng, world.make_caption(world.EXPLICIT, "red", shape), kind, artist["slug"]).text
+        for artist in world.artists()
+        for shape in world.shapes()
+        for kind in (world.ARTIST, world.WORK)
+    ]
+    tokenizer.train_tokenizer(corpus, tmp_path)
+    tok = tokenizer.load_tokenizer(tmp_path)
+    base = world.make_caption(world.EXPLICIT, "red", "circle", "a photo of ", " on {B}", "white")
+    captions = [
+        base,
+        world.styled_caption(rng, base, world.ARTIST, "marrow"),
+        world.styled_caption(rng, base, world.WORK_HELDOUT, "marrow"),
+        world.make_compose_caption(("red", "circle"), ("blue", "square"), "{R} right of {L}"),
+    ]
+    table = CaptionTable(tok, torch.device("cpu"), captions, torch.tensor([[0], [1], [2], [3]]), seed=0)
+    partner = table.partner.tolist()
+    assert partner[0] >= 0 and partner[1] >= 0  # a colour word and an artist name have partners
+    assert partner[3] == -1  # compositions never get one
+    for i in (0, 1):
+        mine, theirs = table.ids[i], table.ids[partner[i]]
+        keyword = table.conflict_mask[i]
+        assert keyword.any() and torch.equal(mine[~keyword], theirs[~keyword]) and not torch.equal(mine[keyword], theirs[keyword])
+    tokens = tok.convert_ids_to_tokens(table.ids[3].tolist())
+    coloured = [t for t, label in zip(tokens, table.token_colour[3].tolist()) if label >= 0]
+    assert coloured == ["blue</w>", "red</w>"]  # both colour words of the composition, in text order
+    assert table.left_colour[3] == world.colours().index("red") and table.right_shape[3] == world.shapes().index("square")
+    assert table.colour[3] == -100  # a composition has no single colour
+    styled = [
+        t for t, label in zip(tok.convert_ids_to_tokens(table.ids[1].tolist()), table.token_style[1].tolist()) if label >= 0
+    ]
+    assert styled == ["ilsa</w>", "marrow</w>"]
+    assert (table.token_style[2] == -100).all()  # a work title carries no token label, like an implicit referent
+    assert table.style[2] == world.styles().index("striped")

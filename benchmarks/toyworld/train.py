@@ -36,6 +36,8 @@ from benchmarks.toyworld import tokenizer as toy_tokenizer
 from benchmarks.toyworld.scorer import DETECTOR_FILE, SHAPE_CLASSIFIER_FILE
 from harness.versions import package_versions
 
+STYLE_CLASSIFIER_FILE = "toy_style_classifier.safetensors"  # TODO(lead): import from scorer.py once it defines it
+
 TRAINING_FILE = "training.json"
 BACKGROUND_CLASSES = world.backgrounds() + ["unmentioned"]
 
@@ -45,7 +47,9 @@ class TrainConfig:
     # The defaults are the recipe of the committed weights: 65 minutes on 2 CPU cores (training.json has the timings).
     seed: int = 0
     image_bank: int = 32768  # rendered training images (latents are pre-encoded once)
-    captions_per_group: int = 0  # 0: every distinct training caption; n: at most n per (kind, colour, shape, background)
+    compose_share: float = 0.2  # share of the bank showing two objects side by side
+    style_plain: float = 0.4  # share of single-object images with a plain background (the rest get one of 8 styles)
+    captions_per_image: int = 4  # training captions drawn per image (the UNet picks one at random each step)
     eval_images: int = 1024
     # text encoder: CLIP-style pre-training on the pooled first [EoT], then frozen
     text_steps: int = 1000
@@ -56,10 +60,11 @@ class TrainConfig:
     vae_batch: int = 64
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
-    # shape classifier (scorer), on clean plus VAE-reconstructed images
+    # shape and style classifiers (scorer), on clean plus VAE-reconstructed images (shape: also composition halves)
     shape_steps: int = 500
     shape_batch: int = 128
     shape_lr: float = 2e-3
+    style_steps: int = 400
     # UNet: epsilon objective with min-SNR-γ weighting, one-cycle AdamW, EMA
     unet_steps: int = 5000
     unet_batch: int = 128
@@ -68,6 +73,11 @@ class TrainConfig:
     ema_decay: float = 0.999
     prompt_dropout: float = 0.1  # empty prompt, for classifier-free guidance
     eot_dropout: float = 0.3  # every [EoT] replaced by the empty prompt's, so the UNet also reads word positions
+    # Keyword conflict: in this share of captions with a colour word or a style keyword (style word, artist name),
+    # every other position's states come from the same caption with another colour / style in that slot, and the
+    # image keeps the keyword's.  The causal text encoder copies the keyword into every later position; this teaches
+    # the UNet that the keyword's own position decides, as SD's keyword tokens largely do (issue 18, item 4).
+    keyword_conflict: float = 0.3
     # final check: sample with the saved pipeline, as the benchmarks do
     sample_per_kind: int = 224
     sample_steps: int = 20
@@ -83,13 +93,14 @@ class TrainConfig:
         return cls(
             seed=seed,
             image_bank=512,
-            captions_per_group=2,
+            captions_per_image=1,
             eval_images=64,
             text_steps=3,
             text_batch=32,
             vae_steps=3,
             vae_batch=32,
             shape_steps=3,
+            style_steps=3,
             shape_batch=32,
             unet_steps=3,
             unet_batch=16,
@@ -102,8 +113,8 @@ class TrainConfig:
 # --------------------------------------------------------------------------- small helpers
 
 # Shares of ``time_budget`` for the loops before the UNet's, and what is kept back for saving and the final check.
-BUDGET_SHARES = {"text": 0.08, "vae": 0.17, "shape": 0.05}
-BUDGET_RESERVE = 0.08
+BUDGET_SHARES = {"text": 0.06, "vae": 0.12, "shape": 0.04, "style": 0.02}
+BUDGET_RESERVE = 0.05
 
 
 class Timer:
@@ -195,146 +206,309 @@ def in_chunks(fn, tensor: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
 
 
 class CaptionTable:
-    """Every distinct training caption, tokenised, with its labels, grouped for fast conditional sampling.
+    """Every distinct training caption, tokenised, with its labels and keyword positions, on the device.
 
-    Captions are stored grouped by (kind, colour, shape, background mention),
-    so drawing "a caption of kind k for a red circle on black" is one index
-    computation on the device: ``offset[group] + floor(u · count[group])``.
+    ``per_image[i]`` holds the indices of the captions drawn for image ``i`` of the bank (``captions_per_image`` of
+    them, from the training mix), so a UNet step picks a caption with one index computation.  ``partner[c]`` is the
+    keyword-conflict partner of caption ``c`` (-1: none) and ``conflict_mask[c]`` the keyword positions kept from
+    ``c`` when the partner supplies every other position.
     """
 
-    def __init__(self, tokenizer, device: torch.device, per_group: int = 0):
-        self.captions = world.all_captions(world.TRAINING_KINDS)
-        if per_group:
-            self.captions = _thin_groups(self.captions, per_group)
-        encoded = toy_tokenizer.encode(tokenizer, [c.text for c in self.captions])
-        ids = torch.tensor(encoded["input_ids"])
+    def __init__(self, tokenizer, device: torch.device, captions: list[world.Caption], per_image: torch.Tensor, seed: int = 0):
+        rng = random.Random(seed)
+        conflict_keyword = [rng.choice(conflict_keywords(c)) if conflict_keywords(c) else "" for c in captions]
+        candidates = [conflict_candidates(rng, c, which) for c, which in zip(captions, conflict_keyword)]
+        encoded = toy_tokenizer.encode(tokenizer, [c.text for c in captions])
+        flat = [p for group in candidates for p in group]
+        encoded_candidates = toy_tokenizer.encode(tokenizer, [p.text for p in flat]) if flat else {"input_ids": [], "offsets": []}
+        index = {c.text: i for i, c in enumerate(captions)}
+        all_captions, all_ids, all_offsets = list(captions), list(encoded["input_ids"]), list(encoded["offsets"])
+        partner = [-1] * len(captions)
+        position = 0
+        for i, group in enumerate(candidates):
+            mask = keyword_positions(captions[i], encoded["offsets"][i], conflict_keyword[i]) if group else None
+            for candidate in group:
+                ids, offsets = encoded_candidates["input_ids"][position], encoded_candidates["offsets"][position]
+                position += 1
+                if partner[i] >= 0 or not aligned(
+                    encoded["input_ids"][i], ids, mask, keyword_positions(candidate, offsets, conflict_keyword[i])
+                ):
+                    continue
+                if candidate.text not in index:
+                    index[candidate.text] = len(all_captions)
+                    all_captions.append(candidate)
+                    all_ids.append(ids)
+                    all_offsets.append(offsets)
+                partner[i] = index[candidate.text]
+        self.captions = all_captions
+        ids = torch.tensor(all_ids)
         if (ids == tokenizer.eos_token_id).sum(dim=1).min() < 2:
             raise RuntimeError("a training caption fills the context: raise tokenizer.MAX_LENGTH")
-        # Colour-word (or synonym) positions: the only tokens that get a per-token colour label.
-        keyword_mask = torch.tensor([keyword_positions(c, offsets) for c, offsets in zip(self.captions, encoded["offsets"])])
-        kinds, colours, shapes = list(world.TRAINING_KINDS), world.colours(), world.shapes()
-        background_modes = world.backgrounds() + [world.UNMENTIONED]
-        self.kind = torch.tensor([kinds.index(c.kind) for c in self.captions])
-        self.colour = torch.tensor([colours.index(c.colour) for c in self.captions])
-        self.shape = torch.tensor([shapes.index(c.shape) for c in self.captions])
-        self.background = torch.tensor([background_modes.index(c.background) for c in self.captions])
-        group = self._group(self.kind, self.colour, self.shape, self.background)
-        if not bool((group[1:] >= group[:-1]).all()):
-            raise RuntimeError("world.all_captions() must return captions grouped by (kind, colour, shape, background)")
-        num_groups = len(kinds) * len(colours) * len(shapes) * len(background_modes)
-        self.count = torch.bincount(group, minlength=num_groups)
-        self.offset = torch.cumsum(self.count, 0) - self.count
-        mix = world.vocab()["training_mix"]
-        self.kind_weights = torch.tensor([mix["explicit"], mix["synonym"], mix["implicit_seen"]])
-        self.background_mentioned = mix["background_mentioned"]
+        partner += [-1] * (len(all_captions) - len(partner))
+        conflict_keyword += [""] * (len(all_captions) - len(conflict_keyword))
         self.ids = ids
-        self.keyword_mask = keyword_mask
+        self.partner = torch.tensor(partner)
+        self.conflict_mask = torch.tensor(
+            [
+                keyword_positions(c, o, k) if k else [False] * len(o)
+                for c, o, k in zip(all_captions, all_offsets, conflict_keyword)
+            ]
+        )
+        self.per_image = per_image
+        labels = [caption_labels(c, o) for c, o in zip(all_captions, all_offsets)]
+        for name in LABELS:
+            setattr(self, name, torch.tensor([label[name] for label in labels]))
         self.eot_mask = ids == tokenizer.eos_token_id
-        for name in (
-            "kind",
-            "colour",
-            "shape",
-            "background",
-            "count",
-            "offset",
-            "kind_weights",
-            "ids",
-            "keyword_mask",
-            "eot_mask",
-        ):
+        for name in ("ids", "partner", "conflict_mask", "per_image", "eot_mask", *LABELS):
             setattr(self, name, getattr(self, name).to(device))
 
-    @staticmethod
-    def _group(kind, colour, shape, background_mode):
-        # Must match the order of world.all_captions().
-        return ((kind * len(world.colours()) + colour) * len(world.shapes()) + shape) * (
-            len(world.backgrounds()) + 1
-        ) + background_mode
+    def for_images(self, images: torch.Tensor, generator) -> torch.Tensor:
+        """One of each image's training captions, at random."""
+        pick = torch.randint(self.per_image.shape[1], (len(images),), device=images.device, generator=generator)
+        return self.per_image[images, pick]
 
-    def sample(self, colour, shape, background, generator) -> torch.Tensor:
-        """Caption indices from the training mix, one per image (colour/shape/background index tensors)."""
-        n, device = len(colour), colour.device
-        kind = torch.multinomial(self.kind_weights, n, replacement=True, generator=generator)
-        mentioned = torch.rand(n, device=device, generator=generator) < self.background_mentioned
-        background_mode = torch.where(mentioned, background, len(world.backgrounds()))
-        group = self._group(kind, colour, shape, background_mode)
-        pick = (torch.rand(n, device=device, generator=generator) * self.count[group]).long()
-        return self.offset[group] + pick
-
-    def sample_any(self, n: int, generator) -> torch.Tensor:
-        device = self.ids.device
-        colour = torch.randint(len(world.colours()), (n,), device=device, generator=generator)
-        shape = torch.randint(len(world.shapes()), (n,), device=device, generator=generator)
-        background = torch.randint(len(world.backgrounds()), (n,), device=device, generator=generator)
-        return self.sample(colour, shape, background, generator)
+    def any(self, n: int, generator) -> torch.Tensor:
+        return torch.randint(len(self.ids), (n,), device=self.ids.device, generator=generator)
 
 
-def keyword_positions(caption: world.Caption, offsets) -> list[bool]:
-    """Which token positions spell the caption's colour word or synonym (none for implicit captions)."""
-    if not caption.keyword_is_colour_word:
-        return [False] * len(offsets)
-    start, end = caption.keyword_span
+# Per-caption labels for the text encoder's heads (-100: no label, ignored by the loss).
+LABELS = (
+    "kind_index",
+    "colour",
+    "shape",
+    "background",
+    "style",
+    "left_colour",
+    "left_shape",
+    "right_colour",
+    "right_shape",
+    "token_colour",
+    "token_style",
+)
+CAPTION_KINDS = list(world.TRAINING_KINDS) + [world.COMPOSE]
+
+
+def caption_labels(caption: world.Caption, offsets) -> dict:
+    colours, shapes, styles = world.colours(), world.shapes(), world.styles()
+    compose = caption.kind == world.COMPOSE
+    n = len(offsets)
+    token_colour, token_style = [-100] * n, [-100] * n
+    for colour, start, end in colour_word_spans(caption):
+        for t, (s, e) in enumerate(offsets):
+            if e > s and s >= start and e <= end:
+                token_colour[t] = colours.index(colour)
+    if caption.style_kind in (world.STYLE_WORD, world.ARTIST):
+        for t, on in enumerate(keyword_positions(caption, offsets, "style")):
+            if on:
+                token_style[t] = styles.index(caption.style)
+    return {
+        "kind_index": CAPTION_KINDS.index(caption.kind),
+        "colour": -100 if compose else colours.index(caption.colour),
+        "shape": -100 if compose else shapes.index(caption.shape),
+        "background": BACKGROUND_CLASSES.index(caption.background or "unmentioned"),
+        "style": styles.index(caption.style),
+        "left_colour": colours.index(caption.colour) if compose else -100,
+        "left_shape": shapes.index(caption.shape) if compose else -100,
+        "right_colour": colours.index(caption.colour2) if compose else -100,
+        "right_shape": shapes.index(caption.shape2) if compose else -100,
+        "token_colour": token_colour,
+        "token_style": token_style,
+    }
+
+
+def colour_word_spans(caption: world.Caption) -> list[tuple[str, int, int]]:
+    """(colour, start, end) of each colour word or synonym in the text: none for implicit captions, two in a
+    composition."""
+    if caption.kind == world.COMPOSE:
+        spans = []
+        for colour, shape in ((caption.colour, caption.shape), (caption.colour2, caption.shape2)):
+            start = caption.text.index(f" {colour} {shape}") + 1
+            spans.append((colour, start, start + len(colour)))
+        return spans
+    if caption.keyword_is_colour_word:
+        return [(caption.colour, *caption.keyword_span)]
+    return []
+
+
+def keyword_positions(caption: world.Caption, offsets, which: str = "colour") -> list[bool]:
+    """Which token positions spell the caption's colour word or synonym (``which="colour"``; none for implicit
+    captions), or its style word or artist name (``which="style"``)."""
+    if which == "style":
+        if caption.style_kind not in (world.STYLE_WORD, world.ARTIST):
+            return [False] * len(offsets)
+        start, end = caption.style_keyword_span
+    else:
+        if caption.kind == world.COMPOSE or not caption.keyword_is_colour_word:
+            return [False] * len(offsets)
+        start, end = caption.keyword_span
     return [e > s and s >= start and e <= end for s, e in offsets]
 
 
-def _thin_groups(captions: list[world.Caption], per_group: int) -> list[world.Caption]:
-    """An evenly spaced subset of at most ``per_group`` captions per group, keeping the grouping (quick runs)."""
-    groups: dict[tuple, list] = {}
-    for caption in captions:
-        groups.setdefault((caption.kind, caption.colour, caption.shape, caption.background), []).append(caption)
-    return [c for group in groups.values() for c in group[:: max(1, len(group) // per_group)][:per_group]]
+def conflict_keywords(caption: world.Caption) -> list[str]:
+    out = []
+    if caption.kind in (world.EXPLICIT, world.SYNONYM):
+        out.append("colour")
+    if caption.style_kind in (world.STYLE_WORD, world.ARTIST):
+        out.append("style")
+    return out
+
+
+def conflict_candidates(rng: random.Random, caption: world.Caption, which: str, count: int = 3) -> list[world.Caption]:
+    """Up to ``count`` copies of ``caption`` with another colour (or style word / artist) in the keyword's slot."""
+    if not which:
+        return []
+    if which == "colour":
+        others = [c for c in world.colours() if c != caption.colour]
+        return [caption.recoloured(c) for c in rng.sample(others, min(count, len(others)))]
+    if caption.style_kind == world.STYLE_WORD:
+        others = [s for s in world.styles() if s not in (world.PLAIN, caption.style)]
+    else:
+        others = [a["slug"] for a in world.artists() if a["name"] != caption.artist]
+    return [caption.restyled(o) for o in rng.sample(others, min(count, len(others)))]
+
+
+def aligned(ids, candidate_ids, mask, candidate_mask) -> bool:
+    """A conflict partner must put every token at the same position: same length and the keyword in the same slots."""
+    eos = ids[-1]
+    return ids.count(eos) == candidate_ids.count(eos) and mask == candidate_mask and any(mask)
+
+
+def training_captions(bank: ImageBank, per_image: int, seed: int) -> tuple[list[world.Caption], torch.Tensor]:
+    """Draw ``per_image`` training captions for every image of the bank; returns the distinct captions and, per
+    image, the indices of its captions."""
+    rng = random.Random(f"toyworld/captions/{seed}")
+    colours, shapes, backgrounds, styles = world.colours(), world.shapes(), world.backgrounds(), world.styles()
+    captions: list[world.Caption] = []
+    index: dict[str, int] = {}
+
+    def add(caption: world.Caption) -> int:
+        if caption.text not in index:
+            index[caption.text] = len(captions)
+            captions.append(caption)
+        return index[caption.text]
+
+    rows = []
+    single = bank.single
+    attributes = zip(single.colour.tolist(), single.shape.tolist(), single.background.tolist(), single.style.tolist())
+    for colour, shape, background, style in attributes:
+        rows.append(
+            [
+                add(world.sample_training_caption_v2(rng, colours[colour], shapes[shape], backgrounds[background], styles[style]))
+                for _ in range(per_image)
+            ]
+        )
+    left, right = bank.left, bank.right
+    for lc, ls, rc, rs, background in zip(
+        left.colour.tolist(), left.shape.tolist(), right.colour.tolist(), right.shape.tolist(), left.background.tolist()
+    ):
+        rows.append(
+            [
+                add(
+                    world.sample_compose_caption(
+                        rng, (colours[lc], shapes[ls]), (colours[rc], shapes[rs]), backgrounds[background]
+                    )
+                )
+                for _ in range(per_image)
+            ]
+        )
+    return captions, torch.tensor(rows)
 
 
 # --------------------------------------------------------------------------- the parts
 
 
-def make_image_bank(config: TrainConfig, device: torch.device):
+@dataclass
+class ImageBank:
+    """Single-object scenes (some with a styled background) followed by two-object compositions."""
+
+    single: world.Scenes
+    left: world.Scenes
+    right: world.Scenes
+    images: torch.Tensor  # [len(single) + len(left), 3, 32, 32] in [0, 1]
+
+    @staticmethod
+    def sample(count: int, config: TrainConfig, generator) -> ImageBank:
+        compose = int(round(count * config.compose_share))
+        single = count - compose
+        styled = torch.rand(single, generator=generator) >= config.style_plain
+        style = torch.where(styled, 1 + torch.randint(len(world.styles()) - 1, (single,), generator=generator), 0)
+        scenes = world.sample_scenes(single, generator, style=style)
+        left, right = world.sample_compose_scenes(compose, generator)
+        chunks = [world.render_batches(scenes)]
+        chunks += [
+            world.render_compose(left.subset(slice(i, i + 4096)), right.subset(slice(i, i + 4096)))
+            for i in range(0, compose, 4096)
+        ]
+        return ImageBank(scenes, left, right, torch.cat(chunks))
+
+    def to(self, device) -> ImageBank:
+        return ImageBank(self.single.to(device), self.left.to(device), self.right.to(device), self.images.to(device))
+
+    @property
+    def singles(self) -> torch.Tensor:
+        return self.images[: len(self.single)]
+
+    @property
+    def compositions(self) -> torch.Tensor:
+        return self.images[len(self.single) :]
+
+
+def make_image_bank(config: TrainConfig, device: torch.device) -> tuple[ImageBank, ImageBank]:
     generator = torch.Generator().manual_seed(config.seed)
-    train = world.sample_scenes(config.image_bank, generator).to(device)
-    held_out = world.sample_scenes(config.eval_images, generator).to(device)
-    return train, world.render_batches(train), held_out, world.render_batches(held_out)
+    train = ImageBank.sample(config.image_bank, config, generator)
+    held_out = ImageBank.sample(config.eval_images, config, generator)
+    return train.to(device), held_out.to(device)
 
 
 def train_text_encoder(config, tokenizer, table: CaptionTable, device, generator, seconds=None):
-    """CLIP-style pre-training: the pooled first [EoT] predicts colour, shape and background.
+    """CLIP-style pre-training: the pooled first [EoT] predicts what the image shows; then frozen.
 
-    A per-token head also predicts the colour at the colour word or synonym
-    (and nowhere else).  Keyword-level edits (UCE, ESD-x) then have a colour
-    direction to act on at the keyword, as on SD; implicit referents carry no
-    token label, so their colour reaches the model only through the [EoT]
-    states, as CLIP's contrastive objective puts it there.
+    Pooled heads: colour, shape, background and style of a single-object caption, and each object's colour and
+    shape of a composition.  Per-token heads predict the colour at a colour word or synonym and the style at a style
+    word or artist name (and nowhere else).  Keyword-level edits (UCE, ESD-x) then have a direction to act on at the
+    keyword, as on SD; implicit referents and an artist's works carry no token label, so they reach the model only
+    through the [EoT] states, as CLIP's contrastive objective puts them there.
     """
     torch.manual_seed(config.seed)
     encoder = models.text_encoder(tokenizer).to(device)
     hidden = encoder.config.hidden_size
-    heads = nn.ModuleDict(
-        {
-            "colour": nn.Linear(hidden, len(world.colours())),
-            "shape": nn.Linear(hidden, len(world.shapes())),
-            "background": nn.Linear(hidden, len(BACKGROUND_CLASSES)),
-            "token_colour": nn.Linear(hidden, len(world.colours())),
-        }
-    ).to(device)
+    colours, shapes, styles = len(world.colours()), len(world.shapes()), len(world.styles())
+    sizes = {
+        "colour": colours,
+        "shape": shapes,
+        "background": len(BACKGROUND_CLASSES),
+        "style": styles,
+        "left_colour": colours,
+        "left_shape": shapes,
+        "right_colour": colours,
+        "right_shape": shapes,
+        "token_colour": colours,
+        "token_style": styles,
+    }
+    heads = nn.ModuleDict({name: nn.Linear(hidden, size) for name, size in sizes.items()}).to(device)
     parameters = list(encoder.parameters()) + list(heads.parameters())
 
+    def loss(logits, targets):
+        # A batch may lack every labelled example of a head (e.g. no composition): count such a head as zero.
+        valid = targets != -100
+        if not bool(valid.any()):
+            return logits.sum() * 0
+        return F.cross_entropy(logits[valid], targets[valid])
+
     def step():
-        index = table.sample_any(config.text_batch, generator)
+        index = table.any(config.text_batch, generator)
         out = encoder(table.ids[index])
         pooled = out.pooler_output
-        token_targets = torch.where(table.keyword_mask[index], table.colour[index, None], -100)
-        token_logits = heads["token_colour"](out.last_hidden_state)
-        return (
-            F.cross_entropy(heads["colour"](pooled), table.colour[index])
-            + F.cross_entropy(heads["shape"](pooled), table.shape[index])
-            + F.cross_entropy(heads["background"](pooled), table.background[index])
-            + F.cross_entropy(token_logits.flatten(0, 1), token_targets.flatten(), ignore_index=-100)
-        )
+        total = sum(loss(heads[name](pooled), getattr(table, name)[index]) for name in sizes if not name.startswith("token_"))
+        for name in ("token_colour", "token_style"):
+            total = total + loss(heads[name](out.last_hidden_state).flatten(0, 1), getattr(table, name)[index].flatten())
+        return total
 
     encoder.train()
     metrics = training_loop("text encoder", config.text_steps, step, parameters, config.text_lr, config, device, seconds)
     encoder.eval().requires_grad_(False)
 
-    # How well the pooled [EoT] names the colour, on seen and on held-out implicit phrasings.
+    # How well the pooled [EoT] names the colour and the style, on seen and on held-out implicit phrasings.
     with torch.no_grad():
         for kind in (world.EXPLICIT, world.SYNONYM, world.IMPLICIT, world.IMPLICIT_HELDOUT):
             captions = world.all_captions((kind,))
@@ -343,6 +517,21 @@ def train_text_encoder(config, tokenizer, table: CaptionTable, device, generator
             labels = torch.tensor([world.colours().index(c.colour) for c in captions], device=device)
             logits = in_chunks(lambda x: heads["colour"](encoder(x).pooler_output), ids)
             metrics[f"pooled_colour_acc_{kind}"] = round((logits.argmax(-1) == labels).float().mean().item(), 4)
+        rng = random.Random(1)
+        for kind in (world.ARTIST, world.WORK, world.WORK_HELDOUT):
+            captions = [
+                world.styled_caption(
+                    rng,
+                    world.make_caption(world.EXPLICIT, rng.choice(world.colours()), rng.choice(world.shapes())),
+                    kind,
+                    rng.choice(world.artists())["slug"],
+                )
+                for _ in range(min(2048, 2 * config.eval_images))
+            ]
+            ids = torch.tensor(toy_tokenizer.encode(tokenizer, [c.text for c in captions])["input_ids"], device=device)
+            labels = torch.tensor([world.styles().index(c.style) for c in captions], device=device)
+            logits = in_chunks(lambda x: heads["style"](encoder(x).pooler_output), ids)
+            metrics[f"pooled_style_acc_{kind}"] = round((logits.argmax(-1) == labels).float().mean().item(), 4)
     return encoder, metrics
 
 
@@ -384,22 +573,32 @@ def reconstruct(vae, images: torch.Tensor) -> torch.Tensor:
     return in_chunks(lambda x: (vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample / 2 + 0.5).clamp(0, 1), images)
 
 
-def train_shape_classifier(config, images, shape_labels, held_out, device, generator, seconds=None):
-    """A small CNN that names the shape; trained on clean and VAE-reconstructed images so it also reads generated ones."""
-    torch.manual_seed(config.seed + 2)
-    classifier = models.ShapeClassifier().to(device)
+def train_classifier(name, classifier, steps, config, images, labels, held_out, device, generator, seconds=None):
+    """A small CNN scorer (shape or style), trained on clean and VAE-reconstructed images so it also reads generated
+    ones; ``held_out`` maps a name to (images, labels) for the reported accuracies."""
+    classifier = classifier.to(device)
     parameters = list(classifier.parameters())
 
     def step():
         index = torch.randint(len(images), (config.shape_batch,), device=device, generator=generator)
-        return F.cross_entropy(classifier(images[index]), shape_labels[index])
+        return F.cross_entropy(classifier(images[index]), labels[index])
 
     classifier.train()
-    metrics = training_loop("shape classifier", config.shape_steps, step, parameters, config.shape_lr, config, device, seconds)
+    metrics = training_loop(name, steps, step, parameters, config.shape_lr, config, device, seconds)
     classifier.eval().requires_grad_(False)
-    for name, (x, y) in held_out.items():
-        metrics[f"acc_{name}"] = round((in_chunks(classifier, x).argmax(-1) == y).float().mean().item(), 4)
+    for part, (x, y) in held_out.items():
+        metrics[f"acc_{part}"] = round((in_chunks(classifier, x).argmax(-1) == y).float().mean().item(), 4)
     return classifier, metrics
+
+
+def shape_examples(bank: ImageBank, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-object images plus each composition's two halves (as ``world.compose_halves`` gives the scorer),
+    with their shape labels; ``images`` is the bank's images or their reconstructions."""
+    left, right = world.compose_halves(images[len(bank.single) :])
+    return (
+        torch.cat([images[: len(bank.single)], left, right]),
+        torch.cat([bank.single.shape, bank.left.shape, bank.right.shape]),
+    )
 
 
 def train_unet(
@@ -407,7 +606,6 @@ def train_unet(
     latent_mean,
     latent_std,
     scaling_factor,
-    scenes,
     table,
     states,
     empty_states,
@@ -431,8 +629,12 @@ def train_unet(
         n = config.unet_batch
         index = torch.randint(len(latent_mean), (n,), device=device, generator=generator)
         latents = (latent_mean[index] + latent_std[index] * torch.randn_like(latent_mean[index])) * scaling_factor
-        caption = table.sample(scenes.colour[index], scenes.shape[index], scenes.background[index], generator)
+        caption = table.for_images(index, generator)
         context = states[caption]
+        partner = table.partner[caption]
+        conflict = (partner >= 0) & (torch.rand(n, device=device, generator=generator) < config.keyword_conflict)
+        keep = table.conflict_mask[caption] | ~conflict[:, None]  # [n, tokens]: positions that stay the caption's own
+        context = torch.where(keep[..., None], context, states[partner.clamp(min=0)])
         drop_prompt = torch.rand(n, device=device, generator=generator) < config.prompt_dropout
         drop_eot = torch.rand(n, device=device, generator=generator) < config.eot_dropout
         replace = drop_prompt[:, None] | (drop_eot[:, None] & table.eot_mask[caption])  # [n, tokens]
@@ -498,7 +700,7 @@ def check_pipeline(config, out: Path, detector, classifier, device) -> dict:
 # --------------------------------------------------------------------------- saving
 
 
-def save_scorer_weights(out: Path, detector, classifier):
+def save_scorer_weights(out: Path, detector, classifier, style_classifier):
     from safetensors.torch import save_file
 
     def cpu(state):
@@ -506,6 +708,9 @@ def save_scorer_weights(out: Path, detector, classifier):
 
     save_file(cpu(detector.state_dict()), str(out / DETECTOR_FILE), metadata={"colours": json.dumps(world.colours())})
     save_file(cpu(classifier.state_dict()), str(out / SHAPE_CLASSIFIER_FILE), metadata={"shapes": json.dumps(world.shapes())})
+    save_file(
+        cpu(style_classifier.state_dict()), str(out / STYLE_CLASSIFIER_FILE), metadata={"styles": json.dumps(world.styles())}
+    )
 
 
 def save_pipeline(out: Path, tokenizer, encoder, vae, unet, noise_schedule):
@@ -551,15 +756,20 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
         return config.time_budget * BUDGET_SHARES[stage]
 
     with timer.part("data"):
-        scenes, images, held_out_scenes, held_out_images = make_image_bank(config, device)
-        metrics["detector"] = {"acc_clean": round((detector(held_out_images) == held_out_scenes.colour).float().mean().item(), 4)}
+        bank, held = make_image_bank(config, device)
+        metrics["detector"] = {"acc_clean": round((detector(held.singles) == held.single.colour).float().mean().item(), 4)}
 
     with timer.part("tokenizer"):
-        corpus = sorted({c.text for c in world.all_captions(world.TRAINING_KINDS)})
+        captions, per_image = training_captions(bank, config.captions_per_image, config.seed)
+        corpus = sorted({c.text for c in world.all_captions(world.TRAINING_KINDS)} | {c.text for c in captions})
         toy_tokenizer.train_tokenizer(corpus, out / "tokenizer")
         tokenizer = toy_tokenizer.load_tokenizer(out / "tokenizer")
-        table = CaptionTable(tokenizer, device, config.captions_per_group)
-        metrics["tokenizer"] = {"vocab_size": len(tokenizer), "training_captions": len(table.captions)}
+        table = CaptionTable(tokenizer, device, captions, per_image, config.seed)
+        metrics["tokenizer"] = {
+            "vocab_size": len(tokenizer),
+            "training_captions": len(table.captions),
+            "keyword_conflict_partners": int((table.partner >= 0).sum()),
+        }
 
     with timer.part("text_encoder"):
         encoder, metrics["text_encoder"] = train_text_encoder(config, tokenizer, table, device, generator, allowance("text"))
@@ -569,25 +779,57 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
 
     with timer.part("vae"):
         vae, metrics["vae"] = train_vae(
-            config, images, held_out_images, detector, held_out_scenes, device, generator, allowance("vae")
+            config, bank.images, held.singles, detector, held.single, device, generator, allowance("vae")
         )
-        posterior = [vae.encode(images[i : i + 4096] * 2 - 1).latent_dist for i in range(0, len(images), 4096)]
+        posterior = [vae.encode(bank.images[i : i + 4096] * 2 - 1).latent_dist for i in range(0, len(bank.images), 4096)]
         latent_mean = torch.cat([p.mean for p in posterior]).detach()
         latent_std = torch.cat([p.std for p in posterior]).detach()
         del posterior
 
     with timer.part("shape_classifier"):
-        reconstructed = reconstruct(vae, images)
-        clean_and_reconstructed = torch.cat([images, reconstructed])
-        shape_labels = torch.cat([scenes.shape, scenes.shape])
-        held_out = {
-            "clean": (held_out_images, held_out_scenes.shape),
-            "reconstructed": (reconstruct(vae, held_out_images), held_out_scenes.shape),
-        }
-        classifier, metrics["shape_classifier"] = train_shape_classifier(
-            config, clean_and_reconstructed, shape_labels, held_out, device, generator, allowance("shape")
+        reconstructed = reconstruct(vae, bank.images)
+        held_reconstructed = reconstruct(vae, held.images)
+        clean_x, clean_y = shape_examples(bank, bank.images)
+        rec_x, rec_y = shape_examples(bank, reconstructed)
+        held_halves = shape_examples(held, held.images)
+        torch.manual_seed(config.seed + 2)
+        classifier, metrics["shape_classifier"] = train_classifier(
+            "shape classifier",
+            models.ShapeClassifier(),
+            config.shape_steps,
+            config,
+            torch.cat([clean_x, rec_x]),
+            torch.cat([clean_y, rec_y]),
+            {
+                "clean": (held.singles, held.single.shape),
+                "reconstructed": (held_reconstructed[: len(held.single)], held.single.shape),
+                "compose_halves": (held_halves[0][len(held.single) :], held_halves[1][len(held.single) :]),
+            },
+            device,
+            generator,
+            allowance("shape"),
         )
-        del reconstructed, clean_and_reconstructed
+        del clean_x, rec_x
+
+    with timer.part("style_classifier"):
+        singles = len(bank.single)
+        torch.manual_seed(config.seed + 4)
+        style_classifier, metrics["style_classifier"] = train_classifier(
+            "style classifier",
+            models.StyleClassifier(),
+            config.style_steps,
+            config,
+            torch.cat([bank.singles, reconstructed[:singles]]),
+            torch.cat([bank.single.style, bank.single.style]),
+            {
+                "clean": (held.singles, held.single.style),
+                "reconstructed": (held_reconstructed[: len(held.single)], held.single.style),
+            },
+            device,
+            generator,
+            allowance("style"),
+        )
+        del reconstructed, held_reconstructed
 
     noise_schedule = models.scheduler()
     with timer.part("unet"):
@@ -597,7 +839,6 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
             latent_mean,
             latent_std,
             scaling_factor,
-            scenes,
             table,
             states,
             empty_states,
@@ -609,7 +850,7 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
 
     with timer.part("save"):
         save_pipeline(out, tokenizer, encoder, vae, unet, noise_schedule)
-        save_scorer_weights(out, detector, classifier)
+        save_scorer_weights(out, detector, classifier, style_classifier)
 
     with timer.part("check"):
         metrics["samples"] = check_pipeline(config, out, detector, classifier, device)
@@ -627,6 +868,7 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
             "vae": models.count_parameters(vae),
             "unet": models.count_parameters(unet),
             "shape_classifier": models.count_parameters(classifier),
+            "style_classifier": models.count_parameters(style_classifier),
         },
         "seconds": {**timer.seconds, "total": round(time.perf_counter() - total_start, 2)},
         "metrics": metrics,

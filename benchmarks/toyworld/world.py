@@ -270,8 +270,13 @@ def sample_training_caption(rng: random.Random, colour: str, shape: str, backgro
     mix = vocab()["training_mix"]
     kind = rng.choices(TRAINING_KINDS, weights=[mix[k.replace("implicit", "implicit_seen")] for k in TRAINING_KINDS])[0]
     mentioned = rng.random() < mix["background_mentioned"]
-    pool = [c for c in captions_for(kind, colour, shape) if c.background == (background if mentioned else UNMENTIONED)]
-    return rng.choice(pool)
+    return rng.choice(_caption_pool(kind, colour, shape, background if mentioned else UNMENTIONED))
+
+
+@functools.lru_cache(maxsize=4096)
+def _caption_pool(kind: str, colour: str, shape: str, background: str) -> tuple[Caption, ...]:
+    # Cached: the training bank draws a caption for each of ~10^5 images.
+    return tuple(c for c in captions_for(kind, colour, shape) if c.background == background)
 
 
 def sample_training_caption_v2(rng: random.Random, colour: str, shape: str, background: str, style: str) -> Caption:
