@@ -351,13 +351,13 @@ def test_style_metrics_say_to_retrain_without_a_style_classifier(tmp_path, monke
     """Weights from before styles: the v1 metrics work as before, the style metrics fail with one line."""
     import torch
 
-    from benchmarks.toyworld.models import ColourDetector, ShapeClassifier
+    from benchmarks.toyworld.models import ColourDetector, ShapeClassifier, StyleClassifier
     from benchmarks.toyworld.scorer import STYLE_CLASSIFIER_FILE, ToyScorer
     from benchmarks.toyworld.train import save_scorer_weights
 
-    save_scorer_weights(tmp_path, ColourDetector(), ShapeClassifier())
+    save_scorer_weights(tmp_path, ColourDetector(), ShapeClassifier(), StyleClassifier())
+    (tmp_path / STYLE_CLASSIFIER_FILE).unlink()  # as in the v1 weights
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
-    assert not (tmp_path / STYLE_CLASSIFIER_FILE).exists()
     scenes = world.sample_scenes(2, torch.Generator().manual_seed(0), colour=world.colours().index("red"), style=1)
     specs = [spec({"colour": "red", "shape": "circle", "erased": ["red"], "style": "striped", "erased_styles": ["striped"]}, i)
              for i in range(2)]
@@ -373,18 +373,17 @@ def test_style_metrics_say_to_retrain_without_a_style_classifier(tmp_path, monke
 
 def test_raw_output_gains_the_style_when_a_style_classifier_is_there(tmp_path, monkeypatch):
     import torch
-    from safetensors.torch import save_file
 
     from benchmarks.toyworld.models import ColourDetector, ShapeClassifier, StyleClassifier
     from benchmarks.toyworld.scorer import STYLE_CLASSIFIER_FILE, ToyScorer
     from benchmarks.toyworld.train import save_scorer_weights
 
-    save_scorer_weights(tmp_path, ColourDetector(), ShapeClassifier())
     classifier = StyleClassifier()
     torch.nn.init.zeros_(classifier.head.weight)
     with torch.no_grad():  # a classifier that always says "wavy": the raw output must say what it said
         classifier.head.bias.copy_(torch.arange(len(world.styles()), dtype=torch.float32) == world.styles().index("wavy"))
-    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(tmp_path / STYLE_CLASSIFIER_FILE))
+    save_scorer_weights(tmp_path, ColourDetector(), ShapeClassifier(), classifier)
+    assert (tmp_path / STYLE_CLASSIFIER_FILE).exists()  # the name the training script saves it under
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
     scenes = world.sample_scenes(3, torch.Generator().manual_seed(1))
     specs = [spec({"colour": "red", "shape": "circle", "style": "wavy", "erased_styles": ["striped"]}, i) for i in range(3)]
