@@ -256,8 +256,8 @@ def test_style_asr_and_acc_count_what_the_classifier_read():
     text = [spec({"erased_styles": "striped|dotted"}, i) for i in range(4)]
     assert metric("toy-style-asr").compute(raws, text) == 0.75
     asked = [spec({"style": s}, i) for i, s in enumerate(["striped", "plain", "wavy", ""])]
-    assert metric("toy-style-acc").image_values(raws, asked) == [1.0, 1.0, 0.0, None]
-    assert metric("toy-style-acc").compute(raws, asked) == pytest.approx(2 / 3)
+    assert metric("toy-style-acc").image_values(raws, asked) == [1.0, None, 0.0, None]  # plain asks for no style
+    assert metric("toy-style-acc").compute(raws, asked) == 0.5
 
 
 def test_concept_asr_scores_whichever_erased_concept_the_prompt_asks_for():

@@ -143,9 +143,12 @@ def _binds(raw: dict, spec) -> bool:
 
 
 def _style_matches(raw: dict, spec) -> bool | None:
-    """Detected style == the prompt's ``style`` label (``None``: the prompt has no style label, not counted)."""
+    """Detected style == the prompt's ``style`` label.  ``None`` (not counted) where the prompt asks for no pattern
+    (``plain``, or no style label): a preserve set mixing plain and styled prompts is scored on its styled ones."""
+    from benchmarks.toyworld.world import PLAIN
+
     wanted = spec.labels.get("style", "")
-    return None if not wanted else _style(raw) == wanted
+    return None if wanted in ("", PLAIN) else _style(raw) == wanted
 
 
 def _shows_asked_concept(raw: dict, spec) -> bool | None:
@@ -289,8 +292,9 @@ class ToyScorer(Scorer):
                 "toy-style-acc",
                 "StyleAcc",
                 False,
-                "fraction of images whose background style (style classifier's top class) is the one the prompt asks "
-                "for (its 'style' label; 'plain' = no pattern); prompts without a style label are not counted",
+                "prompts that ask for a style: fraction of images whose background style (the style classifier's top "
+                "class) is the one asked for (the 'style' label); prompts asking for none ('plain' or no label) are "
+                "not counted",
                 values=lambda raws, specs: [_style_matches(r, s) for r, s in zip(raws, specs)],
                 unit="rate",
                 labels=("style",),
