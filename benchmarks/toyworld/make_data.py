@@ -179,8 +179,8 @@ def nearby_rows(count: int = PROMPTS_PER_BENCH) -> list[dict]:
     nearby = world.vocab()["nearby_colours"]["red"]
     rows = []
     for case_number in range(count):
-        _, shape, background = random_object(rng, nearby)
-        caption = world.sample_training_caption(rng, nearby[case_number % len(nearby)], shape, background)
+        colour = nearby[case_number % len(nearby)]
+        caption = world.sample_training_caption(rng, colour, rng.choice(world.shapes()), rng.choice(world.backgrounds()))
         rows.append(prompt_row(case_number, caption, rng))
     return rows
 

@@ -35,7 +35,7 @@ def register_scorers(register):
     register(
         "benchmarks.toyworld.scorer:ToyScorer",
         name="toy",
-        description="toy world: nearest-prototype colour detector + CNN shape classifier",
+        description="toy world: nearest-prototype colour detector + CNN shape and style classifiers",
     )
     register(
         "benchmarks.toyworld.scorer:ToyFID",

@@ -163,7 +163,7 @@ def _shows_asked_concept(raw: dict, spec) -> bool | None:
 
 class ToyScorer(Scorer):
     name = "toy"
-    description = "toy world: nearest-prototype colour detector + CNN shape classifier"
+    description = "toy world: nearest-prototype colour detector + CNN shape and style classifiers"
     version = "2"  # 2: raw output gains style/style_probability and, for two-object prompts, left/right
 
     def __init__(self, device: str = "cpu"):
