@@ -280,21 +280,22 @@ class ToyScorer(Scorer):
             ),
             Metric(
                 "toy-style-asr",
-                "StyleASR",
+                "Acc_e",
                 True,
                 "fraction of images whose background style (the style classifier's top class over plain and the 8 "
-                "artists' patterns) is one the benchmark's concept set erases: the erased artist's style survived",
+                "artists' patterns) is one the benchmark's concept set erases: the erased artist's style survived "
+                "(the toy's Acc_e, as on the art benchmarks)",
                 values=lambda raws, specs: _flags(_style(r) in _erased_styles(s) for r, s in zip(raws, specs)),
                 unit="rate",
                 labels=("erased_styles",),
             ),
             Metric(
                 "toy-style-acc",
-                "StyleAcc",
+                "Acc_u",
                 False,
                 "prompts that ask for a style: fraction of images whose background style (the style classifier's top "
                 "class) is the one asked for (the 'style' label); prompts asking for none ('plain' or no label) are "
-                "not counted",
+                "not counted (the toy's Acc_u, as on the art benchmarks)",
                 values=lambda raws, specs: [_style_matches(r, s) for r, s in zip(raws, specs)],
                 unit="rate",
                 labels=("style",),
