@@ -241,7 +241,9 @@ class ToyMultiExplicit(ToyBenchmark):
 class ToyMultiHeldout(ToyMultiExplicit):
     name = "toy-multi-heldout"
     display_name = "Multi held-out"
-    description = "a third each: red implied (held-out phrasings), a held-out work of ilsa marrow, of bram ottoline; toy-concept-asr"
+    description = (
+        "a third each: red implied (held-out phrasings), a held-out work of ilsa marrow, of bram ottoline; toy-concept-asr"
+    )
     prompt_file = "toy-multi-heldout.csv"
 
 

@@ -364,7 +364,9 @@ def v2_files() -> dict[Path, str]:
         files[PROMPTS_DIR / f"{MULTI}-{suffix}.csv"] = csv_text(multi_rows(f"{MULTI}-{suffix}"), STYLE_COLUMNS)
     colours, slugs = multi_concepts()
     kept_artists = [s for s in everyone if s not in slugs]
-    captions = style_caption_pool(random.Random(f"toyworld/captions/{MULTI}"), kept_colours(colours), kept_artists, CAPTIONS_PER_SET)
+    captions = style_caption_pool(
+        random.Random(f"toyworld/captions/{MULTI}"), kept_colours(colours), kept_artists, CAPTIONS_PER_SET
+    )
     files[CONCEPTS_DIR / f"{MULTI}.json"] = json.dumps(multi_concept_set(), indent=1) + "\n"
     files[CONCEPTS_DIR / f"{MULTI}.captions.txt"] = "\n".join(captions) + "\n"
     return files

@@ -33,10 +33,8 @@ from tqdm.auto import tqdm
 
 from benchmarks.toyworld import models, sampling, world
 from benchmarks.toyworld import tokenizer as toy_tokenizer
-from benchmarks.toyworld.scorer import DETECTOR_FILE, SHAPE_CLASSIFIER_FILE
+from benchmarks.toyworld.scorer import DETECTOR_FILE, SHAPE_CLASSIFIER_FILE, STYLE_CLASSIFIER_FILE
 from harness.versions import package_versions
-
-STYLE_CLASSIFIER_FILE = "toy_style_classifier.safetensors"  # TODO(lead): import from scorer.py once it defines it
 
 TRAINING_FILE = "training.json"
 BACKGROUND_CLASSES = world.backgrounds() + ["unmentioned"]
@@ -47,7 +45,7 @@ class TrainConfig:
     # The defaults are the recipe of the committed weights: 65 minutes on 2 CPU cores (training.json has the timings).
     seed: int = 0
     image_bank: int = 32768  # rendered training images (latents are pre-encoded once)
-    compose_share: float = 0.2  # share of the bank showing two objects side by side
+    compose_share: float = 0.25  # share of the bank showing two objects side by side
     style_plain: float = 0.4  # share of single-object images with a plain background (the rest get one of 8 styles)
     captions_per_image: int = 4  # training captions drawn per image (the UNet picks one at random each step)
     eval_images: int = 1024
@@ -56,7 +54,7 @@ class TrainConfig:
     text_batch: int = 256
     text_lr: float = 1e-3
     # VAE: reconstruction MSE plus a tiny KL
-    vae_steps: int = 1200
+    vae_steps: int = 1000
     vae_batch: int = 64
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
@@ -66,18 +64,27 @@ class TrainConfig:
     shape_lr: float = 2e-3
     style_steps: int = 400
     # UNet: epsilon objective with min-SNR-γ weighting, one-cycle AdamW, EMA
-    unet_steps: int = 5000
+    unet_steps: int = 11000
     unet_batch: int = 128
     unet_lr: float = 4e-4
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     prompt_dropout: float = 0.1  # empty prompt, for classifier-free guidance
-    eot_dropout: float = 0.3  # every [EoT] replaced by the empty prompt's, so the UNet also reads word positions
-    # Keyword conflict: in this share of captions with a colour word or a style keyword (style word, artist name),
+    # Every [EoT] replaced by the empty prompt's, so the UNet also reads word positions (v1 used 0.3, before the
+    # keyword conflict did that job; under it an implicit caption must be read from its referent, against the
+    # context conflict).
+    eot_dropout: float = 0.1
+    # Conflicts teach the UNet where SD reads a concept from (issue 18, item 4).  Keyword conflict: in this share of
+    # captions with a colour word or a style keyword (style word, artist name),
     # every other position's states come from the same caption with another colour / style in that slot, and the
     # image keeps the keyword's.  The causal text encoder copies the keyword into every later position; this teaches
     # the UNet that the keyword's own position decides, as SD's keyword tokens largely do (issue 18, item 4).
-    keyword_conflict: float = 0.3
+    keyword_conflict: float = 0.2
+    # Context conflict: in this share of implicit captions (a colour referent, an artist's work), every word position
+    # comes from the same caption with another colour's referent / artist's work in that slot and only the [EoT]
+    # states are the caption's own, while the image keeps its colour / style.  Without it the keyword conflict also
+    # teaches the UNet to read a referent's position, and overwriting every [EoT] then left implicit red at 93%.
+    context_conflict: float = 0.3
     # final check: sample with the saved pipeline, as the benchmarks do
     sample_per_kind: int = 224
     sample_steps: int = 20
@@ -216,7 +223,7 @@ class CaptionTable:
 
     def __init__(self, tokenizer, device: torch.device, captions: list[world.Caption], per_image: torch.Tensor, seed: int = 0):
         rng = random.Random(seed)
-        conflict_keyword = [rng.choice(conflict_keywords(c)) if conflict_keywords(c) else "" for c in captions]
+        conflict_keyword = [rng.choice(conflict_kinds(c)) if conflict_kinds(c) else "" for c in captions]
         candidates = [conflict_candidates(rng, c, which) for c, which in zip(captions, conflict_keyword)]
         encoded = toy_tokenizer.encode(tokenizer, [c.text for c in captions])
         flat = [p for group in candidates for p in group]
@@ -226,12 +233,13 @@ class CaptionTable:
         partner = [-1] * len(captions)
         position = 0
         for i, group in enumerate(candidates):
-            mask = keyword_positions(captions[i], encoded["offsets"][i], conflict_keyword[i]) if group else None
+            which = conflict_keyword[i]
+            mask = conflict_positions(captions[i], encoded["input_ids"][i], encoded["offsets"][i], which) if group else None
             for candidate in group:
                 ids, offsets = encoded_candidates["input_ids"][position], encoded_candidates["offsets"][position]
                 position += 1
                 if partner[i] >= 0 or not aligned(
-                    encoded["input_ids"][i], ids, mask, keyword_positions(candidate, offsets, conflict_keyword[i])
+                    encoded["input_ids"][i], ids, mask, conflict_positions(candidate, ids, offsets, which)
                 ):
                     continue
                 if candidate.text not in index:
@@ -250,16 +258,17 @@ class CaptionTable:
         self.partner = torch.tensor(partner)
         self.conflict_mask = torch.tensor(
             [
-                keyword_positions(c, o, k) if k else [False] * len(o)
-                for c, o, k in zip(all_captions, all_offsets, conflict_keyword)
+                conflict_positions(c, i, o, k) if k else [False] * len(o)
+                for c, i, o, k in zip(all_captions, all_ids, all_offsets, conflict_keyword)
             ]
         )
+        self.conflict_context = torch.tensor([k.endswith("-context") for k in conflict_keyword])
         self.per_image = per_image
         labels = [caption_labels(c, o) for c, o in zip(all_captions, all_offsets)]
         for name in LABELS:
             setattr(self, name, torch.tensor([label[name] for label in labels]))
         self.eot_mask = ids == tokenizer.eos_token_id
-        for name in ("ids", "partner", "conflict_mask", "per_image", "eot_mask", *LABELS):
+        for name in ("ids", "partner", "conflict_mask", "conflict_context", "per_image", "eot_mask", *LABELS):
             setattr(self, name, getattr(self, name).to(device))
 
     def for_images(self, images: torch.Tensor, generator) -> torch.Tensor:
@@ -344,20 +353,33 @@ def keyword_positions(caption: world.Caption, offsets, which: str = "colour") ->
     return [e > s and s >= start and e <= end for s, e in offsets]
 
 
-def conflict_keywords(caption: world.Caption) -> list[str]:
+def conflict_kinds(caption: world.Caption) -> list[str]:
+    """The conflicts a caption can take part in: "colour"/"style" (its keyword decides) for a colour word or a style
+    word / artist name, "colour-context"/"style-context" (its [EoT] states decide) for a referent or a work."""
     out = []
     if caption.kind in (world.EXPLICIT, world.SYNONYM):
         out.append("colour")
+    elif caption.kind == world.IMPLICIT:
+        out.append("colour-context")
     if caption.style_kind in (world.STYLE_WORD, world.ARTIST):
         out.append("style")
+    elif caption.style_kind == world.WORK:
+        out.append("style-context")
     return out
+
+
+def conflict_positions(caption: world.Caption, ids, offsets, which: str) -> list[bool]:
+    """The positions a conflict keeps from the caption itself: its keyword's, or its [EoT]s (``*-context``)."""
+    if which.endswith("-context"):
+        return [token == ids[-1] for token in ids]  # every prompt ends in padding [EoT]s
+    return keyword_positions(caption, offsets, which)
 
 
 def conflict_candidates(rng: random.Random, caption: world.Caption, which: str, count: int = 3) -> list[world.Caption]:
     """Up to ``count`` copies of ``caption`` with another colour (or style word / artist) in the keyword's slot."""
     if not which:
         return []
-    if which == "colour":
+    if which.startswith("colour"):
         others = [c for c in world.colours() if c != caption.colour]
         return [caption.recoloured(c) for c in rng.sample(others, min(count, len(others)))]
     if caption.style_kind == world.STYLE_WORD:
@@ -632,7 +654,8 @@ def train_unet(
         caption = table.for_images(index, generator)
         context = states[caption]
         partner = table.partner[caption]
-        conflict = (partner >= 0) & (torch.rand(n, device=device, generator=generator) < config.keyword_conflict)
+        share = torch.where(table.conflict_context[caption], config.context_conflict, config.keyword_conflict)
+        conflict = (partner >= 0) & (torch.rand(n, device=device, generator=generator) < share)
         keep = table.conflict_mask[caption] | ~conflict[:, None]  # [n, tokens]: positions that stay the caption's own
         context = torch.where(keep[..., None], context, states[partner.clamp(min=0)])
         drop_prompt = torch.rand(n, device=device, generator=generator) < config.prompt_dropout
@@ -768,7 +791,8 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
         metrics["tokenizer"] = {
             "vocab_size": len(tokenizer),
             "training_captions": len(table.captions),
-            "keyword_conflict_partners": int((table.partner >= 0).sum()),
+            "conflict_partners": int((table.partner >= 0).sum()),
+            "context_conflict_partners": int(((table.partner >= 0) & table.conflict_context).sum()),
         }
 
     with timer.part("text_encoder"):
