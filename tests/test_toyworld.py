@@ -405,8 +405,8 @@ def test_committed_model_meets_the_no_erasure_targets(bench, metric, target):
 
 
 def test_caption_table_conflict_partners_align_and_labels(tmp_path):
-    """A keyword-conflict partner differs from its caption only in the keyword's slot, at the same token positions,
-    so the UNet can take every other position from it; labels sit only on keyword tokens."""
+    """A conflict partner differs from its caption only in the keyword's (or referent's) slot, at the same token
+    positions, so the UNet can take the other positions from it; labels sit only on keyword tokens."""
     import random
 
     import torch
@@ -430,8 +430,9 @@ def test_caption_table_conflict_partners_align_and_labels(tmp_path):
         world.styled_caption(rng, base, world.ARTIST, "marrow"),
         world.styled_caption(rng, base, world.WORK_HELDOUT, "marrow"),
         world.make_compose_caption(("red", "circle"), ("blue", "square"), "{R} right of {L}"),
+        world.make_caption(world.IMPLICIT, "red", "circle", frame="{S} the colour of {X}", word_index=1),
     ]
-    table = CaptionTable(tok, torch.device("cpu"), captions, torch.tensor([[0], [1], [2], [3]]), seed=0)
+    table = CaptionTable(tok, torch.device("cpu"), captions, torch.tensor([[0], [1], [2], [3], [4]]), seed=0)
     partner = table.partner.tolist()
     assert partner[0] >= 0 and partner[1] >= 0  # a colour word and an artist name have partners
     assert partner[3] == -1  # compositions never get one
@@ -439,6 +440,10 @@ def test_caption_table_conflict_partners_align_and_labels(tmp_path):
         mine, theirs = table.ids[i], table.ids[partner[i]]
         keyword = table.conflict_mask[i]
         assert keyword.any() and torch.equal(mine[~keyword], theirs[~keyword]) and not torch.equal(mine[keyword], theirs[keyword])
+    # An implicit caption's conflict keeps only its own [EoT]s: the referent comes from another colour's.
+    assert partner[4] >= 0 and bool(table.conflict_context[4]) and not bool(table.conflict_context[0])
+    assert torch.equal(table.conflict_mask[4], table.eot_mask[4])
+    assert table.captions[partner[4]].colour != "red" and table.captions[partner[4]].kind == world.IMPLICIT
     tokens = tok.convert_ids_to_tokens(table.ids[3].tolist())
     coloured = [t for t, label in zip(tokens, table.token_colour[3].tolist()) if label >= 0]
     assert coloured == ["blue</w>", "red</w>"]  # both colour words of the composition, in text order
