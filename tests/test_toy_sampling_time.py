@@ -30,7 +30,7 @@ TOY_STEPS = 20  # the toy backbone's DDIM steps
 
 @pytest.fixture(scope="module")
 def rows(toy_run):
-    return toy_run(",".join(METHODS), "toy-explicit,toy-preserve,toy-nearby,toy-compose", PROMPTS_PER_BENCH, sets=TOY_PRESET)
+    return toy_run(",".join(METHODS), "toy-explicit,toy-preserve,toy-nearby", PROMPTS_PER_BENCH, sets=TOY_PRESET)
 
 
 @pytest.mark.parametrize("method", METHODS[1:])

@@ -234,7 +234,7 @@ def test_plugin_registers_everything_without_torch():
         "from harness.plugins import PluginHost\n"
         "from harness.registry import Registry\n"
         "r = Registry(PluginHost())\n"
-        "assert r.group('benchmarks', 'toy') == ['toy-compose', 'toy-explicit', 'toy-implicit', 'toy-implicit-heldout',"
+        "assert r.group('benchmarks', 'toy') == ['toy-explicit', 'toy-implicit', 'toy-implicit-heldout',"
         " 'toy-nearby', 'toy-preserve', 'toy-synonym']\n"
         "assert len(r.group('benchmarks', 'toy-warm')) == 5\n"
         "assert {'toy', 'toy-fid'} <= set(r.names('scorers')) and 'toy' in r.names('backbones')\n"
@@ -415,7 +415,7 @@ def test_caption_table_conflict_partners_align_and_labels(tmp_path):
     from benchmarks.toyworld.train import CaptionTable
 
     rng = random.Random(0)
-    corpus = [c.text for c in world.all_captions((world.EXPLICIT,))]
+    corpus = [c.text for c in world.all_captions((world.EXPLICIT, world.IMPLICIT))]
     corpus += [
         world.styled_caption(rng, world.make_caption(world.EXPLICIT, "red", shape), kind, artist["slug"]).text
         for artist in world.artists()
@@ -430,7 +430,7 @@ def test_caption_table_conflict_partners_align_and_labels(tmp_path):
         world.styled_caption(rng, base, world.ARTIST, "marrow"),
         world.styled_caption(rng, base, world.WORK_HELDOUT, "marrow"),
         world.make_compose_caption(("red", "circle"), ("blue", "square"), "{R} right of {L}"),
-        world.make_caption(world.IMPLICIT, "red", "circle", frame="{S} the colour of {X}", word_index=1),
+        world.make_caption(world.IMPLICIT, "red", "circle", frame="{S} the colour of {X}", word_index=3),  # a strawberry
     ]
     table = CaptionTable(tok, torch.device("cpu"), captions, torch.tensor([[0], [1], [2], [3], [4]]), seed=0)
     partner = table.partner.tolist()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.toyworld.make_safegen_triplets import TRIPLETS_DIR
-from benchmarks.toyworld.paths import WEIGHTS_DIR, require_weights
+from benchmarks.toyworld.paths import require_weights, weights_dir
 from harness.api import Backbone
 from harness.backbones import load_sd_pipeline
 from harness.lazy import folder_identity
@@ -12,7 +12,7 @@ from harness.lazy import folder_identity
 class ToyBackbone(Backbone):
     name = "toy"
     description = "the toy world: a tiny SD-architecture model trained here on coloured shapes (DDIM 20 steps, 32 px)"
-    default_model = str(WEIGHTS_DIR)
+    default_model = str(weights_dir())  # $HARNESS_TOY_WEIGHTS when set (read at import, as the CLI starts)
     steps = 20
     batch_size = 32  # measured on 2 CPU cores: 400 images in 35 s at 32 against 58 s at 8 (per-call overhead)
     height = 32
