@@ -69,17 +69,7 @@ def bench_rows(concept_set: str, suffix: str, count: int = PROMPTS_PER_BENCH) ->
         else:
             colour = erased[case_number % len(erased)]  # every erased colour equally often
             caption = rng.choice(world.captions_for(kind, colour, shape))
-        rows.append(
-            {
-                "case_number": case_number,
-                "prompt": caption.text,
-                "evaluation_seed": rng.randrange(2**31),
-                "evaluation_guidance": GUIDANCE,
-                "colour": caption.colour,
-                "shape": caption.shape,
-                "background": caption.background,  # empty when the prompt does not name it
-            }
-        )
+        rows.append(prompt_row(case_number, caption, rng))
     return rows
 
 
