@@ -442,8 +442,8 @@ def pattern_masks(scenes: Scenes, size: int):
     period = {name: float(table[name].get("period", 1)) for name in table}
     masks = {
         PLAIN: torch.zeros(count, size, size, dtype=torch.bool, device=device),
-        "striped": (y % period["striped"]) < 2 + 0 * x,
-        "barred": (x % period["barred"]) < 2 + 0 * y,
+        "striped": (y % period["striped"]) < 2,
+        "barred": (x % period["barred"]) < 2,
         "hatched": ((x + y) % period["hatched"]) < 2.2,
         "dotted": ((x % period["dotted"] - period["dotted"] / 2) ** 2 + (y % period["dotted"] - period["dotted"] / 2) ** 2)
         <= 1.6**2,
