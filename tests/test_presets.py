@@ -67,15 +67,19 @@ def test_the_toy_backbone_presets_its_methods_and_set_overrides_it(registry, tmp
         config = RunConfig(methods=methods, bench="toy-explicit", model="toy", limit=1, sets=list(sets), out=str(tmp_path))
         return {method.name: method for planned in plan(config, registry).methods for method, _ in planned.parts}
 
+    from benchmarks.toyworld.backbone import ToyBackbone
+
+    preset = ToyBackbone.method_presets
     toy = planned("trce,esd-u,adavd,uce")
-    assert toy["trce-v"].params.lr == 3e-5 and toy["trce-v"].params.regularizer_samples == 300
-    assert toy["esd-u"].params.lr == 1e-4 and toy["adavd"].params.shift_b == 0.6
+    assert toy["trce-v"].params.lr == preset["trce-v"]["lr"] != 1e-6  # not the paper's
+    assert toy["trce-v"].params.regularizer_samples == preset["trce-v"]["regularizer_samples"] == 300
+    assert toy["esd-u"].params.lr == preset["esd-u"]["lr"] != 1e-5 and toy["adavd"].params.shift_b == preset["adavd"]["shift_b"]
     assert toy["trce-v"].presets_applied == {"backbone_preset": "toy"}
     assert toy["uce"].presets_applied == {} and toy["trce-t"].presets_applied == {}
     assert planned("trce-v", ["trce-v.lr=1e-5"])["trce-v"].params.lr == 1e-5  # --set wins
     assert planned("trce-v:lr=2e-5")["trce-v"].params.lr == 2e-5
     official = planned("trce-v:preset=official")["trce-v"]
-    assert official.params.lr == 3e-5 and official.params.skip_zero_grad  # a named preset sits on top of the backbone's
+    assert official.params.lr == preset["trce-v"]["lr"] and official.params.skip_zero_grad  # a named preset sits on top of the backbone's
     assert official.presets_applied == {"backbone_preset": "toy", "preset": "official"}
     # and another backbone applies nothing
     (method, _), = parts_for(registry, "trce-v")
@@ -206,11 +210,11 @@ def test_harness_list_methods_presets_shows_every_preset_with_its_values(capsys)
     text = capsys.readouterr().out
     assert "trce-t:preset=official  word_count_positions=True, double_preserve_scale=True, caption_divisor=30000.0" in text
     assert "trce:preset=official" in text and "trce-v.skip_zero_grad=True" in text
-    assert "toy: trce-v  lr=3e-05, regularizer_samples=300" in text
+    assert "toy: trce-v  lr=0.0003, regularizer_samples=300" in text
     assert main(["list", "methods", "--presets", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert records["methods"]["sld"]["diffusers"] == {"strength": "medium", "diffusers_prefix": True}
-    assert records["backbones"]["toy"]["adavd"] == {"shift_b": 0.6}
+    assert records["backbones"]["toy"]["adavd"] == {"shift_b": 0.3}
 
 
 # --------------------------------------------------------------------------- the official augmentation lists, parsed

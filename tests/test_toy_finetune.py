@@ -4,25 +4,24 @@ The toy preset
 --------------
 The paper's learning rates were set for SD v1.4, whose attention layers are 320–1280 wide: Adam moves every weight by
 about ``lr`` per step, and the effect on an output adds up over the layer width.  The toy UNet is 32–64 wide, so the
-same ``lr`` barely moves it (measured: ``trce-v`` at 1e-6 left the red rate on toy-implicit at 95%, exactly the base
-model's).  The toy preset below raises the learning rates; it was chosen on ``toy-implicit`` (seen phrasings) and
-``toy-preserve`` only (100 prompts each), never on the held-out set:
+same ``lr`` barely moves it.  The toy preset raises the learning rates by one rule (``ToyBackbone.method_presets``):
+the value closest to the paper's, on a ×3 grid, that at least halves the base model's red rate on ``toy-implicit``
+(seen phrasings), judged with ``toy-preserve`` beside it (first 64 prompts each), never on the held-out set:
 
-====================  ================  ===========  =========
-setting               toy-implicit ASR  preserve acc  chosen
-====================  ================  ===========  =========
-trce-v lr 1e-6        95%               97%
-trce-v lr 3e-5        86%               91%          ✓
-trce-v lr 1e-4        63%               85%          (trce then loses 11 points of preservation)
-trce   lr 3e-5        0%                92%          ✓
-esd-u  lr 1e-5        95%               96%          (no effect)
-esd-u  lr 3e-5        93%               85%
-esd-u  lr 1e-4        55%               43%          ✓ (the only one that erases; its cost is reported)
-====================  ================  ===========  =========
+====================  ================  ============  =========
+setting               toy-implicit red  preserve acc  chosen
+====================  ================  ============  =========
+sd (no erasure)       100%              98%
+trce-v lr 3e-5        95%               94%
+trce-v lr 1e-4        72%               92%
+trce-v lr 3e-4        28%               92%           ✓
+esd-u  lr 1e-4        95%               80%
+esd-u  lr 3e-4        73%               28%
+esd-u  lr 1e-3        16%               5%            ✓ (it erases only by wrecking the model; reported as is)
+====================  ================  ============  =========
 
-(base model: 95% red on toy-implicit, 97% preserve accuracy; these tuning runs used the default regulariser pool of
-1200.)  The test caps the pool at 300 unconditional samples (A.3 uses 2000; it is read cyclically either way), which
-cuts trajectory sampling from 139 s to 35 s; with it trce-v gave 88% and trce 0% at 93% preservation.
+The regulariser pool is capped at 300 unconditional samples (A.3 uses 2000; it is read cyclically either way), which
+cuts trajectory sampling about fourfold.
 """
 
 import pytest
@@ -79,10 +78,13 @@ def test_esd_u_erases_red(rows):
 
 
 def test_metadata_records_training_and_the_preset(rows):
+    from benchmarks.toyworld.backbone import ToyBackbone
+
+    preset = ToyBackbone.method_presets
     trce_v = rows[("trce-v", "toy-implicit", "toy:toy-asr")]["state_metadata"]
-    assert trce_v["lr"] == 3e-5 and trce_v["regularizer_pool"] == 300 and trce_v["backbone_preset"] == "toy"
+    assert trce_v["lr"] == preset["trce-v"]["lr"] and trce_v["regularizer_pool"] == 300 and trce_v["backbone_preset"] == "toy"
     assert trce_v["quirks"] == {"skip_zero_grad": False, "latent_after_step": False,
                                 "random_timestep_in_interval": False, "optimizer": "adam"}
     assert trce_v["training"]["steps"] == trce_v["steps"] > 0
     esd = rows[("esd-u", "toy-implicit", "toy:toy-asr")]["state_metadata"]
-    assert esd["lr"] == 1e-4 and esd["iterations"] == 1000
+    assert esd["lr"] == preset["esd-u"]["lr"] and esd["iterations"] == 1000

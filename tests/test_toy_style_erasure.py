@@ -1,4 +1,4 @@
-"""Measured style and multi-concept erasure in the toy world v2 (issue 18).
+"""Measured style and multi-concept erasure in the toy world (issue 18).
 
 One comparison run per artist (the session store caches it), then assertions on the stored results:
 
@@ -6,35 +6,30 @@ One comparison run per artist (the session store caches it), then assertions on 
   to at most half of ``sd``'s, while the other artists' style accuracy (``toy-style-acc`` on their prompts) stays
   within 15 points of ``sd``'s; the issue asks the same of ``esd-x``, which is not met (marked xfail);
 * ``trce-t``, whose key is the first [EoT], does at least as well as ``uce`` on held-out implicit style prompts (an
-  artist's works in phrasings never seen in training; the issue asks it to beat uce, which the v2 model cannot show:
+  artist's works in phrasings never seen in training; the issue asks it to beat uce, which the toy model cannot show:
   both are near 0%);
 * multi-concept erasure (red and two artists at once) at least halves the share of images that show the erased
   concept their prompt asks for.
 
-One artist is measured, with the methods' defaults and the toy preset, never tuned on these benchmarks, on the
-committed v2 model (``weights-v2``: the default toy weights predate styles).
+One artist is measured, with the methods' defaults and the toy preset, never tuned on these benchmarks.
 """
 
 import pytest
 
-from benchmarks.toyworld.paths import WEIGHTS_ENV, WEIGHTS_V2_DIR
+from benchmarks.toyworld.paths import WEIGHTS_DIR
 
 pytestmark = [
     pytest.mark.toy,
     pytest.mark.slow,
     pytest.mark.skipif(
-        not (WEIGHTS_V2_DIR / "toy_style_classifier.safetensors").exists(),
-        reason="no committed v2 toy model (weights-v2) with a style classifier",
+        not (WEIGHTS_DIR / "toy_style_classifier.safetensors").exists(),
+        reason="no committed toy model with a style classifier",
     ),
 ]
 
 
-def v2_run(toy_run, methods: str, bench: str) -> dict:
-    """``toy_run`` on the v2 model: the backbone and the scorer both read ``HARNESS_TOY_WEIGHTS``."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(WEIGHTS_ENV, str(WEIGHTS_V2_DIR))
-        rows = toy_run(methods, bench, PROMPTS)
-    return {key: row["value"] for key, row in rows.items()}
+def values(toy_run, methods: str, bench: str) -> dict:
+    return {key: row["value"] for key, row in toy_run(methods, bench, PROMPTS).items()}
 
 
 PROMPTS = 64
@@ -45,7 +40,7 @@ METHODS = ("sd", "uce", "esd-x", "trce-t")
 @pytest.fixture(scope="module", params=ARTISTS)
 def artist_run(request, toy_run):
     slug = request.param
-    return slug, v2_run(toy_run, ",".join(METHODS), f"toy-art-{slug}")
+    return slug, values(toy_run, ",".join(METHODS), f"toy-art-{slug}")
 
 
 def style_rate(board, method, bench):
@@ -63,8 +58,8 @@ def test_keyword_editors_erase_the_artist_and_keep_the_others(artist_run):
 
 
 @pytest.mark.xfail(
-    reason="issue 18 target not met: esd-x at the toy preset (lr 1e-4, chosen for esd-u on the v1 model) leaves "
-    "the artist's style in 84% of named prompts (sd 100%, n = 64), not ≤ 50%",
+    reason="issue 18 target not met: esd-x at the toy preset (lr 1e-3, chosen on toy-implicit red) leaves the "
+    "artist's style in 77% of named prompts (sd 100%, n = 64), not ≤ 50%",
     strict=True,
 )
 def test_esd_x_erases_the_artist(artist_run):
@@ -73,7 +68,7 @@ def test_esd_x_erases_the_artist(artist_run):
 
 
 def test_trce_t_is_no_worse_than_uce_on_held_out_works(artist_run):
-    """Issue 18 asks trce-t to beat uce here; on the v2 model both remove the held-out style almost entirely (marrow:
+    """Issue 18 asks trce-t to beat uce here; on the toy model both remove the held-out style almost entirely (marrow:
     0% vs 1.6%, n = 64, tied), so this asserts only that TRCE-T's first-[EoT] key loses nothing to UCE's keywords."""
     slug, board = artist_run
     heldout = f"toy-style-{slug}-heldout"
@@ -81,7 +76,7 @@ def test_trce_t_is_no_worse_than_uce_on_held_out_works(artist_run):
 
 
 def test_multi_concept_erasure_lowers_red_and_both_artists(toy_run):
-    board = v2_run(toy_run, "sd,uce,trce-t", "toy-multi")
+    board = values(toy_run, "sd,uce,trce-t", "toy-multi")
     base = board[("sd", "toy-multi-explicit", "toy:toy-concept-asr")]
     assert base >= 0.8
     for method in ("uce", "trce-t"):

@@ -234,7 +234,7 @@ def test_plugin_registers_everything_without_torch():
         "from harness.plugins import PluginHost\n"
         "from harness.registry import Registry\n"
         "r = Registry(PluginHost())\n"
-        "assert r.group('benchmarks', 'toy') == ['toy-explicit', 'toy-implicit', 'toy-implicit-heldout',"
+        "assert r.group('benchmarks', 'toy') == ['toy-compose', 'toy-explicit', 'toy-implicit', 'toy-implicit-heldout',"
         " 'toy-nearby', 'toy-preserve', 'toy-synonym']\n"
         "assert len(r.group('benchmarks', 'toy-warm')) == 5\n"
         "assert {'toy', 'toy-fid'} <= set(r.names('scorers')) and 'toy' in r.names('backbones')\n"

@@ -255,16 +255,14 @@ class ToyMultiPreserve(ToyMultiExplicit):
     metrics = ("toy:toy-acc", "toy:toy-style-acc")
 
 
-TOY_V2 = (ToyNearby, ToyCompose)
+TOY_SIDE_EFFECTS = (ToyNearby, ToyCompose)
 TOY_MULTI = (ToyMultiExplicit, ToyMultiHeldout, ToyMultiPreserve)
 
 # Every toy benchmark with its group (what `--bench GROUP` runs), in the order `harness list` shows them.
-# toy-compose stays out of group "toy": the default (v1) weights never saw two-object scenes, so it needs the v2
-# model (weights-v2).  An artist's group is "toy-art-<slug>", not its first benchmark's name "toy-style-<slug>":
+# An artist's group is "toy-art-<slug>", not its first benchmark's name "toy-style-<slug>":
 # a benchmark name wins over a group name, so the group would never be reached.
 GROUPS = (
-    [(cls, "toy") for cls in TOY_RED + (ToyNearby,)]
-    + [(ToyCompose, "toy-v2")]
+    [(cls, "toy") for cls in TOY_RED + TOY_SIDE_EFFECTS]
     + [(cls, "toy-warm") for cls in TOY_WARM]
     + [(cls, f"toy-art-{slug}") for slug, classes in TOY_STYLE.items() for cls in classes]
     + [(cls, "toy-multi") for cls in TOY_MULTI]

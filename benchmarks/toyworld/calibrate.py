@@ -99,9 +99,9 @@ def overwrite_test(pipe, detector, per_kind: int, seed: int = 0, batch_size: int
 
 def toy_benchmarks() -> list:
     """Every toy benchmark class: red, nearby and compose, warm, each artist's four, multi-concept."""
-    from benchmarks.toyworld.bench import TOY_MULTI, TOY_RED, TOY_STYLE, TOY_V2, TOY_WARM
+    from benchmarks.toyworld.bench import TOY_MULTI, TOY_RED, TOY_SIDE_EFFECTS, TOY_STYLE, TOY_WARM
 
-    return [*TOY_RED, *TOY_V2, *TOY_WARM, *(b for group in TOY_STYLE.values() for b in group), *TOY_MULTI]
+    return [*TOY_RED, *TOY_SIDE_EFFECTS, *TOY_WARM, *(b for group in TOY_STYLE.values() for b in group), *TOY_MULTI]
 
 
 # The colour views every colour benchmark reports, besides the metrics it declares.

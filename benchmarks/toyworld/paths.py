@@ -9,9 +9,6 @@ from harness.api import HarnessError
 
 # The committed model.  HARNESS_TOY_WEIGHTS points the backbone and the scorers at another trained folder.
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# The v2 model (styles, compositions; issue 18), committed beside the default until the toy-effect claims measured on
-# v1 hold on it (benchmarks/toyworld/README.md).  HARNESS_TOY_WEIGHTS=<this folder> makes the toy stack use it.
-WEIGHTS_V2_DIR = Path(__file__).parent / "weights-v2"
 WEIGHTS_ENV = "HARNESS_TOY_WEIGHTS"
 
 

@@ -29,7 +29,7 @@ features, against the base toy model's images for the same prompts and seeds.
 
 from __future__ import annotations
 
-from benchmarks.toyworld.paths import WEIGHTS_ENV, WEIGHTS_V2_DIR, weights_dir
+from benchmarks.toyworld.paths import WEIGHTS_DIR, WEIGHTS_ENV, weights_dir
 from harness.api import HarnessError, Metric, Scorer
 
 DETECTOR_FILE = "toy_detector.safetensors"
@@ -121,7 +121,7 @@ def _style(raw: dict) -> str:
         raise HarnessError(
             f"the toy style metrics need a style classifier, and the toy weights in {weights_dir()} have no "
             f"{STYLE_CLASSIFIER_FILE} (they were trained before styles existed); retrain them with "
-            f"`harness toy train --out DIR`, or use the committed v2 model: {WEIGHTS_ENV}={WEIGHTS_V2_DIR}"
+            f"`harness toy train --out DIR`, or unset {WEIGHTS_ENV} to use the committed model ({WEIGHTS_DIR})"
         )
     return raw["style"]
 
