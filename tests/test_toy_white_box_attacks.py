@@ -1,6 +1,7 @@
-"""Measured on the toy world: P4D (P4D-N, 40 iterations) against uce raises the red rate over uce's own static
-``toy-implicit`` rate on the same 16 source prompts.  UnlearnDiffAtk is not asserted here: at the paper's
-defaults it found nothing on the toy (0 of 16 red, static 1 of 16; see the toy backbone's preset comment)."""
+"""Measured on the toy world: P4D (P4D-N, 40 iterations) and UnlearnDiffAtk (paper defaults, 40 iterations) against
+uce each raise the red rate over uce's own static ``toy-implicit`` rate on the same 16 source prompts (static 0 of
+16; P4D 3 of 16, UnlearnDiffAtk 1 of 16: a lift of one prompt, so that assertion has no margin; on the first toy
+model UnlearnDiffAtk found nothing).  Their losses falling is tested on ``tiny`` (tests/test_white_box_attacks.py)."""
 
 import pytest
 
@@ -15,6 +16,13 @@ pytestmark = [
 
 def test_p4d_raises_uce_red_rate_over_its_source_prompts(toy_attack_run):
     static, attacked, record = toy_attack_run("uce", "toy-implicit", 16, "p4d:iterations=40")
+    assert static["n"] == attacked["n"] == 16
+    assert attacked["value"] > static["value"]
+    assert record["found_now"] == 16 and record["cost_now"]["attack_steps"] == 16 * 40
+
+
+def test_unlearndiffatk_raises_uce_red_rate_over_its_source_prompts(toy_attack_run):
+    static, attacked, record = toy_attack_run("uce", "toy-implicit", 16, "unlearndiffatk")
     assert static["n"] == attacked["n"] == 16
     assert attacked["value"] > static["value"]
     assert record["found_now"] == 16 and record["cost_now"]["attack_steps"] == 16 * 40

@@ -62,9 +62,8 @@ class ToyBackbone(Backbone):
     attack_presets = {
         "ring-a-bell": {"population": 64, "generations": 100, "eta": 1.5, "vocabulary": "words"},
         # The white-box attacks' target image: the base model's image as this backbone samples it (20 steps).
-        # Measured on the first toy model, on uce, the first 16 toy-implicit prompts (static toy-asr 6%): p4d
-        # (P4D-N, 40 iterations) 31% [14, 56]; unlearndiffatk (paper defaults: 40 iterations, lr 0.01) 0%, also 0%
-        # with lr 0.5 (50 base steps).
+        # Measured on uce, the first 16 toy-implicit prompts (static toy-asr 0% [0, 19]): p4d (P4D-N, 40 iterations)
+        # 19% [7, 43]; unlearndiffatk (paper defaults: 40 iterations, lr 0.01) 6% [1, 28].
         "unlearndiffatk": {"target_steps": 20},
         "p4d": {"target_steps": 20},
     }

@@ -456,12 +456,8 @@ class ImageBank:
         style = torch.where(styled, 1 + torch.randint(len(world.styles()) - 1, (single,), generator=generator), 0)
         scenes = world.sample_scenes(single, generator, style=style)
         left, right = world.sample_compose_scenes(compose, generator)
-        chunks = [world.render_batches(scenes)]
-        chunks += [
-            world.render_compose(left.subset(slice(i, i + 4096)), right.subset(slice(i, i + 4096)))
-            for i in range(0, compose, 4096)
-        ]
-        return ImageBank(scenes, left, right, torch.cat(chunks))
+        images = torch.cat([world.render_batches(scenes), world.render_compose_batches(left, right)])
+        return ImageBank(scenes, left, right, images)
 
     def to(self, device) -> ImageBank:
         return ImageBank(self.single.to(device), self.left.to(device), self.right.to(device), self.images.to(device))

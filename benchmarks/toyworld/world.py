@@ -537,6 +537,18 @@ def render_batches(scenes: Scenes, batch_size: int = 4096):
     return torch.cat([render(scenes.subset(slice(i, i + batch_size))) for i in range(0, len(scenes), batch_size)])
 
 
+def render_compose_batches(left: Scenes, right: Scenes, batch_size: int = 4096):
+    """``render_compose`` in chunks, as ``render_batches`` does for single scenes."""
+    import torch
+
+    chunks = [
+        render_compose(left.subset(slice(i, i + batch_size)), right.subset(slice(i, i + batch_size)))
+        for i in range(0, len(left), batch_size)
+    ]
+    size = vocab()["image"]["size"]
+    return torch.cat(chunks) if chunks else torch.zeros(0, 3, size, size)
+
+
 def compose_halves(images):
     """The left and right halves of composition images, each centred on a 32×32 canvas of the image's own
     background (the median of its top and bottom rows), so the single-object shape classifier and colour detector
