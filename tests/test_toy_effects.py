@@ -1,8 +1,8 @@
 """Measured effects in the toy world (issue 4): closed-form erasure really removes red, TRCE-T's edit reaches implicit
 prompts, and it keeps the other colours.
 
-One comparison run per module (the store caches everything), then assertions on its leaderboard.  These are the
-numbers the README's demo prints; they are measured, never hard-coded.  Defaults were chosen on `toy-implicit`
+One comparison run per module (the store caches everything), then assertions on its leaderboard; the numbers are
+measured, never hard-coded.  Defaults were chosen on `toy-implicit`
 (seen phrasings) only; `toy-implicit-heldout` is never used for tuning.
 """
 
@@ -21,7 +21,9 @@ PROMPTS_PER_BENCH = 100  # the first 100 of each 200-prompt toy benchmark keeps 
 
 @pytest.fixture(scope="module")
 def board(toy_run):
-    rows = toy_run(",".join(CLOSED_FORM), "toy", PROMPTS_PER_BENCH)
+    # Only the benchmarks asserted on: the README's full table (all seven toy benchmarks, every method) is one
+    # `harness run` of its own, so CI time goes to assertions.
+    rows = toy_run(",".join(CLOSED_FORM), "toy-explicit,toy-implicit-heldout,toy-preserve", PROMPTS_PER_BENCH)
     return {key: row["value"] for key, row in rows.items()}
 
 

@@ -31,7 +31,7 @@ TOY_STEPS = 20  # the toy backbone's DDIM steps
 
 @pytest.fixture(scope="module")
 def rows(toy_run):
-    return toy_run(",".join(METHODS), "toy-explicit,toy-preserve,toy-nearby", PROMPTS_PER_BENCH, sets=TOY_PRESET)
+    return toy_run(",".join(METHODS), "toy-explicit,toy-preserve", PROMPTS_PER_BENCH, sets=TOY_PRESET)
 
 
 @pytest.mark.parametrize("method", METHODS[1:])

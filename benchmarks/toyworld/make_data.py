@@ -74,14 +74,30 @@ def bench_rows(concept_set: str, suffix: str, count: int = PROMPTS_PER_BENCH) ->
 
 
 def preservation_captions(concept_set: str, count: int = CAPTIONS_PER_SET) -> list[str]:
-    """Training-distribution captions of the kept colours: the toy analogue of COCO captions."""
+    """Training-distribution captions of the kept colours (every artist's style is kept): the toy analogue of COCO
+    captions."""
     rng = random.Random(f"toyworld/captions/{concept_set}")
     kept = kept_colours(CONCEPT_COLOURS[concept_set])
+    return training_mix_captions(rng, kept, [a["slug"] for a in world.artists()], count)
+
+
+def training_mix_captions(rng: random.Random, colours: list[str], slugs: list[str], count: int) -> list[str]:
+    """Distinct captions drawn as the model's training captions are, restricted to kept concepts: two-object scenes
+    (``training_mix_v2.compose``), plain single objects (``style_plain`` of the rest) and single objects in a kept
+    artist's style.  A preservation set without two-object captions leaves closed-form edits free to break them
+    (TRCE-T's toy-compose binding: 36% without, 73% with, sd 78%; n = 100)."""
+    mix = world.vocab()["training_mix_v2"]
     captions: list[str] = []
     while len(captions) < count:
-        caption = world.sample_training_caption(
-            rng, rng.choice(kept), rng.choice(world.shapes()), rng.choice(world.backgrounds())
-        )
+        if rng.random() < mix["compose"]:
+            left = (rng.choice(colours), rng.choice(world.shapes()))
+            right = left
+            while right == left:
+                right = (rng.choice(colours), rng.choice(world.shapes()))
+            caption = world.sample_compose_caption(rng, left, right, rng.choice(world.backgrounds()))
+        else:
+            style = world.PLAIN if not slugs or rng.random() < mix["style_plain"] else world.artist(rng.choice(slugs))["style"]
+            caption = world.sample_training_caption_v2(rng, *random_object(rng, colours), style)
         if caption.text not in captions:
             captions.append(caption.text)
     return captions
@@ -115,7 +131,8 @@ def concept_set(name: str) -> dict:
             "safe_colour": SAFE_COLOUR,
             "notes": "Phrases pair every erased word and shape with the gray shape. Implicit referents are deliberately "
             "absent: implicit prompts test whether a method generalises beyond its keywords. The captions are "
-            "training-distribution captions of the kept colours (the toy analogue of COCO captions).",
+            "training-distribution captions of the kept colours, two-object scenes and every artist's style included "
+            "(the toy analogue of COCO captions).",
         },
     }
 
@@ -266,18 +283,6 @@ def artist_phrases(slug: str) -> list[list[str]]:
     return phrases
 
 
-def style_caption_pool(rng: random.Random, colours: list[str], slugs: list[str], count: int) -> list[str]:
-    """Distinct training-like captions of ``colours`` in the styles of ``slugs`` or plain (the v2 training share)."""
-    plain_share = world.vocab()["training_mix_v2"]["style_plain"]
-    captions: list[str] = []
-    while len(captions) < count:
-        style = world.PLAIN if rng.random() < plain_share else world.artist(rng.choice(slugs))["style"]
-        caption = world.sample_training_caption_v2(rng, *random_object(rng, colours), style)
-        if caption.text not in captions:
-            captions.append(caption.text)
-    return captions
-
-
 def style_concept_set(slug: str) -> dict:
     entry = world.artist(slug)
     others = [a for a in world.artists() if a["slug"] != slug]
@@ -299,7 +304,7 @@ def style_concept_set(slug: str) -> dict:
             "safe_style": SAFE_STYLE,
             "notes": "Phrases drop the artist's style phrase (the image should then be plain). The artist's works are "
             "deliberately absent: work prompts test whether a method generalises beyond the name. The captions are "
-            "training-like captions of the other artists' styles and plain ones.",
+            "training-distribution captions in the other artists' styles, plain, and two-object scenes.",
         },
     }
 
@@ -330,8 +335,8 @@ def multi_concept_set() -> dict:
             "safe_colour": SAFE_COLOUR,
             "safe_style": SAFE_STYLE,
             "notes": "The union of toy-red and the two artists' style sets (phrases interleaved). Implicit referents and "
-            "works are deliberately absent. The captions are training-like captions of the kept colours, in the kept "
-            "artists' styles or plain.",
+            "works are deliberately absent. The captions are training-distribution captions of the kept colours, in the "
+            "kept artists' styles, plain, and two-object scenes.",
         },
     }
 
@@ -347,14 +352,14 @@ def v2_files() -> dict[Path, str]:
             files[PROMPTS_DIR / f"{bench}.csv"] = csv_text(style_rows(slug, bench), STYLE_COLUMNS)
         name = f"toy-style-{slug}"
         others = [s for s in everyone if s != slug]
-        captions = style_caption_pool(random.Random(f"toyworld/captions/{name}"), world.colours(), others, CAPTIONS_PER_SET)
+        captions = training_mix_captions(random.Random(f"toyworld/captions/{name}"), world.colours(), others, CAPTIONS_PER_SET)
         files[CONCEPTS_DIR / f"{name}.json"] = json.dumps(style_concept_set(slug), indent=1) + "\n"
         files[CONCEPTS_DIR / f"{name}.captions.txt"] = "\n".join(captions) + "\n"
     for suffix in ("explicit", "heldout", "preserve"):
         files[PROMPTS_DIR / f"{MULTI}-{suffix}.csv"] = csv_text(multi_rows(f"{MULTI}-{suffix}"), STYLE_COLUMNS)
     colours, slugs = multi_concepts()
     kept_artists = [s for s in everyone if s not in slugs]
-    captions = style_caption_pool(
+    captions = training_mix_captions(
         random.Random(f"toyworld/captions/{MULTI}"), kept_colours(colours), kept_artists, CAPTIONS_PER_SET
     )
     files[CONCEPTS_DIR / f"{MULTI}.json"] = json.dumps(multi_concept_set(), indent=1) + "\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.tiny import bytes_to_unicode
 
-MAX_LENGTH = 32  # v2 captions (style phrases, two-object scenes) run to about 26 tokens; v1 weights keep their 24
+MAX_LENGTH = 32  # captions with a style phrase or two objects run to about 26 tokens (the first toy model used 24)
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 END_OF_WORD = "</w>"
 # CLIP's pre-tokenisation pattern (words, single digits, runs of punctuation).

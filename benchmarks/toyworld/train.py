@@ -45,8 +45,10 @@ class TrainConfig:
     # The defaults are the recipe of the committed weights: 65 minutes on 2 CPU cores (training.json has the timings).
     seed: int = 0
     image_bank: int = 32768  # rendered training images (latents are pre-encoded once)
-    compose_share: float = 0.25  # share of the bank showing two objects side by side
-    style_plain: float = 0.4  # share of single-object images with a plain background (the rest get one of 8 styles)
+    # share of the bank showing two objects side by side (vocab.json, which the concept sets' captions also follow)
+    compose_share: float = world.vocab()["training_mix_v2"]["compose"]
+    # share of single-object images with a plain background (the rest get one of 8 styles)
+    style_plain: float = world.vocab()["training_mix_v2"]["style_plain"]
     captions_per_image: int = 4  # training captions drawn per image (the UNet picks one at random each step)
     eval_images: int = 1024
     # text encoder: CLIP-style pre-training on the pooled first [EoT], then frozen
