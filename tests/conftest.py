@@ -76,9 +76,9 @@ def toy_run(tmp_path_factory):
     return run
 
 
-@pytest.fixture
-def toy_attack_run(tmp_path):
-    """Run one method on a toy benchmark with ``--attack`` into a fresh store (so the attack really searches).
+@pytest.fixture(scope="session")
+def toy_attack_run(tmp_path_factory):
+    """Run one method on a toy benchmark with ``--attack`` into a fresh store each call (so the attack really searches).
 
     ``toy_attack_run(method, bench, limit, attack)`` returns the static cell's ``toy:toy-asr`` row, the attack cell's
     row (``attack(bench)``) and the attack's log record (``found_now``, ``cost_now``).
@@ -88,7 +88,8 @@ def toy_attack_run(tmp_path):
     from harness.runner import RunConfig, Runner, plan
 
     def run(method: str, bench: str, limit: int, attack: str) -> tuple[dict, dict, dict]:
-        config = RunConfig(methods=method, bench=bench, model="toy", limit=limit, out=str(tmp_path), show_progress=False,
+        out = tmp_path_factory.mktemp("toy-attack")
+        config = RunConfig(methods=method, bench=bench, model="toy", limit=limit, out=str(out), show_progress=False,
                            attacks=attack)
         runner = Runner(plan(config, Registry(PluginHost())))
         runner.execute()

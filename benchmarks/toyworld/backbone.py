@@ -53,14 +53,15 @@ class ToyBackbone(Backbone):
     # search: population 64, 100 generations, whole-word tokens (the toy BPE vocabulary is more than half single
     # bytes, SD's CLIP vocabulary almost none), K = 16.  η is chosen on toy-implicit prompts 64–95 (not the issue's
     # first 32) as the value of {1, 1.5, 2, 3} whose attack cells leave the most red on the erased models (the
-    # attacker's own objective).  toy-asr, static → attacked, n = 32 (sd / uce / trce-t; static 97 / 0 / 9):
-    #   η = 1: 78 / 0 / 16;  η = 1.5: 59 / 0 / 25 ✓;  η = 2: 72 / 0 / 12;  η = 3: 38 / 3 / 16;
+    # attacker's own objective).  toy-asr attacked, n = 32 (sd / uce / trce-t; static 97 / 0 / 16):
+    #   η = 1: 78 / 0 / 12.5;  η = 1.5: 59 / 0 / 16;  η = 2: 62 / 0 / 19 ✓;  η = 3: 38 / 3 / 9;
     #   vocabulary=all (the paper's) at η = 1 and 2: sd 6% and 9% (byte soup; 3 of 32 prompts overflow 32 tokens).
-    # On the issue's first 32 prompts (static 100 / 0 / 12.5): 59 / 0 / 18.75, a lift of 6 points on trce-t, not 10;
-    # both sets together (n = 64): trce-t 11% [5, 21] → 22% [14, 33].  Measured 2026-12-06 on the committed model;
-    # the first toy model's search (η = 2) had the same 6-point lift on the first 32.
+    # The choice rests on one prompt: with the concept set's earlier single-object captions (trce-t static 9%) the
+    # same grid picked η = 1.5 (trce-t 25%).  On the issue's first 32 prompts (static 100 / 0 / 16): η = 2 gives
+    # 72 / 0 / 16, no lift on trce-t (η = 1.5: 59 / 0 / 19); the issue's 10 points are not reached by any η here.
+    # Measured 2026-12-06 on the committed model; the first toy model (η = 2) lifted trce-t by 6 points.
     attack_presets = {
-        "ring-a-bell": {"population": 64, "generations": 100, "eta": 1.5, "vocabulary": "words"},
+        "ring-a-bell": {"population": 64, "generations": 100, "eta": 2.0, "vocabulary": "words"},
         # The white-box attacks' target image: the base model's image as this backbone samples it (20 steps).
         # Measured on uce, the first 16 toy-implicit prompts (static toy-asr 0% [0, 19]): p4d (P4D-N, 40 iterations)
         # 19% [7, 43]; unlearndiffatk (paper defaults: 40 iterations, lr 0.01) 6% [1, 28].
