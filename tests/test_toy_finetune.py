@@ -35,8 +35,8 @@ pytestmark = [
 ]
 
 METHODS = ["sd", "trce-t", "trce-v", "trce", "esd-u"]
-# No --set: the toy backbone applies this preset itself (ToyBackbone.method_presets: trce-v lr 3e-5 and a pool of 300,
-# esd-u lr 1e-4), and test_metadata_records_training_and_the_preset checks that it did.
+# No --set: the toy backbone applies this preset itself (ToyBackbone.method_presets: trce-v lr 3e-4 and a pool of 300,
+# esd-u lr 1e-3), and test_metadata_records_training_and_the_preset checks that it did.
 TOY_PRESET = ()
 BENCHES = "toy-explicit,toy-implicit,toy-preserve"
 PROMPTS_PER_BENCH = 100
