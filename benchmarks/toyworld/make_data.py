@@ -85,7 +85,7 @@ def training_mix_captions(rng: random.Random, colours: list[str], slugs: list[st
     """Distinct captions drawn as the model's training captions are, restricted to kept concepts: two-object scenes
     (``training_mix_v2.compose``), plain single objects (``style_plain`` of the rest) and single objects in a kept
     artist's style.  A preservation set without two-object captions leaves closed-form edits free to break them
-    (TRCE-T's toy-compose binding: 36% without, 73% with, sd 78%; n = 100)."""
+    (TRCE-T's toy-compose binding: 36% with single-object captions, 69% with these, sd 78%; n = 100)."""
     mix = world.vocab()["training_mix_v2"]
     captions: list[str] = []
     while len(captions) < count:
