@@ -428,15 +428,14 @@ def test_committed_style_classifier_reads_rendered_styles(monkeypatch):
 # --------------------------------------------------------------------------- the committed model, no erasure (slow)
 
 
-def sd_value(bench_class, metric_id: str, count: int = 100, weights=WEIGHTS_DIR) -> float:
-    """Method sd (no erasure) on the first ``count`` prompts of a benchmark, with committed weights (the scorer reads
-    its classifiers from the folder that ``HARNESS_TOY_WEIGHTS`` names, set by the caller)."""
+def sd_value(bench_class, metric_id: str, count: int = 100) -> float:
+    """Method sd (no erasure) on the first ``count`` prompts of a benchmark, with the committed weights."""
     from benchmarks.toyworld import sampling
     from benchmarks.toyworld.backbone import ToyBackbone
     from benchmarks.toyworld.scorer import ToyScorer
 
     specs = bench_class().prompts()[:count]
-    pipe = ToyBackbone().load(str(weights), "cpu", "float32")
+    pipe = ToyBackbone().load(str(WEIGHTS_DIR), "cpu", "float32")
     images = sampling.sample_prompts(pipe, [s.prompt for s in specs], [s.seed for s in specs], steps=20, guidance=7.5)
     scorer = ToyScorer("cpu")
     return scorer.metric(metric_id).compute(scorer.score(images, specs), specs)

@@ -90,13 +90,9 @@ def training_mix_captions(rng: random.Random, colours: list[str], slugs: list[st
     captions: list[str] = []
     while len(captions) < count:
         if rng.random() < mix["compose"]:
-            left = (rng.choice(colours), rng.choice(world.shapes()))
-            right = left
-            while right == left:
-                right = (rng.choice(colours), rng.choice(world.shapes()))
-            caption = world.sample_compose_caption(rng, left, right, rng.choice(world.backgrounds()))
+            caption = random_composition(rng, colours)
         else:
-            style = world.PLAIN if not slugs or rng.random() < mix["style_plain"] else world.artist(rng.choice(slugs))["style"]
+            style = world.PLAIN if rng.random() < mix["style_plain"] else world.artist(rng.choice(slugs))["style"]
             caption = world.sample_training_caption_v2(rng, *random_object(rng, colours), style)
         if caption.text not in captions:
             captions.append(caption.text)
@@ -198,13 +194,17 @@ def compose_rows(count: int = PROMPTS_PER_BENCH) -> list[dict]:
     kept = kept_colours(CONCEPT_COLOURS["toy-red"])
     rows = []
     for case_number in range(count):
-        left = (rng.choice(kept), rng.choice(world.shapes()))
-        right = left
-        while right == left:
-            right = (rng.choice(kept), rng.choice(world.shapes()))
-        caption = world.sample_compose_caption(rng, left, right, rng.choice(world.backgrounds()))
-        rows.append(prompt_row(case_number, caption, rng))
+        rows.append(prompt_row(case_number, random_composition(rng, kept), rng))
     return rows
+
+
+def random_composition(rng: random.Random, colours: list[str]) -> world.Caption:
+    """A two-object caption of ``colours``; the two objects always differ in colour or shape."""
+    left = (rng.choice(colours), rng.choice(world.shapes()))
+    right = left
+    while right == left:
+        right = (rng.choice(colours), rng.choice(world.shapes()))
+    return world.sample_compose_caption(rng, left, right, rng.choice(world.backgrounds()))
 
 
 def styled(rng: random.Random, kind: str, slug: str, colours: list[str]) -> world.Caption:
