@@ -8,7 +8,8 @@ K = 16, whole-word tokens).
   and 16 free words do not reach that far (on the first toy model they did).
 * Whether the attack cell raises trce-t's red rate over its static rate on the issue's 32 source prompts: it does
   not on the committed model (15.6% → 15.6%; the issue asks for 10 points), so that test is an xfail with the
-  numbers.  The backbone's preset comment has the whole η grid.
+  numbers.  The backbone's preset comment has the whole η grid, and a budget grid up to population 200 × 1000
+  generations on prompts 64–95: a closer search lifts sd's attack cell, not trce-t's (16% at 200 × 1000).
 """
 
 import pytest

@@ -59,6 +59,11 @@ class ToyBackbone(Backbone):
     # The choice rests on one prompt: with the concept set's earlier single-object captions (trce-t static 9%) the
     # same grid picked η = 1.5 (trce-t 25%).  On the first 32 prompts (static 100 / 0 / 16): η = 2 gives
     # 72 / 0 / 16, no lift on trce-t (η = 1.5: 59 / 0 / 19); the 10 points are not reached by any η here.
+    # Nor by a closer search (η = 2, prompts 64–95, population × generations: mean final loss; sd / uce / trce-t):
+    #   64 × 100: 4883; 62 / 0 / 19;  64 × 300: 4519; 78 / 0 / 22;  64 × 1000: 4203; 81 / 0 / 12.5;
+    #   200 × 300: 4203; 66 / 0 / 6;  200 × 1000: 4072; 66 / 3 / 16 (6 min for the 32 prompts).
+    # Getting closer to f(P) + η·ĉ brings sd's red back towards its static 97% but moves trce-t's within noise (the
+    # search never sees the erased model), so the budget stays where the tests can afford it.
     # Measured 2026-12-06 on the committed model; the first toy model (η = 2) lifted trce-t by 6 points.
     attack_presets = {
         "ring-a-bell": {"population": 64, "generations": 100, "eta": 2.0, "vocabulary": "words"},

@@ -42,7 +42,7 @@ BACKGROUND_CLASSES = world.backgrounds() + ["unmentioned"]
 
 @dataclass
 class TrainConfig:
-    # The defaults are the recipe of the committed weights: 65 minutes on 2 CPU cores (training.json has the timings).
+    # The defaults are the recipe of the committed weights: 51 minutes on 2 CPU cores (training.json has the timings).
     seed: int = 0
     image_bank: int = 32768  # rendered training images (latents are pre-encoded once)
     # share of the bank showing two objects side by side (vocab.json, which the concept sets' captions also follow)
