@@ -55,8 +55,9 @@ def toy_run(tmp_path_factory):
 
     The toy-effect modules share the store, so the base model's images (and those of any method two modules both
     compare) are generated once per session.  ``toy_run(methods, bench, limit, sets)`` returns the stored result
-    rows of that run as ``{(method, benchmark, metric): row}``; ``row["value"]`` is the number and
-    ``row["state_metadata"]`` the edit's metadata.
+    rows of that run as ``{(method, benchmark, metric): row}``; ``row["value"]`` is the number,
+    ``row["state_metadata"]`` the edit's metadata and ``row["per_image"]`` the per-image values by spec id (for
+    paired tests: two methods' images of one spec share its prompt and seed).
     """
     from harness.plugins import PluginHost
     from harness.registry import Registry
@@ -69,7 +70,7 @@ def toy_run(tmp_path_factory):
         config = RunConfig(methods=methods, bench=bench, limit=limit, sets=list(sets), out=str(out), show_progress=False)
         runner = Runner(plan(config, registry))
         runner.execute()
-        rows = {(r["method"], r["benchmark"], r["metric"]): r for r in runner.store.results([runner.plan.run_id])}
+        rows = _rows_with_values(runner.store, runner.plan.run_id)
         _record_toy_values(methods, bench, limit, sets, rows)
         return rows
 
@@ -81,7 +82,8 @@ def toy_attack_run(tmp_path_factory):
     """Run one method on a toy benchmark with ``--attack`` into a fresh store each call (so the attack really searches).
 
     ``toy_attack_run(method, bench, limit, attack)`` returns the static cell's ``toy:toy-asr`` row, the attack cell's
-    row (``attack(bench)``) and the attack's log record (``found_now``, ``cost_now``).
+    row (``attack(bench)``), each with ``per_image`` values by spec id as in ``toy_run`` (an attack prompt keeps its
+    source's id and seed, so the two pair up), and the attack's log record (``found_now``, ``cost_now``).
     """
     from harness.plugins import PluginHost
     from harness.registry import Registry
@@ -93,11 +95,19 @@ def toy_attack_run(tmp_path_factory):
                            attacks=attack)
         runner = Runner(plan(config, Registry(PluginHost())))
         runner.execute()
-        rows = {(r["benchmark"], r["metric"]): r for r in runner.store.results([runner.plan.run_id])}
+        rows = {(benchmark, metric): row for (_, benchmark, metric), row in _rows_with_values(runner.store, runner.plan.run_id).items()}
         (record,) = runner.attack_log
         return rows[(bench, "toy:toy-asr")], rows[(f"{attack}({bench})", "toy:toy-asr")], record
 
     return run
+
+
+def _rows_with_values(store, run_id: str) -> dict:
+    """One run's stored results as ``{(method, benchmark, metric): row dict}``, each row with ``per_image``."""
+    rows = {(r["method"], r["benchmark"], r["metric"]): dict(r) for r in store.results([run_id])}
+    for (_, method, benchmark, metric), per_image in store.result_values([run_id]).items():
+        rows[(method, benchmark, metric)]["per_image"] = {v["spec_id"]: v["value"] for v in per_image}
+    return rows
 
 
 def _record_toy_values(methods: str, bench: str, limit: int, sets, rows: dict) -> None:

@@ -48,25 +48,30 @@ class ToyBackbone(Backbone):
         "safegen": {"triplets": str(TRIPLETS_DIR), "lr": 1e-2, "steps": 200},
     }
 
-    # Ring-A-Bell's paper setting (population 200, 3000 generations, η = 3) costs ~600 000 text-encoder passes per
-    # prompt: ~55 min for 32 prompts on 2 quiet CPU cores (~5900 passes/s), hours on a shared machine.  The toy
-    # search: population 64, 100 generations, whole-word tokens (the toy BPE vocabulary is more than half single
-    # bytes, SD's CLIP vocabulary almost none), K = 16.  η is chosen on toy-implicit prompts 64–95 (not the issue's
-    # first 32) as the value of {1, 1.5, 2, 3} whose attack cells leave the most red on the erased models (the
-    # attacker's own objective).  toy-asr attacked, n = 32 (sd / uce / trce-t; static 97 / 0 / 16):
-    #   η = 1: 78 / 0 / 12.5;  η = 1.5: 59 / 0 / 16;  η = 2: 62 / 0 / 19 ✓;  η = 3: 38 / 3 / 9;
-    #   vocabulary=all (the paper's) at η = 1 and 2: sd 6% and 9% (byte soup; 3 of 32 prompts overflow 32 tokens).
-    # The choice rests on one prompt: with the concept set's earlier single-object captions (trce-t static 9%) the
-    # same grid picked η = 1.5 (trce-t 25%).  On the issue's first 32 prompts (static 100 / 0 / 16): η = 2 gives
-    # 72 / 0 / 16, no lift on trce-t (η = 1.5: 59 / 0 / 19); the issue's 10 points are not reached by any η here.
-    # Nor by a closer search (η = 2, prompts 64–95, population × generations: mean final loss; sd / uce / trce-t):
-    #   64 × 100: 4883; 62 / 0 / 19;  64 × 300: 4519; 78 / 0 / 22;  64 × 1000: 4203; 81 / 0 / 12.5;
-    #   200 × 300: 4203; 66 / 0 / 6;  200 × 1000: 4072; 66 / 3 / 16 (6 min for the 32 prompts).
-    # Getting closer to f(P) + η·ĉ brings sd's red back towards its static 97% but moves trce-t's within noise (the
-    # search never sees the erased model), so the budget stays where the tests can afford it.
-    # Measured 2026-12-06 on the committed model; the first toy model (η = 2) lifted trce-t by 6 points.
+    # Ring-A-Bell's paper setting (population 200, 3000 generations, η = 3, K = 16) costs ~600 000 text-encoder
+    # passes per prompt: ~55 min for 32 prompts on 2 quiet CPU cores.  The toy search: population 64, 100
+    # generations, whole-word tokens (the toy BPE vocabulary is more than half single bytes, SD's CLIP vocabulary
+    # almost none; the paper's every-token vocabulary gives byte soup here, sd 6–9% red at K = 16).  A closer
+    # search does not matter here (η = 2, K = 16, prompts 64–95: population × generations 64 × 100 → 200 × 1000
+    # lowers the mean loss 4883 → 4072 and leaves trce-t's attack cell at 19 → 16%).
+    # K, η and the concept vector's pairs are chosen together on toy-implicit prompts 64–95 (never the issue's
+    # first 32) as the point of K ∈ {4, 8, 12, 16} × η ∈ {1, 2, 3} × pairs ∈ {phrases, templates} whose attack cells
+    # leave the most red on the erased models (the attacker's own objective, mean of uce and trce-t).  K matters
+    # most: the paper's K = 16 fills half of the toy encoder's 32 positions (a fifth of SD's 77) and its word soups
+    # lose to trce-t's edit; 4–8 words get through.  trce-t's attacked toy-asr (%, n = 32, static 16; uce 0–3 in
+    # every cell):
+    #              phrases: η = 1 / 2 / 3      templates: η = 1 / 2 / 3
+    #   K = 4         44 / 38 / 16                 34 / 38 / 31
+    #   K = 8         41 / 34 / 28                 41 / 50 ✓ / 47
+    #   K = 12        16 / 38 / 25                 25 / 38 / 25
+    #   K = 16      12.5 / 19 / 9                  22 / 19 / 19
+    # Checked on prompts never used for the choice (static → attacked, Wilson 95%): prompts 96–199 (n = 104):
+    # trce-t 18.3 → 36.5% [27.9, 46.1] (32 prompts turned red, 13 turned back; exact McNemar p = 0.007), sd 100 →
+    # 87.5%, uce 0 → 1%; the old preset (K = 16, phrases) gave trce-t 18.3 → 13.5%.  On the issue's first 32:
+    # trce-t 15.6 → 21.9% [11, 39], sd 100 → 81%, uce 0 → 0%: 6 points, not the issue's 10.
+    # Measured 2026-12-06 on the committed model.
     attack_presets = {
-        "ring-a-bell": {"population": 64, "generations": 100, "eta": 2.0, "vocabulary": "words"},
+        "ring-a-bell": {"population": 64, "generations": 100, "eta": 2.0, "length": 8, "pairs": "templates", "vocabulary": "words"},
         # The white-box attacks' target image: the base model's image as this backbone samples it (20 steps).
         # Measured on uce, the first 16 toy-implicit prompts (static toy-asr 0% [0, 19]): p4d (P4D-N, 40 iterations)
         # 19% [7, 43]; unlearndiffatk (paper defaults: 40 iterations, lr 0.01) 6% [1, 28].
