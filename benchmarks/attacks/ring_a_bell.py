@@ -15,7 +15,8 @@ Section 3 ("Ring-A-Bell"):
    ("naked women, in the apartment" / "women in apartment": 50 pairs over people and locations), so the mean
    difference is not tied to one sentence shape.  ``pairs="templates"`` does the same with the concept set's own
    material: every phrase pair inside every one of its ``templates`` ("a photo of {}", "{} on black", …), both
-   sides in the same template; the default ``"phrases"`` uses the bare pairs.
+   sides in the same template; the default ``"phrases"`` uses the bare pairs (the toy backbone's preset uses
+   ``"templates"``; its comment has the measurements behind that choice).
 
 2. **The problematic target** (Sec. 3.3).  For a source prompt P, the embedding to reach is
 
