@@ -27,7 +27,10 @@ Which parameters train (``methods/finetune.py``, ``PARAMETER_GROUPS``):
   ``esd-u``: weights and biases of every Linear/Conv2d outside ``attn2`` (so also
   ``conv_in``, ``conv_out`` and the time embedding, but no norms).
 * ``esd-x``: every cross-attention parameter (``attn2.to_q/to_k/to_v/to_out``).  Both
-  generations of the code select the same tensors, so ``parameters`` does not matter.
+  generations of the code select the same tensors (``paper`` and ``diffusers`` are the same set).
+  ``parameters="strict"`` is the 2025 code's ``esd-x-strict``: only the key and value
+  projections ``attn2.to_k/to_v``, which read the text, so the query (image features) and
+  the output projection, shared by every prompt, stay as they were.
 
 Concept set → prompts: the ``erase`` keywords, one drawn uniformly per iteration (the
 paper code's ``--seperator`` mode; "sexual" erases "nudity" as in the ESD paper, the I2P
@@ -86,6 +89,7 @@ PARAMETER_SETS = {
     ("esd-u", "diffusers"): "non-cross-attention-diffusers",
     ("esd-x", "paper"): "cross-attention",
     ("esd-x", "diffusers"): "cross-attention",
+    ("esd-x", "strict"): "cross-attention-key-value",  # the 2025 code's esd-x-strict
 }
 
 
@@ -113,7 +117,8 @@ class ESD(FineTuneMethod):
         resolution: int = param(0, ge=0, multiple_of=8)  # px; 0 = the backbone's native size (512 for SD v1.4)
         optimizer: str = "adam"
         keywords: int = param(0, ge=0)  # use the first N erase keywords, 0 = all
-        parameters: str = "paper"  # "paper" (CompVis noxattn/xattn) or "diffusers" (2025 code); matters for esd-u
+        # "paper" (CompVis noxattn/xattn) or "diffusers" (2025 code): differ for esd-u; esd-x also takes "strict"
+        parameters: str = "paper"
         sample_with_trainable: bool = False  # quirk: paper code samples x_t with the model being trained
         max_steps: int = param(0, ge=0)  # cap on iterations, 0 = iterations
         seed: int = 0  # keyword and step draws
@@ -123,7 +128,8 @@ class ESD(FineTuneMethod):
     def trainable_group(self) -> str:
         group = PARAMETER_SETS.get((self.variant, self.params.parameters))
         if group is None:
-            raise HarnessError(f"{self.name}: parameters={self.params.parameters!r}: choose 'paper' or 'diffusers'")
+            choices = " or ".join(repr(p) for variant, p in PARAMETER_SETS if variant == self.variant)
+            raise HarnessError(f"{self.name}: parameters={self.params.parameters!r}: choose {choices}")
         return group
 
     def keywords(self, concepts: ConceptSet) -> list[str]:

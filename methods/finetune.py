@@ -76,6 +76,12 @@ def _is_cross_attention(name: str) -> bool:
     return ".attn2." in _dotted(name)
 
 
+def _cross_attention_key_value(name: str) -> bool:
+    """ESD-x-strict: the cross-attention key and value projections only (rohitgandikota/erasing @ 25613d2 ``esd_sd.py``)."""
+    dotted = _dotted(name)
+    return ".attn2.to_k." in dotted or ".attn2.to_v." in dotted
+
+
 def _trce_visual_layers(name: str) -> bool:
     """TRCE §4.2 / A.3: self-attention layers and the query matrices of cross-attention."""
     dotted = _dotted(name)
@@ -103,6 +109,7 @@ PARAMETER_GROUPS = {
     "self-attention+query": "TRCE-V: every attn1 parameter and attn2.to_q (§4.2 'visual layers')",
     "self-attention": "SafeGen: every attn1 parameter (to_q, to_k, to_v, to_out)",
     "cross-attention": "ESD-x: every attn2 parameter (to_q, to_k, to_v, to_out), as CompVis 'xattn' and diffusers 'esd-x'",
+    "cross-attention-key-value": "ESD-x, 2025 diffusers code's 'esd-x-strict': attn2.to_k and attn2.to_v only",
     "non-cross-attention": "ESD-u, paper code ('noxattn'): all but attn2, time_embedding, conv_norm_out, conv_out",
     "non-cross-attention-diffusers": "ESD-u, 2025 diffusers code ('esd-u'): weights and biases of every Linear/Conv2d outside attn2 (no norms)",
 }
@@ -123,6 +130,7 @@ def parameter_group(unet, group: str) -> list[str]:
             "self-attention+query": _trce_visual_layers,
             "self-attention": _self_attention,
             "cross-attention": _is_cross_attention,
+            "cross-attention-key-value": _cross_attention_key_value,
             "non-cross-attention": _esd_u_paper,
         }[group]
         names = [name for name, _ in unet.named_parameters() if predicate(name)]

@@ -57,11 +57,13 @@ def test_parameter_groups_select_by_module_name(tiny):
     names = {name for name, _ in tiny.unet.named_parameters()}
     visual = set(parameter_group(tiny.unet, "self-attention+query"))
     cross = set(parameter_group(tiny.unet, "cross-attention"))
+    cross_kv = set(parameter_group(tiny.unet, "cross-attention-key-value"))
     esd_u = set(parameter_group(tiny.unet, "non-cross-attention"))
     esd_u_new = set(parameter_group(tiny.unet, "non-cross-attention-diffusers"))
 
     assert visual == {n for n in names if ".attn1." in n or ".attn2.to_q." in n}
     assert cross == {n for n in names if ".attn2." in n}
+    assert cross_kv == {n for n in cross if ".to_k." in n or ".to_v." in n} and len(cross_kv) < len(cross)
     # paper ESD-u: no cross-attention, no time embedding, no output layers; conv_in, norms and time_emb_proj train
     assert esd_u == names - cross - {n for n in names if n.startswith(("time_embedding.", "conv_norm_out.", "conv_out."))}
     assert "conv_in.weight" in esd_u and any("time_emb_proj" in n for n in esd_u) and any("norm" in n for n in esd_u)
@@ -80,6 +82,7 @@ def test_parameter_groups_select_by_module_name(tiny):
         (ESDU, QUICK_ESD, "non-cross-attention"),
         (ESDU, {**QUICK_ESD, "parameters": "diffusers"}, "non-cross-attention-diffusers"),
         (ESDX, QUICK_ESD, "cross-attention"),
+        (ESDX, {**QUICK_ESD, "parameters": "strict"}, "cross-attention-key-value"),
     ],
 )
 def test_only_the_declared_parameter_group_changes(method_cls, params, group, pipe, ctx):
