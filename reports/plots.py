@@ -122,24 +122,27 @@ def _grouped_bars(board: Leaderboard, columns: list[Column], labels: list[str], 
             look = {"facecolor": palette.colour(row.method), "hatch": palette.hatch(row.method), "edgecolor": "#333333", "linewidth": 0.4}
             bars = axes.bar(offsets, heights, bar_width * 0.92, label=row.method, **look)
             spans = []  # the 95% interval of each bar, one line collection per method
-            for offset, i in zip(offsets, indices):
+            tops = list(heights)  # where each value label sits: above the bar and above its interval, never across it
+            for k, (offset, i) in enumerate(zip(offsets, indices)):
                 found = row.intervals[i] if row.intervals else None
                 if found is not None and found.known and _finite(row.values[i]):
                     scale = _scale(board.columns[i])
                     spans.append((offset, found.low * scale, found.high * scale))
                     highest = max(highest, found.high * scale)
+                    tops[k] = max(tops[k], found.high * scale)
             if spans:
                 xs, lows, highs = zip(*spans)
                 axes.vlines(xs, lows, highs, colors="#222222", linewidth=0.7, zorder=3)
             handles.append(Patch(label=row.method, **look))  # a hidden first bar must not hide the legend swatch
-            texts = []
-            for bar, i in zip(bars, indices):
+            for bar, i, top in zip(bars, indices, tops):
                 if _finite(row.values[i]):
-                    texts.append(format_value(row.values[i], board.columns[i], decimals=1, percent_sign=""))
+                    text = format_value(row.values[i], board.columns[i], decimals=1, percent_sign="")
                 else:
                     bar.set_visible(False)  # no result: no bar, rather than a bar of height 0
-                    texts.append("n/a")
-            axes.bar_label(bars, texts, padding=1.5, fontsize=label_size, rotation=90 if len(rows) > 3 else 0, color="#333333")
+                    text = "n/a"
+                axes.annotate(text, (bar.get_x() + bar.get_width() / 2, top), xytext=(0, 1.5), textcoords="offset points",
+                              ha="center", va="bottom", fontsize=label_size, rotation=90 if len(rows) > 3 else 0,
+                              color="#333333")
         # Tilt the group names only when they would not fit side by side.
         inches_per_group = (width - 1.2) / len(columns)
         tilt = max(len(label) for label in labels) * 0.085 > inches_per_group
@@ -148,6 +151,8 @@ def _grouped_bars(board: Leaderboard, columns: list[Column], labels: list[str], 
         axes.set_title(title)
         # Headroom for the value labels (rotated when there are many bars).
         axes.set_ylim(0, (highest or 1.0) * (1.22 if len(rows) > 3 else 1.1))
+        if all(c.rate for c in columns):
+            _ticks_inside(axes, "y", 0.0, 100.0)  # the headroom is for labels: a rate has no 120% tick
         _legend(axes, handles, width)
     return figure
 
@@ -251,15 +256,32 @@ def pareto_front(points: dict[str, tuple[float, float]], lower_x: bool, lower_y:
 
 
 def _zoomed(values: list[float], rate: bool, non_negative: bool) -> tuple[float, float]:
-    """Axis limits around ``values`` with a margin, clamped to 0-100 for a rate and to >= 0 for a non-negative score."""
+    """Axis limits around ``values`` with a margin, clamped to 0-100 for a rate and to >= 0 for a non-negative score.
+
+    A clamped edge keeps a sliver (2% of the view) beyond it, so that a method at exactly 0 or 100% and its error
+    bar sit inside the frame instead of under the axis line; the ticks there still stop at 0 and 100.
+    """
     low, high = min(values), max(values)
     pad = max((high - low) * 0.15, 2.0 if rate else max(abs(high), 1e-3) * 0.05)
     low, high = low - pad, high + pad
-    if rate:
-        low, high = max(low, 0.0), min(high, 100.0)
-    elif non_negative:
-        low = max(low, 0.0)
+    floor, ceiling = (0.0, 100.0) if rate else (0.0 if non_negative else None, None)
+    if floor is not None and low < floor:
+        low = floor
+    if ceiling is not None and high > ceiling:
+        high = ceiling
+    sliver = (high - low) * 0.02
+    if floor is not None and low == floor and min(values) - floor < sliver:
+        low -= sliver
+    if ceiling is not None and high == ceiling and ceiling - max(values) < sliver:
+        high += sliver
     return low, high
+
+
+def _ticks_inside(axes, which: str, low: float | None, high: float | None) -> None:
+    """Drop the ticks a sliver beyond a clamped edge would add (a rate never reads -5% or 105%)."""
+    get, set_ = (axes.get_xticks, axes.set_xticks) if which == "x" else (axes.get_yticks, axes.set_yticks)
+    limits = axes.get_xlim() if which == "x" else axes.get_ylim()
+    set_([t for t in get() if limits[0] <= t <= limits[1] and (low is None or t >= low) and (high is None or t <= high)])
 
 
 def tradeoff(board: Leaderboard, preservation: Column):
@@ -317,6 +339,8 @@ def tradeoff(board: Leaderboard, preservation: Column):
             non_negative = all(v >= 0 for v in ys)
             axes.set_xlim(*_zoomed(xs, x_rate, True))
             axes.set_ylim(*_zoomed(ys, preservation.rate, non_negative))
+            _ticks_inside(axes, "x", 0.0, 100.0 if x_rate else None)
+            _ticks_inside(axes, "y", 0.0 if preservation.rate or non_negative else None, 100.0 if preservation.rate else None)
         outside = []
         for method, (x, y) in base_points.items():
             (x_low, x_high), (y_low, y_high) = axes.get_xlim(), axes.get_ylim()
