@@ -313,14 +313,16 @@ def tradeoff(board: Leaderboard, preservation: Column):
         figure = _new_figure(5.6, 3.8)
         axes = figure.axes[0]
         axes.grid(True, axis="both")
+        markers = {}
         for method, (x, y) in everything.items():
             xerr, yerr = bars.get(method, (None, None))
             if xerr or yerr:
                 axes.errorbar([x], [y], xerr=[[x - xerr[0]], [xerr[1] - x]] if xerr else None,
                               yerr=[[y - yerr[0]], [yerr[1] - y]] if yerr else None, fmt="none", ecolor=palette.colour(method),
                               elinewidth=0.8, capsize=2, zorder=2.5)
-            axes.scatter([x], [y], s=80 if method in base_points else 44, color=palette.colour(method), marker=palette.marker(method),
-                         edgecolors="black", linewidths=0.5, zorder=3, label=method + (" (base model)" if method in base_points else ""))
+            markers[method] = axes.scatter([x], [y], s=80 if method in base_points else 44, color=palette.colour(method),
+                                           marker=palette.marker(method), edgecolors="black", linewidths=0.5, zorder=3,
+                                           label=method + (" (base model)" if method in base_points else ""))
         if len(front) > 1:
             xs, ys = zip(*(points[m] for m in front))
             axes.plot(xs, ys, linestyle="--", color="#555555", linewidth=1, zorder=2, label="Pareto front")
@@ -330,7 +332,6 @@ def tradeoff(board: Leaderboard, preservation: Column):
         axes.set_xlabel(f"{erasure_what}{unit}, lower is better")
         axes.set_ylabel(axis_label(f"{preservation.name} on {preservation.title}", preservation))
         axes.set_title(f"Erasure vs. {preservation.name}")
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         # Zoom on the methods (with their intervals); the base model only widens the view when no method is plotted.
         focus = points or base_points
         if focus:
@@ -341,15 +342,19 @@ def tradeoff(board: Leaderboard, preservation: Column):
             axes.set_ylim(*_zoomed(ys, preservation.rate, non_negative))
             _ticks_inside(axes, "x", 0.0, 100.0 if x_rate else None)
             _ticks_inside(axes, "y", 0.0 if preservation.rate or non_negative else None, 100.0 if preservation.rate else None)
+        # A base model outside the view is named in the legend with its values, not in a note on the plot, where it
+        # could cover a method's point.
         outside = []
         for method, (x, y) in base_points.items():
             (x_low, x_high), (y_low, y_high) = axes.get_xlim(), axes.get_ylim()
             if not (x_low <= x <= x_high and y_low <= y <= y_high):
-                outside.append(f"{method} (base model, off the zoomed axes): x = {x:.1f}{'%' if x_rate else ''}, "
-                               f"y = {y:.{1 if preservation.rate else preservation.decimals}f}{'%' if preservation.rate else ''}")
-        if outside:
-            axes.text(0.01, 0.01, "\n".join(outside), transform=axes.transAxes, fontsize=6.5, color="#444444", ha="left", va="bottom")
-        _annotate(figure, axes, {m: xy for m, xy in everything.items() if m not in base_points or not outside})
+                outside.append(method)
+                markers[method].set_label(
+                    f"{method} (base model,\noff the zoomed axes:\nx = {x:.1f}{'%' if x_rate else ''}, "
+                    f"y = {y:.{1 if preservation.rate else preservation.decimals}f}{'%' if preservation.rate else ''})"
+                )
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        _annotate(figure, axes, {m: xy for m, xy in everything.items() if m not in outside})
     figure.pareto = front  # for tests and captions
     figure.points = {**base_points, **points}
     figure.columns = erasure_columns

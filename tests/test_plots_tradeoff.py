@@ -34,8 +34,10 @@ def test_tradeoff_zooms_on_the_methods_clamps_rates_and_draws_intervals(board):
     methods = {m: xy for m, xy in figure.points.items() if m != "sd"}
     # the base model (ASR ~ 89%) would squeeze the methods into a corner: the view holds the methods only
     assert x_low <= min(x for x, _ in methods.values()) and max(x for x, _ in methods.values()) <= x_high < figure.points["sd"][0]
-    notes = [t.get_text() for t in axes.texts if "base model" in t.get_text()]
-    assert len(notes) == 1 and notes[0].startswith("sd (base model, off the zoomed axes)")
+    # named with its values in the legend, not in a note that could cover a method's point
+    notes = [t.get_text() for t in axes.get_legend().get_texts() if "base model" in t.get_text()]
+    assert len(notes) == 1 and notes[0].startswith("sd (base model,\noff the zoomed axes:\nx = ")
+    assert not [t for t in axes.texts if "base model" in t.get_text()]
     # one error bar per axis per method that has per-image values (x: stratified bootstrap; y: Wilson)
     error_lines = [c for c in axes.collections if isinstance(c, matplotlib.collections.LineCollection)]
     assert len(error_lines) == 2 * len(figure.points)
