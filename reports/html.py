@@ -9,7 +9,17 @@ import html
 import io
 import json
 
-from reports.leaderboard import Leaderboard, format_cost, format_erase_cost, format_interval, format_value, interval_of, rule_text
+from reports.leaderboard import (
+    Leaderboard,
+    cell_n_text,
+    format_cost,
+    format_erase_cost,
+    format_interval,
+    format_value,
+    interval_of,
+    n_text,
+    rule_text,
+)
 
 CSS = """
 body { font: 14px/1.45 "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; color: #222; margin: 0 auto; max-width: 1280px; padding: 16px 24px 48px; }
@@ -26,7 +36,7 @@ th { background: #f4f4f4; border-bottom: 2px solid #999; vertical-align: bottom;
 #leaderboard td { padding: 3px 6px; }
 #leaderboard td.method { white-space: normal; max-width: 150px; }
 #leaderboard td.text { max-width: 150px; font-size: 12px; }
-.ci { display: block; color: #666; font-size: 11px; font-weight: 400; }
+.ci, .n { display: block; color: #666; font-size: 11px; font-weight: 400; }
 .tie::after { content: " ≈"; color: #666; }
 th.group { text-align: center; border-bottom: 1px solid #bbb; background: #fafafa; }
 td.method, th.method { text-align: left; font-weight: 600; }
@@ -64,7 +74,8 @@ def _e(text) -> str:
 def _header(column, label: str) -> str:
     arrow = "↓" if column.lower_is_better else "↑"
     unit = " (%)" if column.rate else ""  # the unit once, in the header: cells carry none
-    return f"{_e(label)}{unit} {arrow}"
+    n = n_text(column)
+    return f"{_e(label)}{unit} {arrow}" + (f'<span class="n">{_e(n)}</span>' if n else "")
 
 
 def column_groups(board: Leaderboard) -> list[tuple[str, list[int], list[str]]]:
@@ -99,6 +110,9 @@ def _cell(board: Leaderboard, row_index: int, index: int, start: bool) -> str:
     inner = f'<span class="{css}">{_e(value)}</span>' if css else _e(value)
     if interval:
         inner += f'<span class="ci">{_e(interval)}</span>'
+    own_n = cell_n_text(row, column)
+    if own_n:
+        inner += f'<span class="n">{_e(own_n)}</span>'
     return f'<td class="{"start" if start else ""}">{inner}</td>'
 
 
@@ -137,7 +151,7 @@ def metrics_table(board: Leaderboard) -> str:
         kind = "average" if column.is_average else f"{column.role}{', adversarial' if column.adversarial else ''}"
         out.append(
             f'<tr><td class="text">{_e(column.benchmark)}</td><td class="text">{_e(column.name)} <code>{_e(column.metric)}</code></td>'
-            f'<td>{"" if column.n is None else column.n}</td><td>{"lower" if column.lower_is_better else "higher"}</td>'
+            f'<td>{_e(n_text(column).removeprefix("n="))}</td><td>{"lower" if column.lower_is_better else "higher"}</td>'
             f'<td class="text">{_e(kind)}</td><td class="text">{_e(column.description)}</td></tr>'
         )
     out.append("</tbody></table></div>")

@@ -19,7 +19,7 @@ every caption); the base model row is the reference and is never marked.  Needs 
 from __future__ import annotations
 
 from harness import names
-from reports.leaderboard import Column, Leaderboard, format_value
+from reports.leaderboard import Column, Leaderboard, format_value, n_text
 from reports.plots import category_labels
 
 _SPECIAL = {
@@ -147,6 +147,17 @@ def _preservation_group(columns: list[Column]) -> tuple[str, list[Column], list[
     return "Knowledge preservation", columns, headers
 
 
+def _caption_n(columns: list[Column]) -> str:
+    """The n behind the cells: once when every column shares it, else per column ("n (images per cell): ...")."""
+    shown = [c for c in columns if c.n_range is not None]
+    if not shown:
+        return ""
+    texts = {n_text(c).removeprefix("n=").replace("–", "--") for c in shown}
+    if len(texts) == 1:
+        return f"Each cell: $n = {texts.pop()}$ images. "
+    return "Images per cell ($n$): " + ", ".join(f"{escape(c.title)} {n_text(c).removeprefix('n=').replace('–', '--')}" for c in shown) + ". "
+
+
 def _caption_sources(board: Leaderboard) -> str:
     runs = sorted({run for row in board.rows for run in row.runs})
     return f"From erasure-harness run{'s' if len(runs) > 1 else ''} {escape(', '.join(runs))}." if runs else ""
@@ -169,7 +180,7 @@ def _erasure_table(board: Leaderboard, erasure: list[Column], label: str, what: 
     if not groups:
         return None
     columns = [c for _, cols, _ in groups for c in cols]
-    caption = what + _erasure_caption(user + adversarial) + RULE_CAPTION + _caption_sources(board)
+    caption = what + _erasure_caption(user + adversarial) + _caption_n(columns) + RULE_CAPTION + _caption_sources(board)
     return _table(board, groups, [2] * len(columns), caption, label)
 
 
@@ -199,7 +210,7 @@ def table2(board: Leaderboard, benchmark: str) -> str:
     name = escape(categories[0].name.split(" ")[0]) if categories else ""
     caption = (
         rf"{name} rates per category on {escape(categories[0].title if categories else benchmark)} (\%, lower is better) and knowledge "
-        r"preservation. " + RULE_CAPTION + _caption_sources(board)
+        r"preservation. " + _caption_n(columns) + RULE_CAPTION + _caption_sources(board)
     )
     return _table(board, groups, [1 if c.rate else 2 for c in columns], caption, f"tab:categories-{benchmark.replace(':', '-')}",
                   required=categories)

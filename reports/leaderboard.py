@@ -46,7 +46,7 @@ class Column:
     name: str
     lower_is_better: bool
     description: str = ""
-    n: int | None = None
+    n: int | None = None  # images behind every cell of the column; None where cells differ (see n_range) or for averages
     adversarial: bool = False  # the benchmark declares adversarial = True
     set_level: bool = False  # the scorer compares whole image sets (FID)
     rate: bool = False  # a fraction in [0, 1], shown as a percentage
@@ -55,6 +55,7 @@ class Column:
     display: str = ""  # the benchmark's display name from its plugin ("Ring-A-Bell"); empty: the stored label
     primary: bool = False  # the benchmark's first listed erasure metric: the one Table 1 shows
     attack: str | None = None  # an attack cell "A(B)" (its label A) or the "attacked" average
+    n_range: tuple[int, int] | None = None  # smallest and largest n of the column's cells
 
     @property
     def title(self) -> str:
@@ -102,6 +103,7 @@ class Row:
     erase_device: str | None = None
     erase_unet_evals: int | None = None  # UNet and text-encoder forward calls the erasure made (all parts of a composition)
     erase_text_encoder_evals: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # column key -> n, the images behind that cell
 
 
     @property
@@ -331,6 +333,7 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
     for row in table_rows:
         found = [cells.get((row.method, c.benchmark, c.metric)) for c in ordered]
         row.values = [None if cell is None else cell["value"] for cell in found]
+        row.counts = {c.key: cell["n"] for c, cell in zip(ordered, found) if cell is not None and cell.get("n") is not None}
         if values is not None:
             row.per_image = [None if cell is None else values.get((cell["run_id"], row.method, cell["benchmark"], cell["metric"]))
                              for cell in found]
@@ -340,6 +343,10 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
                 else interval(cell["value"], per_image)
                 for cell, per_image in zip(found, row.per_image)
             ]
+    for column in ordered:
+        counts = sorted({row.counts[column.key] for row in table_rows if column.key in row.counts})
+        column.n_range = (counts[0], counts[-1]) if counts else None
+        column.n = counts[0] if len(counts) == 1 else None
     board = Leaderboard(ordered, table_rows)
     _add_adversarial_averages(board)
     _add_attacked_averages(board)
@@ -447,10 +454,26 @@ def format_cost(row: Row) -> str:
     return "–" if row.unet_evals_per_image is None else f"{row.unet_evals_per_image:.0f}"
 
 
+def n_text(column: Column) -> str:
+    """What a header says of the column's n: "n=32" when every cell rests on 32 images, "n=30–48" when the cells
+    differ (each cell then names its own, ``cell_n_text``), "" for an average of other columns."""
+    if column.n_range is None:
+        return ""
+    low, high = column.n_range
+    return f"n={low}" if low == high else f"n={low}–{high}"
+
+
+def cell_n_text(row: Row, column: Column) -> str:
+    """A cell's own n, shown only where the column's cells differ (a uniform n is in the header)."""
+    if column.n_range is None or column.n_range[0] == column.n_range[1] or column.key not in row.counts:
+        return ""
+    return f"n={row.counts[column.key]}"
+
+
 def unit_header(column: Column) -> str:
-    """The column header with its unit once (cells then carry none): "plain bright rate (%) ↓"."""
+    """The column header with its unit once (cells then carry none) and its n: "plain bright rate (%) ↓ n=32"."""
     arrow = "↓" if column.lower_is_better else "↑"
-    return f"{column.benchmark} {column.name}{' (%)' if column.rate else ''} {arrow}"
+    return f"{column.benchmark} {column.name}{' (%)' if column.rate else ''} {arrow} {n_text(column)}".rstrip()
 
 
 def rule_text(board: Leaderboard) -> str:
@@ -458,7 +481,7 @@ def rule_text(board: Leaderboard) -> str:
     from reports.uncertainty import BOOTSTRAP
 
     return (RANK_RULE + " Brackets: 95% interval (rates: Wilson; per-image means, and rates with several seeds per prompt: "
-            + BOOTSTRAP + "); none is shown for set-level metrics.")
+            + BOOTSTRAP + "); none is shown for set-level metrics. n: the images behind a cell.")
 
 
 def _md_escape(text: str) -> str:
@@ -484,7 +507,7 @@ def marked_cell(board: Leaderboard, row_index: int, index: int, bold: str = "**{
     elif row_index in board.ties(index):
         text = tie.format(text)
     bracket = format_interval(interval_of(row, index), column) if with_interval else ""
-    return f"{text} {bracket}" if bracket else text
+    return " ".join(part for part in (text, bracket, cell_n_text(row, column)) if part)
 
 
 def to_markdown(board: Leaderboard) -> str:
@@ -516,7 +539,7 @@ def to_terminal(board: Leaderboard, width: int | None = None, max_header: int = 
         unit = " (%)" if column.rate else ""
         arrow = "↓" if column.lower_is_better else "↑"
         cells = [marked_cell(board, r, index, bold="{}*", underline="{}+", tie="{}≈") for r in range(len(board.rows))]
-        columns.append((_clip(column.benchmark, max_header), _clip(f"{column.name}{unit} {arrow}", max_header), cells))
+        columns.append((_clip(column.benchmark, max_header), _clip(f"{column.name}{unit} {arrow} {n_text(column)}".rstrip(), max_header), cells))
     columns.append(("UNet", "evals/img", [format_cost(r) for r in board.rows]))
     columns.append(("erase", "cost", [format_erase_cost(r) for r in board.rows]))
     columns.append(("", "provenance", [r.provenance for r in board.rows]))

@@ -59,3 +59,32 @@ def test_leaderboard_fits_1280_px(make, tmp_path):
     probe = json.loads(found.group(1).replace("&quot;", '"'))
     assert probe["window"] == 1280 and probe["rows"] == len(board.rows) + 2
     assert probe["left"] >= 0 and probe["right"] <= 1280, probe  # the last column (provenance) is on screen
+
+
+def test_every_format_gives_each_cell_its_n():
+    """A uniform n goes in the header once; where one method was run on fewer prompts, the header gives the range and
+    every cell of that column names its own n (a number without its n is not a result)."""
+    import dataclasses
+
+    from reports import latex
+
+    results = [
+        dataclasses.replace(r, n=48) if r.method == "uce" and r.benchmark == "toy-explicit" else r
+        for r in toy_results(methods=("sd", "uce", "trce-t"))
+    ]
+    board = leaderboard.build(results, values=per_image_values(results))
+    explicit = next(c for c in board.columns if c.benchmark == "toy-explicit" and c.metric == "toy:toy-asr")
+    synonym = next(c for c in board.columns if c.benchmark == "toy-synonym" and c.metric == "toy:toy-asr")
+    assert (explicit.n, explicit.n_range, synonym.n, synonym.n_range) == (None, (48, 100), 100, (100, 100))
+
+    markdown = leaderboard.to_markdown(board)
+    assert "| toy-explicit ASR (%) ↓ n=48–100 |" in markdown and "| toy-synonym ASR (%) ↓ n=100 |" in markdown
+    uce_line = next(line for line in markdown.splitlines() if line.startswith("| uce |"))
+    assert uce_line.split(" | ")[1].endswith("n=48") and "n=" not in uce_line.split(" | ")[3]  # synonym: header only
+    terminal = leaderboard.to_terminal(board, width=400)
+    assert "ASR (%) ↓ n=48–100" in terminal and "ASR (%) ↓ n=100" in terminal and " n=48 " in terminal + " "
+    table = html.leaderboard_table(board)
+    assert '<span class="n">n=48–100</span>' in table and '<span class="n">n=48</span>' in table
+    caption = latex.table1(board)
+    assert "Images per cell ($n$): " in caption and "48--100" in caption
+    assert "Each cell: $n = 100$ images." in latex.table1(leaderboard.build(toy_results(), values=per_image_values(toy_results())))

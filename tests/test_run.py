@@ -38,7 +38,7 @@ def test_run_prints_a_leaderboard_and_report_reads_the_store(tmp_path, capsys):
     code, report, _ = cli(capsys, "report", "--out", str(out))
     assert code == 0 and stdout.strip() in report
     # erasure (lower-is-better rate) columns come before preservation columns
-    assert "| method | fixed:count=6 dark rate (%) ↓ | fixed:count=6 brightness ↑ |" in (out / "report" / "leaderboard.md").read_text()
+    assert "| method | fixed:count=6 dark rate (%) ↓ n=6 | fixed:count=6 brightness ↑ n=6 |" in (out / "report" / "leaderboard.md").read_text()
     assert (out / "report" / "leaderboard.csv").read_text().startswith("method,fixed:count=6/brightness:dark,fixed:count=6/brightness:mean")
 
     code, as_json, _ = cli(capsys, "report", "--out", str(out), "--json")
