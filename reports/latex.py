@@ -148,7 +148,7 @@ def _preservation_group(columns: list[Column]) -> tuple[str, list[Column], list[
 
 
 def _caption_n(columns: list[Column]) -> str:
-    """The n behind the cells: once when every column shares it, else per column ("n (images per cell): ...")."""
+    """The n behind the cells: once when every column shares it ("Each cell: n = 32 images"), else per column."""
     shown = [c for c in columns if c.n_range is not None]
     if not shown:
         return ""
