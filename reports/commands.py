@@ -108,8 +108,22 @@ def comparisons(results: list[dict], stored: dict, a: str, b: str) -> list[dict]
         else:
             delta = None if record["value_a"] is None or record["value_b"] is None else record["value_b"] - record["value_a"]
             record.update(delta=delta, ci95=None, p_value=None, n_pairs=0, test="none: no per-image values (a set-level or aggregate metric)")
+        record["verdict"] = verdict(record)
         records.append(record)
     return records
+
+
+VERDICT_LEVEL = 0.05  # per record, uncorrected: the header says so; the leaderboard's marks are Holm-corrected
+
+
+def verdict(record: dict) -> str | None:
+    """"B better", "A better" or "no significant difference" at p < 0.05 (by the metric's direction); None untested."""
+    if record.get("p_value") is None or record.get("delta") is None:
+        return None
+    if record["p_value"] >= VERDICT_LEVEL or record["delta"] == 0:
+        return "no significant difference"
+    b_lower = record["delta"] < 0
+    return "B better" if b_lower == bool(record["lower_is_better"]) else "A better"
 
 
 def _finite(value):
@@ -132,7 +146,10 @@ def _format_compare(records: list[dict]) -> str:
         if r["delta"] is None:
             lines.append(f"{r['benchmark']} {r['name']}: no values to compare")
             continue
-        text = f"{r['benchmark']} {r['name']}: B - A = {scale * r['delta']:+.2f}{unit}"
+        arrow = "↓" if r["lower_is_better"] else "↑"
+        sides = ", ".join(f"{label} {'n/a' if value is None else f'{scale * value:.2f}' + ('%' if rate else '')}"
+                          for label, value in ((r["a"], r["value_a"]), (r["b"], r["value_b"])))
+        text = f"{r['benchmark']} {r['name']} {arrow}: {sides}; B - A = {scale * r['delta']:+.2f}{unit}"
         if r["ci95"]:
             text += f" [{scale * r['ci95'][0]:+.2f}, {scale * r['ci95'][1]:+.2f}]"
         if r["p_value"] is not None:
@@ -140,6 +157,8 @@ def _format_compare(records: list[dict]) -> str:
             text += f", discordant A-only {r['discordant'][0]} / B-only {r['discordant'][1]})" if "discordant" in r else ")"
         else:
             text += f" ({r['test']})"
+        if r["verdict"]:
+            text += ": " + {"A better": f"{r['a']} better", "B better": f"{r['b']} better"}.get(r["verdict"], r["verdict"])
         lines.append(text)
     return "\n".join(lines)
 
@@ -160,7 +179,8 @@ def cmd_compare(args, registry) -> int:
     if args.json:
         print(json.dumps(records, indent=2, allow_nan=False))
         return 0
-    print(f"B = {args.b} against A = {args.a} (paired by prompt id and seed; 95% intervals by paired bootstrap over prompts)")
+    print(f"B = {args.b} against A = {args.a} (paired by prompt id and seed; 95% intervals by paired bootstrap over prompts; "
+          f"each verdict at p < {VERDICT_LEVEL} on its own line, not corrected for the number of lines)")
     print(_format_compare(records))
     return 0
 

@@ -179,3 +179,18 @@ def test_export_refuses_an_unknown_format_and_writes_or_refuses_parquet_in_one_l
         import pandas as pd
 
         assert code == 0 and len(pd.read_parquet(tmp_path / "values.parquet")) == 8 * 60 - 4 * 20
+
+
+def test_compare_says_which_method_the_test_favours_by_the_metrics_direction(small_store, capsys):
+    records = json.loads(run_cli(capsys, "compare", "--out", str(small_store), "uce", "weak", "--json"))
+    for record in records:
+        if record["p_value"] >= 0.05:
+            assert record["verdict"] == "no significant difference"
+        else:  # lower is better for these rates: the method with fewer flagged images wins
+            assert record["verdict"] == ("B better" if record["delta"] < 0 else "A better")
+    assert any(r["verdict"] != "no significant difference" for r in records)  # the fixture has a real difference
+    text = run_cli(capsys, "compare", "--out", str(small_store), "uce", "weak")
+    assert "not corrected for the number of lines" in text.splitlines()[0]
+    for record, line in zip(records, text.splitlines()[1:]):
+        named = {"A better": "uce better", "B better": "weak better"}.get(record["verdict"], record["verdict"])
+        assert line.endswith(f": {named}") and f"uce {100 * record['value_a']:.2f}%, weak {100 * record['value_b']:.2f}%" in line
