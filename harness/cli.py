@@ -28,6 +28,7 @@ examples:
   harness run --model tiny --methods sd --bench csv:path=prompts.csv --limit 8
   harness report --out harness-out                          leaderboard from stored results
   harness list methods                                      what is installed
+  harness list --params esd-x                               a plugin's parameters: defaults, bounds, what each does
   harness --plugin my_method.py run --methods mine --bench toy
 """
 
@@ -82,6 +83,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def cmd_list(args, registry: Registry) -> int:
+    if args.params:
+        return list_params(args, registry)
     if args.presets:
         return list_presets(args, registry)
     kinds = [args.kind] if args.kind else list(KINDS)
@@ -106,17 +109,93 @@ def cmd_list(args, registry: Registry) -> int:
     return 0
 
 
+PARAM_KINDS = ("methods", "benchmarks", "attacks", "scorers", "backbones")
+
+
+def list_params(args, registry: Registry) -> int:
+    """``harness list --params NAME``: a plugin's parameters with their types, defaults, bounds and comments (every
+    kind that has a plugin of that name: ``toy`` is a backbone and a scorer)."""
+    from harness.api import did_you_mean
+
+    name = args.params
+    if args.kind == "concepts":
+        raise HarnessError("concept sets have no parameters; `harness list concepts` lists them")
+    kinds = [args.kind] if args.kind else list(PARAM_KINDS)
+    found = [k for k in kinds if name in registry.entries[k]]
+    if not found:
+        known = {n for k in kinds for n in registry.entries[k]}
+        where = KINDS[args.kind][0] if args.kind else "method, benchmark, attack, scorer or backbone"
+        raise HarnessError(f"no {where} named {name!r}{did_you_mean(name, known)} (see `harness list`)")
+    records = [_param_record(registry, kind, name) for kind in found]
+    if args.json:
+        print(json.dumps(records if len(records) > 1 else records[0], indent=2, default=str))
+        return 0
+    print("\n\n".join(_param_text(record) for record in records))
+    return 0
+
+
+def _param_record(registry: Registry, kind: str, name: str) -> dict:
+    from harness.paramdoc import parameter_docs
+
+    cls = registry.get(kind, name)
+    parts = list(getattr(cls, "parts", ()) or ())
+    sections = [(part, registry.get("methods", part).Params) for part in parts] or [(name, getattr(cls, "Params", None))]
+    on_backbones = {}
+    if kind == "methods":
+        for backbone in sorted(registry.entries["backbones"]):
+            values = registry.get("backbones", backbone).method_presets.get(name)
+            if values:
+                on_backbones[backbone] = values
+    return {
+        "name": name, "kind": kind, "description": registry.entries[kind][name].description, "parts": parts,
+        "parameters": {section: [doc.__dict__ for doc in parameter_docs(params)] for section, params in sections},
+        "presets": method_presets(registry, name) if kind == "methods" else {}, "backbone_presets": on_backbones,
+    }
+
+
+def _param_text(record: dict) -> str:
+    name, kind, parts = record["name"], record["kind"], record["parts"]
+    lines = [f"{name} ({KINDS[kind][0]}): {record['description']}"]
+    option = {"methods": "--methods", "benchmarks": "--bench", "attacks": "--attack"}.get(kind)
+    if option and any(record["parameters"].values()):
+        lines.append(f"set one with {option} {name}:NAME=VALUE or --set {name}.NAME=VALUE")
+    if parts:
+        lines.append(f"a composition of {', '.join(parts)}: {name}:NAME=VALUE goes to the part that declares NAME")
+    for section, docs in record["parameters"].items():
+        if parts:
+            lines.append(f"{section}:")
+        if not docs:
+            lines.append("  (no parameters)")
+            continue
+        name_width = max(len(d["name"]) for d in docs)
+        default_width = min(max(len(d["default"]) for d in docs), 24)
+        for doc in docs:
+            notes = "; ".join(part for part in (doc["bounds"], doc["comment"]) if part)
+            lines.append(f"  {doc['name']:<{name_width}}  {doc['default']:<{default_width}}  {doc['type']}" + (f"  {notes}" if notes else ""))
+    for preset, values in record["presets"].items():
+        lines.append(f"preset {name}:preset={preset}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    for backbone, values in record["backbone_presets"].items():
+        lines.append(f"on backbone {backbone} (applied automatically): " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    return "\n".join(lines)
+
+
+def method_presets(registry: Registry, name: str) -> dict[str, dict]:
+    """A method's named presets; a composition (trce) hands each preset to every part that has it."""
+    cls = registry.get("methods", name)
+    presets = {preset: dict(values) for preset, values in cls.presets.items()}
+    for part in cls.parts:
+        for preset, values in registry.get("methods", part).presets.items():
+            presets.setdefault(preset, {}).update({f"{part}.{key}": value for key, value in values.items()})
+    return presets
+
+
 def list_presets(args, registry: Registry) -> int:
     """``harness list methods --presets``: every method's named presets and the backbones' presets, with their values."""
     if args.kind not in (None, "methods"):
         raise HarnessError("--presets lists method presets: use `harness list methods --presets`")
     records = {"methods": {}, "backbones": {}}
     for name in sorted(registry.entries["methods"]):
-        cls = registry.get("methods", name)
-        presets = dict(cls.presets)
-        for part in cls.parts:  # a composition (trce) hands a preset to each part that has it
-            for preset, values in registry.get("methods", part).presets.items():
-                presets.setdefault(preset, {}).update({f"{part}.{key}": value for key, value in values.items()})
+        presets = method_presets(registry, name)
         if presets:
             records["methods"][name] = presets
     for name in sorted(registry.entries["backbones"]):
@@ -301,6 +380,8 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", choices=list(KINDS), help="only this kind")
     p.add_argument("--json", action="store_true")
     p.add_argument("--presets", action="store_true", help="the methods' named presets and the backbones' presets (imports the method modules)")
+    p.add_argument("--params", metavar="NAME", help="one method's, benchmark's, attack's, scorer's or backbone's parameters: "
+                   "default, type, bounds and what each does (e.g. harness list --params esd-x)")
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("plugins", help="loaded plugins with version, source and hooks", description="List loaded plugins.")
