@@ -83,9 +83,9 @@ class AdaVD(Method):
     class Params:
         concepts: tuple[str, ...] = ()  # target words; () = the concept set's erase keywords
         adaptive_shift: bool = True  # s_l from the token similarity (official --token_sim, as in the demo)
-        shift_a: float = 100.0
-        shift_b: float = 0.93
-        shift_c: float = 2.0
+        shift_a: float = 100.0  # a in the adaptive shift s = c·σ(a(cos − b)): its steepness
+        shift_b: float = 0.93  # b: the value cosine at which the shift is half of c (calibrated on SD's CLIP)
+        shift_c: float = 2.0  # c: the largest shift
         joint_cfg_halves: bool = False  # official: decompose [uncond, cond] values jointly
 
     def sampling_hooks(self, pipe, concepts: ConceptSet, ctx) -> SamplingHooks:

@@ -110,12 +110,12 @@ class ESD(FineTuneMethod):
     @dataclass
     class Params:
         negative_guidance: float = param(1.0, ge=0)  # η, paper convention (= the 2025 code's η' = 2)
-        iterations: int = param(1000, ge=1)
-        lr: float = param(1e-5, gt=0)
+        iterations: int = param(1000, ge=1)  # optimiser steps, batch 1
+        lr: float = param(1e-5, gt=0)  # Adam learning rate
         guidance: float = param(3.0, ge=0)  # CFG used to sample x_t ("start guidance")
         num_steps: int = param(50, ge=1, le=1000)  # DDIM steps
         resolution: int = param(0, ge=0, multiple_of=8)  # px; 0 = the backbone's native size (512 for SD v1.4)
-        optimizer: str = "adam"
+        optimizer: str = "adam"  # "adam" (paper code) or "adamw"
         keywords: int = param(0, ge=0)  # use the first N erase keywords, 0 = all
         # "paper" (CompVis noxattn/xattn) or "diffusers" (2025 code): differ for esd-u; esd-x also takes "strict"
         parameters: str = "paper"

@@ -112,7 +112,7 @@ class MACE(Method):
         lamb: float = param(0.0, ge=0)  # λ
         lr: float = param(1e-5, gt=0)  # LoRA learning rate (AdamW, weight decay 0.01)
         steps: int = param(120, ge=0)  # LoRA steps per concept (batch 1)
-        rank: int = param(1, ge=1)
+        rank: int = param(1, ge=1)  # of each concept's key LoRA
         images: int = param(8, ge=1)  # images per concept for the attention loss
         masks: str = "attention"  # attention | none | files:DIR (our variant of Grounded-SAM masks)
         mask_threshold: float = param(0.5, ge=0, le=1)  # attention masks: normalised map ≥ this
@@ -120,10 +120,10 @@ class MACE(Method):
         importance_sampling: bool = False  # (IS) timestep distribution (official: art only)
         num_templates: int = param(0, ge=0)  # templates per concept, 0 = all of the concept set's
         sampling_steps: int = param(30, ge=1)  # data generation (paper: 30 steps, DPM-Solver; here DDIM)
-        guidance: float = param(7.5, ge=0)
+        guidance: float = param(7.5, ge=0)  # CFG of the generated concept images
         captions: str = ""  # preservation captions file; "" = the concept set's
-        max_captions: int = param(0, ge=0)
-        seed: int = param(0, ge=0)
+        max_captions: int = param(0, ge=0)  # use only the first n captions, 0 = all
+        seed: int = param(0, ge=0)  # concept images, their noising for the masks, LoRA initialisation, draws
         solver: Literal["exact", "limit"] = "exact"  # float64 solve unless singular to working precision (closed_form.invert); "limit" = λ → 0⁺
         double_preserve_scale: bool = False  # quirk: official s² in CFR
         pooler_all_pads: bool = False  # quirk: official use_pooler marks every [EoT]/pad position

@@ -196,15 +196,15 @@ class SafeGen(FineTuneMethod):
         triplets: str = ""  # folder of (unsafe, mosaic, safe) images; layout in the module docstring
         weight_mosaic: float = param(0.1, ge=0)  # w_m (intended; the script's default is 0.5)
         weight_preserve: float = param(0.9, ge=0)  # w_p
-        lr: float = param(1e-5, gt=0)
-        optimizer: str = "adamw"
+        lr: float = param(1e-5, gt=0)  # learning rate
+        optimizer: str = "adamw"  # "adamw" (official) or "adam"
         weight_decay: float = param(1e-2, ge=0)  # AdamW
         steps: int = param(1000, ge=1)  # optimiser steps (max_train_steps)
         gradient_accumulation: int = param(5, ge=1)  # micro-batches per optimiser step
         batch_size: int = param(1, ge=1)  # triplets per micro-batch
         max_grad_norm: float = param(1.0, ge=0)  # 0 = no clipping
         ema: bool = True  # keep the moving average of the weights and make it the result
-        ema_max_decay: float = param(0.9999, ge=0, le=1)
+        ema_max_decay: float = param(0.9999, ge=0, le=1)  # the moving average's largest decay (diffusers EMAModel's schedule)
         unscaled_mosaic_target: bool = False  # quirk: official target z_u − z_m + ε
         resolution: int = param(0, ge=0, multiple_of=8)  # px; 0 = the backbone's native size (512 for SD v1.4)
         max_steps: int = param(0, ge=0)  # cap on optimiser steps for quick runs, 0 = steps

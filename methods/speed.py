@@ -107,7 +107,7 @@ class SPEED(Method):
         disable_filter: bool = False  # IPF off: keep every retain row; DPA still runs (official --disable_filter)
         anchor_clusters: int = 3  # k-means centres of the null text in K2
         matrices: Literal["V", "K", "KV"] = "V"  # official params='V'
-        seed: int = 0
+        seed: int = 0  # k-means and DPA noise
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         params = self.params

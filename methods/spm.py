@@ -94,13 +94,13 @@ class SPM(Method):
     @dataclass
     class Params:
         concepts: tuple[str, ...] = ()  # concept words (one training prompt each); () = the concept set's erase keywords
-        iterations: int = param(3000, ge=0)
-        lr: float = param(1e-4, gt=0)
+        iterations: int = param(3000, ge=0)  # optimiser steps
+        lr: float = param(1e-4, gt=0)  # AdamW learning rate, on the cosine-with-restarts schedule
         warmup: int = param(500, ge=0)  # linear warm-up steps of the cosine-with-restarts schedule
         cycles: int = param(3, ge=1)  # hard restarts
         weight_decay: float = param(0.01, ge=0)  # AdamW (AdamW8bit's default in the code)
-        rank: int = param(1, ge=1)
-        alpha: float = param(1.0, gt=0)
+        rank: int = param(1, ge=1)  # of each membrane layer (the paper's one-dimensional adapter: 1)
+        alpha: float = param(1.0, gt=0)  # the adapter's output is scaled by α / rank
         num_steps: int = param(30, ge=2)  # max_denoising_steps: the DDIM that samples x
         sampling_guidance: float = param(3.0, ge=0)  # CFG while sampling x (train_spm.py: 3)
         erase_guidance: float = param(1.0, ge=0)  # g in L_erase (PromptSettings.guidance_scale)
@@ -110,7 +110,7 @@ class SPM(Method):
         gamma_squared: bool = False  # quirk: the official code scales both factors by γ (γ²·ΔW)
         official_anchor_rows: bool = False  # quirk: the code's anchor batch layout ([∅, a_3, ∅, a_4])
         sample_with_adapter: bool = True  # x sampled with the membrane on (the code)
-        seed: int = param(0, ge=0)
+        seed: int = param(0, ge=0)  # membrane initialisation, concept and step draws
 
     def concept_words(self, concepts: ConceptSet) -> list[str]:
         words = [w for w in (self.params.concepts or concepts.erase) if w.strip()]
