@@ -258,6 +258,7 @@ def cmd_run(args, registry: Registry) -> int:
     planned = runner.plan(_run_config(args), registry)
     if args.dry_run:
         print(runner.describe_plan(planned))
+        print("\n".join(runner.describe_stored_work(planned)))
         return 0
     world = distributed.launched_world()  # under torchrun / accelerate launch: one of N data-parallel processes
     if world is not None:
@@ -356,7 +357,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--out", default="harness-out", help="results store and cache directory (default: harness-out)")
     p.add_argument("--run-name", help="name of the run (default: derived from the configuration, so a re-run resumes it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--dry-run", action="store_true", help="resolve and print the plan, then stop")
+    p.add_argument("--dry-run", action="store_true", help="resolve and print the plan and how much of it the store already holds (images, erasures; no weights are loaded), then stop")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("check", help="check every stored file against its size and sha256; --repair regenerates", formatter_class=formatter,

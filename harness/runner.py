@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness import integrity, threads
 from harness.api import (
@@ -675,6 +676,55 @@ def display_label(registry: Registry, kind: str, label: str) -> str:
         params = part.params_text()
         shown.append(f"{title} ({params})" if params else title)
     return " + ".join(shown)
+
+
+def describe_stored_work(planned: Plan) -> list[str]:
+    """For ``--dry-run``: how much of the plan the store already holds, read without loading any weights.
+
+    Image and model-state keys are the ones a run computes (``Engine.image_key``, ``ModelStates.chain_keys``), from
+    the backbone fingerprint the store recorded for these weights; a store that never saw them holds nothing of
+    the plan.  Attack cells are not counted: their prompts are searched per method first.
+    """
+    from harness.engine import Defaults, Engine, ModelStates
+    from harness.lazy import PipelineSource
+
+    prompts = sum(len(b.specs) for b in planned.benchmarks)
+    total = prompts * len(planned.methods)
+    head = f"  images: {total} ({len(planned.methods)} method{'s' * (len(planned.methods) > 1)} × {prompts} prompts)"
+    out = Path(planned.config.out)
+    if not (out / "harness.db").exists():
+        return [f"{head}; no store at {out} yet, so every image and erasure is new"]
+    store = Store(out, create=False)
+    target = planned.target
+    source = PipelineSource(target=target, store=store)
+    identity = source.identity_key()
+    cached = store.backbone_fingerprint(identity) if identity else None
+    if cached is None:
+        return [f"{head}; the store at {out} never saw these weights, so every image and erasure is new"]
+    fingerprint, scheduler_config = cached
+    states = ModelStates(source, store, fingerprint, target, show_progress=False)
+    backbone = target.backbone
+    engine = Engine(source, store, fingerprint, Defaults(backbone.steps, backbone.height, backbone.width), target.device,
+                    target.dtype, batch_size=1, show_progress=False, scheduler_config=scheduler_config)
+    stored_images, erasures = 0, []
+    for method in planned.methods:
+        by_concepts: dict[str, list[PlannedBenchmark]] = {}
+        for planned_benchmark in planned.benchmarks:
+            by_concepts.setdefault(planned_benchmark.concepts.fingerprint(), []).append(planned_benchmark)
+        for group in by_concepts.values():
+            concepts = group[0].concepts
+            keys = states.chain_keys(method.parts, concepts)
+            state_key = next((key for key in reversed(keys) if key is not None), fingerprint)
+            for planned_benchmark in group:
+                stored_images += sum(store.image_path(engine.image_key(engine.resolve(spec), state_key)).exists()
+                                     for spec in planned_benchmark.specs)
+            to_make = [label for (_, label), key in zip(method.parts, keys) if key is not None and store.model_state(key) is None]
+            if any(key is not None for key in keys):
+                erasures.append(f"{method.label} ({concepts.name}): " + (f"to compute ({', '.join(to_make)})" if to_make else "stored"))
+    lines = [f"{head}; {stored_images} already in the store at {out}, {total - stored_images} to generate"]
+    if erasures:
+        lines.append("  erasures: " + "; ".join(erasures))
+    return lines
 
 
 def describe_plan(planned: Plan) -> str:
