@@ -690,7 +690,7 @@ def describe_stored_work(planned: Plan) -> list[str]:
 
     prompts = sum(len(b.specs) for b in planned.benchmarks)
     total = prompts * len(planned.methods)
-    head = f"  images: {total} ({len(planned.methods)} method{'s' * (len(planned.methods) > 1)} × {prompts} prompts)"
+    head = f"  images: {total} ({len(planned.methods)} method{'s' * (len(planned.methods) > 1)} × {prompts} each)"
     out = Path(planned.config.out)
     if not (out / "harness.db").exists():
         return [f"{head}; no store at {out} yet, so every image and erasure is new"]

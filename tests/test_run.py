@@ -31,12 +31,12 @@ def test_dry_run_counts_what_the_store_already_holds_without_loading_weights(tmp
     out = str(tmp_path / "out")
     base = ["run", "--model", "tiny", "--bench", "fixed:count=6", "--out", out, "--no-progress"]
     code, stdout, _ = cli(capsys, *base, "--methods", "sd", "--dry-run")
-    assert code == 0 and f"images: 6 (1 method × 6 prompts); no store at {out} yet" in stdout
+    assert code == 0 and f"images: 6 (1 method × 6 each); no store at {out} yet" in stdout
     assert cli(capsys, *base, "--methods", "sd,scale-keys:factor=0.5")[0] == 0
 
     # the same plan plus one new method and one new parameter value: only theirs are to make
     code, stdout, _ = cli(capsys, *base, "--methods", "sd,scale-keys:factor=0.5,scale-keys:factor=0.25", "--dry-run")
-    assert code == 0 and f"images: 18 (3 methods × 6 prompts); 12 already in the store at {out}, 6 to generate" in stdout
+    assert code == 0 and f"images: 18 (3 methods × 6 each); 12 already in the store at {out}, 6 to generate" in stdout
     assert ("erasures: scale-keys:factor=0.5 (colours): stored; "
             "scale-keys:factor=0.25 (colours): to compute (scale-keys:factor=0.25)") in stdout
     # and it made nothing: a dry run writes no image and no model state
