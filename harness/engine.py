@@ -356,6 +356,19 @@ def _json(text):
 # --------------------------------------------------------------------------- sampling
 
 
+def _whole_images(bar):
+    """A denoising-step callback that moves ``bar`` in whole images: each step adds a fraction of a batch, and a
+    fractional count would print as "12.799999999999999/32"."""
+    start, steps = bar.n, 0.0
+
+    def on_step(images: float) -> None:
+        nonlocal steps
+        steps += images
+        bar.update(int(start + steps + 1e-9) - bar.n)
+
+    return on_step
+
+
 @dataclass
 class Defaults:
     steps: int
@@ -462,7 +475,7 @@ class Engine:
                 made += len(wanted) - len(claimed) - len(held)  # made by another process meanwhile
                 if not claimed:
                     continue
-                self.on_step = bar.update if self.show_progress else None
+                self.on_step = _whole_images(bar) if self.show_progress else None
                 try:
                     images = self.sample([spec for _, spec in whole], state)
                 except BaseException:

@@ -77,3 +77,22 @@ def test_image_key_names_every_setting(engine):
     variants = [replace(spec, seed=1), replace(spec, guidance=1.0), replace(spec, steps=5), replace(spec, negative_prompt="x"), replace(spec, width=64)]
     keys = {engine.image_key(v, "s") for v in variants} | {engine.image_key(spec, "s"), engine.image_key(spec, "other-state")}
     assert len(keys) == 7
+
+
+def test_the_progress_bar_moves_per_denoising_step_in_whole_images():
+    import io
+
+    from tqdm import tqdm
+
+    from harness.engine import _whole_images
+
+    with tqdm(total=64, file=io.StringIO()) as bar:
+        bar.update(32)  # an earlier batch
+        on_step = _whole_images(bar)
+        seen = []
+        for _ in range(20):  # a batch of 32 images, 20 denoising steps: 1.6 images a step
+            on_step(32 / 20)
+            seen.append(bar.n)
+        assert all(isinstance(n, int) for n in seen) and seen == sorted(seen)
+        assert seen[0] == 33 and seen[-1] == 64  # floor of the fraction made so far, the whole batch at the end
+        assert "/64" in bar.__str__() and "." not in bar.__str__().split("/")[0].split()[-1]
