@@ -64,3 +64,10 @@ def test_one_file_route(package, tmp_path):
     # The edit really ran: its metadata is in the manifest.
     manifest = next((tmp_path / "out" / "runs").glob("*/manifest.json")).read_text()
     assert '"strength": 0.5' in manifest
+
+
+def test_the_example_documents_its_parameter_through_list_params(package):
+    result = harness("--plugin", str(package / "my_erasure.py"), "list", "--params", "dampen")
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.strip().startswith("strength "))
+    assert "0.5" in line and "≥ 0 and ≤ 1" in line and "share of each value projection removed" in line
