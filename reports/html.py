@@ -32,10 +32,12 @@ table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
 th, td { padding: 4px 9px; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; border-bottom: 2px solid #999; vertical-align: bottom; }
 #leaderboard { font-size: 12.5px; }
-#leaderboard th { white-space: normal; max-width: 92px; overflow-wrap: anywhere; padding: 4px 6px; }
-#leaderboard td { padding: 3px 6px; }
+#leaderboard th { white-space: normal; max-width: 92px; overflow-wrap: break-word; hyphens: auto; padding: 4px 5px; }
+#leaderboard td { padding: 3px 5px; }
+#leaderboard td .ci { font-size: 10.5px; }
 #leaderboard td.method { white-space: normal; max-width: 150px; }
 #leaderboard td.text { max-width: 150px; font-size: 12px; }
+#leaderboard td.cost { white-space: normal; min-width: 70px; max-width: 96px; }
 .ci, .n { display: block; color: #666; font-size: 11px; font-weight: 400; }
 .tie::after { content: " ≈"; color: #666; }
 th.group { text-align: center; border-bottom: 1px solid #bbb; background: #fafafa; }
@@ -136,7 +138,7 @@ def leaderboard_table(board: Leaderboard) -> str:
         time_text, _, evals = format_erase_cost(row).partition(", ")
         device = f" ({row.erase_device})" if row.erase_device and row.erase_seconds is not None else ""
         erase = _e(time_text + device) + (f'<span class="ci">{_e(evals)}</span>' if evals else "")
-        out.append(f'<td class="start">{format_cost(row)}</td><td>{erase}</td>'
+        out.append(f'<td class="start">{format_cost(row)}</td><td class="cost">{erase}</td>'
                    f'<td class="text">{_e(row.provenance)}</td></tr>')
     out.append("</tbody></table></div>")
     out.append(f'<p class="note">{_e(rule_text(board))} The base model (grey row) is the reference. Rates are percentages of '
