@@ -403,20 +403,28 @@ def _annotate(figure, axes, points: dict[str, tuple[float, float]]) -> None:
 
 slug = names.slug
 
+def _sentence(text: str) -> str:
+    """A metric's description as a caption sentence: capitalised, ending in a full stop."""
+    text = text.strip()
+    if not text:
+        return ""
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
 def figures(board: Leaderboard) -> list[tuple[str, str, object]]:
     """(file stem, caption, figure) for every plot the board supports."""
     made = []
     stem = names.FileNames()  # labels such as csv:path=a/b.csv become safe, distinct file names
     for metric in dict.fromkeys(c.metric for c in board.erasure_columns()):
         first = next(c for c in board.erasure_columns() if c.metric == metric)
-        made.append((stem(f"rates-{metric}"), f"{first.name} ({metric}) per benchmark and method. {first.description}", rate_bars(board, metric)))
+        made.append((stem(f"rates-{metric}"), f"{first.name} ({metric}) per benchmark and method. {_sentence(first.description)}", rate_bars(board, metric)))
     erasure_columns, what = erasure_summary(board)
     if erasure_columns:
         for column in board.preservation_columns():
             figure = tradeoff(board, column)
             if figure.points:
                 caption = (f"{what} against {column.name} on {column.benchmark}; dashed: the Pareto front of the methods "
-                           f"({', '.join(figure.pareto) or 'none'}). {column.description}")
+                           f"({', '.join(figure.pareto) or 'none'}). {_sentence(column.description)}")
                 made.append((stem(f"tradeoff-{column.benchmark}-{column.metric}"), caption, figure))
     for benchmark in board.category_benchmarks():
         made.append((stem(f"categories-{benchmark}"), f"Per-category rates on {benchmark}.", category_bars(board, benchmark)))
