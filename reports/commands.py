@@ -110,7 +110,9 @@ def comparisons(results: list[dict], stored: dict, a: str, b: str) -> list[dict]
             record.update(delta=delta, ci95=None, p_value=None, n_pairs=0, test="none: no per-image values (a set-level or aggregate metric)")
         record["verdict"] = verdict(record)
         records.append(record)
-    return records
+    # As the leaderboard: erasure metrics (lower is better, per image) first, then preservation.
+    erasure = {key for key, row in cells_a.items() if row["lower_is_better"] and not row["needs_reference"]}
+    return sorted(records, key=lambda r: (((r["benchmark"], r["metric"]) not in erasure), r["benchmark"], r["metric"]))
 
 
 VERDICT_LEVEL = 0.05  # per record, uncorrected: the header says so; the leaderboard's marks are Holm-corrected
