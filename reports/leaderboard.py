@@ -642,6 +642,7 @@ def to_json(board: Leaderboard, results: list[dict], intervals: dict | None = No
                 "runs": row.runs,
                 "values": {c.key: _finite_or_none(v) for c, v in zip(board.columns, row.values)},
                 "ci95": {c.key: (interval_of(row, i).as_list() if interval_of(row, i) else None) for i, c in enumerate(board.columns)},
+                "n": {c.key: row.counts.get(c.key) for c in board.columns},
                 "best": [c.key for i, c in enumerate(board.columns) if ranks[i].get(row_index) == 1],
                 "second": [c.key for i, c in enumerate(board.columns) if ranks[i].get(row_index) == 2],
                 "tied": [c.key for i, c in enumerate(board.columns) if row_index in board.ties(i)],

@@ -85,6 +85,8 @@ def test_every_format_gives_each_cell_its_n():
     assert "ASR (%) ↓ n=48–100" in terminal and "ASR (%) ↓ n=100" in terminal and " n=48 " in terminal + " "
     table = html.leaderboard_table(board)
     assert '<span class="n">n=48–100</span>' in table and '<span class="n">n=48</span>' in table
+    rows = {row["method"]: row for row in json.loads(leaderboard.to_json(board, []))["rows"]}
+    assert rows["uce"]["n"][explicit.key] == 48 and rows["sd"]["n"][explicit.key] == 100
     caption = latex.table1(board)
     assert "Images per cell ($n$): " in caption and "48--100" in caption
     assert "Each cell: $n = 100$ images." in latex.table1(leaderboard.build(toy_results(), values=per_image_values(toy_results())))
