@@ -138,17 +138,18 @@ def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None
             raise HarnessError(f"unknown attack {selection.name!r}{did_you_mean(selection.name, registry.entries['attacks'])} "
                                "(see `harness list attacks`)")
         cls = registry.get("attacks", selection.name)
-        from harness.runner import preset_text
+        from harness.runner import overrides_for, preset_text
 
         preset = preset_text(getattr(backbone, "attack_presets", {}).get(selection.name, {}))
-        raw = {**preset, **overrides.get(selection.name, {}), **selection.params}
+        mine = overrides_for(registry, "attacks", selection.name, overrides)  # not the same-named benchmark's keys
+        raw = {**preset, **mine, **selection.params}
         params = build_params(cls, raw, selection.name)
         if budget is not None:
             if not cls.budget_param:
                 raise HarnessError(f"attack {selection.name!r} declares no iteration parameter, so --attack-budget cannot cap it")
             current = getattr(params, cls.budget_param)
             params = dataclasses.replace(params, **{cls.budget_param: min(current, budget)})
-        label = Selection(selection.name, {**overrides.get(selection.name, {}), **selection.params}).label()
+        label = Selection(selection.name, {**mine, **selection.params}).label()
         planned.append(PlannedAttack(label, cls(params), preset))
     labels = [p.label for p in planned]
     if len(set(labels)) != len(labels):

@@ -259,10 +259,31 @@ def check_overrides(registry: Registry, overrides: dict) -> None:
             raise HarnessError(f"--set names {name!r}, which is neither a method nor a benchmark (nor an attack){did_you_mean(name, known_targets)}")
         if name in registry.entries["methods"]:
             expand_method(registry, Selection(name, values), {}, name)
-        elif name in registry.entries["attacks"]:
-            build_params(registry.get("attacks", name), values, name)
-        else:
-            build_params(registry.get("benchmarks", name), values, name)
+            continue
+        kinds = [kind for kind in ("attacks", "benchmarks") if name in registry.entries[kind]]
+        if len(kinds) == 2:  # ring-a-bell, p4d: each key must belong to the benchmark or the attack
+            declared = set().union(*(_declared(registry, kind, name) for kind in kinds))
+            unknown = [key for key in values if key not in declared]
+            if unknown:
+                raise HarnessError(f"--set {name}.{unknown[0]}: neither the {name} benchmark nor the {name} attack has that "
+                                   f"parameter{did_you_mean(unknown[0], declared)} (parameters: {', '.join(sorted(declared))})")
+        for kind in kinds:
+            build_params(registry.get(kind, name), overrides_for(registry, kind, name, overrides), name)
+
+
+def _declared(registry: Registry, kind: str, name: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(registry.get(kind, name).Params)}
+
+
+def overrides_for(registry: Registry, kind: str, name: str, overrides: dict) -> dict:
+    """``--set NAME.key=value`` items for the ``kind`` plugin called NAME.  Where a benchmark and an attack share the
+    name (ring-a-bell, p4d), each gets the keys its own ``Params`` declares (``check_overrides`` placed every key)."""
+    values = overrides.get(name, {})
+    other = {"benchmarks": "attacks", "attacks": "benchmarks"}.get(kind)
+    if not values or other is None or name not in registry.entries[other]:
+        return values
+    declared = _declared(registry, kind, name)
+    return {key: value for key, value in values.items() if key in declared}
 
 
 def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -> list[PlannedBenchmark]:
@@ -270,7 +291,7 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
     benchmarks = []
     for selection in _expand_benchmarks(registry, parse_selections(config.bench, "--bench")):
         cls = registry.get("benchmarks", selection.name)
-        raw = {**overrides.get(selection.name, {}), **selection.params}
+        raw = {**overrides_for(registry, "benchmarks", selection.name, overrides), **selection.params}
         bench = cls(build_params(cls, raw, selection.name))
         concept_name = config.concepts or getattr(bench.params, "concepts", None) or bench.concepts
         concepts = registry.concept_set(concept_name) if concept_name else ConceptSet(name="none")

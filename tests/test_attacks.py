@@ -7,6 +7,7 @@ not by a text-encoder edit; cost is counted; the exported CSV replays to the sam
 the attack group and the "attacked" column.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -178,3 +179,18 @@ def test_list_shows_attacks(capsys):
     assert main(["--plugin", FILES[2], "list", "attacks"]) == 0
     out = capsys.readouterr().out
     assert "append-word" in out and "unet-probe" in out
+
+
+def test_set_splits_the_keys_of_a_benchmark_and_an_attack_that_share_a_name(tmp_path):
+    """ring-a-bell and p4d are both a benchmark (the published prompts) and an attack: ``--set p4d.K=V`` goes to the
+    one whose parameters declare K, and a key neither declares is one line naming both."""
+    registry = Registry(PluginHost())
+    csv = tmp_path / "p4d.csv"
+    csv.write_text("prompt,evaluation_seed,evaluation_guidance,case_number\na red circle,1,7.5,0\n")
+    config = RunConfig(methods="sd", bench=f"p4d:data={csv}", model="toy", out=str(tmp_path / "out"), attacks="p4d",
+                       sets=["p4d.iterations=3", "p4d.size=32"])
+    with pytest.warns(UserWarning, match="not the pinned 'p4d' file"):
+        planned = plan(config, registry)
+    assert planned.attacks[0].attack.params.iterations == 3 and planned.benchmarks[0].benchmark.params.size == 32
+    with pytest.raises(HarnessError, match="neither the p4d benchmark nor the p4d attack has that parameter; did you mean 'iterations'"):
+        plan(dataclasses.replace(config, sets=["p4d.iteration=3"]), registry)
