@@ -13,7 +13,7 @@ Report the stored results: nothing is recomputed, everything is read from the
 store under --out.  Prints the leaderboard and writes, under OUT/report (or --dest):
 
   md, csv, json   leaderboard.md/.csv/.json: a row per method (with provenance and erasure
-                  cost), a column per (benchmark, metric) with its 95% interval, an "Adv"
+                  cost), a column per (benchmark, metric) with its n and 95% interval, an "Adv"
                   column averaging the adversarial benchmarks; best bold and second
                   underlined only where a paired test (Holm-corrected) separates them;
                   results.csv: one row per result with n, ci_low, ci_high, direction
