@@ -714,14 +714,14 @@ def describe_stored_work(planned: Plan) -> list[str]:
     head = f"  images: {total} ({len(planned.methods)} method{'s' * (len(planned.methods) > 1)} × {prompts} each)"
     out = Path(planned.config.out)
     if not (out / "harness.db").exists():
-        return [f"{head}; no store at {out} yet, so every image and erasure is new"]
+        return [f"{head}; no store at {out} yet, so every image and erasure is new", *_attack_note(planned)]
     store = Store(out, create=False)
     target = planned.target
     source = PipelineSource(target=target, store=store)
     identity = source.identity_key()
     cached = store.backbone_fingerprint(identity) if identity else None
     if cached is None:
-        return [f"{head}; the store at {out} never saw these weights, so every image and erasure is new"]
+        return [f"{head}; the store at {out} never saw these weights, so every image and erasure is new", *_attack_note(planned)]
     fingerprint, scheduler_config = cached
     states = ModelStates(source, store, fingerprint, target, show_progress=False)
     backbone = target.backbone
@@ -745,7 +745,14 @@ def describe_stored_work(planned: Plan) -> list[str]:
     lines = [f"{head}; {stored_images} already in the store at {out}, {total - stored_images} to generate"]
     if erasures:
         lines.append("  erasures: " + "; ".join(erasures))
-    return lines
+    return lines + _attack_note(planned)
+
+
+def _attack_note(planned: Plan) -> list[str]:
+    if not planned.attacks:
+        return []
+    return ["  attack cells: not counted above (each attack first searches its prompts against each method; "
+            "prompts already found are reused)"]
 
 
 def describe_plan(planned: Plan) -> str:

@@ -39,6 +39,7 @@ def test_dry_run_counts_what_the_store_already_holds_without_loading_weights(tmp
     assert code == 0 and f"images: 18 (3 methods × 6 each); 12 already in the store at {out}, 6 to generate" in stdout
     assert ("erasures: scale-keys:factor=0.5 (colours): stored; "
             "scale-keys:factor=0.25 (colours): to compute (scale-keys:factor=0.25)") in stdout
+    assert "attack cells" not in stdout  # said only when --attack is given
     # and it made nothing: a dry run writes no image and no model state
     store = Store(out, create=False)
     assert len(list((Path(out) / "cache" / "images").rglob("*.png"))) == 12 and len(store.db.execute("select key from model_states").fetchall()) == 1
