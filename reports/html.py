@@ -32,7 +32,7 @@ table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
 th, td { padding: 4px 9px; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; border-bottom: 2px solid #999; vertical-align: bottom; }
 #leaderboard { font-size: 12.5px; }
-#leaderboard th { white-space: normal; max-width: 92px; overflow-wrap: break-word; hyphens: auto; padding: 4px 5px; }
+#leaderboard th { white-space: normal; max-width: 92px; overflow-wrap: break-word; padding: 4px 5px; }
 #leaderboard td { padding: 3px 5px; }
 #leaderboard td .ci { font-size: 10.5px; }
 #leaderboard td.method { white-space: normal; max-width: 150px; }
