@@ -441,6 +441,9 @@ class Attack(Configurable):
     ``reads`` names the pipeline components whose weights the result depends on.  An attack that reads only
     ``text_encoder`` (Ring-A-Bell) is cached under the text encoder's state, so methods that edit only the UNet
     share one search.  ``budget_param`` names the ``Params`` field that ``--attack-budget N`` caps (iterations).
+    A ``Params`` field ``restart`` (the built-in attacks have one) is mixed into ``ctx.generator()``'s seed:
+    ``A:restart=1`` is an independent random restart of the search, cached apart, for checking how much an
+    attack cell depends on the search's luck.
     Sampling-time hooks of inference methods (SLD, SAFREE) are not installed while attacking: the attack sees the
     method's weights; the attack cell is then generated with the hooks, like every other cell.
     """

@@ -241,7 +241,8 @@ def attack_cell(runner, method, planned, state, attack: PlannedAttack):
     benchmark = copy.copy(planned.benchmark)
     benchmark.metrics = tuple(kept)  # an instance attribute shadows the class's
     key = attack_state_key(attack.attack, state.key, store, states, activated)
-    ctx = AttackContext(device=plan.device, dtype=plan.dtype, show_progress=plan.config.show_progress, base_component=_base_components(runner))
+    ctx = AttackContext(device=plan.device, dtype=plan.dtype, show_progress=plan.config.show_progress, base_component=_base_components(runner),
+                        seed=getattr(attack.attack.params, "restart", 0))
     label = f"{attack.label}({planned.label})"
     result = run_attack(attack=attack.attack, label=attack.label, get_pipe=pipe, concepts=planned.concepts, specs=planned.specs,
                         store=store, state_key=key, ctx=ctx, export_dir=store.root / "attacks",

@@ -7,6 +7,7 @@ not by a text-encoder edit; cost is counted; the exported CSV replays to the sam
 the attack group and the "attacked" column.
 """
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -194,3 +195,21 @@ def test_set_splits_the_keys_of_a_benchmark_and_an_attack_that_share_a_name(tmp_
     assert planned.attacks[0].attack.params.iterations == 3 and planned.benchmarks[0].benchmark.params.size == 32
     with pytest.raises(HarnessError, match="neither the p4d benchmark nor the p4d attack has that parameter; did you mean 'iterations'"):
         plan(dataclasses.replace(config, sets=["p4d.iteration=3"]), registry)
+
+
+def test_restart_is_an_independent_search_cached_apart(tmp_path):
+    """``restart=0`` is the default search itself; ``restart=1`` starts from other random tokens and is stored as its own
+    attack set, so a cell's dependence on the search's luck can be measured."""
+    registry = Registry(PluginHost(FILES))
+    small = "population=8,generations=2,length=4"
+
+    def found(attack):
+        runner = run(registry, tmp_path, methods="sd", attacks=attack)
+        (record,) = runner.attack_log
+        return [row["prompt"] for row in csv.DictReader(open(record["export"], newline=""))], record
+
+    default, _ = found(f"ring-a-bell:{small}")
+    again, record = found(f"ring-a-bell:{small},restart=0")
+    assert again == default and record["found_now"] == 0  # the same search, so the same cached prompts
+    other, record = found(f"ring-a-bell:{small},restart=1")
+    assert record["found_now"] == 4 and other != default and len(other) == len(default)

@@ -87,6 +87,7 @@ class RingABell(Attack):
         vocabulary: Literal["all", "words"] = "all"
         # the concept vector's pairs: the concept set's phrase pairs, or each of them inside each of its templates
         pairs: Literal["phrases", "templates"] = "phrases"
+        restart: int = param(0, ge=0)  # 0: the search seeded by the prompt's seed; 1, 2, …: independent random restarts
 
     # ------------------------------------------------------------------ 1. concept extraction
 

@@ -52,6 +52,7 @@ class UnlearnDiffAtk(Attack):
         lr: float = param(0.01, gt=0)  # PGD step size (paper: 0.01)
         target_steps: int = param(50, ge=1)  # base image's steps if the prompt sets none; should match the backbone's (toy preset: 20)
         probes: int = param(4, ge=1)  # fixed (t, ε) draws that measure the loss before/after (harness addition)
+        restart: int = param(0, ge=0)  # 0: the search seeded by the prompt's seed; 1, 2, …: independent random restarts
 
     def prepare(self, pipe, concepts, ctx) -> None:
         self.vocabulary = pt.allowed_tokens(pipe.tokenizer)
