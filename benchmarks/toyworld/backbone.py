@@ -68,7 +68,9 @@ class ToyBackbone(Backbone):
     # Checked on prompts never used for the choice (static → attacked, Wilson 95%): prompts 96–199 (n = 104):
     # trce-t 18.3 → 36.5% [27.9, 46.1] (32 prompts turned red, 13 turned back; exact McNemar p = 0.007), sd 100 →
     # 87.5%, uce 0 → 1%; the old preset (K = 16, phrases) gave trce-t 18.3 → 13.5%.  On the first 32:
-    # trce-t 15.6 → 21.9% [11, 39], sd 100 → 81%, uce 0 → 0%: 6 points, not the 10.
+    # trce-t 15.6 → 21.9% [11, 39], sd 100 → 81%, uce 0 → 0%: 6 points, not the 10.  Restarts of the same
+    # search (ring-a-bell:restart=1..7) lift trce-t there by 12.5-34.4 points, so the default is the low end of its own
+    # seed spread; measured after the preset was fixed, and not used to change it.
     # Measured 2026-12-06 on the committed model.
     attack_presets = {
         "ring-a-bell": {"population": 64, "generations": 100, "eta": 2.0, "length": 8, "pairs": "templates", "vocabulary": "words"},
