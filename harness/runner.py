@@ -459,6 +459,14 @@ def _manifest(plan: Plan, backbone_fingerprint: str) -> dict:
     }
 
 
+def concept_groups(benchmarks: list[PlannedBenchmark]) -> list[list[PlannedBenchmark]]:
+    """The benchmarks grouped by concept set, in plan order: each group shares one model state per method."""
+    groups: dict[str, list[PlannedBenchmark]] = {}
+    for planned in benchmarks:
+        groups.setdefault(planned.concepts.fingerprint(), []).append(planned)
+    return list(groups.values())
+
+
 class Runner:
     """Executes a plan.  Everything it works with exists from construction on: the store, the (lazily loaded)
     pipeline, the model states and the engine; the weights load only when something must be generated or erased."""
@@ -501,11 +509,9 @@ class Runner:
         manifest["threads"] = self.threads
         store.write_manifest(plan.run_id, manifest)
         states_metadata = {}
+        groups = concept_groups(plan.benchmarks)
         for method in plan.methods:
-            by_concepts: dict[str, list[PlannedBenchmark]] = {}
-            for planned in plan.benchmarks:
-                by_concepts.setdefault(planned.concepts.fingerprint(), []).append(planned)
-            for group in by_concepts.values():
+            for group in groups:
                 self._generate_references(group)
                 state = self._state_for(method, group)
                 states_metadata[f"{method.label} / {group[0].concepts.name}"] = state.metadata
@@ -706,7 +712,6 @@ def describe_stored_work(planned: Plan) -> list[str]:
     the backbone fingerprint the store recorded for these weights; a store that never saw them holds nothing of
     the plan.  Attack cells are not counted: their prompts are searched per method first.
     """
-    from harness.engine import Defaults, Engine, ModelStates
     from harness.lazy import PipelineSource
 
     prompts = sum(len(b.specs) for b in planned.benchmarks)
@@ -722,17 +727,11 @@ def describe_stored_work(planned: Plan) -> list[str]:
     cached = store.backbone_fingerprint(identity) if identity else None
     if cached is None:
         return [f"{head}; the store at {out} never saw these weights, so every image and erasure is new", *_attack_note(planned)]
-    fingerprint, scheduler_config = cached
-    states = ModelStates(source, store, fingerprint, target, show_progress=False)
-    backbone = target.backbone
-    engine = Engine(source, store, fingerprint, Defaults(backbone.steps, backbone.height, backbone.width), target.device,
-                    target.dtype, batch_size=1, show_progress=False, scheduler_config=scheduler_config)
+    runner = Runner(planned, store=store, source=source)  # the fingerprint is the store's: nothing loads
+    states, engine, fingerprint = runner.states, runner.engine, runner.backbone_fingerprint
     stored_images, erasures = 0, []
     for method in planned.methods:
-        by_concepts: dict[str, list[PlannedBenchmark]] = {}
-        for planned_benchmark in planned.benchmarks:
-            by_concepts.setdefault(planned_benchmark.concepts.fingerprint(), []).append(planned_benchmark)
-        for group in by_concepts.values():
+        for group in concept_groups(planned.benchmarks):
             concepts = group[0].concepts
             keys = states.chain_keys(method.parts, concepts)
             state_key = next((key for key in reversed(keys) if key is not None), fingerprint)
