@@ -17,6 +17,7 @@ from reports.leaderboard import (
     format_interval,
     format_value,
     interval_of,
+    n_range_text,
     n_text,
     rule_text,
 )
@@ -153,7 +154,7 @@ def metrics_table(board: Leaderboard) -> str:
         kind = "average" if column.is_average else f"{column.role}{', adversarial' if column.adversarial else ''}"
         out.append(
             f'<tr><td class="text">{_e(column.benchmark)}</td><td class="text">{_e(column.name)} <code>{_e(column.metric)}</code></td>'
-            f'<td>{_e(n_text(column).removeprefix("n="))}</td><td>{"lower" if column.lower_is_better else "higher"}</td>'
+            f'<td>{_e(n_range_text(column))}</td><td>{"lower" if column.lower_is_better else "higher"}</td>'
             f'<td class="text">{_e(kind)}</td><td class="text">{_e(column.description)}</td></tr>'
         )
     out.append("</tbody></table></div>")

@@ -19,7 +19,7 @@ every caption); the base model row is the reference and is never marked.  Needs 
 from __future__ import annotations
 
 from harness import names
-from reports.leaderboard import Column, Leaderboard, format_value, n_text
+from reports.leaderboard import Column, Leaderboard, format_value, n_range_text
 from reports.plots import category_labels
 
 _SPECIAL = {
@@ -152,10 +152,10 @@ def _caption_n(columns: list[Column]) -> str:
     shown = [c for c in columns if c.n_range is not None]
     if not shown:
         return ""
-    texts = {n_text(c).removeprefix("n=").replace("–", "--") for c in shown}
+    texts = {escape(n_range_text(c)) for c in shown}  # escape() writes the range dash as "--"
     if len(texts) == 1:
         return f"Each cell: $n = {texts.pop()}$ images. "
-    return "Images per cell ($n$): " + ", ".join(f"{escape(c.title)} {n_text(c).removeprefix('n=').replace('–', '--')}" for c in shown) + ". "
+    return "Images per cell ($n$): " + ", ".join(f"{escape(c.title)} {escape(n_range_text(c))}" for c in shown) + ". "
 
 
 def _caption_sources(board: Leaderboard) -> str:

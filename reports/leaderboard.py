@@ -46,7 +46,6 @@ class Column:
     name: str
     lower_is_better: bool
     description: str = ""
-    n: int | None = None  # images behind every cell of the column; None where cells differ (see n_range) or for averages
     adversarial: bool = False  # the benchmark declares adversarial = True
     set_level: bool = False  # the scorer compares whole image sets (FID)
     rate: bool = False  # a fraction in [0, 1], shown as a percentage
@@ -55,7 +54,12 @@ class Column:
     display: str = ""  # the benchmark's display name from its plugin ("Ring-A-Bell"); empty: the stored label
     primary: bool = False  # the benchmark's first listed erasure metric: the one Table 1 shows
     attack: str | None = None  # an attack cell "A(B)" (its label A) or the "attacked" average
-    n_range: tuple[int, int] | None = None  # smallest and largest n of the column's cells
+    n_range: tuple[int, int] | None = None  # smallest and largest n (images) of the column's cells; None for averages
+
+    @property
+    def n(self) -> int | None:
+        """The images behind every cell of the column; None where the cells differ, or for an average."""
+        return self.n_range[0] if self.n_range and self.n_range[0] == self.n_range[1] else None
 
     @property
     def title(self) -> str:
@@ -298,7 +302,7 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
         key = (row["benchmark"], row["metric"])
         if key not in columns:
             columns[key] = Column(
-                row["benchmark"], row["metric"], row["name"], row["lower_is_better"], row.get("description") or "", row.get("n"),
+                row["benchmark"], row["metric"], row["name"], row["lower_is_better"], row.get("description") or "",
                 adversarial=row["adversarial"] and not row.get("attack"), set_level=row["needs_reference"],
                 display="" if row.get("attack") else row["benchmark_display"] or "", attack=row.get("attack") or None,
             )
@@ -346,7 +350,6 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
     for column in ordered:
         counts = sorted({row.counts[column.key] for row in table_rows if column.key in row.counts})
         column.n_range = (counts[0], counts[-1]) if counts else None
-        column.n = counts[0] if len(counts) == 1 else None
     board = Leaderboard(ordered, table_rows)
     _add_adversarial_averages(board)
     _add_attacked_averages(board)
@@ -380,7 +383,7 @@ def _add_attacked_averages(board: Leaderboard) -> None:
         first = board.columns[indices[0]]
         cells = tuple(board.columns[i].benchmark for i in indices)
         board.columns.append(Column(ATTACKED, metric, first.name, first.lower_is_better,
-                                    f"mean of {first.name} over the attack cells {', '.join(cells)}", None,
+                                    f"mean of {first.name} over the attack cells {', '.join(cells)}",
                                     rate=all(board.columns[i].rate for i in indices), average_of=cells, attack=ATTACKED))
         for row in board.rows:
             parts = [row.values[i] for i in indices]
@@ -406,7 +409,7 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
         first = board.columns[indices[0]]
         benches = tuple(board.columns[i].benchmark for i in indices)
         average = Column("Adv", metric, first.name, first.lower_is_better,
-                         f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}", None, adversarial=True,
+                         f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}", adversarial=True,
                          rate=all(board.columns[i].rate for i in indices), average_of=benches,
                          primary=all(board.columns[i].primary for i in indices))
         position = indices[-1] + 1  # right after the last benchmark it averages
@@ -454,13 +457,18 @@ def format_cost(row: Row) -> str:
     return "–" if row.unet_evals_per_image is None else f"{row.unet_evals_per_image:.0f}"
 
 
-def n_text(column: Column) -> str:
-    """What a header says of the column's n: "n=32" when every cell rests on 32 images, "n=30–48" when the cells
-    differ (each cell then names its own, ``cell_n_text``), "" for an average of other columns."""
+def n_range_text(column: Column) -> str:
+    """The column's n as a number or a range: "32" when every cell rests on 32 images, "30–48" when the cells differ
+    (each cell then names its own, ``cell_n_text``), "" for an average of other columns."""
     if column.n_range is None:
         return ""
     low, high = column.n_range
-    return f"n={low}" if low == high else f"n={low}–{high}"
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def n_text(column: Column) -> str:
+    """What a header says of the column's n: "n=32", "n=30–48", or ""."""
+    return f"n={n_range_text(column)}" if column.n_range else ""
 
 
 def cell_n_text(row: Row, column: Column) -> str:
