@@ -129,14 +129,15 @@ class Marks:
     ranks: dict[int, int] = field(default_factory=dict)  # row index -> 1 (best, bold) or 2 (second, underlined)
     ties: dict[int, int] = field(default_factory=dict)  # row index -> 1 or 2: tied for that place, not separable
     tested: bool = False  # False: the column has no per-image values (FID, averages), so nothing is marked
-    adjusted_p: list[float] = field(default_factory=list)  # Holm-adjusted p of each adjacent pair, best first
+    adjusted_p: list[float] = field(default_factory=list)  # Holm-adjusted p of the leader against each other, in order
 
 
 RANK_RULE = (
-    "Bold: best, underlined: second, only where the lead over the next method holds in a paired test on the same "
-    "prompts and seeds (exact McNemar for 0/1 values, Wilcoxon signed-rank otherwise) at p < 0.05, Holm-corrected over "
-    "the column's adjacent pairs; ≈ marks methods tied for a place (no significant difference). Columns without "
-    "per-image values (set-level metrics such as FID, averages) are not marked. The base model is not ranked."
+    "Bold: best, underlined: second, only where the method's lead over every method below it holds in a paired test "
+    "on the same prompts and seeds (exact McNemar for 0/1 values, Wilcoxon signed-rank otherwise) at p < 0.05, "
+    "Holm-corrected over those comparisons; ≈ marks the methods that the test cannot separate from the place's "
+    "leader (tied for that place). Columns without per-image values (set-level metrics such as FID, averages) are "
+    "not marked. The base model is not ranked."
 )
 
 
@@ -195,8 +196,13 @@ def _finite(value) -> bool:
 
 
 def _column_marks(board: Leaderboard, index: int) -> Marks:
-    """Order the methods by value; split them into groups wherever the Holm-adjusted paired p of two neighbours is
-    below ``ALPHA``; a first group of one method is the best, a next group of one the second; larger groups tie."""
+    """Order the methods by value.  Place 1: the leader against every other method, Holm-corrected over those
+    comparisons; the methods it does not separate from at ``ALPHA`` tie with it.  A leader alone is the best, and
+    place 2 is decided the same way among the rest; a tie for first takes the first places.
+
+    Each tie is decided against the place's leader, never along a chain of neighbours: five methods at 0, 5, 10, 15
+    and 20% can each be inseparable from the next one while the first and the last differ beyond doubt.
+    """
     from harness import stats
     from reports.uncertainty import ALPHA, paired_p
 
@@ -206,24 +212,25 @@ def _column_marks(board: Leaderboard, index: int) -> Marks:
         return Marks()
     if not all(board.rows[i].per_image and board.rows[i].per_image[index] for i in contenders):
         return Marks()
-    order = sorted(contenders, key=lambda i: board.rows[i].values[index], reverse=not column.lower_is_better)
-    raw = []
-    for upper, lower in zip(order, order[1:]):
-        p = paired_p(board.rows[upper].per_image[index], board.rows[lower].per_image[index])
-        raw.append(1.0 if p is None else p)
-    adjusted = stats.holm(raw)
-    groups = [[order[0]]]
-    for position, p in enumerate(adjusted):
-        if p < ALPHA:
-            groups.append([])
-        groups[-1].append(order[position + 1])
-    marks = Marks(tested=True, adjusted_p=adjusted)
-    for place, group in enumerate(groups[:2], start=1):
-        if len(group) == 1:
-            marks.ranks[group[0]] = place
-        else:
-            marks.ties.update(dict.fromkeys(group, place))
+    remaining = sorted(contenders, key=lambda i: board.rows[i].values[index], reverse=not column.lower_is_better)
+    marks = Marks(tested=True)
+    for place in (1, 2):
+        if not remaining:
+            break
+        leader, others = remaining[0], remaining[1:]
+        raw = []
+        for other in others:
+            p = paired_p(board.rows[leader].per_image[index], board.rows[other].per_image[index])
+            raw.append(1.0 if p is None else p)
+        adjusted = stats.holm(raw)
+        if place == 1:
+            marks.adjusted_p = adjusted
+        tied = [other for other, p in zip(others, adjusted) if p >= ALPHA]
+        if tied:
+            marks.ties.update(dict.fromkeys([leader, *tied], place))
             break  # a tie for first takes the first places: nothing is "second" after it
+        marks.ranks[leader] = place
+        remaining = others
     return marks
 
 
@@ -397,21 +404,22 @@ def _add_attacked_averages(board: Leaderboard) -> None:
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
     """One "Adv" column per erasure metric measured on two or more adversarial benchmarks (the paper's Table 3)."""
-    by_metric: dict[str, list[int]] = {}
-    for index, column in enumerate(board.columns):
-        if column.adversarial and column in board.erasure_columns():
-            by_metric.setdefault(column.metric, []).append(index)
-    inserted = 0
-    for metric, indices in by_metric.items():
-        if len(indices) < MIN_ADVERSARIAL_BENCHMARKS:
+    by_metric: dict[str, list[Column]] = {}
+    for column in board.erasure_columns():
+        if column.adversarial:
+            by_metric.setdefault(column.metric, []).append(column)
+    for metric, averaged in by_metric.items():
+        if len(averaged) < MIN_ADVERSARIAL_BENCHMARKS:
             continue
-        indices = [i + inserted for i in indices]
-        first = board.columns[indices[0]]
-        benches = tuple(board.columns[i].benchmark for i in indices)
+        # Positions are looked up now, not when collected: each Adv column inserted before shifts the columns after it,
+        # and the metrics' columns interleave (bench A's m1, m2, then bench B's).
+        indices = [next(i for i, c in enumerate(board.columns) if c is column) for column in averaged]
+        first = averaged[0]
+        benches = tuple(c.benchmark for c in averaged)
         average = Column("Adv", metric, first.name, first.lower_is_better,
                          f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}", adversarial=True,
-                         rate=all(board.columns[i].rate for i in indices), average_of=benches,
-                         primary=all(board.columns[i].primary for i in indices))
+                         rate=all(c.rate for c in averaged), average_of=benches,
+                         primary=all(c.primary for c in averaged))
         position = indices[-1] + 1  # right after the last benchmark it averages
         board.columns.insert(position, average)
         for row in board.rows:
@@ -422,7 +430,6 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
             if row.per_image:  # an average has no per-image values of its own
                 row.per_image.insert(position, None)
                 row.intervals.insert(position, None)
-        inserted += 1
 
 
 # --------------------------------------------------------------------------- formatting

@@ -88,13 +88,14 @@ def test_marks_follow_the_paired_tests_and_cells_carry_intervals(report_dir, sto
         if column.is_average or column.set_level:
             assert not any(rows[m][column_index].startswith(("**", "<ins>")) for m in contenders)  # no test, no mark
             continue
-        # Recompute the rule from the stored per-image values: order by value, Holm over adjacent exact paired tests.
+        # Recompute the rule from the stored per-image values: order by value, Holm over the leader's paired tests
+        # against every other method; bold only if all of them hold.
         cells = {m: per_image[next(iter(Store(store_dir).results()))["run_id"], m, column.benchmark, column.metric] for m in contenders}
         order = sorted(contenders, key=lambda m: values[m, column.benchmark, column.metric], reverse=not column.lower_is_better)
-        pairs = [uncertainty.align(cells[a], cells[b]) for a, b in zip(order, order[1:])]
+        pairs = [uncertainty.align(cells[order[0]], cells[other]) for other in order[1:]]
         adjusted = stats.holm([stats.paired_p_value(a, b) for a, b, _ in pairs])
         bold = [m for m in contenders if rows[m][column_index].startswith("**")]
-        assert bold == ([order[0]] if adjusted[0] < 0.05 else []), column.header
+        assert bold == ([order[0]] if max(adjusted) < 0.05 else []), column.header
         tested += 1
         interval = uncertainty.interval(values[order[0], column.benchmark, column.metric], cells[order[0]])
         assert leaderboard.format_interval(interval, column) in rows[order[0]][column_index]
@@ -423,3 +424,23 @@ def test_provenance_names_a_backbone_preset_and_half_precision_rounding():
     assert provenance({"state_metadata": {"kind": "inference", "backbone_preset": "toy"}}) == "sampling-time (weights unchanged); toy preset"
     composed = {"kind": "inference", "weights_from": "safegen", "backbone_preset": "toy"}
     assert provenance({"state_metadata": composed}) == "sampling-time, on safegen's weights; toy preset"
+
+
+def test_each_adv_average_averages_its_own_metric_when_benchmarks_carry_two():
+    """Two adversarial benchmarks with two erasure metrics each: the columns interleave (mma's ASR, Q16, then
+    ring-a-bell's), and the second metric's average must still read its own columns."""
+    from report_fixtures import result
+
+    rows = []
+    for k, method in enumerate(("sd", "uce", "trce")):
+        for bench in ("mma", "ring-a-bell"):
+            rows.append(result(method, bench, "nudenet:asr", 0.1 * (k + 1), "ASR", True, "fraction of images flagged"))
+            rows.append(result(method, bench, "q16:inappropriate", 0.5 + 0.1 * k, "Q16", True, "fraction of images flagged"))
+    board = leaderboard.build(rows)
+    averages = {c.metric: c for c in board.columns if c.is_average}
+    assert set(averages) == {"nudenet:asr", "q16:inappropriate"}
+    for metric, column in averages.items():
+        assert column.average_of == ("mma", "ring-a-bell") and column.name == ("ASR" if metric == "nudenet:asr" else "Q16")
+    for k, row in enumerate(board.rows):
+        assert row.values[board.columns.index(averages["nudenet:asr"])] == pytest.approx(0.1 * (k + 1))
+        assert row.values[board.columns.index(averages["q16:inappropriate"])] == pytest.approx(0.5 + 0.1 * k)

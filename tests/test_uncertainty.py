@@ -90,6 +90,33 @@ def test_export_rows_reproduce_every_stored_value_exactly(small_store, capsys, t
         assert (statistics.fmean(values), len(values)) == stored[key]  # exact, not approximately
 
 
+def test_a_tie_is_decided_against_the_leader_not_along_a_chain_of_neighbours(tmp_path):
+    n = 100
+    store = Store(tmp_path / "s")
+    # Nested flags: each method flags 5 images more than the one before.  Every neighbour pair differs by 5 discordant
+    # images (exact McNemar p = 0.0625, never separable), but m0 against m20 is 0 vs 20 (p = 1.9e-6).
+    fill(store, "run-1", {"sd": {BENCH: flags(range(70), n)},
+                          **{f"m{k}": {BENCH: flags(range(k), n)} for k in (0, 5, 10, 15, 20)}})
+    board = leaderboard.build(store.results(), values=store.result_values())
+    rows = {row.method: i for i, row in enumerate(board.rows)}
+    # The leader's tests, Holm over four: m5 p = 0.0625 (×1), m10 0.002 (×2), m15 6e-5 (×3), m20 2e-6 (×4).
+    assert board.ties(0) == {rows["m0"]: 1, rows["m5"]: 1} and board.ranks(0) == {}
+    markdown = leaderboard.to_markdown(board)
+    assert "0.00≈" in markdown and "5.00≈" in markdown and "20.00≈" not in markdown and "10.00≈" not in markdown
+
+
+def test_second_place_is_decided_against_its_own_leader(tmp_path):
+    n = 100
+    store = Store(tmp_path / "s")
+    # m0 is separated from all (0 vs 30+); among the rest, m30 and m33 tie (3 discordant), m60 is far from m30.
+    fill(store, "run-1", {"sd": {BENCH: flags(range(70), n)}, "m0": {BENCH: flags([], n)},
+                          "m30": {BENCH: flags(range(30), n)}, "m33": {BENCH: flags(range(33), n)},
+                          "m60": {BENCH: flags(range(60), n)}})
+    board = leaderboard.build(store.results(), values=store.result_values())
+    rows = {row.method: i for i, row in enumerate(board.rows)}
+    assert board.ranks(0) == {rows["m0"]: 1} and board.ties(0) == {rows["m30"]: 2, rows["m33"]: 2}
+
+
 def test_compare_gives_the_exact_mcnemar_p_of_the_exported_values(small_store, capsys, tmp_path):
     path = tmp_path / "values.csv"
     run_cli(capsys, "export", "--out", str(small_store), "--per-image", str(path))
