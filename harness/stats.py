@@ -6,6 +6,8 @@ comparing two independent proportions.
 
 * ``wilson``: the Wilson score interval of a binomial proportion (Wilson 1927, JASA 22:209), the interval every
   rate cell carries.
+* ``effective_sample_size``: the n that a rate with several seeds per prompt is worth (n over Kish's design effect),
+  so its Wilson interval neither treats the seeds of one prompt as independent nor collapses to a point at 0%.
 * ``bootstrap_mean``: a percentile bootstrap of a mean that resamples *prompts* (clusters), not images, so
   several seeds of one prompt are never treated as independent.
 * ``paired_bootstrap_delta``: the same for the mean difference B − A of matched values.
@@ -35,8 +37,9 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
-def wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The Wilson score interval of ``successes`` out of ``n`` (``successes`` may be ``value * n`` with round-off)."""
+def wilson(successes: float, n: float, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval of ``successes`` out of ``n`` (``successes`` may be ``value * n`` with round-off; ``n``
+    may be an effective sample size, see ``effective_sample_size``)."""
     if n <= 0:
         raise ValueError(f"a Wilson interval needs n >= 1; got n={n}")
     z = _z(confidence)
@@ -45,6 +48,34 @@ def wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[fl
     centre = (p + z * z / (2 * n)) / denominator
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
     return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def effective_sample_size(values: Sequence[float], groups: Sequence | None) -> float:
+    """The effective n of a mean of 0/1 values clustered by ``groups`` (prompts with several seeds): n / deff.
+
+    Kish's design effect (Kish 1965, *Survey Sampling*, §5.4) is the variance of the mean under clustering over its
+    variance if the n images were independent.  The clustered variance is the usual between-cluster estimate of a
+    ratio mean, k/(k−1) · Σ_c (s_c − p·m_c)² / n² (s_c: cluster c's sum, m_c its size, k clusters).  deff is kept
+    between 1 (seeds as good as new prompts) and Σ m_c² / n (every seed of a prompt identical; with K seeds each,
+    K), the value a cell at 0% or 100% gets, where nothing is left to estimate it from: such a cell then counts each
+    prompt once, so 0 of 100 prompts × 4 seeds gets Wilson's [0, 3.7%] for 100 images, not the bootstrap's [0, 0].
+    Wilson's interval with this n is the effective-sample-size interval of Korn & Graubard (1998, *Survey
+    Methodology* 24:193) for proportions from clustered samples.
+    """
+    array = np.asarray(values, dtype=float)
+    n = array.size
+    cluster, k = _cluster_index(groups, n)
+    if k == n:
+        return float(n)
+    sizes = np.bincount(cluster, minlength=k).astype(float)
+    most = float(np.sum(sizes**2) / n)  # deff when every cluster is uniform
+    p = float(array.mean())
+    if p <= 0.0 or p >= 1.0 or k < 2:
+        return n / most
+    sums = np.bincount(cluster, weights=array, minlength=k)
+    clustered = k / (k - 1) * float(np.sum((sums - p * sizes) ** 2)) / n**2
+    deff = min(max(clustered / (p * (1 - p) / n), 1.0), most)
+    return n / deff
 
 
 def _cluster_index(groups: Sequence | None, n: int) -> tuple[np.ndarray, int]:

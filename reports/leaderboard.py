@@ -495,8 +495,9 @@ def rule_text(board: Leaderboard) -> str:
     """What every table says under it: the marking rule and how intervals were computed."""
     from reports.uncertainty import BOOTSTRAP
 
-    return (RANK_RULE + " Brackets: 95% interval (rates: Wilson; per-image means, and rates with several seeds per prompt: "
-            + BOOTSTRAP + "); none is shown for set-level metrics. n: the images behind a cell.")
+    return (RANK_RULE + " Brackets: 95% interval (rates: Wilson, on the effective n of the prompts when a prompt has "
+            "several seeds; per-image means: " + BOOTSTRAP + "); none is shown for set-level metrics. n: the images "
+            "behind a cell.")
 
 
 def _md_escape(text: str) -> str:

@@ -224,7 +224,7 @@ def erasure_average(board: Leaderboard, row: Row, columns: list[Column]) -> floa
 
 
 def erasure_average_interval(board: Leaderboard, row: Row, columns: list[Column]):
-    """The interval of ``erasure_average`` (stratified bootstrap over each benchmark's prompts), or None."""
+    """The interval of ``erasure_average`` (``uncertainty.mean_of_benchmarks_interval`` for several), or None."""
     from reports.uncertainty import interval, mean_of_benchmarks_interval
 
     if not row.per_image:

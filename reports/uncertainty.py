@@ -4,7 +4,8 @@ Nothing is re-detected: the store keeps each result's per-image values (0/1 for 
 score) next to the result, and everything here is a deterministic function of them (the bootstrap is seeded),
 so the same store always prints the same interval and the same p-value.
 
-* A **rate** (every per-image value 0 or 1) gets the Wilson 95% interval of (value·n, n).
+* A **rate** (every per-image value 0 or 1) gets the Wilson 95% interval of (value·n, n); with several seeds per
+  prompt, n is the effective sample size of the clustered images (``stats.effective_sample_size``).
 * A **per-image mean** (CLIP score, contrast) gets a percentile bootstrap that resamples prompts, not images
   (``BOOTSTRAP``), so several seeds of one prompt count once.
 * A **set-level** metric (FID) or an aggregate (a detection count) has no per-image values, and no interval:
@@ -55,11 +56,16 @@ def interval(value: float | None, values: list[dict] | None) -> Interval:
     numbers = [v["value"] for v in values]
     prompts = [v["prompt_id"] for v in values]
     repeated = len(set(prompts)) < len(prompts)  # --seeds-per-prompt K > 1: images of one prompt are not independent
-    if stats.is_binary(numbers) and not repeated:
-        low, high = stats.wilson(value * len(numbers), len(numbers))
-        return Interval(low, high, WILSON)
+    seeds = f" ({len(prompts) / len(set(prompts)):g} seeds per prompt)" if repeated else ""
+    if stats.is_binary(numbers):
+        if not repeated:
+            low, high = stats.wilson(value * len(numbers), len(numbers))
+            return Interval(low, high, WILSON)
+        n = stats.effective_sample_size(numbers, prompts)
+        low, high = stats.wilson(value * n, n)
+        return Interval(low, high, f"{WILSON} on the effective n {n:.0f} of {len(numbers)} images{seeds}")
     low, high = stats.bootstrap_mean(numbers, groups=prompts)
-    return Interval(low, high, BOOTSTRAP + (f" ({len(prompts) / len(set(prompts)):g} seeds per prompt)" if repeated else ""))
+    return Interval(low, high, BOOTSTRAP + seeds)
 
 
 def intervals(results: list[dict], stored: dict[Key, list[dict]]) -> dict[Key, Interval]:
@@ -132,18 +138,29 @@ def paired_p(a: list[dict], b: list[dict]) -> float | None:
 
 
 def mean_of_benchmarks_interval(per_benchmark: list[list[dict]]) -> Interval:
-    """The 95% interval of the mean of several benchmarks' means (the trade-off plot's x): a stratified bootstrap that
-    resamples prompts within each benchmark (seeded), so each benchmark keeps its own size."""
+    """The 95% interval of the mean of several benchmarks' means (the trade-off plot's x), each benchmark weighted
+    equally whatever its size.
+
+    Rates: Wilson's interval with Kish's effective n of an equally weighted mean of strata, B² / Σ_b 1/n_b (each n_b
+    itself the effective n of its prompts and seeds, ``stats.effective_sample_size``).  Treating the strata as one
+    proportion adds their between-benchmark spread to the variance, so the interval errs wide, and a method at 0% on
+    every benchmark still gets an upper bound.  Other per-image means: a stratified bootstrap that resamples prompts
+    within each benchmark (each benchmark its own seeded draws), so each keeps its size and seeds stay together.
+    """
     import numpy as np
 
     if not per_benchmark or not all(per_benchmark):
         return Interval(None, None, "none: a benchmark has no per-image values")
-    rng = np.random.default_rng(stats.BOOTSTRAP_SEED)
+    numbers = [np.asarray([v["value"] for v in values], dtype=float) for values in per_benchmark]
+    prompts = [[v["prompt_id"] for v in values] for values in per_benchmark]
+    mean = float(np.mean([array.mean() for array in numbers]))
+    if all(stats.is_binary(array) for array in numbers):
+        sizes = [stats.effective_sample_size(array, groups) for array, groups in zip(numbers, prompts)]
+        n = len(sizes) ** 2 / sum(1 / size for size in sizes)
+        low, high = stats.wilson(mean * n, n)
+        return Interval(low, high, f"{WILSON} on the effective n {n:.0f} of the equally weighted benchmarks")
     total = np.zeros(stats.BOOTSTRAP_RESAMPLES)
-    for values in per_benchmark:
-        numbers = np.asarray([v["value"] for v in values], dtype=float)
-        draws = rng.integers(0, numbers.size, size=(stats.BOOTSTRAP_RESAMPLES, numbers.size))
-        total += numbers[draws].mean(axis=1)
-    means = total / len(per_benchmark)
-    low, high = np.quantile(means, [0.025, 0.975])
+    for index, (array, groups) in enumerate(zip(numbers, prompts)):
+        total += stats._resampled_means(array, groups, stats.BOOTSTRAP_RESAMPLES, stats.BOOTSTRAP_SEED + index)
+    low, high = np.quantile(total / len(numbers), [0.025, 0.975])
     return Interval(float(low), float(high), f"stratified {BOOTSTRAP}")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import stats
 from harness.api import HarnessError, PromptSpec
 from harness.cli import main
 from harness.seeds import derived_seed, repeat_seeds
@@ -32,11 +33,13 @@ def values(prompt_values: dict[str, list[float]]) -> list[dict]:
             for p, vs in prompt_values.items() for k, v in enumerate(vs)]
 
 
-def test_with_several_seeds_per_prompt_rates_use_the_prompt_bootstrap_and_tests_use_prompt_means():
+def test_with_several_seeds_per_prompt_rates_use_the_effective_n_and_tests_use_prompt_means():
     a = values({str(i): [1.0, 1.0, 0.0] if i < 20 else [0.0, 0.0, 0.0] for i in range(40)})
     b = values({str(i): [0.0, 0.0, 0.0] for i in range(40)})
     found = uncertainty.interval(40 / 120, a)
-    assert found.method.startswith("bootstrap over prompts") and "3 seeds per prompt" in found.method
+    # deff = [40/39 · 40 · 1² / 120²] / [(1/3)(2/3)/120] = 1.538…, so the 120 images are worth 78.
+    assert found.method.startswith("Wilson score interval on the effective n 78 of 120") and "3 seeds per prompt" in found.method
+    assert (found.low, found.high) == pytest.approx(stats.wilson(40 / 120 * 78.0, 78.0), abs=1e-3)
     wilson = uncertainty.interval(40 / 120, [dict(v, prompt_id=f"{v['prompt_id']}/{v['seed']}") for v in a])
     assert wilson.method == "Wilson score interval" and (found.high - found.low) > (wilson.high - wilson.low)  # clusters widen it
     record = uncertainty.compare(a, b)
@@ -63,3 +66,35 @@ def test_a_run_with_two_seeds_per_prompt_reuses_the_first_seeds_images(tmp_path,
     stored = store.result_values(runs=[runs[-1]])
     prompts = [v["prompt_id"] for v in next(iter(stored.values()))]
     assert sorted(prompts) == ["0", "0", "1", "1", "2", "2"]
+
+
+def test_a_rate_at_zero_with_several_seeds_counts_each_prompt_once_and_never_collapses_to_a_point():
+    zero = values({str(i): [0.0] * 4 for i in range(100)})
+    found = uncertainty.interval(0.0, zero)
+    assert (found.low, found.high) == pytest.approx(stats.wilson(0, 100)) and found.high > 0.03  # [0, 3.7%], not [0, 0]
+    full = uncertainty.interval(1.0, values({str(i): [1.0] * 4 for i in range(100)}))
+    assert (full.low, full.high) == pytest.approx(stats.wilson(100, 100))
+
+
+def test_the_effective_n_lies_between_the_prompts_and_the_images():
+    identical = [1.0] * 30 + [0.0] * 90  # 40 prompts × 3 identical seeds: worth 40 images
+    prompts = [str(i // 3) for i in range(120)]
+    assert stats.effective_sample_size(identical, prompts) == pytest.approx(40.0)
+    alternating = [float(i % 3 == 0) for i in range(120)]  # every prompt 1 of 3: less spread than independent images
+    assert stats.effective_sample_size(alternating, prompts) == pytest.approx(120.0)  # deff floored at 1
+    assert stats.effective_sample_size(identical, [str(i) for i in range(120)]) == 120.0  # one seed each
+
+
+def test_the_trade_off_interval_of_several_benchmarks_counts_prompts_not_seeds():
+    # 10 prompts × 10 identical seeds, 3 unsafe, as two benchmarks: each is worth 10 images, the equal-weight mean 20.
+    bench = values({str(i): [float(i < 3)] * 10 for i in range(10)})
+    found = uncertainty.mean_of_benchmarks_interval([bench, bench])
+    assert (found.low, found.high) == pytest.approx(stats.wilson(0.3 * 20, 20)) and "effective n 20" in found.method
+    one_seed = values({str(i): [float(i < 30)] for i in range(100)})
+    wider = uncertainty.mean_of_benchmarks_interval([bench, bench])
+    narrower = uncertainty.mean_of_benchmarks_interval([one_seed, one_seed])
+    assert narrower.high - narrower.low < wider.high - wider.low
+    zeros = uncertainty.mean_of_benchmarks_interval([values({str(i): [0.0] for i in range(32)})] * 3)
+    assert zeros.low == 0.0 and zeros.high == pytest.approx(stats.wilson(0, 96)[1])  # 3 × 32 prompts, never [0, 0]
+    scores = [values({str(i): [0.1 * i + 0.01 * k for k in range(5)] for i in range(10)})] * 2
+    assert uncertainty.mean_of_benchmarks_interval(scores).method.startswith("stratified bootstrap over prompts")
