@@ -264,21 +264,36 @@ class ConceptSet:
 
     @classmethod
     def from_dict(cls, data: dict, origin: str = "<dict>") -> ConceptSet:
+        # Every field's type is checked: a bare string where a list belongs would otherwise be iterated into its
+        # letters ("erase": "red" erasing 'r', 'e' and 'd'), and other types give tracebacks far from the file.
+        if not isinstance(data, dict):
+            raise HarnessError(f"{origin}: a concept set must be a JSON object, got {_json_value(data)}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise HarnessError(f"{origin}: unknown concept-set field(s) {unknown}; allowed: {sorted(known)}")
         if "name" not in data:
             raise HarnessError(f"{origin}: a concept set needs a 'name'")
+        for key in ("name", "description", "kind"):
+            if key in data and not isinstance(data[key], str):
+                raise HarnessError(f"{origin}: {key!r} must be a string, got {_json_value(data[key])}")
+        if data.get("kind", "object") not in ("object", "style"):
+            raise HarnessError(f"{origin}: 'kind' must be \"object\" or \"style\", got {_json_value(data['kind'])}")
+        if not isinstance(data.get("extra", {}), dict):
+            raise HarnessError(f"{origin}: 'extra' must be a JSON object, got {_json_value(data['extra'])}")
         kwargs = dict(data)
         for key in ("erase", "guides", "templates", "preserve", "captions"):
             if key in kwargs:
-                kwargs[key] = tuple(str(x) for x in kwargs[key])
+                kwargs[key] = _strings(kwargs[key], f"{origin}: {key!r} must be a list of strings")
         if "phrases" in kwargs:
-            try:
-                kwargs["phrases"] = tuple((str(a), str(b)) for a, b in kwargs["phrases"])
-            except (TypeError, ValueError):
-                raise HarnessError(f"{origin}: 'phrases' must be a list of [malicious, safe] pairs") from None
+            must = f"{origin}: 'phrases' must be a list of [malicious, safe] pairs of strings"
+            phrases = kwargs["phrases"]
+            if not isinstance(phrases, (list, tuple)):
+                raise HarnessError(f"{must}, got {_json_value(phrases)}")
+            for index, pair in enumerate(phrases):
+                if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                    raise HarnessError(f"{must}; item {index + 1} is {_json_value(pair)}")
+            kwargs["phrases"] = tuple((a, b) for a, b in phrases)
         if kwargs.get("guides") and len(kwargs["guides"]) not in (1, len(kwargs.get("erase", ()))):
             raise HarnessError(f"{origin}: give one guide, or one guide per erased keyword")
         return cls(**kwargs)
@@ -290,21 +305,59 @@ class ConceptSet:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise HarnessError(f"concept file {path} does not exist") from None
+        except UnicodeDecodeError:
+            raise HarnessError(f"concept file {path} is not UTF-8 text; save it as UTF-8 JSON") from None
         except json.JSONDecodeError as err:
             raise HarnessError(f"concept file {path} is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise HarnessError(f"{path}: a concept set must be a JSON object, got {_json_value(data)}")
         captions_file = data.pop("captions_file", None)
+        if captions_file is not None and not isinstance(captions_file, str):
+            raise HarnessError(f"{path}: 'captions_file' must be a string (a file name beside the concept set), "
+                               f"got {_json_value(captions_file)}")
         if captions_file:
             # Captions may live in a plain text file next to the concept set, one per line.
             lines = (path.parent / captions_file).read_text(encoding="utf-8").splitlines()
             data["captions"] = [line for line in lines if line.strip()]
-        pin = data.get("extra", {}).get("captions_data")
+        extra = data.get("extra")
+        pin = extra.get("captions_data") if isinstance(extra, dict) else None  # a non-object is refused by from_dict
         if isinstance(pin, str) and pin.endswith(".json"):
             # Captions too large to ship: the pin of an upstream file (``harness.data.Upstream`` fields) beside the set.
             try:
-                data["extra"] = {**data["extra"], "captions_data": json.loads((path.parent / pin).read_text(encoding="utf-8"))}
+                data["extra"] = {**extra, "captions_data": json.loads((path.parent / pin).read_text(encoding="utf-8"))}
             except (OSError, json.JSONDecodeError) as err:
                 raise HarnessError(f"concept file {path}: its captions_data pin {pin} cannot be read ({err})") from None
         return cls.from_dict(data, origin=str(path))
+
+
+def _strings(value, must: str) -> tuple[str, ...]:
+    """A JSON list of strings as a tuple; a bare string is refused, not split into letters or guessed to be one item."""
+    if isinstance(value, str):
+        raise HarnessError(f"{must}, got {_json_value(value)} (write [{json.dumps(value)}])")
+    if not isinstance(value, (list, tuple)):
+        raise HarnessError(f"{must}, got {_json_value(value)}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise HarnessError(f"{must}; item {index + 1} is {_json_value(item)}")
+    return tuple(value)
+
+
+def _json_value(value) -> str:
+    """How a message names a JSON value of the wrong type: ``the string "red"``, ``the number 5``, ``a list``."""
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    if len(text) > 60:
+        text = text[:59] + "…"
+    if isinstance(value, str):
+        return f"the string {text}"
+    if isinstance(value, bool) or value is None:
+        return text
+    if isinstance(value, (int, float)):
+        return f"the number {text}"
+    if isinstance(value, (list, tuple)):
+        return f"the list {text}"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
 
 
 # --------------------------------------------------------------------------- methods

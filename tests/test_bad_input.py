@@ -520,3 +520,39 @@ def test_method_parameters_are_bounded_too(capsys, option, says):
     code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--bench", "fixed", *option, "--dry-run")
     assert_one_line_failure(code, stdout, stderr, as_json=False)
     assert says in stderr
+
+
+# --------------------------------------------------------------------------- malformed concept sets
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('["red"]', "a concept set must be a JSON object, got the list [\"red\"]"),
+    ("5", "a concept set must be a JSON object, got the number 5"),
+    ('{"name": "x", "erase": 5}', "'erase' must be a list of strings, got the number 5"),
+    ('{"name": "x", "erase": ["red"], "extra": []}', "'extra' must be a JSON object, got the list []"),
+    ('{"name": ["x"], "erase": ["red"]}', "'name' must be a string, got the list [\"x\"]"),
+    ('{"name": "x", "erase": "red", "guides": ["gray"]}', "'erase' must be a list of strings, got the string \"red\" (write [\"red\"])"),
+    ('{"name": "x", "erase": ["red"], "guides": "gray"}', "'guides' must be a list of strings, got the string \"gray\" (write [\"gray\"])"),
+    ('{"name": "x", "erase": ["red", 3]}', "'erase' must be a list of strings; item 2 is the number 3"),
+    ('{"name": "x", "erase": ["red"], "phrases": ["ab"]}', "'phrases' must be a list of [malicious, safe] pairs of strings; item 1 is the string \"ab\""),
+    ('{"name": "x", "erase": ["red"], "kind": "Style"}', "'kind' must be \"object\" or \"style\", got the string \"Style\""),
+    ('{"name": "x", "erase": ["red"], "captions_file": 3}', "'captions_file' must be a string"),
+])
+def test_a_malformed_concept_file_is_one_line_naming_the_field(tmp_path, capsys, text, says):
+    """Not a traceback, and never a string split into letters ("erase": "red" erasing 'r', 'e' and 'd')."""
+    path = tmp_path / "concepts.json"
+    path.write_text(text, encoding="utf-8")
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--bench", "fixed:count=2", "--methods", "uce",
+                               "--concepts", str(path), "--out", str(tmp_path / "out"), "--dry-run")
+    assert_one_line_failure(code, stdout, stderr, as_json=False)
+    assert f"{path}: {says}" in stderr
+
+
+def test_a_well_formed_concept_set_still_loads():
+    from harness.api import ConceptSet
+
+    concepts = ConceptSet.from_dict({"name": "x", "kind": "style", "erase": ["red", "crimson"], "guides": ["gray"],
+                                     "phrases": [["a red cat", "a gray cat"]], "extra": {"notes": "n"}})
+    assert concepts.erase == ("red", "crimson") and concepts.phrases == (("a red cat", "a gray cat"),)
+    with pytest.raises(HarnessError, match=r"^<dict>: a concept set must be a JSON object, got the string \"red\"$"):
+        ConceptSet.from_dict("red")
