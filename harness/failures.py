@@ -10,6 +10,7 @@ import argparse
 import errno
 import json
 import os
+import sqlite3
 import sys
 
 from harness.api import HarnessError
@@ -68,6 +69,9 @@ def user_error(err: BaseException) -> str | None:
     if type(err).__name__ == "OperationalError" and any(text in str(err) for text in ("disk is full", "disk I/O error")):
         # sqlite3's own words for ENOSPC/EIO: each transaction rolled back whole, so the store is consistent.
         return f"the results database could not be written ({err}); free some disk space, then run the same command again"
+    if type(err) is sqlite3.DatabaseError:  # "database disk image is malformed": damage Store's opening did not reach
+        # Only the exact class: its subclasses (IntegrityError, ProgrammingError, ...) are bugs and keep their traceback.
+        return f"the results database (harness.db) is damaged ({err}); restore it from a copy or choose another --out"
     return None
 
 

@@ -139,11 +139,20 @@ class Store:
         except OSError as err:
             raise HarnessError(f"cannot write to output directory {self.root}: {err.strerror or err}; choose another --out") from None
         self.cache = self.root / "cache"
-        self.db = sqlite3.connect(self.root / "harness.db", timeout=60, isolation_level=None)
+        path = self.root / "harness.db"
+        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        enable_wal(self.db)
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
+        try:
+            enable_wal(self.db)
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.OperationalError:
+            raise  # locked, disk full, I/O error: a store that may be fine (failures.user_error words the last two)
+        except sqlite3.DatabaseError as err:
+            # Not SQLite at all, or a damaged one (a truncated copy): SQLite refuses it before anything is written.
+            self.db.close()
+            raise HarnessError(f"{path} is not a readable results database ({err}); "
+                               "restore it from a copy or choose another --out") from None
         self.files = Files(self)
         self.claims = Claims(self)
 

@@ -556,3 +556,49 @@ def test_a_well_formed_concept_set_still_loads():
     assert concepts.erase == ("red", "crimson") and concepts.phrases == (("a red cat", "a gray cat"),)
     with pytest.raises(HarnessError, match=r"^<dict>: a concept set must be a JSON object, got the string \"red\"$"):
         ConceptSet.from_dict("red")
+
+
+# --------------------------------------------------------------------------- a damaged database
+
+
+def test_a_file_that_is_not_sqlite_is_one_line_and_left_as_it_was(tmp_path, capsys):
+    out = tmp_path / "junk"
+    out.mkdir()
+    (out / "harness.db").write_bytes(b"not a database\n")
+    for command in (["report", "--out", str(out)], ["run", "--model", "tiny", "--bench", "fixed:count=2", "--out", str(out), "--no-progress"]):
+        code, stdout, stderr = cli(capsys, *command)
+        assert_one_line_failure(code, stdout, stderr, as_json=False)
+        assert (f"{out / 'harness.db'} is not a readable results database (file is not a database); "
+                "restore it from a copy or choose another --out") in stderr
+    assert files_under(out) == {"harness.db": b"not a database\n"}  # nothing written beside it either
+
+
+def test_a_truncated_store_is_one_line(tmp_path, capsys):
+    """What a copy cut short (rsync, NFS) looks like: SQLite finds the damage when the store is opened."""
+    import sqlite3
+
+    from harness.store import Store
+
+    whole = tmp_path / "whole"
+    Store(whole).close()
+    db = sqlite3.connect(whole / "harness.db")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into harness.db itself, as a copy would have it
+    db.close()
+    data = (whole / "harness.db").read_bytes()
+    out = tmp_path / "cut"
+    out.mkdir()
+    (out / "harness.db").write_bytes(data[: len(data) // 2])
+    code, stdout, stderr = cli(capsys, "report", "--out", str(out))
+    assert_one_line_failure(code, stdout, stderr, as_json=False)
+    assert "is not a readable results database (database disk image is malformed)" in stderr
+
+
+def test_damage_found_after_opening_is_one_line_but_sqlite_bugs_keep_their_traceback():
+    import sqlite3
+
+    from harness import failures
+
+    assert "results database (harness.db) is damaged (database disk image is malformed)" in failures.user_error(
+        sqlite3.DatabaseError("database disk image is malformed"))
+    assert failures.user_error(sqlite3.IntegrityError("UNIQUE constraint failed")) is None
+    assert failures.user_error(sqlite3.ProgrammingError("Cannot operate on a closed database.")) is None
