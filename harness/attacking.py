@@ -144,12 +144,17 @@ def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None
         mine = overrides_for(registry, "attacks", selection.name, overrides)  # not the same-named benchmark's keys
         raw = {**preset, **mine, **selection.params}
         params = build_params(cls, raw, selection.name)
+        labelled = {**mine, **selection.params}
         if budget is not None:
             if not cls.budget_param:
                 raise HarnessError(f"attack {selection.name!r} declares no iteration parameter, so --attack-budget cannot cap it")
             current = getattr(params, cls.budget_param)
-            params = dataclasses.replace(params, **{cls.budget_param: min(current, budget)})
-        label = Selection(selection.name, {**mine, **selection.params}).label()
+            if budget < current:
+                params = dataclasses.replace(params, **{cls.budget_param: budget})
+                # In the label (and so the run id and the cell's name): a capped search is another result, and must not
+                # replace the full one in the store, nor be read as it.
+                labelled[cls.budget_param] = str(budget)
+        label = Selection(selection.name, labelled).label()
         planned.append(PlannedAttack(label, cls(params), preset))
     labels = [p.label for p in planned]
     if len(set(labels)) != len(labels):

@@ -30,7 +30,7 @@ from harness.api import (
 )
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
-from harness.seeds import repeat_seeds
+from harness.seeds import SEEDS_OF, repeat_seeds
 from harness.spec import Selection, build_params, parse_selections, parse_set_options
 from harness.store import Store
 from harness.validate import check_device, check_metric_labels, validate_specs
@@ -123,7 +123,17 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
     # A registered composition (e.g. trce = trce-t+trce-v): route each parameter to the part that declares it.
     part_classes = [registry.get("methods", name) for name in cls.parts]
     routed: dict[str, dict[str, str]] = {name: dict(overrides.get(name, {})) for name in cls.parts}
-    for key, value in raw.items():
+    # "PART.key" (how a label writes a part's --set value) reaches that part only; routed first, so that a key written
+    # for every part that declares it, beside the name, still wins, as it did when it was given.
+    for key in sorted(raw, key=lambda key: "." not in key):
+        value = raw[key]
+        part_name, dot, part_key = key.partition(".")
+        if dot:
+            if part_name not in cls.parts:
+                raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no part {part_name!r} for {key!r}"
+                                   f"{did_you_mean(part_name, cls.parts)}")
+            routed[part_name][part_key] = value
+            continue
         if key == "preset":  # each part that has a preset of that name takes it
             owners = [name for name, part in zip(cls.parts, part_classes) if value in part.presets]
             if not owners:
@@ -292,6 +302,8 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
     for selection in _expand_benchmarks(registry, parse_selections(config.bench, "--bench")):
         cls = registry.get("benchmarks", selection.name)
         raw = {**overrides_for(registry, "benchmarks", selection.name, overrides), **selection.params}
+        if any(planned.label == Selection(selection.name, raw).label() for planned in benchmarks):
+            continue  # named twice, or in two groups (--bench toy,toy-explicit): run and count it once
         bench = cls(build_params(cls, raw, selection.name))
         concept_name = config.concepts or getattr(bench.params, "concepts", None) or bench.concepts
         concepts = registry.concept_set(concept_name) if concept_name else ConceptSet(name="none")
@@ -345,14 +357,28 @@ def resolve_methods(registry: Registry, method_items: list[list[Selection]], ove
     (the toy world's learning rates)."""
     methods = []
     for item in method_items:
-        label = "+".join(selection.label() for selection in item)
+        label = "+".join(labelled_selection(registry, selection, overrides).label() for selection in item)
         parts = []
         for selection in item:
             parts.extend(expand_method(registry, selection, overrides, label, backbone=backbone))
         for part, _ in parts:
             part.check_resolved()
+        if any(planned.label == label for planned in methods):
+            raise HarnessError(f"--methods names the same method twice ({label!r}, --set values included); drop one")
         methods.append(PlannedMethod(label=label, parts=parts))
     return methods
+
+
+def labelled_selection(registry: Registry, selection: Selection, overrides: dict) -> Selection:
+    """The selection with the ``--set`` values it runs with, for its label (results, the run id, the leaderboard):
+    ``--methods uce --set uce.lamb=0.1`` is stored as ``uce:lamb=0.1``, as if written so, and never under the plain
+    name of another run's defaults.  A registered composition's ``--set PART.key`` appears as ``PART.key``, which
+    ``--methods`` also accepts (``trce:trce-t.lamb=0.02``)."""
+    cls = registry.get("methods", selection.name)
+    params = dict(overrides.get(selection.name, {}))
+    for part in cls.parts:
+        params.update({f"{part}.{key}": value for key, value in overrides.get(part, {}).items()})
+    return Selection(selection.name, {**params, **selection.params})
 
 
 def check_concepts_named(methods: list[PlannedMethod], benchmarks: list[PlannedBenchmark]) -> None:
@@ -603,7 +629,7 @@ class Runner:
                                  model_state=state.key, unet_evals_per_image=evals_per_image,
                                  attack=planned.attack)
                 store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
-                                        [(spec.id, spec.labels.get("prompt_id", spec.id), spec.seed, key, v) for spec, key, v in counted])
+                                        [(spec.id, spec.labels.get(SEEDS_OF, spec.id), spec.seed, key, v) for spec, key, v in counted])
 
     def _run_attack_cell(self, method: PlannedMethod, planned: PlannedBenchmark, state, attack) -> None:
         """Attack ``planned``'s prompts against ``method``'s model state, then generate and score them as cell "A(B)"."""

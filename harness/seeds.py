@@ -3,8 +3,10 @@
 Seed 0 of a prompt is the benchmark's seed, unchanged, so K = 1 is exactly the benchmark and a K = 4 run reuses
 every image a K = 1 run made.  Seed k ≥ 1 is a hash of (the benchmark's seed, k): deterministic, spread over 2**32,
 and independent of the prompt's position, so ``--limit`` does not change it.  Each extra spec is named
-``<prompt id>#seed<k>`` and carries its prompt's id in ``labels["prompt_id"]``: intervals and paired tests
-resample and pair by prompt, not by image.
+``<prompt id>#seed<k>`` and carries its prompt's id in ``labels[SEEDS_OF]``: intervals and paired tests
+resample and pair by prompt, not by image (stored as each value's ``prompt_id``).  The label has a name of its own, not
+"prompt_id": a prompt CSV's extra columns become labels, and a column of that common name must not silently turn
+unrelated rows into seeds of one prompt.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import dataclasses
 import hashlib
 
 from harness.api import HarnessError, PromptSpec
+
+SEEDS_OF = "seeds_of"  # the label naming the prompt a repeated-seed spec belongs to
 
 
 def derived_seed(seed: int, k: int) -> int:
@@ -31,7 +35,7 @@ def repeat_seeds(specs: list[PromptSpec], per_prompt: int) -> list[PromptSpec]:
         return list(specs)
     repeated = []
     for spec in specs:
-        labels = {**spec.labels, "prompt_id": spec.id}
+        labels = {**spec.labels, SEEDS_OF: spec.id}
         repeated.append(dataclasses.replace(spec, labels=labels))
         for k in range(1, per_prompt):
             repeated.append(dataclasses.replace(spec, id=f"{spec.id}#seed{k}", seed=derived_seed(spec.seed, k), labels=labels))

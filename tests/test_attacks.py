@@ -100,10 +100,21 @@ def test_exported_prompts_replay_as_a_csv_benchmark_with_the_same_score(registry
     assert replayed["value"] == cell["value"] and replayed["n"] == cell["n"] == 4
 
 
-def test_attack_budget_caps_iterations(registry, tmp_path):
-    runner = run(registry, tmp_path, methods="sd", attacks="unet-probe", attack_budget=1)
-    assert runner.plan.attacks[0].attack.params.iterations == 1
-    assert log_of(runner, "sd", "unet-probe")["cost_now"]["attack_steps"] == 4
+def test_attack_budget_caps_iterations_and_the_capped_cell_is_stored_apart(registry, tmp_path):
+    full = run(registry, tmp_path, methods="sd", attacks="unet-probe")
+    capped = run(registry, tmp_path, methods="sd", attacks="unet-probe", attack_budget=1)
+    (attack,) = capped.plan.attacks
+    assert attack.attack.params.iterations == 1 and attack.label == "unet-probe:iterations=1"
+    assert log_of(capped, "sd", "unet-probe:iterations=1")["cost_now"]["attack_steps"] == 4
+    # Another run, another cell: the capped search once replaced the full one under the same name.
+    assert capped.plan.run_id != full.plan.run_id
+    from harness.store import Store
+
+    cells = {r["benchmark"] for r in Store(tmp_path).results() if r["attack"]}
+    assert cells == {f"unet-probe({BENCH})", f"unet-probe:iterations=1({BENCH})"}
+    # A budget the parameter is already within changes nothing, so the run is the same.
+    roomy = plan(RunConfig(methods="sd", bench=BENCH, model="tiny", out=str(tmp_path), attacks="unet-probe", attack_budget=100), registry)
+    assert roomy.attacks[0].label == "unet-probe" and roomy.run_id == full.plan.run_id
 
 
 def test_a_killed_attack_resumes_from_the_prompts_already_found(registry, tmp_path):

@@ -206,3 +206,47 @@ def test_erase_exports_a_checkpoint_diffusers_loads(capsys, tmp_path):
         expected = old * 0.5 if "attn2.to_k" in name else old
         assert torch.equal(new, expected), name
     assert json.loads((save / "erasure.json").read_text())["metadata"][0]["factor"] == 0.5
+
+
+def test_set_values_are_part_of_the_method_label_so_a_sweep_keeps_every_value(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    base = ["run", "--model", "tiny", "--bench", "fixed:count=4", "--out", out, "--no-progress", "--methods", "sd,scale-keys"]
+    assert cli(capsys, *base)[0] == 0
+    assert cli(capsys, *base, "--set", "scale-keys.factor=3")[0] == 0  # once overwrote the first run's scale-keys results
+    store = Store(out)
+    labels = {(r["run_id"], r["method"]) for r in store.results()}
+    runs = {run for run, _ in labels}
+    assert len(runs) == 2 and {method for _, method in labels} == {"sd", "scale-keys", "scale-keys:factor=3"}
+    states = {r["method"]: r["model_state"] for r in store.results() if r["method"] != "sd"}
+    assert states["scale-keys"] != states["scale-keys:factor=3"]
+    # written beside the name or given with --set: one label, one run id, one model state
+    registry = Registry(PluginHost([BRIGHTNESS, EDITS]))
+    config = dict(bench="fixed:count=4", model="tiny", out=out, show_progress=False)
+    by_set = plan(RunConfig(methods="sd,scale-keys", sets=["scale-keys.factor=3"], **config), registry)
+    written = plan(RunConfig(methods="sd,scale-keys:factor=3", **config), registry)
+    assert by_set.run_id == written.run_id and [m.label for m in by_set.methods] == ["sd", "scale-keys:factor=3"]
+
+
+def test_a_part_of_a_composition_set_with_set_is_labelled_part_dot_key_and_that_label_runs_again(tmp_path):
+    registry = Registry(PluginHost([BRIGHTNESS, EDITS]))
+    config = dict(bench="fixed:count=4", model="tiny", out=str(tmp_path / "out"), show_progress=False)
+    by_set = plan(RunConfig(methods="trce", sets=["trce-t.lamb=0.02"], **config), registry)
+    (method,) = by_set.methods
+    assert method.label == "trce:trce-t.lamb=0.02"
+    assert [(part.name, part.params.lamb) for part, _ in method.parts if part.name == "trce-t"] == [("trce-t", 0.02)]
+    again = plan(RunConfig(methods=method.label, **config), registry)
+    assert again.run_id == by_set.run_id and [p.params for p, _ in again.methods[0].parts] == [p.params for p, _ in method.parts]
+    # a key written for every part beside the name still wins over a part's --set, as before
+    both = plan(RunConfig(methods="trce:lamb=0.5", sets=["trce-t.lamb=0.02"], **config), registry)
+    assert [part.params.lamb for part, _ in both.methods[0].parts if part.name == "trce-t"] == [0.5]
+
+
+def test_a_method_named_twice_is_refused_and_a_benchmark_named_twice_runs_once(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    code, _, err = cli(capsys, "run", "--model", "tiny", "--bench", "fixed", "--out", out, "--methods", "sd,sd", "--dry-run")
+    assert code == 2 and "names the same method twice ('sd'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli(capsys, "run", "--model", "tiny", "--bench", "fixed", "--out", out, "--methods", "scale-keys:factor=3,scale-keys",
+                       "--set", "scale-keys.factor=3", "--dry-run")
+    assert code == 2 and "'scale-keys:factor=3'" in err
+    code, stdout, _ = cli(capsys, "run", "--model", "tiny", "--bench", "fixed:count=4,fixed:count=4", "--out", out, "--methods", "sd", "--dry-run")
+    assert code == 0 and "images: 4 (1 method × 4 each)" in stdout

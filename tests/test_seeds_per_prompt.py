@@ -8,7 +8,7 @@ import pytest
 from harness import stats
 from harness.api import HarnessError, PromptSpec
 from harness.cli import main
-from harness.seeds import derived_seed, repeat_seeds
+from harness.seeds import SEEDS_OF, derived_seed, repeat_seeds
 from harness.store import Store
 from reports import uncertainty
 
@@ -22,7 +22,7 @@ def test_repeat_seeds_keeps_the_benchmark_seed_first_and_derives_the_rest():
     assert [s.id for s in repeated] == ["a", "a#seed1", "a#seed2", "b", "b#seed1", "b#seed2"]
     assert [s.seed for s in repeated[:3]] == [7, derived_seed(7, 1), derived_seed(7, 2)]
     assert len({s.seed for s in repeated}) == 6 and all(0 <= s.seed < 2**32 for s in repeated)
-    assert {s.labels["prompt_id"] for s in repeated} == {"a", "b"}
+    assert {s.labels[SEEDS_OF] for s in repeated} == {"a", "b"}
     assert repeat_seeds(specs[:1], 3)[1].seed == repeated[1].seed  # independent of position and --limit
     with pytest.raises(HarnessError):
         repeat_seeds(specs, 0)
@@ -98,3 +98,18 @@ def test_the_trade_off_interval_of_several_benchmarks_counts_prompts_not_seeds()
     assert zeros.low == 0.0 and zeros.high == pytest.approx(stats.wilson(0, 96)[1])  # 3 × 32 prompts, never [0, 0]
     scores = [values({str(i): [0.1 * i + 0.01 * k for k in range(5)] for i in range(10)})] * 2
     assert uncertainty.mean_of_benchmarks_interval(scores).method.startswith("stratified bootstrap over prompts")
+
+
+def test_a_prompt_id_column_in_a_csv_is_a_plain_label_not_a_grouping_of_seeds(tmp_path, capsys):
+    path = tmp_path / "prompts.csv"
+    path.write_text("prompt,evaluation_seed,evaluation_guidance,case_number,prompt_id\n"
+                    + "".join(f"prompt number {i},{i},7.5,{i},7\n" for i in range(4)))
+    out = str(tmp_path / "out")
+    assert main(["--plugin", BRIGHTNESS_PATH, "run", "--model", "tiny", "--methods", "sd", "--bench",
+                 f"csv:path={path},metrics=brightness:dark", "--out", out, "--no-progress"]) == 0
+    (values_of_cell,) = Store(out).result_values().values()
+    assert len({v["prompt_id"] for v in values_of_cell}) == 4  # four prompts, not four seeds of prompt "7"
+    capsys.readouterr()
+    assert main(["--plugin", BRIGHTNESS_PATH, "report", "--out", out, "--json"]) == 0
+    (record,) = [r for r in json.loads(capsys.readouterr().out) if r["metric"] == "brightness:dark"]
+    assert record["interval"] == "Wilson score interval"
