@@ -23,7 +23,11 @@ Notation as in ``methods/text.py`` (rows are d-vectors; ``Σ a tᵀ`` is d × d)
        Ẇ_e = W (C_at − C_tt)(I + C_tt)⁻¹                          "how much the edit moves r"
        IPF : keep r with ‖Ẇ_e r‖ > mean_r ‖Ẇ_e r‖
        DPA : r' = r + (ξ·v_min) v_min,  ξ ~ N(0, I),  aug_num per kept r, where v_min is
-             W's last right-singular vector (a direction W barely sees, so W r' ≈ W r);
+             the right-singular vector of W's smallest singular value in its reduced SVD (a
+             direction W barely sees, so W r' ≈ W r).  For a wide W (out < in: SD's 320- and
+             640-row ``to_v``, 10 of 16) that is the smallest *non-zero* one, as ``torch.svd``
+             gives it in the official code; a full SVD's last row would be a vector of W's null
+             space instead, orthogonal to it, and would change which retain rows are kept;
              keep r' with ‖Ẇ_e r'‖ > mean_{r'} ‖Ẇ_e r'‖, the mean over the perturbed rows
              (per chunk of 128 retain rows, as the official code; it also shuffles the
              rows before chunking, which matters only beyond 128 retain rows)
@@ -238,7 +242,7 @@ def null_space_update(weight: torch.Tensor, stats: SpeedStatistics, *, alpha: fl
         influence = lambda rows: (rows @ erase_weight.T).norm(dim=1)  # noqa: E731  ‖Ẇ_e r‖ per row
         if filter_retain:  # IPF: keep the rows above the mean influence of the retain rows
             retain = retain[influence(retain) > influence(retain).mean()]
-        weakest = torch.linalg.svd(W, full_matrices=True).Vh[-1]  # v_min
+        weakest = torch.linalg.svd(W, full_matrices=False).Vh[-1]  # v_min (reduced SVD: see the module docstring)
         kept = [retain]
         for start in range(0, len(retain), DPA_CHUNK):  # DPA, per chunk of retain rows as the official code
             rows = retain[start : start + DPA_CHUNK]

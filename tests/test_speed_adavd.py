@@ -79,7 +79,10 @@ def replay_dpa(weight, stats, aug_num, seed, ipf):
     if ipf:
         norms = (retain @ erase_weight.T).norm(dim=1)
         retain = retain[norms > norms.mean()]
-    v_min = torch.linalg.svd(W).Vh[-1]
+    # v_min from the eigenvectors of W Wᵀ (v = Wᵀu / σ for its smallest eigenvalue σ²), not from the SVD the method calls:
+    # torch.svd's reduced V, whose last column is the smallest non-zero singular direction also when W is wide.
+    eigenvalues, eigenvectors = torch.linalg.eigh(W @ W.T)
+    v_min = W.T @ eigenvectors[:, 0] / eigenvalues[0].sqrt()
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(len(retain), aug_num, W.shape[1], generator=generator, dtype=torch.float64)
     perturbed = (retain[:, None, :] + (noise @ v_min)[..., None] * v_min).reshape(-1, W.shape[1])
@@ -98,6 +101,19 @@ def test_speed_dpa_keeps_perturbed_rows_above_their_own_mean_and_disable_filter_
     assert expected > before_augmentation  # augmentation ran, with or without the filter
     if disable_filter:
         assert before_augmentation == len(stats.retain)  # IPF off: every retain row kept
+
+
+def test_speed_dpa_on_a_wide_matrix_perturbs_along_the_smallest_non_zero_singular_direction(pipe):
+    """A wide W (out < in, as SD's 320- and 640-row to_v) has a null space; the official direction is not in it."""
+    stats = SpeedStatistics.build(pipe, ["red"], ["gray"], retain_prompts(CONCEPTS, ["red"]), "all", 3, 0)
+    dim = stats.retain.shape[1]
+    weight = torch.randn(dim // 2, dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    _, info = null_space_update(weight, stats, alpha=0.7, lamb=0.5, threshold=0.1, aug_num=10, filter_retain=True,
+                                generator=torch.Generator().manual_seed(0))
+    assert info["retain_rows_kept"] == replay_dpa(weight, stats, 10, 0, ipf=True)[0]
+    reduced, full = torch.linalg.svd(weight, full_matrices=False), torch.linalg.svd(weight, full_matrices=True)
+    assert (weight @ reduced.Vh[-1]).norm() == pytest.approx(float(reduced.S[-1]))  # a direction W sees, a little
+    assert (weight @ full.Vh[-1]).norm() < 1e-10  # what a full SVD's last row is here: invisible to W
 
 
 def test_speed_inputs_from_the_concept_set(pipe, ctx):
