@@ -1,11 +1,16 @@
 """``harness merge SRC… --into DIR``: the union of stores made independently (e.g. a Slurm array, one job per method).
 
 Every table of the store is merged by primary key: an entry only one side has is copied; an entry both sides have
-must agree (timestamps aside), otherwise nothing is merged and the first disagreement is named in one line.  Files
-follow their rows: everything under ``cache/`` (images, model-state deltas, ...) is content-addressed and copied
-when missing (different bytes under one address are a conflict too); run manifests are copied per run.  Intermediate method caches
-(``cache/methods``) are copied when missing and otherwise kept as they are: they are inputs to an edit whose
-product, the delta, is compared.
+must agree, otherwise nothing is merged and the first disagreement is named in one line.  Two stores that did the
+same piece of work (both erased ``trce-t``, both ran a text-encoder attack whose prompts every method shares) agree
+on what it made but not on how it went, so these are no conflict and the first store's are kept (the target's, if it
+has the entry): timestamps, measured costs (an attack's cost, a model state's erase time, device and evaluation
+counts, a method's own ``seconds``) and paths that name the store itself.  Files follow their rows: everything
+under ``cache/`` (images, model-state deltas, ...) is content-addressed and copied when missing (different bytes under
+one address are a conflict too, except for the measured values in a model state's record); run manifests are copied
+per run, attack exports per attacked set.  Intermediate method caches (``cache/methods``) are copied when missing and
+otherwise kept as they are, with their ``files`` rows: they are inputs to an edit whose product, the delta, is
+compared (a GPU seldom recomputes them bit for bit).
 
 The merge is one transaction: conflicts are looked for before anything is written, the rows are inserted in a
 single SQLite transaction, and files copied before a failure are removed again.
@@ -28,6 +33,15 @@ from harness.store import Store
 
 # Columns that say when or where an entry was made, not what it is: never a conflict.
 VOLATILE_COLUMNS = {"created", "finished", "status", "delta_path"}
+# The same per table: what an attack cost (wall time; its step and evaluation counts with it, as the prompts found are
+# compared) and where its CSV was exported (into the source store; merge() points a copied row at the copied CSV).
+MEASURED_COLUMNS = {"attack_prompts": {"cost"}, "attack_sets": {"cost", "export_path"}}
+# Keys of a model state's metadata that say how its erasure went (harness/engine.py, and methods' own timers), not
+# what it made: two stores that erased the same state differ in them.  What it made is the delta, compared byte by byte.
+MEASURED_METADATA = {"erase_seconds", "erase_device", "erase_unet_evals", "erase_text_encoder_evals", "seconds"}
+# Files whose `files` row (hash, size) is no conflict: method caches are kept as they are, and a model state's record
+# holds its measured metadata (the file itself is compared without it, see _same_file).
+KEPT_FILES = ("cache/methods/", "cache/states/")
 # Manifest keys that describe how a run went rather than what it is (a re-run loads nothing, overlaps differently).
 VOLATILE_MANIFEST_KEYS = {"pipeline_loaded", "overlap", "distributed"}
 
@@ -57,8 +71,25 @@ def _normalised(value):
     return value
 
 
-def _comparable(row: dict) -> dict:
-    return {key: _normalised(value) for key, value in row.items() if key not in VOLATILE_COLUMNS}
+def _without_measured(metadata):
+    """A model state's metadata (JSON text or a dict) as compared: what the erasure made, not what it took."""
+    try:
+        data = json.loads(metadata) if isinstance(metadata, str) else metadata
+    except ValueError:
+        return metadata
+    if not isinstance(data, dict):
+        return metadata
+    return json.dumps({key: value for key, value in data.items() if key not in MEASURED_METADATA}, sort_keys=True, default=str)
+
+
+def _comparable(table: str, row: dict) -> dict:
+    ignored = VOLATILE_COLUMNS | MEASURED_COLUMNS.get(table, set())
+    if table == "files" and str(row.get("path")).startswith(KEPT_FILES):
+        ignored = ignored | {"sha256", "size"}
+    comparable = {key: _normalised(value) for key, value in row.items() if key not in ignored}
+    if table == "model_states" and "metadata" in comparable:
+        comparable["metadata"] = _without_measured(row["metadata"])
+    return comparable
 
 
 def _manifest(path: Path) -> dict:
@@ -86,7 +117,7 @@ class _Plan:
                 row = dict(row)
                 key = tuple(row[column] for column in primary)
                 self._add_row(name, primary, key, row, source.root)
-        for folder in ("cache", "runs"):
+        for folder in ("cache", "runs", "attacks"):
             for path in sorted((source.root / folder).rglob("*")):
                 relative = path.relative_to(source.root)
                 if not path.is_file() or path.name.startswith(".") or relative.parts[:2] == ("cache", PENDING_DIR):
@@ -101,17 +132,18 @@ class _Plan:
             placeholders = " AND ".join(f'"{column}" IS ?' for column in primary)
             existing = self.target.db.execute(f'SELECT * FROM "{table}" WHERE {placeholders}', key).fetchone()
             if existing is not None:
-                if _comparable(dict(existing)) != _comparable(row):
+                if _comparable(table, dict(existing)) != _comparable(table, row):
                     raise self._conflict(table, primary, key, row, dict(existing), origin, self.target.root)
                 return
             self.rows[table][key] = row
             self.row_source[(table, key)] = origin
-        elif _comparable(known) != _comparable(row):
+        elif _comparable(table, known) != _comparable(table, row):
             raise self._conflict(table, primary, key, row, known, origin, self.row_source[(table, key)])
 
     @staticmethod
     def _conflict(table, primary, key, row, other, origin: Path, other_origin: Path) -> HarnessError:
-        differing = sorted(column for column in _comparable(row) if _comparable(row).get(column) != _comparable(other).get(column))
+        mine, theirs = _comparable(table, row), _comparable(table, other)
+        differing = sorted(column for column in mine if mine.get(column) != theirs.get(column))
         entry = ", ".join(f"{column}={value}" for column, value in zip(primary, key))
         return HarnessError(
             f"conflict in {table} ({entry}): {origin} and {other_origin} differ in {', '.join(differing)}; "
@@ -135,7 +167,20 @@ class _Plan:
 def _same_file(a: Path, b: Path) -> bool:
     if a.name == "manifest.json" and b.name == "manifest.json":
         return _manifest(a) == _manifest(b)
+    if a.parent.name == "states" and a.parent.parent.name == "cache" and a.suffix == ".json":
+        return _state_record(a) == _state_record(b)
     return filecmp.cmp(a, b, shallow=False)
+
+
+def _state_record(path: Path):
+    """A model state's record (harness/recover.py) as compared: its row, measured metadata aside."""
+    try:
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return path.read_bytes()
+    if not isinstance(row, dict):
+        return row
+    return {**row, "metadata": _without_measured(row.get("metadata"))}
 
 
 def merge(sources: list[str | Path], into: str | Path) -> dict[str, int]:
@@ -179,6 +224,8 @@ def merge(sources: list[str | Path], into: str | Path) -> dict[str, int]:
                 for row in rows.values():
                     if table == "model_states" and row.get("delta_path"):
                         row = {**row, "delta_path": str(target.delta_path(row["key"]))}
+                    if table == "attack_sets" and row.get("export_path"):  # the export was copied with attacks/
+                        row = {**row, "export_path": str(target.root / "attacks" / Path(row["export_path"]).name)}
                     values.append([row.get(column) for column in columns])
                 target.db.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', values)
             for run_id, status in plan.run_status.items():
@@ -204,7 +251,9 @@ def cmd_merge(args, registry) -> int:
 def add_merge_command(sub) -> None:
     p = sub.add_parser("merge", help="merge stores made by separate runs into one",
                        description="Merge result stores (images, raw scores, model states, results, manifests) into one store. "
-                                   "Entries both sides have must agree; on a conflict nothing is merged.\n\n"
+                                   "Entries both sides have must agree; on a conflict nothing is merged. Shared work that differs only in how "
+                                   "it went (timestamps, measured costs and erase times, paths into the source store, intermediate "
+                                   "method caches) is no conflict: the first store's is kept.\n\n"
                                    "example:\n  harness merge out-sd out-uce --into out-all && harness report --out out-all",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="+", metavar="SRC", help="stores written by harness run --out")
