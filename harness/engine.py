@@ -390,7 +390,10 @@ class Engine:
         self.batch_size = batch_size
         self.show_progress = show_progress
         self.unet_calls = 0  # forward passes of the UNet, for tests and cost accounting
-        self._embeddings: dict[tuple[str, str], object] = {}
+        # Text-encoder outputs (on the device) by prompt, for one model state at a time: a run works through its states
+        # one after another, and keeping every state's would hold methods × prompts embeddings (gigabytes on SD) to the end.
+        self._embeddings: dict[str, object] = {}
+        self._embeddings_state: str | None = None  # the state key of the embeddings held
         self.on_step = None  # called with a fraction of an image after each denoising step (the progress bar)
         self.prompt_tokens: dict[str, int] = {}  # prompt -> its length in tokens, uncut ([SoT] and [EoT] included)
         self.token_limit: int | None = None  # the text encoder's context (77 for SD's CLIP)
@@ -554,12 +557,14 @@ class Engine:
     # ------------------------------------------------------------------ the sampling loop
 
     def embed(self, prompts: list[str], state_key: str):
-        """Text-encoder output for each prompt, computed once per unique prompt (and model state)."""
+        """Text-encoder output for each prompt, computed once per unique prompt while the model state stays the same."""
         import torch
 
         from harness.text import encode_prompts
 
-        missing = sorted({p for p in prompts if (state_key, p) not in self._embeddings})
+        if state_key != self._embeddings_state:  # another state's embeddings are dropped, not kept for a return
+            self._embeddings, self._embeddings_state = {}, state_key
+        missing = sorted({p for p in prompts if p not in self._embeddings})
         if missing:
             tokenizer = self.pipe.tokenizer
             # Counted before the cut below, so that the report can say how many prompts lost words.
@@ -567,9 +572,8 @@ class Engine:
                 self.prompt_tokens[prompt] = len(ids)
             self.token_limit = tokenizer.model_max_length
             hidden = encode_prompts(self.pipe, missing, batch_size=None, dtype=None).embeddings  # in the pipeline's dtype
-            for prompt, row in zip(missing, hidden):
-                self._embeddings[(state_key, prompt)] = row
-        return torch.stack([self._embeddings[(state_key, p)] for p in prompts])
+            self._embeddings.update(zip(missing, hidden))
+        return torch.stack([self._embeddings[p] for p in prompts])
 
     def initial_latents(self, specs: list[PromptSpec]):
         """One latent per sample from its own CPU generator, as diffusers does for a list of generators.
