@@ -40,7 +40,11 @@ Preservation scale units.  The official cache sums over all 616,767 MS-COCO 2014
 Concepts.  The concept set's ``extra.mace = {"concepts": [...], "mapping": "..."}`` gives MACE's concept words and
 mapping (``sexual``: the explicit-content config, nudity/naked/erotic/sexual → "a person wearing clothes"); otherwise
 each ``erase`` keyword is a concept, mapped to its guide.  A concept's prompts are the concept set's ``phrases`` that
-contain it (or the word itself) crossed with its ``templates``.
+contain it (or the word itself) crossed with its ``templates``.  This differs from the official prompts: MACE's
+``prompt_augmentation`` puts the bare concept word into 30 of its own object templates (``aug_length=30``).  The
+harness gives every method that reads prompts of the concept the same ones (the concept set's), so that a difference
+between methods is not a difference of prompt lists; with the ``sexual`` set that is 15 to 30 pairs per concept, some
+of them multi-word phrases ("provocative naked").
 
 Defaults: the explicit-content config (``configs/explicit_content/erase_explicit_content.yaml``): lr 1e-5, 120 steps
 per concept, rank 1, s = s_f = 7e-7, λ = 0, use_pooler, no importance sampling, 8 images per concept.  The 100-artist

@@ -52,8 +52,9 @@ Where the official code differs from the paper, the default follows the paper an
   to ``predict_noise``, which doubles the latents and takes the second half as the "conditional" prediction, so
   the anchoring loss sees [∅, a_3, ∅, a_4]: two anchors plus the empty prompt twice.  Default: all four anchors.
 * ``sample_with_adapter`` (default True, the code): x is sampled by the model being trained (the membrane on), as
-  the old ESD code did.  The paper text available here does not say which model samples x; ``false`` samples it
-  with the frozen model.
+  the old ESD code did.  The paper does not say which model samples x, so there is no paper behaviour to default to
+  and the code's is the default; this is why SPM differs from ESD, whose paper samples with the frozen model and whose
+  ``sample_with_trainable`` is therefore the quirk.  ``false`` samples x with the frozen model.
 * ``facilitated_transport=false`` applies the membrane at m = 1 to every prompt (the code's fixed
   ``--spm_multiplier 1``, and what a LoRA loader such as the webui does).
 
