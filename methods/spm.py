@@ -52,9 +52,10 @@ Where the official code differs from the paper, the default follows the paper an
   to ``predict_noise``, which doubles the latents and takes the second half as the "conditional" prediction, so
   the anchoring loss sees [∅, a_3, ∅, a_4]: two anchors plus the empty prompt twice.  Default: all four anchors.
 * ``sample_with_adapter`` (default True, the code): x is sampled by the model being trained (the membrane on), as
-  the old ESD code did.  The paper does not say which model samples x, so there is no paper behaviour to default to
-  and the code's is the default; this is why SPM differs from ESD, whose paper samples with the frozen model and whose
-  ``sample_with_trainable`` is therefore the quirk.  ``false`` samples x with the frozen model.
+  the old ESD code did.  The paper does not say which model samples x, and SPM's authors published no other code, so
+  the code's choice is the default.  ESD differs because its authors' 2025 code samples with the frozen base model,
+  which ESD's default follows; there the old code's choice is the quirk (``sample_with_trainable``).  ``false`` samples
+  x with the frozen model.
 * ``facilitated_transport=false`` applies the membrane at m = 1 to every prompt (the code's fixed
   ``--spm_multiplier 1``, and what a LoRA loader such as the webui does).
 
