@@ -43,7 +43,13 @@ reproduces the code.  Quirks in use are recorded in the metadata.
   the default single scale, ``preserve_scale=1e-4`` is the equivalent operating point.
 * ``caption_divisor`` (default 0 = the caption count, a mean): the code divides the cache by the
   constant 3e4 (``closed_form_refinement``).  That is the same thing for a 30k-caption file such as
-  COCO-30k, and not for any other caption set.
+  COCO-30k, and not for any other caption set.  Which captions the official cache sums over cannot be
+  read from the repository: it is downloaded (README: the ``cache`` folder of the Hub repository
+  ``ddgoodgood/trce-erased-model``).  The divisor suggests 30k captions, and that is what the statement
+  "effective 1e-4" above and ``preset=official`` on COCO-30k assume.  If it is instead MACE's cache over all
+  616,767 COCO 2014 captions (the file name, ``cache_coco.pt``, is MACE's), the code's per-caption weight
+  is 616,767 / 3e4 ≈ 20.6 times larger (≈ 2.1e-3 with s²); ``caption_divisor=1459`` (3e4 · 30,000 /
+  616,767) reproduces that reading on COCO-30k.
 * ``augmentation`` (default ``concepts``): the code uses its own lists, ``data/concepts/sexual.json``
   (first 20 pairs) and the first 15 ``object`` templates of ``prompt_augmentation`` in
   ``src/cfr_utils.py``; ``official`` fetches both through the data layer from the pins in the concept
