@@ -101,7 +101,7 @@ def comparisons(results: list[dict], stored: dict, a: str, b: str) -> list[dict]
         record = {
             "benchmark": key[0], "metric": key[1], "name": row_a["name"], "a": a, "b": b,
             "value_a": _finite(row_a["value"]), "value_b": _finite(row_b["value"]), "lower_is_better": row_a["lower_is_better"],
-            "run_a": row_a["run_id"], "run_b": row_b["run_id"],
+            "unit": row_a["unit"], "run_a": row_a["run_id"], "run_b": row_b["run_id"],
         }
         if values_a and values_b:
             record.update(compare(values_a, values_b))
@@ -143,7 +143,7 @@ def _check_method(results: list[dict], label: str, where: str) -> None:
 def _format_compare(records: list[dict]) -> str:
     lines = []
     for r in records:
-        rate = r["test"] == "exact McNemar"
+        rate = r["unit"] == "rate" or r["test"] == "exact McNemar"  # results stored before units: 0/1 values
         scale, unit = (100, " pp") if rate else (1, "")
         if r["delta"] is None:
             lines.append(f"{r['benchmark']} {r['name']}: no values to compare")
@@ -155,7 +155,8 @@ def _format_compare(records: list[dict]) -> str:
         if r["ci95"]:
             text += f" [{scale * r['ci95'][0]:+.2f}, {scale * r['ci95'][1]:+.2f}]"
         if r["p_value"] is not None:
-            text += f", p = {r['p_value']:.3g} ({r['test']}, {r['n_pairs']} pairs"
+            prompts = f" of {r['n_prompts']} prompts" if r.get("n_prompts", r["n_pairs"]) < r["n_pairs"] else ""
+            text += f", p = {r['p_value']:.3g} ({r['test']}, {r['n_pairs']} pairs{prompts}"
             text += f", discordant A-only {r['discordant'][0]} / B-only {r['discordant'][1]})" if "discordant" in r else ")"
         else:
             text += f" ({r['test']})"

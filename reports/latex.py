@@ -155,7 +155,7 @@ def _caption_n(columns: list[Column]) -> str:
         return ""
     texts = {escape(n_range_text(c)) for c in shown}  # escape() writes the range dash as "--"
     if len(texts) == 1:
-        return f"Each cell: $n = {texts.pop()}$ images. "
+        return f"Each cell: $n$ = {texts.pop()} images. "  # the range dash "--" is an en dash only outside math mode
     return "Images per cell ($n$): " + ", ".join(f"{escape(c.title)} {escape(n_range_text(c))}" for c in shown) + ". "
 
 

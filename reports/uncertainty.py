@@ -100,7 +100,7 @@ def align(a: list[dict], b: list[dict]) -> tuple[list[float], list[float], list[
 def compare(a: list[dict], b: list[dict]) -> dict:
     """B − A on matched pairs: the difference of means, its paired bootstrap interval, the paired test's p-value."""
     a_values, b_values, prompts = align(a, b)
-    record: dict = {"n_pairs": len(a_values)}
+    record: dict = {"n_pairs": len(a_values), "n_prompts": len(set(prompts))}
     if not a_values:
         return {**record, "delta": None, "ci95": None, "p_value": None, "test": "none: no matched (prompt id, seed) pairs"}
     delta = sum(b_values) / len(b_values) - sum(a_values) / len(a_values)

@@ -89,4 +89,4 @@ def test_every_format_gives_each_cell_its_n():
     assert rows["uce"]["n"][explicit.key] == 48 and rows["sd"]["n"][explicit.key] == 100
     caption = latex.table1(board)
     assert "Images per cell ($n$): " in caption and "48--100" in caption
-    assert "Each cell: $n = 100$ images." in latex.table1(leaderboard.build(toy_results(), values=per_image_values(toy_results())))
+    assert "Each cell: $n$ = 100 images." in latex.table1(leaderboard.build(toy_results(), values=per_image_values(toy_results())))

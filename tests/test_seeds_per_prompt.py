@@ -113,3 +113,14 @@ def test_a_prompt_id_column_in_a_csv_is_a_plain_label_not_a_grouping_of_seeds(tm
     assert main(["--plugin", BRIGHTNESS_PATH, "report", "--out", out, "--json"]) == 0
     (record,) = [r for r in json.loads(capsys.readouterr().out) if r["metric"] == "brightness:dark"]
     assert record["interval"] == "Wilson score interval"
+
+
+def test_compare_with_several_seeds_prints_rates_in_percent_and_counts_the_prompts(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    edits = str(Path(__file__).parent / "plugins" / "edits.py")
+    assert main(["--plugin", BRIGHTNESS_PATH, "--plugin", edits, "run", "--model", "tiny", "--methods", "sd,scale-keys", "--bench",
+                 "fixed:count=3", "--seeds-per-prompt", "2", "--out", out, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["--plugin", BRIGHTNESS_PATH, "--plugin", edits, "compare", "--out", out, "sd", "scale-keys"]) == 0
+    (line,) = [text for text in capsys.readouterr().out.splitlines() if text.startswith("fixed:count=3") and "↓" in text and "%" in text]
+    assert " pp" in line and "6 pairs of 3 prompts" in line and "Wilcoxon signed-rank on per-prompt means" in line
