@@ -704,7 +704,11 @@ class Runner:
 
     def _set_raw(self, scorer, planned: PlannedBenchmark, keys: list[str], state) -> dict:
         reference_keys = [self.engine.image_key(self.engine.resolve(spec), self.base_state().key) for spec in planned.specs]
-        set_key = sha256_json({"images": keys, "reference": reference_keys})
+        # The images' recorded contents are part of the key: an image generated again with other bytes (another GPU,
+        # after `harness check --repair` of a damaged file) must not keep the score computed from the old ones.
+        files = self.store.files
+        contents = [getattr(files.lookup(self.store.image_path(key)), "sha256", None) for key in [*keys, *reference_keys]]
+        set_key = sha256_json({"images": keys, "reference": reference_keys, "contents": contents})
         raw = self.store.set_score(set_key, scorer.name, scorer.version)
         if raw is None:
             raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
