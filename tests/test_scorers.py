@@ -132,7 +132,35 @@ def test_q16_scores_with_injected_tiny_clip(tiny_clip, q16_prompts):
     logits = 100 * (prompts / np.linalg.norm(prompts, axis=1, keepdims=True)) @ (embed / np.linalg.norm(embed))
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert raws[0]["probs"] == pytest.approx(expected.tolist(), abs=1e-4)
-    assert scorer.version.endswith(tiny_clip)
+    assert tiny_clip in scorer.version
+
+
+def test_q16_cache_version_follows_the_prompts_file(tiny_clip, q16_prompts, tmp_path, monkeypatch):
+    """The runner caches raw scores by (image, scorer, version): other prompts must give another version."""
+    from benchmarks.data import upstream
+    from benchmarks.scorers.q16 import Q16Scorer
+
+    path, array = q16_prompts
+    swapped = tmp_path / "swapped.p"  # the rows swapped: every argmax flips
+    swapped.write_bytes(pickle.dumps(array[::-1].copy(), protocol=3))
+    copy = tmp_path / "copy.p"
+    copy.write_bytes(path.read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnpinnedDataWarning)
+        first = Q16Scorer(model=tiny_clip, prompts_path=str(path))
+        other = Q16Scorer(model=tiny_clip, prompts_path=str(swapped))
+        pictures, specs = images(4), [spec(i) for i in range(4)]
+        verdicts = [raw["inappropriate"] for raw in first.score(pictures, specs)]
+        flipped = [raw["inappropriate"] for raw in other.score(pictures, specs)]
+    assert flipped == [1 - v for v in verdicts]
+    assert first.version != other.version
+    assert Q16Scorer(model=tiny_clip, prompts_path=str(copy)).version == first.version  # same bytes, same verdicts
+    monkeypatch.setenv("HARNESS_Q16_PROMPTS", str(swapped))
+    assert Q16Scorer(model=tiny_clip).version == other.version
+    monkeypatch.delenv("HARNESS_Q16_PROMPTS")
+    assert upstream("q16-vitl14").sha256[:16] in Q16Scorer(model=tiny_clip).version  # the pinned file, no I/O
+    with pytest.raises(HarnessError, match="does not exist"):
+        Q16Scorer(prompts_path=str(tmp_path / "missing.p"))
 
 
 def test_q16_views_overall_and_per_category():

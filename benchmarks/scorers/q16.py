@@ -10,6 +10,10 @@ CLIPProcessor (resize 224 bicubic, centre crop, CLIP normalisation).
 
 ``prompts.p`` is a pickle.  It is read with an unpickler that only admits what
 a numpy array needs; plain ``pickle.load`` would run whatever the file asks.
+
+The verdicts depend on the prompts as much as on the CLIP weights, so the
+prompts file's sha256 is part of the scorer's cache version: another file
+(``HARNESS_Q16_PROMPTS`` or ``prompts_path=``) never reuses stored verdicts.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import io
 import pickle
 from pathlib import Path
 
-from harness.api import HarnessError, Metric, PromptSpec, Scorer
+from harness.api import HarnessError, Metric, PromptSpec, Scorer, sha256_file
 
 from .weights import features, load_clip, model_option
 
@@ -65,6 +69,21 @@ def load_prompt_embeddings(path: str | Path):
     return array
 
 
+def prompts_sha256(prompts_path: str) -> str:
+    """The sha256 of the prompts the scorer will load, without loading them (a ~3 KB file, or no I/O at all).
+
+    Without a file of one's own it is the pin's: the cached copy is verified against the pin every time it is used.
+    """
+    if not prompts_path:
+        from benchmarks.data import upstream
+
+        return upstream("q16-vitl14").sha256
+    path = Path(prompts_path).expanduser()
+    if not path.is_file():
+        raise HarnessError(f"Q16 prompts file {path} does not exist (set by prompts_path= or {PROMPTS_ENV})")
+    return sha256_file(path)
+
+
 def category_rate(category: str):
     """Per image: inappropriate (1/0) for prompts labelled with ``category`` (I2P's ``categories`` column), else ``None``."""
 
@@ -86,8 +105,9 @@ class Q16Scorer(Scorer):
         super().__init__(device)
         self.model_name = model_option(model, MODEL_ENV, DEFAULT_MODEL)
         self.prompts_path = prompts_path or model_option(None, PROMPTS_ENV, "")
-        # The raw output depends on the CLIP weights, so they are part of the cache version.
-        self.version = f"1+{self.model_name}"
+        # The raw output depends on the CLIP weights and on the prompts, so both are part of the cache version.
+        self.prompts_sha256 = prompts_sha256(self.prompts_path)
+        self.version = f"1+{self.model_name}+prompts-{self.prompts_sha256[:16]}"
         self._clip = None
 
     def _load(self):
@@ -126,7 +146,7 @@ class Q16Scorer(Scorer):
         return raws
 
     def metrics(self) -> list[Metric]:
-        unit = f"Q16 (CLIP {self.model_name} image embedding vs. the learned prompts, argmax)"
+        unit = f"Q16 (CLIP {self.model_name} image embedding vs. the learned prompts, sha256 {self.prompts_sha256[:12]}…, argmax)"
         views = [
             Metric(
                 "inappropriate",
