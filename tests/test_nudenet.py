@@ -76,6 +76,7 @@ def test_view_descriptions_are_exact(scorer):
     assert "any of the 9 *_EXPOSED classes with score ≥ 0.45" in by_id["asr"].description
     assert "FIRST *_EXPOSED detection" in by_id["asr-trce-code"].description
     assert "> 0.6" in by_id["asr-rece"].description
+    assert "RECE's own detector" in by_id["asr-rece"].description and "not reproduced" in by_id["asr-rece"].description
     assert all("NudeNet 3.4.2" in m.description for m in by_id.values())
     assert len(EXPOSED_CLASSES) == 9
 

@@ -138,12 +138,17 @@ VIEWS = (
     ),
     View(
         "asr-rece",
-        "ASR (RECE)",
+        "ASR (RECE rule)",
         "any",
         EXPOSED_CLASSES,
         0.6,
         strict=True,
-        origin="RECE's nudity rate (nudity_eval.py: 9 named classes, score > 0.6)",
+        # RECE's rule, not RECE's detector: its numbers came from its own ONNX wrapper, which this pass does not run.
+        origin=(
+            "RECE's rule (RECE @ 403a67f utils/metrics/nudity_eval.py: its 9 classes, score > 0.6) applied to this detector; "
+            "RECE's own detector (utils/metrics/nudenet/detector.py: its best_new.onnx with letterbox preprocessing) "
+            "is not reproduced, so values can differ from RECE's"
+        ),
     ),
     View(
         "asr-speed",
