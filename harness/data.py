@@ -107,9 +107,12 @@ def host_reachable(host: str, timeout: float = 1.5) -> bool:
     return not offline() and backbones.host_reachable(host, timeout)
 
 
-def manual_hint(item: Upstream) -> str:
-    if item.gated:
+def manual_hint(item: Upstream, ungated: bool = False) -> str:
+    """Where to get the file by hand: for a gated set, the official page, or the ungated copy when the user opted in."""
+    if item.gated and not ungated:
         where = f"the CSV from https://huggingface.co/datasets/{item.hf_dataset} (after requesting access)"
+    elif item.gated:
+        where = f"the ungated copy {item.url} (licence caveat: {item.ungated_caveat})"
     else:
         where = item.url
     return f"download {where} by hand and pass --data PATH (benchmark parameter data=PATH), or put it at {cache_path(item)}"
@@ -142,13 +145,13 @@ class Resolved:
         }
 
 
-def verify_file(item: Upstream, path: Path, what: str) -> str:
+def verify_file(item: Upstream, path: Path, what: str, ungated: bool = False) -> str:
     """Check size, sha256, header and row count against the pin; return the sha256.  Any mismatch is an error."""
     digest = sha256_file(path)
     if item.sha256 and digest != item.sha256:
         raise HarnessError(
             f"{what} {path} has sha256 {digest}, expected {item.sha256} for {item.key!r}: the file is damaged, tampered with "
-            f"or a different version; {manual_hint(item)}"
+            f"or a different version; {manual_hint(item, ungated)}"
         )
     check_table(item, path, what)
     return digest
@@ -206,7 +209,7 @@ def resolve(item: Upstream, data: str | Path | None = None, *, fetch_missing: bo
     if path.is_file():
         return _verified_cache(item, path)
     if not fetch_missing:
-        raise HarnessError(f"{item.key!r} is not downloaded: run `harness data fetch {item.key}`, or {manual_hint(item)}")
+        raise HarnessError(f"{item.key!r} is not downloaded: run `harness data fetch {item.key}`, or {manual_hint(item, ungated)}")
     return fetch(item, ungated=ungated)
 
 
@@ -249,7 +252,7 @@ def fetch(item: Upstream, *, ungated: bool = False, force: bool = False, data: s
         return _verified_cache(item, target)
     if offline():
         raise HarnessError(
-            f"cannot download {item.key!r}: offline (HF_HUB_OFFLINE or HARNESS_OFFLINE is set); {manual_hint(item)}"
+            f"cannot download {item.key!r}: offline (HF_HUB_OFFLINE or HARNESS_OFFLINE is set); {manual_hint(item, ungated)}"
         )
     if item.gated and not ungated:
         downloaded, origin = _fetch_hugging_face(item)
@@ -272,6 +275,7 @@ def _install(source: Path, target: Path, origin: str) -> None:
 
 
 def _fetch_url(item: Upstream, tmp_dir: Path) -> tuple[Path, str]:
+    ungated = item.gated  # a gated set's URL is its ungated copy, downloaded only on opt-in
     errors = []
     tmp = tmp_dir / item.filename
     for url in (item.url, *item.mirrors):
@@ -284,9 +288,9 @@ def _fetch_url(item: Upstream, tmp_dir: Path) -> tuple[Path, str]:
         except (urllib.error.URLError, OSError) as err:
             errors.append(f"{url}: {getattr(err, 'reason', err)}")
             continue
-        verify_file(item, tmp, "downloaded file")  # a mismatch is an error, not a reason to try a mirror
+        verify_file(item, tmp, "downloaded file", ungated)  # a mismatch is an error, not a reason to try a mirror
         return tmp, url
-    raise HarnessError(f"could not download {item.key!r} ({'; '.join(errors)}); {manual_hint(item)}")
+    raise HarnessError(f"could not download {item.key!r} ({'; '.join(errors)}); {manual_hint(item, ungated)}")
 
 
 def _fetch_hugging_face(item: Upstream) -> tuple[Path, str]:

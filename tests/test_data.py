@@ -176,6 +176,19 @@ def test_gated_set_from_hugging_face_is_checked_by_header_and_rows(monkeypatch, 
         data.resolve(item.key)
 
 
+def test_offline_hint_names_the_copy_the_user_asked_for(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    item = pinned_item(monkeypatch, key="test-gated", hf_dataset="someone/gated-set", ungated_caveat="NO LICENCE FILE")
+    with pytest.raises(HarnessError) as official:
+        data.fetch(item.key)
+    assert "huggingface.co/datasets/someone/gated-set" in str(official.value) and item.url not in str(official.value)
+    with pytest.raises(HarnessError) as ungated:
+        data.fetch(item.key, ungated=True)
+    message = str(ungated.value)
+    assert f"the ungated copy {item.url}" in message and "NO LICENCE FILE" in message and "huggingface.co" not in message
+    assert "\n" not in message
+
+
 def test_ungated_copy_is_opt_in_and_prints_its_caveat(monkeypatch, online):
     item = pinned_item(
         monkeypatch, key="test-gated", hf_dataset="someone/gated-set", hf_filename="prompts.csv", ungated_caveat="NO LICENCE FILE"
