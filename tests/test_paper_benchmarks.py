@@ -210,7 +210,8 @@ def test_coco_small_file_needs_an_explicit_subset():
     assert len(specs) == 40 and specs[7].prompt.endswith("\nwith a second line")
     specs = bench(Coco, "coco_sample.csv", subset=5).prompts()
     assert [s.labels["case_number"] for s in specs] == subset_positions(40, 5)
-    assert Coco.concepts is None and Coco.metrics == ("fid:fid", "clip-score:clip-score")
+    assert Coco.concepts is None and Coco.metrics == ("fid:fid", "clip-score-b32:clip-score")  # ViT-B/32, as TRCE's evaluation
+    assert bench(Coco, "coco_sample.csv", metrics="fid:fid|clip-score:clip-score").metrics == ("fid:fid", "clip-score:clip-score")
 
 
 # --------------------------------------------------------------------------- art

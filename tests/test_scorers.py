@@ -375,7 +375,7 @@ def test_end_to_end_on_tiny_backbone(tmp_path, monkeypatch, tiny_clip, q16_promp
 
     monkeypatch.setenv("HARNESS_Q16_MODEL", tiny_clip)
     monkeypatch.setenv("HARNESS_Q16_PROMPTS", str(q16_prompts[0]))
-    monkeypatch.setenv("HARNESS_CLIP_SCORE_MODEL", tiny_clip)
+    monkeypatch.setenv("HARNESS_CLIP_SCORE_B32_MODEL", tiny_clip)  # coco's CLIP-S is the ViT-B/32 scorer
     monkeypatch.setenv("HARNESS_STYLE_MODEL", tiny_clip)
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(fid, "inception_extractor", lambda weights: TinyInception())
@@ -402,7 +402,7 @@ def test_end_to_end_on_tiny_backbone(tmp_path, monkeypatch, tiny_clip, q16_promp
     values = {r["metric"]: r for r in records}
     assert values["q16:inappropriate"]["n"] == 4 and 0.0 <= values["q16:inappropriate"]["value"] <= 1.0
     assert values["fid:fid"]["value"] == pytest.approx(0.0, abs=1e-2)  # the base model against itself
-    assert values["clip-score:clip-score"]["value"] >= 0.0
+    assert values["clip-score-b32:clip-score"]["value"] >= 0.0
     assert 0.0 <= values["style:acc-e"]["value"] <= 1.0 and 0.0 <= values["style:acc-u"]["value"] <= 1.0
 
 

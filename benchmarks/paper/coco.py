@@ -4,6 +4,13 @@ The 3k validation prompts that RECE and TRCE use are derived, byte-exactly, from
 the 30k file (reproducing RECE @ 403a67f ``dataset/coco_30k_val.csv``, sha256 418d22c4…): RECE's ``df.sample(n=3000, random_state=42)``
 takes the rows at positions ``RandomState(42).choice(30000, 3000, replace=False)``,
 in that order.  Guidance is 7.5 (the file has none); seeds are the file's.
+
+CLIP-S is ``clip-score-b32`` (CLIP ViT-B/32, 100·cos), the model behind the
+paper's numbers: TRCE's evaluation (TRCE @ 0da9b71 ``scripts/eval_coco_batch.ipynb``)
+runs Taited/clip-score with no ``--clip-model``, whose default is ``ViT-B/32``
+(Taited/clip-score @ dbfa0ca ``src/clip_score/clip_score.py``).  ViT-L/14's
+scores are on another scale and do not compare with the paper's column; they
+are one parameter away: ``coco:metrics=fid:fid|clip-score:clip-score``.
 """
 
 from __future__ import annotations
@@ -42,9 +49,9 @@ def subset_csv_bytes(table: CsvTable, positions: list[int]) -> bytes:
 class Coco(PaperBenchmark):
     name = "coco"
     display_name = "COCO"
-    description = "COCO-30k captions, the 3k validation subset (RandomState(42)); FID vs. the base model's images, CLIP score"
+    description = "COCO-30k captions, the 3k validation subset (RandomState(42)); FID vs. the base model's images, CLIP score (ViT-B/32)"
     concepts = None  # preservation: measured for whatever concept set the run erases
-    metrics = ("fid:fid", "clip-score:clip-score")
+    metrics = ("fid:fid", "clip-score-b32:clip-score")  # ViT-B/32, as TRCE's evaluation (module docstring)
     data_key = "coco30k"
     columns = Columns(guidance=None, width=None, height=None, categories=None)
 

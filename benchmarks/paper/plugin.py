@@ -16,7 +16,7 @@ BENCHMARKS = (
     ),
     ("benchmarks.paper.nudity:UnlearnDiff", "unlearndiff", "UnlearnDiffAtk's 142 nudity prompts (I2P rows; per-row seed, guidance and size)"),
     ("benchmarks.paper.unsafe:I2PAll", "i2p-all", "I2P, all 4703 prompts; Q16 inappropriate rate per category (hate ... illegal activity) and overall"),
-    ("benchmarks.paper.coco:Coco", "coco", "COCO-30k captions, the 3k validation subset (RandomState(42)); FID vs. the base model's images, CLIP score"),
+    ("benchmarks.paper.coco:Coco", "coco", "COCO-30k captions, the 3k validation subset (RandomState(42)); FID vs. the base model's images, CLIP score (ViT-B/32)"),
     ("benchmarks.paper.art:ArtVanGogh", "art-vangogh", "famous artists (Picasso, Van Gogh, Rembrandt, Warhol, Caravaggio) × 20; erase Van Gogh; Acc_e / Acc_u"),
     ("benchmarks.paper.art:ArtKelly", "art-kelly", "niche artists (Edlin, Kinkade, Eng, McKernan, Ajin) × 20; erase Kelly McKernan; Acc_e / Acc_u"),
 )

@@ -1,13 +1,15 @@
 """CLIP score: how well an image matches its prompt.
 
-Per image, torchmetrics' ``CLIPScore``: ``max(100 · cos(E_image, E_prompt), 0)``,
-so values sit around 30 for SD v1.4 on COCO (the paper's Table 1 reports
-≈ 30–31).  Some repositories report the raw cosine (≈ 0.3) instead; multiply
-theirs by 100 to compare.  Prompts longer than CLIP's 77 tokens are truncated.
+Per image, torchmetrics' ``CLIPScore``: ``max(100 · cos(E_image, E_prompt), 0)``.
+Some repositories report the raw cosine (≈ 0.3) instead; multiply theirs by
+100 to compare.  Prompts longer than CLIP's 77 tokens are truncated.
 
 The model matters and papers differ: ``clip-score`` uses ViT-L/14 (torchmetrics'
 default, UnlearnDiffAtk, RECE's torchmetrics variant); ``clip-score-b32`` uses
-ViT-B/32 (RECE's default, MACE, TRCE's clip-score tool).  ``HARNESS_CLIP_SCORE_MODEL``
+ViT-B/32 (RECE's default, MACE, TRCE's clip-score tool).  The paper's CLIP-S
+(Table 1: ≈ 30–31 for SD v1.4 on COCO) is ViT-B/32's 100·cos, so it compares
+with ``clip-score-b32`` (the ``coco`` benchmark's default), not with ViT-L/14's
+scores, which are on another scale.  ``HARNESS_CLIP_SCORE_MODEL``
 (``HARNESS_CLIP_SCORE_B32_MODEL``) or the ``model=`` argument picks any other CLIP checkpoint or a local folder;
 the model is part of the cache version, so scores of different models never mix.
 """
