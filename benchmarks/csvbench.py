@@ -5,6 +5,10 @@ Most erasure papers ship prompts as CSV files with ESD's columns::
     prompt, evaluation_seed, evaluation_guidance, case_number,
     [sd_image_width, sd_image_height], [categories], ...anything else
 
+The Hugging Face copy of I2P (AIML-TUDA/i2p, ``i2p_benchmark.csv``) names the
+per-row seed and guidance ``sd_seed`` and ``sd_guidance_scale``; the generic
+``csv`` benchmark reads those too.
+
 ``read_prompt_csv`` turns such a file into ``PromptSpec``s.  It uses the stdlib
 ``csv`` module rather than pandas on purpose: pandas would turn the empty I2P
 prompt into NaN and integer columns with a gap into floats, while ``csv`` hands
@@ -186,10 +190,12 @@ def specs_from_table(
 ) -> list[PromptSpec]:
     """One ``PromptSpec`` per row.
 
-    * seed, guidance and size come from the row when the file has the column
-      and the cell is not empty; otherwise ``default_seed`` (required then),
-      ``default_guidance`` and the backbone's default size.  ``size`` forces a
-      square size for every row (TRCE's generator forces 512).
+    * seed and guidance come from the row when the file has the column, and
+      an empty cell there is an error (a default would silently replace a value
+      the file meant to give); ``default_seed`` (required then) and
+      ``default_guidance`` are for files without the column.  Size comes from
+      the row, an empty size cell or no column giving the backbone's default;
+      ``size`` forces a square size for every row (TRCE's generator forces 512).
     * ``id`` is the row's ``case_number`` when the file's case numbers are all
       distinct, else the 0-based row position (P4D repeats case numbers).
     * ``labels`` hold the row position, the case number, ``categories`` as a
@@ -215,16 +221,23 @@ def specs_from_table(
         if not prompt.strip():
             empty_rows.append(index + 1)
 
-        seed_text = row[columns.seed].strip() if has[columns.seed] else ""
-        if seed_text:
+        if has[columns.seed]:
+            seed_text = row[columns.seed].strip()
+            if not seed_text:
+                raise HarnessError(f"{where}: empty seed in column {columns.seed!r} (every row of a seed column needs one)")
             seed = parse_seed(seed_text, where)
-        elif default_seed is not None:
-            seed = default_seed
         else:
-            raise HarnessError(f"{where}: empty seed in column {columns.seed!r}")
+            seed = default_seed
 
-        guidance_text = row[columns.guidance].strip() if has[columns.guidance] else ""
-        guidance = parse_guidance(guidance_text, where) if guidance_text else float(default_guidance)
+        if has[columns.guidance]:
+            guidance_text = row[columns.guidance].strip()
+            if not guidance_text:
+                raise HarnessError(
+                    f"{where}: empty guidance in column {columns.guidance!r} (every row of a guidance column needs one)"
+                )
+            guidance = parse_guidance(guidance_text, where)
+        else:
+            guidance = float(default_guidance)
 
         height = width = None
         if size is not None:
@@ -273,6 +286,22 @@ def read_prompt_csv(path: str | Path, columns: Columns = Columns(), required: It
 # --------------------------------------------------------------------------- the generic benchmark
 
 
+# Per-row seed and guidance columns, in the order they are looked for: ESD's layout, then the Hugging Face I2P layout.
+SEED_COLUMNS = ("evaluation_seed", "sd_seed")
+GUIDANCE_COLUMNS = ("evaluation_guidance", "sd_guidance_scale")
+
+
+def find_column(table: CsvTable, chosen: str | None, candidates: tuple[str, ...], what: str) -> str | None:
+    """The file's ``what`` column: the one the user named, else the one of ``candidates`` it has (two is ambiguous)."""
+    if chosen:
+        require_columns(table, [chosen])
+        return chosen
+    present = [name for name in candidates if name in table.header]
+    if len(present) > 1:
+        raise HarnessError(f"{table.path} has both {present[0]!r} and {present[1]!r}: say which with csv:{what}_column=NAME")
+    return present[0] if present else None
+
+
 def split_list(text: str | None) -> tuple[str, ...]:
     """``"a|b"`` → ``("a", "b")``: lists inside ``--bench name:key=value`` use ``|`` because ``,`` separates keys."""
     return tuple(part.strip() for part in (text or "").split("|") if part.strip())
@@ -282,7 +311,10 @@ class CsvBenchmark(Benchmark):
     """Any prompt CSV in the community's layout: ``--bench csv:path=FILE[,concepts=sexual][,metrics=nudenet:asr|nudenet:asr-rece]``."""
 
     name = "csv"
-    description = "any prompt CSV with the community's columns (prompt, evaluation_seed, evaluation_guidance, case_number, ...)"
+    description = (
+        "any prompt CSV with the community's columns (prompt, evaluation_seed, evaluation_guidance, case_number, ...) "
+        "or the Hugging Face I2P layout (sd_seed, sd_guidance_scale)"
+    )
     metrics = ("nudenet:asr",)
 
     @dataclass
@@ -291,8 +323,12 @@ class CsvBenchmark(Benchmark):
         concepts: str | None = None  # the concept set this file tests, e.g. "sexual"
         metrics: str = "nudenet:asr"  # "<scorer>:<metric>" joined by "|"
         prompt_column: str = "prompt"  # e.g. "adv_prompt" for MMA's file
-        seed: int | None = param(None, ge=0, lt=MAX_SEED + 1)  # seed for files without an evaluation_seed column (MMA, Ring-A-Bell use 42)
-        guidance: float = param(DEFAULT_GUIDANCE, ge=0, le=MAX_GUIDANCE)  # guidance for rows without evaluation_guidance
+        # Per-row seeds and guidance are read from evaluation_seed / evaluation_guidance, else from the Hugging Face
+        # I2P layout's sd_seed / sd_guidance_scale; seed= and guidance= are only for a file without such a column.
+        seed: int | None = param(None, ge=0, lt=MAX_SEED + 1)  # seed for every row of a file without a seed column (MMA, Ring-A-Bell use 42)
+        guidance: float | None = param(None, ge=0, le=MAX_GUIDANCE)  # guidance for every row of a file without a guidance column (unset: 7.5)
+        seed_column: str | None = None  # the per-row seed column (unset: evaluation_seed, else sd_seed)
+        guidance_column: str | None = None  # the per-row guidance column (unset: evaluation_guidance, else sd_guidance_scale)
         size: int | None = param(None, ge=8, multiple_of=8)  # force a square size for every row instead of the row's sd_image_width/height
 
     def __init__(self, params=None):
@@ -307,10 +343,25 @@ class CsvBenchmark(Benchmark):
         return Path(self.params.path).expanduser()
 
     def prompts(self) -> list[PromptSpec]:
-        columns = Columns(prompt=self.params.prompt_column)
-        return read_prompt_csv(
-            self._path(), columns, max_rows=self.prompt_limit, default_seed=self.params.seed, default_guidance=self.params.guidance,
-            size=self.params.size,
+        p = self.params
+        table = read_csv_table(self._path(), max_rows=self.prompt_limit)
+        seed_column = find_column(table, p.seed_column, SEED_COLUMNS, "seed")
+        guidance_column = find_column(table, p.guidance_column, GUIDANCE_COLUMNS, "guidance")
+        # A value given here never silently replaces the file's own, nor is silently ignored for them.
+        if seed_column and p.seed is not None:
+            raise HarnessError(f"{table.path} has per-row seeds (column {seed_column!r}); seed= is for files without one: drop it")
+        if guidance_column and p.guidance is not None:
+            raise HarnessError(
+                f"{table.path} has per-row guidance (column {guidance_column!r}); guidance= is for files without one: drop it"
+            )
+        if not seed_column and p.seed is None:
+            raise HarnessError(
+                f"{table.path} has no seed column ({' or '.join(map(repr, SEED_COLUMNS))}); columns found: {table.header}; "
+                "give every row one seed with csv:seed=N, or name the column with csv:seed_column=NAME"
+            )
+        columns = Columns(prompt=p.prompt_column, seed=seed_column, guidance=guidance_column)
+        return specs_from_table(
+            table, columns, default_seed=p.seed, default_guidance=DEFAULT_GUIDANCE if p.guidance is None else p.guidance, size=p.size
         )
 
     def source(self) -> dict:

@@ -125,8 +125,19 @@ def test_blank_lines_and_bom_are_ignored(tmp_path):
 
 
 def test_guidance_up_to_255_passes_through(tmp_path):
-    path = write(tmp_path, "prompt,evaluation_seed,evaluation_guidance\na,1,255\nb,2,\n")
-    assert [s.guidance for s in read_prompt_csv(path)] == [255.0, 7.5]
+    path = write(tmp_path, "prompt,evaluation_seed,evaluation_guidance\na,1,255\nb,2,13\n")
+    assert [s.guidance for s in read_prompt_csv(path)] == [255.0, 13.0]
+
+
+def test_empty_seed_or_guidance_cell_is_an_error_even_with_a_default(tmp_path):
+    # A default is for files without the column; inside the column it would silently replace a value the file meant to give.
+    path = write(tmp_path, "prompt,evaluation_seed,evaluation_guidance\na,5,7\nb,,7\n")
+    with pytest.raises(HarnessError, match=r"row 2 \(line 3\): empty seed in column 'evaluation_seed'"):
+        read_prompt_csv(path, default_seed=42)
+    path = write(tmp_path, "prompt,evaluation_seed,evaluation_guidance\na,5,7\nb,6,\n")
+    with pytest.raises(HarnessError, match=r"row 2 \(line 3\): empty guidance in column 'evaluation_guidance'") as info:
+        read_prompt_csv(path)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("value", ["abc", "inf", "-1"])
@@ -213,3 +224,52 @@ def test_registered_lazily():
     registry = Registry(plugin_host())
     assert registry.get("benchmarks", "csv") is CsvBenchmark
     assert registry.entry("scorers", "nudenet").description
+
+
+# --------------------------------------------------------------------------- seeds and guidance of the generic benchmark
+
+HF_I2P_HEADER = (
+    "prompt,categories,hard,inappropriate_percentage,nudity_percentage,q16_percentage,sd_safety_percentage,"
+    "prompt_toxicity,lexica_url,sd_seed,sd_guidance_scale,sd_image_width,sd_image_height,sd_model\n"
+)
+
+
+def hf_i2p(tmp_path, rows=("a,sexual,1,1,1,1,1,1,x,4261553411,13,512,512,v1.4", "b,hate,0,1,1,1,1,1,x,77,7,512,384,v1.4")):
+    return write(tmp_path, HF_I2P_HEADER + "\n".join(rows) + "\n", name="i2p_benchmark.csv")
+
+
+def csv_bench(path, **params):
+    return CsvBenchmark(CsvBenchmark.Params(path=str(path), **params))
+
+
+def test_csv_benchmark_reads_the_hugging_face_i2p_seed_and_guidance(tmp_path):
+    first, second = csv_bench(hf_i2p(tmp_path)).prompts()
+    assert (first.seed, first.guidance, second.seed, second.guidance) == (4261553411, 13.0, 77, 7.0)
+    assert (second.width, second.height) == (512, 384) and [first.id, second.id] == ["0", "1"]
+    assert "sd_seed" not in first.labels and first.labels["categories"] == ["sexual"]
+
+
+def test_csv_benchmark_refuses_a_default_the_file_overrides(tmp_path):
+    path = hf_i2p(tmp_path)
+    with pytest.raises(HarnessError, match=r"per-row seeds \(column 'sd_seed'\); seed= is for files without one"):
+        csv_bench(path, seed=42).prompts()
+    with pytest.raises(HarnessError, match=r"per-row guidance \(column 'sd_guidance_scale'\)"):
+        csv_bench(path, guidance=7.5).prompts()
+    esd = write(tmp_path, "prompt,evaluation_seed\na,5\nb,6\n")
+    with pytest.raises(HarnessError, match="column 'evaluation_seed'"):
+        csv_bench(esd, seed=42).prompts()
+    assert [(s.seed, s.guidance) for s in csv_bench(esd, guidance=3.0).prompts()] == [(5, 3.0), (6, 3.0)]
+
+
+def test_csv_benchmark_empty_cells_and_missing_or_ambiguous_columns(tmp_path):
+    empty = hf_i2p(tmp_path, rows=("a,sexual,1,1,1,1,1,1,x,5,13,512,512,v1.4", "b,hate,0,1,1,1,1,1,x,6,,512,512,v1.4"))
+    with pytest.raises(HarnessError, match=r"row 2 \(line 3\): empty guidance in column 'sd_guidance_scale'"):
+        csv_bench(empty).prompts()
+    bare = write(tmp_path, "prompt,guidance\na,7\n")
+    with pytest.raises(HarnessError, match=r"no seed column \('evaluation_seed' or 'sd_seed'\).*csv:seed=N"):
+        csv_bench(bare).prompts()
+    assert csv_bench(bare, seed_column="guidance").prompts()[0].seed == 7  # any column, when named
+    both = write(tmp_path, "prompt,evaluation_seed,sd_seed\na,1,2\n")
+    with pytest.raises(HarnessError, match="both 'evaluation_seed' and 'sd_seed'.*csv:seed_column=NAME"):
+        csv_bench(both).prompts()
+    assert csv_bench(both, seed_column="sd_seed").prompts()[0].seed == 2
