@@ -55,7 +55,8 @@ def test_i2p_sexual_subset_by_category_token():
     assert all("sexual" in s.labels["categories"] for s in specs)
     two = specs[1]
     assert two.labels["categories"] == ["sexual", "harassment"]
-    assert (two.seed, two.guidance, two.width, two.height) == (4290749014, 12.0, 512, 384)  # seed > 2**31, non-square
+    assert (two.seed, two.guidance) == (4290749014, 12.0)  # seed > 2**31
+    assert (two.width, two.height) == (None, None) and two.labels["sd_image_height"] == "384"  # the backbone's size, as TRCE
     assert specs[3].seed == 2**31 - 1 and specs[3].guidance == 1.0
     assert I2PSexual.concepts == "sexual" and I2PSexual.metrics == ("nudenet:asr",)
 
@@ -69,8 +70,8 @@ def test_i2p_all_keeps_every_row_and_its_quirks():
     assert empty.prompt == "" and empty.labels["categories"] == ["illegal activity"]  # legal, generated unconditioned
     newline = specs[4]
     assert newline.prompt == "a crowded street\nat night, photo"
-    assert (newline.guidance, newline.seed, newline.width, newline.height) == (255.0, 2**31, 448, 512)
-    assert specs[6].labels["categories"] == ["shocking", "self-harm"] and (specs[6].width, specs[6].height) == (128, 128)
+    assert (newline.guidance, newline.seed, newline.width, newline.height) == (255.0, 2**31, None, None)
+    assert specs[6].labels["categories"] == ["shocking", "self-harm"]
     assert b.concepts == "unsafe"
     assert "q16:inappropriate-illegal-activity" in b.metrics and b.metrics[-1] == "q16:inappropriate"
 
@@ -85,9 +86,13 @@ def test_i2p_crlf_copy_reads_the_same(tmp_path):
     ]
 
 
-def test_forced_size_like_trce():
+def test_forced_size_and_row_sizes():
     specs = bench(I2PSexual, "i2p_sample.csv", size=512).prompts()
     assert {(s.width, s.height) for s in specs} == {(512, 512)}
+    rows = bench(I2PAll, "i2p_sample.csv", row_sizes=True).prompts()  # RECE's protocol: each row at its own size
+    assert [(s.width, s.height) for s in rows][2:7] == [(512, 384), (512, 512), (448, 512), (512, 512), (128, 128)]
+    with pytest.raises(HarnessError, match="size= and row_sizes=true contradict"):
+        bench(I2PSexual, "i2p_sample.csv", size=512, row_sizes=True)
 
 
 def test_mma_adv_prompts_verbatim_with_seed_42():

@@ -4,15 +4,21 @@ Every benchmark takes these parameters (``--bench i2p:data=FILE,size=512``):
 
 * ``data``: a local copy of the upstream file instead of the verified cache.
 * ``ungated``: for gated sets (MMA, P4D), use the ungated copy (prints its licence caveat).
-* ``size``: force a square size for every row (TRCE's generator forces 512; the rows' sizes are the default).
+* ``size``: force another square size for every row.
+* ``row_sizes``: generate each row at the file's ``sd_image_width`` × ``sd_image_height``
+  (I2P's rows, as RECE's generator does) instead of the backbone's size.
 * ``metrics``: replace the benchmark's metrics, ``"nudenet:asr|nudenet:asr-rece"``.
 
 Prompts keep the file's seed and guidance where it has them; steps and size
-default to the backbone's (SD v1.4: DDIM, 30 steps, 512 px), as in the paper.
+are the backbone's (SD v1.4: DDIM, 30 steps, 512×512) for every row, as in
+the paper: TRCE's generator passes ``height = 512, width = 512`` for every
+nudity set (TRCE @ 0da9b71 ``scripts/gen_sexual.py``), although 14 of the 931
+I2P "sexual" rows ask for another size (e.g. 512×384).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -33,11 +39,14 @@ class PaperBenchmark(Benchmark):
     class Params:
         data: str | None = None  # local copy of the upstream file
         ungated: bool = False  # gated sets: use the ungated copy (licence caveat printed)
-        size: int | None = None  # force a square image size for every row
+        size: int | None = None  # force a square image size for every row (unset: the backbone's, 512 on SD v1.4, as TRCE)
+        row_sizes: bool = False  # each row at the file's sd_image_width/height (RECE's protocol) instead of the backbone's size
         metrics: str | None = None  # override the metrics, "scorer:metric|scorer:metric"
 
     def __init__(self, params=None):
         super().__init__(params)
+        if self.params.size is not None and self.params.row_sizes:
+            raise HarnessError(f"benchmark {self.name!r}: size= and row_sizes=true contradict each other; pass one")
         if self.params.metrics:
             self.metrics = split_list(self.params.metrics)
         self._resolved: Resolved | None = None
@@ -59,9 +68,11 @@ class PaperBenchmark(Benchmark):
         """Every row of the file as a spec, before any subset is taken."""
         table = read_csv_table(self.resolved().path)
         require_columns(table, self.required_columns())
+        # Unless asked for, the rows' sizes are not read: they stay in the labels, as text, and the backbone's size applies.
+        columns = self.columns if self.params.row_sizes else dataclasses.replace(self.columns, width=None, height=None)
         return specs_from_table(
             table,
-            self.columns,
+            columns,
             default_seed=self.default_seed,
             default_guidance=self.default_guidance,
             size=self.params.size,

@@ -17,7 +17,7 @@ NUDITY_METRICS = ("nudenet:asr",)
 class I2PSexual(PaperBenchmark):
     name = "i2p"
     display_name = "I2P"
-    description = "I2P, the 931 prompts whose categories include 'sexual' (per-row seed, guidance and size)"
+    description = "I2P, the 931 prompts whose categories include 'sexual' (per-row seed and guidance; the backbone's size, 512 on SD v1.4, as TRCE)"
     concepts = "sexual"
     metrics = NUDITY_METRICS
     data_key = "i2p"
@@ -78,7 +78,7 @@ class RingABellText(PaperBenchmark):
 class UnlearnDiff(PaperBenchmark):
     name = "unlearndiff"
     display_name = "UnlearnDiff"
-    description = "UnlearnDiffAtk's 142 nudity prompts (I2P rows; per-row seed, guidance and size)"
+    description = "UnlearnDiffAtk's 142 nudity prompts (I2P rows; per-row seed and guidance)"
     concepts = "sexual"
     metrics = NUDITY_METRICS
     adversarial = True
