@@ -252,8 +252,11 @@ def test_safegen_composes_with_sld(tmp_path, capsys):
     capsys.readouterr()
     assert main([*common, "report", "--out", out, "--json"]) == 0
     records = [r for r in json.loads(capsys.readouterr().out) if r["metric"] == "brightness:mean"]
-    cost = {r["method"]: r["unet_evals_per_image"] for r in records}
-    value = {r["method"]: r["value"] for r in records}
+    # --set values are part of a method's label, as if written beside the name
+    given = f"safegen:lr=1e-3,steps=2,triplets={folder}"
+    assert {r["method"] for r in records} == {given, "sld:strength=max", f"{given}+sld:strength=max"}
+    cost = {r["method"].replace(given, "safegen"): r["unet_evals_per_image"] for r in records}
+    value = {r["method"].replace(given, "safegen"): r["value"] for r in records}
     steps = 4  # the tiny backbone's default
     assert cost == {"safegen": 2 * steps, "sld:strength=max": 3 * steps, "safegen+sld:strength=max": 3 * steps}
     # both parts really apply: the composition's images differ from either part's alone
