@@ -50,6 +50,7 @@ class AttackContext:
     # name -> a frozen copy of that component with the original (unedited) weights, e.g. base_component("unet")
     base_component: Callable | None = None
     steps: int = 0  # iterations (generations, PGD steps) spent, counted by the attack with step()
+    sampling_steps: int = 0  # the backbone's denoising steps for a prompt that sets none (0: unknown)
     _spec_seed: int = 0
 
     def step(self, count: int = 1) -> None:
@@ -247,7 +248,7 @@ def attack_cell(runner, method, planned, state, attack: PlannedAttack):
     benchmark.metrics = tuple(kept)  # an instance attribute shadows the class's
     key = attack_state_key(attack.attack, state.key, store, states, activated)
     ctx = AttackContext(device=plan.device, dtype=plan.dtype, show_progress=plan.config.show_progress, base_component=_base_components(runner),
-                        seed=getattr(attack.attack.params, "restart", 0))
+                        seed=getattr(attack.attack.params, "restart", 0), sampling_steps=engine.defaults.steps)
     label = f"{attack.label}({planned.label})"
     result = run_attack(attack=attack.attack, label=attack.label, get_pipe=pipe, concepts=planned.concepts, specs=planned.specs,
                         store=store, state_key=key, ctx=ctx, export_dir=store.root / "attacks",
@@ -264,10 +265,12 @@ def attack_cell(runner, method, planned, state, attack: PlannedAttack):
 # --------------------------------------------------------------------------- running
 
 
-def prompt_key(*, state_key: str, attack: Attack, concepts: ConceptSet, spec: PromptSpec) -> str:
+def prompt_key(*, state_key: str, attack: Attack, concepts: ConceptSet, spec: PromptSpec, dtype: str = "float32") -> str:
+    # The dtype only when it is not float32, so the keys of float32 searches stay what they were: a half-precision
+    # search runs other arithmetic (and a model state of a hook method does not name its dtype).
     return sha256_json(
         {"state": state_key, "attack": attack.name, "version": attack.version, "params": attack.params_dict(),
-         "concepts": concepts.fingerprint(), "source": spec.as_dict()}
+         "concepts": concepts.fingerprint(), "source": spec.as_dict(), **({"dtype": dtype} if dtype != "float32" else {})}
     )[:32]
 
 
@@ -288,7 +291,7 @@ def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: Conc
     """
     from tqdm.auto import tqdm
 
-    keys = [prompt_key(state_key=state_key, attack=attack, concepts=concepts, spec=spec) for spec in specs]
+    keys = [prompt_key(state_key=state_key, attack=attack, concepts=concepts, spec=spec, dtype=ctx.dtype) for spec in specs]
     known = store.attack_prompts(keys)
     todo = [(key, spec) for key, spec in zip(keys, specs) if key not in known]
     cost = dict.fromkeys(COST_FIELDS, 0)  # this call's
@@ -341,7 +344,8 @@ def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: Conc
         _add(total, known[key]["cost"])
     sources_hash = sha256_json([spec.as_dict() for spec in specs])
     set_key = sha256_json({"state": state_key, "attack": attack.name, "version": attack.version, "params": attack.params_dict(),
-                           "concepts": concepts.fingerprint(), "sources": sources_hash})[:32]
+                           "concepts": concepts.fingerprint(), "sources": sources_hash,
+                           **({"dtype": ctx.dtype} if ctx.dtype != "float32" else {})})[:32]
     export_path = None
     if export_dir is not None:
         export_path = Path(export_dir) / f"{_file_name(label)}-{set_key[:12]}.csv"

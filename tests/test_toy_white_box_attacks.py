@@ -1,7 +1,7 @@
-"""Measured on the toy world: P4D (P4D-N, 40 iterations) and UnlearnDiffAtk (paper defaults, 40 iterations) against
-uce each raise the red rate over uce's own static ``toy-implicit`` rate on the same 16 source prompts (static 0 of
-16; P4D 3 of 16, UnlearnDiffAtk 1 of 16: a lift of one prompt, so that assertion has no margin; on the first toy
-model UnlearnDiffAtk found nothing).  Their losses falling is tested on ``tiny`` (tests/test_white_box_attacks.py)."""
+"""Measured on the toy world: P4D (P4D-N, 40 iterations) and UnlearnDiffAtk (its defaults, 40 steps) against uce
+each raise the red rate over uce's own static ``toy-implicit`` rate on the same 16 source prompts (static 0 of 16;
+P4D 7 of 16, UnlearnDiffAtk 5 of 16, 2026-12-06; before UnlearnDiffAtk's optimiser was fixed it found 1 and P4D, with
+a dot-product projection, 3).  Their own objectives are tested on ``tiny`` (tests/test_white_box_attacks.py)."""
 
 import pytest
 

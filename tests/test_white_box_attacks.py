@@ -5,13 +5,15 @@ same id, seed and guidance, cached (a second run does zero attack steps and zero
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks.attacks.p4d import P4D
-from benchmarks.attacks.unlearndiffatk import UnlearnDiffAtk, project_to_simplex
+from benchmarks.attacks import prompt_tuning as pt
+from benchmarks.attacks.p4d import P4D, nearest_tokens
+from benchmarks.attacks.unlearndiffatk import UnlearnDiffAtk, project_to_simplex, straight_through
 from harness.api import ConceptSet, PromptSpec
 from harness.attacking import AttackContext
 from harness.plugins import PluginHost
@@ -40,12 +42,31 @@ def test_simplex_projection():
     assert torch.allclose(z[0], torch.tensor([0.3, 0.0, 0.7]), atol=1e-6)  # θ = 0.2: (0.5−0.2, 0, 0.9−0.2)
 
 
-def test_unlearndiffatk_lowers_its_denoising_loss(tiny):
-    found, ctx = search(tiny, UnlearnDiffAtk, iterations=30, lr=1.0)
-    assert ctx.steps == 30 and found.steps == 30
-    assert found.details["relaxed_loss_last"] < found.details["relaxed_loss_first"]
-    assert len(found.token_ids) == 5 and found.text.endswith(SPEC.prompt)
+def test_unlearndiffatk_moves_off_the_simplex_centre_and_beats_a_random_prefix(tiny):
+    found, ctx = search(tiny, UnlearnDiffAtk)  # the defaults: 40 Adam steps of 0.01 from the uniform point
+    assert ctx.steps == 40 and found.steps == 40
+    assert found.loss < found.details["random_prefix_loss"]
+    # At the centre every token ties and argmax would pick the first allowed one in every slot.
+    vocabulary = pt.allowed_tokens(tiny.tokenizer).tolist()
+    assert len(found.token_ids) == 5 and len(set(found.token_ids)) > 1 and set(found.token_ids) != {vocabulary[0]}
     assert found.text == f"{tiny.tokenizer.decode(list(found.token_ids)).strip()} {SPEC.prompt}"
+
+
+def test_unlearndiffatk_grid_visits_the_official_timesteps_in_order(tiny):
+    attack = UnlearnDiffAtk(UnlearnDiffAtk.Params(timesteps="grid", iterations=2))
+    schedule = attack.schedule(1000)
+    assert schedule[:4] == [10, 10, 30, 30] and schedule[-1] == 990 and len(schedule) == 100  # 50 timesteps × 2
+    found, ctx = search(tiny, UnlearnDiffAtk, timesteps="grid", grid_points=3, iterations=2)
+    assert ctx.steps == found.steps == 6
+
+
+def test_the_straight_through_draw_passes_a_clipped_gradient_to_z():
+    z = torch.full((2, 3), 1 / 3, requires_grad=True)
+    one_hot = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    out = straight_through()(z, one_hot)
+    assert torch.equal(out, one_hot)
+    (gradient,) = torch.autograd.grad((out * torch.tensor([[3.0, -0.5, 0.0], [-2.0, 0.25, 1.0]])).sum(), z)
+    assert torch.equal(gradient, torch.tensor([[1.0, -0.5, 0.0], [-1.0, 0.25, 1.0]]))
 
 
 def test_p4d_lowers_its_matching_loss(tiny):
@@ -64,19 +85,34 @@ def test_each_prompt_shows_its_iterations_in_a_progress_bar(tiny, capsys, cls, n
     assert capsys.readouterr().err == ""  # --no-progress shows none
 
 
-def test_p4d_k_inserts_a_learned_token_after_every_kth_prompt_token(tiny):
+def test_p4d_k_puts_a_learned_token_before_each_group_of_k_prompt_tokens(tiny):
     short = PromptSpec(id="0", prompt="a red", seed=7, steps=4)  # short enough that nothing is truncated
     found, _ = search(tiny, P4D, spec=short, iterations=2, variant="k", every=2)
     words = tiny.tokenizer(short.prompt, add_special_tokens=False).input_ids
-    assert len(words) + len(words) // 2 <= tiny.tokenizer.model_max_length - 2
     learned = found.details["learned_tokens"]
-    assert len(learned) == len(words) // 2
-    expected = []
-    for index, token in enumerate(words):
-        expected.append(token)
-        if (index + 1) % 2 == 0:
-            expected.append(learned[(index + 1) // 2 - 1])
+    assert len(learned) == len(words) // 2 + 1  # the official count, one more than "after every K-th"
+    expected, remaining = [], iter(words)
+    for index in range(len(words) + len(learned)):
+        expected.append(learned[index // 3] if index % 3 == 0 else next(remaining))
     assert list(found.token_ids) == expected
+    # A prompt shorter than K still gets its learned token (the first), so the search has something to move.
+    tiny_prompt = PromptSpec(id="1", prompt="a", seed=7, steps=4)
+    found, _ = search(tiny, P4D, spec=tiny_prompt, iterations=2, variant="k", every=5)
+    assert len(found.details["learned_tokens"]) == 1 and found.token_ids[1:] == tuple(tiny.tokenizer("a", add_special_tokens=False).input_ids)
+
+
+def test_p4d_projects_by_cosine_so_every_token_maps_onto_itself():
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(50, 8, generator=generator) * torch.linspace(0.1, 3.0, 50)[:, None]  # very different lengths
+    assert torch.equal(nearest_tokens(table, table), torch.arange(50))
+    assert not torch.equal((table @ table.T).argmax(dim=-1), torch.arange(50))  # a dot product would not
+
+
+@pytest.mark.parametrize("cls", [UnlearnDiffAtk, P4D])
+def test_white_box_attacks_run_on_a_half_precision_pipeline(tiny, cls):
+    half = copy.deepcopy(tiny).to(torch.bfloat16)
+    found, ctx = search(half, cls, iterations=2, probes=1)
+    assert ctx.steps == 2 and math.isfinite(found.loss)
 
 
 def test_p4d_reference_is_the_base_model(tiny):

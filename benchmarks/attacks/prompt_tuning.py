@@ -54,7 +54,8 @@ def encode_text(encoder, tokenizer, texts: list[str]):
 
 
 def base_target_latents(pipe, unet, encoder, spec, steps: int):
-    """x₀ of the base model for ``spec``: its seed (a CPU generator, as the engine), guidance and steps, with CFG."""
+    """x₀ of the base model for ``spec``: its seed (a CPU generator, as the engine), guidance, steps (``steps`` when the
+    prompt sets none: the backbone's) and negative prompt, with CFG, as the engine samples the base model's image."""
     import torch
 
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
@@ -66,23 +67,26 @@ def base_target_latents(pipe, unet, encoder, spec, steps: int):
     scheduler.set_timesteps(spec.steps or steps, device=unet.device)
     latents = latents * scheduler.init_noise_sigma
     with torch.no_grad():
-        both = torch.cat([encode_text(encoder, pipe.tokenizer, [""]), encode_text(encoder, pipe.tokenizer, [spec.prompt])])
+        both = torch.cat([encode_text(encoder, pipe.tokenizer, [spec.negative_prompt or ""]), encode_text(encoder, pipe.tokenizer, [spec.prompt])])
         for timestep in scheduler.timesteps:
-            model_input = scheduler.scale_model_input(latents, timestep)
-            uncond, cond = unet(torch.cat([model_input, model_input]), timestep, encoder_hidden_states=both.to(unet.dtype)).sample.chunk(2)
+            # The UNet runs in its own dtype (--dtype float16/bfloat16); the latents and the scheduler stay float32.
+            model_input = scheduler.scale_model_input(latents, timestep).to(unet.dtype)
+            predicted = unet(torch.cat([model_input, model_input]), timestep, encoder_hidden_states=both.to(unet.dtype)).sample.float()
+            uncond, cond = predicted.chunk(2)
             noise = uncond + float(spec.guidance) * (cond - uncond)
             latents = scheduler.step(noise, timestep, latents).prev_sample
     return latents.float()
 
 
-def denoising_draws(pipe, x0, count: int, generator):
-    """``count`` pairs (t, ε, x_t) with t uniform over the training timesteps and x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε."""
+def denoising_draws(pipe, x0, count: int, generator, timestep: int | None = None):
+    """``count`` pairs (t, ε, x_t) with x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε and t uniform over the training timesteps, or
+    ``timestep`` when given."""
     import torch
 
     total = pipe.scheduler.config.num_train_timesteps
     draws = []
     for _ in range(count):
-        t = torch.randint(total, (1,), generator=generator)
+        t = torch.randint(total, (1,), generator=generator) if timestep is None else torch.tensor([timestep])
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         draws.append((t.to(x0.device), noise, pipe.scheduler.add_noise(x0, noise, t.to(x0.device))))
     return draws

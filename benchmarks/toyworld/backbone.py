@@ -74,11 +74,6 @@ class ToyBackbone(Backbone):
     # Measured 2026-12-06 on the committed model.
     attack_presets = {
         "ring-a-bell": {"population": 64, "generations": 100, "eta": 2.0, "length": 8, "pairs": "templates", "vocabulary": "words"},
-        # The white-box attacks' target image: the base model's image as this backbone samples it (20 steps).
-        # Measured on uce, the first 16 toy-implicit prompts (static toy-asr 0% [0, 19]): p4d (P4D-N, 40 iterations)
-        # 19% [7, 43]; unlearndiffatk (paper defaults: 40 iterations, lr 0.01) 6% [1, 28].
-        "unlearndiffatk": {"target_steps": 20},
-        "p4d": {"target_steps": 20},
     }
 
     @property
