@@ -26,6 +26,15 @@ Before any tensor is read, the keys and shapes (safetensors headers) are checked
 checkpoint from another architecture fails at once with a one-line summary of the mismatch.  A folder written by
 ``harness erase --save`` records its backbone's fingerprint in ``erasure.json``; a different backbone is refused.
 
+Weights saved at a lower precision than the pipeline's are compared at the checkpoint's precision.  Training scripts
+run under mixed precision save the frozen parts cast down: SafeGen's ``train_text_to_image_adjust_sal.py``
+(LetterLiGo/SafeGen_CCS2024@44c7310, run by ``run_adjust_SD.sh`` with ``--mixed_precision="fp16"``) moves the VAE and
+text encoder to float16 and saves them in the pipeline beside its float32 UNet.  A tensor that equals the weight
+already in the pipeline (the backbone's, unless an earlier part of a composition changed it) rounded to the checkpoint's
+dtype is that weight, not an edit: it is left at full precision (counted in ``tensors_unchanged``), and the VAE check
+accepts it.  A lower-precision tensor that differs (a fine-tune saved in bfloat16) is the checkpoint's weight and is
+loaded as it is.
+
 The model state's cache key includes the sha256 of the weight files, so a checkpoint overwritten in place is
 re-read, not served from a stale delta.
 """
@@ -109,6 +118,23 @@ def read_tensors(weight: WeightFile) -> dict:
     if not isinstance(loaded, dict):
         raise HarnessError(f"checkpoint {weight.path} holds a {type(loaded).__name__}, not a state dict of tensors")
     return {key: value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
+
+
+def same_at_lower_precision(stored, own) -> bool:
+    """``stored`` (a checkpoint's tensor) holds ``own`` (the pipeline's weight) at the lower of their two precisions.
+
+    Element by element, one side cast to the other's dtype must be equal: a float16 save of a float32 weight equals the
+    weight cast to float16, and a float32 file equals a float16 pipeline's weight once cast to float16.  (For float16
+    against bfloat16, neither of which holds the other, either cast may be the exact one.)
+    """
+    import torch
+
+    if stored.shape != own.shape:
+        return False
+    own = own.detach().to(stored.device)
+    if stored.dtype == own.dtype:
+        return torch.equal(stored, own)
+    return bool(((own.to(stored.dtype) == stored) | (stored.to(own.dtype) == own)).all())
 
 
 def _first_existing(folder: Path, names) -> Path | None:
@@ -259,14 +285,23 @@ class Checkpoint(Method):
         plans = [self._plan_file(weight, names) for weight in files]  # every file checked before any is read
         vae_checked = vae_file is not None and self._check_vae(pipe, vae_file, source)  # before the pipeline is touched
         counts = {"unet": 0, "text_encoder": 0}
+        unchanged = {"unet": 0, "text_encoder": 0}
+        dtypes: dict[str, set] = {"unet": set(), "text_encoder": set()}
         lora_modules = 0
         with torch.no_grad():
             for weight, (full, lora) in zip(files, plans):
                 tensors = read_tensors(weight)
                 for key, (component, inner) in full.items():
                     if inner in parameters[component]:  # buffers (position ids) are not weights
-                        target = parameters[component][inner]
-                        target.copy_(tensors[key].to(target.device, target.dtype))
+                        target, tensor = parameters[component][inner], tensors[key]
+                        dtypes[component].add(str(tensor.dtype).removeprefix("torch."))
+                        if (tensor.dtype != target.dtype and tensor.element_size() <= target.element_size()
+                                and same_at_lower_precision(tensor, target)):
+                            # The weight already here, saved at lower precision (SafeGen's float16 text encoder):
+                            # copying it would load the rounding as an edit of every matrix.
+                            unchanged[component] += 1
+                            continue
+                        target.copy_(tensor.to(target.device, target.dtype))
                         counts[component] += 1
                 for (component, module), factors in lora.items():
                     target = parameters[component][f"{module}.weight"]
@@ -278,6 +313,8 @@ class Checkpoint(Method):
             "files": [str(weight.path) for weight in files],
             "sha256": self.params_dict()["sha256"],
             "tensors_loaded": counts,
+            "tensors_unchanged": unchanged,  # lower-precision copies of the weights already here, left at full precision
+            "checkpoint_dtypes": {component: sorted(found) for component, found in dtypes.items() if found},
             "lora_modules_merged": lora_modules,
             "vae_matches_backbone": vae_checked,
             "erasure_json": info or None,
@@ -350,10 +387,13 @@ class Checkpoint(Method):
 
     @staticmethod
     def _check_vae(pipe, vae_file: WeightFile, source: Path) -> bool:
-        """A full pipeline's VAE must be the backbone's: a different one means a different base model."""
+        """A full pipeline's VAE must be the backbone's: a different one means a different base model.
+
+        Compared at the lower of the two precisions: SafeGen's official pipeline saves its (unchanged) VAE in float16.
+        """
         tensors = read_tensors(vae_file)
         own = pipe.vae.state_dict()
-        differing = [key for key, tensor in tensors.items() if key in own and not bool((tensor.to(own[key].dtype).to(own[key].device) == own[key]).all())]
+        differing = [key for key, tensor in tensors.items() if key in own and not same_at_lower_precision(tensor, own[key])]
         if differing or set(tensors) != set(own):
             raise HarnessError(
                 f"checkpoint {source} has a VAE that differs from this backbone's ({len(differing)} tensors differ, "

@@ -207,3 +207,53 @@ def test_toy_trce_t_checkpoint_gives_the_same_values_as_trce_t(tmp_path, capsys)
         values.setdefault(row["method"], {})[row["metric"]] = (row["value"], row["n"])
     assert set(values) == {f"checkpoint:path={save}", "trce-t"}
     assert values[f"checkpoint:path={save}"] == values["trce-t"] and values["trce-t"]["toy:toy-asr"][1] == 16
+
+
+def test_safegens_float16_vae_and_text_encoder_are_the_backbones_not_another_model_or_an_edit(states, tiny, tmp_path):
+    """SafeGen's official script (LetterLiGo/SafeGen_CCS2024@44c7310, run_adjust_SD.sh: --mixed_precision=fp16) saves the
+    pipeline with its trained UNet in float32 and the frozen VAE and text encoder cast to float16."""
+    import copy
+
+    saved = copy.deepcopy(tiny)
+    with torch.no_grad():
+        saved.unet.get_parameter(TO_K).mul_(0.5)
+    saved.vae.to(torch.float16)
+    saved.text_encoder.to(torch.float16)
+    saved.save_pretrained(tmp_path / "safegen")
+    text_before = {k: v.clone() for k, v in tiny.text_encoder.state_dict().items()}
+    active = load(states, tmp_path / "safegen")
+    assert states.applied == {f"unet.{TO_K}"}  # float16 rounding of the text encoder is not an edit
+    assert all(torch.equal(text_before[k], v) for k, v in tiny.text_encoder.state_dict().items())
+    metadata = active.metadata[0]
+    assert metadata["vae_matches_backbone"] is True
+    assert metadata["tensors_loaded"]["text_encoder"] == 0
+    assert metadata["tensors_unchanged"]["text_encoder"] == len(dict(tiny.text_encoder.named_parameters()))
+    assert metadata["checkpoint_dtypes"] == {"unet": ["float32"], "text_encoder": ["float16"]}
+
+
+def test_a_lower_precision_tensor_that_differs_is_still_loaded(states, tiny, tmp_path):
+    weight = tiny.text_encoder.state_dict()[TEXT_Q]
+    edited = (weight + 1.0).to(torch.bfloat16)  # a fine-tune saved in bf16: these are its weights, rounding and all
+    save_file({f"text_model.{TEXT_Q}": edited}, str(tmp_path / "te.safetensors"))
+    load(states, tmp_path / "te.safetensors")
+    assert states.applied == {f"text_encoder.{TEXT_Q}"}
+    assert torch.equal(tiny.text_encoder.state_dict()[TEXT_Q], edited.float())
+
+
+def test_a_float16_vae_of_another_model_is_still_refused(states, tiny, tmp_path):
+    from harness.testing import tiny_pipeline
+
+    other = tiny_pipeline(seed=5)
+    other.vae.to(torch.float16)
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(HarnessError, match="VAE that differs"):
+        load(states, tmp_path / "other")
+
+
+def test_a_float16_copy_of_the_text_encoder_changes_nothing(states, tiny, tmp_path):
+    import copy
+
+    copy.deepcopy(tiny.text_encoder).to(torch.float16).save_pretrained(tmp_path / "te16" / "text_encoder")
+    active = load(states, tmp_path / "te16")
+    assert states.applied == set()
+    assert active.metadata[0]["tensors_unchanged"]["text_encoder"] == len(dict(tiny.text_encoder.named_parameters()))
