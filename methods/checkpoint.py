@@ -18,9 +18,9 @@ Accepted layouts (detected in this order):
   ``unet.``/``text_encoder.`` prefixes: a text-encoder-only change (AdvUnlearn) is simply a file of text keys.
 
 Weight files are ``.safetensors``; legacy ``.pt``/``.ckpt``/``.bin``/``.pth`` files are read only with
-``torch.load(weights_only=True)``.  A file that needs unrestricted unpickling is refused with a one-line error that
-says how to convert it; a file in the original CompVis (LDM) key layout is refused with the diffusers conversion
-script to use.
+``torch.load(weights_only=True)`` (memory-mapped, or read whole for the pre-zip format of torch < 1.6).  A file that
+needs unrestricted unpickling is refused with a one-line error that says how to convert it where the file is trusted;
+a file in the original CompVis (LDM) key layout is refused with the diffusers conversion script to use.
 
 Before any tensor is read, the keys and shapes (safetensors headers) are checked against the backbone; a
 checkpoint from another architecture fails at once with a one-line summary of the mismatch.  A folder written by
@@ -42,6 +42,7 @@ re-read, not served from a stale delta.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,22 @@ def convert_hint(path: Path) -> str:
     )
 
 
+def first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def unpickler_reason(err: Exception) -> str:
+    """What the weights-only unpickler refused ("Unsupported global: ..."), not torch's generic first line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            detail = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[index + 1] if index + 1 < len(lines) else "")
+            if detail:
+                return detail.split(". ")[0][:160]  # torch's advice (add_safe_globals, weights_only=False) follows
+    return first_line(err)[:160]
+
+
 def read_shapes(weight: WeightFile) -> dict[str, tuple[int, ...]]:
     """Key → shape, from the safetensors header alone (no tensor is read), or from a weights-only torch.load."""
     if weight.path.suffix == ".safetensors":
@@ -107,12 +124,19 @@ def read_tensors(weight: WeightFile) -> dict:
         return load_file(str(weight.path))
     try:
         loaded = torch.load(str(weight.path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # UnpicklingError names the global it refused
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise HarnessError(
-            f"checkpoint {weight.path} cannot be loaded with torch.load(weights_only=True) ({reason[:120]}); "
-            f"it needs unrestricted unpickling, which can run arbitrary code, so it is refused; {convert_hint(weight.path)}"
-        ) from None
+    except Exception:
+        # mmap reads only the zip format of torch >= 1.6; a legacy (pre-zip) file loads weights-only without it.
+        # The retry is as safe as the first try, and its error, not mmap's, says why the file cannot be read.
+        try:
+            loaded = torch.load(str(weight.path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:  # the weights-only unpickler refused something in the pickle
+            raise HarnessError(
+                f"checkpoint {weight.path} cannot be loaded with torch.load(weights_only=True) ({unpickler_reason(err)}): "
+                f"it is not a torch file of tensors, or it needs unrestricted unpickling, which can run arbitrary code, "
+                f"so it is refused; {convert_hint(weight.path)}"
+            ) from None
+        except Exception as err:  # a truncated or corrupt file: no conversion would help
+            raise HarnessError(f"checkpoint {weight.path} is not a readable torch file ({first_line(err)[:160]})") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]  # Lightning-style wrapper
     if not isinstance(loaded, dict):

@@ -257,3 +257,20 @@ def test_a_float16_copy_of_the_text_encoder_changes_nothing(states, tiny, tmp_pa
     active = load(states, tmp_path / "te16")
     assert states.applied == set()
     assert active.metadata[0]["tensors_unchanged"]["text_encoder"] == len(dict(tiny.text_encoder.named_parameters()))
+
+
+def test_a_pre_zip_legacy_pt_file_loads_weights_only_without_mmap(states, tiny, tmp_path):
+    # torch < 1.6's format: mmap cannot read it, but weights_only=True can, so it is not "unrestricted unpickling".
+    torch.save(edited_unet_state(tiny), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    load(states, tmp_path / "legacy.pt")
+    assert states.applied == {f"unet.{TO_K}"}
+
+
+def test_a_corrupt_pt_file_is_refused_without_suggesting_unrestricted_unpickling(states, tiny, tmp_path):
+    torch.save(edited_unet_state(tiny), tmp_path / "whole.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:1000])
+    with pytest.raises(HarnessError) as err:
+        load(states, tmp_path / "cut.pt")
+    message = str(err.value)
+    assert "\n" not in message and "not a readable torch file" in message
+    assert "weights_only=False" not in message and "unrestricted" not in message
