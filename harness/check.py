@@ -59,7 +59,12 @@ def check(store: Store) -> Report:
         rel = store.delta_path(row["key"]).relative_to(root).as_posix()
         named[rel] = (integrity.DELTA, integrity.safetensors_loads)
     for rel, (kind, decodes) in named.items():
-        if rel in recorded or not (root / rel).exists():
+        if rel in recorded:
+            continue
+        if not (root / rel).exists():
+            if kind == integrity.IMAGE:  # removed as damaged, record and all, and not made again since
+                report.checked += 1
+                report.findings.append(Finding(rel, "damaged", "missing: removed as damaged and not made again", kind))
             continue
         report.checked += 1
         sound = integrity._sound(decodes, root / rel)

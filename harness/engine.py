@@ -470,7 +470,7 @@ class Engine:
                 # Claimed in the store before it is made: a batch another live process is making is skipped for now
                 # and looked at again after this process's other batches (done by then, or freed by a dead owner).
                 whole, wanted = pending.pop(0)
-                claimed, held = claims.take(wanted, done=lambda keys: self._recorded_since(keys, damaged))
+                claimed, held = claims.take(wanted, done=self._recorded_since)
                 if held:
                     if not pending:
                         time.sleep(work_claims.POLL_SECONDS)
@@ -515,24 +515,22 @@ class Engine:
                 bar.update(made + sum(self.store.image_path(key).exists() for key in others) - bar.n)
         return keys
 
-    def _recorded_since(self, keys: list[str], damaged: dict[str, str]) -> set[str]:
-        """The keys whose image has been recorded by now (a damaged one: recorded again, with other bytes)."""
-        recorded = self.store.image_unet_evals(keys)
-        done = set()
-        for key in recorded:
-            if key in damaged:
-                record = self.store.files.lookup(self.store.image_path(key))
-                if record is None or record.sha256 == damaged[key]:
-                    continue
-            done.add(key)
-        return done
+    def _recorded_since(self, keys: list[str]) -> set[str]:
+        """The keys whose image is made by now: its row, its file and the file's record.
+
+        A row alone is not enough: an image removed as damaged keeps its row (the results that used it name it), and
+        its record too when ``harness check --repair`` removed it; both are written again when it is regenerated.
+        """
+        files = self.store.files
+        return {key for key in self.store.image_unet_evals(keys)
+                if files.lookup(self.store.image_path(key)) is not None and self.store.image_path(key).exists()}
 
     def my_batches(self, batches: list[list]) -> set[int]:
         """The indices of the batches this process makes: all of them, unless a data-parallel run shares them out."""
         return set(range(len(batches)))
 
     def _missing_images(self, keys: list[str], specs: list[PromptSpec]):
-        """(to generate: key → spec, damaged: key → recorded sha256, adopted: key → spec) for the images of ``keys``.
+        """(to generate: key → spec, damaged: key → recorded sha256 or None, adopted: key → spec) for the images of ``keys``.
 
         Each cached image is checked against its record (size and sha256) before it
         counts as done; a damaged one is removed with one warning and generated again.
@@ -552,6 +550,8 @@ class Engine:
             todo[key] = spec
             if record is not None:
                 damaged[key] = record.sha256
+            elif key in recorded_images:  # removed as damaged earlier, record and all: the bytes it was scored by are unknown
+                damaged[key] = None
         return todo, damaged, adopted
 
     # ------------------------------------------------------------------ the sampling loop

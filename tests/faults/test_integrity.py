@@ -192,3 +192,66 @@ def test_a_full_disk_stops_a_write_with_one_line_and_leaves_nothing_half_written
     assert "\n" not in message and "No space left on device" in message and "run the same command again" in message
     assert list(tmp_path.rglob("*.*")) == []
 
+
+
+def test_an_image_damaged_while_the_run_used_it_is_regenerated_by_the_rerun(cli, store_of, tmp_path, monkeypatch):
+    """Files.read removes a file that rots between generation and scoring and says to run again: the re-run must
+    regenerate it (its `images` row stayed, and used to count as made, so every re-run failed the same way)."""
+    from harness.overlap import Overlap
+    from harness.runner import Runner
+
+    reference = store_of("clean")
+    out = tmp_path / "out"
+    monkeypatch.setattr(Overlap, "submit", lambda self, batch: None)  # every image is read by the scoring pass
+    original = Runner._load_images
+
+    def rotting(self, keys):
+        monkeypatch.setattr(Runner, "_load_images", original)  # once
+        flip_bit(self.store.image_path(keys[0]))
+        return original(self, keys)
+
+    monkeypatch.setattr(Runner, "_load_images", rotting)
+    code, _, err = cli(*RUN, "--out", str(out))
+    assert code == 2 and "damaged while this run used it" in err and "run the same command again" in err, err
+    code, _, err = cli(*RUN, "--out", str(out))
+    assert code == 0, err
+    assert image_bytes(out) == image_bytes(reference) and values(out) == values(reference)
+    code, stdout, _ = cli("check", "--out", str(out))
+    assert code == 0 and "0 damaged, 0 unrecorded, 0 orphaned" in stdout, stdout
+
+
+def test_an_image_removed_as_damaged_by_an_interrupted_run_is_reported_and_regenerated(cli, store_of, monkeypatch):
+    """The run that finds the damage removes the file, then stops before regenerating it (Ctrl-C, a kill, a full
+    disk): `check` reports it, `check --repair` regenerates it, and so does a plain re-run."""
+    from harness.engine import Engine
+
+    out = store_of()
+    reference_values, reference_images = values(out), image_bytes(out)
+    victim = sorted((out / "cache" / "images").glob("*/*.png"))[1]
+    flip_bit(victim)
+
+    def interrupted(self, specs, state):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "sample", interrupted)
+        assert cli(*RUN, "--out", str(out))[0] == 130
+    assert not victim.exists()
+    code, stdout, _ = cli("check", "--out", str(out))
+    lines = stdout.strip().splitlines()
+    assert code == 1 and lines[0].startswith("damaged:") and victim.name in lines[0] and "1 damaged" in lines[-1], stdout
+    assert "runs that used damaged files" in lines[-1]
+
+    code, _, err = cli("check", "--out", str(out), "--repair", "--no-progress")
+    assert code == 0, err
+    assert image_bytes(out) == reference_images and values(out) == reference_values
+    code, stdout, _ = cli("check", "--out", str(out))
+    assert code == 0 and "0 damaged, 0 unrecorded, 0 orphaned" in stdout, stdout
+
+    flip_bit(victim)  # once more, and this time a plain re-run after the interruption
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "sample", interrupted)
+        assert cli(*RUN, "--out", str(out))[0] == 130
+    code, _, err = cli(*RUN, "--out", str(out))
+    assert code == 0, err
+    assert image_bytes(out) == reference_images and values(out) == reference_values
