@@ -59,6 +59,12 @@ Where the official code differs from the paper, the default follows the paper an
 * ``facilitated_transport=false`` applies the membrane at m = 1 to every prompt (the code's fixed
   ``--spm_multiplier 1``, and what a LoRA loader such as the webui does).
 
+``facilitated_transport`` and ``gamma_squared`` act only at sampling time.  They stay in the model-state key, because
+the engine keys a state's images by that key and the ablation's images must be its own; but the trained membrane is
+also cached under its training inputs alone (the other parameters, the concept words, the UNet and text encoder it
+was trained with, dtype and device), so ``spm:facilitated_transport=false`` or ``spm:gamma_squared=true`` reuses the
+default's membrane instead of training it again (3000 iterations).
+
 ``preset=official`` turns on ``gamma_squared`` and ``official_anchor_rows``.  No nudity configuration was released
 (weights only); the concept words come from the concept set's ``erase`` keywords (``sexual`` → "nudity") or
 ``spm:concepts=a|b``.  White-box attacks evaluate the UNet directly and do not see the membrane (like the sampling-time
@@ -68,6 +74,7 @@ methods' hooks); ``harness erase --save`` refuses ``spm`` (a prompt-dependent ad
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import time
@@ -78,10 +85,13 @@ import torch.nn.functional as F
 
 from harness.api import ConceptSet, HarnessError, Method, SamplingHooks
 from harness.validate import param
-from methods.finetune import ddim_scheduler, latent_size, make_optimizer, predict, train
+from methods.finetune import ddim_scheduler, latent_size, make_optimizer, predict, train, unet_fingerprint
 from methods.text import encode_prompts
 
 ADAPTED_BLOCK = "Transformer2DModel"  # SPMNetwork.UNET_TARGET_REPLACE_MODULE_TRANSFORMER
+SAMPLING_ONLY = ("facilitated_transport", "gamma_squared")  # read only by FacilitatedTransport, never by training
+MEMBRANE_CACHE = "spm-membranes"
+HISTORY = "training_history.json"  # the loss summary, as UTF-8 bytes beside the adapter in the cached file
 
 
 class SPM(Method):
@@ -126,23 +136,53 @@ class SPM(Method):
         if params.official_anchor_rows and params.anchors % 2:
             raise HarnessError(f"spm: official_anchor_rows needs an even number of anchors (got anchors={params.anchors})")
         started = time.perf_counter()
-        # Train on a float32 copy of the current UNet (a composition's earlier edits included); its weights stay frozen.
-        unet = copy.deepcopy(pipe.unet).requires_grad_(False).eval()
-        if unet.dtype != torch.float32:
-            unet = unet.to(torch.float32)
-        membrane = Membrane.create(unet, rank=params.rank, alpha=params.alpha, seed=params.seed)
-        history = train_membrane(pipe, unet, membrane, words, params, progress=ctx.progress)
-        ctx.state_tensors.update(membrane.state_tensors())
+        trained_here = []
+
+        def compute() -> dict:
+            # Train on a float32 copy of the current UNet (a composition's earlier edits included); its weights stay frozen.
+            unet = copy.deepcopy(pipe.unet).requires_grad_(False).eval()
+            if unet.dtype != torch.float32:
+                unet = unet.to(torch.float32)
+            membrane = Membrane.create(unet, rank=params.rank, alpha=params.alpha, seed=params.seed)
+            history = train_membrane(pipe, unet, membrane, words, params, progress=ctx.progress)
+            trained_here.append(True)
+            encoded = torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8)
+            return {**membrane.state_tensors(), HISTORY: encoded}
+
+        # The sampling-only switches are in the state key but not here: an ablation of them reuses this membrane.
+        cached = ctx.cached_tensors(MEMBRANE_CACHE, self.membrane_key(pipe, words, ctx), compute)
+        history = json.loads(bytes(cached[HISTORY].cpu().tolist()).decode())
+        adapter = {name: tensor.detach().float().cpu() for name, tensor in cached.items() if name != HISTORY}
+        ctx.state_tensors.update(adapter)
         return {
             "method": "spm",
             **asdict(params),
             "concepts": words,
-            "adapted_modules": len(membrane.layers),
-            "adapter_parameters": sum(p.numel() for p in membrane.parameters()),
+            "adapted_modules": sum(name.endswith(".down") for name in adapter),
+            "adapter_parameters": sum(tensor.numel() for tensor in adapter.values()),
             "training": history,
+            "membrane": "trained" if trained_here else "reused: trained earlier with the same training inputs",
             "optimizer": "AdamW (float32; the official code uses bitsandbytes AdamW8bit)",
             "quirks": {name: getattr(params, name) for name in ("gamma_squared", "official_anchor_rows", "sample_with_adapter")},
             "seconds": round(time.perf_counter() - started, 2),
+        }
+
+    def membrane_key(self, pipe, words: list[str], ctx) -> dict:
+        """Everything the trained membrane depends on (``ctx.cached_tensors`` adds the backbone fingerprint).
+
+        The UNet and text encoder are fingerprinted as they are now: a composition's earlier part may have changed
+        them, and ``train_membrane`` trains on the UNet and encodes the concepts with the text encoder.
+        """
+        return {
+            "version": self.version,
+            "params": {name: value for name, value in asdict(self.params).items() if name not in SAMPLING_ONLY},
+            "concepts": words,
+            "unet": unet_fingerprint(pipe.unet),
+            "text_encoder": unet_fingerprint(pipe.text_encoder),
+            "scheduler": {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")},
+            # Training in another dtype or on another device gives a (slightly) different membrane.
+            "dtype": str(pipe.unet.dtype),
+            "device": pipe.unet.device.type,
         }
 
     def sampling_hooks(self, pipe, concepts: ConceptSet, ctx) -> SamplingHooks:

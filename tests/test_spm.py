@@ -271,3 +271,45 @@ def test_a_composition_keeps_the_adapter_in_the_later_parts_delta_and_reloads_bo
     finally:
         first.reset()
         second.reset()
+
+
+def test_the_sampling_only_switches_keep_their_own_state_but_reuse_the_trained_membrane(tiny, tmp_path, monkeypatch):
+    """facilitated_transport and gamma_squared act only in FacilitatedTransport: their ablations get their own model
+    state (the engine keys images by it) but not another 3000 training iterations."""
+    import methods.spm as spm
+    from harness.engine import ModelStates
+    from harness.store import Store
+
+    calls = []
+    real = spm.train_membrane
+    monkeypatch.setattr(spm, "train_membrane", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    base = dict(iterations=2, warmup=0, num_steps=3, anchors=2)
+    states = ModelStates(tiny, Store(tmp_path / "store"), "tinyfp", tiny_target(), show_progress=False)
+    keys, adapters = [], []
+    for params in (base, {**base, "facilitated_transport": False}, {**base, "gamma_squared": True}, {**base, "seed": 1}):
+        state = states.activate([(SPM(SPM.Params(**params)), "spm")], CONCEPTS, "spm")
+        keys.append(state.key)
+        adapters.append(state.hooks[0].membrane.state_tensors())
+        states.reset()
+    assert len(set(keys)) == 4 and states.edits_run == 4  # four states, so four sets of images
+    assert len(calls) == 2  # trained for the defaults and for seed=1 only
+    for reused in adapters[1:3]:
+        assert all(torch.equal(reused[k], adapters[0][k]) for k in adapters[0])
+    assert not all(torch.equal(adapters[3][k], adapters[0][k]) for k in adapters[0])
+
+
+def test_the_membrane_cache_follows_the_unet_it_trains_on(tiny, ctx):
+    """After an earlier part of a composition changed the UNet, the membrane is trained again, not reused."""
+    method = SPM(SPM.Params(iterations=1, warmup=0, num_steps=3, anchors=0))
+    first = method.membrane_key(tiny, ["red"], ctx)
+    weight = tiny.unet.conv_in.weight
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.add_(1.0)
+        assert method.membrane_key(tiny, ["red"], ctx) != first
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert method.membrane_key(tiny, ["red"], ctx) == first
+    assert SPM(SPM.Params(iterations=1, warmup=0, num_steps=3, anchors=0, gamma_squared=True)).membrane_key(tiny, ["red"], ctx) == first
