@@ -14,7 +14,9 @@ probabilities are untouched (official code WYuan1001/AdaVD @ c2d2962 ``src/main.
    runs the UNet once to record them; values depend on the text only, so applying each
    ``to_v`` to T gives the same numbers without a UNet evaluation.  They are recorded
    when the hook is installed, i.e. from the weights sampling runs with (``uce+adavd``
-   records on the UCE-edited weights).
+   records on the UCE-edited weights), as ``F.linear`` with ``to_v``'s weight and bias: calling the
+   module would run the forward hooks of methods installed before it, such as SPM's membrane,
+   whose per-sample multipliers do not fit the m target rows (``spm+adavd`` crashed).
 
 2. **Decomposition**, for every sample's value v at token l ≥ 1 ([SoT] is never changed):
 
@@ -64,6 +66,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, SamplingHooks
 from methods.text import encode_prompts, last_word_index
@@ -155,9 +158,11 @@ class ValueDecomposer(SamplingHooks):
         for _, attention in cross_attentions(pipe.unet):
             to_v = attention.to_v
             weight = to_v.weight
-            target_values = to_v(self.targets.to(weight.device, weight.dtype)).float()  # V_tgt (m × L × inner)
+            # The projection itself, not the module: another method's hook on to_v (SPM's per-sample membrane)
+            # belongs to the sampled batch, not to these m target rows.
+            target_values = F.linear(self.targets.to(weight.device, weight.dtype), weight, to_v.bias).float()  # V_tgt (m × L × inner)
             if self.params.joint_cfg_halves:
-                null_values = to_v(self.null.to(weight.device, weight.dtype)).float()
+                null_values = F.linear(self.null.to(weight.device, weight.dtype), weight, to_v.bias).float()
                 target_values = torch.cat([null_values.expand_as(target_values), target_values], dim=-1)  # [V(""), V(T)]
             basis = orthonormal_basis(target_values)
             self.handles.append(to_v.register_forward_hook(self._hook(basis)))

@@ -266,3 +266,35 @@ def test_adavd_target_values_match_the_official_record_pass(tiny):
     last = int(encoded.attention_mask[0].sum()) - 2
     assert torch.equal(spread[0, 1:], encoded.embeddings[0, last].expand_as(spread[0, 1:]))
     assert torch.equal(spread[0, 0], encoded.embeddings[0, 0])
+
+
+def test_adavd_records_its_target_values_without_the_hooks_of_methods_installed_before_it(tiny):
+    """spm+adavd: SPM's membrane is already on attn2.to_v, with one multiplier per sample of the batch."""
+    from methods.spm import Membrane
+
+    params = AdaVD.Params(adaptive_shift=False)
+    targets, null = target_embeddings(tiny, ["red"]), encode_prompts(tiny, [""]).embeddings[0]
+    _, attention = cross_attentions(tiny.unet)[0]
+    embeddings = encode_prompts(tiny, ["a red circle", "a blue square"]).embeddings
+    alone = ValueDecomposer(targets, null, params)
+    alone.install(tiny)
+    try:
+        with torch.no_grad():
+            expected = attention.to_v(embeddings)
+    finally:
+        alone.uninstall(tiny)
+    membrane = Membrane.create(tiny.unet, rank=1, alpha=1.0, seed=0)
+    with torch.no_grad():
+        for layer in membrane.layers:  # a trained-looking membrane: it changes to_v's output
+            layer.up.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    decomposer = ValueDecomposer(targets, null, params)
+    try:
+        membrane.multiplier = torch.tensor([0.9, 0.2, 0.5])  # a batch of 3 prompts, as FacilitatedTransport sets it
+        membrane.install()
+        decomposer.install(tiny)  # 1 target row is not whole branches of 3 samples: this raised
+        membrane.multiplier = 0.0  # the membrane off: what is left is AdaVD on its own target values
+        with torch.no_grad():
+            assert torch.equal(attention.to_v(embeddings), expected)
+    finally:
+        decomposer.uninstall(tiny)
+        membrane.remove()
