@@ -32,6 +32,13 @@ not be checked offline here, so each equation is named ((SPM), (L_erase), (LA), 
    500 warm-up steps, float32.  The code uses bitsandbytes' ``AdamW8bit`` (weight decay 0.01); plain float32
    ``AdamW`` with the same betas and weight decay is used here (no 8-bit optimiser state).  The code's
    ``dynamic_resolution`` (random sizes in a bucket around 512) is not reproduced: latents are the backbone's native size.
+   Both DDIM schedules (30 steps for x, 1000 for t) come from the backbone's scheduler config, whose
+   ``steps_offset=1`` (SD v1.4) puts every timestep one later than the code's: ``create_noise_scheduler`` in
+   ``src/models/model_util.py`` builds a ``DDIMScheduler`` with the default ``steps_offset=0``, so x is sampled at
+   957, 924, … and k = 1 queries t = 966 there, 958, 925, … and t = 967 here.  One step in 1000 is negligible next to
+   the code's own offset of t from x's noise level (x at 924, t = 966), which is reproduced, so it is documented
+   rather than switched: a new parameter would change the key of every stored SPM state and retrain them all.  (The
+   code's ``set_alpha_to_one=True`` would matter only for a step below t = 0, which training never takes: k ≤ 29.)
 
 3. **Facilitated transport** (``infer_spm.py``, ``calculate_matching_score``).  At generation the multiplier depends on
    the prompt p:
