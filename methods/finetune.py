@@ -17,7 +17,8 @@ Both methods need the same three things, built once here:
    last requested step is recorded (batches are formed by sorting on that step).
    Only the requested latents are kept, and they are stored as safetensors through
    ``ctx.cached_tensors`` in chunks of ``CACHE_CHUNK`` requests, keyed by the
-   backbone fingerprint, the prompts, seeds, steps and the sampler settings.  A longer
+   backbone fingerprint, the text encoder's current weights, the prompts, seeds, steps
+   and the sampler settings.  A longer
    run therefore reuses every chunk a shorter one sampled, and ablations that change
    only training settings sample nothing.
 
@@ -201,7 +202,8 @@ def write_back(unet, student, names: Sequence[str], exact: dict | None = None, p
 
 
 def unet_fingerprint(unet) -> str:
-    """sha256 over every tensor's raw bytes: recorded in metadata to show which model served as a reference."""
+    """sha256 over every tensor's raw bytes of a module (a UNet, a text encoder): recorded in metadata to show which
+    model served as a reference, and part of cache keys that depend on a module's current weights."""
     digest = hashlib.sha256()
     for name, tensor in sorted(unet.state_dict().items()):
         digest.update(name.encode())
@@ -334,7 +336,12 @@ def cached_trajectories(
     ``sampler_unet`` is a zero-argument callable returning the reference UNet; it is
     only called on a cache miss.  The backbone fingerprint (added by
     ``ctx.cached_tensors``) names the sampling model, which is therefore always the
-    *original* UNet.
+    *original* UNet.  The prompts are encoded by the pipeline's text encoder as it is
+    now, which an earlier part of a composition may have replaced (``checkpoint`` of an
+    AdvUnlearn text encoder before ``esd``), so its fingerprint is part of the key.
+    (Keys made before it was added are not reused: the context does not expose the
+    original text encoder to tell an unchanged one apart, so those chunks are sampled
+    once more, to the same values.)
     """
     requests = list(requests)
     sampler = {
@@ -344,6 +351,7 @@ def cached_trajectories(
         "guidance": guidance,
         "size": size,
         "scheduler": {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")},
+        "text_encoder": unet_fingerprint(pipe.text_encoder),  # the conditioning: E(p) comes from it
         # Different dtypes and devices give (slightly) different latents; keep them apart.
         "dtype": str(pipe.unet.dtype),
         "device": pipe.unet.device.type,
