@@ -1,26 +1,39 @@
 """``harness check``: every file of a store against its record; ``--repair`` regenerates what was damaged.
 
-Damaged: a recorded file that is missing, has another size, or fails its sha256.
-Unrecorded: a file the database names (an image or a delta) written before the
-``files`` table existed, or left unrecorded by a kill; it is sound if it decodes.
-Orphaned: a file under ``cache/`` that nothing records or names; leftover
-temporary files of killed writes are orphans too.
+Damaged: a recorded file that is missing, has another size, or fails its sha256; or an image the database names
+that was removed as damaged and not made again.
+Unrecorded: a file the database names (an image or a delta) written before the ``files`` table existed, or an
+image a kill left renamed into place but not recorded; it is sound if it decodes (and, for the latter, if the row the
+PNG carries gives its address).  A re-run would use it, so it is never deleted.
+Orphaned: a file under ``cache/`` that nothing records or names; leftover temporary files of killed writes are
+orphans too.  A temporary file whose writer may still be writing it (its pid lives on this host, or it is younger
+than a claim's lease) is left alone, and so are the image rows a data-parallel rank handed over in
+``cache/pending-images/`` (the next data-parallel run takes them in).
 
 Repair removes damaged and orphaned files, records sound unrecorded ones, and
 re-runs every stored run that used a damaged image or model delta (from its
-stored configuration), which regenerates exactly what is missing.
+stored configuration), which regenerates exactly what is missing.  It refuses to start while a run holds work
+claims in the store, and it deletes nothing that was recorded again since it was checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import integrity
+from harness import claims as work_claims
+from harness import integrity, recover
+from harness.api import HarnessError
+from harness.distributed import PENDING_DIR
 from harness.store import Store
+
+WRITER_PID = re.compile(r"\.(\d+)-\d+" + re.escape(integrity.TEMP_SUFFIX) + "$")  # integrity.temp_path's name
+DTYPES = ("float32", "float16", "bfloat16")  # an image's address names the dtype it was sampled in
 
 
 @dataclass
@@ -36,6 +49,11 @@ class Report:
     checked: int = 0
     findings: list[Finding] = field(default_factory=list)
     runs_affected: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)  # temporary files a live write may still own: left alone
+    # For repair: what each damaged file's record was when checked (sha256, created), so that a file a run made
+    # again since is not deleted; and the unrecorded files to record, with the images row of one found without it.
+    records: dict[str, tuple] = field(default_factory=dict)
+    adopt: dict[str, tuple[str, tuple | None]] = field(default_factory=dict)  # path -> (kind, images row or None)
 
     def count(self, state: str) -> int:
         return sum(f.state == state for f in self.findings)
@@ -51,6 +69,7 @@ def check(store: Store) -> Report:
         problem = store.files.problem(root / rel, record)
         if problem:
             report.findings.append(Finding(rel, "damaged", problem, row["kind"] or ""))
+            report.records[rel] = (row["sha256"], row["created"])
 
     named = {}  # files the database refers to by name, with how to check one that has no record
     for row in store.db.execute("SELECT path FROM images"):
@@ -71,18 +90,67 @@ def check(store: Store) -> Report:
         report.findings.append(Finding(rel, "unrecorded" if sound else "unreadable",
                                        "written without a record; it decodes" if sound else "written without a record, and it does not decode",
                                        kind))
+        if sound:
+            report.adopt[rel] = (kind, None)
 
     cache = root / "cache"
     if cache.exists():
+        backbones = [(row["fingerprint"], json.loads(row["scheduler"])) for row in store.db.execute("SELECT * FROM backbone_fingerprints")]
         for path in sorted(p for p in cache.rglob("*") if p.is_file()):
             rel = path.relative_to(root).as_posix()
             if rel in recorded or rel in named:
                 continue
-            leftover = path.name.startswith(".") and path.name.endswith(integrity.TEMP_SUFFIX)
-            report.findings.append(Finding(rel, "orphaned", "temporary file of an interrupted write" if leftover else "nothing records it"))
+            if path.name.startswith(".") and path.name.endswith(integrity.TEMP_SUFFIX):
+                if _in_flight(path):
+                    report.in_flight.append(rel)
+                else:
+                    report.findings.append(Finding(rel, "orphaned", "temporary file of an interrupted write"))
+            elif path.parent == cache / PENDING_DIR and path.suffix == ".json":
+                continue  # image rows a data-parallel rank handed over: the next data-parallel run takes them in
+            elif path.parent.parent == cache / "images" and path.suffix == ".png" and (own := _own_row(path)) is not None:
+                # Renamed into place, and its row not stored yet (a kill, or a live run about to): a re-run adopts it.
+                report.checked += 1
+                key = path.stem
+                if _addressed(key, own, backbones):
+                    report.adopt[rel] = (integrity.IMAGE, (key, own["model_state"], own["spec"], own["unet_evals"]))
+                    detail = "renamed into place but not recorded; it decodes and its own row gives its address"
+                else:
+                    detail = "renamed into place but not recorded; it decodes and carries its own row (the run that needs it adopts it)"
+                report.findings.append(Finding(rel, "unrecorded", detail, integrity.IMAGE))
+            else:
+                report.findings.append(Finding(rel, "orphaned", "nothing records it"))
 
     report.runs_affected = _runs_using(store, [f for f in report.findings if f.state in ("damaged", "unreadable")])
     return report
+
+
+def _in_flight(path: Path) -> bool:
+    """Whether a temporary file's writer may still be writing it: its pid lives on this host, or the file is younger
+    than a claim's lease (its writer may be on another host sharing the store)."""
+    match = WRITER_PID.search(path.name)
+    if match and work_claims._alive(int(match.group(1)), ""):
+        return True
+    try:
+        return time.time() - path.stat().st_mtime < work_claims.LEASE_SECONDS
+    except FileNotFoundError:
+        return True  # renamed into place just now
+
+
+def _own_row(path: Path) -> dict | None:
+    """The images row a PNG carries (recover.png_info) if the PNG decodes whole, else None."""
+    return recover.read_png_record(path) if integrity._sound(integrity.image_decodes, path) else None
+
+
+def _addressed(key: str, own: dict, backbones: list[tuple[str, dict]]) -> bool:
+    """Whether the row a PNG carries hashes to its file name, with a backbone this store has seen (a kill's leftover
+    is adopted only then: its bytes are what that row describes)."""
+    from harness.engine import image_address
+
+    try:
+        return any(image_address(fingerprint, own["model_state"], own["spec"], scheduler, dtype) == key
+                   for fingerprint, scheduler in backbones for dtype in DTYPES)
+    except (KeyError, TypeError):
+        return False
 
 
 def _runs_using(store: Store, findings: list[Finding]) -> list[str]:
@@ -105,15 +173,34 @@ def repair(store: Store, report: Report, registry, show_progress: bool = False) 
     from harness.runner import RunConfig, Runner, plan
 
     problems = []
-    for finding in report.findings:
-        path = store.root / finding.path
-        if finding.state == "unrecorded":
-            store.files.record([integrity.Record(finding.path, integrity.sha256_file(path), path.stat().st_size, finding.kind)])
-        elif finding.state in ("orphaned", "unreadable"):
-            path.unlink(missing_ok=True)
-        elif finding.state == "damaged":
-            # Keep the record: regeneration compares the new bytes with it, and drops stale scores if they differ.
-            path.unlink(missing_ok=True)
+    adopt = {}  # hashed before the store is locked: a large delta takes a while
+    for rel, (kind, row) in report.adopt.items():
+        path = store.root / rel
+        if path.exists():
+            adopt[rel] = (integrity.Record(rel, integrity.sha256_file(path), path.stat().st_size, kind), row)
+    # Deleting happens inside one write transaction: no run can take a work claim or record a file meanwhile, and a run
+    # writes files only while it holds claims, so nothing deleted here can be a write in progress.
+    with store.transaction():
+        live = [row for row in store.db.execute("SELECT * FROM claims") if store.claims._live(row)]
+        if live:
+            raise HarnessError(f"a run is writing this store (pid {live[0]['pid']} on {live[0]['host']} holds {len(live)} work claim(s)); "
+                               "run `harness check --repair` again when it has finished (`harness check` alone is safe beside it)")
+        for finding in report.findings:
+            path = store.root / finding.path
+            now = store.db.execute("SELECT sha256, created FROM files WHERE path=?", (finding.path,)).fetchone()
+            if finding.state in ("orphaned", "unreadable"):
+                if now is None:  # recorded since: a run made it meanwhile
+                    path.unlink(missing_ok=True)
+            elif finding.state == "damaged":
+                # Keep the record: regeneration compares the new bytes with it, and drops stale scores if they differ.
+                if now is None or tuple(now) == report.records.get(finding.path):
+                    path.unlink(missing_ok=True)
+    for rel, (record, row) in adopt.items():
+        if store.files.lookup(store.root / rel) is None:
+            if row is None:
+                store.files.record([record])
+            else:  # an image a kill left unrecorded: the row its PNG carries, with its record, as the run would have stored them
+                store.add_images([row], files=[record])
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     for run_id in report.runs_affected:
         row = store.db.execute("SELECT config FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -135,4 +222,6 @@ def render(report: Report) -> list[str]:
                f"{report.count('orphaned')} orphaned")
     if report.runs_affected:
         summary += f"; runs that used damaged files: {', '.join(report.runs_affected)}"
+    if report.in_flight:
+        summary += f"; {len(report.in_flight)} temporary files of writes that may be in progress left alone"
     return lines + [summary]

@@ -13,7 +13,9 @@ The launcher starts N copies of the same command and tells each its place in the
 3. **One SQLite writer.**  Only rank 0 opens ``harness.db``: SQLite must not be written from many nodes over a
    network filesystem.  The others append the rows of the images they made to small JSON files under
    ``cache/pending-images/`` (written atomically, one per batch), which rank 0 takes into the database at every
-   synchronisation point and at the start of any later run, so a killed rank loses at most the batch in flight.
+   synchronisation point and at the start of the next data-parallel run, so a killed rank loses at most the batch
+   in flight.  (A single-process run does not read them: it adopts those images from the rows their PNGs carry, and
+   ``harness check --repair`` leaves the files alone.)
 4. **Scoring and results on rank 0.**  When every image exists, the other processes exit and rank 0 runs the
    ordinary single-process pass, which finds every image made and only links, scores and stores — the same code,
    hence the same image keys and values as a run without the launcher.

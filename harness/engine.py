@@ -369,6 +369,24 @@ def _whole_images(bar):
     return on_step
 
 
+def image_address(backbone: str, state_key: str, spec: dict, scheduler: dict, dtype: str) -> str:
+    """An image's key: everything its pixels depend on.  ``spec``: a resolved spec's fields, or the spec an image's
+    PNG row holds (``harness check`` recomputes the address of an image found without its database row)."""
+    return sha256_json({
+        "backbone": backbone,
+        "state": state_key,
+        "prompt": spec["prompt"],
+        "negative": spec["negative_prompt"],
+        "seed": spec["seed"],
+        "guidance": spec["guidance"],
+        "steps": spec["steps"],
+        "height": spec["height"],
+        "width": spec["width"],
+        "scheduler": scheduler,
+        "dtype": dtype,
+    })
+
+
 @dataclass
 class Defaults:
     steps: int
@@ -415,20 +433,7 @@ class Engine:
         )
 
     def image_key(self, spec: PromptSpec, state_key: str) -> str:
-        fields = {
-            "backbone": self.backbone_fingerprint,
-            "state": state_key,
-            "prompt": spec.prompt,
-            "negative": spec.negative_prompt,
-            "seed": spec.seed,
-            "guidance": spec.guidance,
-            "steps": spec.steps,
-            "height": spec.height,
-            "width": spec.width,
-            "scheduler": self.scheduler_config,
-            "dtype": self.dtype,
-        }
-        return sha256_json(fields)
+        return image_address(self.backbone_fingerprint, state_key, spec.__dict__, self.scheduler_config, self.dtype)
 
     def generate(self, specs: list[PromptSpec], state: ActiveState, desc: str = "generating", on_batch=None) -> list[str]:
         """Make sure an image exists for every spec; return the image keys in spec order.

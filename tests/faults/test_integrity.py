@@ -142,8 +142,9 @@ def test_check_lists_damage_and_orphans_and_repair_restores_a_clean_store(cli, s
     flip_bit(images[3])
     (delta,) = (out / "cache" / "deltas").glob("*.safetensors")
     truncate(delta)
-    leftover = images[1].with_name(f".{images[1].name}.999-1.tmp")
+    leftover = images[1].with_name(f".{images[1].name}.4194304-1.tmp")  # no such pid: its writer is gone
     leftover.write_bytes(b"half")
+    os.utime(leftover, (leftover.stat().st_mtime - 3600,) * 2)  # and it is older than a claim's lease
     stray = out / "cache" / "methods" / "stray.bin"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"?")
