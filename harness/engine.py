@@ -205,11 +205,12 @@ class ModelStates:
         stored it meanwhile (waiting while another live process computes it)."""
         if self.store.db is None:  # a data-parallel rank other than 0: rank 0 erases
             return True
-        before = self.store.files.lookup(delta_path)
 
+        # Stored: the state row (written last) and the delta's record.  Never both before this: a damaged delta's record
+        # was forgotten when it was removed, and a kill between a delta's record and its row leaves no row.  (Whether the
+        # record changed says nothing: a deterministic edit writes the same bytes again.)
         def stored(keys):
-            record = self.store.files.lookup(delta_path)
-            return set(keys) if self.store.model_state(key) is not None and record is not None and record != before else set()
+            return set(keys) if self.store.model_state(key) is not None and self.store.files.lookup(delta_path) is not None else set()
 
         while True:
             claimed, held = self.store.claims.take([f"state:{key}"], done=stored)

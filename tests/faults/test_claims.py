@@ -41,3 +41,30 @@ def test_a_reused_pid_and_an_expired_lease_free_a_claim(tmp_path):
     assert mine.claims.take(["reused", "remote"], done=none_done) == (["reused"], ["remote"])
     mine.db.execute("UPDATE claims SET expires=? WHERE key='remote'", (time.time() - 1,))
     assert mine.claims.take(["remote"], done=none_done) == (["remote"], [])
+
+
+def test_a_waiter_reuses_an_erasure_that_wrote_the_same_delta_again(tmp_path):
+    """A kill between a delta's record and its state row, then two re-runs: the second waits for the first and reuses
+    its erasure, though a deterministic edit writes the same bytes (the same record) again."""
+    import threading
+
+    from harness.engine import ModelStates
+    from harness.integrity import DELTA
+
+    first, key = Store(tmp_path), "k" * 32
+    delta = first.delta_path(key)
+    first.files.write(delta, b"delta bytes", kind=DELTA)  # the killed run's: written and recorded, no state row
+    assert first.claims.take([f"state:{key}"], done=none_done) == ([f"state:{key}"], [])  # the first re-run erases
+    outcome = []
+
+    def second_rerun():  # its own connection, made in its own thread (SQLite's rule)
+        outcome.append(ModelStates(None, Store(tmp_path), "fingerprint", target=None)._claim_erasure(key, delta))
+
+    waiter = threading.Thread(target=second_rerun)
+    waiter.start()
+    time.sleep(2 * work_claims.POLL_SECONDS)
+    first.files.write(delta, b"delta bytes", kind=DELTA)
+    first.add_model_state(key, "tiny", "scale-keys", {}, "colours", str(delta), {})
+    first.claims.release([f"state:{key}"])
+    waiter.join(timeout=30)
+    assert outcome == [False]  # it waited and found the state stored: it does not erase it a second time
