@@ -12,8 +12,11 @@ than a claim's lease) is left alone, and so are the image rows a data-parallel r
 
 Repair removes damaged and orphaned files, records sound unrecorded ones, and
 re-runs every stored run that used a damaged image or model delta (from its
-stored configuration), which regenerates exactly what is missing.  It refuses to start while a run holds work
-claims in the store, and it deletes nothing that was recorded again since it was checked.
+stored configuration), which regenerates exactly what is missing.  What no stored run makes again is fixed in
+place: a state record is written again from its database row; an image no run used, a delta no run's results name
+(a composition's first part) and a method cache are forgotten, so that the next run that needs them makes them.
+It refuses to start while a run holds work claims in the store, and it deletes nothing that was recorded again
+since it was checked.
 """
 
 from __future__ import annotations
@@ -120,7 +123,14 @@ def check(store: Store) -> Report:
             else:
                 report.findings.append(Finding(rel, "orphaned", "nothing records it"))
 
-    report.runs_affected = _runs_using(store, [f for f in report.findings if f.state in ("damaged", "unreadable")])
+    runs = set()
+    for finding in report.findings:
+        if finding.state in ("damaged", "unreadable"):
+            using = _runs_using(store, finding)
+            runs |= using
+            if not using:
+                finding.detail += f"; {_instead_of_a_rerun(store, finding)}"
+    report.runs_affected = [row["id"] for row in store.db.execute("SELECT id FROM runs ORDER BY created") if row["id"] in runs]
     return report
 
 
@@ -153,19 +163,38 @@ def _addressed(key: str, own: dict, backbones: list[tuple[str, dict]]) -> bool:
         return False
 
 
-def _runs_using(store: Store, findings: list[Finding]) -> list[str]:
-    """Stored runs that used one of the damaged images or deltas (they regenerate them when re-run)."""
-    runs = set()
-    for finding in findings:
-        name = Path(finding.path).name
-        if finding.kind == integrity.IMAGE:
-            key = name.removesuffix(".png")
-            runs |= {row["run_id"] for row in store.db.execute("SELECT DISTINCT run_id FROM run_images WHERE image_key=?", (key,))}
-        elif finding.kind == integrity.DELTA:
-            key = name.removesuffix(".safetensors")
-            runs |= {row["run_id"] for row in store.db.execute("SELECT DISTINCT run_id FROM results WHERE model_state=?", (key,))}
-    order = [row["id"] for row in store.db.execute("SELECT id FROM runs ORDER BY created")]
-    return [run for run in order if run in runs]
+def _runs_using(store: Store, finding: Finding) -> set[str]:
+    """Stored runs that make a damaged image or delta again when re-run: those that used the image, or whose results
+    name the model state (a composition's results name its last part only)."""
+    name = Path(finding.path).name
+    if finding.kind == integrity.IMAGE:
+        query, key = "SELECT DISTINCT run_id FROM run_images WHERE image_key=?", name.removesuffix(".png")
+    elif finding.kind == integrity.DELTA:
+        query, key = "SELECT DISTINCT run_id FROM results WHERE model_state=?", name.removesuffix(".safetensors")
+    else:
+        return set()
+    return {row["run_id"] for row in store.db.execute(query, (key,))}
+
+
+def _state_key(store: Store, rel: str) -> str | None:
+    """The model state whose row ``rel`` holds (recover.state_record_path), or None."""
+    path = store.root / rel
+    return path.stem if path == recover.state_record_path(store, path.stem) else None
+
+
+def _instead_of_a_rerun(store: Store, finding: Finding) -> str:
+    """What --repair does with a damaged file no stored run makes again."""
+    key = _state_key(store, finding.path)
+    if key is not None:
+        if store.model_state(key) is not None:
+            return "--repair writes it again from the database"
+        return "--repair removes it (the database has no row for its state)"
+    if finding.kind == integrity.IMAGE:
+        return "no stored run used it: --repair forgets it, and the next run that needs it makes it"
+    if finding.kind == integrity.DELTA:
+        return ("no stored run's results name this model state (the first part of a composition, say): --repair removes it, "
+                "and the next run that needs it erases again")
+    return "a cache: --repair removes it, and the next erasure that needs it computes it again"
 
 
 def repair(store: Store, report: Report, registry, show_progress: bool = False) -> list[str]:
@@ -186,15 +215,24 @@ def repair(store: Store, report: Report, registry, show_progress: bool = False) 
             raise HarnessError(f"a run is writing this store (pid {live[0]['pid']} on {live[0]['host']} holds {len(live)} work claim(s)); "
                                "run `harness check --repair` again when it has finished (`harness check` alone is safe beside it)")
         for finding in report.findings:
+            if finding.state not in ("orphaned", "unreadable", "damaged"):
+                continue
             path = store.root / finding.path
             now = store.db.execute("SELECT sha256, created FROM files WHERE path=?", (finding.path,)).fetchone()
-            if finding.state in ("orphaned", "unreadable"):
-                if now is None:  # recorded since: a run made it meanwhile
-                    path.unlink(missing_ok=True)
-            elif finding.state == "damaged":
-                # Keep the record: regeneration compares the new bytes with it, and drops stale scores if they differ.
-                if now is None or tuple(now) == report.records.get(finding.path):
-                    path.unlink(missing_ok=True)
+            if (tuple(now) if now else None) != report.records.get(finding.path):
+                continue  # recorded again (or removed) since it was checked: a run has dealt with it
+            path.unlink(missing_ok=True)
+            if finding.state == "orphaned" or _runs_using(store, finding):
+                continue  # the re-run below makes it again; its record stays, so that stale scores are dropped if it differs
+            key = _state_key(store, finding.path)
+            state = store.model_state(key) if key is not None else None
+            if state is not None:
+                recover.write_state_record(store, key, backbone=state["backbone"], method=state["method"], params=json.loads(state["params"]),
+                                           concepts=state["concepts"], metadata=json.loads(state["metadata"] or "{}"))
+            elif finding.kind == integrity.IMAGE:
+                store.forget_image(path.stem)
+            else:
+                store.files.forget(path)
     for rel, (record, row) in adopt.items():
         if store.files.lookup(store.root / rel) is None:
             if row is None:

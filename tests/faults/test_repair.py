@@ -109,3 +109,64 @@ def test_temporary_files_of_writes_that_may_be_in_progress_are_left_alone(cli, t
     code, _, err = cli("check", "--out", str(out), "--repair", "--no-progress")
     assert code == 0, err
     assert live.exists() and young.exists() and not left.exists()
+
+
+def test_repair_fixes_damage_no_stored_run_makes_again(cli, tmp_path, monkeypatch):
+    """A composition's first delta, a state record, a method cache and an image no run links: each was removed and its
+    record kept, so the store stayed damaged for good ("repaired: 0 of 4"); now each is rewritten or forgotten."""
+    import torch
+
+    from harness import recover
+    from harness.context import EditContext
+    from harness.store import Store as _Store
+
+    out = tmp_path / "out"
+    composed = ["run", "--model", "tiny", "--methods", "sd,both", "--bench", "fixed:count=4", "--no-progress", "--out", str(out)]
+    code, _, err = cli(*composed)
+    assert code == 0, err
+    store = Store(out)
+    inner = store.db.execute("SELECT key FROM model_states WHERE method='scale-keys'").fetchone()["key"]
+    inner_delta = store.delta_path(inner)
+    inner_bytes = inner_delta.read_bytes()
+    outer = store.db.execute("SELECT * FROM model_states WHERE method='shift-keys'").fetchone()
+    state_record = recover.state_record_path(store, outer["key"])
+    ctx = EditContext(cache_dir=store.cache / "methods", files=store.files, show_progress=False)
+    ctx.cached_tensors("stats", {"k": 1}, lambda: {"x": torch.arange(100, dtype=torch.float32)})
+    (method_cache,) = (store.cache / "methods" / "stats").glob("*.safetensors")
+    # Images a run made but never linked: it stopped before its cell's results (here: at the link).
+    more = ["run", "--model", "tiny", "--methods", "sd", "--bench", "fixed:count=6", "--no-progress", "--out", str(out)]
+    with monkeypatch.context() as patch:
+        patch.setattr(_Store, "link_run_images", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert cli(*more)[0] == 130
+    linked = {row["image_key"] for row in store.db.execute("SELECT image_key FROM run_images")}
+    unlinked = sorted(p for p in (out / "cache" / "images").glob("*/*.png") if p.stem not in linked)
+    assert len(unlinked) == 2
+    unlinked_bytes = unlinked[0].read_bytes()
+
+    inner_delta.write_bytes(inner_bytes[:100])
+    for path in (state_record, method_cache, unlinked[0]):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(bytes(data))
+    code, stdout, _ = cli("check", "--out", str(out))
+    lines = stdout.strip().splitlines()
+    assert code == 1 and "4 damaged" in lines[-1] and "runs that used" not in lines[-1], stdout
+    assert all("--repair" in line for line in lines[:-1]), stdout
+    code, _, err = cli("check", "--out", str(out), "--repair", "--no-progress")
+    assert code == 0 and "4 of 4 findings fixed" in err, err
+    code, stdout, _ = cli("check", "--out", str(out))
+    assert code == 0 and "0 damaged, 0 unrecorded, 0 orphaned" in stdout, stdout
+
+    # The state record was written again: a lost database still gets the state's row back from it.
+    store.db.execute("DELETE FROM model_states WHERE key=?", (outer["key"],))
+    assert recover.restore_model_state(store, outer["key"])
+    assert store.model_state(outer["key"])["metadata"] == outer["metadata"]
+    # The next runs that need them make the delta and the image again, as they were.
+    code, _, err = cli(*composed)
+    assert code == 0, err
+    assert inner_delta.read_bytes() == inner_bytes
+    code, _, err = cli(*more)
+    assert code == 0, err
+    assert unlinked[0].read_bytes() == unlinked_bytes
+    code, stdout, _ = cli("check", "--out", str(out))
+    assert code == 0 and "0 damaged, 0 unrecorded, 0 orphaned" in stdout, stdout
