@@ -65,8 +65,10 @@ class Overlap:
         """A finished batch: (image key, spec) pairs whose PNGs and rows are stored."""
         if not self.scorers or self._error is not None:
             return
-        if not self._thread.is_alive():  # started on the first batch: nothing generated, no thread
-            self._thread.start()
+        if not self._thread.is_alive():
+            if self._thread.ident is not None:  # it ended: a batch put on its full queue would block generation
+                return
+            self._thread.start()  # started on the first batch: nothing generated, no thread
         self._queue.put(batch)
 
     def __exit__(self, exc_type, exc, tb):
@@ -80,11 +82,20 @@ class Overlap:
         return False
 
     def _work(self) -> None:
+        import io
+
         from PIL import Image
 
+        from harness.api import HarnessError
         from harness.store import Store
 
-        store = Store(self.store_root)
+        store = None
+        try:
+            store = Store(self.store_root)
+        except Exception as err:  # noqa: BLE001 - e.g. "database is locked" past its patience: raised in the caller, in one line
+            self._error = HarnessError(f"scoring beside generation could not open the store {self.store_root} ({err}); "
+                                       "run the same command again (finished work is kept)")
+            self._error.__cause__ = err
         try:
             while (batch := self._queue.get()) is not None:
                 if self._error is not None:
@@ -93,7 +104,8 @@ class Overlap:
                 try:
                     images = []
                     for key, _ in batch:
-                        with Image.open(store.image_path(key)) as image:
+                        data = store.files.read(store.image_path(key), "cached image")  # never score a damaged file
+                        with Image.open(io.BytesIO(data)) as image:
                             images.append(image.convert("RGB"))
                     specs = [spec for _, spec in batch]
                     for scorer in self.scorers:
@@ -110,4 +122,5 @@ class Overlap:
                 self.stats.scoring_s += ended - began
                 self.stats.hidden_s += max(0.0, min(ended, generation_end) - began)
         finally:
-            store.close()
+            if store is not None:
+                store.close()

@@ -63,3 +63,33 @@ def test_an_error_in_the_scorer_thread_is_raised_in_the_run(tmp_path):
         with Overlap(tmp_path, [Failing()]) as overlap:
             for _ in range(8):  # more than the queue holds: a failed thread must not block the generating side
                 overlap.submit([("0" * 64, None)])
+
+
+@pytest.mark.parametrize("batches", [1, 8], ids=["one batch", "more than the queue holds"])
+def test_a_scorer_thread_that_cannot_open_the_store_fails_the_block_with_its_cause(tmp_path, monkeypatch, batches):
+    """Its error surfaced as "threads can only be started once" (a second start of the dead thread), or not at all
+    with a single batch."""
+    import sqlite3
+
+    from harness.api import HarnessError
+    from harness.store import Store
+
+    class Scorer:
+        name, version = "unused", "1"
+
+        def score(self, images, specs):
+            raise AssertionError("nothing can be scored without the store")
+
+    original = Store.__init__
+
+    def locked_in_the_thread(self, *args, **kwargs):
+        if threading.current_thread().name == "harness-scorer":
+            raise sqlite3.OperationalError("database is locked")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "__init__", locked_in_the_thread)
+    with pytest.raises(HarnessError, match="could not open the store .*database is locked") as caught:
+        with Overlap(tmp_path, [Scorer()]) as overlap:
+            for _ in range(batches):
+                overlap.submit([("0" * 64, None)])
+    assert "\n" not in str(caught.value)
