@@ -449,8 +449,6 @@ class Engine:
         todo, damaged, adopted = self._missing_images(keys, resolved)
         if adopted:  # intact images whose record a kill or a lost database left out; each PNG carries its own row
             self.store.add_images(recover.adopted_image_rows(self.store, state.key, adopted, evals_per_image))
-        if not todo:
-            return keys
 
         def group_of(item):
             spec = item[1]
@@ -464,7 +462,11 @@ class Engine:
         for _, group in groupby(sorted(everything.items(), key=group_of), key=group_of):
             group = list(group)
             batches.extend(group[start : start + self.batch_size] for start in range(0, len(group), self.batch_size))
+        # Dealt even when nothing is missing here: data-parallel ranks count the batches dealt so far, and one rank may
+        # find a cell finished (another rank's image already on disk) where the others do not.
         mine = self.my_batches(batches)
+        if not todo:
+            return keys
         # Data-parallel runs (harness/distributed.py) share the batches out; the other processes make the rest.
         others = [key for index, batch in enumerate(batches) if index not in mine for key, _ in batch if key in todo]
         made = 0
