@@ -2,9 +2,10 @@
 
 Damaged: a recorded file that is missing, has another size, or fails its sha256; or an image the database names
 that was removed as damaged and not made again.
-Unrecorded: a file the database names (an image or a delta) written before the ``files`` table existed, or an
-image a kill left renamed into place but not recorded; it is sound if it decodes (and, for the latter, if the row the
-PNG carries gives its address).  A re-run would use it, so it is never deleted.
+Unrecorded: a file the database names (an image or a delta) written before the ``files`` table existed, sound if
+it decodes; or an image a kill left renamed into place but not recorded, which decodes and carries its own row
+(repair records it when that row hashes to its name, and otherwise leaves it to the run that needs it, which adopts
+it).  A re-run would use it, so it is never deleted.
 Orphaned: a file under ``cache/`` that nothing records or names; leftover temporary files of killed writes are
 orphans too.  A temporary file whose writer may still be writing it (its pid lives on this host, or it is younger
 than a claim's lease) is left alone, and so are the image rows a data-parallel rank handed over in
