@@ -364,8 +364,11 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
                        description=textwrap.dedent("""\
                            Check every file the store references (images, model deltas, method caches) against the
                            size and sha256 recorded when it was written, and list orphaned files under cache/.
-                           Exit status 1 if anything is damaged.  --repair removes damaged and orphaned files and
-                           re-runs every stored run that used a damaged file, which regenerates exactly those.
+                           Exit status 1 if anything is damaged.  --repair removes damaged and orphaned files,
+                           records sound images a killed run left unrecorded, and re-runs every stored run that used
+                           a damaged file, which regenerates exactly those; what no stored run makes again (a state
+                           record, an unused image or delta, a method cache) is rewritten or left for the next run
+                           that needs it.  It refuses while a run is working in the store.
 
                            example:
                              harness check --out harness-out --repair
