@@ -22,7 +22,8 @@ def register_benchmarks(register):
     register(
         "benchmarks.csvbench:CsvBenchmark",
         name="csv",
-        description="any prompt CSV with the community's columns (prompt, evaluation_seed, evaluation_guidance, case_number, ...)",
+        description="any prompt CSV with the community's columns (prompt, evaluation_seed, evaluation_guidance, case_number, ...) "
+        "or the Hugging Face I2P layout (sd_seed, sd_guidance_scale)",
     )
 
 
