@@ -470,7 +470,9 @@ class AdversarialPrompt:
     no padding); they are stored and exported for inspection.  ``retokenizes`` says whether tokenising ``text``
     gives those ids back (byte-level BPE can merge decoded tokens differently): where it is False the generated
     prompt is the decoded text, as in the papers, not the exact optimum.  ``steps`` counts the attack's
-    iterations (generations, PGD steps) spent on this prompt.
+    iterations (generations, PGD steps) spent on this prompt.  ``details``: what else the attack measured; its
+    numeric entries are stored with the prompt as ``attack_<name>`` labels (e.g. the loss of the search's start, to
+    show whether the search lowered its own loss) and exported with it.
     """
 
     text: str

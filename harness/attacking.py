@@ -3,7 +3,8 @@
 An attack's output is a list of adversarial ``PromptSpec``s, one per source prompt, each with the source
 prompt's id, seed, guidance and size (only the text changes), plus labels that say where it came from::
 
-    labels = {**source labels, "source_prompt": ..., "attack": "ring-a-bell", "attack_loss": ..., "token_ids": [...]}
+    labels = {**source labels, "source_prompt": ..., "attack": "ring-a-bell", "attack_loss": ..., "token_ids": [...],
+              "attack_<name>": each number of the attack's ``details`` (e.g. "attack_loss_first")}
 
 Each adversarial prompt is stored (table ``attack_prompts``) as soon as it is found, under a key built from
 (model-state key, attack name, attack version, parameters, concept-set hash, the source spec), so:
@@ -277,6 +278,9 @@ def prompt_key(*, state_key: str, attack: Attack, concepts: ConceptSet, spec: Pr
 def adversarial_spec(source: PromptSpec, found: AdversarialPrompt, attack_label: str) -> PromptSpec:
     """The source prompt with its text replaced: same id, seed, guidance, steps and size."""
     labels = {**source.labels, "source_prompt": source.prompt, "attack": attack_label, "attack_loss": found.loss}
+    for name, value in found.details.items():  # numbers only: they become CSV columns of the export
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            labels[f"attack_{name}"] = value
     if found.token_ids is not None:
         labels["token_ids"] = list(found.token_ids)
         labels["retokenizes"] = found.retokenizes
