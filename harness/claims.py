@@ -61,6 +61,7 @@ class Claims:
         self.started = _process_start(self.pid) or ""
         self.held: set[str] = set()
         self._heartbeat: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def _live(self, row) -> bool:
         if row["token"] == self.token:
@@ -106,15 +107,27 @@ class Claims:
         if self._heartbeat is not None:
             return
         path = self.store.root / "harness.db"
+        stop = self._stop = threading.Event()
 
         def beat():
             db = sqlite3.connect(path, timeout=60, isolation_level=None)
-            while True:
-                time.sleep(HEARTBEAT_SECONDS)
-                try:
-                    db.execute("UPDATE claims SET expires=? WHERE token=?", (time.time() + LEASE_SECONDS, self.token))
-                except sqlite3.Error:
-                    pass  # a busy or closed store: the next beat tries again; the lease is ten beats long
+            try:
+                while not stop.wait(HEARTBEAT_SECONDS):
+                    try:
+                        db.execute("UPDATE claims SET expires=? WHERE token=?", (time.time() + LEASE_SECONDS, self.token))
+                    except sqlite3.Error:
+                        pass  # a busy store: the next beat tries again; the lease is ten beats long
+            finally:
+                db.close()
 
         self._heartbeat = threading.Thread(target=beat, name="harness-claims-heartbeat", daemon=True)
         self._heartbeat.start()
+
+    def stop(self) -> None:
+        """Stop the heartbeat and close its connection (``Store.close``): each ``Store`` opened in a long-lived process
+        (``check --repair`` makes one per run it re-runs; API users make their own) kept a thread and a database
+        handle for the life of the process.  Claims still held then expire with their lease."""
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
+            self._heartbeat = None

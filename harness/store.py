@@ -189,6 +189,7 @@ class Store:
         return _Transaction()
 
     def close(self) -> None:
+        self.claims.stop()
         self.db.close()
 
     # ------------------------------------------------------------------ runs

@@ -68,3 +68,18 @@ def test_a_waiter_reuses_an_erasure_that_wrote_the_same_delta_again(tmp_path):
     first.claims.release([f"state:{key}"])
     waiter.join(timeout=30)
     assert outcome == [False]  # it waited and found the state stored: it does not erase it a second time
+
+
+def test_closing_a_store_stops_its_heartbeat_and_a_later_claim_starts_it_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(work_claims, "HEARTBEAT_SECONDS", 0.05)
+    store = Store(tmp_path)
+    store.claims.take(["a"], done=none_done)
+    beating = store.claims._heartbeat
+    assert beating is not None and beating.is_alive()
+    time.sleep(0.2)  # a few beats
+    store.close()
+    assert not beating.is_alive()  # (other tests' stores, never closed, may still beat: only this one is checked)
+    again = Store(tmp_path)
+    again.claims.take(["b"], done=none_done)
+    assert again.claims._heartbeat.is_alive()
+    again.close()
