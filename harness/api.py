@@ -557,6 +557,9 @@ class Backbone(Configurable):
 # --------------------------------------------------------------------------- helpers
 
 
+DTYPES = ("float32", "float16", "bfloat16")  # what ``--dtype`` accepts; an image's address names the one it was made in
+
+
 @dataclass(frozen=True)
 class Target:
     """What the edits and images are made on: the backbone (its name, the plugin instance, the model it loads) on a

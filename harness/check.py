@@ -32,12 +32,11 @@ from pathlib import Path
 
 from harness import claims as work_claims
 from harness import integrity, recover
-from harness.api import HarnessError
+from harness.api import DTYPES, HarnessError
 from harness.distributed import PENDING_DIR
 from harness.store import Store
 
 WRITER_PID = re.compile(r"\.(\d+)-\d+" + re.escape(integrity.TEMP_SUFFIX) + "$")  # integrity.temp_path's name
-DTYPES = ("float32", "float16", "bfloat16")  # an image's address names the dtype it was sampled in
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness import integrity, threads
 from harness.api import (
+    DTYPES,
     Backbone,
     Benchmark,
     ConceptSet,
@@ -347,7 +348,7 @@ def resolve_target(registry: Registry, *, model: str | None, device: str | None,
     # float32 everywhere by default (TF32 matmuls on CUDA, see ``matmul_precision``): a fine-tuned update of ~1e-6
     # survives it, while float16 rounds most of them away.  --dtype float16 remains a deliberate speed choice.
     dtype = dtype or "float32"
-    if dtype not in ("float32", "float16", "bfloat16"):
+    if dtype not in DTYPES:
         raise HarnessError(f"--dtype must be float32, float16 or bfloat16; got {dtype!r}")
     return Target(backbone_name, backbone, model, device, dtype)
 

@@ -258,7 +258,7 @@ class Store:
         """Drop an image no run uses (its file removed as damaged): its row, its file's record and its scores.  It is
         then not made, and the next run that needs it makes it."""
         self.db.execute("DELETE FROM images WHERE key=?", (key,))
-        self.db.execute("DELETE FROM raw_scores WHERE image_key=?", (key,))
+        self.forget_raw_scores([key])
         self.files.forget(self.image_path(key))
 
     def forget_raw_scores(self, keys: list[str]) -> None:
