@@ -266,12 +266,16 @@ def attack_cell(runner, method, planned, state, attack: PlannedAttack):
 # --------------------------------------------------------------------------- running
 
 
+def _dtype_field(dtype: str) -> dict:
+    """The dtype for an attack key, only when it is not float32, so the keys of float32 searches stay what they were:
+    a half-precision search runs other arithmetic (and a model state of a hook method does not name its dtype)."""
+    return {"dtype": dtype} if dtype != "float32" else {}
+
+
 def prompt_key(*, state_key: str, attack: Attack, concepts: ConceptSet, spec: PromptSpec, dtype: str = "float32") -> str:
-    # The dtype only when it is not float32, so the keys of float32 searches stay what they were: a half-precision
-    # search runs other arithmetic (and a model state of a hook method does not name its dtype).
     return sha256_json(
         {"state": state_key, "attack": attack.name, "version": attack.version, "params": attack.params_dict(),
-         "concepts": concepts.fingerprint(), "source": spec.as_dict(), **({"dtype": dtype} if dtype != "float32" else {})}
+         "concepts": concepts.fingerprint(), "source": spec.as_dict(), **_dtype_field(dtype)}
     )[:32]
 
 
@@ -348,8 +352,7 @@ def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: Conc
         _add(total, known[key]["cost"])
     sources_hash = sha256_json([spec.as_dict() for spec in specs])
     set_key = sha256_json({"state": state_key, "attack": attack.name, "version": attack.version, "params": attack.params_dict(),
-                           "concepts": concepts.fingerprint(), "sources": sources_hash,
-                           **({"dtype": ctx.dtype} if ctx.dtype != "float32" else {})})[:32]
+                           "concepts": concepts.fingerprint(), "sources": sources_hash, **_dtype_field(ctx.dtype)})[:32]
     export_path = None
     if export_dir is not None:
         export_path = Path(export_dir) / f"{_file_name(label)}-{set_key[:12]}.csv"

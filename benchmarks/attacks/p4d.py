@@ -92,7 +92,7 @@ class P4D(Attack):
         tokenizer, encoder, unet = pipe.tokenizer, pipe.text_encoder, pipe.unet
         base_unet, base_encoder = ctx.base("unet"), ctx.base("text_encoder")
         generator = ctx.generator()
-        x0 = pt.base_target_latents(pipe, base_unet, base_encoder, spec, p.target_steps or ctx.sampling_steps or 50)
+        x0 = pt.base_target_latents(pipe, ctx, spec, p.target_steps)
         with torch.no_grad():
             reference_condition = pt.encode_text(base_encoder, tokenizer, [spec.prompt])  # 1. c(P) through the base encoder
         body, free = self._layout(tokenizer, spec.prompt)

@@ -53,10 +53,15 @@ def encode_text(encoder, tokenizer, texts: list[str]):
     return encoder(ids.to(encoder.device))[0]
 
 
-def base_target_latents(pipe, unet, encoder, spec, steps: int):
-    """x₀ of the base model for ``spec``: its seed (a CPU generator, as the engine), guidance, steps (``steps`` when the
-    prompt sets none: the backbone's) and negative prompt, with CFG, as the engine samples the base model's image."""
+def base_target_latents(pipe, ctx, spec, target_steps: int = 0):
+    """x₀ of the base model (``ctx.base``: the original UNet and text encoder) for ``spec``: its seed (a CPU generator,
+    as the engine), guidance, steps and negative prompt, with CFG, as the engine samples the base model's image.  A
+    prompt that sets no steps takes ``target_steps`` if given, else the backbone's (``ctx.sampling_steps``; 50 where
+    the caller named no backbone)."""
     import torch
+
+    unet, encoder = ctx.base("unet"), ctx.base("text_encoder")
+    steps = spec.steps or target_steps or ctx.sampling_steps or 50
 
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     height = spec.height or unet.config.sample_size * factor
@@ -64,7 +69,7 @@ def base_target_latents(pipe, unet, encoder, spec, steps: int):
     generator = torch.Generator(device="cpu").manual_seed(int(spec.seed) % (2**64))
     latents = torch.randn((1, unet.config.in_channels, height // factor, width // factor), generator=generator).to(unet.device)
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    scheduler.set_timesteps(spec.steps or steps, device=unet.device)
+    scheduler.set_timesteps(steps, device=unet.device)
     latents = latents * scheduler.init_noise_sigma
     with torch.no_grad():
         both = torch.cat([encode_text(encoder, pipe.tokenizer, [spec.negative_prompt or ""]), encode_text(encoder, pipe.tokenizer, [spec.prompt])])

@@ -86,8 +86,7 @@ class UnlearnDiffAtk(Attack):
         p = self.params
         tokenizer, encoder, unet = pipe.tokenizer, pipe.text_encoder, pipe.unet
         generator = ctx.generator()
-        steps = p.target_steps or ctx.sampling_steps or 50
-        x0 = pt.base_target_latents(pipe, ctx.base("unet"), ctx.base("text_encoder"), spec, steps)  # 1. target
+        x0 = pt.base_target_latents(pipe, ctx, spec, p.target_steps)  # 1. target
         body = pt.prompt_ids(tokenizer, spec.prompt, p.prefix_length)
         placeholder = int(self.vocabulary[0])
         ids = pt.sequence(tokenizer, [placeholder] * p.prefix_length + body)
