@@ -201,11 +201,11 @@ def write_back(unet, student, names: Sequence[str], exact: dict | None = None, p
     return {"dtype": dtype, "elements_changed": changed, "surviving_share": surviving}
 
 
-def unet_fingerprint(unet) -> str:
+def module_fingerprint(module) -> str:
     """sha256 over every tensor's raw bytes of a module (a UNet, a text encoder): recorded in metadata to show which
     model served as a reference, and part of cache keys that depend on a module's current weights."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(unet.state_dict().items()):
+    for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
@@ -351,7 +351,7 @@ def cached_trajectories(
         "guidance": guidance,
         "size": size,
         "scheduler": {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")},
-        "text_encoder": unet_fingerprint(pipe.text_encoder),  # the conditioning: E(p) comes from it
+        "text_encoder": module_fingerprint(pipe.text_encoder),  # the conditioning: E(p) comes from it
         # Different dtypes and devices give (slightly) different latents; keep them apart.
         "dtype": str(pipe.unet.dtype),
         "device": pipe.unet.device.type,

@@ -92,7 +92,7 @@ import torch.nn.functional as F
 
 from harness.api import ConceptSet, HarnessError, Method, SamplingHooks
 from harness.validate import param
-from methods.finetune import ddim_scheduler, latent_size, make_optimizer, predict, train, unet_fingerprint
+from methods.finetune import ddim_scheduler, latent_size, make_optimizer, module_fingerprint, predict, train
 from methods.text import encode_prompts
 
 ADAPTED_BLOCK = "Transformer2DModel"  # SPMNetwork.UNET_TARGET_REPLACE_MODULE_TRANSFORMER
@@ -184,8 +184,8 @@ class SPM(Method):
             "version": self.version,
             "params": {name: value for name, value in asdict(self.params).items() if name not in SAMPLING_ONLY},
             "concepts": words,
-            "unet": unet_fingerprint(pipe.unet),
-            "text_encoder": unet_fingerprint(pipe.text_encoder),
+            "unet": module_fingerprint(pipe.unet),
+            "text_encoder": module_fingerprint(pipe.text_encoder),
             "scheduler": {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")},
             # Training in another dtype or on another device gives a (slightly) different membrane.
             "dtype": str(pipe.unet.dtype),

@@ -104,10 +104,10 @@ from methods.finetune import (
     ddim_scheduler,
     latent_size,
     lazy,
+    module_fingerprint,
     original_unet,
     predict,
     text_embeddings,
-    unet_fingerprint,
 )
 
 SEED_STRIDE = 1_000_000  # trajectory seeds: trajectory_seed · STRIDE + index; regulariser samples from + STRIDE / 2
@@ -299,8 +299,8 @@ class TRCEV(FineTuneMethod):
             "trajectories": len(requests),
             "regularizer_pool": pool,
             "latent_size": size,
-            "reference_unet": unet_fingerprint(ref_unet),  # ε*: the original UNet
-            "regularizer_unet": unet_fingerprint(regularizer_reference),  # ε_reg: the UNet trce-v started from
+            "reference_unet": module_fingerprint(ref_unet),  # ε*: the original UNet
+            "regularizer_unet": module_fingerprint(regularizer_reference),  # ε_reg: the UNet trce-v started from
         }
         # 3. Adam (paper) or AdamW (official), lr 1e-6, 3 epochs: run by the template
         return Training(step_losses, total_steps, metadata, weight_decay=params.weight_decay, skip_zero_grad=params.skip_zero_grad)

@@ -22,10 +22,10 @@ from methods.esd import ESDU, ESDX
 from methods.finetune import (
     TRAJECTORY_CACHE,
     TrajectoryRequest,
+    module_fingerprint,
     parameter_group,
     sample_trajectories,
     train,
-    unet_fingerprint,
 )
 from methods.trce_v import TRCEV, regularizer_timestep, triplet_margin_loss
 
@@ -214,14 +214,14 @@ QUICK_TEXT = ",".join(f"{k}={v}" for k, v in QUICK_TRCE_V.items())
 
 
 def test_trce_is_trce_t_then_trce_v_and_stage_two_regularises_towards_stage_one(states, registry, tiny):
-    base = unet_fingerprint(tiny.unet)
+    base = module_fingerprint(tiny.unet)
     parts = parts_for(registry, f"trce:preserve_scale=0.02,{QUICK_TEXT}")
     assert [method.name for method, _ in parts] == ["trce-t", "trce-v"]
     assert parts[0][0].params.preserve_scale == 0.02 and parts[1][0].params.max_steps == 3  # routed to their owners
     assert parts[1][0].params.regularization_scale == 100.0
 
     states.activate(parts_for(registry, "trce-t:preserve_scale=0.02"), CONCEPTS, "trce-t")
-    stage_one = unet_fingerprint(tiny.unet)
+    stage_one = module_fingerprint(tiny.unet)
     assert stage_one != base
 
     state = states.activate(parts, CONCEPTS, "trce")
