@@ -94,7 +94,7 @@ def ingest_pending_images(store: Store) -> int:
     for path in sorted(folder.glob("*.json")):
         records = json.loads(path.read_text(encoding="utf-8"))
         rows = [(row["key"], row["state"], row["spec"], row["unet_evals"]) for row in records["images"]]
-        store.add_images(rows, files=[Record(**entry) for entry in records["files"]])
+        store.add_images(rows, files=[Record(**entry) for entry in records["files"]], stale_scores=records.get("stale_scores", []))
         path.unlink()
         taken += len(rows)
     return taken
@@ -136,9 +136,9 @@ class ShardStore(Store):
     def image_unet_evals(self, keys: list[str]) -> dict[str, int]:
         return {key: self.image_rows[key] for key in keys if key in self.image_rows}
 
-    def add_images(self, rows, files=()) -> None:
+    def add_images(self, rows, files=(), stale_scores=()) -> None:
         records = {"images": [{"key": key, "state": state, "spec": spec, "unet_evals": evals} for key, state, spec, evals in rows],
-                   "files": [dataclasses.asdict(entry) for entry in files]}
+                   "files": [dataclasses.asdict(entry) for entry in files], "stale_scores": list(stale_scores)}
         atomic_write(self.cache / PENDING_DIR / f"{uuid.uuid4().hex}.json", json.dumps(records, default=str).encode("utf-8"))
         self.image_rows.update((record["key"], record["unet_evals"]) for record in records["images"])
 

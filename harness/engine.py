@@ -507,11 +507,11 @@ class Engine:
                         rows.append(row)
                 finally:  # a write that fails mid-batch (full disk) keeps the images written before it
                     if rows:
-                        self.store.add_images(rows, files=files)
+                        # Regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply.  Dropped
+                        # in the transaction that records the new bytes, so no kill can leave old scores on new images.
+                        changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
+                        self.store.add_images(rows, files=files, stale_scores=changed)
                     claims.release(claimed)
-                changed = [key for (key, _), entry in zip(batch, files) if damaged.get(key, entry.sha256) != entry.sha256]
-                if changed:  # regenerated, but not bit for bit (e.g. another GPU): their old scores no longer apply
-                    self.store.forget_raw_scores(changed)
                 if on_batch is not None:
                     on_batch(batch)
                 made += len(batch)

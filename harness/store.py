@@ -245,9 +245,11 @@ class Store:
     def image_path(self, key: str) -> Path:
         return self.cache / "images" / key[:2] / f"{key}.png"
 
-    def add_images(self, rows: Iterable[tuple[str, str, dict, int]], files=()) -> None:
-        """Record generated images; ``files`` (their integrity records) are committed in the same transaction."""
+    def add_images(self, rows: Iterable[tuple[str, str, dict, int]], files=(), stale_scores=()) -> None:
+        """Record generated images; ``files`` (their integrity records) are committed in the same transaction, and the
+        scores of ``stale_scores`` (images regenerated with other bytes) are dropped in it."""
         with self.transaction():
+            self.forget_raw_scores(list(stale_scores))
             self.db.executemany(
                 "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)",
                 [(key, str(self.image_path(key).relative_to(self.root)), state, json.dumps(spec, default=str), evals, now()) for key, state, spec, evals in rows],

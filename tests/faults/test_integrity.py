@@ -256,3 +256,32 @@ def test_an_image_removed_as_damaged_by_an_interrupted_run_is_reported_and_regen
     code, _, err = cli(*RUN, "--out", str(out))
     assert code == 0, err
     assert image_bytes(out) == reference_images and values(out) == reference_values
+
+
+def test_a_kill_right_after_a_regenerated_image_is_recorded_leaves_none_of_its_old_scores(cli, store_of, monkeypatch):
+    """An image regenerated with other bytes (another GPU) loses its old scores in the transaction that records the new
+    bytes: a kill between the two used to leave scores of the old image standing for the new one."""
+    from PIL import ImageOps
+
+    from harness.engine import Engine
+
+    out = store_of()
+    victim = sorted((out / "cache" / "images").glob("*/*.png"))[1]
+    key = victim.stem
+    assert Store(out).db.execute("SELECT COUNT(*) FROM raw_scores WHERE image_key=?", (key,)).fetchone()[0] > 0
+    flip_bit(victim)
+    original_sample, original_add = Engine.sample, Store.add_images
+
+    def other_bytes(self, specs, state):
+        return [ImageOps.invert(image.convert("RGB")) for image in original_sample(self, specs, state)]
+
+    def killed_after_recording(self, rows, files=(), **kwargs):
+        original_add(self, rows, files, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "sample", other_bytes)
+    monkeypatch.setattr(Store, "add_images", killed_after_recording)
+    assert cli(*RUN, "--out", str(out))[0] == 130
+    store = Store(out)
+    assert store.db.execute("SELECT COUNT(*) FROM images WHERE key=?", (key,)).fetchone()[0] == 1
+    assert store.db.execute("SELECT COUNT(*) FROM raw_scores WHERE image_key=?", (key,)).fetchone()[0] == 0
