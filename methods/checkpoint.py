@@ -33,7 +33,10 @@ text encoder to float16 and saves them in the pipeline beside its float32 UNet. 
 already in the pipeline (the backbone's, unless an earlier part of a composition changed it) rounded to the checkpoint's
 dtype is that weight, not an edit: it is left at full precision (counted in ``tensors_unchanged``), and the VAE check
 accepts it.  A lower-precision tensor that differs (a fine-tune saved in bfloat16) is the checkpoint's weight and is
-loaded as it is.
+loaded as it is.  The other way round (a float32 fine-tune run with ``--dtype float16``), updates smaller than half a
+unit in the last place round away, as for the harness's own fine-tuning: the stored delta keeps the checkpoint's
+float32 values, the metadata gives the share of edited elements that moved after the cast, and a warning says so
+when fewer than half did.
 
 The model state's cache key includes the sha256 of the weight files, so a checkpoint overwritten in place is
 re-read, not served from a stale delta.
@@ -44,6 +47,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,6 +316,7 @@ class Checkpoint(Method):
         unchanged = {"unet": 0, "text_encoder": 0}
         dtypes: dict[str, set] = {"unet": set(), "text_encoder": set()}
         lora_modules = 0
+        narrowed = {"wider": 0, "tensors": 0, "elements": 0, "moved": 0}
         with torch.no_grad():
             for weight, (full, lora) in zip(files, plans):
                 tensors = read_tensors(weight)
@@ -325,14 +330,26 @@ class Checkpoint(Method):
                             # copying it would load the rounding as an edit of every matrix.
                             unchanged[component] += 1
                             continue
+                        before = target.detach().clone()
                         target.copy_(tensor.to(target.device, target.dtype))
                         counts[component] += 1
+                        if tensor.element_size() > target.element_size():  # a float32 checkpoint in a float16 pipeline
+                            narrowed["wider"] += 1
+                            moved = int((target != before).sum())
+                            if moved:  # an edited tensor (an untouched one rounds back to the weight already here)
+                                # The delta stores the checkpoint's own float32 values, not their rounded copies.
+                                ctx.exact_weights[f"{component}.{inner}"] = tensor.detach().float().clone()
+                                narrowed["tensors"] += 1
+                                narrowed["elements"] += before.numel()
+                                narrowed["moved"] += moved
                 for (component, module), factors in lora.items():
                     target = parameters[component][f"{module}.weight"]
                     update = self._lora_update(tensors, factors, target.shape)
                     target.add_(update.to(target.device, target.dtype))
                     lora_modules += 1
+        cast = self._report_cast(narrowed, pipe)
         return {
+            **cast,
             "provenance": f"checkpoint {source}",
             "files": [str(weight.path) for weight in files],
             "sha256": self.params_dict()["sha256"],
@@ -343,6 +360,33 @@ class Checkpoint(Method):
             "vae_matches_backbone": vae_checked,
             "erasure_json": info or None,
         }
+
+    def _report_cast(self, narrowed: dict, pipe) -> dict:
+        """What a cast of wider checkpoint weights into this pipeline's dtype kept; warns as fine-tuning does.
+
+        The backbone's full-precision weights are not at hand in a half-precision pipeline, so an untouched tensor
+        (the backbone's float32 weight) and an edited one whose every update rounded away look the same: both cast
+        back to the weight already here.  What can be judged is the edited tensors that did move: a fine-tune moves
+        nearly every element of a tensor it trains, so an element of such a tensor whose half-precision weight did
+        not move had an update below half a unit in the last place.  A checkpoint of which nothing moved is said too.
+        """
+        from methods.finetune import LOST_UPDATES_WARNING  # imports torch: only once weights are loaded
+
+        if not narrowed["wider"]:
+            return {}
+        dtype = str(pipe.unet.dtype).removeprefix("torch.")
+        share = narrowed["moved"] / narrowed["elements"] if narrowed["elements"] else 0.0
+        if not narrowed["tensors"]:
+            lost = f"none of its {narrowed['wider']} wider tensors differs from this {dtype} pipeline's weights after the cast"
+        elif share < LOST_UPDATES_WARNING:
+            lost = (f"only {share:.0%} of the elements of its {narrowed['tensors']} edited tensors differ from this {dtype} "
+                    "pipeline's weights after the cast")
+        else:
+            lost = None
+        if lost:
+            warnings.warn(f"checkpoint {self.source_path()}: {lost} (smaller updates round away); "
+                          "run with --dtype float32 for the checkpoint's real effect", stacklevel=3)
+        return {"cast_to": dtype, "edited_tensors_narrowed": narrowed["tensors"], "edited_elements_moved_share": round(share, 4)}
 
     def _plan_file(self, weight: WeightFile, names: dict[str, dict]):
         """Map each key of ``weight`` to its target, or raise one line summarising every mismatch."""

@@ -274,3 +274,39 @@ def test_a_corrupt_pt_file_is_refused_without_suggesting_unrestricted_unpickling
     message = str(err.value)
     assert "\n" not in message and "not a readable torch file" in message
     assert "weights_only=False" not in message and "unrestricted" not in message
+
+
+@pytest.mark.parametrize("step, warned", [(1e-6, True), (0.05, False)], ids=["updates-below-half-ulp", "large-updates"])
+def test_a_float32_checkpoint_in_a_float16_pipeline_reports_what_the_cast_kept(tiny, tmp_path, step, warned):
+    """A float32 fine-tune run with --dtype float16: updates below half a float16 unit round away.  The metadata says
+    what share of the edited elements moved, a warning says so when fewer than half did, and the stored delta keeps the
+    checkpoint's float32 values (not their rounded copies)."""
+    import copy
+    import warnings
+
+    from safetensors.torch import load_file
+
+    half = copy.deepcopy(tiny).to(torch.float16)
+    states = ModelStates(half, Store(tmp_path / "store"), pipeline_fingerprint(half), tiny_target("float16"), show_progress=False)
+    state = {name: tensor.float().clone() for name, tensor in half.unet.state_dict().items()}
+    state[TO_K] = state[TO_K] + step
+    save_file(state, str(tmp_path / "unet.safetensors"))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            active = load(states, tmp_path / "unet.safetensors")
+        lost = [w for w in caught if "round away" in str(w.message)]
+        metadata = active.metadata[0]
+        assert metadata["cast_to"] == "float16"
+        if warned:
+            assert len(lost) == 1 and "--dtype float32" in str(lost[0].message)
+            assert metadata["edited_elements_moved_share"] < 0.5
+        else:
+            assert not lost and metadata["edited_elements_moved_share"] > 0.9
+            assert metadata["edited_tensors_narrowed"] == 1  # the untouched float32 tensors round back: not edits
+        if metadata["edited_tensors_narrowed"]:
+            delta = load_file(str(next((tmp_path / "store").rglob("*.safetensors"))))
+            assert set(delta) == {f"unet.{TO_K}"}
+            assert delta[f"unet.{TO_K}"].dtype == torch.float32 and torch.equal(delta[f"unet.{TO_K}"], state[TO_K])
+    finally:
+        states.reset()
