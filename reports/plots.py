@@ -13,6 +13,7 @@ hatches differ too, so a greyscale print still tells the methods apart.  Figures
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from harness import names
@@ -85,14 +86,53 @@ def _finite(value) -> bool:
     return value is not None and not math.isnan(value)
 
 
-def _legend(axes, handles: list, width: float) -> None:
-    """Above the plot when the method names fit in a row or two, otherwise to the right of it."""
-    text_inches = sum(len(handle.get_label()) + 4 for handle in handles) * 0.065
-    if text_inches <= 2 * width:
-        columns = len(handles) if text_inches <= width else math.ceil(len(handles) / 2)
-        axes.legend(handles=handles, ncols=columns, loc="lower center", bbox_to_anchor=(0.5, 1.06), frameon=False)
-    else:
-        axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+def wrap_label(label: str, width: int = 32) -> str:
+    """A long method label (a sweep's "uce:erase_scale=2,lamb=0.1,preserve_scale=0.3") on lines of at most ``width``
+    characters, broken after its commas and spaces; a short label is returned unchanged."""
+    lines = []
+    for text in label.split("\n"):
+        line = ""
+        for piece in re.split(r"(?<=[, ])", text):
+            if line and len(line) + len(piece) > width:
+                lines.append(line.rstrip())
+                line = ""
+            line += piece
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def _renderer(figure):
+    """Lay ``figure`` out (constrained layout included) and return its renderer, so sizes can be measured."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(figure.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(figure)
+    figure.draw_without_rendering()
+    return figure.canvas.get_renderer()
+
+
+def _keep_axes_size(figure, axes, before) -> None:
+    """Grow the figure by what the legend took from the axes (``before``: their size without it, in pixels), so that
+    a legend of long labels makes a bigger figure instead of squeezing the plot to a sliver."""
+    _renderer(figure)
+    after = axes.get_window_extent()
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(width + max(0.0, before.width - after.width) / figure.dpi,
+                           height + max(0.0, before.height - after.height) / figure.dpi)
+
+
+def _legend(figure, axes, handles: list) -> None:
+    """Above the plot, in as many columns as fit the figure's width (measured, not guessed); the figure grows taller
+    by the legend's height, so the axes keep their size."""
+    before = axes.get_window_extent(_renderer(figure)).frozen()
+    for handle in handles:
+        handle.set_label(wrap_label(handle.get_label()))
+    for columns in range(len(handles), 0, -1):
+        legend = figure.legend(handles=handles, ncols=columns, loc="outside upper center", frameon=False)
+        if columns == 1 or legend.get_window_extent(_renderer(figure)).width <= 0.98 * figure.bbox.width:
+            break
+        legend.remove()
+    _keep_axes_size(figure, axes, before)
 
 
 def _grouped_bars(board: Leaderboard, columns: list[Column], labels: list[str], title: str, ylabel: str):
@@ -153,7 +193,7 @@ def _grouped_bars(board: Leaderboard, columns: list[Column], labels: list[str], 
         axes.set_ylim(0, (highest or 1.0) * (1.22 if len(rows) > 3 else 1.1))
         if all(c.rate for c in columns):
             _ticks_inside(axes, "y", 0.0, 100.0)  # the headroom is for labels: a rate has no 120% tick
-        _legend(axes, handles, width)
+        _legend(figure, axes, handles)
     return figure
 
 
@@ -353,7 +393,11 @@ def tradeoff(board: Leaderboard, preservation: Column):
                     f"{method} (base model,\noff the zoomed axes:\nx = {x:.1f}{'%' if x_rate else ''}, "
                     f"y = {y:.{1 if preservation.rate else preservation.decimals}f}{'%' if preservation.rate else ''})"
                 )
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        # The legend goes right of the plot, and the figure grows by its width: long labels never squeeze the axes.
+        before = axes.get_window_extent(_renderer(figure)).frozen()
+        handles, labels = axes.get_legend_handles_labels()
+        axes.legend(handles, [wrap_label(label) for label in labels], loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        _keep_axes_size(figure, axes, before)
         _annotate(figure, axes, {m: xy for m, xy in everything.items() if m not in outside})
     figure.pareto = front  # for tests and captions
     figure.points = {**base_points, **points}
@@ -366,36 +410,34 @@ def _annotate(figure, axes, points: dict[str, tuple[float, float]]) -> None:
 
     Methods on the same spot share one label.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     together: dict[tuple[float, float], list[str]] = {}
     for method, xy in points.items():
         together.setdefault(xy, []).append(method)
-    FigureCanvasAgg(figure)
-    figure.draw_without_rendering()  # lay the figure out, so display positions are final
-    renderer = figure.canvas.get_renderer()
+    renderer = _renderer(figure)  # lay the figure out, so display positions are final
     markers = [axes.transData.transform(xy) for xy in together]
+    frame = axes.get_window_extent(renderer)
     taken = []
     spots = [(6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"), (-6, -4, "right", "top"),
              (0, 8, "center", "bottom"), (0, -8, "center", "top")]
     for xy, methods in together.items():
         chosen = None
-        for dx, dy, ha, va in spots:
-            label = axes.annotate(", ".join(methods), xy, xytext=(dx, dy), textcoords="offset points", fontsize=7, color="#333333",
-                                  ha=ha, va=va)
-            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
-            inside = axes.get_window_extent(renderer).contains(box.x0, box.y0) and axes.get_window_extent(renderer).contains(box.x1, box.y1)
-            clear = not any(box.overlaps(other) for other in taken) and not any(box.contains(*m) for m in markers)
-            if inside and clear:
-                chosen = (label, box)
+        text = wrap_label(", ".join(methods))
+        # A free spot first; when crowded, any spot inside the axes.  A name that fits nowhere inside (a long sweep
+        # label) is left to the legend, which tells the point by its colour and marker.
+        for need_clear in (True, False):
+            for dx, dy, ha, va in spots:
+                label = axes.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", fontsize=7, color="#333333",
+                                      ha=ha, va=va)
+                box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+                inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+                clear = not any(box.overlaps(other) for other in taken) and not any(box.contains(*m) for m in markers)
+                if inside and (clear or not need_clear):
+                    chosen = box
+                    break
+                label.remove()
+            if chosen is not None:
+                taken.append(chosen)
                 break
-            label.remove()
-        if chosen is None:  # crowded: the first spot, overlapping or not
-            dx, dy, ha, va = spots[0]
-            label = axes.annotate(", ".join(methods), xy, xytext=(dx, dy), textcoords="offset points", fontsize=7, color="#333333",
-                                  ha=ha, va=va)
-            chosen = (label, label.get_window_extent(renderer))
-        taken.append(chosen[1])
 
 
 # --------------------------------------------------------------------------- all plots
