@@ -59,6 +59,8 @@ def cmd_report(args, registry) -> int:
     from reports import caveats
 
     print(leaderboard.to_terminal(written.board) + caveats.to_text(caveats.caveats(store, results)))
+    for note in written.notes:
+        print(f"harness: note: {note}", file=sys.stderr)
     print(f"\nwrote {len(written.files)} file{'' if len(written.files) == 1 else 's'} under {destination}" + (f" (open {destination / 'report.html'})" if "html" in formats else ""),
           file=sys.stderr)
     return 0

@@ -249,10 +249,40 @@ def erasure_summary(board: Leaderboard) -> tuple[list[Column], str]:
         counts[column.metric] = counts.get(column.metric, 0) + 1
     metric = max(counts, key=lambda m: (counts[m], -list(counts).index(m)))
     columns = [c for c in candidates if c.metric == metric]
-    name = columns[0].name
+    return columns, erasure_what(columns)
+
+
+def erasure_what(columns: list[Column]) -> str:
+    """The x axis's name for the mean of ``columns``: "ASR, mean over 4 benchmarks" or "ASR on Explicit"."""
+    if not columns:
+        return ""
     benches = [c.title for c in columns]
-    what = f"{name}, mean over {len(benches)} benchmarks" if len(benches) > 1 else f"{name} on {benches[0]}"
-    return columns, what
+    return f"{columns[0].name}, mean over {len(benches)} benchmarks" if len(benches) > 1 else f"{columns[0].name} on {benches[0]}"
+
+
+def tradeoff_columns(board: Leaderboard, preservation: Column) -> tuple[list[Column], dict[str, list[Column]]]:
+    """The erasure columns the trade-off against ``preservation`` averages, and the methods it cannot place (with the
+    columns each lacks).
+
+    Every point must average the same benchmarks, or the points would not compare.  Of the sets on offer (all the
+    erasure columns, those every method has, and each method's own), the one that places the most methods wins, then
+    the larger; a method without a value on one of its columns is left out, and named by the caller.
+    """
+    columns, _ = erasure_summary(board)
+    y = board.columns.index(preservation)
+    # The base model's FID against its own images is 0 by construction: it is no point, so it decides nothing.
+    rows = [row for row in board.rows if _finite(row.values[y]) and not (row.base and preservation.set_level)]
+
+    def has(row: Row, column: Column) -> bool:
+        return _finite(row.values[board.columns.index(column)])
+
+    offers = [columns, [c for c in columns if all(has(row, c) for row in rows)], *([c for c in columns if has(row, c)] for row in rows)]
+    offers = [offer for offer in offers if offer]
+    if not offers:
+        return [], {row.method: [] for row in rows}
+    chosen = max(offers, key=lambda offer: (sum(all(has(row, c) for c in offer) for row in rows), len(offer)))
+    missing = {row.method: [c for c in chosen if not has(row, c)] for row in rows}
+    return chosen, {method: lacking for method, lacking in missing.items() if lacking}
 
 
 def erasure_average(board: Leaderboard, row: Row, columns: list[Column]) -> float | None:
@@ -331,7 +361,7 @@ def tradeoff(board: Leaderboard, preservation: Column):
     import matplotlib
 
     palette = Palette(board.rows)
-    erasure_columns, erasure_what = erasure_summary(board)
+    erasure_columns, left_out = tradeoff_columns(board, preservation)
     x_rate = bool(erasure_columns) and all(c.rate for c in erasure_columns)
     x_scale = 100.0 if x_rate else 1.0
     y_scale = _scale(preservation)
@@ -357,8 +387,9 @@ def tradeoff(board: Leaderboard, preservation: Column):
         for method, (x, y) in everything.items():
             xerr, yerr = bars.get(method, (None, None))
             if xerr or yerr:
-                axes.errorbar([x], [y], xerr=[[x - xerr[0]], [xerr[1] - x]] if xerr else None,
-                              yerr=[[y - yerr[0]], [yerr[1] - y]] if yerr else None, fmt="none", ecolor=palette.colour(method),
+                # Lengths, never below 0: a mean of intervals can end a rounding error past its point (1e-17 > 0%).
+                axes.errorbar([x], [y], xerr=[[max(0.0, x - xerr[0])], [max(0.0, xerr[1] - x)]] if xerr else None,
+                              yerr=[[max(0.0, y - yerr[0])], [max(0.0, yerr[1] - y)]] if yerr else None, fmt="none", ecolor=palette.colour(method),
                               elinewidth=0.8, capsize=2, zorder=2.5)
             markers[method] = axes.scatter([x], [y], s=80 if method in base_points else 44, color=palette.colour(method),
                                            marker=palette.marker(method), edgecolors="black", linewidths=0.5, zorder=3,
@@ -369,7 +400,7 @@ def tradeoff(board: Leaderboard, preservation: Column):
         elif front:
             axes.scatter(*points[front[0]], s=170, facecolors="none", edgecolors="#555555", linestyle="--", zorder=2, label="Pareto front")
         unit = " (%)" if x_rate else ""
-        axes.set_xlabel(f"{erasure_what}{unit}, lower is better")
+        axes.set_xlabel(f"{erasure_what(erasure_columns)}{unit}, lower is better")
         axes.set_ylabel(axis_label(f"{preservation.name} on {preservation.title}", preservation))
         axes.set_title(f"Erasure vs. {preservation.name}")
         # Zoom on the methods (with their intervals); the base model only widens the view when no method is plotted.
@@ -396,13 +427,27 @@ def tradeoff(board: Leaderboard, preservation: Column):
         # The legend goes right of the plot, and the figure grows by its width: long labels never squeeze the axes.
         before = axes.get_window_extent(_renderer(figure)).frozen()
         handles, labels = axes.get_legend_handles_labels()
-        axes.legend(handles, [wrap_label(label) for label in labels], loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        _keep_axes_size(figure, axes, before)
+        if handles:  # an empty figure gets no legend (matplotlib would warn that it found nothing to show)
+            axes.legend(handles, [wrap_label(label) for label in labels], loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+            _keep_axes_size(figure, axes, before)
         _annotate(figure, axes, {m: xy for m, xy in everything.items() if m not in outside})
     figure.pareto = front  # for tests and captions
     figure.points = {**base_points, **points}
     figure.columns = erasure_columns
+    figure.left_out = left_out  # method -> the averaged columns it has no value on ([]: none at all)
     return figure
+
+
+def left_out_text(figure, preservation: Column) -> str:
+    """Why methods with a ``preservation`` value are not on the trade-off plot: one sentence each."""
+    sentences = []
+    for method, lacking in figure.left_out.items():
+        if lacking:
+            why = f"it has no {lacking[0].name} on {', '.join(c.title for c in lacking)}, which the x axis averages"
+        else:
+            why = "it has no value on any erasure benchmark"
+        sentences.append(f"{method} is left out of the {preservation.name} trade-off: {why}.")
+    return " ".join(sentences)
 
 
 def _annotate(figure, axes, points: dict[str, tuple[float, float]]) -> None:
@@ -453,21 +498,31 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
 
 
-def figures(board: Leaderboard) -> list[tuple[str, str, object]]:
-    """(file stem, caption, figure) for every plot the board supports."""
+def figures(board: Leaderboard, notes: list[str] | None = None) -> list[tuple[str, str, object]]:
+    """(file stem, caption, figure) for every plot the board supports.  ``notes`` collects what a reader must be told
+    about plots that leave methods out or are not made at all."""
     made = []
+    notes = [] if notes is None else notes
     stem = names.FileNames()  # labels such as csv:path=a/b.csv become safe, distinct file names
     for metric in dict.fromkeys(c.metric for c in board.erasure_columns()):
         first = next(c for c in board.erasure_columns() if c.metric == metric)
         made.append((stem(f"rates-{metric}"), f"{first.name} ({metric}) per benchmark and method. {_sentence(first.description)}", rate_bars(board, metric)))
-    erasure_columns, what = erasure_summary(board)
+    erasure_columns, _ = erasure_summary(board)
     if erasure_columns:
         for column in board.preservation_columns():
             figure = tradeoff(board, column)
+            left_out = left_out_text(figure, column)
             if figure.points:
-                caption = (f"{what} against {column.name} on {column.benchmark}; dashed: the Pareto front of the methods "
-                           f"({', '.join(figure.pareto) or 'none'}). {_sentence(column.description)}")
-                made.append((stem(f"tradeoff-{column.benchmark}-{column.metric}"), caption, figure))
+                caption = (f"{erasure_what(figure.columns)} against {column.name} on {column.benchmark}; dashed: the Pareto front "
+                           f"of the methods ({', '.join(figure.pareto) or 'none'}). {_sentence(column.description)}")
+                unused = [c.title for c in erasure_columns if c not in figure.columns]
+                if unused:
+                    caption += f" The x axis leaves out {', '.join(unused)}: not every plotted method has a value there."
+                made.append((stem(f"tradeoff-{column.benchmark}-{column.metric}"), " ".join(filter(None, (caption, left_out))), figure))
+                if left_out:
+                    notes.append(left_out)
+            elif left_out:
+                notes.append(f"No {column.name} trade-off plot: no method has both values. {left_out}")
     for benchmark in board.category_benchmarks():
         made.append((stem(f"categories-{benchmark}"), f"Per-category rates on {benchmark}.", category_bars(board, benchmark)))
     return made

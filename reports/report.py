@@ -39,6 +39,7 @@ def parse_formats(text: str | None) -> tuple[str, ...]:
 class Written:
     board: leaderboard.Leaderboard
     files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the plots leave out, for the terminal
 
 
 def _write(path: Path, text: str, written: Written) -> None:
@@ -78,7 +79,7 @@ def write(store, results: list[Result], destination: Path, formats: tuple[str, .
     from reports import grids as grid_module
     from reports import html, plots
 
-    figures = plots.figures(board)
+    figures = plots.figures(board, written.notes)
     grid_list = [grid_module.draw(grid, blur_flagged=blur) for grid in grid_module.collect(store, board, results, grid_prompts)]
     if image_formats:
         for sub in ("plots", "grids"):  # these folders hold only what this report makes: no stale plot survives a re-run

@@ -1,6 +1,8 @@
 """What a reader sees in the exported report: plots that stay readable with long method labels, and the other
 outputs (HTML, CSV, JSON, LaTeX, grids) built from synthetic boards and small stores, without running a model."""
 
+import dataclasses
+
 import matplotlib
 import pytest
 from report_fixtures import per_image_values, toy_results
@@ -51,3 +53,61 @@ def test_long_method_labels_leave_the_axes_a_usable_size(sweep_board, which):
         assert inside(legend.get_window_extent(), frame), (legend.get_window_extent(), frame)
     for text in figure.axes[0].texts:  # nor are the points' names
         assert inside(text.get_window_extent(), frame), text.get_text()
+
+
+# --------------------------------------------------------------------------- trade-off with partial results
+
+
+def partial_board():
+    """sd and uce on every toy benchmark; uce:lamb=0.1 on toy-explicit and toy-preserve only (say, a later quick run)."""
+    results = [r for r in toy_results(methods=("sd", "uce", "uce:lamb=0.1"))
+               if r.method != "uce:lamb=0.1" or r.benchmark in ("toy-explicit", "toy-preserve")]
+    return leaderboard.build(results, values=per_image_values(results))
+
+
+def test_tradeoff_places_every_method_on_the_benchmarks_they_share():
+    board = partial_board()
+    accuracy = next(c for c in board.columns if c.metric == "toy:toy-acc")
+    figure = plots.tradeoff(board, accuracy)
+    assert set(figure.points) == {"sd", "uce", "uce:lamb=0.1"}
+    assert [c.benchmark for c in figure.columns] == ["toy-explicit"] and figure.left_out == {}
+    assert figure.axes[0].get_xlabel() == "ASR on Explicit (%), lower is better"
+    caption = next(caption for stem, caption, _ in plots.figures(board) if stem == "tradeoff-toy-preserve-toy-toy-acc")
+    assert "leaves out Synonym, Implicit, Held-out implicit" in caption
+
+
+def test_tradeoff_names_the_methods_it_leaves_out_and_never_warns(recwarn):
+    # uce:lamb=0.1 shares no erasure benchmark with uce: the larger group is plotted, the other named.
+    results = [r for r in toy_results(methods=("sd", "uce", "uce:lamb=0.1"))
+               if r.method != "uce:lamb=0.1" or r.benchmark == "toy-preserve"]
+    results += [dataclasses.replace(r, benchmark="other", benchmark_display="Other")
+                for r in toy_results(methods=("sd", "uce:lamb=0.1")) if r.benchmark == "toy-explicit" and r.metric == "toy:toy-asr"]
+    board = leaderboard.build(results, values=per_image_values(results))
+    made = {stem: (caption, figure) for stem, caption, figure in plots.figures(board)}
+    caption, figure = made["tradeoff-toy-preserve-toy-toy-acc"]
+    assert set(figure.points) == {"sd", "uce"} and set(figure.left_out) == {"uce:lamb=0.1"}
+    assert "uce:lamb=0.1 is left out" in caption and "Explicit" in caption
+    caption, figure = made["tradeoff-toy-preserve-toy-fid-toy-fid"]  # the base model is no point on FID; uce still is
+    assert set(figure.points) == {"uce"}
+    assert not [w for w in recwarn if "legend" in str(w.message)]
+
+
+def test_a_tradeoff_with_no_point_is_no_plot_and_says_so(recwarn):
+    results = [r for r in toy_results(methods=("sd", "uce")) if r.method == "sd" or r.benchmark == "toy-preserve"]
+    board = leaderboard.build(results, values=per_image_values(results))
+    notes = []
+    stems = [stem for stem, _, _ in plots.figures(board, notes)]
+    assert "tradeoff-toy-preserve-toy-fid-toy-fid" not in stems
+    assert any("FID" in note and "uce" in note for note in notes), notes
+    assert not [w for w in recwarn if "legend" in str(w.message)]
+
+
+def test_an_interval_a_rounding_error_past_its_point_draws(monkeypatch):
+    """A mean of benchmark intervals at 0% can start at 1e-17: matplotlib refuses a negative error bar length."""
+    from reports.uncertainty import Interval
+
+    board = partial_board()
+    monkeypatch.setattr(plots, "erasure_average", lambda *args: 0.0)
+    monkeypatch.setattr(plots, "erasure_average_interval", lambda *args: Interval(1e-17, 0.16, "mean of benchmarks"))
+    accuracy = next(c for c in board.columns if c.metric == "toy:toy-acc")
+    assert plots.tradeoff(board, accuracy).points["uce"][0] == 0.0
