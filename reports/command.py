@@ -58,7 +58,7 @@ def cmd_report(args, registry) -> int:
                            grid_prompts=args.grid_prompts, filters=filters)
     from reports import caveats
 
-    print(leaderboard.to_terminal(written.board) + caveats.to_text(caveats.caveats(store, results)))
+    print(leaderboard.to_terminal(written.board) + caveats.to_text(written.caveats))
     for note in written.notes:
         print(f"harness: note: {note}", file=sys.stderr)
     print(f"\nwrote {len(written.files)} file{'' if len(written.files) == 1 else 's'} under {destination}" + (f" (open {destination / 'report.html'})" if "html" in formats else ""),

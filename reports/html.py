@@ -39,6 +39,7 @@ th { background: #f4f4f4; border-bottom: 2px solid #999; vertical-align: bottom;
 #leaderboard td.method { white-space: normal; max-width: 150px; }
 #leaderboard td.text { max-width: 150px; font-size: 12px; }
 #leaderboard td.cost { white-space: normal; min-width: 70px; max-width: 96px; }
+.caveats { color: #8a4b00; font-size: 13px; padding-left: 20px; }
 .ci, .n { display: block; color: #666; font-size: 11px; font-weight: 400; }
 .tie::after { content: " ≈"; color: #666; }
 th.group { text-align: center; border-bottom: 1px solid #bbb; background: #fafafa; }
@@ -201,11 +202,13 @@ def run_section(run_id: str, manifest: dict | None) -> str:
 
 
 def render(board: Leaderboard, figures: list[tuple[str, str, bytes]], grids: list[tuple[str, str, bytes]], manifests: dict[str, dict | None],
-           title: str = "erasure-harness report", filters: str = "") -> str:
-    """The whole report; ``figures`` and ``grids`` are (title, caption, PNG bytes)."""
+           title: str = "erasure-harness report", filters: str = "", caveats: list[str] = ()) -> str:
+    """The whole report; ``figures`` and ``grids`` are (title, caption, PNG bytes); ``caveats`` (``reports.caveats``)
+    go right under the leaderboard, as in the terminal and leaderboard.md."""
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    notes = f'<ul class="caveats">{"".join(f"<li>{_e(note)}</li>" for note in caveats)}</ul>' if caveats else ""
     sections = [
-        ("leaderboard", "Leaderboard", leaderboard_table(board)),
+        ("leaderboard", "Leaderboard", leaderboard_table(board) + notes),
         ("metrics", "Metrics", metrics_table(board)),
     ]
     if figures:

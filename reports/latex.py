@@ -231,8 +231,9 @@ def document(tables: dict[str, str]) -> str:
     )
 
 
-def tables(board: Leaderboard) -> dict[str, str]:
-    """File name → LaTeX source for every table the board supports."""
+def tables(board: Leaderboard, caveats: list[str] = ()) -> dict[str, str]:
+    """File name → LaTeX source for every table the board supports; the ``caveats`` (``reports.caveats``) head each
+    file as comments, for the author to see and word for the paper, without changing what the table prints."""
     made = {}
     stem = names.FileNames()
     first = table1(board)
@@ -243,4 +244,5 @@ def tables(board: Leaderboard) -> dict[str, str]:
         made["table1-secondary.tex"] = secondary
     for benchmark in board.category_benchmarks():
         made[f"{stem(f'table2-{benchmark}')}.tex"] = table2(board, benchmark)
-    return made
+    comments = "".join(f"% {' '.join(note.split())}\n" for note in caveats)  # one line each: a newline would end the comment
+    return {name: comments + source for name, source in made.items()}

@@ -632,8 +632,9 @@ def to_long_csv(results: list[dict], intervals: dict) -> str:
     return buffer.getvalue()
 
 
-def to_json(board: Leaderboard, results: list[dict], intervals: dict | None = None) -> str:
-    """The whole board: columns with their definitions, rows with values and ranks, and the raw records."""
+def to_json(board: Leaderboard, results: list[dict], intervals: dict | None = None, caveats: list[str] = ()) -> str:
+    """The whole board: columns with their definitions, rows with values and ranks, the raw records, and the
+    ``caveats`` (``reports.caveats``) a reader of the numbers must know."""
     ranks = [board.ranks(i) for i in range(len(board.columns))]
     document = {
         "columns": [
@@ -666,6 +667,7 @@ def to_json(board: Leaderboard, results: list[dict], intervals: dict | None = No
             for row_index, row in enumerate(board.rows)
         ],
         "rule": rule_text(board),
+        "caveats": list(caveats),
         "records": [{**record, "value": _finite_or_none(record["value"])} for record in to_records(results, intervals)],
     }
     return json.dumps(document, indent=2, allow_nan=False) + "\n"

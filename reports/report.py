@@ -40,6 +40,7 @@ class Written:
     board: leaderboard.Leaderboard
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the plots leave out, for the terminal
+    caveats: list[str] = field(default_factory=list)  # what the table cannot show (reports.caveats), in every output
 
 
 def _write(path: Path, text: str, written: Written) -> None:
@@ -56,19 +57,19 @@ def write(store, results: list[Result], destination: Path, formats: tuple[str, .
     stored_values = store.result_values()
     cell_intervals = intervals(results, stored_values)  # computed once: the board, the CSV and the JSON share them
     board = leaderboard.build(results, values=stored_values, cell_intervals=cell_intervals)
-    written = Written(board)
+    written = Written(board, caveats=caveats.caveats(store, results))
     destination.mkdir(parents=True, exist_ok=True)
     if "md" in formats:
-        _write(destination / "leaderboard.md", leaderboard.to_markdown(board) + caveats.to_text(caveats.caveats(store, results), escape=leaderboard._md_escape) + "\n", written)
+        _write(destination / "leaderboard.md", leaderboard.to_markdown(board) + caveats.to_text(written.caveats, escape=leaderboard._md_escape) + "\n", written)
     if "csv" in formats:
         _write(destination / "leaderboard.csv", leaderboard.to_csv(board), written)
         _write(destination / "results.csv", leaderboard.to_long_csv(results, cell_intervals), written)
     if "json" in formats:
-        _write(destination / "leaderboard.json", leaderboard.to_json(board, results, cell_intervals), written)
+        _write(destination / "leaderboard.json", leaderboard.to_json(board, results, cell_intervals, written.caveats), written)
     if "latex" in formats:
         from reports import latex
 
-        tables = latex.tables(board)
+        tables = latex.tables(board, written.caveats)
         for name, source in tables.items():
             _write(destination / name, source, written)
         _write(destination / "tables.tex", latex.document(tables), written)
@@ -101,7 +102,7 @@ def write(store, results: list[Result], destination: Path, formats: tuple[str, .
             manifests[run] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
         figure_parts = [(stem, caption, html.figure_png(figure)) for stem, caption, figure in figures]
         grid_parts = [(grid.benchmark, grid_caption(grid, blur), html.image_png(grid.image)) for grid in grid_list]
-        _write(destination / "report.html", html.render(board, figure_parts, grid_parts, manifests, filters=filters), written)
+        _write(destination / "report.html", html.render(board, figure_parts, grid_parts, manifests, filters=filters, caveats=written.caveats), written)
     return written
 
 

@@ -2,6 +2,7 @@
 outputs (HTML, CSV, JSON, LaTeX, grids) built from synthetic boards and small stores, without running a model."""
 
 import dataclasses
+import json
 
 import matplotlib
 import pytest
@@ -111,3 +112,61 @@ def test_an_interval_a_rounding_error_past_its_point_draws(monkeypatch):
     monkeypatch.setattr(plots, "erasure_average_interval", lambda *args: Interval(1e-17, 0.16, "mean of benchmarks"))
     accuracy = next(c for c in board.columns if c.metric == "toy:toy-acc")
     assert plots.tradeoff(board, accuracy).points["uce"][0] == 0.0
+
+
+# --------------------------------------------------------------------------- a small store, without running a model
+
+
+def small_store(root, methods=("sd", "uce"), finished=True, truncated=None):
+    """A store holding ``toy_results`` for ``methods`` (one run, ``run-a``) and their per-image values; no images."""
+    from harness.store import Store
+
+    store = Store(root)
+    store.start_run("run-a", {})
+    for method in methods:
+        if method != "sd":
+            store.add_model_state(method, "toy", method, {}, "red", None, {"provenance": "erased here"})
+    results = toy_results(methods=methods)
+    values = per_image_values(results)
+    for r in results:
+        store.add_result(run_id="run-a", method=r.method, benchmark=r.benchmark, metric=r.metric, value=r.value, n=r.n,
+                         lower_is_better=r.lower_is_better, name=r.name, description=r.description, unit=r.unit,
+                         adversarial=r.adversarial, needs_reference=r.needs_reference, method_display=r.method_display,
+                         benchmark_display=r.benchmark_display, metric_position=r.metric_position,
+                         model_state=r.model_state, unet_evals_per_image=r.unet_evals_per_image)
+        rows = values.get(("run-paper", r.method, r.benchmark, r.metric), [])
+        store.set_result_values("run-a", r.method, r.benchmark, r.metric,
+                                [(v["spec_id"], v["prompt_id"], v["seed"], v["image_key"], v["value"]) for v in rows])
+    store.write_manifest("run-a", {"truncated_prompts": truncated or {}})
+    if finished:
+        store.finish_run("run-a")
+    return store
+
+
+def write_report(store, dest, formats=("md", "csv", "json", "latex", "html")):
+    from reports import report
+
+    return report.write(store, store.results(), dest, formats)
+
+
+def test_caveats_reach_the_html_json_and_latex(tmp_path):
+    store = small_store(tmp_path / "store", finished=False, truncated={"toy-explicit": {"count": 2, "of": 100, "limit": 32}})
+    dest = tmp_path / "report"
+    write_report(store, dest)
+    for name in ("leaderboard.md", "report.html", "leaderboard.json", "table1.tex"):
+        text = (dest / name).read_text()
+        assert "Truncated: 2 of 100 prompts of toy-explicit" in text and "Unfinished: run run-a" in text, name
+    page = (dest / "report.html").read_text()
+    # under the leaderboard, before the next section
+    assert page.index('id="leaderboard"') < page.index("Truncated: 2 of 100") < page.index('<section id="metrics"')
+    document = json.loads((dest / "leaderboard.json").read_text())
+    assert len(document["caveats"]) == 2 and document["caveats"][1].startswith("Truncated: 2 of 100")
+    table = (dest / "table1.tex").read_text()
+    assert all(line.startswith("%") for line in table.splitlines() if "Truncated" in line or "Unfinished" in line)
+
+
+def test_complete_results_carry_no_caveats(tmp_path):
+    dest = tmp_path / "report"
+    write_report(small_store(tmp_path / "store"), dest, formats=("json", "html"))
+    assert json.loads((dest / "leaderboard.json").read_text())["caveats"] == []
+    assert 'class="caveats"' not in (dest / "report.html").read_text()
