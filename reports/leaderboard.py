@@ -602,33 +602,43 @@ def shown_number(value: float, column: Column, decimals: int = 2) -> float:
     return round(value, column.decimals)
 
 
+def exported_value(value: float | None, base: bool, column: Column) -> float | None:
+    """A cell's number for CSV and JSON: None for the base model's set-level scores (its FID against its own images is
+    0 by construction, not a result; "–" in the tables), where a 0.0 would sort it first as the best FID."""
+    return None if base and column.set_level else value
+
+
 def to_csv(board: Leaderboard) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["method"] + [c.key for c in board.columns]
-                    + ["unet_evals_per_image", "erase_seconds", "erase_device", "erase_unet_evals", "erase_text_encoder_evals", "provenance", "runs"])
+                    + ["base_model", "unet_evals_per_image", "erase_seconds", "erase_device", "erase_unet_evals", "erase_text_encoder_evals", "provenance", "runs"])
     for row in board.rows:
         cost = "" if row.unet_evals_per_image is None else repr(row.unet_evals_per_image)
         erase = "" if row.erase_seconds is None else repr(row.erase_seconds)
-        writer.writerow([row.method] + ["" if v is None else repr(v) for v in row.values]
-                        + [cost, erase, row.erase_device or "", "" if row.erase_unet_evals is None else row.erase_unet_evals,
+        values = [exported_value(v, row.base, c) for v, c in zip(row.values, board.columns)]
+        writer.writerow([row.method] + ["" if v is None else repr(v) for v in values]
+                        + [int(row.base), cost, erase, row.erase_device or "", "" if row.erase_unet_evals is None else row.erase_unet_evals,
                            "" if row.erase_text_encoder_evals is None else row.erase_text_encoder_evals, row.provenance, " ".join(row.runs)])
     return buffer.getvalue()
 
 
-LONG_COLUMNS = ("run", "method", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "lower_is_better")
+LONG_COLUMNS = ("run", "method", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "lower_is_better", "base_model")
 
 
 def to_long_csv(results: list[dict], intervals: dict) -> str:
-    """``results.csv``: one tidy row per stored result, with its n, 95% interval (empty where there is none) and direction."""
+    """``results.csv``: one tidy row per stored result, with its n, 95% interval (empty where there is none), direction
+    and whether the row is the base model's (whose set-level scores are empty, as in ``to_csv``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(LONG_COLUMNS)
     for row in results:
         found = intervals.get((row["run_id"], row["method"], row["benchmark"], row["metric"]))
         low, high = (found.low, found.high) if found and found.known else (None, None)
-        writer.writerow([row["run_id"], row["method"], row["benchmark"], row["metric"], repr(row["value"]), row["n"],
-                         "" if low is None else repr(low), "" if high is None else repr(high), int(row["lower_is_better"])])
+        base = provenance(row) == BASE_PROVENANCE
+        value = None if base and row["needs_reference"] else row["value"]
+        writer.writerow([row["run_id"], row["method"], row["benchmark"], row["metric"], "" if value is None else repr(value), row["n"],
+                         "" if low is None else repr(low), "" if high is None else repr(high), int(row["lower_is_better"]), int(base)])
     return buffer.getvalue()
 
 
@@ -657,7 +667,7 @@ def to_json(board: Leaderboard, results: list[dict], intervals: dict | None = No
                 "erase_text_encoder_evals": row.erase_text_encoder_evals,
                 "base": row.base,
                 "runs": row.runs,
-                "values": {c.key: _finite_or_none(v) for c, v in zip(board.columns, row.values)},
+                "values": {c.key: _finite_or_none(exported_value(v, row.base, c)) for c, v in zip(board.columns, row.values)},
                 "ci95": {c.key: (interval_of(row, i).as_list() if interval_of(row, i) else None) for i, c in enumerate(board.columns)},
                 "n": {c.key: row.counts.get(c.key) for c in board.columns},
                 "best": [c.key for i, c in enumerate(board.columns) if ranks[i].get(row_index) == 1],

@@ -170,3 +170,21 @@ def test_complete_results_carry_no_caveats(tmp_path):
     write_report(small_store(tmp_path / "store"), dest, formats=("json", "html"))
     assert json.loads((dest / "leaderboard.json").read_text())["caveats"] == []
     assert 'class="caveats"' not in (dest / "report.html").read_text()
+
+
+def test_the_base_models_fid_is_exported_empty_and_its_row_is_marked(tmp_path):
+    import csv
+
+    dest = tmp_path / "report"
+    write_report(small_store(tmp_path / "store"), dest, formats=("csv", "json"))
+    fid = "toy-preserve/toy-fid:toy-fid"
+    table = {row["method"]: row for row in csv.DictReader((dest / "leaderboard.csv").open(newline=""))}
+    assert table["sd"][fid] == "" and float(table["uce"][fid]) > 0
+    assert table["sd"]["base_model"] == "1" and table["uce"]["base_model"] == "0"
+    long = list(csv.DictReader((dest / "results.csv").open(newline="")))
+    sd_fid = next(r for r in long if r["method"] == "sd" and r["metric"] == "toy-fid:toy-fid")
+    assert sd_fid["value"] == "" and sd_fid["base_model"] == "1"
+    assert {r["base_model"] for r in long if r["method"] == "uce"} == {"0"}
+    assert next(r for r in long if r["method"] == "sd" and r["metric"] == "toy:toy-acc")["value"] != ""  # only set-level scores
+    rows = {row["method"]: row for row in json.loads((dest / "leaderboard.json").read_text())["rows"]}
+    assert rows["sd"]["values"][fid] is None and rows["uce"]["values"][fid] > 0

@@ -187,7 +187,7 @@ def test_long_results_csv_has_one_row_per_result_with_interval(small_store, caps
     run_cli(capsys, "report", "--out", str(small_store), "--format", "csv", "--dest", str(tmp_path / "r"))
     with open(tmp_path / "r" / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["run", "method", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "lower_is_better"]
+    assert list(rows[0]) == ["run", "method", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "lower_is_better", "base_model"]
     assert len(rows) == 8 and all(float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"]) for r in rows)
     assert {r["lower_is_better"] for r in rows} == {"1"}
 
