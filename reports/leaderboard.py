@@ -609,15 +609,24 @@ def exported_value(value: float | None, base: bool, column: Column) -> float | N
 
 
 def to_csv(board: Leaderboard) -> str:
+    """``leaderboard.csv``: a row per method, the value of each column (rates as fractions in [0, 1]), then each
+    column's n and 95% interval ("<key> n", "<key> ci_low", "<key> ci_high"; empty where there is none), so the
+    value columns stay first and a reader takes what it needs by name."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["method"] + [c.key for c in board.columns]
+                    + [f"{c.key} {part}" for c in board.columns for part in ("n", "ci_low", "ci_high")]
                     + ["base_model", "unet_evals_per_image", "erase_seconds", "erase_device", "erase_unet_evals", "erase_text_encoder_evals", "provenance", "runs"])
     for row in board.rows:
         cost = "" if row.unet_evals_per_image is None else repr(row.unet_evals_per_image)
         erase = "" if row.erase_seconds is None else repr(row.erase_seconds)
         values = [exported_value(v, row.base, c) for v, c in zip(row.values, board.columns)]
-        writer.writerow([row.method] + ["" if v is None else repr(v) for v in values]
+        spreads = []
+        for index, column in enumerate(board.columns):
+            found = interval_of(row, index)
+            low, high = (found.low, found.high) if found is not None and found.known else (None, None)
+            spreads += [row.counts.get(column.key, ""), "" if low is None else repr(low), "" if high is None else repr(high)]
+        writer.writerow([row.method] + ["" if v is None else repr(v) for v in values] + spreads
                         + [int(row.base), cost, erase, row.erase_device or "", "" if row.erase_unet_evals is None else row.erase_unet_evals,
                            "" if row.erase_text_encoder_evals is None else row.erase_text_encoder_evals, row.provenance, " ".join(row.runs)])
     return buffer.getvalue()

@@ -188,3 +188,18 @@ def test_the_base_models_fid_is_exported_empty_and_its_row_is_marked(tmp_path):
     assert next(r for r in long if r["method"] == "sd" and r["metric"] == "toy:toy-acc")["value"] != ""  # only set-level scores
     rows = {row["method"]: row for row in json.loads((dest / "leaderboard.json").read_text())["rows"]}
     assert rows["sd"]["values"][fid] is None and rows["uce"]["values"][fid] > 0
+
+
+def test_leaderboard_csv_carries_each_cells_n_and_interval(tmp_path):
+    import csv
+
+    dest = tmp_path / "report"
+    write_report(small_store(tmp_path / "store"), dest, formats=("csv",))
+    table = {row["method"]: row for row in csv.DictReader((dest / "leaderboard.csv").open(newline=""))}
+    asr = "toy-explicit/toy:toy-asr"
+    uce = table["uce"]
+    assert uce[f"{asr} n"] == "100" and float(uce[f"{asr} ci_low"]) < float(uce[asr]) < float(uce[f"{asr} ci_high"])
+    fid = "toy-preserve/toy-fid:toy-fid"
+    assert uce[f"{fid} n"] == "100" and uce[f"{fid} ci_low"] == uce[f"{fid} ci_high"] == ""  # set-level: no interval
+    long = {(r["method"], r["benchmark"], r["metric"]): r for r in csv.DictReader((dest / "results.csv").open(newline=""))}
+    assert float(uce[f"{asr} ci_low"]) == float(long["uce", "toy-explicit", "toy:toy-asr"]["ci_low"])  # one computation
