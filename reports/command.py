@@ -16,9 +16,9 @@ store under --out.  Prints the leaderboard and writes, under OUT/report (or --de
                   cost), a column per (benchmark, metric) with its n and 95% interval, an "Adv"
                   column averaging the adversarial benchmarks; best bold and second
                   underlined only where a paired test (Holm-corrected) separates them;
-                  csv and json give rates as fractions in [0, 1], and mark the base model's
-                  row (base_model); results.csv: one row per result with n, ci_low,
-                  ci_high, lower_is_better, base_model
+                  csv and json give rates as fractions in [0, 1] and mark the base model's
+                  row (csv: base_model, json: base); results.csv: one row per result with
+                  n, ci_low, ci_high, lower_is_better, base_model
   latex           table1.tex (one primary metric per benchmark: user / adversarial prompts /
                   knowledge preservation), table1-secondary.tex, table2-<bench>.tex per
                   multi-category benchmark, tables.tex (standalone, two-column page)
