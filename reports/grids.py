@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness import integrity
 from harness.results import Result
+from harness.seeds import SEEDS_OF
 from reports.leaderboard import Leaderboard
 
 CELL = 128  # pixels per image in the grid
@@ -48,9 +49,24 @@ class Grid:
     cells: list[Cell]
     flagged_by: list[str] = field(default_factory=list)  # metric names that decided the flags
     image: object = None  # PIL image
+    prompts: list[str] = field(default_factory=list)  # the prompt ids shown, in column order (each with all its seeds)
+    prompt_of: dict[str, str] = field(default_factory=dict)  # spec id -> its prompt's id ("3#seed1" -> "3")
+    seeds: dict[str, int] = field(default_factory=dict)  # spec id -> the seed its images were made with
+    in_benchmark_order: bool = True  # False: the store has no record of the benchmark's order; columns go by prompt id
 
     def cell(self, method: str, spec_id: str) -> Cell:
         return next(c for c in self.cells if c.method == method and c.spec_id == spec_id)
+
+    @property
+    def seeds_per_prompt(self) -> int:
+        return max((list(self.prompt_of.values()).count(p) for p in self.prompts), default=1)
+
+    def column_label(self, spec_id: str) -> str:
+        """"#<prompt id>", and the seed when a prompt has several images in the grid."""
+        label = f"#{self.prompt_of.get(spec_id, spec_id)}"
+        if self.seeds_per_prompt > 1 and spec_id in self.seeds:
+            label += f" seed {self.seeds[spec_id]}"
+        return label
 
 
 # --------------------------------------------------------------------------- which images, which are flagged
@@ -58,6 +74,12 @@ class Grid:
 
 def _natural(spec_id: str):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", spec_id)]
+
+
+def benchmark_order(values: dict, benchmark: str) -> list[str]:
+    """``benchmark``'s spec ids in the benchmark's own order: a run stores each result's per-image values in the order
+    of its prompts (``Store.result_values`` keeps it).  Empty where no per-image value was stored (set-level only)."""
+    return list(dict.fromkeys(row["spec_id"] for (_, _, bench, _), rows in values.items() if bench == benchmark for row in rows))
 
 
 def latest_images(store, board: Leaderboard, results: list[Result]) -> dict[tuple[str, str], dict[str, dict]]:
@@ -106,7 +128,8 @@ class Flagger:
 
 
 def collect(store, board: Leaderboard, results: list[Result], prompts: int = 6) -> list[Grid]:
-    """One grid per benchmark of the board: its first ``prompts`` prompts × every method that ran it."""
+    """One grid per benchmark of the board: its first ``prompts`` prompts, each with all its seeds, × every method that
+    ran it.  "First" in the benchmark's order where the store records it, else by prompt id (``Grid.in_benchmark_order``)."""
     images = latest_images(store, board, results)
     flagger = Flagger(store)
     names = {c.metric: c.name for c in board.columns}
@@ -115,7 +138,13 @@ def collect(store, board: Leaderboard, results: list[Result], prompts: int = 6) 
         methods = [row.method for row in board.rows if (row.method, benchmark) in images]
         if not methods:
             continue
-        spec_ids = sorted({sid for m in methods for sid in images[m, benchmark]}, key=_natural)[:prompts]
+        specs = {sid: json.loads(row["spec"]) for m in methods for sid, row in images[m, benchmark].items()}
+        stored = [sid for sid in benchmark_order(flagger.values, benchmark) if sid in specs]
+        order = stored + sorted(set(specs) - set(stored), key=_natural)
+        prompt_of = {sid: str((specs[sid].get("labels") or {}).get(SEEDS_OF) or sid) for sid in order}
+        shown = list(dict.fromkeys(prompt_of[sid] for sid in order))[:prompts]
+        # Every seed of a shown prompt, next to each other (a stable sort keeps the seeds' own order).
+        spec_ids = sorted((sid for sid in order if prompt_of[sid] in shown), key=lambda sid: shown.index(prompt_of[sid]))
         rows = [images[m, benchmark][sid] for m in methods for sid in spec_ids if sid in images[m, benchmark]]
         metrics = _flag_metrics(board, benchmark)
         flags = flagger.flags(benchmark, metrics, rows)
@@ -129,7 +158,10 @@ def collect(store, board: Leaderboard, results: list[Result], prompts: int = 6) 
                 integrity.warn_damaged("cached image", path, damaged, "its grid cell says so; `harness run` with the same "
                                        "options (or `harness check --repair`) regenerates it")
             cells.append(Cell(row["method"], row["spec_id"], spec.get("prompt", ""), path, flagged, unscored, damaged=damaged))
-        grids.append(Grid(benchmark, methods, spec_ids, cells, [names[m] for m in metrics]))
+        grids.append(Grid(benchmark, methods, spec_ids, cells, [names[m] for m in metrics], prompts=shown,
+                          prompt_of={sid: prompt_of[sid] for sid in spec_ids},
+                          seeds={sid: specs[sid]["seed"] for sid in spec_ids if specs[sid].get("seed") is not None},
+                          in_benchmark_order=all(sid in stored for sid in spec_ids)))
     return grids
 
 
@@ -217,7 +249,7 @@ def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
 
     for column, spec_id in enumerate(grid.spec_ids):
         left = LABEL_WIDTH + column * (CELL + GAP)
-        pen.text((left, GAP), f"#{spec_id}", font=font, fill="black")
+        pen.text((left, GAP), grid.column_label(spec_id), font=font if grid.seeds_per_prompt == 1 else small, fill="black")
         for index, line in enumerate(prompt_lines[spec_id]):
             pen.text((left, GAP + line_height * (index + 1)), line, font=small, fill=(60, 60, 60))
 

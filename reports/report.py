@@ -110,7 +110,11 @@ def grid_caption(grid, blur: bool) -> str:
     from reports import grids as grid_module
 
     flagged = sum(cell.flagged for cell in grid.cells)
-    text = f"Rows: methods; columns: the first {len(grid.spec_ids)} prompts of {grid.benchmark} (prompt id and text above each column)."
+    order = "in the benchmark's order" if grid.in_benchmark_order else "by prompt id (the store does not record the benchmark's order)"
+    count = len(grid.prompts) or len(grid.spec_ids)
+    text = f"Rows: methods; columns: the first {count} prompts of {grid.benchmark}, {order} (prompt id and text above each column)."
+    if grid.seeds_per_prompt > 1:
+        text += f" Each prompt's {grid.seeds_per_prompt} seeds stand side by side, each column labelled with its seed."
     if flagged:
         by = grid_module.flagged_by_text(grid)
         text += f" {flagged} of {len(grid.cells)} images were flagged by {by} (framed)"

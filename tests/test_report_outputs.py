@@ -6,7 +6,7 @@ import json
 
 import matplotlib
 import pytest
-from report_fixtures import per_image_values, toy_results
+from report_fixtures import per_image_values, result, toy_results
 
 from reports import leaderboard, plots
 
@@ -129,18 +129,22 @@ def small_store(root, methods=("sd", "uce"), finished=True, truncated=None):
     results = toy_results(methods=methods)
     values = per_image_values(results)
     for r in results:
-        store.add_result(run_id="run-a", method=r.method, benchmark=r.benchmark, metric=r.metric, value=r.value, n=r.n,
-                         lower_is_better=r.lower_is_better, name=r.name, description=r.description, unit=r.unit,
-                         adversarial=r.adversarial, needs_reference=r.needs_reference, method_display=r.method_display,
-                         benchmark_display=r.benchmark_display, metric_position=r.metric_position,
-                         model_state=r.model_state, unet_evals_per_image=r.unet_evals_per_image)
-        rows = values.get(("run-paper", r.method, r.benchmark, r.metric), [])
-        store.set_result_values("run-a", r.method, r.benchmark, r.metric,
-                                [(v["spec_id"], v["prompt_id"], v["seed"], v["image_key"], v["value"]) for v in rows])
+        add_result(store, r, values.get(("run-paper", r.method, r.benchmark, r.metric), []))
     store.write_manifest("run-a", {"truncated_prompts": truncated or {}})
     if finished:
         store.finish_run("run-a")
     return store
+
+
+def add_result(store, r, values):
+    """Store result ``r`` (a ``report_fixtures.result``) in run ``run-a``, with its per-image ``values`` in their order."""
+    store.add_result(run_id="run-a", method=r.method, benchmark=r.benchmark, metric=r.metric, value=r.value, n=r.n,
+                     lower_is_better=r.lower_is_better, name=r.name, description=r.description, unit=r.unit,
+                     adversarial=r.adversarial, needs_reference=r.needs_reference, method_display=r.method_display,
+                     benchmark_display=r.benchmark_display, metric_position=r.metric_position,
+                     model_state=r.model_state, unet_evals_per_image=r.unet_evals_per_image)
+    store.set_result_values("run-a", r.method, r.benchmark, r.metric,
+                            [(v["spec_id"], v["prompt_id"], v["seed"], v["image_key"], v["value"]) for v in values])
 
 
 def write_report(store, dest, formats=("md", "csv", "json", "latex", "html")):
@@ -203,3 +207,61 @@ def test_leaderboard_csv_carries_each_cells_n_and_interval(tmp_path):
     assert uce[f"{fid} n"] == "100" and uce[f"{fid} ci_low"] == uce[f"{fid} ci_high"] == ""  # set-level: no interval
     long = {(r["method"], r["benchmark"], r["metric"]): r for r in csv.DictReader((dest / "results.csv").open(newline=""))}
     assert float(uce[f"{asr} ci_low"]) == float(long["uce", "toy-explicit", "toy:toy-asr"]["ci_low"])  # one computation
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def seeded_store(root, per_image=True):
+    """toy-explicit with prompts "b", "a", "c" in that (the benchmark's) order, two seeds each, for sd and uce."""
+    from PIL import Image
+
+    from harness.store import Store
+
+    store = Store(root)
+    store.start_run("run-a", {})
+    store.add_model_state("uce", "toy", "uce", {}, "red", None, {"provenance": "erased here"})
+    specs = []
+    for prompt, seed in (("b", 30), ("a", 10), ("c", 20)):
+        for k in range(2):
+            labels = {"seeds_of": prompt}
+            specs.append({"id": prompt if k == 0 else f"{prompt}#seed{k}", "prompt": f"a photo of {prompt}", "seed": seed + 1000 * k,
+                          "labels": labels})
+    for method in ("sd", "uce"):
+        keys = []
+        for spec in specs:
+            key = f"{method}{spec['id']}".replace("#", "-")
+            store.image_path(key).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (200, 30, 30)).save(store.image_path(key))
+            keys.append(key)
+        store.add_images([(key, None, spec, 2) for key, spec in zip(keys, specs)])
+        store.link_run_images("run-a", method, "toy-explicit", [(spec["id"], key) for spec, key in zip(specs, keys)])
+        values = [{"spec_id": spec["id"], "prompt_id": spec["labels"]["seeds_of"], "seed": spec["seed"], "image_key": key, "value": 0.0}
+                  for spec, key in zip(specs, keys)]
+        add_result(store, result(method, "toy-explicit", "toy:toy-asr", 0.0, "ASR", True, "fraction of images red", n=6),
+                   values if per_image else [])
+    store.finish_run("run-a")
+    return store
+
+
+def test_grid_prompts_count_prompts_in_the_benchmarks_order_with_every_seed(tmp_path):
+    from reports import grids, report
+
+    store = seeded_store(tmp_path / "store")
+    results = store.results()
+    board = leaderboard.build(results, values=store.result_values())
+    (grid,) = grids.collect(store, board, results, prompts=2)
+    assert grid.prompts == ["b", "a"] and grid.spec_ids == ["b", "b#seed1", "a", "a#seed1"]
+    assert [grid.column_label(sid) for sid in grid.spec_ids] == ["#b seed 30", "#b seed 1030", "#a seed 10", "#a seed 1010"]
+    caption = report.grid_caption(grids.draw(grid), blur=True)
+    assert "the first 2 prompts of toy-explicit, in the benchmark's order" in caption and "2 seeds" in caption
+
+
+def test_grid_without_a_stored_order_says_it_goes_by_prompt_id(tmp_path):
+    from reports import grids, report
+
+    store = seeded_store(tmp_path / "store", per_image=False)
+    results = store.results()
+    (grid,) = grids.collect(store, leaderboard.build(results, values=store.result_values()), results, prompts=2)
+    assert grid.spec_ids == ["a", "a#seed1", "b", "b#seed1"]
+    assert "by prompt id" in report.grid_caption(grid, blur=True)
