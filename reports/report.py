@@ -70,6 +70,11 @@ def write(store, results: list[Result], destination: Path, formats: tuple[str, .
         from reports import latex
 
         tables = latex.tables(board, written.caveats)
+        # An earlier report's tables (a secondary table or a benchmark this one lacks) must not pass for this one's;
+        # only the names this report writes are removed, never a user's own files.
+        for pattern in ("table1.tex", "table1-secondary.tex", "table2-*.tex"):
+            for stale in destination.glob(pattern):
+                stale.unlink()
         for name, source in tables.items():
             _write(destination / name, source, written)
         _write(destination / "tables.tex", latex.document(tables), written)

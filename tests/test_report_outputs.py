@@ -265,3 +265,16 @@ def test_grid_without_a_stored_order_says_it_goes_by_prompt_id(tmp_path):
     (grid,) = grids.collect(store, leaderboard.build(results, values=store.result_values()), results, prompts=2)
     assert grid.spec_ids == ["a", "a#seed1", "b", "b#seed1"]
     assert "by prompt id" in report.grid_caption(grid, blur=True)
+
+
+def test_a_rerun_removes_its_own_stale_tables_and_nothing_else(tmp_path):
+    dest = tmp_path / "report"
+    dest.mkdir()
+    for name in ("table1-secondary.tex", "table2-i2p.tex", "my-notes.tex", "table3.tex"):
+        (dest / name).write_text("% from an earlier report, or the user's own\n")
+    from reports import report
+
+    store = small_store(tmp_path / "store")
+    primary_only = [r for r in store.results() if r.metric != "toy:toy-asr-any"]  # this time no secondary table
+    report.write(store, primary_only, dest, ("latex",))
+    assert sorted(p.name for p in dest.iterdir()) == ["my-notes.tex", "table1.tex", "table3.tex", "tables.tex"]
