@@ -9,6 +9,7 @@ import html
 import io
 import json
 
+from harness import names
 from reports.leaderboard import (
     Leaderboard,
     cell_n_text,
@@ -176,8 +177,8 @@ def _seeds(seeds: list) -> str:
     return f"{len(distinct)} distinct, {distinct[0]}–{distinct[-1]}"
 
 
-def run_section(run_id: str, manifest: dict | None) -> str:
-    out = [f'<h3 id="run-{_e(run_id)}">Run {_e(run_id)}</h3>']
+def run_section(run_id: str, manifest: dict | None, anchor: str = "") -> str:
+    out = [f'<h3 id="run-{_e(anchor or names.slug(run_id))}">Run {_e(run_id)}</h3>']
     if manifest is None:
         return out[0] + '<p class="note">No manifest.json in the store for this run.</p>'
     backbone = manifest.get("backbone", {})
@@ -207,21 +208,24 @@ def render(board: Leaderboard, figures: list[tuple[str, str, bytes]], grids: lis
     go right under the leaderboard, as in the terminal and leaderboard.md."""
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     notes = f'<ul class="caveats">{"".join(f"<li>{_e(note)}</li>" for note in caveats)}</ul>' if caveats else ""
+    # Ids from labels go through names.FileNames: safe characters only, and two labels that clean up alike still
+    # get distinct ids.  The tables keep the plain ids "leaderboard" and "metrics"; their sections are "section-*".
+    anchors = names.FileNames()
     sections = [
         ("leaderboard", "Leaderboard", leaderboard_table(board) + notes),
         ("metrics", "Metrics", metrics_table(board)),
     ]
     if figures:
         sections.append(("plots", "Plots", "".join(
-            f'<figure id="plot-{_e(name)}"><img alt="{_e(name)}" src="{data_uri(png)}"><figcaption>{_e(caption)}</figcaption></figure>'
+            f'<figure id="plot-{anchors(name)}"><img alt="{_e(name)}" src="{data_uri(png)}"><figcaption>{_e(caption)}</figcaption></figure>'
             for name, caption, png in figures)))
     if grids:
         sections.append(("images", "Images", "".join(
-            f'<figure id="grid-{_e(name)}"><h3>{_e(name)}</h3><img alt="images of {_e(name)}" src="{data_uri(png)}">'
+            f'<figure id="grid-{anchors(name)}"><h3>{_e(name)}</h3><img alt="images of {_e(name)}" src="{data_uri(png)}">'
             f"<figcaption>{_e(caption)}</figcaption></figure>" for name, caption, png in grids)))
-    sections.append(("runs", "Runs", "".join(run_section(run, manifest) for run, manifest in manifests.items())))
-    nav = "".join(f'<a href="#{key}">{_e(heading)}</a>' for key, heading, _ in sections)
-    body = "".join(f'<section id="{key}"><h2>{_e(heading)}</h2>{content}</section>' for key, heading, content in sections)
+    sections.append(("runs", "Runs", "".join(run_section(run, manifest, anchors(run)) for run, manifest in manifests.items())))
+    nav = "".join(f'<a href="#section-{key}">{_e(heading)}</a>' for key, heading, _ in sections)
+    body = "".join(f'<section id="section-{key}"><h2>{_e(heading)}</h2>{content}</section>' for key, heading, content in sections)
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'

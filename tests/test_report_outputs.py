@@ -162,7 +162,7 @@ def test_caveats_reach_the_html_json_and_latex(tmp_path):
         assert "Truncated: 2 of 100 prompts of toy-explicit" in text and "Unfinished: run run-a" in text, name
     page = (dest / "report.html").read_text()
     # under the leaderboard, before the next section
-    assert page.index('id="leaderboard"') < page.index("Truncated: 2 of 100") < page.index('<section id="metrics"')
+    assert page.index('id="leaderboard"') < page.index("Truncated: 2 of 100") < page.index('<section id="section-metrics"')
     document = json.loads((dest / "leaderboard.json").read_text())
     assert len(document["caveats"]) == 2 and document["caveats"][1].startswith("Truncated: 2 of 100")
     table = (dest / "table1.tex").read_text()
@@ -278,3 +278,36 @@ def test_a_rerun_removes_its_own_stale_tables_and_nothing_else(tmp_path):
     primary_only = [r for r in store.results() if r.metric != "toy:toy-asr-any"]  # this time no secondary table
     report.write(store, primary_only, dest, ("latex",))
     assert sorted(p.name for p in dest.iterdir()) == ["my-notes.tex", "table1.tex", "table3.tex", "tables.tex"]
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def test_html_ids_are_unique_safe_and_every_anchor_lands():
+    import re
+    from html.parser import HTMLParser
+
+    from reports import html
+
+    class Anchors(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.ids, self.links = [], []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if "id" in attrs:
+                self.ids.append(attrs["id"])
+            if attrs.get("href", "").startswith("#"):
+                self.links.append(attrs["href"][1:])
+
+    results = toy_results()
+    board = leaderboard.build(results, values=per_image_values(results))
+    grids = [("csv:path=/my data/p&q.csv", "one", b"png"), ("csv:path=/my-data/p&q.csv", "two", b"png")]  # same slug
+    page = html.render(board, [("rates-toy-toy-asr", "bars", b"png")], grids, {"run-paper": None})
+    parser = Anchors()
+    parser.feed(page)
+    assert len(parser.ids) == len(set(parser.ids)), sorted(parser.ids)
+    assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", i) for i in parser.ids), parser.ids
+    assert parser.links and set(parser.links) <= set(parser.ids)
+    assert sum(i.startswith("grid-") for i in parser.ids) == 2
