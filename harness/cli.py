@@ -291,6 +291,8 @@ def cmd_erase(args, registry: Registry) -> int:
 
     planned, target = runner.plan_erase(registry, method=args.method, sets=args.set, model=args.model, device=args.device, dtype=args.dtype)
     concepts = registry.concept_set(args.concepts)
+    for part, part_label in planned.parts:
+        runner.check_erases_something(part, part_label, concepts)
     if os.path.exists(args.save) and os.listdir(args.save):
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
     runner.matmul_precision(target.device, target.dtype)

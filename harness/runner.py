@@ -383,7 +383,7 @@ def labelled_selection(registry: Registry, selection: Selection, overrides: dict
 
 
 def check_concepts_named(methods: list[PlannedMethod], benchmarks: list[PlannedBenchmark]) -> None:
-    """A method that erases needs a concept set on every benchmark it runs on."""
+    """A method that erases needs a concept set on every benchmark it runs on, and one that names something."""
     for method in methods:
         for part, part_label in method.parts:
             if part.kind == MethodKind.NONE:
@@ -394,6 +394,27 @@ def check_concepts_named(methods: list[PlannedMethod], benchmarks: list[PlannedB
                         f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; "
                         "pass --concepts NAME (or run it together with the benchmarks of one concept set)"
                     )
+                check_erases_something(part, part_label, planned.concepts)
+
+
+def check_erases_something(part: Method, part_label: str, concepts: ConceptSet) -> None:
+    """Refuse a concept set that names nothing for a method that erases: each method would say so itself, but only
+    in its edit, after the model has loaded."""
+    if part.kind != MethodKind.NONE and names_nothing(concepts) and not _names_own_concepts(part):
+        raise HarnessError(f"method {part_label!r}: concept set {concepts.name!r} has nothing to erase (its 'erase', "
+                           "'phrases' and 'extra' are empty); add an \"erase\" list to it or choose another --concepts")
+
+
+def names_nothing(concepts: ConceptSet) -> bool:
+    """No field any method reads its concepts from (``erase``, ``phrases``, a method's ``extra`` entry) holds anything."""
+    return not (concepts.erase or concepts.phrases or concepts.extra)
+
+
+def _names_own_concepts(part: Method) -> bool:
+    """A method given its concepts as a parameter (``safree:concepts=a|b``, ``sld:safety_concept=TEXT``) needs none."""
+    if not dataclasses.is_dataclass(part.params):
+        return False
+    return any(getattr(part.params, f.name) for f in dataclasses.fields(part.params) if "concept" in f.name)
 
 
 def derive_run_id(config: RunConfig, target: Target, methods: list[PlannedMethod], benchmarks: list[PlannedBenchmark], attacks=()) -> str:

@@ -206,10 +206,11 @@ def check_device(device: str) -> None:
 
 
 def check_metric_labels(registry, label: str, benchmark, specs) -> None:
-    """Every label a benchmark's metrics read must be on every prompt: found now, not after generation."""
+    """Every scorer a benchmark's metrics name must exist, and every label they read must be on every prompt: found
+    now, not after generation."""
     for ref in benchmark.metric_refs():
-        if ref.scorer not in registry.entries["scorers"]:
-            continue  # an unknown scorer is reported where scorers are resolved
+        # An unknown scorer is refused here, with a did-you-mean: the run resolves scorers only after the model loads.
+        registry.entry("scorers", ref.scorer)
         metric = registry.get("scorers", ref.scorer)(device="cpu").metric(ref.metric)
         for name in getattr(metric, "labels", ()):
             missing = [spec.id for spec in specs if name not in spec.labels]

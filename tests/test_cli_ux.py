@@ -1,0 +1,58 @@
+"""Command-line usability: mistakes found before any model loads, one-line errors that say how to fix them, and a
+store that is whole on disk when a command ends.  Every run here is a ``--dry-run`` or a tiny one."""
+
+import json
+from pathlib import Path
+
+from harness.cli import main
+
+PLUGINS = Path(__file__).parent / "plugins"
+BRIGHTNESS = str(PLUGINS / "brightness.py")
+
+
+def cli(capsys, *args):
+    code = main(["--plugin", BRIGHTNESS, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write_csv(directory: Path) -> Path:
+    path = directory / "p.csv"
+    path.write_text("prompt,evaluation_seed\na cat,1\na dog,2\n", encoding="utf-8")
+    return path
+
+
+def one_error(code: int, stderr: str, *says: str) -> None:
+    assert code == 2 and stderr.count("\n") == 1 and stderr.startswith("harness: error: "), stderr
+    assert "Traceback" not in stderr
+    for text in says:
+        assert text in stderr, stderr
+
+
+# --------------------------------------------------------------------------- M1: found by --dry-run, before any load
+
+
+def test_dry_run_refuses_an_unknown_scorer_in_a_benchmarks_metrics(tmp_path, capsys):
+    path = write_csv(tmp_path)
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightnes:mean",
+                               "--out", str(tmp_path / "out"), "--dry-run")
+    one_error(code, stderr, "unknown scorer 'brightnes'", "did you mean 'brightness'?")
+    assert stdout == ""
+
+
+def test_dry_run_refuses_a_concept_set_with_nothing_to_erase(tmp_path, capsys):
+    path, concepts = write_csv(tmp_path), tmp_path / "empty.json"
+    concepts.write_text(json.dumps({"name": "x"}))
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--methods", "uce", "--bench", f"csv:path={path},metrics=brightness:mean",
+                          "--concepts", str(concepts), "--out", str(tmp_path / "out"), "--dry-run")
+    one_error(code, stderr, "method 'uce': concept set 'x' has nothing to erase")
+
+
+def test_a_method_given_its_own_concepts_runs_on_an_empty_concept_set(tmp_path, capsys):
+    path, concepts = write_csv(tmp_path), tmp_path / "empty.json"
+    concepts.write_text(json.dumps({"name": "x"}))
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--methods", "sld:safety_concept=red",
+                               "--bench", f"csv:path={path},metrics=brightness:mean", "--concepts", str(concepts),
+                               "--out", str(tmp_path / "out"), "--dry-run")
+    assert code == 0, stderr
+    assert "methods: sld:safety_concept=red" in stdout
