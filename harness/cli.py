@@ -432,8 +432,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return args.handler(args, registry) or 0
-    except KeyboardInterrupt:
-        print("harness: interrupted; finished work is stored, run the same command again to resume", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        unsaved = getattr(err, "unsaved_images", 0)  # set by the engine when a batch was being sampled
+        lost = f" except the batch in progress ({unsaved} image{'s' * (unsaved != 1)}, made again)" if unsaved else ""
+        print(f"harness: interrupted; finished work is stored{lost}, run the same command again to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return failures.closed_pipe()

@@ -489,8 +489,12 @@ class Engine:
                 self.on_step = _whole_images(bar) if self.show_progress else None
                 try:
                     images = self.sample([spec for _, spec in whole], state)
-                except BaseException:
+                except BaseException as err:
                     claims.release(claimed)
+                    if isinstance(err, KeyboardInterrupt):
+                        # The bar counted this batch step by step, but only whole batches are saved: the interrupt
+                        # message says how many images a re-run makes again (harness.cli).
+                        err.unsaved_images = len(claimed)
                     raise
                 finally:
                     self.on_step = None

@@ -56,3 +56,21 @@ def test_a_method_given_its_own_concepts_runs_on_an_empty_concept_set(tmp_path, 
                                "--out", str(tmp_path / "out"), "--dry-run")
     assert code == 0, stderr
     assert "methods: sld:safety_concept=red" in stdout
+
+
+# --------------------------------------------------------------------------- M2: an interrupt says what is redone
+
+
+def test_an_interrupt_while_sampling_says_the_batch_in_progress_is_made_again(tmp_path, capsys, monkeypatch):
+    from harness.engine import Engine
+
+    def interrupted(self, specs, state):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "sample", interrupted)
+    path = write_csv(tmp_path)
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
+                          "--batch-size", "2", "--out", str(tmp_path / "out"), "--no-progress")
+    assert code == 130
+    assert stderr.splitlines()[-1] == ("harness: interrupted; finished work is stored except the batch in progress (2 images, "
+                                       "made again), run the same command again to resume")
