@@ -261,21 +261,26 @@ def cmd_run(args, registry: Registry) -> int:
         print("\n".join(runner.describe_stored_work(planned)))
         return 0
     world = distributed.launched_world()  # under torchrun / accelerate launch: one of N data-parallel processes
-    if world is not None:
-        done = distributed.run_data_parallel(planned, world)
-        if done is None:
-            return 0  # a rank other than 0: its images are made, rank 0 reports
-        finished, active = done
-    else:
-        store = Store(planned.config.out)  # an unwritable --out fails here, before any output
-        print(runner.describe_plan(planned), file=sys.stderr)
-        active = runner.Runner(planned, store=store)  # the plan shows before a first run loads the pipeline for its fingerprint
-        finished = active.execute()
-    store = active.store
-    summary = registry.host.hook.summarize_run(store=store, run_id=finished)  # the reports plugin prints the leaderboard
-    print(summary if summary is not None else _plain_summary(store.results(runs=[finished])))
-    print(f"\nstored in {store.root / 'harness.db'} (run {finished}); `harness report --out {store.root}` prints it again", file=sys.stderr)
-    return 0
+    store = None
+    try:
+        if world is not None:
+            done = distributed.run_data_parallel(planned, world)
+            if done is None:
+                return 0  # a rank other than 0: its images are made, rank 0 reports
+            finished, active = done
+            store = active.store
+        else:
+            store = Store(planned.config.out)  # an unwritable --out fails here, before any output
+            print(runner.describe_plan(planned), file=sys.stderr)
+            active = runner.Runner(planned, store=store)  # the plan shows before a first run loads the pipeline for its fingerprint
+            finished = active.execute()
+        summary = registry.host.hook.summarize_run(store=store, run_id=finished)  # the reports plugin prints the leaderboard
+        print(summary if summary is not None else _plain_summary(store.results(runs=[finished])))
+        print(f"\nstored in {store.root / 'harness.db'} (run {finished}); `harness report --out {store.root}` prints it again", file=sys.stderr)
+        return 0
+    finally:
+        if store is not None:  # also after an error or Ctrl-C: every transaction has ended by now
+            store.close()  # checkpoints the write-ahead log: harness.db alone then holds the results
 
 
 def _plain_summary(results) -> str:
@@ -298,9 +303,12 @@ def cmd_erase(args, registry: Registry) -> int:
     runner.matmul_precision(target.device, target.dtype)
     pipe = target.backbone.load(target.model, target.device, target.dtype)
     store = Store(args.out)
-    fingerprint = pipeline_fingerprint(pipe)
-    states = ModelStates(pipe, store, fingerprint, target)
-    state = states.activate(planned.parts, concepts, planned.label)
+    try:
+        fingerprint = pipeline_fingerprint(pipe)
+        states = ModelStates(pipe, store, fingerprint, target)
+        state = states.activate(planned.parts, concepts, planned.label)
+    finally:
+        store.close()  # the edit is cached in the store, its log checkpointed; the export below needs no database
     pipe.save_pretrained(args.save, safe_serialization=True)
     with open(os.path.join(args.save, "erasure.json"), "w", encoding="utf-8") as handle:
         # backbone_fingerprint lets `--methods checkpoint:path=DIR` refuse this folder on another base model.
@@ -311,10 +319,18 @@ def cmd_erase(args, registry: Registry) -> int:
 
 
 def cmd_check(args, registry: Registry) -> int:
-    from harness import check
     from harness.store import Store
 
     store = Store(args.out, create=False)
+    try:
+        return _check(args, registry, store)
+    finally:
+        store.close()  # --repair writes: its log is checkpointed into harness.db
+
+
+def _check(args, registry, store) -> int:
+    from harness import check
+
     found = check.check(store)
     if args.json:
         print(json.dumps({"checked": found.checked, "findings": [f.__dict__ for f in found.findings], "runs_affected": found.runs_affected}, indent=2))

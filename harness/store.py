@@ -189,7 +189,14 @@ class Store:
         return _Transaction()
 
     def close(self) -> None:
+        """Stop the claims heartbeat and close the database, its write-ahead log copied into ``harness.db`` first, so
+        that the file alone holds every result (a user copies or attaches it without ``harness.db-wal``).  Passive:
+        a run working beside this one in the same store is never waited for; the last connection to close finishes."""
         self.claims.stop()
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # busy or a full disk: what is committed stays in the log, which SQLite reads with the database
         self.db.close()
 
     # ------------------------------------------------------------------ runs

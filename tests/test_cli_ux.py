@@ -74,3 +74,43 @@ def test_an_interrupt_while_sampling_says_the_batch_in_progress_is_made_again(tm
     assert code == 130
     assert stderr.splitlines()[-1] == ("harness: interrupted; finished work is stored except the batch in progress (2 images, "
                                        "made again), run the same command again to resume")
+
+
+# --------------------------------------------------------------------------- M3: harness.db alone holds the results
+
+
+def results_in_copy_of_db_alone(out: Path, tmp_path: Path) -> int:
+    """How many results a copy of ``harness.db`` holds without its ``-wal``/``-shm`` files (what a user copies)."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(out / "harness.db", copy)
+    db = sqlite3.connect(copy)
+    try:
+        return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_finished_run_leaves_its_results_in_harness_db_itself(tmp_path, capsys):
+    path, out = write_csv(tmp_path), tmp_path / "out"
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
+                          "--out", str(out), "--no-progress")
+    assert code == 0, stderr
+    assert not (out / "harness.db-wal").exists()
+    assert results_in_copy_of_db_alone(out, tmp_path) > 0
+
+
+def test_an_interrupted_run_closes_its_store_too(tmp_path, capsys, monkeypatch):
+    from harness.engine import Engine
+
+    def interrupted(self, specs, state):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "sample", interrupted)
+    path, out = write_csv(tmp_path), tmp_path / "out"
+    code, _, _ = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
+                     "--out", str(out), "--no-progress")
+    assert code == 130
+    assert (out / "harness.db").exists() and not (out / "harness.db-wal").exists()
