@@ -107,6 +107,16 @@ def host_reachable(host: str, timeout: float = 1.5) -> bool:
     return not offline() and backbones.host_reachable(host, timeout)
 
 
+BY_HAND = "pass --data PATH (benchmark parameter data=PATH)"  # what `harness data fetch` takes; see ``reworded``
+
+
+def reworded(err: HarnessError, option: str) -> HarnessError:
+    """``err`` with its by-hand hint naming ``option``, the form the user's own command accepts (``harness run`` has
+    no --data: it takes ``--bench NAME:data=PATH``); other errors unchanged."""
+    text = str(err)
+    return HarnessError(text.replace(BY_HAND, f"pass {option}")) if BY_HAND in text else err
+
+
 def manual_hint(item: Upstream, ungated: bool = False) -> str:
     """Where to get the file by hand: for a gated set, the official page, or the ungated copy when the user opted in."""
     if item.gated and not ungated:
@@ -115,7 +125,7 @@ def manual_hint(item: Upstream, ungated: bool = False) -> str:
         where = f"the ungated copy {item.url} (licence caveat: {item.ungated_caveat})"
     else:
         where = item.url
-    return f"download {where} by hand and pass --data PATH (benchmark parameter data=PATH), or put it at {cache_path(item)}"
+    return f"download {where} by hand and {BY_HAND}, or put it at {cache_path(item)}"
 
 
 @dataclass(frozen=True)

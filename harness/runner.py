@@ -309,7 +309,14 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
         concept_name = config.concepts or getattr(bench.params, "concepts", None) or bench.concepts
         concepts = registry.concept_set(concept_name) if concept_name else ConceptSet(name="none")
         bench.prompt_limit = config.limit
-        specs = bench.prompts()
+        try:
+            specs = bench.prompts()
+        except HarnessError as err:
+            if not hasattr(bench.params, "data"):
+                raise
+            from harness.data import reworded  # a missing file's hint, in the form `harness run` accepts
+
+            raise reworded(err, f"--bench {selection.name}:data=PATH") from None
         if config.limit is not None:
             specs = specs[: config.limit]
         specs = repeat_seeds(specs, config.seeds_per_prompt)

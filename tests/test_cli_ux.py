@@ -114,3 +114,13 @@ def test_an_interrupted_run_closes_its_store_too(tmp_path, capsys, monkeypatch):
                      "--out", str(out), "--no-progress")
     assert code == 130
     assert (out / "harness.db").exists() and not (out / "harness.db-wal").exists()
+
+
+# --------------------------------------------------------------------------- M4: the data hint in run's own words
+
+
+def test_a_missing_benchmark_file_tells_run_users_the_option_run_accepts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "no-data"))  # nothing cached; HF_HUB_OFFLINE=1 (conftest)
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--bench", "i2p", "--out", str(tmp_path / "out"), "--dry-run")
+    one_error(code, stderr, "cannot download 'i2p': offline", "pass --bench i2p:data=PATH, or put it at")
+    assert "--data PATH" not in stderr
