@@ -140,10 +140,11 @@ def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None
             raise HarnessError(f"unknown attack {selection.name!r}{did_you_mean(selection.name, registry.entries['attacks'])} "
                                "(see `harness list attacks`)")
         cls = registry.get("attacks", selection.name)
-        from harness.runner import overrides_for, preset_text
+        from harness.runner import check_given_once, overrides_for, preset_text
 
         preset = preset_text(getattr(backbone, "attack_presets", {}).get(selection.name, {}))
         mine = overrides_for(registry, "attacks", selection.name, overrides)  # not the same-named benchmark's keys
+        check_given_once(selection.name, mine, selection.params)
         raw = {**preset, **mine, **selection.params}
         params = build_params(cls, raw, selection.name)
         labelled = {**mine, **selection.params}

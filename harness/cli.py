@@ -44,7 +44,9 @@ grammar:
                            parameters follow a colon; "k=v" items continue the previous one
   --bench i2p,mma          benchmarks; a group name (e.g. toy) selects all of its benchmarks
   --bench csv:path=my.csv  a benchmark parameter
-  --set trce-t.lamb=0.02   a parameter of a method, benchmark or attack (repeatable)
+  --set trce-t.lamb=0.02   a parameter of a method, benchmark or attack of this run (repeatable); the same
+                           as trce-t:lamb=0.02, so one parameter given both ways is refused; a key beside a
+                           composition's name (trce:lamb=0.5, for every part) wins over a part's --set
   --attack ring-a-bell     also attack each method with prompts found against it: cells
                            "ring-a-bell(BENCH)" scored with BENCH's metrics, cached per prompt
 

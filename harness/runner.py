@@ -116,6 +116,7 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
     then the parameters written beside the name.
     """
     cls = registry.get("methods", selection.name)
+    check_given_once(selection.name, overrides.get(selection.name, {}), selection.params)
     raw = {**overrides.get(selection.name, {}), **selection.params}
     if not cls.parts:
         values, applied = resolve_presets(cls, selection.name, raw, backbone)
@@ -133,6 +134,9 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
             if part_name not in cls.parts:
                 raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no part {part_name!r} for {key!r}"
                                    f"{did_you_mean(part_name, cls.parts)}")
+            if overrides.get(part_name, {}).get(part_key, value) != value:  # the same parameter: one value would be dropped
+                raise HarnessError(f"{key} is given twice, {selection.name}:{key}={value} and --set {key}={overrides[part_name][part_key]}; "
+                                   "keep one")
             routed[part_name][part_key] = value
             continue
         if key == "preset":  # each part that has a preset of that name takes it
@@ -151,6 +155,33 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
     for name in cls.parts:
         parts.extend(expand_method(registry, Selection(name, routed[name]), {}, label, backbone=backbone))
     return parts
+
+
+def check_given_once(name: str, from_set: dict[str, str], inline: dict[str, str]) -> None:
+    """A parameter given two values, with ``--set NAME.KEY=V`` and beside the name (``NAME:KEY=W``): one would be
+    dropped silently, so neither is guessed.  The same value twice drops nothing."""
+    twice = sorted(key for key in set(from_set) & set(inline) if from_set[key] != inline[key])
+    if twice:
+        key = twice[0]
+        raise HarnessError(f"{name}.{key} is given twice, {name}:{key}={inline[key]} and --set {name}.{key}={from_set[key]}; keep one")
+
+
+def check_sets_used(registry: Registry, overrides: dict, used: dict[str, set[str]], options: dict[str, str]) -> None:
+    """A ``--set`` for a plugin the command does not use would change nothing: refused rather than ignored.
+
+    ``used``: the names in use by kind (a composition and its parts both count); ``options``: the option that selects
+    each kind (``--methods``), for the hint.  ``check_overrides`` has already refused names no plugin has.
+    """
+    for name, values in overrides.items():
+        kinds = [kind for kind in options if name in registry.entries[kind]]
+        if not kinds or any(name in used.get(kind, ()) for kind in kinds):
+            continue
+        key, value = next(iter(values.items()))
+        kinds = [kind for kind in kinds if key in _declared(registry, kind, name)] or kinds  # ring-a-bell: the attack's key
+        option = options[kinds[0]]
+        names = ", ".join(sorted(used.get(kinds[0], ())))
+        in_run = f"{option} names {names}, not {name}" if names else f"the command has no {option}"
+        raise HarnessError(f"--set {name}.{key}={value} changes nothing: {in_run}; add {name} to {option} or drop the --set")
 
 
 def resolve_presets(cls, name: str, raw: dict[str, str], backbone: Backbone | None) -> tuple[dict[str, str], dict[str, str]]:
@@ -240,7 +271,15 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
     from harness.attacking import plan_attacks
 
     attacks = plan_attacks(registry, config.attacks, overrides, config.attack_budget, target.backbone)
+    used = {"methods": methods_in(method_items, methods), "benchmarks": {planned.benchmark.name for planned in benchmarks},
+            "attacks": {planned.attack.name for planned in attacks}}
+    check_sets_used(registry, overrides, used, {"methods": "--methods", "benchmarks": "--bench", "attacks": "--attack"})
     return Plan(config, registry, target, methods, benchmarks, derive_run_id(config, target, methods, benchmarks, attacks), attacks)
+
+
+def methods_in(method_items: list[list[Selection]], methods: list[PlannedMethod]) -> set[str]:
+    """Every method name a command uses: as written (a composition, ``trce``) and each part it runs (``trce-t``)."""
+    return {selection.name for item in method_items for selection in item} | {part.name for m in methods for part, _ in m.parts}
 
 
 DEFAULT_BACKBONE = "sd14"  # any SD-1.x hub id or diffusers folder given to --model is loaded by it
@@ -302,6 +341,7 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
     benchmarks = []
     for selection in _expand_benchmarks(registry, parse_selections(config.bench, "--bench")):
         cls = registry.get("benchmarks", selection.name)
+        check_given_once(selection.name, overrides_for(registry, "benchmarks", selection.name, overrides), selection.params)
         raw = {**overrides_for(registry, "benchmarks", selection.name, overrides), **selection.params}
         if any(planned.label == Selection(selection.name, raw).label() for planned in benchmarks):
             continue  # named twice, or in two groups (--bench toy,toy-explicit): run and count it once
@@ -455,6 +495,7 @@ def plan_erase(registry: Registry, *, method: str, sets: list[str], model: str |
     check_overrides(registry, overrides)
     target = resolve_target(registry, model=model, device=device, dtype=dtype)
     (planned,) = resolve_methods(registry, items, overrides, target.backbone)
+    check_sets_used(registry, overrides, {"methods": methods_in(items, [planned])}, {"methods": "--method"})
     # A part with sampling hooks (sld, safree, adavd; spm's prompt-dependent adapter) changes more than the weights.
     if any(part.kind == MethodKind.INFERENCE or type(part).sampling_hooks is not Method.sampling_hooks for part, _ in planned.parts):
         raise HarnessError(f"{method} changes sampling, not only weights; there is no checkpoint to export")

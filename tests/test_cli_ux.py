@@ -4,6 +4,8 @@ store that is whole on disk when a command ends.  Every run here is a ``--dry-ru
 import json
 from pathlib import Path
 
+import pytest
+
 from harness.cli import main
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -124,3 +126,30 @@ def test_a_missing_benchmark_file_tells_run_users_the_option_run_accepts(tmp_pat
     code, _, stderr = cli(capsys, "run", "--model", "tiny", "--bench", "i2p", "--out", str(tmp_path / "out"), "--dry-run")
     one_error(code, stderr, "cannot download 'i2p': offline", "pass --bench i2p:data=PATH, or put it at")
     assert "--data PATH" not in stderr
+
+
+# --------------------------------------------------------------------------- M5: --set that would change nothing
+
+
+def run_args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["run", "--model", "tiny", "--bench", f"csv:path={write_csv(tmp_path)},metrics=brightness:mean",
+            "--concepts", "colours", "--out", str(tmp_path / "out"), "--dry-run", *extra]
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--methods", "sd", "--set", "uce.lamb=0.1"],
+     "--set uce.lamb=0.1 changes nothing: --methods names sd, not uce; add uce to --methods or drop the --set"),
+    (["--methods", "uce", "--set", "trce-t.lamb=0.1"], "--methods names uce, not trce-t"),
+    (["--methods", "uce:lamb=0.1", "--set", "uce.lamb=0.2"], "uce.lamb is given twice, uce:lamb=0.1 and --set uce.lamb=0.2; keep one"),
+    (["--methods", "trce:trce-t.lamb=0.1", "--set", "trce-t.lamb=0.2"], "trce-t.lamb is given twice"),
+    (["--set", "ring-a-bell.generations=3"], "the command has no --attack; add ring-a-bell to --attack"),
+])
+def test_a_set_that_would_be_ignored_or_dropped_is_refused(tmp_path, capsys, extra, says):
+    code, _, stderr = cli(capsys, *run_args(tmp_path, *extra))
+    one_error(code, stderr, says)
+
+
+def test_a_set_for_a_part_of_a_composition_in_the_run_still_applies(tmp_path, capsys):
+    code, stdout, stderr = cli(capsys, *run_args(tmp_path, "--methods", "trce", "--set", "trce-t.lamb=0.02"))
+    assert code == 0, stderr
+    assert "methods: trce:trce-t.lamb=0.02" in stdout
