@@ -30,13 +30,25 @@ class HarnessError(Exception):
 
 
 def did_you_mean(name: str, choices) -> str:
-    """A ``"; did you mean 'x'?"`` suffix, or a list of the valid names when nothing is close."""
+    """A ``"; did you mean 'x'?"`` suffix, or a list of the valid names when nothing is close.
+
+    Ignoring case: the same name in other case (``TRCE``), else the names it begins (``esd``: esd-u, esd-x; at most
+    8, more says little), else the closest by spelling.
+    """
     import difflib
 
     choices = sorted(choices)
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    by_lower = {choice.lower(): choice for choice in choices}
+    key = name.lower()
+    if key in by_lower:
+        close = [by_lower[key]]
+    else:
+        close = [choice for choice in choices if choice.lower().startswith(key)] if len(key) >= 2 else []
+        if not close or len(close) > 8:
+            close = [by_lower[match] for match in difflib.get_close_matches(key, list(by_lower), n=1, cutoff=0.6)]
     if close:
-        return f"; did you mean {close[0]!r}?"
+        listed = [repr(choice) for choice in close]
+        return f"; did you mean {' or '.join([', '.join(listed[:-1]), listed[-1]] if len(listed) > 1 else listed)}?"
     if len(choices) <= 12:
         return f"; choose from {', '.join(choices)}" if choices else ""
     return ""

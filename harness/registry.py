@@ -119,10 +119,21 @@ class Registry:
     def entry(self, kind: str, name: str) -> Entry:
         table = self.entries[kind]
         if name not in table:
-            label = KINDS[kind][0]
-            hint = did_you_mean(name, table)
-            raise HarnessError(f"unknown {label} {name!r}{hint} (see `harness list {kind}`)")
+            raise self.unknown(kind, name, table)
         return table[name]
+
+    def unknown(self, kind: str, name: str, known) -> HarnessError:
+        """The error for a name ``known`` lacks: a plugin of another kind by that name (``--methods nudenet``) is
+        said to be one, else the closest names."""
+        label = KINDS[kind][0]
+        other = next((other for other in KINDS if other != kind and name in self.entries[other]), None)
+        if other == "scorers":
+            hint = f"; {name!r} is a scorer, which a benchmark's metrics choose (e.g. --bench csv:path=F,metrics={name}:METRIC)"
+        elif other is not None:
+            hint = f"; {name!r} is a {KINDS[other][0]}, not a {label} (see `harness list {other}`)"
+        else:
+            hint = did_you_mean(name, known) + f" (see `harness list {kind}`)"
+        return HarnessError(f"unknown {label} {name!r}{hint}")
 
     def get(self, kind: str, name: str):
         """The class registered under ``name`` (imported on first use)."""

@@ -235,8 +235,7 @@ def _expand_benchmarks(registry: Registry, items: list[list[Selection]]) -> list
             selections.extend(Selection(name) for name in registry.group("benchmarks", selection.name))
         else:
             if selection.name not in registry.entries["benchmarks"]:
-                names = set(registry.entries["benchmarks"]) | registry.groups("benchmarks")
-                raise HarnessError(f"unknown benchmark {selection.name!r}{did_you_mean(selection.name, names)} (see `harness list benchmarks`)")
+                raise registry.unknown("benchmarks", selection.name, set(registry.entries["benchmarks"]) | registry.groups("benchmarks"))
             selections.append(selection)
     return selections
 
@@ -382,6 +381,10 @@ def resolve_target(registry: Registry, *, model: str | None, device: str | None,
     if model in registry.entries["backbones"]:
         backbone_name, model = model, None
     elif model:
+        # A bare word that is no folder is no hub id (owner/name) either: most likely a misspelt backbone name.
+        close = did_you_mean(model, registry.entries["backbones"]) if "/" not in model and not os.path.exists(model) else ""
+        if close.startswith("; did you mean"):
+            raise HarnessError(f"--model {model!r} is neither a backbone nor a folder{close} (see `harness list backbones`)")
         backbone_name = DEFAULT_BACKBONE
     else:
         wanted = set(expected or {DEFAULT_BACKBONE})

@@ -153,3 +153,22 @@ def test_a_set_for_a_part_of_a_composition_in_the_run_still_applies(tmp_path, ca
     code, stdout, stderr = cli(capsys, *run_args(tmp_path, "--methods", "trce", "--set", "trce-t.lamb=0.02"))
     assert code == 0, stderr
     assert "methods: trce:trce-t.lamb=0.02" in stdout
+
+
+# --------------------------------------------------------------------------- L1: suggestions that help
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--methods", "esd"], "unknown method 'esd'; did you mean 'esd-u' or 'esd-x'?"),
+    (["--methods", "TRCE"], "unknown method 'TRCE'; did you mean 'trce'?"),
+    (["--methods", "brightness"], "unknown method 'brightness'; 'brightness' is a scorer, which a benchmark's metrics choose"),
+    (["--model", "tinyy"], "--model 'tinyy' is neither a backbone nor a folder; did you mean 'tiny'?"),  # the last --model counts
+])
+def test_suggestions_know_prefixes_case_and_other_kinds(tmp_path, capsys, extra, says):
+    code, _, stderr = cli(capsys, *run_args(tmp_path, *extra))
+    one_error(code, stderr, says)
+
+
+def test_list_params_suggests_the_names_a_prefix_begins(capsys):
+    code, _, stderr = cli(capsys, "list", "--params", "esd")
+    one_error(code, stderr, "did you mean 'esd-u' or 'esd-x'?")
