@@ -441,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     # transformers chatters about optional backends (torchvision) on import; its errors still show.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     as_json = "--json" in argv  # machine output stays machine-readable even when the command fails
+    previous_sigterm = failures.handle_sigterm()
     try:
         plugin_files, argv = _extract_plugin_files(argv)
         registry = Registry(PluginHost(plugin_files))
@@ -453,8 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         unsaved = getattr(err, "unsaved_images", 0)  # set by the engine when a batch was being sampled
         lost = f" except the batch in progress ({unsaved} image{'s' * (unsaved != 1)}, made again)" if unsaved else ""
-        print(f"harness: interrupted; finished work is stored{lost}, run the same command again to resume", file=sys.stderr)
-        return 130
+        what, code = ("terminated", 143) if isinstance(err, failures.Terminated) else ("interrupted", 130)  # 128 + the signal
+        print(f"harness: {what}; finished work is stored{lost}, run the same command again to resume", file=sys.stderr)
+        return code
     except BrokenPipeError:
         return failures.closed_pipe()
     except Exception as err:
@@ -462,6 +464,11 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:
             raise  # a bug: keep the traceback
         return failures.fail(message, as_json=as_json)
+    finally:
+        if previous_sigterm is not None:  # main() called from Python (tests, a notebook): leave its handler as it was
+            import signal
+
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":

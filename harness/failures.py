@@ -18,6 +18,26 @@ from harness.api import HarnessError
 USAGE_EXIT = 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, Slurm's time limit) raised as an interrupt, so a run stops as after Ctrl-C: claims released,
+    transactions rolled back, the store closed, one line said (``harness.cli.main``)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+def handle_sigterm():
+    """Turn SIGTERM into ``Terminated`` for this process; returns the previous handler to restore (None off the main
+    thread, where Python cannot set handlers)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse prints the whole usage block before its error; here a usage error is one line, like every other."""
 

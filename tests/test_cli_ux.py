@@ -172,3 +172,27 @@ def test_suggestions_know_prefixes_case_and_other_kinds(tmp_path, capsys, extra,
 def test_list_params_suggests_the_names_a_prefix_begins(capsys):
     code, _, stderr = cli(capsys, "list", "--params", "esd")
     one_error(code, stderr, "did you mean 'esd-u' or 'esd-x'?")
+
+
+# --------------------------------------------------------------------------- L3: SIGTERM as Ctrl-C
+
+
+def test_sigterm_during_a_run_says_so_in_one_line_and_exits_143(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from harness.engine import Engine
+
+    def terminated(self, specs, state):
+        os.kill(os.getpid(), signal.SIGTERM)  # what `kill` or Slurm sends mid-batch
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(Engine, "sample", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    path, out = write_csv(tmp_path), tmp_path / "out"
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
+                          "--batch-size", "2", "--out", str(out), "--no-progress")
+    assert code == 143
+    assert stderr.splitlines()[-1].startswith("harness: terminated; finished work is stored except the batch in progress (2 images")
+    assert signal.getsignal(signal.SIGTERM) is before  # main() leaves the caller's handler as it was
+    assert not (out / "harness.db-wal").exists()
