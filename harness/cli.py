@@ -361,13 +361,13 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="erase, generate, score and store", description=RUN_HELP, formatter_class=formatter)
-    p.add_argument("--methods", default="sd", help="comma list of methods (default: sd, no erasure)")
-    p.add_argument("--bench", default="", help="comma list of benchmarks or groups (required)")
+    p.add_argument("--methods", default="sd", action=failures.Once, help="comma list of methods (default: sd, no erasure)")
+    p.add_argument("--bench", default="", action=failures.Once, help="comma list of benchmarks or groups (required)")
     p.add_argument("--model", help="backbone name (tiny, toy, sd14), hub id or local diffusers folder (default: what the benchmarks expect)")
     p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE", help="set a method or benchmark parameter (repeatable)")
     p.add_argument("--concepts", help="concept set name or JSON file, instead of each benchmark's own")
     p.add_argument("--limit", type=int, help="only the first N prompts of each benchmark (and of each attack's source prompts)")
-    p.add_argument("--attack", metavar="A[,B]", help="red-team every method: attack cells A(bench) from prompts found against it (see `harness list attacks`)")
+    p.add_argument("--attack", metavar="A[,B]", action=failures.Once, help="red-team every method: attack cells A(bench) from prompts found against it (see `harness list attacks`)")
     p.add_argument("--attack-budget", type=int, metavar="N", help="at most N iterations per prompt for every attack (default: each attack's own)")
     p.add_argument("--seeds-per-prompt", type=int, default=1, metavar="K",
                    help="K images per prompt, seeds derived from the benchmark's (default 1); intervals then resample prompts")

@@ -55,6 +55,20 @@ class OneLineParser(argparse.ArgumentParser):
         return parsed
 
 
+class Once(argparse.Action):
+    """A comma-list option (--methods, --bench) given twice: argparse keeps the last silently, so the first list
+    would be lost.  Refused, with the one list that names both."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        marker = f"_given_{self.dest}"
+        first = getattr(namespace, marker, None)
+        if first is not None:
+            raise HarnessError(f"{option_string} is given twice ({first} and {values}); name them all in one comma list: "
+                               f"{option_string} {first},{values}")
+        setattr(namespace, marker, values)
+        setattr(namespace, self.dest, values)
+
+
 def _all_parsers(parser: argparse.ArgumentParser):
     yield parser
     for action in parser._actions:

@@ -196,3 +196,15 @@ def test_sigterm_during_a_run_says_so_in_one_line_and_exits_143(tmp_path, capsys
     assert stderr.splitlines()[-1].startswith("harness: terminated; finished work is stored except the batch in progress (2 images")
     assert signal.getsignal(signal.SIGTERM) is before  # main() leaves the caller's handler as it was
     assert not (out / "harness.db-wal").exists()
+
+
+# --------------------------------------------------------------------------- L4: a list option given twice
+
+
+@pytest.mark.parametrize("twice", [["--methods", "sd", "--methods=uce"], ["--bench", "toy-implicit", "--bench", "toy-preserve"]])
+def test_a_list_option_given_twice_is_refused_not_overwritten(tmp_path, capsys, twice):
+    bench = [] if twice[0] == "--bench" else ["--bench", "toy-implicit"]
+    code, _, stderr = cli(capsys, "run", "--model", "toy", *bench, *twice, "--out", str(tmp_path / "out"), "--dry-run")
+    first, second = twice[1], twice[-1].split("=")[-1]
+    one_error(code, stderr, f"{twice[0]} is given twice ({first} and {second}); name them all in one comma list: "
+                            f"{twice[0]} {first},{second}")
