@@ -340,6 +340,9 @@ def _check(args, registry, store) -> int:
         print("\n".join(check.render(found)))
     broken = found.count("damaged") + found.count("unreadable")
     if not args.repair:
+        if broken:
+            print(f"harness: {broken} damaged file(s); `harness check --out {store.root} --repair` removes and regenerates them",
+                  file=sys.stderr)
         return 1 if broken else 0
     problems = check.repair(store, found, registry, show_progress=not args.no_progress)
     for line in problems:
@@ -402,14 +405,14 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="installed methods, benchmarks, scorers, backbones, concept sets",
                        description="List what the installed plugins provide (imports no torch).")
     p.add_argument("kind", nargs="?", choices=list(KINDS), help="only this kind")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.add_argument("--presets", action="store_true", help="the methods' named presets and the backbones' presets (imports the method modules)")
     p.add_argument("--params", metavar="NAME", help="one method's, benchmark's, attack's, scorer's or backbone's parameters: "
                    "default, type, bounds and what each does (e.g. harness list --params esd-x)")
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("plugins", help="loaded plugins with version, source and hooks", description="List loaded plugins.")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the plugins as JSON")
     p.set_defaults(handler=cmd_plugins)
 
     p = sub.add_parser("erase", help="erase once and export a diffusers checkpoint", formatter_class=formatter,
@@ -424,8 +427,9 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, help="method or composition, with parameters (e.g. trce or uce:lamb=0.1)")
     p.add_argument("--concepts", required=True, help="concept set name or JSON file")
     p.add_argument("--save", required=True, help="output folder (must be new or empty)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE")
-    p.add_argument("--device")
+    p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE",
+                   help="set a parameter of the method or of a part of it (repeatable), as in harness run")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", help="default float32 (the exported weights keep this dtype)")
     p.add_argument("--out", default="harness-out", help="store whose cache keeps the edit (default: harness-out)")
     p.set_defaults(handler=cmd_erase)
@@ -448,8 +452,12 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(registry)
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
-            parser.print_help()
-            return 0
+            # `harness`, `harness toy`: no command chosen is a usage error (exit 2, as `harness data`); the help of
+            # the command typed so far says what to choose.
+            prog = getattr(args, "_command_prog", parser.prog)
+            chosen = next((p for p in failures.all_parsers(parser) if p.prog == prog), parser)
+            chosen.print_help(sys.stderr)
+            return failures.USAGE_EXIT
         return args.handler(args, registry) or 0
     except KeyboardInterrupt as err:
         unsaved = getattr(err, "unsaved_images", 0)  # set by the engine when a batch was being sampled

@@ -46,7 +46,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         """Unknown options are found by the top parser; name the sub-command they were given to in the hint."""
-        for parser in _all_parsers(self):
+        for parser in all_parsers(self):
             parser.set_defaults(_command_prog=parser.prog)  # the deepest chosen sub-command's default wins
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
@@ -69,12 +69,12 @@ class Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _all_parsers(parser: argparse.ArgumentParser):
+def all_parsers(parser: argparse.ArgumentParser):
     yield parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
-                yield from _all_parsers(child)
+                yield from all_parsers(child)
 
 
 def describe_os_error(err: OSError) -> str:

@@ -291,6 +291,8 @@ def _check_config(config: RunConfig) -> None:
         raise HarnessError(f"--batch-size must be at least 1; got {config.batch_size}")
     if not config.bench:
         raise HarnessError("choose at least one benchmark with --bench (see `harness list benchmarks`)")
+    if os.path.exists(config.out) and not os.path.isdir(config.out):  # found by --dry-run too, not when storing
+        raise HarnessError(f"--out {config.out} is a file; the results store is a folder: choose a new or existing folder")
 
 
 def check_methods(registry: Registry, method_items: list[list[Selection]], overrides: dict) -> None:
@@ -360,7 +362,8 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
             specs = specs[: config.limit]
         specs = repeat_seeds(specs, config.seeds_per_prompt)
         if not specs:
-            raise HarnessError(f"benchmark {selection.name!r} has no prompts")
+            source = getattr(bench.params, "path", None) or getattr(bench.params, "data", None)  # the file to look at
+            raise HarnessError(f"benchmark {selection.name!r} has no prompts" + (f" ({source} has none)" if source else ""))
         benchmarks.append(PlannedBenchmark(Selection(selection.name, raw).label(), bench, concepts, specs))
     return benchmarks
 

@@ -78,6 +78,8 @@ def _parse_parts(text: str, chunk: str, option: str) -> list[Selection]:
         name, _, rest = part.partition(":")
         if not name.strip():
             raise HarnessError(f"{option} item {chunk!r} has an empty name")
+        if "+" in name:  # "uce++sd", "uce+": the '+' left over where a composition part is missing
+            raise HarnessError(f"{option} item {chunk!r} has an empty part (a '+' with no name after it); write a+b")
         selection = Selection(name.strip())
         if rest:
             _add_param(selection, rest, option)

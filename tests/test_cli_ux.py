@@ -208,3 +208,47 @@ def test_a_list_option_given_twice_is_refused_not_overwritten(tmp_path, capsys, 
     first, second = twice[1], twice[-1].split("=")[-1]
     one_error(code, stderr, f"{twice[0]} is given twice ({first} and {second}); name them all in one comma list: "
                             f"{twice[0]} {first},{second}")
+
+
+# --------------------------------------------------------------------------- L2, L5, L6: small ones
+
+
+@pytest.mark.parametrize(("methods", "says"), [
+    ("uce++sd", "--methods item 'uce++sd' has an empty part"),
+    ("uce+", "--methods item 'uce+' has an empty part"),
+])
+def test_an_empty_composition_part_is_named_as_such(tmp_path, capsys, methods, says):
+    code, _, stderr = cli(capsys, *run_args(tmp_path, "--methods", methods))
+    one_error(code, stderr, says)
+
+
+def test_a_header_only_csv_is_named_in_the_error(tmp_path, capsys):
+    path = tmp_path / "header.csv"
+    path.write_text("prompt,evaluation_seed\n", encoding="utf-8")
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
+                          "--out", str(tmp_path / "out"), "--dry-run")
+    one_error(code, stderr, f"benchmark 'csv' has no prompts ({path} has none)")
+
+
+def test_out_naming_a_file_is_refused_by_dry_run_too(tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    code, _, stderr = cli(capsys, *run_args(tmp_path, "--out", str(tmp_path / "afile")))
+    one_error(code, stderr, f"--out {tmp_path / 'afile'} is a file")
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    code, stdout, stderr = cli(capsys)
+    assert code == 2 and stdout == "" and "usage: harness" in stderr
+
+
+def test_check_that_finds_damage_suggests_repair(tmp_path, capsys):
+    path, out = write_csv(tmp_path), tmp_path / "out"
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
+                          "--out", str(out), "--no-progress")
+    assert code == 0, stderr
+    image = next((out / "cache" / "images").glob("*/*.png"))
+    image.write_bytes(image.read_bytes()[:20])
+    code, _, stderr = cli(capsys, "check", "--out", str(out))
+    assert code == 1
+    assert f"`harness check --out {out} --repair` removes and regenerates them" in stderr
