@@ -70,7 +70,7 @@ def test_check_and_repair_beside_a_live_run_break_nothing(cli, tmp_path, plugin_
     seen = {}
     original = Store.add_images
 
-    def in_the_window(self, rows, files=()):
+    def in_the_window(self, rows, files=(), **kwargs):
         if files and not seen:  # the first batch: renamed into place and claimed, its rows not stored yet
             other = Store(self.root)  # the other process's connection (and claims)
             report = check.check(other)
@@ -78,7 +78,7 @@ def test_check_and_repair_beside_a_live_run_break_nothing(cli, tmp_path, plugin_
             with pytest.raises(HarnessError, match="a run is writing this store"):
                 check.repair(other, report, plugin_registry)
             other.close()
-        return original(self, rows, files)
+        return original(self, rows, files, **kwargs)
 
     monkeypatch.setattr(Store, "add_images", in_the_window)
     code, _, err = cli(*RUN, "--out", str(out))
