@@ -240,6 +240,8 @@ def test_out_naming_a_file_is_refused_by_dry_run_too(tmp_path, capsys):
 def test_no_command_prints_help_and_exits_2(capsys):
     code, stdout, stderr = cli(capsys)
     assert code == 2 and stdout == "" and "usage: harness" in stderr
+    code, stdout, stderr = cli(capsys, "toy")  # a plugin's command group: the same rule
+    assert code == 2 and stdout == "" and "usage: harness toy" in stderr and "train" in stderr
 
 
 def test_check_that_finds_damage_suggests_repair(tmp_path, capsys):

@@ -53,13 +53,20 @@ def register_concept_sets(register):
 def register_commands(subparsers):
     from benchmarks.toyworld.paths import WEIGHTS_DIR
 
-    toy = subparsers.add_parser("toy", help="the toy world: train the model, calibrate it", description="The toy world.")
+    toy = subparsers.add_parser(
+        "toy", help="the toy world: train the model, calibrate it",
+        description="The toy world: a tiny SD-architecture model trained on synthetic shapes, where erasure has a "
+                    "measurable effect on a CPU (--model toy).  Train it again, or measure how well it follows its captions.")
     commands = toy.add_subparsers(dest="toy_command", metavar="TOY_COMMAND")
 
-    train = commands.add_parser("train", help="train the toy model from scratch (minutes on a GPU)")
+    train = commands.add_parser(
+        "train", help="train the toy model from scratch (minutes on a GPU)",
+        description="Train the toy model (text encoder, VAE, UNet) from scratch on the rendered toy world and save it as "
+                    "a diffusers pipeline; the recipe is recorded beside the weights.  Writing into the committed weights "
+                    "folder (the default --out) replaces the model every toy number was measured on.")
     train.add_argument("--out", default=str(WEIGHTS_DIR), help=f"output folder (default: {WEIGHTS_DIR})")
     train.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the data draws and initialisation (default: 0)")
     train.add_argument("--quick", action="store_true", help="tiny step counts: checks every code path, learns nothing")
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting, e.g. unet_steps=6000"
@@ -67,14 +74,14 @@ def register_commands(subparsers):
     train.set_defaults(handler=_train)
 
     calibrate = commands.add_parser(
-        "calibrate", help="overwrite-test table and no-erasure benchmark scores of a trained toy model"
-    )
+        "calibrate", help="overwrite-test table and no-erasure benchmark scores of a trained toy model",
+        description="Measure a trained toy model with no erasure: how often each caption kind draws its colour and "
+                    "style, and how often swapping the concept word's (or every [EoT]'s) hidden state removes it.")
     calibrate.add_argument("--model", help="trained toy folder (default: the committed weights)")
     calibrate.add_argument("--device", help="default: cuda if available")
-    calibrate.add_argument("--per-kind", type=int, default=200)
+    calibrate.add_argument("--per-kind", type=int, default=200, help="red prompts per caption kind in the overwrite test (default: 200)")
     calibrate.add_argument("--out", help="JSON output (default: MODEL/calibration.json)")
     calibrate.set_defaults(handler=_calibrate)
-    toy.set_defaults(handler=lambda args, registry: toy.print_help())
 
 
 def _device(requested):
