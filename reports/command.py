@@ -38,15 +38,24 @@ see also: harness compare (paired test of two methods), harness export --per-ima
 
 
 def cmd_report(args, registry) -> int:
-    from harness import names
     from harness.store import Store
-    from reports import leaderboard, report
-    from reports.select import select
+    from reports import report
 
     formats = report.parse_formats(args.format)
     if args.grid_prompts < 1:
         raise HarnessError(f"--grid-prompts must be at least 1; got {args.grid_prompts}")
     store = Store(args.out, create=False)
+    try:  # closed on every path: a refused --dest leaves no database log files behind
+        return _report(args, registry, store, formats)
+    finally:
+        store.close()
+
+
+def _report(args, registry, store, formats) -> int:
+    from harness import names
+    from reports import leaderboard, report
+    from reports.select import select
+
     results = select(store.results(), args.out, runs=args.runs, methods=args.methods, bench=args.bench, registry=registry)
     if args.json:
         from reports.result_schema import records_document

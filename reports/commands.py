@@ -168,9 +168,17 @@ def _format_compare(records: list[dict]) -> str:
 
 def cmd_compare(args, registry) -> int:
     from harness.store import Store
-    from reports.select import select
 
     store = Store(args.out, create=False)
+    try:
+        return _compare(args, registry, store)
+    finally:
+        store.close()
+
+
+def _compare(args, registry, store) -> int:
+    from reports.select import select
+
     results = select(store.results(), args.out, runs=args.runs, bench=args.bench, registry=registry)
     for label in (args.a, args.b):
         _check_method(results, label, args.out)
@@ -223,9 +231,17 @@ def write_per_image(rows: list[dict], path: Path) -> None:
 
 def cmd_export(args, registry) -> int:
     from harness.store import Store
-    from reports.select import select
 
     store = Store(args.out, create=False)
+    try:
+        return _export(args, registry, store)
+    finally:
+        store.close()
+
+
+def _export(args, registry, store) -> int:
+    from reports.select import select
+
     results = select(store.results(), args.out, runs=args.runs, methods=args.methods, bench=args.bench, registry=registry)
     rows = per_image_rows(results, store.result_values())
     if not rows:
