@@ -326,7 +326,12 @@ def test_quick_model_through_backbone_scorers_and_calibration(quick_model, monke
     images = sampling.sample_prompts(pipe, ["a red circle", "a blue cross", "a lemon coloured square"], [0, 1, 2], steps=2)
     assert images.shape == (3, 3, 32, 32)
     again = sampling.sample_prompts(pipe, ["a blue cross"], [1], steps=2)
-    assert torch.allclose(images[1:2], again, atol=1e-5), "an image must depend only on its own seed"
+    # An image depends only on its own seed, not on its batch-mates.  A CPU's batched kernels may still differ from
+    # the single-image ones in the last float bits, which can tip a pixel across an 8-bit rounding boundary (seen
+    # on an AMD EPYC): so one 8-bit step, on a sliver of pixels, is allowed.  Another seed's noise moves every pixel.
+    moved = (images[1:2] - again).abs()
+    assert moved.max() <= 1 / 255 + 1e-6, "an image must depend only on its own seed"
+    assert (moved > 0).float().mean() < 0.01, "an image must depend only on its own seed"
     fid = ToyFID("cpu").score_set(images, images.flip(0), [])
     assert fid["fid"] >= 0
 

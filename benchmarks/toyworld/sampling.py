@@ -1,8 +1,10 @@
 """Sampling the toy pipeline from text states, as the harness engine does (for training checks and calibration).
 
 Each sample's starting noise comes from its own CPU generator, so an image
-depends only on its seed, never on its batch-mates or the device.  Images are
-rounded to 8 bits, as the engine's PNG files are, before they are scored.
+depends only on its seed, never on its batch-mates or the device (up to the
+last float bits in which batched and single kernels differ, which may tip a
+pixel by one 8-bit step).  Images are rounded to 8 bits, as the engine's PNG
+files are, before they are scored.
 """
 
 from __future__ import annotations
