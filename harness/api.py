@@ -29,23 +29,25 @@ class HarnessError(Exception):
     """A mistake the user can fix.  The CLI prints the message on one line, without a traceback."""
 
 
-def did_you_mean(name: str, choices) -> str:
-    """A ``"; did you mean 'x'?"`` suffix, or a list of the valid names when nothing is close.
-
-    Ignoring case: the same name in other case (``TRCE``), else the names it begins (``esd``: esd-u, esd-x; at most
-    8, more says little), else the closest by spelling.
-    """
+def close_names(name: str, choices) -> list[str]:
+    """The valid names a mistyped ``name`` most likely meant, ignoring case: the same name in other case (``TRCE``),
+    else the names it begins (``esd``: esd-u, esd-x; at most 8, more says little), else the closest by spelling."""
     import difflib
 
-    choices = sorted(choices)
-    by_lower = {choice.lower(): choice for choice in choices}
+    by_lower = {choice.lower(): choice for choice in sorted(choices)}
     key = name.lower()
     if key in by_lower:
-        close = [by_lower[key]]
-    else:
-        close = [choice for choice in choices if choice.lower().startswith(key)] if len(key) >= 2 else []
-        if not close or len(close) > 8:
-            close = [by_lower[match] for match in difflib.get_close_matches(key, list(by_lower), n=1, cutoff=0.6)]
+        return [by_lower[key]]
+    close = [choice for lower, choice in by_lower.items() if lower.startswith(key)] if len(key) >= 2 else []
+    if not close or len(close) > 8:
+        close = [by_lower[match] for match in difflib.get_close_matches(key, list(by_lower), n=1, cutoff=0.6)]
+    return close
+
+
+def did_you_mean(name: str, choices) -> str:
+    """A ``"; did you mean 'x'?"`` suffix (``close_names``), or a list of the valid names when nothing is close."""
+    choices = sorted(choices)
+    close = close_names(name, choices)
     if close:
         listed = [repr(choice) for choice in close]
         return f"; did you mean {' or '.join([', '.join(listed[:-1]), listed[-1]] if len(listed) > 1 else listed)}?"

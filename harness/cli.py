@@ -304,13 +304,10 @@ def cmd_erase(args, registry: Registry) -> int:
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
     runner.matmul_precision(target.device, target.dtype)
     pipe = target.backbone.load(target.model, target.device, target.dtype)
-    store = Store(args.out)
-    try:
+    with Store(args.out) as store:  # the edit is cached in the store; the export below needs no database
         fingerprint = pipeline_fingerprint(pipe)
         states = ModelStates(pipe, store, fingerprint, target)
         state = states.activate(planned.parts, concepts, planned.label)
-    finally:
-        store.close()  # the edit is cached in the store, its log checkpointed; the export below needs no database
     pipe.save_pretrained(args.save, safe_serialization=True)
     with open(os.path.join(args.save, "erasure.json"), "w", encoding="utf-8") as handle:
         # backbone_fingerprint lets `--methods checkpoint:path=DIR` refuse this folder on another base model.
@@ -323,11 +320,8 @@ def cmd_erase(args, registry: Registry) -> int:
 def cmd_check(args, registry: Registry) -> int:
     from harness.store import Store
 
-    store = Store(args.out, create=False)
-    try:
+    with Store(args.out, create=False) as store:  # --repair writes: closing checkpoints its log into harness.db
         return _check(args, registry, store)
-    finally:
-        store.close()  # --repair writes: its log is checkpointed into harness.db
 
 
 def _check(args, registry, store) -> int:

@@ -27,6 +27,7 @@ from harness.api import (
     MetricRef,
     PromptSpec,
     Target,
+    close_names,
     sha256_json,
 )
 from harness.names import check_name
@@ -134,9 +135,7 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
             if part_name not in cls.parts:
                 raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no part {part_name!r} for {key!r}"
                                    f"{did_you_mean(part_name, cls.parts)}")
-            if overrides.get(part_name, {}).get(part_key, value) != value:  # the same parameter: one value would be dropped
-                raise HarnessError(f"{key} is given twice, {selection.name}:{key}={value} and --set {key}={overrides[part_name][part_key]}; "
-                                   "keep one")
+            check_given_once(part_name, overrides.get(part_name, {}), {part_key: value}, written=f"{selection.name}:{part_name}.")
             routed[part_name][part_key] = value
             continue
         if key == "preset":  # each part that has a preset of that name takes it
@@ -157,13 +156,15 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
     return parts
 
 
-def check_given_once(name: str, from_set: dict[str, str], inline: dict[str, str]) -> None:
+def check_given_once(name: str, from_set: dict[str, str], inline: dict[str, str], *, written: str | None = None) -> None:
     """A parameter given two values, with ``--set NAME.KEY=V`` and beside the name (``NAME:KEY=W``): one would be
-    dropped silently, so neither is guessed.  The same value twice drops nothing."""
+    dropped silently, so neither is guessed.  The same value twice drops nothing.  ``written``: what precedes the key
+    where it was written inline (``NAME:``; a composition's part ``trce:trce-t.``)."""
+    written = f"{name}:" if written is None else written
     twice = sorted(key for key in set(from_set) & set(inline) if from_set[key] != inline[key])
     if twice:
         key = twice[0]
-        raise HarnessError(f"{name}.{key} is given twice, {name}:{key}={inline[key]} and --set {name}.{key}={from_set[key]}; keep one")
+        raise HarnessError(f"{name}.{key} is given twice, {written}{key}={inline[key]} and --set {name}.{key}={from_set[key]}; keep one")
 
 
 def check_sets_used(registry: Registry, overrides: dict, used: dict[str, set[str]], options: dict[str, str]) -> None:
@@ -385,9 +386,9 @@ def resolve_target(registry: Registry, *, model: str | None, device: str | None,
         backbone_name, model = model, None
     elif model:
         # A bare word that is no folder is no hub id (owner/name) either: most likely a misspelt backbone name.
-        close = did_you_mean(model, registry.entries["backbones"]) if "/" not in model and not os.path.exists(model) else ""
-        if close.startswith("; did you mean"):
-            raise HarnessError(f"--model {model!r} is neither a backbone nor a folder{close} (see `harness list backbones`)")
+        if "/" not in model and not os.path.exists(model) and close_names(model, registry.entries["backbones"]):
+            raise HarnessError(f"--model {model!r} is neither a backbone nor a folder"
+                               f"{did_you_mean(model, registry.entries['backbones'])} (see `harness list backbones`)")
         backbone_name = DEFAULT_BACKBONE
     else:
         wanted = set(expected or {DEFAULT_BACKBONE})

@@ -188,6 +188,12 @@ class Store:
 
         return _Transaction()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()  # on every path: an error or Ctrl-C leaves no open connection, and its log checkpointed
+
     def close(self) -> None:
         """Stop the claims heartbeat and close the database, its write-ahead log copied into ``harness.db`` first, so
         that the file alone holds every result (a user copies or attaches it without ``harness.db-wal``).  Passive:

@@ -44,11 +44,8 @@ def cmd_report(args, registry) -> int:
     formats = report.parse_formats(args.format)
     if args.grid_prompts < 1:
         raise HarnessError(f"--grid-prompts must be at least 1; got {args.grid_prompts}")
-    store = Store(args.out, create=False)
-    try:  # closed on every path: a refused --dest leaves no database log files behind
+    with Store(args.out, create=False) as store:  # closed on every path: a refused --dest leaves no log files behind
         return _report(args, registry, store, formats)
-    finally:
-        store.close()
 
 
 def _report(args, registry, store, formats) -> int:

@@ -169,11 +169,8 @@ def _format_compare(records: list[dict]) -> str:
 def cmd_compare(args, registry) -> int:
     from harness.store import Store
 
-    store = Store(args.out, create=False)
-    try:
+    with Store(args.out, create=False) as store:
         return _compare(args, registry, store)
-    finally:
-        store.close()
 
 
 def _compare(args, registry, store) -> int:
@@ -232,11 +229,8 @@ def write_per_image(rows: list[dict], path: Path) -> None:
 def cmd_export(args, registry) -> int:
     from harness.store import Store
 
-    store = Store(args.out, create=False)
-    try:
+    with Store(args.out, create=False) as store:
         return _export(args, registry, store)
-    finally:
-        store.close()
 
 
 def _export(args, registry, store) -> int:

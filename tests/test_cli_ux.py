@@ -141,7 +141,7 @@ def run_args(tmp_path: Path, *extra: str) -> list[str]:
      "--set uce.lamb=0.1 changes nothing: --methods names sd, not uce; add uce to --methods or drop the --set"),
     (["--methods", "uce", "--set", "trce-t.lamb=0.1"], "--methods names uce, not trce-t"),
     (["--methods", "uce:lamb=0.1", "--set", "uce.lamb=0.2"], "uce.lamb is given twice, uce:lamb=0.1 and --set uce.lamb=0.2; keep one"),
-    (["--methods", "trce:trce-t.lamb=0.1", "--set", "trce-t.lamb=0.2"], "trce-t.lamb is given twice"),
+    (["--methods", "trce:trce-t.lamb=0.1", "--set", "trce-t.lamb=0.2"], "trce-t.lamb is given twice, trce:trce-t.lamb=0.1 and --set trce-t.lamb=0.2; keep one"),
     (["--set", "ring-a-bell.generations=3"], "the command has no --attack; add ring-a-bell to --attack"),
 ])
 def test_a_set_that_would_be_ignored_or_dropped_is_refused(tmp_path, capsys, extra, says):

@@ -261,3 +261,14 @@ def test_a_lazy_registration_under_another_name_than_its_class_fails_on_load():
     registry = Registry(host)
     with pytest.raises(HarnessError, match="registers method 'uce-2' as methods.uce:UCE, whose class is named 'uce'"):
         registry.get("methods", "uce-2")
+
+
+def test_close_names_are_what_a_typo_most_likely_meant():
+    from harness.api import close_names, did_you_mean
+
+    methods = ["esd-u", "esd-x", "sd", "trce", "trce-t", "trce-v", "uce"]
+    assert close_names("TRCE", methods) == ["trce"]  # the same name in other case first
+    assert close_names("esd", methods) == ["esd-u", "esd-x"]  # the names it begins, not 'sd'
+    assert close_names("ucee", methods) == ["uce"]  # else the closest spelling
+    assert close_names("zzz", methods) == []
+    assert did_you_mean("zzz", methods) == "; choose from " + ", ".join(methods)  # nothing close: the valid names

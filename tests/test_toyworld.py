@@ -314,7 +314,6 @@ def test_quick_training_writes_a_loadable_pipeline(quick_model):
 
 @pytest.mark.slow
 def test_quick_model_through_backbone_scorers_and_calibration(quick_model, monkeypatch, tmp_path):
-    import torch
 
     from benchmarks.toyworld import calibrate, sampling
     from benchmarks.toyworld.backbone import ToyBackbone

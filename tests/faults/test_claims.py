@@ -4,6 +4,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from harness import claims as work_claims
 from harness.store import Store
 
@@ -83,3 +85,23 @@ def test_closing_a_store_stops_its_heartbeat_and_a_later_claim_starts_it_again(t
     again.claims.take(["b"], done=none_done)
     assert again.claims._heartbeat.is_alive()
     again.close()
+
+
+def test_a_store_used_as_a_context_manager_closes_on_an_error_too(tmp_path):
+    """`with Store(out) as store:` is how a command holds a store: leaving the block, normally or by an exception,
+    stops the heartbeat and closes the database, its write-ahead log copied into harness.db and removed."""
+    import sqlite3
+
+    with pytest.raises(KeyError):
+        with Store(tmp_path) as store:
+            store.claims.take(["a"], done=none_done)
+            beating = store.claims._heartbeat
+            store.start_run("run-1", {"methods": "sd"})
+            assert (tmp_path / "harness.db-wal").exists()
+            raise KeyError("a failing command")
+    assert not beating.is_alive()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.db.execute("SELECT 1")
+    assert not (tmp_path / "harness.db-wal").exists()
+    with Store(tmp_path, create=False) as reopened:
+        assert [row["id"] for row in reopened.db.execute("SELECT id FROM runs")] == ["run-1"]
