@@ -446,6 +446,9 @@ class Method(Configurable):
     kind: ClassVar[MethodKind] = MethodKind.EDIT
     version: ClassVar[str] = "1"  # bump when the edit changes, so cached deltas are not reused
     parts: ClassVar[tuple[str, ...]] = ()
+    # Parameters that name the concepts to erase in place of the concept set's (``sld:safety_concept=TEXT``): given
+    # one, the method needs no concept set, so an empty one is not refused at plan time.
+    concept_params: ClassVar[tuple[str, ...]] = ()
     # Named parameter sets, as data: ``name:preset=official`` expands to these values (the manifest records the
     # expanded parameters), and parameters given beside the preset override it.  ``official`` turns on every
     # recorded quirk of the method's official code at its pinned commit; the defaults follow the paper.

@@ -465,10 +465,9 @@ def names_nothing(concepts: ConceptSet) -> bool:
 
 
 def _names_own_concepts(part: Method) -> bool:
-    """A method given its concepts as a parameter (``safree:concepts=a|b``, ``sld:safety_concept=TEXT``) needs none."""
-    if not dataclasses.is_dataclass(part.params):
-        return False
-    return any(getattr(part.params, f.name) for f in dataclasses.fields(part.params) if "concept" in f.name)
+    """A method given its concepts as a parameter it declares in ``concept_params`` (``safree:concepts=a|b``,
+    ``sld:safety_concept=TEXT``) needs none from the concept set."""
+    return any(getattr(part.params, name, None) for name in part.concept_params)
 
 
 def derive_run_id(config: RunConfig, target: Target, methods: list[PlannedMethod], benchmarks: list[PlannedBenchmark], attacks=()) -> str:

@@ -78,6 +78,7 @@ class AdaVD(Method):
     description = "AdaVD: remove the target concept's component from every cross-attention value, adaptively per token"
     paper = "Wang et al., Precise, Fast, and Low-cost Concept Erasure in Value Space: Orthogonal Complement Matters, CVPR 2025"
     kind = MethodKind.INFERENCE
+    concept_params = ("concepts",)  # given, it replaces the concept set's concepts
     version = "1"
     # AdaVD @ c2d2962 src/main.py with the demo's --token_sim settings: the [uncond, cond] halves decomposed jointly.
     presets = {"official": {"joint_cfg_halves": True, "adaptive_shift": True, "shift_a": 100.0, "shift_b": 0.93, "shift_c": 2.0}}

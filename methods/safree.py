@@ -113,6 +113,7 @@ class SAFREE(Method):
     description = "SAFREE: project trigger-token embeddings off the toxic-concept subspace for the first T* steps (inference-time)"
     paper = "Yoon et al., SAFREE: Training-Free and Adaptive Guard for Safe Text-to-Image and Video Generation, ICLR 2025"
     kind = MethodKind.INFERENCE
+    concept_params = ("concepts",)  # given, it replaces the concept set's concepts
     version = "1"
     # The defaults are the official run (SAFREE @ b8b2c3f, scripts/run_nudity.sh: -svf -lra), negative prompt included;
     # "paper" leaves out the concept-list negative prompt, which the paper does not describe.

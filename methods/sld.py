@@ -93,6 +93,7 @@ class SLD(Method):
     description = "Safe Latent Diffusion: a third UNet branch on a safety concept steers CFG away from it (inference-time)"
     paper = "Schramowski et al., Safe Latent Diffusion: Mitigating Inappropriate Degeneration in Diffusion Models, CVPR 2023"
     kind = MethodKind.INFERENCE
+    concept_params = ("safety_concept",)  # given, it replaces the concept set's concepts
     version = "1"
     # official: the original repository (SLD @ a42923c, sld_pipeline.py), MEDIUM; "diffusers": the diffusers port, whose
     # safety concept is prefixed with "an image showing ".

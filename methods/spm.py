@@ -106,6 +106,7 @@ class SPM(Method):
     display_name = "SPM"
     description = "SPM (CVPR 2024): rank-1 membrane on every transformer Linear/Conv, latent anchoring, prompt-dependent strength"
     paper = "Lyu et al., One-dimensional Adapter to Rule Them All: Concepts, Diffusion Models and Erasing Applications, CVPR 2024"
+    concept_params = ("concepts",)  # given, it replaces the concept set's concepts
     version = "1"
     # Con6924/SPM @ 3dd762e as it runs: γ on both factors (γ²·ΔW), anchors as the code's batch layout sees them.
     presets = {"official": {"gamma_squared": True, "official_anchor_rows": True}}

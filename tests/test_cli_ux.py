@@ -42,12 +42,14 @@ def test_dry_run_refuses_an_unknown_scorer_in_a_benchmarks_metrics(tmp_path, cap
     assert stdout == ""
 
 
-def test_dry_run_refuses_a_concept_set_with_nothing_to_erase(tmp_path, capsys):
+# safree: its concept_negative_prompt switch (on by default) names no concept; a check by parameter name let it pass.
+@pytest.mark.parametrize("method", ["uce", "safree"])
+def test_dry_run_refuses_a_concept_set_with_nothing_to_erase(tmp_path, capsys, method):
     path, concepts = write_csv(tmp_path), tmp_path / "empty.json"
     concepts.write_text(json.dumps({"name": "x"}))
-    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--methods", "uce", "--bench", f"csv:path={path},metrics=brightness:mean",
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--methods", method, "--bench", f"csv:path={path},metrics=brightness:mean",
                           "--concepts", str(concepts), "--out", str(tmp_path / "out"), "--dry-run")
-    one_error(code, stderr, "method 'uce': concept set 'x' has nothing to erase")
+    one_error(code, stderr, f"method '{method}': concept set 'x' has nothing to erase")
 
 
 def test_a_method_given_its_own_concepts_runs_on_an_empty_concept_set(tmp_path, capsys):
