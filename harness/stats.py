@@ -110,6 +110,22 @@ def bootstrap_mean(values: Sequence[float], groups: Sequence | None = None, resa
     return float(low), float(high)
 
 
+def stratified_bootstrap_mean(samples: Sequence[Sequence[float]], groups: Sequence[Sequence | None],
+                              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                              confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile bootstrap interval of the unweighted mean of several samples' means (benchmarks weighted equally):
+    each sample is resampled on its own, its clusters (``groups``, prompts) drawn with replacement, sample ``i`` with
+    seed ``seed + i``."""
+    if not samples or any(len(sample) == 0 for sample in samples):
+        raise ValueError("a stratified bootstrap interval needs at least one value in every sample")
+    total = np.zeros(resamples)
+    for index, (sample, sample_groups) in enumerate(zip(samples, groups)):
+        total += _resampled_means(np.asarray(sample, dtype=float), sample_groups, resamples, seed + index)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(total / len(samples), [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
 def paired_bootstrap_delta(a: Sequence[float], b: Sequence[float], groups: Sequence | None = None,
                            resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                            confidence: float = CONFIDENCE) -> tuple[float, float]:

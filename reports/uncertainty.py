@@ -159,8 +159,5 @@ def mean_of_benchmarks_interval(per_benchmark: list[list[dict]]) -> Interval:
         n = len(sizes) ** 2 / sum(1 / size for size in sizes)
         low, high = stats.wilson(mean * n, n)
         return Interval(low, high, f"{WILSON} on the effective n {n:.0f} of the equally weighted benchmarks")
-    total = np.zeros(stats.BOOTSTRAP_RESAMPLES)
-    for index, (array, groups) in enumerate(zip(numbers, prompts)):
-        total += stats._resampled_means(array, groups, stats.BOOTSTRAP_RESAMPLES, stats.BOOTSTRAP_SEED + index)
-    low, high = np.quantile(total / len(numbers), [0.025, 0.975])
-    return Interval(float(low), float(high), f"stratified {BOOTSTRAP}")
+    low, high = stats.stratified_bootstrap_mean(numbers, prompts)
+    return Interval(low, high, f"stratified {BOOTSTRAP}")

@@ -88,3 +88,19 @@ def test_paired_delta_interval_excludes_zero_for_a_real_shift_and_not_for_noise(
     assert 0.4 < low < 0.5 < high < 0.6
     low, high = stats.paired_bootstrap_delta(a, a + rng.normal(scale=0.2, size=200))
     assert low < 0 < high
+
+
+def test_a_stratified_interval_weights_each_sample_equally_and_resamples_within_it():
+    from harness.stats import bootstrap_mean, stratified_bootstrap_mean
+
+    # 10 ones and 1000 zeros: pooled, the mean is 0.01; the mean of the two samples' means is 0.5, and neither
+    # sample varies within itself, so no resample can move it.
+    assert stratified_bootstrap_mean([[1.0] * 10, [0.0] * 1000], [None, None]) == (0.5, 0.5)
+    # One sample: the plain bootstrap interval, same draws.
+    values = [0.1, 0.9, 0.4, 0.7, 0.2, 0.3]
+    assert stratified_bootstrap_mean([values], [None]) == bootstrap_mean(values)
+    # Clusters drawn whole: two prompts with three identical seeds each behave as two values, not six.
+    low, high = stratified_bootstrap_mean([[0.0] * 3 + [1.0] * 3], [["a"] * 3 + ["b"] * 3])
+    assert (low, high) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="every sample"):
+        stratified_bootstrap_mean([[1.0], []], [None, None])
