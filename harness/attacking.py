@@ -64,9 +64,9 @@ class AttackContext:
         return torch.Generator(device=device).manual_seed((self._spec_seed * 1_000_003 + self.seed) % (2**63))
 
     def progress(self, iterable=None, total=None, desc: str = "", **kwargs):
-        from tqdm.auto import tqdm
+        from harness.progress import bar
 
-        return tqdm(iterable, total=total, desc=desc, disable=not self.show_progress, leave=False, dynamic_ncols=True, **kwargs)
+        return bar(iterable, total=total, desc=desc, enabled=self.show_progress, leave=False, **kwargs)
 
     def base(self, component: str):
         if self.base_component is None:
@@ -298,7 +298,7 @@ def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: Conc
 
     ``get_pipe()`` returns the pipeline with the method's state applied; it is called only if a prompt is missing.
     """
-    from tqdm.auto import tqdm
+    from harness.progress import bar as progress_bar
 
     keys = [prompt_key(state_key=state_key, attack=attack, concepts=concepts, spec=spec, dtype=ctx.dtype) for spec in specs]
     known = store.attack_prompts(keys)
@@ -326,7 +326,7 @@ def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: Conc
             attack.prepare(pipe, concepts, ctx)
             prepare_cost = _difference(_snapshot(ctx, counters), started)
             _add(cost, prepare_cost)
-            with tqdm(total=len(todo), desc=desc or f"attack {label}", unit="prompt", disable=not ctx.show_progress, dynamic_ncols=True) as bar:
+            with progress_bar(total=len(todo), desc=desc or f"attack {label}", unit="prompt", enabled=ctx.show_progress) as bar:
                 for key, spec in todo:
                     before = _snapshot(ctx, counters)
                     ctx._spec_seed = int(spec.seed)

@@ -36,9 +36,9 @@ class EditContext:
     files: object | None = None
 
     def progress(self, iterable=None, total=None, desc: str = "", **kwargs):
-        from tqdm.auto import tqdm
+        from harness.progress import bar
 
-        return tqdm(iterable, total=total, desc=desc, disable=not self.show_progress, leave=False, dynamic_ncols=True, **kwargs)
+        return bar(iterable, total=total, desc=desc, enabled=self.show_progress, leave=False, **kwargs)
 
     def cached_tensors(self, name: str, key: dict, compute: Callable[[], dict]) -> dict:
         """Tensors computed once per (backbone, ``key``) and stored as safetensors under ``cache_dir/name``.

@@ -441,7 +441,7 @@ class Engine:
 
         ``on_batch``, if given, receives each stored batch as (key, spec) pairs (the overlapped scorer's queue).
         """
-        from tqdm.auto import tqdm
+        from harness.progress import bar as progress_bar
 
         resolved = [self.resolve(spec) for spec in specs]
         keys = [self.image_key(spec, state.key) for spec in resolved]
@@ -473,7 +473,7 @@ class Engine:
         claims = self.store.claims
         pending = [(batches[index], [key for key, _ in batches[index] if key in todo]) for index in sorted(mine)]
         pending = [(whole, wanted) for whole, wanted in pending if wanted]
-        with tqdm(total=len(todo), desc=desc, unit="img", disable=not self.show_progress, dynamic_ncols=True) as bar:
+        with progress_bar(total=len(todo), desc=desc, unit="img", enabled=self.show_progress) as bar:
             while pending:
                 # Claimed in the store before it is made: a batch another live process is making is skipped for now
                 # and looked at again after this process's other batches (done by then, or freed by a dead owner).

@@ -744,13 +744,13 @@ class Runner:
         return images
 
     def _image_raws(self, scorer, planned: PlannedBenchmark, keys: list[str]) -> list[dict]:
-        from tqdm.auto import tqdm
+        from harness.progress import bar as progress_bar
 
         store = self.store
         known = store.raw_scores(keys, scorer.name, scorer.version)
         todo = list(dict.fromkeys(key for key in keys if key not in known))  # each distinct image once
         spec_of = dict(zip(keys, planned.specs))
-        with tqdm(total=len(todo), desc=f"scoring {scorer.name}", unit="img", disable=not self.plan.config.show_progress or not todo, dynamic_ncols=True) as bar:
+        with progress_bar(total=len(todo), desc=f"scoring {scorer.name}", unit="img", enabled=self.plan.config.show_progress and bool(todo)) as bar:
             for start in range(0, len(todo), SCORE_CHUNK):
                 chunk = todo[start : start + SCORE_CHUNK]
                 raws = scorer.score(self._load_images(chunk), [spec_of[key] for key in chunk])

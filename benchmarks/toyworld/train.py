@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from benchmarks.toyworld import models, sampling, world
 from benchmarks.toyworld import tokenizer as toy_tokenizer
 from benchmarks.toyworld.scorer import DETECTOR_FILE, SHAPE_CLASSIFIER_FILE, STYLE_CLASSIFIER_FILE
+from harness.progress import bar
 from harness.versions import package_versions
 
 TRAINING_FILE = "training.json"
@@ -185,7 +185,7 @@ def training_loop(name, steps, step_fn, parameters, lr, config, device, seconds=
         if steps < planned:
             print(f"[toy train] {name}: {steps} of {planned} steps fit in {seconds:.0f} s", flush=True)
     optimizer, schedule = one_cycle(parameters, lr, steps)
-    progress = tqdm(range(steps), desc=name, dynamic_ncols=True, mininterval=1.0)
+    progress = bar(range(steps), desc=name)
     start = time.perf_counter()
     running, count, last = None, 0, float("nan")
     for step in progress:
