@@ -68,6 +68,12 @@ class Grid:
             label += f" seed {self.seeds[spec_id]}"
         return label
 
+    def column_prompts(self) -> list[tuple[str, str]]:
+        """(column label, the whole prompt) per column: the grid's image wraps a prompt to a few lines and draws
+        scripts its font lacks (CJK, say) as boxes; an HTML report lists them as text beside it."""
+        prompt = {c.spec_id: c.prompt for c in self.cells}
+        return [(self.column_label(sid), prompt.get(sid, "")) for sid in self.spec_ids]
+
 
 # --------------------------------------------------------------------------- which images, which are flagged
 

@@ -51,6 +51,7 @@ tr.base td { background: #f7f7f7; font-style: italic; }
 .best { font-weight: 700; } .second { text-decoration: underline; }
 figure { margin: 12px 0 24px; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #444; font-size: 13px; max-width: 900px; }
+details.prompts { max-width: 900px; font-size: 13px; } details.prompts td:first-child { white-space: nowrap; color: #444; padding-right: 12px; }
 pre { background: #f7f7f7; padding: 8px; font-size: 12px; overflow-x: auto; max-height: 420px; }
 details { margin: 6px 0 14px; }
 """
@@ -202,10 +203,19 @@ def run_section(run_id: str, manifest: dict | None, anchor: str = "") -> str:
     return "".join(out)
 
 
-def render(board: Leaderboard, figures: list[tuple[str, str, bytes]], grids: list[tuple[str, str, bytes]], manifests: dict[str, dict | None],
+def grid_prompts(prompts: list[tuple[str, str]]) -> str:
+    """The grid's columns as text: each column's label and its whole prompt (selectable, searchable, any script)."""
+    if not prompts:
+        return ""
+    rows = "".join(f"<tr><td>{_e(label)}</td><td>{_e(text) if text else '<i>(empty prompt)</i>'}</td></tr>" for label, text in prompts)
+    return f'<details class="prompts"><summary>Prompts, left to right</summary><table><tbody>{rows}</tbody></table></details>'
+
+
+def render(board: Leaderboard, figures: list[tuple[str, str, bytes]], grids: list[tuple], manifests: dict[str, dict | None],
            title: str = "erasure-harness report", filters: str = "", caveats: list[str] = ()) -> str:
-    """The whole report; ``figures`` and ``grids`` are (title, caption, PNG bytes); ``caveats`` (``reports.caveats``)
-    go right under the leaderboard, as in the terminal and leaderboard.md."""
+    """The whole report; ``figures`` are (title, caption, PNG bytes), ``grids`` the same and optionally each column's
+    (label, prompt) (``Grid.column_prompts``); ``caveats`` (``reports.caveats``) go right under the leaderboard, as in
+    the terminal and leaderboard.md."""
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     notes = f'<ul class="caveats">{"".join(f"<li>{_e(note)}</li>" for note in caveats)}</ul>' if caveats else ""
     # Ids from labels go through names.FileNames: safe characters only, and two labels that clean up alike still
@@ -222,7 +232,8 @@ def render(board: Leaderboard, figures: list[tuple[str, str, bytes]], grids: lis
     if grids:
         sections.append(("images", "Images", "".join(
             f'<figure id="grid-{anchors(name)}"><h3>{_e(name)}</h3><img alt="images of {_e(name)}" src="{data_uri(png)}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>" for name, caption, png in grids)))
+            f"<figcaption>{_e(caption)}</figcaption>{grid_prompts(prompts[0] if prompts else [])}</figure>"
+            for name, caption, png, *prompts in grids)))
     sections.append(("runs", "Runs", "".join(run_section(run, manifest, anchors(run)) for run, manifest in manifests.items())))
     nav = "".join(f'<a href="#section-{key}">{_e(heading)}</a>' for key, heading, _ in sections)
     body = "".join(f'<section id="section-{key}"><h2>{_e(heading)}</h2>{content}</section>' for key, heading, content in sections)

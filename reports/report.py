@@ -106,7 +106,8 @@ def write(store, results: list[Result], destination: Path, formats: tuple[str, .
             path = store.run_dir(run) / "manifest.json"
             manifests[run] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
         figure_parts = [(stem, caption, html.figure_png(figure)) for stem, caption, figure in figures]
-        grid_parts = [(grid.benchmark, grid_caption(grid, blur), html.image_png(grid.image)) for grid in grid_list]
+        grid_parts = [(grid.benchmark, grid_caption(grid, blur), html.image_png(grid.image), grid.column_prompts())
+                      for grid in grid_list]
         _write(destination / "report.html", html.render(board, figure_parts, grid_parts, manifests, filters=filters, caveats=written.caveats), written)
     return written
 

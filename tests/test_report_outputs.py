@@ -311,3 +311,40 @@ def test_html_ids_are_unique_safe_and_every_anchor_lands():
     assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", i) for i in parser.ids), parser.ids
     assert parser.links and set(parser.links) <= set(parser.ids)
     assert sum(i.startswith("grid-") for i in parser.ids) == 2
+
+
+def test_html_lists_each_grid_columns_whole_prompt_as_text(tmp_path):
+    """The grid image wraps a prompt to three lines and draws scripts its font lacks as boxes: the HTML report lists
+    every column's label and whole prompt as text under the grid."""
+    from html.parser import HTMLParser
+
+    from reports import html, report
+
+    store = seeded_store(tmp_path / "store")
+    report.write(store, store.results(), tmp_path / "report", ("html",), grid_prompts=2)
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.inside = [], False
+
+        def handle_starttag(self, tag, attrs):
+            self.inside = self.inside or (tag == "details" and ("class", "prompts") in attrs)
+            if self.inside and tag == "tr":
+                self.rows.append([])
+
+        def handle_endtag(self, tag):
+            self.inside = self.inside and tag != "details"
+
+        def handle_data(self, data):
+            if self.inside and self.rows and data.strip():
+                self.rows[-1].append(data)
+
+    parser = Cells()
+    parser.feed((tmp_path / "report" / "report.html").read_text(encoding="utf-8"))
+    assert parser.rows == [["#b seed 30", "a photo of b"], ["#b seed 1030", "a photo of b"],
+                           ["#a seed 10", "a photo of a"], ["#a seed 1010", "a photo of a"]]
+    long_cjk = "一幅梵高风格的星空 " * 20 + "<b>&"
+    listed = html.grid_prompts([("#7", long_cjk), ("#8", "")])
+    assert html._e(long_cjk) in listed and "<b>&" not in listed  # whole, and escaped
+    assert "(empty prompt)" in listed
