@@ -88,11 +88,12 @@ def _finite(value) -> bool:
 
 def wrap_label(label: str, width: int = 32) -> str:
     """A long method label (a sweep's "uce:erase_scale=2,lamb=0.1,preserve_scale=0.3") on lines of at most ``width``
-    characters, broken after its commas and spaces; a short label is returned unchanged."""
+    characters, broken after its commas, spaces and slashes (a CSV benchmark's path); a short label is returned
+    unchanged."""
     lines = []
     for text in label.split("\n"):
         line = ""
-        for piece in re.split(r"(?<=[, ])", text):
+        for piece in re.split(r"(?<=[, /])", text):
             if line and len(line) + len(piece) > width:
                 lines.append(line.rstrip())
                 line = ""
@@ -183,9 +184,11 @@ def _grouped_bars(board: Leaderboard, columns: list[Column], labels: list[str], 
                 axes.annotate(text, (bar.get_x() + bar.get_width() / 2, top), xytext=(0, 1.5), textcoords="offset points",
                               ha="center", va="bottom", fontsize=label_size, rotation=90 if len(rows) > 3 else 0,
                               color="#333333")
-        # Tilt the group names only when they would not fit side by side.
+        # Long group names (a CSV benchmark's path and parameters) on several lines; tilted only when they would
+        # still not fit side by side.
+        labels = [wrap_label(label, 28) for label in labels]
         inches_per_group = (width - 1.2) / len(columns)
-        tilt = max(len(label) for label in labels) * 0.085 > inches_per_group
+        tilt = max(len(line) for label in labels for line in label.split("\n")) * 0.085 > inches_per_group
         axes.set_xticks(range(len(columns)), labels, rotation=20 if tilt else 0, ha="right" if tilt else "center")
         axes.set_ylabel(ylabel)
         axes.set_title(title)

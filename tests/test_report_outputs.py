@@ -3,6 +3,7 @@ outputs (HTML, CSV, JSON, LaTeX, grids) built from synthetic boards and small st
 
 import dataclasses
 import json
+import re
 
 import matplotlib
 import pytest
@@ -54,6 +55,21 @@ def test_long_method_labels_leave_the_axes_a_usable_size(sweep_board, which):
         assert inside(legend.get_window_extent(), frame), (legend.get_window_extent(), frame)
     for text in figure.axes[0].texts:  # nor are the points' names
         assert inside(text.get_window_extent(), frame), text.get_text()
+
+
+def test_long_benchmark_labels_wrap_under_their_bars_and_leave_the_axes_a_usable_size():
+    long = {"toy-explicit": "csv:path=/home/researcher/prompt-sets/nudity_adversarial_v3_final.csv,metrics=toy:toy-asr",
+            "toy-implicit": "csv:path=/home/researcher/prompt-sets/nudity_implicit_heldout_v2.csv,metrics=toy:toy-asr"}
+    results = [dataclasses.replace(row, benchmark=long[row.benchmark], benchmark_display="") if row.benchmark in long else row
+               for row in toy_results()]
+    board = leaderboard.build(results, values=per_image_values(results))
+    figure = plots.rate_bars(board, "toy:toy-asr")
+    frame, axes = laid_out(figure)
+    assert axes.width >= 0.5 * frame.width and axes.height >= 0.4 * frame.height, (axes, frame)
+    ticks = [label.get_text() for label in figure.axes[0].get_xticklabels()]
+    lines = [line for tick in ticks for line in tick.split("\n")]
+    # Broken after commas, spaces and slashes: no line longer than 28 characters but a piece that has no such place.
+    assert len(lines) > len(ticks) and all(len(line) <= 28 or not re.search(r"[, /].", line) for line in lines), lines
 
 
 # --------------------------------------------------------------------------- trade-off with partial results
