@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import textwrap
 import warnings
@@ -285,6 +286,21 @@ def cmd_run(args, registry: Registry) -> int:
             store.close()  # checkpoints the write-ahead log: harness.db alone then holds the results
 
 
+def _results_so_far(out: str | None) -> str:
+    """After an interrupted run: a hint to report what has finished, if the store holds any result to report."""
+    from harness.store import Store
+
+    if out is None:
+        return ""
+    try:
+        with Store(out, create=False) as store:
+            if store.has_results():
+                return f"; `harness report --out {shlex.quote(str(out))}` shows the results so far"
+    except Exception:  # no store yet, or one that cannot be read now: no hint rather than a second error
+        pass
+    return ""
+
+
 def _plain_summary(results) -> str:
     """What `harness run` prints when no plugin summarises runs: one line per stored value."""
     return "\n".join(f"{r.method}  {r.benchmark}  {r.name} ({r.metric}) = {r.value}" for r in results)
@@ -440,11 +456,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     as_json = "--json" in argv  # machine output stays machine-readable even when the command fails
     previous_sigterm = failures.handle_sigterm()
+    run_out = None  # the store of a run, for the hint after an interrupt
     try:
         plugin_files, argv = _extract_plugin_files(argv)
         registry = Registry(PluginHost(plugin_files))
         parser = build_parser(registry)
         args = parser.parse_args(argv)
+        if args.command == "run" and not args.dry_run:
+            run_out = args.out
         if not getattr(args, "handler", None):
             # `harness`, `harness toy`: no command chosen is a usage error (exit 2, as `harness data`); the help of
             # the command typed so far says what to choose.
@@ -457,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         unsaved = getattr(err, "unsaved_images", 0)  # set by the engine when a batch was being sampled
         lost = f" except the batch in progress ({unsaved} image{'s' * (unsaved != 1)}, made again)" if unsaved else ""
         what, code = ("terminated", 143) if isinstance(err, failures.Terminated) else ("interrupted", 130)  # 128 + the signal
-        print(f"harness: {what}; finished work is stored{lost}, run the same command again to resume", file=sys.stderr)
+        print(f"harness: {what}; finished work is stored{lost}, run the same command again to resume{_results_so_far(run_out)}", file=sys.stderr)
         return code
     except BrokenPipeError:
         return failures.closed_pipe()

@@ -345,6 +345,9 @@ class Store:
              unit, int(adversarial), int(needs_reference), method_display, benchmark_display, metric_position, attack),
         )
 
+    def has_results(self) -> bool:
+        return self.db.execute("SELECT 1 FROM results LIMIT 1").fetchone() is not None
+
     def results(self, runs: list[str] | None = None) -> list[Result]:
         """Every stored result (of ``runs``, if given), oldest run first, each with its model state's metadata."""
         query = (

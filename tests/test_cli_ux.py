@@ -76,8 +76,30 @@ def test_an_interrupt_while_sampling_says_the_batch_in_progress_is_made_again(tm
     code, _, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",
                           "--batch-size", "2", "--out", str(tmp_path / "out"), "--no-progress")
     assert code == 130
+    # Nothing had finished: no hint to report it (report would say the store has no results yet).
     assert stderr.splitlines()[-1] == ("harness: interrupted; finished work is stored except the batch in progress (2 images, "
                                        "made again), run the same command again to resume")
+
+
+def test_an_interrupt_after_a_finished_cell_points_to_the_results_so_far(tmp_path, capsys, monkeypatch):
+    from harness import runner
+
+    path, out = write_csv(tmp_path), tmp_path / "out"
+    run = ("run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean", "--out", str(out), "--no-progress")
+    assert cli(capsys, *run)[0] == 0
+    finish = runner.Runner.execute
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.Runner, "execute", interrupted)
+    code, _, stderr = cli(capsys, *run, "--run-name", "second")  # the store holds the first run's results
+    monkeypatch.setattr(runner.Runner, "execute", finish)
+    assert code == 130
+    assert stderr.splitlines()[-1] == ("harness: interrupted; finished work is stored, run the same command again to resume; "
+                                       f"`harness report --out {out}` shows the results so far")
+    code, stdout, _ = cli(capsys, "report", "--out", str(out))
+    assert code == 0 and "sd" in stdout
 
 
 # --------------------------------------------------------------------------- M3: harness.db alone holds the results
