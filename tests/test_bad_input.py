@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.toyworld.paths import WEIGHTS_DIR as TOY_WEIGHTS_DIR
 from harness.api import HarnessError, PromptSpec
 from harness.cli import main
 from harness.plugins import PluginHost
@@ -233,7 +234,7 @@ def bad_inputs(tmp_path):
         ("merge",): ([str(store), "--into", str(tmp_path / "merged")], "no results store"),
         ("data", "fetch"): (["nosuch"], "unknown benchmark or data set 'nosuch'"),
         ("data", "check"): (["i2p"], "'i2p' is not downloaded"),
-        ("toy", "train"): (["--quick"], "--quick learns nothing"),
+        ("toy", "train"): (["--quick", "--out", str(TOY_WEIGHTS_DIR)], "--quick learns nothing"),
         ("toy", "calibrate"): (["--model", str(tmp_path / "none")], "weights are missing"),
     }
 
@@ -602,3 +603,13 @@ def test_damage_found_after_opening_is_one_line_but_sqlite_bugs_keep_their_trace
         sqlite3.DatabaseError("database disk image is malformed"))
     assert failures.user_error(sqlite3.IntegrityError("UNIQUE constraint failed")) is None
     assert failures.user_error(sqlite3.ProgrammingError("Cannot operate on a closed database.")) is None
+
+
+def test_toy_train_writes_a_new_folder_unless_told_to_replace_the_committed_model(capsys):
+    from benchmarks.toyworld import plugin
+    from harness.cli import build_parser
+    from harness.registry import Registry
+
+    args = build_parser(Registry(PluginHost())).parse_args(["toy", "train"])
+    assert args.out == "toy-model" and Path(args.out).resolve() != TOY_WEIGHTS_DIR.resolve()
+    assert args.handler is plugin._train

@@ -4,6 +4,8 @@ Registration is lazy ("module:Class" strings): nothing here imports torch.  The 
 ``bench.py`` (torch-free), so each benchmark's name, description and group are written once.
 """
 
+import shlex
+import sys
 from pathlib import Path
 
 from harness.hookspecs import hookimpl
@@ -51,7 +53,7 @@ def register_concept_sets(register):
 
 @hookimpl
 def register_commands(subparsers):
-    from benchmarks.toyworld.paths import WEIGHTS_DIR
+    from benchmarks.toyworld.paths import WEIGHTS_DIR, WEIGHTS_ENV
 
     toy = subparsers.add_parser(
         "toy", help="the toy world: train the model, calibrate it",
@@ -62,9 +64,10 @@ def register_commands(subparsers):
     train = commands.add_parser(
         "train", help="train the toy model from scratch (minutes on a GPU)",
         description="Train the toy model (text encoder, VAE, UNet) from scratch on the rendered toy world and save it as "
-                    "a diffusers pipeline; the recipe is recorded beside the weights.  Writing into the committed weights "
-                    "folder (the default --out) replaces the model every toy number was measured on.")
-    train.add_argument("--out", default=str(WEIGHTS_DIR), help=f"output folder (default: {WEIGHTS_DIR})")
+                    "a diffusers pipeline; the recipe is recorded beside the weights.  Runs use it with "
+                    f"{WEIGHTS_ENV}=FOLDER.  Only an --out naming the committed weights folder ({WEIGHTS_DIR}) "
+                    "replaces the model every toy number in the README was measured on.")
+    train.add_argument("--out", default="toy-model", help="output folder (default: toy-model, in the current folder)")
     train.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     train.add_argument("--seed", type=int, default=0, help="seed of the data draws and initialisation (default: 0)")
     train.add_argument("--quick", action="store_true", help="tiny step counts: checks every code path, learns nothing")
@@ -95,7 +98,7 @@ def _device(requested):
 
 
 def _train(args, registry):
-    from benchmarks.toyworld.paths import WEIGHTS_DIR
+    from benchmarks.toyworld.paths import WEIGHTS_DIR, WEIGHTS_ENV
     from benchmarks.toyworld.train import parse_overrides, train
     from harness.api import HarnessError
 
@@ -103,6 +106,8 @@ def _train(args, registry):
         raise HarnessError(f"--quick learns nothing; give it another --out than the committed weights folder {WEIGHTS_DIR}")
 
     train(args.out, device=_device(args.device), seed=args.seed, quick=args.quick, overrides=parse_overrides(args.set))
+    if Path(args.out).resolve() != WEIGHTS_DIR.resolve():
+        print(f"use it with {WEIGHTS_ENV}={shlex.quote(str(args.out))} harness run --model toy ...", file=sys.stderr)
 
 
 def _calibrate(args, registry):
