@@ -31,7 +31,10 @@ def report(capsys, *args) -> str:
     return capsys.readouterr().out
 
 
-def test_a_store_reports_the_same_without_the_plugins_that_produced_it(kit_store, tmp_path, capsys):
+def test_a_store_reports_the_same_without_the_plugins_that_produced_it(kit_store, tmp_path, capsys, monkeypatch):
+    # The terminal table splits into blocks as wide as the terminal (120 columns when there is none); the header
+    # checked below must not depend on where the tests run (a pytest-xdist worker reported a narrower one).
+    monkeypatch.setenv("COLUMNS", "160")
     here = report(capsys, "--plugin", KIT, "report", "--out", str(kit_store), "--format", "md,csv,json")
     elsewhere = tmp_path / "copied"
     shutil.copytree(kit_store, elsewhere)  # as if copied to a machine where the kit (methods, benchmarks, scorers) is absent
