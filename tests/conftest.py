@@ -26,6 +26,7 @@ def pytest_addoption(parser):
     parser.addoption("--device", default="cpu", help="device for throughput benchmarks (cpu, cuda)")
     parser.addoption("--dtype", default="float32", help="dtype for throughput benchmarks (float32, float16)")
 
+@pytest.hookimpl(optionalhook=True)  # without pytest-xdist installed, pytest must not call this an unknown hook
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per CPU this process may use (affinity and cgroup quota), not per core of the host: a
     2-CPU container on a 64-core machine gets 2 workers, not 64."""
