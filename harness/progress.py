@@ -14,7 +14,10 @@ LOG_INTERVAL = 30.0  # seconds between a bar's lines when stderr is not a termin
 
 
 def interactive(stream=None) -> bool:
+    """Whether a bar on ``stream`` (default stderr) redraws in place: a terminal, or a notebook (its widget)."""
     stream = sys.stderr if stream is None else stream
+    if type(stream).__module__.startswith("ipykernel"):  # a Jupyter cell's stream: tqdm.auto draws a widget there
+        return True
     try:
         return stream.isatty()
     except (AttributeError, ValueError):  # no such method, or a closed stream

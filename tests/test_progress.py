@@ -42,3 +42,8 @@ def test_a_closed_or_odd_stream_counts_as_no_terminal():
     assert not progress.interactive(closed)
     assert not progress.interactive(object())
     assert progress.interactive(Terminal())
+
+
+def test_a_notebook_stream_counts_as_interactive():
+    Notebook = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})  # what Jupyter's stderr is
+    assert progress.interactive(Notebook())
