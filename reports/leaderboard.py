@@ -540,7 +540,27 @@ TERMINAL_MARKS = "*: best, +: second, ≈: tied (see the rule below)"
 
 
 def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """``text`` cut to ``width`` with "…" in the middle: a label's start names the plugin and its end the parameter
+    that usually tells two labels apart (a sweep's last value, a CSV benchmark's file name)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def clip_labels(labels: list[str], width: int) -> dict[str, str]:
+    """Each distinct label cut to at most ``width`` characters (``_clip``), no two alike: labels that still collide
+    (a sweep differing only in a middle parameter) keep their start and end and are numbered "…1", "…2"."""
+    clipped = {label: _clip(label, width) for label in dict.fromkeys(labels)}
+    by_text: dict[str, list[str]] = {}
+    for label, text in clipped.items():
+        by_text.setdefault(text, []).append(label)
+    for same in by_text.values():
+        if len(same) > 1:
+            for number, label in enumerate(same, 1):
+                mark = f"…{number}"
+                clipped[label] = label if len(label) <= width else _clip(label, width - len(mark)) + mark
+    return clipped
 
 
 def to_terminal(board: Leaderboard, width: int | None = None, max_header: int = 22) -> str:
@@ -550,12 +570,14 @@ def to_terminal(board: Leaderboard, width: int | None = None, max_header: int = 
 
     width = width or shutil.get_terminal_size((120, 24)).columns
     method_width = min(max(len("method"), *(len(r.method) for r in board.rows)), 28)
+    methods = clip_labels([r.method for r in board.rows], method_width)
+    benchmarks = clip_labels([c.benchmark for c in board.columns], max_header)
     columns = []  # (header line 1, header line 2, cells)
     for index, column in enumerate(board.columns):
         unit = " (%)" if column.rate else ""
         arrow = "↓" if column.lower_is_better else "↑"
         cells = [marked_cell(board, r, index, bold="{}*", underline="{}+", tie="{}≈") for r in range(len(board.rows))]
-        columns.append((_clip(column.benchmark, max_header), _clip(f"{column.name}{unit} {arrow} {n_text(column)}".rstrip(), max_header), cells))
+        columns.append((benchmarks[column.benchmark], _clip(f"{column.name}{unit} {arrow} {n_text(column)}".rstrip(), max_header), cells))
     columns.append(("UNet", "evals/img", [format_cost(r) for r in board.rows]))
     columns.append(("erase", "cost", [format_erase_cost(r) for r in board.rows]))
     columns.append(("", "provenance", [r.provenance for r in board.rows]))
@@ -576,9 +598,13 @@ def to_terminal(board: Leaderboard, width: int | None = None, max_header: int = 
         out.append(f"{'method':<{method_width}}" + "".join(f"  {bottom:>{w}}" for _, bottom, _, w in block))
         out.append("-" * (method_width + sum(2 + w for *_, w in block)))
         for r, row in enumerate(board.rows):
-            out.append(f"{_clip(row.method, method_width):<{method_width}}" + "".join(f"  {cells[r]:>{w}}" for _, _, cells, w in block))
+            out.append(f"{methods[row.method]:<{method_width}}" + "".join(f"  {cells[r]:>{w}}" for _, _, cells, w in block))
     import textwrap
 
+    cut = {text: label for label, text in {**methods, **benchmarks}.items() if text != label}
+    if cut:  # every cut label, whole, so that no row or column has to be guessed
+        out.append("")
+        out.extend(f"{text} = {label}" for text, label in cut.items())
     out.append("")
     out.extend(textwrap.wrap(TERMINAL_MARKS + ". " + rule_text(board), width=max(width, 40)))
     return "\n".join(out)

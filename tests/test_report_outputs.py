@@ -364,3 +364,26 @@ def test_html_lists_each_grid_columns_whole_prompt_as_text(tmp_path):
     listed = html.grid_prompts([("#7", long_cjk), ("#8", "")])
     assert html._e(long_cjk) in listed and "<b>&" not in listed  # whole, and escaped
     assert "(empty prompt)" in listed
+
+
+def test_terminal_labels_cut_to_fit_stay_distinct_and_are_given_whole(sweep_board):
+    """A sweep's labels share their start (and some their end): cut alike, two rows could not be told apart."""
+    text = leaderboard.to_terminal(sweep_board, width=200)
+    table, _, notes = text.partition("\n\n")
+    rows = [line.split("  ")[0].strip() for line in table.splitlines()[3:]]
+    assert len(rows) == len(set(rows)) == len(sweep_board.rows)
+    given = dict(line.split(" = ", 1) for line in notes.splitlines() if " = " in line)
+    for shown, row in zip(rows, sweep_board.rows):
+        assert len(shown) <= 28
+        assert shown == row.method or given[shown] == row.method
+
+
+def test_clip_labels_keeps_start_and_end_and_numbers_what_still_collides():
+    same_ends = ["uce:erase_scale=2,lamb=0.1,preserve_scale=0.3,tokens=last",
+                 "uce:erase_scale=2,lamb=0.5,preserve_scale=0.3,tokens=last"]
+    clipped = leaderboard.clip_labels([*same_ends, "sd"], 20)
+    assert clipped["sd"] == "sd"
+    assert len(set(clipped.values())) == 3 and all(len(text) <= 20 for text in clipped.values())
+    assert clipped[same_ends[0]].startswith("uce:") and clipped[same_ends[0]].endswith("…1")
+    path = "csv:metrics=nudenet:asr,path=/data/sets/adversarial_v3.csv"
+    assert leaderboard.clip_labels([path], 24)[path].endswith("arial_v3.csv")  # the file name's end survives
