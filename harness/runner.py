@@ -702,10 +702,8 @@ class Runner:
                                  description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial and not planned.attack,
                                  needs_reference=scorer.needs_reference, method_display=method_display,
                                  benchmark_display=benchmark_display, metric_position=refs.index(MetricRef(scorer_name, metric_id)),
-                                 model_state=state.key, unet_evals_per_image=evals_per_image,
-                                 attack=planned.attack)
-                store.set_result_values(plan.run_id, method_label, planned.label, metric_ref,
-                                        [(spec.id, spec.labels.get(SEEDS_OF, spec.id), spec.seed, key, v) for spec, key, v in counted])
+                                 model_state=state.key, unet_evals_per_image=evals_per_image, attack=planned.attack,
+                                 values=[(spec.id, spec.labels.get(SEEDS_OF, spec.id), spec.seed, key, v) for spec, key, v in counted])
 
     def _run_attack_cell(self, method: PlannedMethod, planned: PlannedBenchmark, state, attack) -> None:
         """Attack ``planned``'s prompts against ``method``'s model state, then generate and score them as cell "A(B)"."""
@@ -753,7 +751,7 @@ class Runner:
         with progress_bar(total=len(todo), desc=f"scoring {scorer.name}", unit="img", enabled=self.plan.config.show_progress and bool(todo)) as bar:
             for start in range(0, len(todo), SCORE_CHUNK):
                 chunk = todo[start : start + SCORE_CHUNK]
-                raws = scorer.score(self._load_images(chunk), [spec_of[key] for key in chunk])
+                raws = scorer.checked_score(self._load_images(chunk), [spec_of[key] for key in chunk])
                 fresh = dict(zip(chunk, raws))
                 store.add_raw_scores(scorer.name, scorer.version, fresh)
                 known.update(fresh)

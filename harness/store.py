@@ -335,15 +335,21 @@ class Store:
     def add_result(self, *, run_id: str, method: str, benchmark: str, metric: str, value: float, n: int,
                    lower_is_better: bool, name: str, description: str, unit: str, adversarial: bool, needs_reference: bool,
                    method_display: str = "", benchmark_display: str = "", metric_position: int | None = None,
-                   model_state: str, unet_evals_per_image: float, attack: str | None = None) -> None:
-        """``attack``: the attack's label for an attack cell "A(B)" (its prompts were found against this method)."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO results (run_id, method, benchmark, metric, value, n, lower_is_better, name, description, "
-            "model_state, unet_evals_per_image, unit, adversarial, needs_reference, method_display, benchmark_display, metric_position, "
-            "attack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image,
-             unit, int(adversarial), int(needs_reference), method_display, benchmark_display, metric_position, attack),
-        )
+                   model_state: str, unet_evals_per_image: float, attack: str | None = None,
+                   values: list[tuple[str, str, int, str, float]] | None = None) -> None:
+        """``attack``: the attack's label for an attack cell "A(B)" (its prompts were found against this method).
+        ``values``: its per-image values (as ``set_result_values``), written in the same transaction, so that a
+        failure between the two never leaves a result whose values are missing or belong to an earlier run."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO results (run_id, method, benchmark, metric, value, n, lower_is_better, name, description, "
+                "model_state, unet_evals_per_image, unit, adversarial, needs_reference, method_display, benchmark_display, metric_position, "
+                "attack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image,
+                 unit, int(adversarial), int(needs_reference), method_display, benchmark_display, metric_position, attack),
+            )
+            if values is not None:
+                self._replace_result_values(run_id, method, benchmark, metric, values)
 
     def has_results(self) -> bool:
         return self.db.execute("SELECT 1 FROM results LIMIT 1").fetchone() is not None
@@ -375,11 +381,14 @@ class Store:
                           rows: list[tuple[str, str, int, str, float]]) -> None:
         """Replace the per-image values of one result: rows of (spec id, prompt id, seed, image key, value)."""
         with self.transaction():
-            self.db.execute("DELETE FROM result_values WHERE run_id=? AND method=? AND benchmark=? AND metric=?", (run_id, method, benchmark, metric))
-            self.db.executemany(
-                "INSERT INTO result_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, method, benchmark, metric, spec_id, prompt_id, seed, key, value) for spec_id, prompt_id, seed, key, value in rows],
-            )
+            self._replace_result_values(run_id, method, benchmark, metric, rows)
+
+    def _replace_result_values(self, run_id: str, method: str, benchmark: str, metric: str, rows) -> None:
+        self.db.execute("DELETE FROM result_values WHERE run_id=? AND method=? AND benchmark=? AND metric=?", (run_id, method, benchmark, metric))
+        self.db.executemany(
+            "INSERT INTO result_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(run_id, method, benchmark, metric, spec_id, prompt_id, seed, key, value) for spec_id, prompt_id, seed, key, value in rows],
+        )
 
     def result_values(self, runs: list[str] | None = None) -> dict[tuple[str, str, str, str], list[dict]]:
         """(run, method, benchmark, metric) → its per-image values, each ``{spec_id, prompt_id, seed, image_key, value}``."""

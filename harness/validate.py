@@ -173,8 +173,19 @@ def validate_spec(spec, where: str, *, min_size: int | None = None, max_size: in
 
 
 def validate_specs(label: str, specs, backbone) -> None:
-    """Every prompt of a benchmark, before any work: a bad seed, guidance or size names its prompt."""
-    for spec in specs:
+    """Every prompt of a benchmark, before any work: a bad seed, guidance or size names its prompt, and no two prompts
+    share an id (results, images and per-image values are keyed by it; two would collide after generating)."""
+    from harness.api import PromptSpec
+
+    seen: set[str] = set()
+    for index, spec in enumerate(specs):
+        if not isinstance(spec, PromptSpec):
+            raise _error(f"benchmark {label!r}: prompts() must return harness.api.PromptSpec objects; item {index} is a "
+                         f"{type(spec).__name__}")
+        if spec.id in seen:
+            raise _error(f"benchmark {label!r}: two prompts have the id {spec.id!r}; each PromptSpec its benchmark "
+                         "returns needs its own id (images and per-image results are keyed by it)")
+        seen.add(spec.id)
         validate_spec(spec, f"benchmark {label!r}, prompt {spec.id}:", min_size=backbone.min_size, max_size=backbone.max_size)
 
 
@@ -208,6 +219,9 @@ def check_device(device: str) -> None:
 def check_metric_labels(registry, label: str, benchmark, specs) -> None:
     """Every scorer a benchmark's metrics name must exist, and every label they read must be on every prompt: found
     now, not after generation."""
+    if not benchmark.metric_refs():
+        raise _error(f"benchmark {label!r} lists no metrics; give its class a metrics tuple such as "
+                     "('nudenet:asr',) (see `harness list scorers`)")
     for ref in benchmark.metric_refs():
         # An unknown scorer is refused here, with a did-you-mean: the run resolves scorers only after the model loads.
         registry.entry("scorers", ref.scorer)

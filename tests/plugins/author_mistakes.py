@@ -1,0 +1,83 @@
+"""A one-file plugin with the mistakes a plugin author makes (tests/test_plugin_mistakes.py): scorers that return
+too few, too many or no results, a benchmark whose prompts share an id or are not PromptSpecs, one with no metrics."""
+
+from dataclasses import dataclass
+
+from harness.api import Benchmark, Metric, PromptSpec, Scorer
+from harness.hookspecs import hookimpl
+
+
+class Counted(Scorer):
+    """Mean pixel value, one result per image."""
+
+    name = "counted"
+    description = "mean pixel value"
+
+    def score(self, images, specs):
+        return [{"mean": sum(image.convert("L").getdata()) / (255.0 * image.width * image.height)} for image in images]
+
+    def metrics(self):
+        return [Metric("mean", "brightness", lower_is_better=False, description="mean pixel value", per_image=lambda raw: raw["mean"])]
+
+
+class TooFew(Counted):
+    name = "too-few"
+    description = "one result short"
+
+    def score(self, images, specs):
+        return super().score(images, specs)[:-1]
+
+
+class TooMany(Counted):
+    name = "too-many"
+    description = "one result too many"
+
+    def score(self, images, specs):
+        raws = super().score(images, specs)
+        return raws + raws[:1]
+
+
+class Nothing(Counted):
+    name = "nothing"
+    description = "returns None"
+
+    def score(self, images, specs):
+        return None
+
+
+class Mistaken(Benchmark):
+    name = "mistaken"
+    description = "three prompts, with one mistake chosen by `mistake`"
+    metrics = ("counted:mean",)
+
+    @dataclass
+    class Params:
+        mistake: str = "none"  # none, duplicate-ids, strings
+
+    def prompts(self):
+        specs = [PromptSpec(id=str(i), prompt=text, seed=i) for i, text in enumerate(["a cat", "a dog", "a bird"])]
+        if self.params.mistake == "duplicate-ids":
+            return [specs[0], specs[1], PromptSpec(id="0", prompt="a bird", seed=2)]
+        if self.params.mistake == "strings":
+            return ["a cat", "a dog"]
+        return specs
+
+
+class NoMetrics(Benchmark):
+    name = "no-metrics"
+    description = "prompts, but no metrics listed"
+
+    def prompts(self):
+        return [PromptSpec(id="0", prompt="a cat", seed=0)]
+
+
+@hookimpl
+def register_benchmarks(register):
+    register(Mistaken)
+    register(NoMetrics)
+
+
+@hookimpl
+def register_scorers(register):
+    for scorer in (Counted, TooFew, TooMany, Nothing):
+        register(scorer)

@@ -1,0 +1,77 @@
+"""A plugin author's mistakes are reported in one line that names the plugin's object and what it must do, before
+any work where they can be found before it, and never leave a half-written result in the store."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.store import Store
+
+MISTAKES = str(Path(__file__).parent / "plugins" / "author_mistakes.py")
+
+
+def run(capsys, tmp_path, bench: str):
+    out = tmp_path / "out"
+    code = main(["--plugin", MISTAKES, "run", "--model", "tiny", "--methods", "sd", "--bench", bench, "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    return code, err, out
+
+
+def one_line(code: int, err: str, *says: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("harness: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for text in says:
+        assert text in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(("mistake", "says"), [
+    ("duplicate-ids", "benchmark 'mistaken:mistake=duplicate-ids': two prompts have the id '0'"),
+    ("strings", "prompts() must return harness.api.PromptSpec objects; item 0 is a str"),
+])
+def test_a_benchmarks_bad_prompts_are_refused_before_any_image(capsys, tmp_path, mistake, says):
+    code, err, out = run(capsys, tmp_path, f"mistaken:mistake={mistake}")
+    one_line(code, err, says)
+    assert not (out / "cache" / "images").exists()
+
+
+def test_a_benchmark_without_metrics_is_refused_before_any_image(capsys, tmp_path):
+    code, err, out = run(capsys, tmp_path, "no-metrics")
+    one_line(code, err, "benchmark 'no-metrics' lists no metrics")
+    assert not (out / "cache" / "images").exists()
+
+
+@pytest.mark.parametrize(("scorer", "got"), [("too-few", "2 results for 3 images"), ("too-many", "4 results for 3 images"), ("nothing", "a NoneType for 3 images")])
+def test_a_scorer_returning_the_wrong_number_of_results_is_one_line_and_stores_no_result(capsys, tmp_path, scorer, got):
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("prompt,evaluation_seed\na cat,1\na dog,2\na bird,3\n", encoding="utf-8")
+    code, err, out = run(capsys, tmp_path, f"csv:path={prompts},metrics={scorer}:mean")
+    one_line(code, err, f"scorer '{scorer}' returned {got}", "one dict per image")
+    with Store(out, create=False) as store:
+        assert not store.has_results()
+
+
+def test_the_same_plugin_without_mistakes_runs(capsys, tmp_path):
+    code, err, out = run(capsys, tmp_path, "mistaken")
+    assert code == 0, err
+    with Store(out, create=False) as store:
+        assert [r.metric for r in store.results()] == ["counted:mean"]
+
+
+def test_a_result_and_its_per_image_values_are_written_together_or_not_at_all(tmp_path):
+    """A failure while writing the per-image values (here: two values for one prompt, which the schema refuses) leaves
+    no result behind, where it used to leave one whose intervals silently went missing."""
+    import sqlite3
+
+    fields = dict(run_id="run-a", method="sd", benchmark="b", metric="counted:mean", value=0.5, n=2, lower_is_better=False,
+                  name="brightness", description="mean", unit="score", adversarial=False, needs_reference=False,
+                  model_state="sd", unet_evals_per_image=8.0)
+    with Store(tmp_path) as store:
+        store.start_run("run-a", {})
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_result(**fields, values=[("0", "0", 1, "k0", 0.4), ("0", "0", 1, "k1", 0.6)])
+        assert not store.has_results() and store.result_values() == {}
+        store.add_result(**fields, values=[("0", "0", 1, "k0", 0.4), ("1", "1", 2, "k1", 0.6)])
+        assert [r.value for r in store.results()] == [0.5]
+        assert [v["value"] for v in store.result_values()["run-a", "sd", "b", "counted:mean"]] == [0.4, 0.6]
