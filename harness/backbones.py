@@ -19,20 +19,34 @@ SD14_HUB_ID = "CompVis/stable-diffusion-v1-4"
 HUB_HOST = "huggingface.co"
 
 
-def host_reachable(host: str, timeout: float = 1.5) -> bool:
-    """One TCP connect with a short timeout, so an offline machine gets its answer in about a second."""
+def host_reachable(host: str, timeout: float = 1.5, port: int = 443) -> bool:
+    """One TCP connect with a short timeout, so an offline machine gets its answer in about a second.
+
+    Where an HTTPS proxy is configured for ``host`` (``HTTPS_PROXY``/``ALL_PROXY``, not bypassed by ``NO_PROXY``), as
+    on a cluster whose only way out is the proxy, the proxy is what must answer: downloads go through it.
+    """
+    import urllib.parse
+    import urllib.request
+
+    proxy = urllib.request.getproxies().get("https") or urllib.request.getproxies().get("all")
+    if proxy and not urllib.request.proxy_bypass(host):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if parts.hostname:
+            host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
 
 
 def _hub_reachable() -> bool:
+    import urllib.parse
+
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
-    endpoint = os.environ.get("HF_ENDPOINT", f"https://{HUB_HOST}")
-    return host_reachable(endpoint.split("://", 1)[-1].split("/", 1)[0])
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", f"https://{HUB_HOST}"))
+    return host_reachable(endpoint.hostname or HUB_HOST, port=endpoint.port or (80 if endpoint.scheme == "http" else 443))
 
 
 def load_sd_pipeline(source: str, dtype: str, local_files_only: bool, device: str = "cpu"):

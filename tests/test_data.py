@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import data
 from benchmarks.data import UngatedCopyWarning, UnpinnedDataWarning, Upstream
+from harness import backbones
 from harness.api import HarnessError, sha256_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -196,3 +197,23 @@ def test_ungated_copy_is_opt_in_and_prints_its_caveat(monkeypatch, online):
     with pytest.warns(UngatedCopyWarning, match="NO LICENCE FILE"):
         resolved = data.fetch(item.key, ungated=True)
     assert resolved.pinned and resolved.origin == item.url
+
+
+def test_reachability_goes_through_the_configured_https_proxy(monkeypatch):
+    """On a cluster whose only way out is a proxy, the hub is reachable when the proxy is: a direct probe of port 443
+    refused every download there."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    try:
+        for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        assert not backbones.host_reachable("host.invalid", timeout=0.5)  # no proxy: a direct connect, which fails
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        assert backbones.host_reachable("host.invalid", timeout=0.5)  # through the proxy, which answers
+        monkeypatch.setenv("NO_PROXY", "host.invalid")
+        assert not backbones.host_reachable("host.invalid", timeout=0.5)  # bypassed: direct again
+    finally:
+        listener.close()
