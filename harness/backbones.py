@@ -108,7 +108,7 @@ def resolve_model_source(model: str) -> tuple[str, bool]:
         raise HarnessError(
             f"weights for {model!r} are not in the local Hugging Face cache and the hub cannot be reached "
             f"(offline or HF_HUB_OFFLINE=1); download them on a connected machine "
-            f"(`huggingface-cli download {model}`) or pass --model /path/to/a/local/diffusers/folder"
+            f"(`hf download {model}`) or pass --model /path/to/a/local/diffusers/folder"
         )
     return model, False
 
@@ -145,9 +145,14 @@ class DiffusersBackbone(Backbone):
             return load_sd_pipeline(source, dtype, local_only, device)
         except OSError as err:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise HarnessError(
-                f"could not load {source!r}: {first_line}; for gated repositories log in with `huggingface-cli login` or set HF_TOKEN"
-            ) from None
+            hint = ("check that each component's folder is there (unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
+                    if Path(source).is_dir() else "for gated repositories log in with `hf auth login` or set HF_TOKEN")
+            raise HarnessError(f"could not load {source!r}: {first_line}; {hint}") from None
+        except (KeyError, ValueError, TypeError, AttributeError) as err:  # a model_index.json diffusers cannot read
+            if not Path(source).is_dir():
+                raise  # a hub snapshot diffusers cannot read is a bug to see whole
+            raise HarnessError(f"could not load {source!r} as a Stable Diffusion pipeline ({type(err).__name__}: {err}); "
+                               "its model_index.json must name each component's class, as `save_pretrained` writes it") from None
 
 
 class TinyBackbone(Backbone):

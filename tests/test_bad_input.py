@@ -613,3 +613,19 @@ def test_toy_train_writes_a_new_folder_unless_told_to_replace_the_committed_mode
     args = build_parser(Registry(PluginHost())).parse_args(["toy", "train"])
     assert args.out == "toy-model" and Path(args.out).resolve() != TOY_WEIGHTS_DIR.resolve()
     assert args.handler is plugin._train
+
+
+@pytest.mark.parametrize(("index", "says"), [
+    ({}, "its model_index.json must name each component's class"),
+    ({"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}, "check that each component's folder is there"),
+])
+def test_a_local_model_folder_diffusers_cannot_read_is_one_line(tmp_path, capsys, index, says):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps(index))
+    path = write_csv(tmp_path)
+    code, stdout, stderr = cli(capsys, "run", "--model", str(folder), "--bench", f"csv:path={path},metrics=brightness:mean",
+                               "--out", str(tmp_path / "out"), "--no-progress")
+    assert code == 2 and "Traceback" not in stderr, stderr  # the plan is printed first; then one line says what is wrong
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("harness: error: could not load") and says in last, stderr
