@@ -122,14 +122,17 @@ class PluginHost:
             self._register(module, entry_point.name, version, source, builtin=dist_name(entry_point) == BUILTIN_DISTRIBUTION)
 
     def add_file(self, path: str | Path) -> None:
-        name = Path(path).stem
+        name, source = Path(path).stem, str(Path(path).resolve())
+        taken = self.info(name)
+        if taken is not None and taken.source != source:
+            name = source  # a file named like another plugin (attacks.py, methods.py): its path tells them apart
         try:
             module = load_file_module(path)
         except HarnessError:
             raise
         except Exception as err:  # SyntaxError, ImportError, ...
             raise HarnessError(f"plugin file {path} failed to load: {type(err).__name__}: {err}") from None
-        self._register(module, name, getattr(module, "__version__", "file"), str(Path(path).resolve()))
+        self._register(module, name, getattr(module, "__version__", "file"), source)
 
     def add_module(self, module, name: str | None = None, version: str = "?", source: str = "in process") -> None:
         """Register an already imported module or object (used by tests and embedding applications)."""
@@ -147,6 +150,12 @@ class PluginHost:
             return
         hooks = sorted(impl.name for impl in self.pm.get_hookcallers(module) or [])
         self.infos.append(PluginInfo(name=name, version=str(version), source=source, hooks=hooks, builtin=builtin))
+        # A hook function without @hookimpl is never called, and the plugin would register nothing without a word.
+        known = {hook for hook in dir(hookspecs) if hook.startswith("register_")}
+        for hook in sorted(known - set(hooks)):
+            if callable(getattr(module, hook, None)):
+                plugin_problem(f"plugin {name!r} ({source}) defines {hook} without @hookimpl, so it is never called; "
+                               "decorate it with @harness.hookspecs.hookimpl")
 
     def info(self, name: str) -> PluginInfo | None:
         """The record of the loaded plugin called ``name`` (None if no plugin of that name loaded)."""

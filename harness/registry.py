@@ -7,6 +7,7 @@ first time it is asked for by name.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from dataclasses import dataclass, field
@@ -144,6 +145,10 @@ class Registry:
             raise HarnessError(f"{KINDS[kind][0]} {name!r} ({entry.target}) is not a {base.__name__} subclass")
         if kind == "methods" and cls.kind not in tuple(MethodKind):
             raise HarnessError(f"method {name!r} has kind {cls.kind!r}; use one of {', '.join(k.value for k in MethodKind)} (harness.api.MethodKind)")
+        params = getattr(cls, "Params", None)
+        if params is not None and not dataclasses.is_dataclass(params):
+            raise HarnessError(f"{KINDS[kind][0]} {name!r}: {cls.__name__}.Params must be a dataclass (decorate it with "
+                               "@dataclasses.dataclass), so that its fields can be parameters")
         return cls
 
     def concept_set(self, name_or_path: str) -> ConceptSet:

@@ -192,12 +192,18 @@ def test_an_installed_duplicate_name_leaves_the_cli_working(duplicate_distributi
 
 def test_a_second_plugin_with_a_taken_plugin_name_is_skipped_with_one_warning(tmp_path, monkeypatch):
     monkeypatch.delenv("HARNESS_STRICT_PLUGINS", raising=False)
+    import types
+
     host = PluginHost()
-    other = tmp_path / "methods.py"  # a one-file plugin is named after its file: "methods" is the built-in's name
-    other.write_text("")
-    with pytest.warns(PluginLoadWarning, match=r"skipping plugin 'methods' \(.*methods.py\): the name is taken by entry point methods.plugin"):
-        host.add_file(other)
+    other = types.ModuleType("mine")  # registered in process under the built-in plugin's name
+    with pytest.warns(PluginLoadWarning, match=r"skipping plugin 'methods' \(in process\): the name is taken by entry point methods.plugin"):
+        host.add_module(other, name="methods")
     assert host.info("methods").builtin
+    # A one-file plugin is named after its file, unless another plugin has that name: then after its path.
+    named_alike = tmp_path / "methods.py"
+    named_alike.write_text("")
+    host.add_file(named_alike)
+    assert host.info("methods").builtin and host.info(str(named_alike.resolve())) is not None
 
 
 MISSPELT = """
@@ -272,3 +278,54 @@ def test_close_names_are_what_a_typo_most_likely_meant():
     assert close_names("ucee", methods) == ["uce"]  # else the closest spelling
     assert close_names("zzz", methods) == []
     assert did_you_mean("zzz", methods) == "; choose from " + ", ".join(methods)  # nothing close: the valid names
+
+
+METHOD_PLUGIN = '''
+from dataclasses import dataclass
+
+from harness.api import Method
+from harness.hookspecs import hookimpl
+
+
+class Dampen(Method):
+    name = "dampen-{tag}"
+    description = "test method"
+
+    {params}
+
+    def edit(self, pipe, concepts, ctx):
+        return {{}}
+
+
+{decorator}
+def register_methods(register):
+    register(Dampen)
+'''
+
+
+def method_plugin(path, tag="x", params="@dataclass\n    class Params:\n        strength: float = 0.5", decorator="@hookimpl"):
+    path.write_text(METHOD_PLUGIN.format(tag=tag, params=params, decorator=decorator))
+    return str(path)
+
+
+def test_a_plugin_file_named_like_a_built_in_plugin_still_loads(tmp_path):
+    """The built-in plugins are called attacks, methods, benchmarks, ...: a user's attacks.py must not be skipped."""
+    plugin = method_plugin(tmp_path / "methods.py", tag="named-like-builtin")
+    result = run_cli("--plugin", plugin, "list", "methods")
+    assert result.returncode == 0, result.stderr
+    assert "dampen-named-like-builtin" in result.stdout and "skipping" not in result.stderr
+
+
+def test_a_hook_without_hookimpl_is_flagged_not_silently_ignored(tmp_path):
+    plugin = method_plugin(tmp_path / "forgot.py", tag="forgot", decorator="")
+    result = run_cli("--plugin", plugin, "list", "methods")
+    assert "defines register_methods without @hookimpl, so it is never called" in result.stderr
+    strict = run_cli("--plugin", plugin, "list", "methods", env_extra={"HARNESS_STRICT_PLUGINS": "1"})
+    assert strict.returncode == 2 and strict.stderr.count("\n") == 1 and "without @hookimpl" in strict.stderr
+
+
+def test_params_that_are_not_a_dataclass_are_one_line(tmp_path):
+    plugin = method_plugin(tmp_path / "plain.py", tag="plain", params="class Params:\n        strength = 0.5")
+    result = run_cli("--plugin", plugin, "list", "--params", "dampen-plain")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "Dampen.Params must be a dataclass" in result.stderr
