@@ -75,3 +75,13 @@ def test_a_result_and_its_per_image_values_are_written_together_or_not_at_all(tm
         store.add_result(**fields, values=[("0", "0", 1, "k0", 0.4), ("1", "1", 2, "k1", 0.6)])
         assert [r.value for r in store.results()] == [0.5]
         assert [v["value"] for v in store.result_values()["run-a", "sd", "b", "counted:mean"]] == [0.4, 0.6]
+
+
+@pytest.mark.skipif(not hasattr(BaseException, "add_note"), reason="exception notes are Python 3.11+")
+def test_a_bug_in_a_methods_edit_keeps_its_traceback_and_names_the_method(tmp_path):
+    concepts = tmp_path / "red.json"
+    concepts.write_text('{"name": "red", "erase": ["red"]}')
+    with pytest.raises(ValueError, match="my bug") as raised:
+        main(["--plugin", MISTAKES, "run", "--model", "tiny", "--methods", "sd,boom", "--bench", "mistaken",
+              "--concepts", str(concepts), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert raised.value.__notes__ == [f"raised in method 'boom' (Boom.edit, {MISTAKES}): a bug in that method's code"]

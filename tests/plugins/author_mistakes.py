@@ -1,9 +1,9 @@
 """A one-file plugin with the mistakes a plugin author makes (tests/test_plugin_mistakes.py): scorers that return
-too few, too many or no results, a benchmark whose prompts share an id or are not PromptSpecs, one with no metrics."""
+too few, too many or no results, a method whose edit raises, a benchmark whose prompts share an id or are not PromptSpecs, one with no metrics."""
 
 from dataclasses import dataclass
 
-from harness.api import Benchmark, Metric, PromptSpec, Scorer
+from harness.api import Benchmark, Method, Metric, PromptSpec, Scorer
 from harness.hookspecs import hookimpl
 
 
@@ -69,6 +69,19 @@ class NoMetrics(Benchmark):
 
     def prompts(self):
         return [PromptSpec(id="0", prompt="a cat", seed=0)]
+
+
+class Boom(Method):
+    name = "boom"
+    description = "a method with a bug in its edit"
+
+    def edit(self, pipe, concepts, ctx):
+        raise ValueError("my bug")
+
+
+@hookimpl
+def register_methods(register):
+    register(Boom)
 
 
 @hookimpl
