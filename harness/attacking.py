@@ -151,6 +151,10 @@ def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None
         if budget is not None:
             if not cls.budget_param:
                 raise HarnessError(f"attack {selection.name!r} declares no iteration parameter, so --attack-budget cannot cap it")
+            if not hasattr(params, cls.budget_param):
+                raise HarnessError(f"attack {selection.name!r} names {cls.budget_param!r} as its budget_param, which is not one of "
+                                   f"its parameters ({', '.join(f.name for f in dataclasses.fields(params)) or 'none'}); "
+                                   "a bug in the attack's plugin")
             current = getattr(params, cls.budget_param)
             if budget < current:
                 params = dataclasses.replace(params, **{cls.budget_param: budget})

@@ -85,3 +85,17 @@ def test_a_bug_in_a_methods_edit_keeps_its_traceback_and_names_the_method(tmp_pa
         main(["--plugin", MISTAKES, "run", "--model", "tiny", "--methods", "sd,boom", "--bench", "mistaken",
               "--concepts", str(concepts), "--out", str(tmp_path / "out"), "--no-progress"])
     assert raised.value.__notes__ == [f"raised in method 'boom' (Boom.edit, {MISTAKES}): a bug in that method's code"]
+
+
+def test_an_attack_with_nothing_to_attack_is_refused_before_any_work(capsys, tmp_path):
+    """The only metric is higher-is-better (brightness): no attack cell could be made, which used to pass in silence."""
+    code = main(["--plugin", MISTAKES, "run", "--model", "tiny", "--methods", "sd", "--bench", "mistaken", "--attack",
+                 "ring-a-bell", "--out", str(tmp_path / "out"), "--dry-run"])
+    err = capsys.readouterr().err
+    one_line(code, err, "--attack has nothing to attack: no benchmark of this run (mistaken) has a per-image erasure metric")
+
+
+def test_an_attack_whose_budget_param_names_no_parameter_is_one_line(capsys, tmp_path):
+    code = main(["--plugin", MISTAKES, "run", "--model", "tiny", "--bench", "mistaken", "--attack", "misnamed-budget", "--attack-budget", "3", "--out", str(tmp_path / "out"), "--dry-run"])
+    err = capsys.readouterr().err
+    one_line(code, err, "attack 'misnamed-budget' names 'iters' as its budget_param, which is not one of its parameters (iterations)")

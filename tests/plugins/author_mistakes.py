@@ -3,7 +3,7 @@ too few, too many or no results, a method whose edit raises, a benchmark whose p
 
 from dataclasses import dataclass
 
-from harness.api import Benchmark, Method, Metric, PromptSpec, Scorer
+from harness.api import AdversarialPrompt, Attack, Benchmark, Method, Metric, PromptSpec, Scorer
 from harness.hookspecs import hookimpl
 
 
@@ -77,6 +77,24 @@ class Boom(Method):
 
     def edit(self, pipe, concepts, ctx):
         raise ValueError("my bug")
+
+
+class MisnamedBudget(Attack):
+    name = "misnamed-budget"
+    description = "an attack whose budget_param names no parameter"
+    budget_param = "iters"  # the field is called iterations
+
+    @dataclass
+    class Params:
+        iterations: int = 10
+
+    def attack(self, pipe, concepts, spec, ctx):
+        return AdversarialPrompt(text=spec.prompt)
+
+
+@hookimpl
+def register_attacks(register):
+    register(MisnamedBudget)
 
 
 @hookimpl
