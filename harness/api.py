@@ -189,15 +189,16 @@ class Scorer:
     def score_set(self, images: list, reference_images: list, specs: list[PromptSpec]) -> dict:
         raise NotImplementedError(f"scorer {self.name!r} scores single images; call score")
 
-    def checked_score(self, images: list, specs: list[PromptSpec]) -> list[dict]:
-        """``score``, as the harness calls it: its result must pair up with the images, one dict each, or nothing is
-        stored (a missing or extra result would otherwise shift or drop scores without a word)."""
-        raws = self.score(images, specs)
-        if not isinstance(raws, (list, tuple)) or len(raws) != len(images):
-            got = f"{len(raws)} results" if isinstance(raws, (list, tuple)) else f"a {type(raws).__name__}"
-            raise HarnessError(f"scorer {self.name!r} returned {got} for {len(images)} images; its score() must return "
-                               "a list with one dict per image, in order (a bug in the scorer's plugin)")
-        return list(raws)
+
+def checked_score(scorer, images: list, specs: list[PromptSpec]) -> list[dict]:
+    """``scorer.score``, as the harness calls it: its result must pair up with the images, one dict each, or nothing
+    is stored (a missing or extra result would otherwise shift or drop scores without a word)."""
+    raws = scorer.score(images, specs)
+    if not isinstance(raws, (list, tuple)) or len(raws) != len(images):
+        got = f"{len(raws)} results" if isinstance(raws, (list, tuple)) else f"a {type(raws).__name__}"
+        raise HarnessError(f"scorer {scorer.name!r} returned {got} for {len(images)} images; its score() must return "
+                           "a list with one dict per image, in order (a bug in the scorer's plugin)")
+    return list(raws)
 
 
 # --------------------------------------------------------------------------- parameters

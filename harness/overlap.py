@@ -86,7 +86,7 @@ class Overlap:
 
         from PIL import Image
 
-        from harness.api import HarnessError
+        from harness.api import HarnessError, checked_score
         from harness.store import Store
 
         store = None
@@ -112,7 +112,7 @@ class Overlap:
                         known = store.raw_scores([key for key, _ in batch], scorer.name, scorer.version)
                         todo = [index for index, (key, _) in enumerate(batch) if key not in known]
                         if todo:
-                            raws = scorer.checked_score([images[i] for i in todo], [specs[i] for i in todo])
+                            raws = checked_score(scorer, [images[i] for i in todo], [specs[i] for i in todo])
                             store.add_raw_scores(scorer.name, scorer.version, {batch[i][0]: raw for i, raw in zip(todo, raws)})
                     self.stats.images += len(batch)
                 except BaseException as err:  # raised again in the caller

@@ -6,6 +6,7 @@ so they take exactly the path a user's plugin takes.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -82,6 +83,7 @@ def load_file_module(path: str | Path):
     except BaseException:
         sys.modules.pop(module_name, None)
         raise
+    module.__harness_source_sha256__ = hashlib.sha256(path.read_bytes()).hexdigest()  # see Registry: versions
     return module
 
 

@@ -88,12 +88,28 @@ class Registry:
                                        f"{target.name!r}; drop name= (a class registration reads it from the class)")
                 name = target.name
                 description = description if description is not None else target.description
+                self._version_by_source(target, plugin_name)
             entry = Entry(kind, name, target, description or "", plugin_name, tuple(groups))
             if name in self.entries[kind] and not self._replaces(self.entries[kind][name], entry):
                 return
             self.entries[kind][name] = entry
 
         return register
+
+    def _version_by_source(self, target, plugin_name: str) -> None:
+        """A class from a one-file plugin (``--plugin FILE``) carries the file's content in its ``version``.
+
+        Cached work (an edit, raw scores, attack prompts) is keyed by the plugin's name, parameters and ``version``;
+        a plugin file is usually being written, and an author who edits ``edit`` without bumping ``version`` would
+        get the old cached results back without a word.  ``"1+3f2a…"``: the declared version, then the file's
+        sha256.  Packages (entry points) keep their declared version: bump it when the code changes.
+        """
+        digest = getattr(self.host.pm.get_plugin(plugin_name), "__harness_source_sha256__", None)
+        if digest is None or not isinstance(inspect.getattr_static(target, "version", None), str):
+            return  # benchmarks have no version (nothing of theirs is cached); a computed version (a property) is its own
+        declared = str(target.__dict__.get("_declared_version", getattr(target, "version", "1"))).split("+")[0]
+        target._declared_version = declared
+        target.version = f"{declared}+{digest[:12]}"
 
     def _source(self, plugin_name: str) -> str:
         info = self.host.info(plugin_name)

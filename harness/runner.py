@@ -27,6 +27,7 @@ from harness.api import (
     MetricRef,
     PromptSpec,
     Target,
+    checked_score,
     close_names,
     sha256_json,
 )
@@ -765,7 +766,7 @@ class Runner:
         with progress_bar(total=len(todo), desc=f"scoring {scorer.name}", unit="img", enabled=self.plan.config.show_progress and bool(todo)) as bar:
             for start in range(0, len(todo), SCORE_CHUNK):
                 chunk = todo[start : start + SCORE_CHUNK]
-                raws = scorer.checked_score(self._load_images(chunk), [spec_of[key] for key in chunk])
+                raws = checked_score(scorer, self._load_images(chunk), [spec_of[key] for key in chunk])
                 fresh = dict(zip(chunk, raws))
                 store.add_raw_scores(scorer.name, scorer.version, fresh)
                 known.update(fresh)

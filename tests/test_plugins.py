@@ -329,3 +329,30 @@ def test_params_that_are_not_a_dataclass_are_one_line(tmp_path):
     result = run_cli("--plugin", plugin, "list", "--params", "dampen-plain")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "Dampen.Params must be a dataclass" in result.stderr
+
+
+def test_a_one_file_plugins_cached_work_is_redone_when_the_file_changes(tmp_path, capsys):
+    """Edits, raw scores and attack prompts are cached by name, parameters and version; a plugin file being written
+    would give back the old cached edit after its code changed, unless the file's content is part of the version."""
+    from harness.cli import main
+
+    plugin = tmp_path / "mine.py"
+    source = METHOD_PLUGIN.replace("return {{}}", "pipe.unet.conv_in.weight.data.mul_({scale}); return {{}}")
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("prompt,evaluation_seed\na cat,1\na dog,2\n", encoding="utf-8")
+    concepts = tmp_path / "red.json"
+    concepts.write_text('{"name": "red", "erase": ["red"]}')
+
+    def run(scale: str) -> float:
+        plugin.write_text(source.format(tag="v", params="@dataclass\n    class Params:\n        strength: float = 0.5",
+                                        decorator="@hookimpl", scale=scale))
+        code = main(["--plugin", str(plugin), "--plugin", str(PLUGINS / "brightness.py"), "run", "--model", "tiny", "--methods", "dampen-v",
+                     "--bench", f"csv:path={prompts},metrics=brightness:mean", "--concepts", str(concepts),
+                     "--out", str(tmp_path / "out"), "--no-progress", "--run-name", f"scale-{scale}"])
+        assert code == 0, capsys.readouterr().err
+        from harness.store import Store
+
+        with Store(tmp_path / "out", create=False) as store:
+            return next(r.value for r in store.results() if r.run_id == f"scale-{scale}")
+
+    assert run("1.0") != run("0.0"), "the second file's edit must be computed, not read from the first's cache"

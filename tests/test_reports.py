@@ -288,7 +288,11 @@ def test_flagged_images_are_blurred_and_the_others_untouched(store_dir, board, r
     assert grid.methods == ["sd", "tint:amount=0.1", "tint:amount=-0.1", "tint:amount=-0.3"] and grid.spec_ids == ["0", "1", "2", "3"]
     # The flag is the stored raw score read independently: mean pixel value above the kit's threshold.
     keys = {(r["method"], r["spec_id"]): r["image_key"] for r in store.run_images() if r["benchmark"] == "plain:count=4"}
-    raws = store.raw_scores(list(keys.values()), "pixels", "1")
+    from harness.plugins import PluginHost
+    from harness.registry import Registry
+
+    version = Registry(PluginHost([KIT])).get("scorers", "pixels").version  # "1+<the kit file's sha256>"
+    raws = store.raw_scores(list(keys.values()), "pixels", version)
     for cell in grid.cells:
         assert cell.flagged == (raws[keys[cell.method, cell.spec_id]]["mean"] > BRIGHT) and not cell.unscored
     assert {cell.flagged for cell in grid.cells} == {True, False}, "the run must flag some images and not others"
