@@ -71,3 +71,15 @@ def test_the_example_documents_its_parameter_through_list_params(package):
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.strip().startswith("strength "))
     assert "0.5" in line and "≥ 0 and ≤ 1" in line and "share of each value projection removed" in line
+
+
+def test_the_scorer_and_benchmark_example_runs_as_a_one_file_plugin(tmp_path):
+    """The README's second example, loaded with --plugin exactly as its first line says, on the tiny pipeline."""
+    module = tmp_path / "my_scoring.py"
+    module.write_text(readme_example("scorer"))
+    first = readme_example("scorer").splitlines()[0]
+    assert first.startswith("# my_scoring.py: harness --plugin my_scoring.py run")
+    run = harness("--plugin", str(module), "run", "--model", "tiny", "--bench", "dark-or-light", "--out", str(tmp_path / "out"),
+                  "--no-progress")
+    assert run.returncode == 0, run.stderr
+    assert "light share" in run.stdout and "n=2" in run.stdout
