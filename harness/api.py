@@ -174,6 +174,10 @@ class Scorer:
     def __init__(self, device: str = "cpu"):
         self.device = device
 
+    def check(self) -> None:
+        """Raise ``HarnessError`` if this scorer cannot run here (its weights are neither local nor downloadable),
+        without loading anything heavy.  Called when a run is planned (``--dry-run`` too), before any image is made."""
+
     def metrics(self) -> list[Metric]:
         raise NotImplementedError(f"scorer {self.name!r} must list its metrics")
 

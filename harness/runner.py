@@ -267,6 +267,8 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
     for planned in benchmarks:
         validate_specs(planned.label, planned.specs, target.backbone)
         check_metric_labels(registry, planned.label, planned.benchmark, planned.specs)
+    for scorer_name in dict.fromkeys(ref.scorer for planned in benchmarks for ref in planned.benchmark.metric_refs()):
+        registry.get("scorers", scorer_name)(device="cpu").check()  # weights local or downloadable: before any image
     methods = resolve_methods(registry, method_items, overrides, target.backbone)
     check_concepts_named(methods, benchmarks)
     from harness.attacking import plan_attacks

@@ -479,7 +479,10 @@ def test_limit_stops_reading_the_csv_after_n_rows(tmp_path, registry):
         plan(dataclasses.replace(config, limit=None), registry)
 
 
-def test_a_metric_that_needs_labels_the_csv_lacks_fails_at_plan_time(tmp_path, registry):
+def test_a_metric_that_needs_labels_the_csv_lacks_fails_at_plan_time(tmp_path, registry, monkeypatch):
+    from benchmarks.scorers.q16 import Q16Scorer
+
+    monkeypatch.setattr(Q16Scorer, "check", lambda self: None)  # its weights are not the point here (offline)
     path = write_csv(tmp_path)
     config = RunConfig(bench=f"csv:path={path},metrics=q16:inappropriate|q16:inappropriate-sexual", model="tiny", device="cpu",
                        out=str(tmp_path / "out"))
@@ -629,3 +632,25 @@ def test_a_local_model_folder_diffusers_cannot_read_is_one_line(tmp_path, capsys
     assert code == 2 and "Traceback" not in stderr, stderr  # the plan is printed first; then one line says what is wrong
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("harness: error: could not load") and says in last, stderr
+
+
+@pytest.mark.parametrize(("bench", "says"), [
+    ("coco:data={coco},subset=4", "FID needs the Inception weights"),
+    ("csv:path={csv},metrics=q16:inappropriate", "the q16 scorer needs its prompts file prompts.p"),
+    ("csv:path={csv},metrics=clip-score:clip-score", "the clip-score scorer needs 'openai/clip-vit-large-patch14'"),
+])
+def test_a_scorer_whose_weights_are_missing_offline_fails_at_plan_time(tmp_path, capsys, monkeypatch, bench, says):
+    """Found by --dry-run, before the model loads: the real run used to make a whole benchmark's images first."""
+    from benchmarks.scorers import fid
+
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty Hugging Face cache
+    monkeypatch.setattr(fid, "default_weights_path", lambda: tmp_path / "torch" / fid.WEIGHTS_FILE)
+    for name in ("HARNESS_FID_WEIGHTS", "HARNESS_Q16_PROMPTS", "HARNESS_Q16_MODEL", "HARNESS_CLIP_SCORE_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    fixtures = Path(__file__).parent / "fixtures"
+    bench = bench.format(coco=fixtures / "coco_sample.csv", csv=write_csv(tmp_path))
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--bench", bench, "--out", str(tmp_path / "out"), "--dry-run")
+    errors = [line for line in stderr.splitlines() if not line.startswith("harness: warning:")]  # the sample isn't the pin
+    assert code == 2 and len(errors) == 1 and errors[0].startswith("harness: error: ") and "Traceback" not in stderr, stderr
+    assert says in errors[0] and stdout == ""

@@ -379,6 +379,7 @@ def test_end_to_end_on_tiny_backbone(tmp_path, monkeypatch, tiny_clip, q16_promp
     monkeypatch.setenv("HARNESS_STYLE_MODEL", tiny_clip)
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(fid, "inception_extractor", lambda weights: TinyInception())
+    monkeypatch.setattr(fid, "inception_weights", lambda weights: None)  # checked at plan time; the tiny one needs none
     benches = ",".join(
         [
             f"i2p-all:data={FIXTURES / 'i2p_sample.csv'},size=32",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from harness.api import Metric, PromptSpec, Scorer
 
-from .weights import features, load_clip, model_option
+from .weights import features, load_clip, model_option, resolve_model
 
 
 def _torchmetrics_compatible(clip):
@@ -58,6 +58,9 @@ class ClipScorer(Scorer):
         self.model_name = model_option(model, self.model_env, self.default_model)
         self.version = f"1+{self.model_name}"
         self._metric = None
+
+    def check(self) -> None:
+        resolve_model(self.model_name, f"the {self.name} scorer", self.model_env)
 
     def _load(self):
         if self._metric is None:

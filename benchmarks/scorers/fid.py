@@ -55,8 +55,8 @@ def default_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
 
 
-def inception_extractor(weights: str | None):
-    """torchmetrics' FID Inception-v3 (2048-d), with the TF-style resize, from local weights when there are some."""
+def inception_weights(weights: str | None) -> Path:
+    """Where the Inception weights are, or will be downloaded to; a one-line error if neither can be."""
     path = Path(weights).expanduser() if weights else default_weights_path()
     if weights and not path.is_file():
         raise HarnessError(f"FID Inception weights {path} do not exist (set {WEIGHTS_ENV} to the {WEIGHTS_FILE} file)")
@@ -65,6 +65,12 @@ def inception_extractor(weights: str | None):
             f"FID needs the Inception weights {WEIGHTS_FILE}, which are not in {path.parent} and cannot be downloaded "
             f"(offline): fetch {WEIGHTS_URL} on a connected machine and set {WEIGHTS_ENV}=/path/to/{WEIGHTS_FILE}"
         )
+    return path
+
+
+def inception_extractor(weights: str | None):
+    """torchmetrics' FID Inception-v3 (2048-d), with the TF-style resize, from local weights when there are some."""
+    path = inception_weights(weights)
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
     except (ImportError, ModuleNotFoundError):
@@ -111,6 +117,10 @@ class FidScorer(Scorer):
         self.feature_extractor = feature_extractor
         if feature_extractor is not None:
             self.version = f"1+{type(feature_extractor).__name__}"  # never mix with real Inception scores
+
+    def check(self) -> None:
+        if self.feature_extractor is None:
+            inception_weights(self.weights)
 
     def _metric(self):
         from torchmetrics.image.fid import FrechetInceptionDistance

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from harness.api import HarnessError, Metric, PromptSpec, Scorer, sha256_file
 
-from .weights import features, load_clip, model_option
+from .weights import features, load_clip, model_option, resolve_model
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 MODEL_ENV = "HARNESS_Q16_MODEL"
@@ -109,6 +109,22 @@ class Q16Scorer(Scorer):
         self.prompts_sha256 = prompts_sha256(self.prompts_path)
         self.version = f"1+{self.model_name}+prompts-{self.prompts_sha256[:16]}"
         self._clip = None
+
+    def check(self) -> None:
+        import urllib.parse
+
+        from benchmarks.data import host_reachable, resolve, upstream
+
+        if not self.prompts_path:  # a given file was checked when the scorer was made
+            item = upstream("q16-vitl14")
+            try:
+                resolve("q16-vitl14", None, fetch_missing=False)
+            except HarnessError:
+                if not host_reachable(urllib.parse.urlsplit(item.url).hostname):
+                    raise HarnessError(f"the q16 scorer needs its prompts file {item.filename}, which is not downloaded and "
+                                       f"cannot be (offline): run `harness data fetch q16-vitl14` on a connected machine, "
+                                       f"or set {PROMPTS_ENV}=/path/to/{item.filename}") from None
+        resolve_model(self.model_name, "the q16 scorer", MODEL_ENV)
 
     def _load(self):
         if self._clip is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from harness.api import HarnessError, Metric, PromptSpec, Scorer
 
-from .weights import features, load_clip, model_option
+from .weights import features, load_clip, model_option, resolve_model
 
 TEMPLATE = "an artwork in the style of {}"
 
@@ -92,6 +92,9 @@ class ClipStyleJudge(StyleJudge):
         self.judge = f"CLIP {self.model_name} zero-shot ({TEMPLATE.format('<artist>')!r}, argmax over the file's artists)"
         self._clip = None
         self._text_cache: dict[tuple[str, ...], object] = {}
+
+    def check(self) -> None:
+        resolve_model(self.model_name, "the style judge", self.model_env)
 
     def _load(self):
         if self._clip is None:
