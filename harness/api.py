@@ -481,6 +481,10 @@ class Method(Configurable):
         backbone may supply (``safegen``'s triplets on ``toy``), which ``Params`` alone cannot require.
         """
 
+    def check_concepts(self, concepts: ConceptSet) -> None:
+        """Raise ``HarnessError`` if data this method reads through ``concepts`` (a pinned caption file) is neither
+        local nor downloadable.  Called at plan time (``--dry-run`` too), before the model loads."""
+
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict | None:
         """Change ``pipe``'s weights in place.  Return metadata to store with the model state."""
         return None

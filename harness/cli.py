@@ -316,6 +316,7 @@ def cmd_erase(args, registry: Registry) -> int:
     concepts = registry.concept_set(args.concepts)
     for part, part_label in planned.parts:
         runner.check_erases_something(part, part_label, concepts)
+        part.check_concepts(concepts)
     if os.path.exists(args.save) and os.listdir(args.save):
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
     runner.matmul_precision(target.device, target.dtype)

@@ -466,6 +466,7 @@ def check_concepts_named(methods: list[PlannedMethod], benchmarks: list[PlannedB
                         "pass --concepts NAME (or run it together with the benchmarks of one concept set)"
                     )
                 check_erases_something(part, part_label, planned.concepts)
+                part.check_concepts(planned.concepts)  # data it reads through the concept set: local or downloadable
 
 
 def check_erases_something(part: Method, part_label: str, concepts: ConceptSet) -> None:

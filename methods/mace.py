@@ -138,6 +138,12 @@ class MACE(Method):
             if self.masks.startswith("files:") and not Path(self.masks[6:]).expanduser().is_dir():
                 raise HarnessError(f"mace: masks folder {self.masks[6:]!r} does not exist (layout: DIR/<concept>/<k>.png + <k>_mask.png)")
 
+    def check_concepts(self, concepts: ConceptSet) -> None:
+        from methods.trce_t import check_captions_available
+
+        if self.params.preserve_scale or self.params.fuse_preserve_scale:
+            check_captions_available(concepts, self.params.captions, "mace")
+
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         from methods.trce_t import load_captions
 

@@ -125,6 +125,10 @@ class TRCET(Method):
         caption_divisor: float = 0.0  # quirk: 0 = the number of captions (a mean); official code: a fixed 3e4
         augmentation: Literal["concepts", "official"] = "concepts"  # phrase/template lists: the concept set's, or TRCE's own
 
+    def check_concepts(self, concepts: ConceptSet) -> None:
+        if self.params.preserve_scale != 0:
+            check_captions_available(concepts, self.params.captions, "trce-t")
+
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
         params = self.params
         rows = parse_tokens(params.tokens)
@@ -274,6 +278,23 @@ def token_rows(pipe, prompt_pairs: list[tuple[str, str, str]], rows: tuple[str, 
             targets.append(safe.embeddings[index, position_good])
             weights.append(weight)
     return torch.stack(keys), torch.stack(targets), torch.tensor(weights), missing
+
+
+def check_captions_available(concepts: ConceptSet, path: str, method: str) -> None:
+    """At plan time: where the captions come from a pinned upstream file (COCO-30k), it must be cached or
+    downloadable now, or the run would fail after the model loaded (``load_captions`` downloads it)."""
+    if path or concepts.captions or not concepts.extra.get("captions_data"):
+        return
+    import urllib.parse
+
+    from harness import data
+
+    item = data.Upstream.from_dict(concepts.extra["captions_data"], origin=f"concept set {concepts.name!r}")
+    if data.cache_path(item).is_file() or data.host_reachable(urllib.parse.urlsplit(item.url).hostname or ""):
+        return
+    raise HarnessError(f"{method} preserves the captions of {item.key!r}, which is not downloaded and cannot be (offline): "
+                       f"run `harness data fetch {item.key}` on a connected machine (into the same HARNESS_DATA_DIR), "
+                       f"or pass --set {method}.captions=PATH")
 
 
 def load_captions(concepts: ConceptSet, path: str, limit: int, *, method: str = "trce-t",

@@ -654,3 +654,18 @@ def test_a_scorer_whose_weights_are_missing_offline_fails_at_plan_time(tmp_path,
     errors = [line for line in stderr.splitlines() if not line.startswith("harness: warning:")]  # the sample isn't the pin
     assert code == 2 and len(errors) == 1 and errors[0].startswith("harness: error: ") and "Traceback" not in stderr, stderr
     assert says in errors[0] and stdout == ""
+
+
+@pytest.mark.parametrize("command", ["run", "erase"])
+def test_trce_t_without_its_pinned_captions_offline_fails_before_the_model_loads(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))  # an empty data cache: coco30k is not there
+    if command == "run":
+        path = write_csv(tmp_path)
+        argv = ["run", "--model", "tiny", "--methods", "trce-t", "--bench", f"csv:path={path},metrics=brightness:mean",
+                "--concepts", "sexual", "--out", str(tmp_path / "out"), "--dry-run"]
+    else:
+        argv = ["erase", "--model", "tiny", "--method", "trce-t", "--concepts", "sexual", "--save", str(tmp_path / "saved")]
+    code, stdout, stderr = cli(capsys, *argv)
+    assert_one_line_failure(code, stdout, stderr, as_json=False)
+    assert "trce-t preserves the captions of 'coco30k', which is not downloaded and cannot be (offline)" in stderr
+    assert "--set trce-t.captions=PATH" in stderr
