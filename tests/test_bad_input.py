@@ -669,3 +669,16 @@ def test_trce_t_without_its_pinned_captions_offline_fails_before_the_model_loads
     assert_one_line_failure(code, stdout, stderr, as_json=False)
     assert "trce-t preserves the captions of 'coco30k', which is not downloaded and cannot be (offline)" in stderr
     assert "--set trce-t.captions=PATH" in stderr
+
+
+def test_data_fetch_takes_several_targets_and_groups_and_names_what_failed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
+    fixture = Path(__file__).parent / "fixtures" / "ring_a_bell_sample.csv"
+    code, stdout, stderr = cli(capsys, "data", "fetch", "paper", "coco30k")  # offline: every download fails, each is named
+    assert code == 2 and "Traceback" not in stderr
+    *warnings_, last = stderr.strip().splitlines()
+    assert last.startswith("harness: error: 8 of 8 could not be fetched (") and "i2p" in last and "coco30k" in last
+    assert len(warnings_) == 8 and all(line.startswith("harness: warning: ") for line in warnings_)  # coco30k once
+    code, stdout, stderr = cli(capsys, "data", "fetch", "i2p", "mma", "--data", str(fixture))
+    assert_one_line_failure(code, stdout, stderr, as_json=False)
+    assert "--data names one file, for one TARGET; got 2 (i2p, mma)" in stderr

@@ -23,6 +23,7 @@ page and log in (`hf auth login`), or opt in to an ungated copy with --ungated.
 
 examples:
   harness data fetch i2p                       download and verify unsafe-prompts4703.csv
+  harness data fetch paper coco30k q16-vitl14  every file a paper run needs, before going offline
   harness data fetch mma --data ~/Downloads/mma-diffusion-nsfw-adv-prompts.csv
   harness data check i2p                       prompt count, sha256 and source
   harness data check coco --json               the same as JSON, with the first five prompt specs
@@ -40,8 +41,9 @@ def add_data_command(subparsers) -> None:
     fetch = actions.add_parser(
         "fetch", help="download (or install --data PATH) and verify", description=HELP, formatter_class=formatter
     )
-    fetch.add_argument("target", metavar="TARGET", help="benchmark or data set")
-    fetch.add_argument("--data", metavar="PATH", help="a file you downloaded by hand: verify it and put it in the cache")
+    fetch.add_argument("targets", nargs="+", metavar="TARGET",
+                       help="benchmarks, data sets or benchmark groups (paper, adversarial): each one's file")
+    fetch.add_argument("--data", metavar="PATH", help="a file you downloaded by hand: verify it and put it in the cache (one TARGET)")
     fetch.add_argument("--ungated", action="store_true", help="gated sets: use the ungated copy (prints its licence caveat)")
     fetch.add_argument("--force", action="store_true", help="download again even if the cache has the file")
     fetch.set_defaults(handler=cmd_fetch)
@@ -70,22 +72,50 @@ def _target(registry, name: str):
     raise HarnessError(f"unknown benchmark or data set {name!r}{did_you_mean(name, known)}")
 
 
+def _fetch_keys(registry, targets: list[str]) -> list[str]:
+    """The data keys of ``targets``, in order, each once; a group (``paper``) stands for its benchmarks' files."""
+    keys = []
+    for target in targets:
+        members = registry.group("benchmarks", target) if target not in registry.entries["benchmarks"] else []
+        if members:
+            keys += [key for member in members if (key := _target(registry, member)[1]) is not None]
+            continue
+        _, key = _target(registry, target)
+        if key is None:
+            raise HarnessError(f"benchmark {target!r} has no upstream file to fetch; check a local file with "
+                               f"`harness data check {target} --data PATH`")
+        keys.append(key)
+    return list(dict.fromkeys(keys))
+
+
 def cmd_fetch(args, registry) -> int:
+    import sys
+
     from benchmarks.data import fetch, upstream
 
-    cls, key = _target(registry, args.target)
-    if key is None:
-        raise HarnessError(
-            f"benchmark {args.target!r} has no upstream file to fetch; check a local file with `harness data check {args.target} --data PATH`"
+    keys = _fetch_keys(registry, args.targets)
+    if args.data and len(keys) != 1:
+        raise HarnessError(f"--data names one file, for one TARGET; got {len(keys)} ({', '.join(keys)})")
+    failed = []
+    for key in keys:
+        try:
+            resolved = fetch(key, ungated=args.ungated, force=args.force, data=args.data)
+        except HarnessError as err:  # the others are still fetched: a cluster's prefetch should not stop at the first gate
+            if len(keys) == 1:
+                raise
+            print(f"harness: warning: {err}", file=sys.stderr)
+            failed.append(key)
+            continue
+        item = upstream(key)
+        print(f"{key}: {resolved.path}")
+        print(
+            f"  sha256   {resolved.sha256} ({'pinned upstream bytes' if resolved.pinned else 'not pinned: checked header and rows'})"
         )
-    resolved = fetch(key, ungated=args.ungated, force=args.force, data=args.data)
-    item = upstream(key)
-    print(f"{key}: {resolved.path}")
-    print(
-        f"  sha256   {resolved.sha256} ({'pinned upstream bytes' if resolved.pinned else 'not pinned: checked header and rows'})"
-    )
-    print(f"  origin   {resolved.origin}")
-    print(f"  licence  {item.licence}")
+        print(f"  origin   {resolved.origin}")
+        print(f"  licence  {item.licence}")
+    if failed:
+        rest = "; the others are cached" if len(failed) < len(keys) else ""
+        raise HarnessError(f"{len(failed)} of {len(keys)} could not be fetched ({', '.join(failed)}; each said why above){rest}")
     return 0
 
 
