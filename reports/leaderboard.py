@@ -218,6 +218,8 @@ def _column_marks(board: Leaderboard, index: int) -> Marks:
         if not remaining:
             break
         leader, others = remaining[0], remaining[1:]
+        if not others:
+            break  # a place is earned over the methods below it: the last method is never "second" by default
         raw = []
         for other in others:
             p = paired_p(board.rows[leader].per_image[index], board.rows[other].per_image[index])

@@ -221,3 +221,13 @@ def test_compare_says_which_method_the_test_favours_by_the_metrics_direction(sma
     for record, line in zip(records, text.splitlines()[1:]):
         named = {"A better": "uce better", "B better": "weak better"}.get(record["verdict"], record["verdict"])
         assert line.endswith(f": {named}") and f"uce {100 * record['value_a']:.2f}%, weak {100 * record['value_b']:.2f}%" in line
+
+
+def test_the_last_method_is_never_second_by_default(tmp_path):
+    """Two methods, the first far ahead: it is best, and the other, with no method below it, is not "second"."""
+    n = 100
+    store = Store(tmp_path / "s")
+    fill(store, "run-1", {"sd": {BENCH: flags(range(70), n)}, "good": {BENCH: flags([], n)}, "bad": {BENCH: flags(range(90), n)}})
+    board = leaderboard.build(store.results(), values=store.result_values())
+    rows = {row.method: i for i, row in enumerate(board.rows)}
+    assert board.ranks(0) == {rows["good"]: 1} and board.ties(0) == {}
