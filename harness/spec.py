@@ -169,6 +169,13 @@ def build_params(plugin_cls, raw: dict[str, str], label: str):
             known = ", ".join(sorted(fields)) or "none"
             raise HarnessError(f"{label} has no parameter {key!r}{did_you_mean(key, fields)} (parameters: {known})")
         values[key] = _convert(value, hints[key], f"{label}.{key}")
+    required = [f.name for f in dataclasses.fields(params_cls) if f.init and f.name not in values
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if required:
+        name = label.split(":", 1)[0]
+        raise HarnessError(f"{label} needs {', '.join(required)} (no default): give "
+                           f"{','.join(f'{field}=VALUE' for field in required)} beside its name ({name}:{required[0]}=VALUE) "
+                           f"or with --set {name}.{required[0]}=VALUE")
     try:
         params = params_cls(**values)
     except (TypeError, ValueError) as err:  # __post_init__ validation

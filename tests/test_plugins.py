@@ -356,3 +356,11 @@ def test_a_one_file_plugins_cached_work_is_redone_when_the_file_changes(tmp_path
             return next(r.value for r in store.results() if r.run_id == f"scale-{scale}")
 
     assert run("1.0") != run("0.0"), "the second file's edit must be computed, not read from the first's cache"
+
+
+def test_a_parameter_without_default_left_out_says_how_to_give_it(tmp_path):
+    plugin = method_plugin(tmp_path / "required.py", tag="required", params="@dataclass\n    class Params:\n        strength: float")
+    result = run_cli("--plugin", plugin, "run", "--model", "tiny", "--methods", "dampen-required", "--bench", "toy-explicit",
+                     "--limit", "1", "--out", str(tmp_path / "out"), "--dry-run")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "dampen-required needs strength (no default): give strength=VALUE beside its name (dampen-required:strength=VALUE)" in result.stderr
