@@ -57,6 +57,10 @@ class Entry:
         return self.target
 
 
+# What the --methods/--bench grammar reads as structure: "a+b", "name:k=v,k2=v2", "A(B)" cells, "x|y" lists.
+GRAMMAR_CHARACTERS = ":,+=()| \t\n"
+
+
 class Registry:
     def __init__(self, host: PluginHost):
         self.host = host
@@ -89,6 +93,10 @@ class Registry:
                 name = target.name
                 description = description if description is not None else target.description
                 self._version_by_source(target, plugin_name)
+            if not name or any(char in name for char in GRAMMAR_CHARACTERS) or name != name.strip():
+                raise HarnessError(f"plugin {plugin_name!r} registers the {label} {name!r}, which the command line could not "
+                                   f"select: a name cannot be empty or contain spaces or any of {''.join(sorted(set(GRAMMAR_CHARACTERS) - {' '}))} "
+                                   "(use letters, digits, '-', '_' or '.')")
             entry = Entry(kind, name, target, description or "", plugin_name, tuple(groups))
             if name in self.entries[kind] and not self._replaces(self.entries[kind][name], entry):
                 return

@@ -364,3 +364,11 @@ def test_a_parameter_without_default_left_out_says_how_to_give_it(tmp_path):
                      "--limit", "1", "--out", str(tmp_path / "out"), "--dry-run")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "dampen-required needs strength (no default): give strength=VALUE beside its name (dampen-required:strength=VALUE)" in result.stderr
+
+
+def test_a_name_the_command_line_could_not_select_is_refused_at_registration(tmp_path):
+    plugin = method_plugin(tmp_path / "colon.py", tag="x")
+    Path(plugin).write_text(Path(plugin).read_text().replace('name = "dampen-x"', 'name = "My:Method"'))
+    result = run_cli("--plugin", plugin, "list", "methods")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "registers the method 'My:Method', which the command line could not select" in result.stderr
