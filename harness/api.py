@@ -202,6 +202,12 @@ def checked_score(scorer, images: list, specs: list[PromptSpec]) -> list[dict]:
         got = f"{len(raws)} results" if isinstance(raws, (list, tuple)) else f"a {type(raws).__name__}"
         raise HarnessError(f"scorer {scorer.name!r} returned {got} for {len(images)} images; its score() must return "
                            "a list with one dict per image, in order (a bug in the scorer's plugin)")
+    for raw in raws:
+        try:
+            json.dumps(raw)
+        except (TypeError, ValueError) as err:  # a numpy float32 or array: the store keeps raw scores as JSON
+            raise HarnessError(f"scorer {scorer.name!r} returned a result JSON cannot store ({err}); return plain Python "
+                               "values (float(x), x.tolist()) (a bug in the scorer's plugin)") from None
     return list(raws)
 
 

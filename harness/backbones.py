@@ -91,7 +91,10 @@ def resolve_model_source(model: str) -> tuple[str, bool]:
     expanded = os.path.expanduser(model)
     if _looks_like_path(model):
         if Path(expanded).exists() and not Path(expanded).is_dir():
-            raise HarnessError(f"{model!r} is a file, not a model; give a diffusers folder (with model_index.json) or a hub id")
+            raise HarnessError(f"{model!r} is a file, not a model; give a diffusers folder (with model_index.json) or a hub id "
+                               "(a single-file .ckpt/.safetensors: convert it with diffusers' "
+                               "StableDiffusionPipeline.from_single_file(...).save_pretrained(DIR); an erased UNet of "
+                               "another tool: --methods checkpoint:path=FILE)")
         if not Path(expanded).is_dir():
             raise HarnessError(f"model path {model!r} does not exist; give a diffusers folder (with model_index.json) or a hub id")
         if not (Path(expanded) / "model_index.json").exists():

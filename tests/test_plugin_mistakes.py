@@ -99,3 +99,10 @@ def test_an_attack_whose_budget_param_names_no_parameter_is_one_line(capsys, tmp
     code = main(["--plugin", MISTAKES, "run", "--model", "tiny", "--bench", "mistaken", "--attack", "misnamed-budget", "--attack-budget", "3", "--out", str(tmp_path / "out"), "--dry-run"])
     err = capsys.readouterr().err
     one_line(code, err, "attack 'misnamed-budget' names 'iters' as its budget_param, which is not one of its parameters (iterations)")
+
+
+def test_a_scorer_returning_values_json_cannot_store_is_one_line(capsys, tmp_path):
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("prompt,evaluation_seed\na cat,1\n", encoding="utf-8")
+    code, err, out = run(capsys, tmp_path, f"csv:path={prompts},metrics=numpy-values:mean")
+    one_line(code, err, "scorer 'numpy-values' returned a result JSON cannot store", "float(x)")

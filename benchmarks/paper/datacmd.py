@@ -159,6 +159,8 @@ def cmd_check(args, registry) -> int:
             "specs": [],
         }
     else:
+        if key is None and not args.data and "path" in {f.name for f in dataclasses.fields(cls.Params)}:
+            raise HarnessError(f"`harness data check {args.target}` checks a file you name: add --data FILE.csv")
         bench = _benchmark_instance(cls, args)
         if hasattr(bench, "resolved"):
             bench.resolved(fetch_missing=False)  # check never downloads

@@ -37,6 +37,16 @@ class TooMany(Counted):
         return raws + raws[:1]
 
 
+class NumpyValues(Counted):
+    name = "numpy-values"
+    description = "returns numpy floats"
+
+    def score(self, images, specs):
+        import numpy as np
+
+        return [{"mean": np.float32(raw["mean"])} for raw in super().score(images, specs)]
+
+
 class Nothing(Counted):
     name = "nothing"
     description = "returns None"
@@ -110,5 +120,5 @@ def register_benchmarks(register):
 
 @hookimpl
 def register_scorers(register):
-    for scorer in (Counted, TooFew, TooMany, Nothing):
+    for scorer in (Counted, TooFew, TooMany, Nothing, NumpyValues):
         register(scorer)
