@@ -412,8 +412,7 @@ def resolve_target(registry: Registry, *, model: str | None, device: str | None,
         if len(wanted) > 1:
             raise HarnessError(f"these benchmarks expect different backbones ({', '.join(sorted(wanted))}); run them separately or pass --model")
         backbone_name = wanted.pop()
-    backbone = registry.get("backbones", backbone_name)()
-    backbone.check(model)
+    # The device and dtype first: they cost nothing to check, and a wrong one is wrong whatever the weights.
     device = device or _default_device()
     check_device(device)
     # float32 everywhere by default (TF32 matmuls on CUDA, see ``matmul_precision``): a fine-tuned update of ~1e-6
@@ -421,6 +420,11 @@ def resolve_target(registry: Registry, *, model: str | None, device: str | None,
     dtype = dtype or "float32"
     if dtype not in DTYPES:
         raise HarnessError(f"--dtype must be float32, float16 or bfloat16; got {dtype!r}")
+    if dtype == "float16" and device == "cpu":
+        warnings.warn("--dtype float16 on the CPU is slower than float32 here (few CPU kernels are fast in half precision) "
+                      "and still rounds fine-tuned updates away; on the CPU use float32", UserWarning, stacklevel=2)
+    backbone = registry.get("backbones", backbone_name)()
+    backbone.check(model)
     return Target(backbone_name, backbone, model, device, dtype)
 
 
