@@ -311,7 +311,10 @@ def load_captions(concepts: ConceptSet, path: str, limit: int, *, method: str = 
         # A pinned upstream file (COCO-30k for the SD concept sets), downloaded and sha256-checked by the data layer.
         from harness import data
 
-        resolved = data.resolve(data.Upstream.from_dict(concepts.extra["captions_data"], origin=f"concept set {concepts.name!r}"))
+        try:
+            resolved = data.resolve(data.Upstream.from_dict(concepts.extra["captions_data"], origin=f"concept set {concepts.name!r}"))
+        except HarnessError as err:  # its by-hand hint in the form this method takes
+            raise data.reworded(err, f"--set {method}.captions=PATH") from None
         captions, source = read_caption_file(resolved.path), f"{resolved.key} ({resolved.sha256[:12]})"
     else:
         raise HarnessError(

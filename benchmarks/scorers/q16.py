@@ -131,7 +131,12 @@ class Q16Scorer(Scorer):
             from benchmarks.data import resolve
 
             # The prompts file and the weights are found first, so either missing fails before torch is imported.
-            resolved = resolve("q16-vitl14", self.prompts_path or None)
+            try:
+                resolved = resolve("q16-vitl14", self.prompts_path or None)
+            except HarnessError as err:  # its by-hand hint in the form this scorer takes
+                from harness.data import reworded
+
+                raise reworded(err, f"set {PROMPTS_ENV}=PATH") from None
             array = load_prompt_embeddings(resolved.path)
             clip, processor = load_clip(self.model_name, "the q16 scorer", MODEL_ENV, self.device)
             import torch
