@@ -78,12 +78,15 @@ def load_file_module(path: str | Path):
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    # The bytes read here are the ones run and hashed (see Registry: versions): no __pycache__, whose mtime check
+    # (whole seconds) can run the old code of a file rewritten within the same second at the same size.
+    source = path.read_bytes()
+    module.__harness_source_sha256__ = hashlib.sha256(source).hexdigest()
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, str(path), "exec"), module.__dict__)
     except BaseException:
         sys.modules.pop(module_name, None)
         raise
-    module.__harness_source_sha256__ = hashlib.sha256(path.read_bytes()).hexdigest()  # see Registry: versions
     return module
 
 

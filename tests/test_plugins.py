@@ -1,6 +1,7 @@
 """The plugin host: entry points, one-file plugins, broken plugins, listing without torch."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -346,6 +347,7 @@ def test_a_one_file_plugins_cached_work_is_redone_when_the_file_changes(tmp_path
     def run(scale: str) -> float:
         plugin.write_text(source.format(tag="v", params="@dataclass\n    class Params:\n        strength: float = 0.5",
                                         decorator="@hookimpl", scale=scale))
+        os.utime(plugin, (1_700_000_000, 1_700_000_000))  # the same mtime and size both times: a stale .pyc would pass
         code = main(["--plugin", str(plugin), "--plugin", str(PLUGINS / "brightness.py"), "run", "--model", "tiny", "--methods", "dampen-v",
                      "--bench", f"csv:path={prompts},metrics=brightness:mean", "--concepts", str(concepts),
                      "--out", str(tmp_path / "out"), "--no-progress", "--run-name", f"scale-{scale}"])
