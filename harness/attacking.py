@@ -217,6 +217,17 @@ def _base_components(runner) -> Callable:
     return base
 
 
+def attacked_metrics(benchmark, scorer_of) -> list[str]:
+    """The metrics an attack cell of ``benchmark`` is scored with: its per-image metrics where lower is better (an
+    erasure metric).  ``scorer_of(name)`` gives a scorer instance.  None: the benchmark is not attacked."""
+    kept = []
+    for ref in benchmark.metric_refs():
+        scorer = scorer_of(ref.scorer)
+        if not scorer.needs_reference and scorer.metric(ref.metric).lower_is_better:
+            kept.append(str(ref))
+    return kept
+
+
 def attack_cell(runner, method, planned, state, attack: PlannedAttack):
     """Find ``attack``'s prompts for ``planned`` against ``method``; return the cell "A(B)", a cost record and the state
     to generate it with.
@@ -228,12 +239,7 @@ def attack_cell(runner, method, planned, state, attack: PlannedAttack):
     same prompts) have no reference for adversarial prompts and are left out; a benchmark with no lower-is-better
     per-image metric (preservation: toy-preserve, COCO) is not attacked at all (``None``).
     """
-    kept = []
-    for ref in planned.benchmark.metrics:
-        scorer_name, _, metric_id = str(ref).partition(":")
-        scorer = runner.scorer(scorer_name)
-        if not scorer.needs_reference and scorer.metric(metric_id).lower_is_better:
-            kept.append(ref)
+    kept = attacked_metrics(planned.benchmark, runner.scorer)
     if not kept:
         return None, None, state
     import copy

@@ -115,8 +115,7 @@ class Registry:
         digest = getattr(self.host.pm.get_plugin(plugin_name), "__harness_source_sha256__", None)
         if digest is None or not isinstance(inspect.getattr_static(target, "version", None), str):
             return  # benchmarks have no version (nothing of theirs is cached); a computed version (a property) is its own
-        declared = str(target.__dict__.get("_declared_version", getattr(target, "version", "1"))).split("+")[0]
-        target._declared_version = declared
+        declared = target.version.split("+")[0]  # registered again (another Registry in this process): the same result
         target.version = f"{declared}+{digest[:12]}"
 
     def _source(self, plugin_name: str) -> str:

@@ -271,10 +271,11 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
         registry.get("scorers", scorer_name)(device="cpu").check()  # weights local or downloadable: before any image
     methods = resolve_methods(registry, method_items, overrides, target.backbone)
     check_concepts_named(methods, benchmarks)
-    from harness.attacking import plan_attacks
+    from harness.attacking import attacked_metrics, plan_attacks
 
     attacks = plan_attacks(registry, config.attacks, overrides, config.attack_budget, target.backbone)
-    if attacks and not any(attackable(registry, planned.benchmark) for planned in benchmarks):
+    scorer_of = lambda name: registry.get("scorers", name)(device="cpu")  # noqa: E731
+    if attacks and not any(attacked_metrics(planned.benchmark, scorer_of) for planned in benchmarks):
         raise HarnessError(f"--attack has nothing to attack: no benchmark of this run ({', '.join(b.label for b in benchmarks)}) has a "
                            "per-image erasure metric (lower is better, e.g. nudenet:asr); attacks rewrite the prompts of such "
                            "benchmarks, not of preservation ones")
@@ -282,16 +283,6 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
             "attacks": {planned.attack.name for planned in attacks}}
     check_sets_used(registry, overrides, used, {"methods": "--methods", "benchmarks": "--bench", "attacks": "--attack"})
     return Plan(config, registry, target, methods, benchmarks, derive_run_id(config, target, methods, benchmarks, attacks), attacks)
-
-
-def attackable(registry: Registry, benchmark) -> bool:
-    """Whether ``--attack`` makes a cell for ``benchmark``: it has a per-image metric where lower is better (as
-    ``attacking.attack_cell`` keeps them)."""
-    for ref in benchmark.metric_refs():
-        scorer = registry.get("scorers", ref.scorer)(device="cpu")
-        if not scorer.needs_reference and scorer.metric(ref.metric).lower_is_better:
-            return True
-    return False
 
 
 def methods_in(method_items: list[list[Selection]], methods: list[PlannedMethod]) -> set[str]:
