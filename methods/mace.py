@@ -73,6 +73,7 @@ import torch
 
 from harness.api import ConceptSet, HarnessError, Method
 from harness.validate import param
+from methods.captions import check_captions_available, load_captions
 from methods.closed_form import (
     KeyStatistics,
     caption_statistics,
@@ -139,14 +140,10 @@ class MACE(Method):
                 raise HarnessError(f"mace: masks folder {self.masks[6:]!r} does not exist (layout: DIR/<concept>/<k>.png + <k>_mask.png)")
 
     def check_concepts(self, concepts: ConceptSet) -> None:
-        from methods.trce_t import check_captions_available
-
         if self.params.preserve_scale or self.params.fuse_preserve_scale:
             check_captions_available(concepts, self.params.captions, "mace")
 
     def edit(self, pipe, concepts: ConceptSet, ctx) -> dict:
-        from methods.trce_t import load_captions
-
         params = self.params
         started = time.perf_counter()
         targets = concept_prompts(concepts, params.mapping, params.num_templates)

@@ -68,14 +68,13 @@ column such as COCO-30k).  No captions is an error unless ``preserve_scale=0``.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 
-from harness.api import ConceptSet, HarnessError, Method, sha256_json
+from harness.api import ConceptSet, HarnessError, Method
+from methods.captions import check_captions_available, load_captions
 from methods.closed_form import KeyStatistics, caption_statistics, closed_form_edit, cross_attention_projections, row_precision
 from methods.text import (
     encode_prompts,
@@ -87,7 +86,6 @@ from methods.text import (
 )
 
 TOKEN_ROWS = ("sot", "eot", "last-eot", "key")  # the rows of the paper's Table 4: [SoT], first [EoT], last [EoT], [KEY]
-CAPTION_COLUMNS = ("prompt", "caption", "text")
 
 
 class TRCET(Method):
@@ -278,70 +276,6 @@ def token_rows(pipe, prompt_pairs: list[tuple[str, str, str]], rows: tuple[str, 
             targets.append(safe.embeddings[index, position_good])
             weights.append(weight)
     return torch.stack(keys), torch.stack(targets), torch.tensor(weights), missing
-
-
-def check_captions_available(concepts: ConceptSet, path: str, method: str) -> None:
-    """At plan time: where the captions come from a pinned upstream file (COCO-30k), it must be cached or
-    downloadable now, or the run would fail after the model loaded (``load_captions`` downloads it)."""
-    if path or concepts.captions or not concepts.extra.get("captions_data"):
-        return
-    import urllib.parse
-
-    from harness import data
-
-    item = data.Upstream.from_dict(concepts.extra["captions_data"], origin=f"concept set {concepts.name!r}")
-    if data.cache_path(item).is_file() or data.host_reachable(urllib.parse.urlsplit(item.url).hostname or ""):
-        return
-    raise HarnessError(f"{method} preserves the captions of {item.key!r}, which is not downloaded and cannot be (offline): "
-                       f"run `harness data fetch {item.key}` on a connected machine (into the same HARNESS_DATA_DIR), "
-                       f"or pass --set {method}.captions=PATH")
-
-
-def load_captions(concepts: ConceptSet, path: str, limit: int, *, method: str = "trce-t",
-                  without: str = "preserve_scale=0") -> tuple[list[str], dict]:
-    """Preservation captions from ``path`` (param) or the concept set, with a one-line error when there are none.
-
-    ``method`` and ``without`` (the setting that turns preservation off) name the caller in that error.
-    """
-    if path:
-        captions, source = read_caption_file(Path(path).expanduser()), str(path)
-    elif concepts.captions:
-        captions, source = list(concepts.captions), f"concept set {concepts.name!r}"
-    elif concepts.extra.get("captions_data"):
-        # A pinned upstream file (COCO-30k for the SD concept sets), downloaded and sha256-checked by the data layer.
-        from harness import data
-
-        try:
-            resolved = data.resolve(data.Upstream.from_dict(concepts.extra["captions_data"], origin=f"concept set {concepts.name!r}"))
-        except HarnessError as err:  # its by-hand hint in the form this method takes
-            raise data.reworded(err, f"--set {method}.captions=PATH") from None
-        captions, source = read_caption_file(resolved.path), f"{resolved.key} ({resolved.sha256[:12]})"
-    else:
-        raise HarnessError(
-            f"{method}: concept set {concepts.name!r} has no preservation captions (the paper preserves COCO captions): "
-            f"pass --set {method}.captions=PATH (a .txt with one caption per line, or a .csv with a 'prompt' column such "
-            "as COCO-30k), add 'captions'/'captions_file' to the concept set, "
-            f"or run without preservation with {method}:{without}"
-        )
-    captions = captions[:limit] if limit > 0 else captions
-    if not captions:
-        raise HarnessError(f"{method}: the preservation caption set ({source}) is empty")
-    return captions, {"source": source, "count": len(captions), "sha256": sha256_json(captions)}
-
-
-def read_caption_file(path: Path) -> list[str]:
-    if not path.is_file():
-        raise HarnessError(f"caption file {path} does not exist: give an existing .txt or .csv with --set METHOD.captions=PATH")
-    if path.suffix.lower() != ".csv":
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        column = next((c for c in CAPTION_COLUMNS if c in (reader.fieldnames or [])), None)
-        if column is None:
-            raise HarnessError(
-                f"trce-t: caption file {path} has none of the columns {list(CAPTION_COLUMNS)}; found {reader.fieldnames}"
-            )
-        return [row[column].strip() for row in reader if row[column] and row[column].strip()]
 
 
 # --------------------------------------------------------------------------- the official augmentation lists

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.data import Upstream, upstream
 from harness.api import ConceptSet, HarnessError
-from methods.trce_t import load_captions
+from methods.captions import load_captions
 
 COCO30K = upstream("coco30k").as_dict()
 

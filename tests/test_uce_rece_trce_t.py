@@ -12,6 +12,7 @@ import torch
 
 from harness.api import ConceptSet, HarnessError
 from harness.context import EditContext
+from methods.captions import load_captions
 from methods.closed_form import cross_attention_projections
 from methods.rece import RECE, adversarial_embeddings, resolve_schedule
 from methods.text import (
@@ -22,7 +23,7 @@ from methods.text import (
     word_count_eot_index,
     word_count_phrase_positions,
 )
-from methods.trce_t import TRCET, load_captions, parse_tokens, token_rows
+from methods.trce_t import TRCET, parse_tokens, token_rows
 from methods.uce import UCE, token_block_rows
 
 CAPTIONS = ("a cat on a mat", "a red bus", "two dogs in snow", "a bowl of fruit", "a man on a bike", "a tall tree")
