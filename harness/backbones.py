@@ -40,6 +40,21 @@ def host_reachable(host: str, timeout: float = 1.5, port: int = 443) -> bool:
         return False
 
 
+def hf_download_command(model: str, *, pipeline: bool) -> str:
+    """The ``hf download`` line that fetches what ``from_pretrained`` loads here, and nothing else.
+
+    A bare ``hf download`` takes every file of the repository: for SD v1.4 each UNet is there six times (float32,
+    float16 and non-EMA, each as .bin and .safetensors; its unet folder alone holds 17.2 GB, of which one
+    3.44 GB file is loaded), plus Flax weights; CLIP repositories carry PyTorch, TensorFlow, Flax and safetensors
+    copies of one model.  The loaders read the float32 safetensors (diffusers and transformers prefer them) and the
+    configs and tokenizer files (JSON and merges.txt); the safety checker is never loaded (``safety_checker=None``).
+    ``hf download`` takes one pattern per ``--include``/``--exclude``.
+    """
+    include = " ".join(f"--include '{pattern}'" for pattern in ("*.json", "*.txt", "*.safetensors"))
+    exclude = " --exclude '*fp16*' --exclude '*non_ema*' --exclude 'safety_checker/*'" if pipeline else ""
+    return f"hf download {model} {include}{exclude}"
+
+
 def _hub_reachable() -> bool:
     import urllib.parse
 
@@ -111,7 +126,7 @@ def resolve_model_source(model: str) -> tuple[str, bool]:
         raise HarnessError(
             f"weights for {model!r} are not in the local Hugging Face cache and the hub cannot be reached "
             f"(offline or HF_HUB_OFFLINE=1); download them on a connected machine "
-            f"(`hf download {model}`) or pass --model /path/to/a/local/diffusers/folder"
+            f"(`{hf_download_command(model, pipeline=True)}`) or pass --model /path/to/a/local/diffusers/folder"
         )
     return model, False
 

@@ -325,13 +325,27 @@ def cmd_erase(args, registry: Registry) -> int:
         fingerprint = pipeline_fingerprint(pipe)
         states = ModelStates(pipe, store, fingerprint, target)
         state = states.activate(planned.parts, concepts, planned.label)
-    pipe.save_pretrained(args.save, safe_serialization=True)
+    _save_quietly(pipe, args.save)
     with open(os.path.join(args.save, "erasure.json"), "w", encoding="utf-8") as handle:
         # backbone_fingerprint lets `--methods checkpoint:path=DIR` refuse this folder on another base model.
         json.dump({"method": args.method, "concepts": concepts.name, "backbone": target.backbone_name, "model": target.model,
                    "model_state": state.key, "backbone_fingerprint": fingerprint, "metadata": state.metadata}, handle, indent=2, default=str)
     print(f"saved the {args.method}-erased pipeline to {args.save} (load it with StableDiffusionPipeline.from_pretrained)")
     return 0
+
+
+def _save_quietly(pipe, folder: str) -> None:
+    """``save_pretrained`` without transformers' "Writing model shards" bar, a bar per component (the text encoder,
+    the safety checker) for a file write that takes seconds; the line printed after it says where the pipeline went."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        pipe.save_pretrained(folder, safe_serialization=True)
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def cmd_check(args, registry: Registry) -> int:

@@ -250,3 +250,43 @@ def test_a_method_named_twice_is_refused_and_a_benchmark_named_twice_runs_once(t
     assert code == 2 and "'scale-keys:factor=3'" in err
     code, stdout, _ = cli(capsys, "run", "--model", "tiny", "--bench", "fixed:count=4,fixed:count=4", "--out", out, "--methods", "sd", "--dry-run")
     assert code == 0 and "images: 4 (1 method × 4 each)" in stdout
+
+
+def test_the_offline_hint_downloads_only_what_the_loaders_read():
+    """The suggested `hf download` patterns, applied by huggingface_hub's own filter to the published file layout of
+    CompVis/stable-diffusion-v1-4 (a bare download takes every weight variant: its unet folder holds 17.2 GB of which
+    3.44 GB is loaded) and of a CLIP repository, keep the float32 safetensors, configs and tokenizer files only."""
+    import shlex
+
+    from huggingface_hub.utils import filter_repo_objects
+
+    from harness.backbones import hf_download_command
+
+    def kept(command: str, files: list[str]) -> set[str]:
+        words = shlex.split(command)
+        include = [words[i + 1] for i, word in enumerate(words) if word == "--include"]
+        exclude = [words[i + 1] for i, word in enumerate(words) if word == "--exclude"]
+        return set(filter_repo_objects(files, allow_patterns=include, ignore_patterns=exclude))
+
+    weights = ["diffusion_pytorch_model" + variant + suffix for variant in ("", ".fp16", ".non_ema") for suffix in (".bin", ".safetensors")]
+    sd_files = ["model_index.json", "README.md", "v1-variants-scores.jpg", "scheduler/scheduler_config.json",
+                "feature_extractor/preprocessor_config.json", "safety_checker/config.json", "safety_checker/model.safetensors",
+                "safety_checker/pytorch_model.bin", "text_encoder/config.json", "text_encoder/model.safetensors",
+                "text_encoder/model.fp16.safetensors", "text_encoder/pytorch_model.bin", "text_encoder/flax_model.msgpack",
+                "tokenizer/merges.txt", "tokenizer/vocab.json", "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json",
+                *(f"{folder}/{name}" for folder in ("unet", "vae") for name in [*weights, "config.json", "diffusion_flax_model.msgpack"])]
+    assert kept(hf_download_command("CompVis/stable-diffusion-v1-4", pipeline=True), sd_files) == {
+        "model_index.json", "scheduler/scheduler_config.json", "feature_extractor/preprocessor_config.json",
+        "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/merges.txt", "tokenizer/vocab.json",
+        "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json", "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors", "vae/config.json", "vae/diffusion_pytorch_model.safetensors"}
+    clip_files = ["config.json", "merges.txt", "vocab.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                  "preprocessor_config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "README.md"]
+    assert kept(hf_download_command("openai/clip-vit-large-patch14", pipeline=False), clip_files) == set(clip_files) - {
+        "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "README.md"}
+
+
+def test_the_offline_message_gives_the_filtered_download(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    message = one_line_error(capsys, "run", "--model", "someone/not-downloaded-model", "--bench", "fixed", "--out", str(tmp_path), "--no-progress")
+    assert "hf download someone/not-downloaded-model --include '*.json'" in message and "--exclude '*fp16*'" in message

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from benchmarks.data import host_reachable
 from harness.api import HarnessError
+from harness.backbones import hf_download_command
 
 
 def _hub_host() -> str:
@@ -42,7 +43,7 @@ def resolve_model(model: str, purpose: str, env_var: str) -> tuple[str, bool]:
     if not host_reachable(_hub_host()):
         raise HarnessError(
             f"{purpose} needs {model!r}, which is not in the local Hugging Face cache, and the hub cannot be reached "
-            f"(offline or HF_HUB_OFFLINE=1): run `hf download {model}` on a connected machine, "
+            f"(offline or HF_HUB_OFFLINE=1): run `{hf_download_command(model, pipeline=False)}` on a connected machine, "
             f"or set {env_var}=/path/to/a/local/copy"
         )
     return model, False
