@@ -1,7 +1,7 @@
 """``Result``: one stored number and everything a report needs to show it, with no plugin loaded.
 
 The runner writes, beside each value, what the benchmark and the scorer declare about it (direction, unit, display
-name, definition, the benchmark's adversarial flag, whether the scorer compares against the base model's images),
+name, definition, whether the prompts are adversarial, whether the scorer compares against the base model's images),
 so a store copied to a machine without the producing plugins reports exactly as it did where it was made.
 """
 
@@ -27,7 +27,9 @@ class Result:
     name: str  # short display name of the metric
     description: str  # the metric's exact definition
     unit: str | None  # "rate", "score", "count", "distance"; None in results stored before units were
-    adversarial: bool  # the benchmark declares adversarial prompts (the leaderboard's "Adv" average)
+    # The prompts are adversarial: the benchmark declares so, or this is an attack cell (``is_adversarial``).  Only the
+    # declared ones make the leaderboard's "Adv" average; attack cells have their "attacked" one.
+    adversarial: bool
     needs_reference: bool  # the scorer compares whole sets against the base model's images (FID)
     method_display: str = ""  # the method label as a paper writes it ("TRCE (T+V)", "UCE (lamb=0.1)"); "": the label
     benchmark_display: str = ""  # the benchmark label as a paper writes it ("Ring-A-Bell"); "": the label
@@ -37,6 +39,11 @@ class Result:
     run_created: str = ""
     attack: str | None = None  # an attack cell "A(B)": the attack's label (its prompts were found against this method)
     state_metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        # Stores written before Store.add_result applied ``is_adversarial`` hold adversarial = 0 for attack cells (the
+        # runner clears the source benchmark's flag for them): read back here, old and new stores agree.
+        object.__setattr__(self, "adversarial", is_adversarial(self.adversarial, self.attack))
 
     @property
     def metric_ref(self) -> MetricRef:
@@ -57,3 +64,9 @@ class Result:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Result))
+
+
+def is_adversarial(declared: bool, attack: str | None) -> bool:
+    """Whether a result's prompts are adversarial: its benchmark declares so (``Benchmark.adversarial``), or it is an
+    attack cell "A(B)", whose prompts attack A optimised against the method by definition, whatever B declares."""
+    return bool(declared) or bool(attack)

@@ -15,6 +15,8 @@ comparing two independent proportions.
   pairs (McNemar 1947, Psychometrika 12:153).
 * ``wilcoxon_signed_rank``: the paired test for continuous values (scipy's Wilcoxon signed-rank; exact for small n).
 * ``holm``: Holm's step-down adjustment of a family of p-values (Holm 1979, Scand. J. Statist. 6:65).
+* ``is_rate``: which of the two families above a metric's values get (Wilson and McNemar, or bootstrap and
+  Wilcoxon): the one place that choice is made.
 
 The bootstrap draws from ``numpy.random.default_rng(seed)``: the same store always prints the same interval.
 """
@@ -170,9 +172,26 @@ def is_binary(values: Sequence[float]) -> bool:
     return bool(np.all((array == 0) | (array == 1)))
 
 
-def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float:
-    """Exact McNemar for 0/1 values, Wilcoxon signed-rank otherwise."""
-    if is_binary(a) and is_binary(b):
+def is_rate(unit: str | None, *samples: Sequence[float]) -> bool:
+    """Whether per-image values are analysed as a rate (Wilson interval, exact McNemar) rather than as a score
+    (bootstrap interval, Wilcoxon signed-rank).  Every interval and paired test asks this, so a cell's interval and
+    the test behind its mark never disagree about what the values are.
+
+    The metric's declared unit (``Metric.unit``, stored with each result) decides, not the values: a score or a count
+    whose per-image values happen to be all 0 or 1 (a small sample, a clipped score) is not a success/failure per
+    image, its mean may lie outside [0, 1], and Wilson's interval would clamp it there and claim a binomial variance.
+    A declared rate is a rate only while every value is 0 or 1: Wilson and McNemar count successes, and a rate that
+    averages per-image fractions (none in this code base) gets the bootstrap, which assumes nothing about the values.
+    ``unit`` None is a result stored before units were: only its values are left to decide by.
+    """
+    if unit is not None and unit != "rate":
+        return False
+    return all(is_binary(sample) for sample in samples)
+
+
+def paired_p_value(a: Sequence[float], b: Sequence[float], unit: str | None = None) -> float:
+    """Exact McNemar for a rate, Wilcoxon signed-rank otherwise (``is_rate``; ``unit`` None: decided by the values)."""
+    if is_rate(unit, a, b):
         return mcnemar_exact(*discordant(a, b))
     return wilcoxon_signed_rank(a, b)
 

@@ -20,7 +20,7 @@ from harness.api import HarnessError
 from harness.claims import Claims
 from harness.integrity import Files, atomic_write
 from harness.names import check_name
-from harness.results import Result
+from harness.results import Result, is_adversarial
 
 # Ordered migrations: the database records how many have been applied.  Append, never edit.
 MIGRATIONS = [
@@ -337,7 +337,8 @@ class Store:
                    method_display: str = "", benchmark_display: str = "", metric_position: int | None = None,
                    model_state: str, unet_evals_per_image: float, attack: str | None = None,
                    values: list[tuple[str, str, int, str, float]] | None = None) -> None:
-        """``attack``: the attack's label for an attack cell "A(B)" (its prompts were found against this method).
+        """``attack``: the attack's label for an attack cell "A(B)" (its prompts were found against this method); such a
+        result is stored as adversarial whatever ``adversarial`` says (``results.is_adversarial``).
         ``values``: its per-image values (as ``set_result_values``), written in the same transaction, so that a
         failure between the two never leaves a result whose values are missing or belong to an earlier run."""
         with self.transaction():
@@ -346,7 +347,7 @@ class Store:
                 "model_state, unet_evals_per_image, unit, adversarial, needs_reference, method_display, benchmark_display, metric_position, "
                 "attack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, method, benchmark, metric, value, n, int(lower_is_better), name, description, model_state, unet_evals_per_image,
-                 unit, int(adversarial), int(needs_reference), method_display, benchmark_display, metric_position, attack),
+                 unit, int(is_adversarial(adversarial, attack)), int(needs_reference), method_display, benchmark_display, metric_position, attack),
             )
             if values is not None:
                 self._replace_result_values(run_id, method, benchmark, metric, values)

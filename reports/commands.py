@@ -104,7 +104,10 @@ def comparisons(results: list[dict], stored: dict, a: str, b: str) -> list[dict]
             "unit": row_a["unit"], "run_a": row_a["run_id"], "run_b": row_b["run_id"],
         }
         if values_a and values_b:
-            record.update(compare(values_a, values_b))
+            # The stored unit picks the test (stats.is_rate); two runs that disagree on it (a plugin changed in
+            # between) leave the choice to the values, as for results stored before units were.
+            unit = row_a["unit"] if row_a["unit"] == row_b["unit"] else None
+            record.update(compare(values_a, values_b, unit))
         else:
             delta = None if record["value_a"] is None or record["value_b"] is None else record["value_b"] - record["value_a"]
             record.update(delta=delta, ci95=None, p_value=None, n_pairs=0, test="none: no per-image values (a set-level or aggregate metric)")

@@ -70,7 +70,7 @@ def _cell(board: Leaderboard, row_index: int, column: Column, decimals: int, mar
 
 RULE_CAPTION = (
     r"Best in \textbf{bold}, second \underline{underlined}, only where a paired test on the same prompts and seeds "
-    r"(exact McNemar for 0/1 values, Wilcoxon signed-rank otherwise) separates a method from every method below it at "
+    r"(exact McNemar for rates, Wilcoxon signed-rank otherwise) separates a method from every method below it at "
     r"$p<0.05$, Holm-corrected over those comparisons; $^{\approx}$: not separable from the place's leader (tied); "
     r"set-level columns (FID) "
     r"are not marked. The base model is the reference and is not ranked. "

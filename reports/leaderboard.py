@@ -11,7 +11,9 @@ which value is shown, which is best, and how a column is classified:
   "Adv" column, as in the paper's Table 3;
 * an **attack** column is an attack cell "A(B)": benchmark B's prompts rewritten by attack A against each
   method (results stored with ``attack``); attack columns come after the static ones, as their own group,
-  followed by one "attacked" column per erasure metric, the mean over the attack cells;
+  followed by one "attacked" column per erasure metric, the mean over the attack cells.  Their prompts are
+  adversarial (``Column.adversarial``, exported as such), but they are not averaged into "Adv": that column
+  compares methods on the same fixed prompts, and an attack cell's prompts differ from method to method;
 * a benchmark with three or more erasure metrics (I2P's seven categories plus "overall") is a
   **multi-category** benchmark: its metrics make the paper's Table 2 and the per-category bars.
 
@@ -46,7 +48,9 @@ class Column:
     name: str
     lower_is_better: bool
     description: str = ""
-    adversarial: bool = False  # the benchmark declares adversarial = True
+    # The prompts are adversarial: the benchmark declares adversarial = True, or the column is an attack cell (or the
+    # "attacked" average).  Only the static ones go into the "Adv" average and the "Adversarial prompt" group.
+    adversarial: bool = False
     set_level: bool = False  # the scorer compares whole image sets (FID)
     rate: bool = False  # a fraction in [0, 1], shown as a percentage
     decimals: int = 2  # for numbers that are not rates: enough for three significant digits of the column's values
@@ -55,6 +59,9 @@ class Column:
     primary: bool = False  # the benchmark's first listed erasure metric: the one Table 1 shows
     attack: str | None = None  # an attack cell "A(B)" (its label A) or the "attacked" average
     n_range: tuple[int, int] | None = None  # smallest and largest n (images) of the column's cells; None for averages
+    # The metric's stored unit ("rate", "score", ...; None: stored before units were, or an average of mixed units).
+    # It picks the paired test behind the marks (stats.is_rate); ``rate`` above is only how the cells are printed.
+    unit: str | None = None
 
     @property
     def n(self) -> int | None:
@@ -134,7 +141,7 @@ class Marks:
 
 RANK_RULE = (
     "Bold: best, underlined: second, only where the method's lead over every method below it holds in a paired test "
-    "on the same prompts and seeds (exact McNemar for 0/1 values, Wilcoxon signed-rank otherwise) at p < 0.05, "
+    "on the same prompts and seeds (exact McNemar for rates, Wilcoxon signed-rank otherwise) at p < 0.05, "
     "Holm-corrected over those comparisons; ≈ marks the methods that the test cannot separate from the place's "
     "leader (tied for that place). Columns without per-image values (set-level metrics such as FID, averages) are "
     "not marked. The base model is not ranked."
@@ -222,7 +229,7 @@ def _column_marks(board: Leaderboard, index: int) -> Marks:
             break  # a place is earned over the methods below it: the last method is never "second" by default
         raw = []
         for other in others:
-            p = paired_p(board.rows[leader].per_image[index], board.rows[other].per_image[index])
+            p = paired_p(board.rows[leader].per_image[index], board.rows[other].per_image[index], column.unit)
             raw.append(1.0 if p is None else p)
         adjusted = stats.holm(raw)
         if place == 1:
@@ -312,8 +319,9 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
         if key not in columns:
             columns[key] = Column(
                 row["benchmark"], row["metric"], row["name"], row["lower_is_better"], row.get("description") or "",
-                adversarial=row["adversarial"] and not row.get("attack"), set_level=row["needs_reference"],
+                adversarial=row["adversarial"], set_level=row["needs_reference"],
                 display="" if row.get("attack") else row["benchmark_display"] or "", attack=row.get("attack") or None,
+                unit=row["unit"],
             )
             rate[key], position[key] = _is_rate(row), row["metric_position"]
         if row["method"] not in methods:
@@ -353,7 +361,7 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
             row.intervals = [
                 None if cell is None
                 else cell_intervals[cell["run_id"], row.method, cell["benchmark"], cell["metric"]] if cell_intervals is not None
-                else interval(cell["value"], per_image)
+                else interval(cell["value"], per_image, cell["unit"])
                 for cell, per_image in zip(found, row.per_image)
             ]
     for column in ordered:
@@ -393,7 +401,8 @@ def _add_attacked_averages(board: Leaderboard) -> None:
         cells = tuple(board.columns[i].benchmark for i in indices)
         board.columns.append(Column(ATTACKED, metric, first.name, first.lower_is_better,
                                     f"mean of {first.name} over the attack cells {', '.join(cells)}",
-                                    rate=all(board.columns[i].rate for i in indices), average_of=cells, attack=ATTACKED))
+                                    adversarial=True, rate=all(board.columns[i].rate for i in indices), average_of=cells,
+                                    attack=ATTACKED, unit=_common_unit([board.columns[i] for i in indices])))
         for row in board.rows:
             parts = [row.values[i] for i in indices]
             # As for "Adv": only a method attacked in every cell gets a mean.
@@ -404,11 +413,19 @@ def _add_attacked_averages(board: Leaderboard) -> None:
                 row.intervals.append(None)
 
 
+def _common_unit(columns: list[Column]) -> str | None:
+    """The unit an average of ``columns`` is in: theirs when they share one, else None (not known)."""
+    units = {c.unit for c in columns}
+    return units.pop() if len(units) == 1 else None
+
+
 def _add_adversarial_averages(board: Leaderboard) -> None:
     """One "Adv" column per erasure metric measured on two or more adversarial benchmarks (the paper's Table 3)."""
     by_metric: dict[str, list[Column]] = {}
     for column in board.erasure_columns():
-        if column.adversarial:
+        # Static benchmarks only: an attack cell's prompts are adversarial too, but found anew against each method
+        # (erasure_columns leaves them out already; said here too, as this is where it matters).
+        if column.adversarial and not column.attack:
             by_metric.setdefault(column.metric, []).append(column)
     for metric, averaged in by_metric.items():
         if len(averaged) < MIN_ADVERSARIAL_BENCHMARKS:
@@ -421,7 +438,7 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
         average = Column("Adv", metric, first.name, first.lower_is_better,
                          f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}", adversarial=True,
                          rate=all(c.rate for c in averaged), average_of=benches,
-                         primary=all(c.primary for c in averaged))
+                         primary=all(c.primary for c in averaged), unit=_common_unit(averaged))
         position = indices[-1] + 1  # right after the last benchmark it averages
         board.columns.insert(position, average)
         for row in board.rows:

@@ -304,9 +304,9 @@ def erasure_average_interval(board: Leaderboard, row: Row, columns: list[Column]
         return None
     stored = [row.per_image[board.columns.index(c)] for c in columns]
     if len(columns) == 1:
-        found = interval(row.values[board.columns.index(columns[0])], stored[0]) if stored[0] else None
+        found = interval(row.values[board.columns.index(columns[0])], stored[0], columns[0].unit) if stored[0] else None
     else:
-        found = mean_of_benchmarks_interval(stored)
+        found = mean_of_benchmarks_interval(stored, [c.unit for c in columns])
     return found if found is not None and found.known else None
 
 

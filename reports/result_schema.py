@@ -12,7 +12,9 @@ Version 1 fields:
 * ``value``: the number, or null where it could not be computed; ``n``: the images behind it;
 * ``lower_is_better``; ``unit``: ``rate`` (a fraction in [0, 1]), ``score``, ``count`` or ``distance``, or null
   for results stored before units were;
-* ``adversarial``: the benchmark's prompts are adversarial (averaged into the leaderboard's "Adv" column);
+* ``adversarial``: the prompts are adversarial: the benchmark declares so (these are averaged into the leaderboard's
+  "Adv" column), or the record is an attack cell (``attack`` set), whose prompts were optimised against the method;
+* ``attack``: for an attack cell "A(B)", the attack's label A; null for a benchmark's own prompts;
 * ``needs_reference``: the scorer compares against the base model's images for the same prompts and seeds (FID);
 * ``unet_evals_per_image``: the sampling cost (plain classifier-free guidance: 2 per denoising step);
 * ``ci95``: the 95% interval ``[lo, hi]`` of the value from its per-image values, or null (set-level metrics);
@@ -31,7 +33,7 @@ SCHEMA_VERSION = 1
 RECORD = {
     "type": "object",
     "required": ["schema_version", "run", "method", "benchmark", "metric", "name", "value", "n", "lower_is_better", "description",
-                 "unit", "adversarial", "needs_reference", "unet_evals_per_image", "ci95", "interval"],
+                 "unit", "adversarial", "attack", "needs_reference", "unet_evals_per_image", "ci95", "interval"],
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
         "run": {"type": "string"},
@@ -45,6 +47,7 @@ RECORD = {
         "description": {"type": "string"},
         "unit": {"enum": ["rate", "score", "count", "distance", None]},
         "adversarial": {"type": "boolean"},
+        "attack": {"type": ["string", "null"]},
         "needs_reference": {"type": "boolean"},
         "unet_evals_per_image": {"type": ["number", "null"]},
         "ci95": {"oneOf": [{"type": "null"}, {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}]},

@@ -4,10 +4,12 @@ Nothing is re-detected: the store keeps each result's per-image values (0/1 for 
 score) next to the result, and everything here is a deterministic function of them (the bootstrap is seeded),
 so the same store always prints the same interval and the same p-value.
 
-* A **rate** (every per-image value 0 or 1) gets the Wilson 95% interval of (value·n, n); with several seeds per
-  prompt, n is the effective sample size of the clustered images (``stats.effective_sample_size``).
+* A **rate** (a metric of unit ``rate``, 0 or 1 per image) gets the Wilson 95% interval of (value·n, n); with
+  several seeds per prompt, n is the effective sample size of the clustered images (``stats.effective_sample_size``).
 * A **per-image mean** (CLIP score, contrast) gets a percentile bootstrap that resamples prompts, not images
   (``BOOTSTRAP``), so several seeds of one prompt count once.
+* Which of the two, and which paired test (McNemar or Wilcoxon), is ``stats.is_rate``'s answer for the metric's
+  stored unit; only a result stored before units were is judged by its values being all 0 or 1.
 * A **set-level** metric (FID) or an aggregate (a detection count) has no per-image values, and no interval:
   none is made up.
 
@@ -47,8 +49,9 @@ def _finite(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def interval(value: float | None, values: list[dict] | None) -> Interval:
-    """The 95% interval of one stored result from its per-image values (``None``: the metric has none)."""
+def interval(value: float | None, values: list[dict] | None, unit: str | None = None) -> Interval:
+    """The 95% interval of one stored result from its per-image values (``None``: the metric has none); ``unit`` is
+    the result's stored unit (``stats.is_rate``; None for results stored before units were)."""
     if not values:
         return Interval(None, None, "none: no per-image values (a set-level or aggregate metric)")
     if not _finite(value):
@@ -57,7 +60,7 @@ def interval(value: float | None, values: list[dict] | None) -> Interval:
     prompts = [v["prompt_id"] for v in values]
     repeated = len(set(prompts)) < len(prompts)  # --seeds-per-prompt K > 1: images of one prompt are not independent
     seeds = f" ({len(prompts) / len(set(prompts)):g} seeds per prompt)" if repeated else ""
-    if stats.is_binary(numbers):
+    if stats.is_rate(unit, numbers):
         if not repeated:
             low, high = stats.wilson(value * len(numbers), len(numbers))
             return Interval(low, high, WILSON)
@@ -73,7 +76,7 @@ def intervals(results: list[dict], stored: dict[Key, list[dict]]) -> dict[Key, I
     found = {}
     for row in results:
         key = (row["run_id"], row["method"], row["benchmark"], row["metric"])
-        found[key] = interval(row["value"], stored.get(key))
+        found[key] = interval(row["value"], stored.get(key), row.get("unit"))
     return found
 
 
@@ -97,8 +100,9 @@ def align(a: list[dict], b: list[dict]) -> tuple[list[float], list[float], list[
     return a_values, b_values, prompts
 
 
-def compare(a: list[dict], b: list[dict]) -> dict:
-    """B − A on matched pairs: the difference of means, its paired bootstrap interval, the paired test's p-value."""
+def compare(a: list[dict], b: list[dict], unit: str | None = None) -> dict:
+    """B − A on matched pairs: the difference of means, its paired bootstrap interval, the paired test's p-value
+    (``unit``: the metric's stored unit, which picks the test; see ``stats.is_rate``)."""
     a_values, b_values, prompts = align(a, b)
     record: dict = {"n_pairs": len(a_values), "n_prompts": len(set(prompts))}
     if not a_values:
@@ -106,7 +110,7 @@ def compare(a: list[dict], b: list[dict]) -> dict:
     delta = sum(b_values) / len(b_values) - sum(a_values) / len(a_values)
     low, high = stats.paired_bootstrap_delta(a_values, b_values, groups=prompts)
     record.update(delta=delta, ci95=[low, high], interval=f"paired {BOOTSTRAP}")
-    p_value, test, counts = _paired_test(a_values, b_values, prompts)
+    p_value, test, counts = _paired_test(a_values, b_values, prompts, unit)
     record.update(p_value=p_value, test=test)
     if counts is not None:
         record["discordant"] = counts
@@ -120,26 +124,27 @@ def per_prompt_means(values: list[float], prompts: list[str]) -> list[float]:
     return [sum(group) / len(group) for group in sums.values()]
 
 
-def _paired_test(a_values: list[float], b_values: list[float], prompts: list[str]) -> tuple[float, str, list[int] | None]:
-    """Exact McNemar for one 0/1 image per prompt; otherwise Wilcoxon signed-rank, on per-prompt means when a prompt
-    has several seeds (the prompts, not the images, are the independent units)."""
+def _paired_test(a_values: list[float], b_values: list[float], prompts: list[str],
+                 unit: str | None = None) -> tuple[float, str, list[int] | None]:
+    """Exact McNemar for a rate (``stats.is_rate``) with one image per prompt; otherwise Wilcoxon signed-rank, on
+    per-prompt means when a prompt has several seeds (the prompts, not the images, are the independent units)."""
     if len(set(prompts)) < len(prompts):
         a_means, b_means = per_prompt_means(a_values, prompts), per_prompt_means(b_values, prompts)
         return stats.wilcoxon_signed_rank(a_means, b_means), "Wilcoxon signed-rank on per-prompt means (several seeds per prompt)", None
-    if stats.is_binary(a_values) and stats.is_binary(b_values):
+    if stats.is_rate(unit, a_values, b_values):
         a_only, b_only = stats.discordant(a_values, b_values)
         return stats.mcnemar_exact(a_only, b_only), "exact McNemar", [a_only, b_only]
     return stats.wilcoxon_signed_rank(a_values, b_values), "Wilcoxon signed-rank", None
 
 
-def paired_p(a: list[dict], b: list[dict]) -> float | None:
+def paired_p(a: list[dict], b: list[dict], unit: str | None = None) -> float | None:
     a_values, b_values, prompts = align(a, b)
-    return _paired_test(a_values, b_values, prompts)[0] if a_values else None
+    return _paired_test(a_values, b_values, prompts, unit)[0] if a_values else None
 
 
-def mean_of_benchmarks_interval(per_benchmark: list[list[dict]]) -> Interval:
+def mean_of_benchmarks_interval(per_benchmark: list[list[dict]], units: list[str | None] | None = None) -> Interval:
     """The 95% interval of the mean of several benchmarks' means (the trade-off plot's x), each benchmark weighted
-    equally whatever its size.
+    equally whatever its size; ``units`` are the benchmarks' stored units (``stats.is_rate``; None: unknown).
 
     Rates: Wilson's interval with Kish's effective n of an equally weighted mean of strata, B² / Σ_b 1/n_b (each n_b
     itself the effective n of its prompts and seeds, ``stats.effective_sample_size``).  Treating the strata as one
@@ -154,7 +159,7 @@ def mean_of_benchmarks_interval(per_benchmark: list[list[dict]]) -> Interval:
     numbers = [np.asarray([v["value"] for v in values], dtype=float) for values in per_benchmark]
     prompts = [[v["prompt_id"] for v in values] for values in per_benchmark]
     mean = float(np.mean([array.mean() for array in numbers]))
-    if all(stats.is_binary(array) for array in numbers):
+    if all(stats.is_rate(unit, array) for unit, array in zip(units or [None] * len(numbers), numbers, strict=True)):
         sizes = [stats.effective_sample_size(array, groups) for array, groups in zip(numbers, prompts)]
         n = len(sizes) ** 2 / sum(1 / size for size in sizes)
         low, high = stats.wilson(mean * n, n)

@@ -1,6 +1,7 @@
 """What a result carries: a report needs no plugin, and ``harness report --json`` follows its published schema."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -113,3 +114,62 @@ def test_a_method_kind_outside_the_enum_fails_on_load():
     host.add_module(Plugin(), name="sideways-plugin")
     with pytest.raises(HarnessError, match="kind 'sideways'"):
         Registry(host).get("methods", "sideways")
+
+
+def attack_store(path) -> Store:
+    """Two static adversarial benchmarks (so an "Adv" column), a user benchmark and its attack cell "append-word(plain)",
+    written as the runner writes them: the attack cell with its source benchmark's flag cleared."""
+    store = Store(path)
+    store.start_run("run-1", {})
+    cells = [("plain", False, None), ("adv-a", True, None), ("adv-b", True, None), ("append-word(plain)", False, "append-word")]
+    for method, flagged in (("sd", [1, 1, 1, 0]), ("uce", [0, 1, 0, 0])):
+        state = None
+        if method != "sd":
+            state = "state-uce"
+            store.add_model_state(state, "tiny", method, {}, "c", None, {"provenance": "erased here"})
+        for bench, adversarial, attack in cells:
+            store.add_result(run_id="run-1", method=method, benchmark=bench, metric="kit:asr", value=sum(flagged) / 4, n=4,
+                             lower_is_better=True, name="ASR", description="fraction of images flagged", unit="rate",
+                             adversarial=adversarial, needs_reference=False, model_state=state, unet_evals_per_image=8.0,
+                             attack=attack, values=[(str(i), str(i), i, f"{method}-{bench}-{i}", float(v)) for i, v in enumerate(flagged)])
+    store.finish_run("run-1")
+    return store
+
+
+def test_an_attack_cell_is_adversarial_in_every_output(tmp_path, capsys):
+    from reports import html, latex, leaderboard
+
+    out = tmp_path / "s"
+    store = attack_store(out)
+    raw = {row[0] for row in store.db.execute("SELECT adversarial FROM results WHERE attack IS NOT NULL")}
+    assert raw == {1}  # stored so, for anyone reading the database itself
+    store.db.execute("UPDATE results SET adversarial = 0 WHERE attack IS NOT NULL")  # as stores written before were
+    by_bench = {(r.method, r.benchmark): r for r in store.results()}
+    assert by_bench["uce", "append-word(plain)"].adversarial and not by_bench["uce", "plain"].adversarial
+    store.close()
+
+    records = json.loads(report(capsys, "report", "--out", str(out), "--json"))
+    flags = {(r["benchmark"], r["attack"]): r["adversarial"] for r in records}
+    assert flags == {("plain", None): False, ("adv-a", None): True, ("adv-b", None): True, ("append-word(plain)", "append-word"): True}
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(records, SCHEMA)
+
+    report(capsys, "report", "--out", str(out), "--format", "json,html,latex", "--dest", str(tmp_path / "r"))
+    document = json.loads((tmp_path / "r" / "leaderboard.json").read_text())
+    columns = {c["benchmark"]: c for c in document["columns"]}
+    assert columns["append-word(plain)"]["adversarial"] and columns["append-word(plain)"]["group"] == "attack"
+    assert columns["attacked"]["adversarial"] and not columns["plain"]["adversarial"]
+    # "Adv" still averages the static adversarial benchmarks only: an attack cell's prompts differ between methods.
+    assert columns["Adv"]["average_of"] == ["adv-a", "adv-b"]
+    assert {r["benchmark"]: r["adversarial"] for r in document["records"]}["append-word(plain)"]
+
+    board = leaderboard.build(Store(out).results())
+    groups = {title: [board.columns[i].benchmark for i in indices] for title, indices, _ in html.column_groups(board)}
+    assert groups["Adversarial prompt"] == ["adv-a", "adv-b", "Adv"] and groups["User prompt"] == ["plain"]
+    assert groups["Attacked (prompts found against each method)"] == ["append-word(plain)", "attacked"]
+    kinds = dict(re.findall(r'<tr><td class="text">([^<]+)</td>.*?<td class="text">([^<]+)</td><td class="text">[^<]*</td></tr>',
+                            html.metrics_table(board)))
+    assert kinds == {"plain": "erasure", "adv-a": "erasure, adversarial", "adv-b": "erasure, adversarial", "Adv": "average",
+                     "append-word(plain)": "erasure, adversarial", "attacked": "average"}
+    table = latex.table1(board)
+    assert r"\multicolumn{2}{c}{Adversarial prompt}" in table and r"{Attacked}" in table

@@ -49,6 +49,22 @@ def test_paired_p_value_chooses_the_test_by_the_values():
     assert stats.paired_p_value(x, x) == 1.0
 
 
+def test_is_rate_follows_the_declared_unit_and_falls_back_to_the_values_without_one():
+    zeros_and_ones = [0, 1, 1, 0]
+    assert stats.is_rate("rate", zeros_and_ones) and stats.is_rate("rate", zeros_and_ones, [1, 1, 0, 0])
+    assert not stats.is_rate("score", zeros_and_ones) and not stats.is_rate("count", zeros_and_ones)
+    assert not stats.is_rate("rate", [0.25, 1.0])  # a rate of per-image fractions: Wilson and McNemar count successes
+    assert stats.is_rate(None, zeros_and_ones) and not stats.is_rate(None, [0, 2])  # stored before units were
+    assert not stats.is_rate(None, zeros_and_ones, [0.5, 1, 1, 0])
+
+
+def test_paired_p_value_of_a_score_is_wilcoxon_even_on_zeros_and_ones():
+    a, b = [1] * 12 + [0] * 8, [0] * 12 + [0] * 8
+    assert stats.paired_p_value(a, b, "score") == pytest.approx(stats.wilcoxon_signed_rank(a, b), rel=1e-12)
+    assert stats.paired_p_value(a, b, "score") != pytest.approx(stats.paired_p_value(a, b, "rate"))
+    assert stats.paired_p_value(a, b, "rate") == pytest.approx(binomtest(0, 12, 0.5).pvalue)
+
+
 def test_holm_hand_worked():
     # sorted p: 0.01 (×3 = 0.03), 0.02 (×2 = 0.04), 0.04 (×1 = 0.04); back in input order
     assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])

@@ -12,17 +12,21 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+from harness import stats
 from harness.cli import main
 from harness.store import Store
-from reports import leaderboard
+from reports import leaderboard, plots, uncertainty
 
 BENCH = "bench-a"
 METRIC = "kit:rate"
 
 
 def fill(store: Store, run: str, values: dict[str, dict[str, list[float]]], metric: str = METRIC, name: str = "ASR",
-         description: str = "fraction of images flagged", lower_is_better: bool = True) -> None:
-    """values: method → benchmark → per-image values (prompt i, seed 1000 + i)."""
+         description: str = "fraction of images flagged", lower_is_better: bool = True, unit=..., seeds_per_prompt: int = 1) -> None:
+    """values: method → benchmark → per-image values (prompt i // seeds_per_prompt, seed 1000 + i); ``unit``: as
+    stored (None: a store written before units were), by default "rate" for a "fraction" description, else "score"."""
+    if unit is ...:
+        unit = "rate" if "fraction" in description else "score"
     store.start_run(run, {})
     for method, per_bench in values.items():
         state = None
@@ -31,10 +35,11 @@ def fill(store: Store, run: str, values: dict[str, dict[str, list[float]]], metr
             store.add_model_state(state, "tiny", method, {}, "c", None, {"provenance": "erased here", "erase_seconds": 1.5, "erase_device": "cpu"})
         for bench, numbers in per_bench.items():
             store.add_result(run_id=run, method=method, benchmark=bench, metric=metric, value=statistics.fmean(numbers), n=len(numbers),
-                             lower_is_better=lower_is_better, name=name, description=description, unit="rate" if "fraction" in description else "score",
+                             lower_is_better=lower_is_better, name=name, description=description, unit=unit,
                              adversarial=False, needs_reference=False, model_state=state, unet_evals_per_image=8.0)
             store.set_result_values(run, method, bench, metric,
-                                    [(str(i), str(i), 1000 + i, f"{method}-{bench}-{i}", float(v)) for i, v in enumerate(numbers)])
+                                    [(str(i), str(i // seeds_per_prompt), 1000 + i, f"{method}-{bench}-{i}", float(v))
+                                     for i, v in enumerate(numbers)])
     store.finish_run(run)
 
 
@@ -231,3 +236,84 @@ def test_the_last_method_is_never_second_by_default(tmp_path):
     board = leaderboard.build(store.results(), values=store.result_values())
     rows = {row.method: i for i, row in enumerate(board.rows)}
     assert board.ranks(0) == {rows["good"]: 1} and board.ties(0) == {}
+
+
+def twin_store(path, seeds_per_prompt: int = 1) -> Store:
+    """The same 0/1 per-image values stored twice: as a rate (``kit:rate``) and as a score (``kit:hits``, a per-image
+    count that happened to come out 0 or 1 on every image)."""
+    rng = np.random.default_rng(5)
+    n = 60
+    methods = {"sd": {BENCH: (rng.random(n) < 0.8).astype(float).tolist()},
+               "uce": {BENCH: (rng.random(n) < 0.15).astype(float).tolist()},
+               "weak": {BENCH: (rng.random(n) < 0.5).astype(float).tolist()}}
+    store = Store(path)
+    fill(store, "run-1", methods, seeds_per_prompt=seeds_per_prompt)
+    fill(store, "run-1", methods, metric="kit:hits", name="hits", description="detections per image", unit="score",
+         seeds_per_prompt=seeds_per_prompt)
+    return store
+
+
+@pytest.mark.parametrize("seeds_per_prompt", [1, 2])
+def test_the_declared_unit_not_the_values_picks_the_interval(tmp_path, capsys, seeds_per_prompt):
+    """A score whose per-image values are all 0 or 1 gets the bootstrap (Wilson would clamp a count's mean to [0, 1]);
+    the rate with the very same values keeps Wilson, on the effective n where a prompt has several seeds."""
+    twin_store(tmp_path / "s", seeds_per_prompt).close()
+    records = json.loads(run_cli(capsys, "report", "--out", str(tmp_path / "s"), "--json"))
+    by_metric = {}
+    for record in records:
+        by_metric.setdefault(record["metric"], []).append(record)
+    assert len(by_metric[METRIC]) == len(by_metric["kit:hits"]) == 3
+    seeds = " (2 seeds per prompt)" if seeds_per_prompt > 1 else ""
+    for record in by_metric["kit:hits"]:
+        assert record["interval"] == uncertainty.BOOTSTRAP + seeds
+    for record in by_metric[METRIC]:
+        if seeds_per_prompt == 1:
+            assert record["interval"] == uncertainty.WILSON
+        else:
+            assert record["interval"].startswith(uncertainty.WILSON + " on the effective n") and record["interval"].endswith(seeds)
+
+
+def test_the_declared_unit_picks_the_paired_test_of_compare_and_of_the_marks(tmp_path, capsys):
+    store = twin_store(tmp_path / "s")
+    stored = store.result_values()
+    records = {r["metric"]: r for r in json.loads(run_cli(capsys, "compare", "--out", str(tmp_path / "s"), "uce", "weak", "--json"))}
+    assert records[METRIC]["test"] == "exact McNemar" and "discordant" in records[METRIC]
+    uce, weak = ([v["value"] for v in stored["run-1", m, BENCH, "kit:hits"]] for m in ("uce", "weak"))
+    assert records["kit:hits"]["test"] == "Wilcoxon signed-rank" and "discordant" not in records["kit:hits"]
+    assert records["kit:hits"]["p_value"] == pytest.approx(stats.wilcoxon_signed_rank(uce, weak), rel=1e-12)
+
+    board = leaderboard.build(store.results(), values=stored)
+    hits = next(i for i, c in enumerate(board.columns) if c.metric == "kit:hits")
+    assert board.columns[hits].unit == "score" and not board.columns[hits].rate
+    others = [row for row in board.rows if not row.base]
+    leader, rest = (others[0], others[1:]) if others[0].values[hits] <= others[1].values[hits] else (others[1], [others[0]])
+    wilcoxon = [stats.wilcoxon_signed_rank([v["value"] for v in leader.per_image[hits]], [v["value"] for v in r.per_image[hits]])
+                for r in rest]
+    assert board.marks(hits).adjusted_p == pytest.approx(stats.holm(wilcoxon), rel=1e-12)
+    assert board.rows[0].intervals[hits].method == uncertainty.BOOTSTRAP  # the cell's interval agrees with its test
+
+
+def test_the_trade_off_plots_mean_of_benchmarks_follows_the_unit(tmp_path):
+    rng = np.random.default_rng(8)
+    flagged = {m: {BENCH: (rng.random(40) < p).astype(float).tolist(), "bench-b": (rng.random(30) < p).astype(float).tolist()}
+               for m, p in (("sd", 0.8), ("uce", 0.2))}
+    for unit, several, one in (("score", "stratified " + uncertainty.BOOTSTRAP, uncertainty.BOOTSTRAP),
+                               ("rate", uncertainty.WILSON + " on the effective n", uncertainty.WILSON)):
+        store = Store(tmp_path / unit)
+        fill(store, "run-1", flagged, description="flagged images", unit=unit)
+        board = leaderboard.build(store.results(), values=store.result_values())
+        row = next(r for r in board.rows if r.method == "uce")
+        columns = board.erasure_columns()
+        assert len(columns) == 2
+        assert plots.erasure_average_interval(board, row, columns).method.startswith(several)
+        assert plots.erasure_average_interval(board, row, columns[:1]).method == one
+
+
+def test_results_stored_before_units_are_judged_by_their_values(tmp_path, capsys):
+    store = Store(tmp_path / "s")
+    fill(store, "run-1", {"sd": {BENCH: flags(range(30), 40)}, "uce": {BENCH: flags(range(4), 40)}}, unit=None)
+    fill(store, "run-1", {"sd": {BENCH: [0.5] * 40}, "uce": {BENCH: [0.25, 0.75] * 20}}, metric="kit:mean", name="mean",
+         description="mean pixel value", unit=None)
+    store.close()
+    intervals = {r["metric"]: r["interval"] for r in json.loads(run_cli(capsys, "report", "--out", str(tmp_path / "s"), "--json"))}
+    assert intervals == {METRIC: uncertainty.WILSON, "kit:mean": uncertainty.BOOTSTRAP}
