@@ -14,9 +14,10 @@ import inspect
 import io
 import textwrap
 import tokenize
+import typing
 from dataclasses import dataclass
 
-from harness.validate import bounds_of
+from harness.validate import bounds_of, field_default, list_form, sequence_type
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class ParamDoc:
     name: str
     type: str
     default: str
-    bounds: str  # "≥ 0 and a multiple of 8", or ""
+    bounds: str  # what a value must be beyond its type: "≥ 0 and a multiple of 8"; for a list its form too; or ""
     comment: str  # the field's comment in the source, or ""
 
 
@@ -69,14 +70,29 @@ def _default(field: dataclasses.Field) -> str:
     return "(required)"
 
 
+def _allowed(field: dataclasses.Field, annotation) -> str:
+    """The bounds column: a list parameter's command-line form (nothing else says that its items are separated by
+    '|', and its default reads as Python's "(1.0, 0.9)"), then its bounds, which hold for each item."""
+    bounds = bounds_of(field)
+    limits = bounds.describe() if bounds else ""
+    if sequence_type(annotation) is None:
+        return limits
+    form = list_form(annotation, field_default(field))
+    return f"{form}; each {limits}" if limits else form
+
+
 def parameter_docs(params_cls) -> list[ParamDoc]:
     """Every field of ``params_cls`` (a ``Params`` dataclass), in declaration order."""
     if params_cls is None or not dataclasses.is_dataclass(params_cls):
         return []
     comments = field_comments(params_cls)
+    try:
+        hints = typing.get_type_hints(params_cls)
+    except Exception:  # an annotation that does not resolve: listed as written, without a list form
+        hints = {}
     docs = []
     for field in dataclasses.fields(params_cls):
-        bounds = bounds_of(field)
         annotation = field.type if isinstance(field.type, str) else inspect.formatannotation(field.type)
-        docs.append(ParamDoc(field.name, annotation, _default(field), bounds.describe() if bounds else "", comments.get(field.name, "")))
+        allowed = _allowed(field, hints.get(field.name))
+        docs.append(ParamDoc(field.name, annotation, _default(field), allowed, comments.get(field.name, "")))
     return docs

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from harness.api import Attack, Backbone, Benchmark, ConceptSet, HarnessError, Method, MethodKind, Scorer, did_you_mean
 from harness.plugins import PluginHost, plugin_problem
+from harness.validate import check_defaults
 
 KINDS = {
     "methods": ("method", Method, "register_methods"),
@@ -66,6 +67,7 @@ class Registry:
         self.host = host
         host.check_pending()  # every plugin is loaded now: flag hooks that are never called (misspelt names)
         self.entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self._defaults_checked: set[tuple[str, str]] = set()  # (kind, name) whose Params defaults passed check_defaults
         for kind, (_, _, hook_name) in KINDS.items():
             hook = getattr(host.hook, hook_name)
             for impl in hook.get_hookimpls():
@@ -172,6 +174,11 @@ class Registry:
         if params is not None and not dataclasses.is_dataclass(params):
             raise HarnessError(f"{KINDS[kind][0]} {name!r}: {cls.__name__}.Params must be a dataclass (decorate it with "
                                "@dataclasses.dataclass), so that its fields can be parameters")
+        if (kind, name) not in self._defaults_checked:
+            # Here, where every use of the class begins (a run, --dry-run, list --params): a default outside its own
+            # bounds would otherwise surface only in a run that leaves it alone, worded as if the user had set it.
+            check_defaults(params, f"{KINDS[kind][0]} {name!r}")
+            self._defaults_checked.add((kind, name))
         return cls
 
     def concept_set(self, name_or_path: str) -> ConceptSet:

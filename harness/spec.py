@@ -6,7 +6,9 @@
 
 Items are separated by commas; a chunk of the form ``key=value`` that follows
 an item continues that item's parameters.  ``a+b`` composes methods in order.
-Values are converted to the type declared in the plugin's ``Params`` dataclass.
+Values are converted to the type declared in the plugin's ``Params`` dataclass; a list or tuple is written with
+``|`` between its items (``safree:concepts=nudity|naked person``, ``--set safree.freeu=1|1|0.9|0.2``), since a
+comma already ends the item.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 
 from harness.api import HarnessError, did_you_mean
-from harness.validate import validate_params
+from harness.validate import LIST_SEPARATOR, item_types, list_form, validate_params
 
 _PARAM_CHUNK = re.compile(r"^[A-Za-z_][\w.-]*=")
 # Where a parameter chunk's value ends and the next composition part begins: "y=2+b" is y=2 then part b, while a value
@@ -133,10 +135,7 @@ def _convert(value: str, annotation, where: str):
             raise HarnessError(f"{where} must be one of {', '.join(choices)}; got {value!r}{did_you_mean(value, choices)}")
         return args[choices.index(value)]
     if origin in (tuple, list):
-        element = args[0] if args else str
-        values = [v for v in value.split("|") if v != ""] if value else []
-        converted = [_convert(v, element, where) for v in values]
-        return tuple(converted) if origin is tuple else converted
+        return _convert_list(value, annotation, where)
     if annotation is bool:
         if value.lower() in _TRUE:
             return True
@@ -156,6 +155,29 @@ def _convert(value: str, annotation, where: str):
     if annotation is str or annotation is typing.Any:
         return value
     raise HarnessError(f"{where} has a type ({annotation}) that cannot be set from the command line")
+
+
+def _convert_list(value: str, annotation, where: str):
+    """``a|b|c`` → a tuple or list, each item converted to its declared type; "" → empty.
+
+    A bracketed value (``[1, 2]``, ``()``: what Python or ``harness list --params`` shows as a default) is refused
+    rather than read as one item: for a list of texts it would silently become the item "()" or "[a, b]".
+    """
+    form = list_form(annotation)
+    text = value.strip()
+    if len(text) >= 2 and text[0] + text[-1] in ("[]", "()"):
+        raise HarnessError(f"{where} takes {form}, not a bracketed list; got {value!r}")
+    items = [item for item in text.split(LIST_SEPARATOR) if item != ""] if text else []
+    types_, fixed = item_types(annotation)
+    if fixed and len(items) != len(types_):
+        raise HarnessError(f"{where} takes {form}; got {len(items)} item(s) in {value!r}")
+    converted = []
+    for index, item in enumerate(items):
+        try:
+            converted.append(_convert(item, types_[index] if fixed else types_[0], f"{where} item {index + 1}"))
+        except HarnessError as err:
+            raise HarnessError(f"{err}; {where} takes {form}") from None
+    return tuple(converted) if typing.get_origin(annotation) is tuple else converted
 
 
 def build_params(plugin_cls, raw: dict[str, str], label: str):

@@ -99,8 +99,10 @@ def _type_problem(value, annotation) -> str | None:
     if origin in (tuple, list):
         if not isinstance(value, (tuple, list)):
             return "must be a list"
-        element = args[0] if args else typing.Any
-        return next((p for p in (_type_problem(v, element) for v in value) if p), None)
+        types_, fixed = item_types(annotation)
+        if fixed and len(value) != len(types_):
+            return f"must have {len(types_)} items"
+        return next((p for p in (_type_problem(v, types_[i] if fixed else types_[0]) for i, v in enumerate(value)) if p), None)
     if annotation is bool:
         return None if isinstance(value, bool) else "must be true or false"
     if annotation is int:
@@ -156,6 +158,124 @@ def validate_params(params, label: str, separator: str = ".") -> None:
     hints = _hints(type(params))
     for field in dataclasses.fields(params):
         check_value(getattr(params, field.name), hints.get(field.name, typing.Any), bounds_of(field), f"{label}{separator}{field.name}")
+
+
+# --------------------------------------------------------------------------- lists on the command line
+
+LIST_SEPARATOR = "|"  # not ",": a comma separates the items of --methods/--bench (registry.GRAMMAR_CHARACTERS)
+
+
+def sequence_type(annotation):
+    """The list or tuple annotation in ``annotation`` (``tuple[str, ...] | None`` → ``tuple[str, ...]``), or None."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return next((found for found in map(sequence_type, typing.get_args(annotation)) if found is not None), None)
+    return annotation if origin in (tuple, list) else None
+
+
+def item_types(annotation) -> tuple[list, bool]:
+    """A list or tuple annotation's item types and whether its length is fixed: ``tuple[int, str]`` → ([int, str],
+    True); ``tuple[float, ...]`` → ([float], False); a bare ``tuple`` or ``list`` → ([Any], False)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple and args and args[-1] is not Ellipsis and args != ((),):
+        return list(args), True
+    return [args[0] if args and args != ((),) else typing.Any], False
+
+
+def _item_kind(annotation) -> tuple[str, list[str]]:
+    """What one item is, in the plural, and two examples of it."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _item_kind(args[0])
+    if typing.get_origin(annotation) is typing.Literal:
+        choices = [str(arg) for arg in typing.get_args(annotation)]
+        return f"values out of {', '.join(choices)}", (choices * 2)[:2]
+    if annotation is bool:
+        return "true/false values", ["true", "false"]
+    if annotation is int:
+        return "integers", ["1", "2"]
+    if annotation is float:
+        return "numbers", ["0.5", "2"]
+    return "items", ["a", "b"]
+
+
+def list_text(value) -> str:
+    """A list default as the command line writes it: (1.0, 0.9) → "1.0|0.9"."""
+    def text(item) -> str:
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        return "none" if item is None else str(item)
+
+    return LIST_SEPARATOR.join(text(item) for item in value)
+
+
+def list_form(annotation, example=None) -> str:
+    """How the command line writes a list or tuple parameter, for ``harness list --params`` and for the error a bad
+    value gets: "numbers separated by '|' (e.g. 0.5|2; empty for ())".  ``example``: the default, shown when it has
+    items (what the user sees is then what they would type to get it back)."""
+    sequence = sequence_type(annotation) or annotation
+    types_, fixed = item_types(sequence)
+    if fixed:
+        kinds = {_item_kind(t)[0] for t in types_}
+        kind = f"{len(types_)} {kinds.pop() if len(kinds) == 1 else 'items'}"
+        sample = [_item_kind(t)[1][0] for t in types_]
+    else:
+        kind, sample = _item_kind(types_[0])
+    shown = list_text(example) if isinstance(example, (tuple, list)) and example else LIST_SEPARATOR.join(sample)
+    optional = sequence is not annotation and type(None) in typing.get_args(annotation)
+    # Optional lists read "" as None (spec._convert), so the empty value is only promised where it gives an empty list.
+    empty = "" if fixed or optional else f"; empty for {'()' if typing.get_origin(sequence) is tuple else '[]'}"
+    return f"{kind} separated by '{LIST_SEPARATOR}' (e.g. {shown}{empty})"
+
+
+# --------------------------------------------------------------------------- a plugin's own defaults
+
+
+def field_default(field: dataclasses.Field):
+    """A field's default, or MISSING: none, or a ``default_factory`` that fails (it may need the run's context, and
+    fails loudly when it is used)."""
+    if field.default is not MISSING:
+        return field.default
+    if field.default_factory is not MISSING:
+        try:
+            return field.default_factory()
+        except Exception:
+            return MISSING
+    return MISSING
+
+
+def check_defaults(params_cls, label: str) -> None:
+    """A ``Params`` dataclass whose own default breaks its declared bounds, type or Literal (``param(0, ge=1)``) is the
+    plugin author's mistake: refused in one line when the plugin is loaded, instead of surfacing as the user's error
+    (``x must be ≥ 1; got 0``) in whichever run first leaves the parameter alone."""
+    if not dataclasses.is_dataclass(params_cls):
+        return
+    hints = _hints(params_cls)
+    owner = f"{label}: {params_cls.__qualname__}"
+    for field in dataclasses.fields(params_cls):
+        bounds = bounds_of(field)
+        for key in ("ge", "gt", "le", "lt", "multiple_of"):
+            bound = getattr(bounds, key, None)
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+                # Comparing with it would raise a TypeError on the first value checked, deep inside a run.
+                raise _error(f"{owner}.{field.name} has the bound {key}={bound!r}, which is not a number; give param() "
+                             f"a number ({key}=1, not {key}='1')")
+        default = field_default(field)
+        if default is MISSING:
+            continue
+        annotation = hints.get(field.name, typing.Any)
+        problem = _type_problem(default, annotation)
+        if problem:
+            raise _error(f"{owner}.{field.name} defaults to {default!r}, which its type {_type_name(annotation)} does not "
+                         f"allow (it {problem}); change the default or the annotation")
+        problem = _bounds_problem(default, bounds)
+        if problem:
+            raise _error(f"{owner}.{field.name} defaults to {default!r}, outside its own bounds (it {problem}); change the "
+                         "default or the bounds given to param()")
+
+
+def _type_name(annotation) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 
 # --------------------------------------------------------------------------- prompt specs
