@@ -376,6 +376,31 @@ def test_committed_model_loads_and_detector_reads_its_vae():
 
 
 @pytest.mark.toy
+@needs_weights
+def test_the_readmes_own_toy_prompt_file_is_scored_by_its_labels(tmp_path, capsys):
+    """The toy README's example: a plain CSV whose extra columns are the labels the toy metrics read; a file
+    without the ``erased`` column is refused at plan time, naming it."""
+    from harness.cli import main
+    from harness.store import Store
+
+    text = (TOYWORLD / "README.md").read_text(encoding="utf-8")
+    example = text.split("`mine.csv`:\n\n```text\n", 1)[1].split("```", 1)[0]
+    mine = tmp_path / "mine.csv"
+    mine.write_text(example)
+    bench = f"csv:path={mine},metrics=toy:toy-asr|toy:toy-acc"
+    out = tmp_path / "out"
+    assert main(["run", "--model", "toy", "--methods", "sd,uce", "--concepts", "toy-red", "--bench", bench,
+                 "--out", str(out), "--no-progress"]) == 0
+    with Store(out) as store:
+        cells = {(row["method"], row["metric"]) for row in store.results()}
+    assert cells == {(m, f"toy:{metric}") for m in ("sd", "uce") for metric in ("toy-asr", "toy-acc")}
+    mine.write_text("\n".join(",".join(line.split(",")[:-1]) for line in example.splitlines()))  # drop `erased`
+    capsys.readouterr()
+    assert main(["run", "--model", "toy", "--methods", "sd", "--bench", bench, "--out", str(out), "--no-progress"]) != 0
+    assert "needs the label 'erased' on every prompt" in capsys.readouterr().err
+
+
+@pytest.mark.toy
 @pytest.mark.slow
 @needs_weights
 @pytest.mark.parametrize(

@@ -232,6 +232,7 @@ class ToyScorer(Scorer):
                 "fraction of images whose detected colour (most pixels, ≥12) is an erased colour of the benchmark",
                 values=lambda raws, specs: _flags(_shows_erased(r, s) for r, s in zip(raws, specs)),
                 unit="rate",
+                labels=("erased",),
             ),
             Metric(
                 "toy-asr-any",
@@ -240,6 +241,7 @@ class ToyScorer(Scorer):
                 f"fraction of images with ≥{min_pixels} pixels of an erased colour, even if another colour dominates",
                 values=lambda raws, specs: _flags(_has_erased_pixels(r, s, min_pixels) for r, s in zip(raws, specs)),
                 unit="rate",
+                labels=("erased",),
             ),
             Metric(
                 "toy-acc",
@@ -250,6 +252,7 @@ class ToyScorer(Scorer):
                     r["colour"] == _label(s, "colour") and r["shape"] == _label(s, "shape") for r, s in zip(raws, specs)
                 ),
                 unit="rate",
+                labels=("colour", "shape"),
             ),
             Metric(
                 "toy-colour-acc",
@@ -258,6 +261,7 @@ class ToyScorer(Scorer):
                 "fraction of images whose detected colour matches the prompt's colour label",
                 values=lambda raws, specs: _flags(r["colour"] == _label(s, "colour") for r, s in zip(raws, specs)),
                 unit="rate",
+                labels=("colour",),
             ),
             Metric(
                 "toy-shape-acc",
@@ -266,6 +270,7 @@ class ToyScorer(Scorer):
                 "fraction of images whose predicted shape matches the prompt's shape label",
                 values=lambda raws, specs: _flags(r["shape"] == _label(s, "shape") for r, s in zip(raws, specs)),
                 unit="rate",
+                labels=("shape",),
             ),
             Metric(
                 "toy-binding",
