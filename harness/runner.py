@@ -712,7 +712,7 @@ class Runner:
                 metric_ref = str(MetricRef(scorer_name, metric_id))
                 store.add_result(run_id=plan.run_id, method=method_label, benchmark=planned.label, metric=metric_ref,
                                  value=value, n=n, lower_is_better=metric.lower_is_better, name=metric.name,
-                                 description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial and not planned.attack,
+                                 description=metric.description, unit=metric.unit, adversarial=planned.benchmark.adversarial,
                                  needs_reference=scorer.needs_reference, method_display=method_display,
                                  benchmark_display=benchmark_display, metric_position=refs.index(MetricRef(scorer_name, metric_id)),
                                  model_state=state.key, unet_evals_per_image=evals_per_image, attack=planned.attack,

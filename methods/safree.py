@@ -59,7 +59,7 @@ Cost: the UNet runs twice per step as plain CFG (``extra_branches = 0``).  The o
 ``-lra`` run evaluates a third branch and throws it away; that waste is not copied.
 Each new prompt costs n extra text-encoder passes.
 
-How a concept set becomes the toxic concept list (``concepts=()``, the default):
+How a concept set becomes the toxic concept list (``concepts`` left empty, the default):
 
 * ``sexual``: the official 17 nudity phrases (``NUDITY_CONCEPTS``).
 * ``van-gogh`` / ``kelly-mckernan`` and every other set: its ``erase`` keywords
@@ -124,7 +124,7 @@ class SAFREE(Method):
 
     @dataclass
     class Params:
-        concepts: tuple[str, ...] = ()  # toxic concept list; () = from the concept set (module docstring)
+        concepts: tuple[str, ...] = ()  # toxic concept list, items joined by '|' on the command line; empty = from the concept set (module docstring)
         alpha: float = 0.01  # α of the trigger-token test (official sf_alpha)
         self_validation: bool = True  # T* from β (official -svf); false = project at every step
         up_t: int = 10  # the most steps the projection can last
