@@ -264,17 +264,17 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
     benchmarks = share_concepts(resolve_benchmarks(registry, config, overrides))
     target = resolve_target(registry, model=config.model, device=config.device, dtype=config.dtype,
                             expected={planned.benchmark.backbone or DEFAULT_BACKBONE for planned in benchmarks})
+    scorer_of = planning_scorers(registry)
     for planned in benchmarks:
         validate_specs(planned.label, planned.specs, target.backbone)
-        check_metric_labels(registry, planned.label, planned.benchmark, planned.specs)
+        check_metric_labels(registry, planned.label, planned.benchmark, planned.specs, scorer_of)
     for scorer_name in dict.fromkeys(ref.scorer for planned in benchmarks for ref in planned.benchmark.metric_refs()):
-        registry.get("scorers", scorer_name)(device="cpu").check()  # weights local or downloadable: before any image
+        scorer_of(scorer_name).check()  # weights local or downloadable: before any image
     methods = resolve_methods(registry, method_items, overrides, target.backbone)
     check_concepts_named(methods, benchmarks)
     from harness.attacking import attacked_metrics, plan_attacks
 
     attacks = plan_attacks(registry, config.attacks, overrides, config.attack_budget, target.backbone)
-    scorer_of = lambda name: registry.get("scorers", name)(device="cpu")  # noqa: E731
     if attacks and not any(attacked_metrics(planned.benchmark, scorer_of) for planned in benchmarks):
         raise HarnessError(f"--attack has nothing to attack: no benchmark of this run ({', '.join(b.label for b in benchmarks)}) has a "
                            "per-image erasure metric (lower is better, e.g. nudenet:asr); attacks rewrite the prompts of such "
@@ -283,6 +283,20 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
             "attacks": {planned.attack.name for planned in attacks}}
     check_sets_used(registry, overrides, used, {"methods": "--methods", "benchmarks": "--bench", "attacks": "--attack"})
     return Plan(config, registry, target, methods, benchmarks, derive_run_id(config, target, methods, benchmarks, attacks), attacks)
+
+
+def planning_scorers(registry: Registry):
+    """``scorer_of(name)``: one CPU instance of each scorer for every check of the plan (metric labels, weights,
+    what an attack scores).  Scorers load their models lazily, but a plugin's constructor may not: one instance per
+    scorer keeps planning as cheap as its cheapest scorer allows.  The run makes its own on the run's device."""
+    made: dict[str, object] = {}
+
+    def scorer_of(name: str):
+        if name not in made:
+            made[name] = registry.get("scorers", name)(device="cpu")
+        return made[name]
+
+    return scorer_of
 
 
 def methods_in(method_items: list[list[Selection]], methods: list[PlannedMethod]) -> set[str]:

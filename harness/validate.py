@@ -336,16 +336,18 @@ def check_device(device: str) -> None:
         raise _error(f"--device {device}: the harness runs on cpu, cuda or mps")
 
 
-def check_metric_labels(registry, label: str, benchmark, specs) -> None:
+def check_metric_labels(registry, label: str, benchmark, specs, scorer_of=None) -> None:
     """Every scorer a benchmark's metrics name must exist, and every label they read must be on every prompt: found
-    now, not after generation."""
+    now, not after generation.  ``scorer_of(name)``: the plan's scorer instances (one per scorer for all its checks);
+    without it each metric's scorer is made here."""
     if not benchmark.metric_refs():
         raise _error(f"benchmark {label!r} lists no metrics; give its class a metrics tuple such as "
                      "('nudenet:asr',) (see `harness list scorers`)")
     for ref in benchmark.metric_refs():
         # An unknown scorer is refused here, with a did-you-mean: the run resolves scorers only after the model loads.
         registry.entry("scorers", ref.scorer)
-        metric = registry.get("scorers", ref.scorer)(device="cpu").metric(ref.metric)
+        scorer = scorer_of(ref.scorer) if scorer_of else registry.get("scorers", ref.scorer)(device="cpu")
+        metric = scorer.metric(ref.metric)
         for name in getattr(metric, "labels", ()):
             missing = [spec.id for spec in specs if name not in spec.labels]
             if missing:

@@ -290,3 +290,18 @@ def test_the_offline_message_gives_the_filtered_download(capsys, tmp_path, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     message = one_line_error(capsys, "run", "--model", "someone/not-downloaded-model", "--bench", "fixed", "--out", str(tmp_path), "--no-progress")
     assert "hf download someone/not-downloaded-model --include '*.json'" in message and "--exclude '*fp16*'" in message
+
+
+def test_planning_makes_each_scorer_once(registry, monkeypatch, tmp_path):
+    """The plan's checks (every metric's labels, the scorer's weights, what --attack would score) share one instance
+    of each scorer: a plugin whose constructor loads a model loads it once while planning, not once per metric."""
+    from harness.runner import RunConfig, plan
+
+    brightness = registry.get("scorers", "brightness")
+    made = []
+    original_init = brightness.__init__
+    monkeypatch.setattr(brightness, "__init__", lambda self, *a, **k: (made.append(1), original_init(self, *a, **k))[1])
+    config = RunConfig(model="tiny", methods="sd", bench="fixed,fixed:count=3", attacks="ring-a-bell", out=str(tmp_path),
+                       show_progress=False)
+    plan(config, registry)
+    assert len(made) == 1  # two benchmarks × two metrics, the weights check and the attack check: one instance
