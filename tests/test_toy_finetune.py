@@ -38,13 +38,18 @@ METHODS = ["sd", "trce-t", "trce-v", "trce", "esd-u"]
 # No --set: the toy backbone applies this preset itself (ToyBackbone.method_presets: trce-v lr 3e-4 and a pool of 300,
 # esd-u lr 1e-3), and test_metadata_records_training_and_the_preset checks that it did.
 TOY_PRESET = ()
-BENCHES = "toy-explicit,toy-implicit,toy-preserve"
 PROMPTS_PER_BENCH = 100
 
 
 @pytest.fixture(scope="module")
 def rows(toy_run):
-    return toy_run(",".join(METHODS), BENCHES, PROMPTS_PER_BENCH, sets=TOY_PRESET)
+    # Only the cells the tests read (every method on toy-implicit; sd and trce on toy-preserve; sd and esd-u on
+    # toy-explicit): each erased state is trained once and reused from the session store, so the split costs no
+    # training, and the 600 images no test reads are not made.  The README's toy table is a run of its own.
+    rows = toy_run(",".join(METHODS), "toy-implicit", PROMPTS_PER_BENCH, sets=TOY_PRESET)
+    rows |= toy_run("sd,trce", "toy-preserve", PROMPTS_PER_BENCH, sets=TOY_PRESET)
+    rows |= toy_run("sd,esd-u", "toy-explicit", PROMPTS_PER_BENCH, sets=TOY_PRESET)
+    return rows
 
 
 def asr(rows, method, bench):
