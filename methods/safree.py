@@ -124,7 +124,7 @@ class SAFREE(Method):
 
     @dataclass
     class Params:
-        concepts: tuple[str, ...] = ()  # toxic concept list, items joined by '|' on the command line; empty = from the concept set (module docstring)
+        concepts: tuple[str, ...] = ()  # toxic concept list; empty = from the concept set (module docstring)
         alpha: float = 0.01  # α of the trigger-token test (official sf_alpha)
         self_validation: bool = True  # T* from β (official -svf); false = project at every step
         up_t: int = 10  # the most steps the projection can last
