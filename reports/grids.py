@@ -10,6 +10,7 @@ doubt, hide it.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -69,8 +70,8 @@ class Grid:
         return label
 
     def column_prompts(self) -> list[tuple[str, str]]:
-        """(column label, the whole prompt) per column: the grid's image wraps a prompt to a few lines and draws
-        scripts its font lacks (CJK, say) as boxes; an HTML report lists them as text beside it."""
+        """(column label, the whole prompt) per column: the grid's image wraps a prompt to a few lines (and draws a
+        script as boxes where no installed font has it); an HTML report lists them whole, as text, beside it."""
         prompt = {c.spec_id: c.prompt for c in self.cells}
         return [(self.column_label(sid), prompt.get(sid, "")) for sid in self.spec_ids]
 
@@ -174,12 +175,90 @@ def collect(store, board: Leaderboard, results: list[Result], prompts: int = 6) 
 # --------------------------------------------------------------------------- drawing
 
 
-def _font(size: int = FONT_SIZE):
-    """DejaVu Sans from matplotlib's own fonts: the same face as the plots, on every machine."""
-    from matplotlib import font_manager
-    from PIL import ImageFont
+class Typeface:
+    """DejaVu Sans from matplotlib's own fonts (the same face as the plots, on every machine), with fallbacks for the
+    characters it lacks (a multilingual prompt's CJK, say): each such character is drawn in the first font
+    installed on this machine that has it.  PIL draws one font per call, so a line is drawn as runs of characters
+    that share a font, on one baseline.  A character no installed font has is drawn as DejaVu's box (the HTML report
+    lists every prompt as text)."""
 
-    return ImageFont.truetype(font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans")), size)
+    def __init__(self, size: int = FONT_SIZE):
+        from matplotlib import font_manager
+
+        self.size = size
+        self.primary = (str(font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))), 0)
+        self._fonts: dict[tuple[str, int], object] = {}
+
+    def font(self, face: tuple[str, int]):
+        from PIL import ImageFont
+
+        if face not in self._fonts:
+            self._fonts[face] = ImageFont.truetype(face[0], self.size, index=face[1])
+        return self._fonts[face]
+
+    def face_for(self, character: str) -> tuple[str, int]:
+        if character.isspace() or ord(character) in _codepoints(*self.primary):
+            return self.primary
+        return _fallback_face(ord(character)) or self.primary
+
+    def runs(self, text: str) -> list[tuple[tuple[str, int], str]]:
+        """``text`` cut into (font face, characters) runs."""
+        runs: list[tuple[tuple[str, int], str]] = []
+        for character in text:
+            face = self.face_for(character)
+            if runs and runs[-1][0] == face:
+                runs[-1] = (face, runs[-1][1] + character)
+            else:
+                runs.append((face, character))
+        return runs
+
+    def getlength(self, text: str) -> float:
+        return sum(self.font(face).getlength(run) for face, run in self.runs(text))
+
+    def draw(self, pen, xy: tuple[float, float], text: str, fill) -> None:
+        """Draw ``text`` with its top-left at ``xy`` (as ``ImageDraw.text``), every run on the primary font's baseline."""
+        x, top = xy
+        baseline = top + self.font(self.primary).getmetrics()[0]
+        for face, run in self.runs(text):
+            font = self.font(face)
+            pen.text((x, baseline), run, font=font, fill=fill, anchor="ls")
+            x += font.getlength(run)
+
+
+# Broad-coverage font files tried first (a name containing one of these), before any other installed font: what
+# Debian/Ubuntu (fonts-noto-cjk, fonts-droid-fallback, fonts-wqy-zenhei), macOS and Windows install for CJK.
+FALLBACK_FILES = ("NotoSansCJK", "SourceHanSans", "DroidSansFallback", "wqy-zenhei", "Arial Unicode", "PingFang", "Hiragino",
+                  "msyh", "malgun")
+
+
+@functools.cache
+def _fallback_face(codepoint: int) -> tuple[str, int] | None:
+    """The first installed font (file, face) with a glyph for ``codepoint``; a collection's (.ttc) first face."""
+    return next(((path, 0) for path in _installed_fonts() if codepoint in _codepoints(path, 0)), None)
+
+
+@functools.cache
+def _installed_fonts() -> tuple[str, ...]:
+    """The font files fontconfig and the usual folders list on this machine, broad-coverage CJK files first.
+    matplotlib's bundled "Last Resort" font is left out: it maps every character to a placeholder box."""
+    from matplotlib import font_manager
+
+    def rank(path: str) -> tuple[int, str]:
+        return next((i for i, name in enumerate(FALLBACK_FILES) if name.lower() in path.lower()), len(FALLBACK_FILES)), path
+
+    return tuple(sorted((p for p in font_manager.findSystemFonts() if "lastresort" not in p.lower()), key=rank))
+
+
+@functools.cache
+def _codepoints(path: str, index: int) -> frozenset[int]:
+    """The characters a font file has glyphs for (its best Unicode cmap); empty if it cannot be read."""
+    from fontTools.ttLib import TTFont
+
+    try:
+        with TTFont(path, fontNumber=index, lazy=True) as font:
+            return frozenset(font.getBestCmap() or ())
+    except Exception:  # a damaged or unsupported font file is simply not a candidate
+        return frozenset()
 
 
 def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
@@ -216,7 +295,7 @@ def fit_image(path: Path, size: int = CELL, damaged: str = ""):
     if damaged or not Path(path).exists():  # pruned or damaged: say so in the cell instead of failing the report
         canvas = Image.new("RGB", (size, size), (235, 235, 235))
         text = "image missing" if not Path(path).exists() else "image damaged"
-        ImageDraw.Draw(canvas).text((8, size // 2 - 8), text, font=_font(FONT_SIZE - 2), fill=(90, 90, 90))
+        Typeface(FONT_SIZE - 2).draw(ImageDraw.Draw(canvas), (8, size // 2 - 8), text, fill=(90, 90, 90))
         return canvas
     with Image.open(path) as opened:
         image = opened.convert("RGB")
@@ -240,7 +319,7 @@ def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
     """Render ``grid.image``; each cell's ``box`` and ``blurred`` say where and how its image was drawn."""
     from PIL import Image, ImageDraw
 
-    font, small = _font(), _font(FONT_SIZE - 2)
+    font, small = Typeface(), Typeface(FONT_SIZE - 2)
     line_height = FONT_SIZE + 4
     prompts = {c.spec_id: c.prompt for c in grid.cells}
     prompt_lines = {sid: _wrap(prompts.get(sid) or "(empty prompt)", small, CELL, MAX_PROMPT_LINES) for sid in grid.spec_ids}
@@ -255,14 +334,14 @@ def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
 
     for column, spec_id in enumerate(grid.spec_ids):
         left = LABEL_WIDTH + column * (CELL + GAP)
-        pen.text((left, GAP), grid.column_label(spec_id), font=font if grid.seeds_per_prompt == 1 else small, fill="black")
+        (font if grid.seeds_per_prompt == 1 else small).draw(pen, (left, GAP), grid.column_label(spec_id), fill="black")
         for index, line in enumerate(prompt_lines[spec_id]):
-            pen.text((left, GAP + line_height * (index + 1)), line, font=small, fill=(60, 60, 60))
+            small.draw(pen, (left, GAP + line_height * (index + 1)), line, fill=(60, 60, 60))
 
     for row, method in enumerate(grid.methods):
         top = header + row * (CELL + GAP)
         for index, line in enumerate(_wrap(method, font, LABEL_WIDTH - 2 * GAP, 4)):
-            pen.text((GAP, top + CELL // 2 - line_height + index * line_height), line, font=font, fill="black")
+            font.draw(pen, (GAP, top + CELL // 2 - line_height + index * line_height), line, fill="black")
         for column, spec_id in enumerate(grid.spec_ids):
             cell = next((c for c in grid.cells if c.method == method and c.spec_id == spec_id), None)
             if cell is None:
@@ -279,7 +358,7 @@ def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
 
     legend_top = header + rows * (CELL + GAP) + GAP // 2
     for index, line in enumerate(legend_lines):
-        pen.text((GAP, legend_top + index * line_height), line, font=small, fill=(60, 60, 60))
+        small.draw(pen, (GAP, legend_top + index * line_height), line, fill=(60, 60, 60))
     grid.image = canvas
     return grid
 

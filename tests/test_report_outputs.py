@@ -330,8 +330,8 @@ def test_html_ids_are_unique_safe_and_every_anchor_lands():
 
 
 def test_html_lists_each_grid_columns_whole_prompt_as_text(tmp_path):
-    """The grid image wraps a prompt to three lines and draws scripts its font lacks as boxes: the HTML report lists
-    every column's label and whole prompt as text under the grid."""
+    """The grid image wraps a prompt to three lines (and draws a script no installed font has as boxes): the HTML
+    report lists every column's label and whole prompt as text under the grid."""
     from html.parser import HTMLParser
 
     from reports import html, report
@@ -364,6 +364,33 @@ def test_html_lists_each_grid_columns_whole_prompt_as_text(tmp_path):
     listed = html.grid_prompts([("#7", long_cjk), ("#8", "")])
     assert html._e(long_cjk) in listed and "<b>&" not in listed  # whole, and escaped
     assert "(empty prompt)" in listed
+
+
+def test_grid_text_draws_each_character_in_a_font_that_has_it():
+    """Grid images draw a multilingual prompt's CJK in an installed font that has those glyphs (PIL has no per-glyph
+    fallback: DejaVu alone draws boxes), the Latin around it in DejaVu, all on one baseline; the width measured for
+    wrapping is the width drawn."""
+    from PIL import Image, ImageDraw
+
+    from reports.grids import Typeface, _codepoints, _fallback_face
+
+    if _fallback_face(ord("猫")) is None:
+        pytest.skip("no installed font has CJK glyphs (e.g. Debian's fonts-droid-fallback or fonts-noto-cjk)")
+    typeface = Typeface(13)
+    text = "a photo of 一只猫 on a mat"
+    runs = typeface.runs(text)
+    assert "".join(run for _, run in runs) == text
+    assert [run for _, run in runs] == ["a photo of ", "一只猫", " on a mat"]
+    assert runs[0][0] == runs[2][0] == typeface.primary and runs[1][0] != typeface.primary
+    assert all(ord(c) in _codepoints(*face) for face, run in runs for c in run if not c.isspace())
+    assert all(ord(c) not in _codepoints(*typeface.primary) for c in "一只猫")  # the box the fallback replaces
+
+    canvas = Image.new("L", (400, 40), 255)
+    typeface.draw(ImageDraw.Draw(canvas), (0, 10), text, fill=0)
+    inked = [x for x in range(canvas.width) if any(canvas.getpixel((x, y)) < 128 for y in range(canvas.height))]
+    assert abs((inked[-1] + 1) - typeface.getlength(text)) <= 2  # wrapping measures what drawing draws
+    plain = Typeface(13)
+    assert plain.getlength("a mat") == plain.font(plain.primary).getlength("a mat")  # Latin alone: DejaVu, unchanged
 
 
 def test_terminal_labels_cut_to_fit_stay_distinct_and_are_given_whole(sweep_board):
