@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from one_line import one_line
 
 from harness.api import HarnessError
 from harness.cli import main
@@ -28,14 +29,6 @@ class Listed:
         weights: tuple[float, ...] = param((1.0, 0.9), ge=0)
         pair: tuple[int, str] = (1, "x")
         maybe: tuple[int, ...] | None = None
-
-
-def one_line(code: int, err: str, *says: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("harness: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for text in says:
-        assert text in lines[0], lines[0]
 
 
 # --------------------------------------------------------------------------- lists on the command line

@@ -4,6 +4,7 @@ any work where they can be found before it, and never leave a half-written resul
 from pathlib import Path
 
 import pytest
+from one_line import one_line
 
 from harness.cli import main
 from harness.store import Store
@@ -16,14 +17,6 @@ def run(capsys, tmp_path, bench: str):
     code = main(["--plugin", MISTAKES, "run", "--model", "tiny", "--methods", "sd", "--bench", bench, "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
     return code, err, out
-
-
-def one_line(code: int, err: str, *says: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("harness: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for text in says:
-        assert text in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(("mistake", "says"), [
