@@ -48,9 +48,13 @@ def hf_download_command(model: str, *, pipeline: bool) -> str:
     3.44 GB file is loaded), plus Flax weights; CLIP repositories carry PyTorch, TensorFlow, Flax and safetensors
     copies of one model.  The loaders read the float32 safetensors (diffusers and transformers prefer them) and the
     configs and tokenizer files (JSON and merges.txt); the safety checker is never loaded (``safety_checker=None``).
-    ``hf download`` takes one pattern per ``--include``/``--exclude``.
+    ``hf download`` takes one pattern per ``--include``/``--exclude``.  (A repository that has .bin weights only
+    needs ``*.bin`` in place of ``*.safetensors``; the hubs' SD 1.x and CLIP repositories all have safetensors.)
     """
-    include = " ".join(f"--include '{pattern}'" for pattern in ("*.json", "*.txt", "*.safetensors"))
+    # A pipeline's weights lie in its component folders: "*/*.safetensors" leaves out single-file checkpoints at a
+    # repository's root (SD v1.5 keeps two there, about 12 GB, which from_pretrained never reads).
+    weights = "*/*.safetensors" if pipeline else "*.safetensors"
+    include = " ".join(f"--include '{pattern}'" for pattern in ("*.json", "*.txt", weights))
     exclude = " --exclude '*fp16*' --exclude '*non_ema*' --exclude 'safety_checker/*'" if pipeline else ""
     return f"hf download {model} {include}{exclude}"
 

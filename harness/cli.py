@@ -162,6 +162,9 @@ def _param_text(record: dict) -> str:
     option = {"methods": "--methods", "benchmarks": "--bench", "attacks": "--attack"}.get(kind)
     if option and any(record["parameters"].values()):
         lines.append(f"set one with {option} {name}:NAME=VALUE or --set {name}.NAME=VALUE")
+        if any("separated by '|'" in doc["bounds"] for docs in record["parameters"].values() for doc in docs):
+            # Unquoted, a shell reads '|' as a pipe: the harness would get the first item alone, and accept it.
+            lines.append(f"a list joins its items with '|': quote the option in a shell, e.g. --set '{name}.NAME=a|b'")
     if parts:
         lines.append(f"a composition of {', '.join(parts)}: {name}:NAME=VALUE goes to the part that declares NAME")
     for section, docs in record["parameters"].items():
@@ -335,8 +338,8 @@ def cmd_erase(args, registry: Registry) -> int:
 
 
 def _save_quietly(pipe, folder: str) -> None:
-    """``save_pretrained`` without transformers' "Writing model shards" bar, a bar per component (the text encoder,
-    the safety checker) for a file write that takes seconds; the line printed after it says where the pipeline went."""
+    """``save_pretrained`` without transformers' "Writing model shards" bar (the text encoder's, a transformers
+    model) for a file write that takes seconds; the line printed after it says where the pipeline went."""
     from transformers.utils import logging as transformers_logging
 
     was_enabled = transformers_logging.is_progress_bar_enabled()

@@ -125,6 +125,8 @@ def _convert(value: str, annotation, where: str):
             if arg is type(None):
                 continue
             try:
+                if typing.get_origin(arg) in (tuple, list):  # its errors describe the optional list as a whole
+                    return _convert_list(value, arg, where, shown_as=annotation)
                 return _convert(value, arg, where)
             except HarnessError as err:
                 errors.append(str(err))
@@ -157,15 +159,17 @@ def _convert(value: str, annotation, where: str):
     raise HarnessError(f"{where} has a type ({annotation}) that cannot be set from the command line")
 
 
-def _convert_list(value: str, annotation, where: str):
+def _convert_list(value: str, annotation, where: str, shown_as=None):
     """``a|b|c`` → a tuple or list, each item converted to its declared type; "" → empty.
 
-    A bracketed value (``[1, 2]``, ``()``: what Python or ``harness list --params`` shows as a default) is refused
-    rather than read as one item: for a list of texts it would silently become the item "()" or "[a, b]".
+    A bracketed value with no ``|`` in it (``[1, 2]``, ``()``: what Python or ``harness list --params`` shows as a
+    default) is refused rather than read as one item: for a list of texts it would silently become the item "()" or
+    "[a, b]".  With a ``|`` it is a list whose items happen to be bracketed (``(red)|(blue)``, prompt emphasis).
+    ``shown_as``: the annotation the error describes (an optional list's, where ``""`` means None, not empty).
     """
-    form = list_form(annotation)
+    form = list_form(shown_as or annotation)
     text = value.strip()
-    if len(text) >= 2 and text[0] + text[-1] in ("[]", "()"):
+    if LIST_SEPARATOR not in text and len(text) >= 2 and text[0] + text[-1] in ("[]", "()"):
         raise HarnessError(f"{where} takes {form}, not a bracketed list; got {value!r}")
     items = [item for item in text.split(LIST_SEPARATOR) if item != ""] if text else []
     types_, fixed = item_types(annotation)

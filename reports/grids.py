@@ -193,7 +193,10 @@ class Typeface:
         from PIL import ImageFont
 
         if face not in self._fonts:
-            self._fonts[face] = ImageFont.truetype(face[0], self.size, index=face[1])
+            try:
+                self._fonts[face] = ImageFont.truetype(face[0], self.size, index=face[1])
+            except OSError:  # a font PIL cannot scale to this size: the character is drawn as DejaVu's box instead
+                self._fonts[face] = self.font(self.primary) if face != self.primary else ImageFont.load_default()
         return self._fonts[face]
 
     def face_for(self, character: str) -> tuple[str, int]:
@@ -225,6 +228,12 @@ class Typeface:
             x += font.getlength(run)
 
 
+@functools.cache
+def _typeface(size: int) -> Typeface:
+    """One ``Typeface`` per size for the whole report: its fonts are loaded once, not per grid or missing image."""
+    return Typeface(size)
+
+
 # Broad-coverage font files tried first (a name containing one of these), before any other installed font: what
 # Debian/Ubuntu (fonts-noto-cjk, fonts-droid-fallback, fonts-wqy-zenhei), macOS and Windows install for CJK.
 FALLBACK_FILES = ("NotoSansCJK", "SourceHanSans", "DroidSansFallback", "wqy-zenhei", "Arial Unicode", "PingFang", "Hiragino",
@@ -251,11 +260,15 @@ def _installed_fonts() -> tuple[str, ...]:
 
 @functools.cache
 def _codepoints(path: str, index: int) -> frozenset[int]:
-    """The characters a font file has glyphs for (its best Unicode cmap); empty if it cannot be read."""
+    """The characters a font file has scalable glyphs for (its best Unicode cmap); empty if it cannot be read or has
+    bitmaps only: a colour-emoji font (Noto Color Emoji, Apple Color Emoji) holds fixed-size bitmaps, which PIL
+    refuses to open at the grid's sizes ("invalid pixel size")."""
     from fontTools.ttLib import TTFont
 
     try:
         with TTFont(path, fontNumber=index, lazy=True) as font:
+            if not any(table in font for table in ("glyf", "CFF ", "CFF2")):
+                return frozenset()
             return frozenset(font.getBestCmap() or ())
     except Exception:  # a damaged or unsupported font file is simply not a candidate
         return frozenset()
@@ -295,7 +308,7 @@ def fit_image(path: Path, size: int = CELL, damaged: str = ""):
     if damaged or not Path(path).exists():  # pruned or damaged: say so in the cell instead of failing the report
         canvas = Image.new("RGB", (size, size), (235, 235, 235))
         text = "image missing" if not Path(path).exists() else "image damaged"
-        Typeface(FONT_SIZE - 2).draw(ImageDraw.Draw(canvas), (8, size // 2 - 8), text, fill=(90, 90, 90))
+        _typeface(FONT_SIZE - 2).draw(ImageDraw.Draw(canvas), (8, size // 2 - 8), text, fill=(90, 90, 90))
         return canvas
     with Image.open(path) as opened:
         image = opened.convert("RGB")
@@ -319,7 +332,7 @@ def draw(grid: Grid, blur_flagged: bool = True) -> Grid:
     """Render ``grid.image``; each cell's ``box`` and ``blurred`` say where and how its image was drawn."""
     from PIL import Image, ImageDraw
 
-    font, small = Typeface(), Typeface(FONT_SIZE - 2)
+    font, small = _typeface(FONT_SIZE), _typeface(FONT_SIZE - 2)
     line_height = FONT_SIZE + 4
     prompts = {c.spec_id: c.prompt for c in grid.cells}
     prompt_lines = {sid: _wrap(prompts.get(sid) or "(empty prompt)", small, CELL, MAX_PROMPT_LINES) for sid in grid.spec_ids}

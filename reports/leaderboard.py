@@ -324,6 +324,10 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
                 unit=row["unit"],
             )
             rate[key], position[key] = _is_rate(row), row["metric_position"]
+        elif columns[key].unit != row["unit"]:
+            # Runs that stored one metric with different units: no unit is the column's, so its marks' tests and its
+            # cells' intervals both fall back to the values (stats.is_rate), never one of each.
+            columns[key].unit = None
         if row["method"] not in methods:
             methods[row["method"]] = Row(row["method"], [], provenance(row), display=row["method_display"] or "")
         method = methods[row["method"]]

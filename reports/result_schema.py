@@ -5,7 +5,8 @@ removed, renamed or changes meaning (adding a field does not change it), so a re
 know.  ``SCHEMA`` is the JSON Schema (draft 2020-12) of the whole output; the test suite validates real output
 against it.
 
-Version 1 fields:
+Version 2 fields (version 1 differed in one: an attack cell's ``adversarial`` was false; the leaderboard's "Adv"
+column averages the records whose ``adversarial`` is true and ``attack`` null, in both versions):
 
 * ``run``: the run id; ``method``, ``benchmark``: the labels as written on the command line (``uce:lamb=0.1``);
 * ``metric``: ``"<scorer>:<metric id>"``; ``name``: its short display name; ``description``: its exact definition;
@@ -28,7 +29,7 @@ import math
 from harness.results import Result
 from reports.leaderboard import to_records
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 RECORD = {
     "type": "object",

@@ -52,12 +52,28 @@ def test_a_list_is_written_with_bars_and_each_item_is_converted_to_its_position_
     # a fixed-length tuple: its length, and each position's type (the first position's type was used for all)
     ("pair", "1|x|2", "listed.pair takes 2 items separated by '|' (e.g. 1|a); got 3 item(s) in '1|x|2'"),
     ("pair", "x|1", "listed.pair item 1 expects an integer; got 'x'"),
+    # an optional list: "" gives None there, so its form promises no empty list
+    ("maybe", "1|x", "listed.maybe item 2 expects an integer; got 'x'; listed.maybe takes integers separated by '|' (e.g. 1|2)"),
 ])
 def test_a_bad_list_value_is_one_line_that_says_the_form(key, value, says):
     with pytest.raises(HarnessError) as raised:
         build_params(Listed, {key: value}, "listed")
     message = str(raised.value)
     assert "\n" not in message and says in message, message
+
+
+def test_bracketed_items_joined_by_bars_are_a_list_not_a_refused_bracketed_value():
+    """SD's prompt-emphasis syntax brackets words: "(red)|(blue)" is two items; only a bracketed value with no bar in
+    it reads like Python's own list and is refused."""
+    assert build_params(Listed, {"words": "(red)|(blue)"}, "listed").words == ("(red)", "(blue)")
+
+
+def test_list_params_says_to_quote_a_list_in_a_shell(capsys):
+    """Unquoted, the shell reads '|' as a pipe and the harness gets the first item alone, a valid one-item list."""
+    assert main(["list", "--params", "safree"]) == 0
+    assert "a list joins its items with '|': quote the option in a shell, e.g. --set 'safree.NAME=a|b'" in capsys.readouterr().out
+    assert main(["list", "--params", "uce"]) == 0
+    assert "quote the option in a shell" not in capsys.readouterr().out  # no list parameter, no line about lists
 
 
 def test_a_fixed_length_tuple_of_another_length_fails_validation():

@@ -393,6 +393,37 @@ def test_grid_text_draws_each_character_in_a_font_that_has_it():
     assert plain.getlength("a mat") == plain.font(plain.primary).getlength("a mat")  # Latin alone: DejaVu, unchanged
 
 
+def test_bitmap_only_and_unreadable_fonts_are_never_a_grid_fallback(tmp_path):
+    """A colour-emoji font holds fixed-size bitmaps that PIL refuses to open at the grid's sizes: it must not be
+    chosen for a character (the report would fail on an emoji prompt); a face PIL cannot open draws DejaVu instead."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    from reports.grids import Typeface, _codepoints
+
+    def font_file(name: str, outlines: bool) -> str:
+        builder = FontBuilder(1000, isTTF=True)
+        builder.setupGlyphOrder([".notdef", "smile"])
+        builder.setupCharacterMap({0x1F600: "smile"})
+        pen = TTGlyphPen(None)
+        pen.moveTo((0, 0)), pen.lineTo((500, 0)), pen.lineTo((500, 500)), pen.closePath()
+        builder.setupGlyf({".notdef": TTGlyphPen(None).glyph(), "smile": pen.glyph()})
+        builder.setupHorizontalMetrics({".notdef": (500, 0), "smile": (500, 0)})
+        builder.setupHorizontalHeader(ascent=800, descent=-200)
+        builder.setupNameTable({"familyName": name, "styleName": "Regular"})
+        builder.setupOS2(), builder.setupPost()
+        if not outlines:  # what a bitmap-only (CBDT/sbix) font lacks: outline glyphs
+            del builder.font["glyf"], builder.font["loca"]
+        path = str(tmp_path / f"{name}.ttf")
+        builder.save(path)
+        return path
+
+    assert 0x1F600 in _codepoints(font_file("Outlined", outlines=True), 0)  # the same font with outlines is a candidate
+    assert _codepoints(font_file("BitmapOnly", outlines=False), 0) == frozenset()
+    typeface = Typeface(13)
+    assert typeface.font((str(tmp_path / "not-a-font.ttf"), 0)) is typeface.font(typeface.primary)
+
+
 def test_terminal_labels_cut_to_fit_stay_distinct_and_are_given_whole(sweep_board):
     """A sweep's labels share their start (and some their end): cut alike, two rows could not be told apart."""
     text = leaderboard.to_terminal(sweep_board, width=200)

@@ -93,11 +93,11 @@ def test_marks_follow_the_paired_tests_and_cells_carry_intervals(report_dir, sto
         cells = {m: per_image[next(iter(Store(store_dir).results()))["run_id"], m, column.benchmark, column.metric] for m in contenders}
         order = sorted(contenders, key=lambda m: values[m, column.benchmark, column.metric], reverse=not column.lower_is_better)
         pairs = [uncertainty.align(cells[order[0]], cells[other]) for other in order[1:]]
-        adjusted = stats.holm([stats.paired_p_value(a, b) for a, b, _ in pairs])
+        adjusted = stats.holm([stats.paired_p_value(a, b, column.unit) for a, b, _ in pairs])
         bold = [m for m in contenders if rows[m][column_index].startswith("**")]
         assert bold == ([order[0]] if max(adjusted) < 0.05 else []), column.header
         tested += 1
-        interval = uncertainty.interval(values[order[0], column.benchmark, column.metric], cells[order[0]])
+        interval = uncertainty.interval(values[order[0], column.benchmark, column.metric], cells[order[0]], column.unit)
         assert leaderboard.format_interval(interval, column) in rows[order[0]][column_index]
     assert tested >= 8
     varied = [i for i in range(1, len(header) - 1) if len({rows[m][i] for m in contenders}) > 2]

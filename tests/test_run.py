@@ -269,7 +269,9 @@ def test_the_offline_hint_downloads_only_what_the_loaders_read():
         return set(filter_repo_objects(files, allow_patterns=include, ignore_patterns=exclude))
 
     weights = ["diffusion_pytorch_model" + variant + suffix for variant in ("", ".fp16", ".non_ema") for suffix in (".bin", ".safetensors")]
-    sd_files = ["model_index.json", "README.md", "v1-variants-scores.jpg", "scheduler/scheduler_config.json",
+    # (a single-file checkpoint at the root, as SD v1.5 keeps two, is not what from_pretrained reads)
+    sd_files = ["model_index.json", "README.md", "v1-variants-scores.jpg", "v1-5-pruned.safetensors", "v1-5-pruned-emaonly.ckpt",
+                "scheduler/scheduler_config.json",
                 "feature_extractor/preprocessor_config.json", "safety_checker/config.json", "safety_checker/model.safetensors",
                 "safety_checker/pytorch_model.bin", "text_encoder/config.json", "text_encoder/model.safetensors",
                 "text_encoder/model.fp16.safetensors", "text_encoder/pytorch_model.bin", "text_encoder/flax_model.msgpack",

@@ -1,7 +1,7 @@
 """Measured effects in the toy world (issue 4): closed-form erasure really removes red, TRCE-T's edit reaches implicit
 prompts, and it keeps the other colours.
 
-One comparison run per module (the store caches everything), then assertions on its leaderboard; the numbers are
+Runs of only the cells the tests read (the session store caches every state and image), then assertions on them; the numbers are
 measured, never hard-coded.  Defaults were chosen on `toy-implicit`
 (seen phrasings) only; `toy-implicit-heldout` is never used for tuning.
 """

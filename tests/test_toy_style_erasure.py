@@ -1,6 +1,6 @@
 """Measured style and multi-concept erasure in the toy world (issue 18).
 
-One comparison run per artist (the session store caches it), then assertions on the stored results:
+Runs of only the cells the tests read (the session store caches every state and image), then assertions on them:
 
 * ``uce`` erasing one artist lowers that artist's style rate (``toy-style-asr`` on prompts that name the artist)
   to at most half of ``sd``'s, while the other artists' style accuracy (``toy-style-acc`` on their prompts) stays

@@ -317,3 +317,17 @@ def test_results_stored_before_units_are_judged_by_their_values(tmp_path, capsys
     store.close()
     intervals = {r["metric"]: r["interval"] for r in json.loads(run_cli(capsys, "report", "--out", str(tmp_path / "s"), "--json"))}
     assert intervals == {METRIC: uncertainty.WILSON, "kit:mean": uncertainty.BOOTSTRAP}
+
+
+def test_a_column_whose_runs_disagree_on_the_unit_has_none(tmp_path):
+    """One metric stored as a score by one run and as a rate by another (a plugin that changed its unit): the column
+    claims neither, so its marks are tested by the values, whichever run's row the leaderboard met first."""
+    rng = np.random.default_rng(3)
+    store = Store(tmp_path / "s")
+    fill(store, "run-1", {"sd": {BENCH: (rng.random(40) < 0.8).astype(float).tolist()}}, unit="score")
+    fill(store, "run-2", {"uce": {BENCH: (rng.random(40) < 0.2).astype(float).tolist()}}, unit="rate")
+    board = leaderboard.build(store.results(), values=store.result_values())
+    assert [c.unit for c in board.columns if c.metric == METRIC] == [None]
+    same = Store(tmp_path / "same")
+    fill(same, "run-1", {"sd": {BENCH: [1.0, 0.0] * 20}, "uce": {BENCH: [0.0] * 40}}, unit="rate")
+    assert [c.unit for c in leaderboard.build(same.results()).columns if c.metric == METRIC] == ["rate"]
