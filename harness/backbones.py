@@ -9,6 +9,7 @@ a retry storm.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def hf_download_command(model: str, *, pipeline: bool) -> str:
     weights = "*/*.safetensors" if pipeline else "*.safetensors"
     include = " ".join(f"--include '{pattern}'" for pattern in ("*.json", "*.txt", weights))
     exclude = " --exclude '*fp16*' --exclude '*non_ema*' --exclude 'safety_checker/*'" if pipeline else ""
-    return f"hf download {model} {include}{exclude}"
+    return f"hf download {shlex.quote(model)} {include}{exclude}"
 
 
 def _hub_reachable() -> bool:

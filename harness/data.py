@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -31,12 +32,16 @@ from pathlib import Path
 from harness import backbones
 from harness.api import HarnessError, sha256_file
 from harness.integrity import atomic_write
+from harness.names import is_safe_name
 
 DOWNLOAD_TIMEOUT_S = 20
 
 
 class UngatedCopyWarning(UserWarning):
     """An opt-in download of a copy that bypasses the official gate; the message carries the licence caveat."""
+
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class UnpinnedDataWarning(UserWarning):
@@ -72,7 +77,16 @@ class Upstream:
         if unknown or not {"key", "filename", "url", "sha256", "size", "licence"} <= set(data):
             raise HarnessError(f"{origin}: a data pin needs key, filename, url, sha256, size and licence (unknown: {unknown})")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
+        item = cls(**values)
+        # A JSON pin comes from a file the user was handed (a concept set): its names decide where the download is
+        # written, and its sha256 whether the bytes are checked at all, so neither may be left to chance.
+        if not (isinstance(item.key, str) and is_safe_name(item.key)):
+            raise HarnessError(f"{origin}: the pin's key {item.key!r} is not a safe folder name (letters, digits, '.', '_', '-')")
+        if not (isinstance(item.filename, str) and is_safe_name(item.filename)):
+            raise HarnessError(f"{origin}: the pin's filename {item.filename!r} must be a bare file name, not a path")
+        if not item.gated and not (isinstance(item.sha256, str) and SHA256_HEX.fullmatch(item.sha256)):
+            raise HarnessError(f"{origin}: the pin of {item.key!r} needs its file's sha256 (64 hex digits); got {item.sha256!r}")
+        return item
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -90,6 +104,9 @@ def data_dir() -> Path:
 
 
 def cache_path(item: Upstream) -> Path:
+    """Where the pin's file is cached: ``<data dir>/<key>/<filename>``, never outside the data folder."""
+    if not (is_safe_name(item.key) and is_safe_name(item.filename)):
+        raise HarnessError(f"data pin {item.key!r}: its key and filename must be safe names, not paths ({item.filename!r})")
     return data_dir() / item.key / item.filename
 
 
@@ -156,7 +173,8 @@ class Resolved:
 
 
 def verify_file(item: Upstream, path: Path, what: str, ungated: bool = False) -> str:
-    """Check size, sha256, header and row count against the pin; return the sha256.  Any mismatch is an error."""
+    """Check the sha256 (which fixes the size too), header and row count against the pin; return the sha256.  Any
+    mismatch is an error."""
     digest = sha256_file(path)
     if item.sha256 and digest != item.sha256:
         raise HarnessError(
@@ -226,7 +244,11 @@ def resolve(item: Upstream, data: str | Path | None = None, *, fetch_missing: bo
 def _verified_cache(item: Upstream, path: Path) -> Resolved:
     """Re-check a cached file on every use, so a file changed on disk is refused rather than silently used."""
     record_file = _record_path(path)
-    record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise HarnessError(f"the download record {record_file} is damaged; delete it and {path.name}, then run "
+                           f"`harness data fetch {item.key}`") from None
     if item.sha256 and not item.gated:
         digest = verify_file(item, path, "cached file")
     else:
@@ -278,10 +300,23 @@ def fetch(item: Upstream, *, ungated: bool = False, force: bool = False, data: s
 
 
 def _install(source: Path, target: Path, origin: str) -> None:
-    """Copy atomically (temp file + rename) and write the provenance record beside it."""
+    """Copy atomically (temp file + rename) and write the provenance record beside it, atomically too (a kill while
+    writing it would leave a record every later use fails to read)."""
     digest, _ = atomic_write(target, write=lambda tmp: shutil.copyfile(source, tmp))
     record = {"key": target.parent.name, "origin": origin, "sha256": digest}
-    _record_path(target).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    atomic_write(_record_path(target), (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+
+
+def _copy_at_most(response, out, size: int | None, chunk: int = 1 << 20) -> None:
+    """Stream the download, refusing it once it is far past the pinned size (twice it, plus 1 MiB: a pin's size is
+    a guard here, the sha256 decides), so a wrong or hostile mirror cannot fill the disk before the check."""
+    limit = None if size is None else 2 * size + (1 << 20)
+    written = 0
+    while block := response.read(chunk):
+        written += len(block)
+        if limit is not None and written > limit:
+            raise OSError(f"the download passed {limit} bytes, far more than the pinned {size}")
+        out.write(block)
 
 
 def _fetch_url(item: Upstream, tmp_dir: Path) -> tuple[Path, str]:
@@ -294,7 +329,7 @@ def _fetch_url(item: Upstream, tmp_dir: Path) -> tuple[Path, str]:
             continue
         try:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out)
+                _copy_at_most(response, out, item.size)
         except (urllib.error.URLError, OSError) as err:
             errors.append(f"{url}: {getattr(err, 'reason', err)}")
             continue

@@ -120,7 +120,8 @@ class _Plan:
         for folder in ("cache", "runs", "attacks"):
             for path in sorted((source.root / folder).rglob("*")):
                 relative = path.relative_to(source.root)
-                if not path.is_file() or path.name.startswith(".") or relative.parts[:2] == ("cache", PENDING_DIR):
+                # A link is never followed: a store copied from elsewhere could link a key's file to any file here.
+                if path.is_symlink() or not path.is_file() or path.name.startswith(".") or relative.parts[:2] == ("cache", PENDING_DIR):
                     continue
                 self._add_file(self.target.root / relative, path, keep_existing=relative.parts[:2] == ("cache", "methods"))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from harness.api import HarnessError
 from harness.claims import Claims
 from harness.integrity import Files, atomic_write
-from harness.names import check_name
+from harness.names import check_name, is_safe_name
 from harness.results import Result, is_adversarial
 
 # Ordered migrations: the database records how many have been applied.  Append, never edit.
@@ -256,6 +256,8 @@ class Store:
     # ------------------------------------------------------------------ images
 
     def image_path(self, key: str) -> Path:
+        if not is_safe_name(key):  # a key is a sha256; one with a path in it (a damaged or crafted store) names no file here
+            raise HarnessError(f"{key!r} is not an image key; the store {self.root} is damaged: run `harness check`")
         return self.cache / "images" / key[:2] / f"{key}.png"
 
     def add_images(self, rows: Iterable[tuple[str, str, dict, int]], files=(), stale_scores=()) -> None:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,11 +83,15 @@ class WeightFile:
 
 
 def convert_hint(path: Path) -> str:
-    return (
-        f"convert it once where you trust the file: python -c \"import torch; from safetensors.torch import save_file; "
-        f"s = torch.load('{path}', weights_only=False); s = s.get('state_dict', s); "
-        f"save_file({{k: v.contiguous() for k, v in s.items() if isinstance(v, torch.Tensor)}}, '{path.with_suffix('.safetensors')}')\""
+    """A command to paste: the paths are Python literals inside one shell-quoted argument, so a file name with
+    quotes or ``$(...)`` in it stays a file name."""
+    source, target = json.dumps(str(path)), json.dumps(str(path.with_suffix(".safetensors")))  # valid Python literals
+    code = (
+        f"import torch; from safetensors.torch import save_file; s = torch.load({source}, weights_only=False); "
+        's = s.get("state_dict", s); '
+        f"save_file({{k: v.contiguous() for k, v in s.items() if isinstance(v, torch.Tensor)}}, {target})"
     )
+    return f"convert it once where you trust the file: python -c {shlex.quote(code)}"
 
 
 def first_line(err: Exception) -> str:

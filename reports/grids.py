@@ -159,7 +159,8 @@ def collect(store, board: Leaderboard, results: list[Result], prompts: int = 6) 
         for row in rows:
             spec = json.loads(row["spec"])
             flagged, unscored = flags[row["image_key"]]
-            path = store.root / row["path"]
+            # From the image key, not the row's path column: a copied store's path could point anywhere.
+            path = store.image_path(row["image_key"])
             damaged = store.files.inspect(path, adopt=integrity.image_decodes) or ""
             if damaged:  # its scores were stored before the damage; the grid must not pass it off as the image
                 integrity.warn_damaged("cached image", path, damaged, "its grid cell says so; `harness run` with the same "

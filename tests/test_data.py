@@ -9,6 +9,7 @@ import pytest
 from benchmarks import data
 from benchmarks.data import UngatedCopyWarning, UnpinnedDataWarning, Upstream
 from harness import backbones
+from harness import data as core  # the core's pin handling, which a concept set's JSON pin reaches
 from harness.api import HarnessError, sha256_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -217,3 +218,52 @@ def test_reachability_goes_through_the_configured_https_proxy(monkeypatch):
         assert not backbones.host_reachable("host.invalid", timeout=0.5)  # bypassed: direct again
     finally:
         listener.close()
+
+
+# --------------------------------------------------------------------------- pins a user was handed (concept sets)
+
+
+def pin_dict(**changes) -> dict:
+    fields = {"key": "my-captions", "filename": "captions.txt", "url": RAB.resolve().as_uri(), "sha256": sha256_file(RAB),
+              "size": RAB.stat().st_size, "licence": "test"}
+    return {**fields, **changes}
+
+
+@pytest.mark.parametrize(("changes", "says"), [
+    ({"filename": "../../escaped.txt"}, "must be a bare file name"),
+    ({"filename": "/tmp/escaped.txt"}, "must be a bare file name"),
+    ({"key": "../outside"}, "is not a safe folder name"),
+    ({"key": "/abs"}, "is not a safe folder name"),
+    ({"sha256": None}, "needs its file's sha256"),  # without it the download would be used unchecked
+    ({"sha256": "abc"}, "needs its file's sha256"),
+])
+def test_a_json_pin_cannot_write_outside_the_cache_or_skip_its_check(changes, says, online, data_dir, tmp_path):
+    """A concept set's pin decides where its download is written and whether its bytes are checked: a path as its
+    filename or key, or no sha256, is refused before anything is fetched."""
+    with pytest.raises(HarnessError, match=says):
+        core.resolve(core.Upstream.from_dict(pin_dict(**changes), origin="concept set 'x'"))
+    assert not (tmp_path / "escaped.txt").exists() and not (data_dir.parent / "outside").exists()
+    assert core.resolve(core.Upstream.from_dict(pin_dict(), origin="concept set 'x'")).pinned  # the sound pin still works
+
+
+def test_a_path_in_a_pin_built_in_code_is_refused_too(tmp_path):
+    with pytest.raises(HarnessError, match="must be safe names"):
+        core.cache_path(core.Upstream(**{**pin_dict(), "filename": "../x.txt"}))
+
+
+def test_a_damaged_download_record_is_one_line_that_says_what_to_delete(monkeypatch, online, data_dir):
+    item = pinned_item(monkeypatch)
+    data.fetch(item.key)
+    (data_dir / item.key / "prompts.csv.source.json").write_text('{"key": "test-rab", "orig')  # a kill mid-write
+    with pytest.raises(HarnessError, match=r"download record .* is damaged; delete it and prompts.csv"):
+        data.resolve(item.key)
+
+
+def test_a_download_far_past_its_pinned_size_is_cut_off(monkeypatch, online, tmp_path):
+    """A wrong or hostile mirror cannot fill the disk: the stream stops at twice the pinned size plus 1 MiB."""
+    huge = tmp_path / "huge.csv"
+    huge.write_bytes(b"x" * ((1 << 20) + 4 * RAB.stat().st_size))
+    item = pinned_item(monkeypatch, url=huge.resolve().as_uri())
+    with pytest.raises(HarnessError, match="far more than the pinned"):
+        data.fetch(item.key)
+    assert not core.cache_path(item).exists()

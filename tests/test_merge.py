@@ -107,3 +107,31 @@ def test_bad_sources_fail_with_one_line(stores, tmp_path, capsys):
     assert code == 2 and "no results store at" in err and err.count("\n") == 1
     code, _, err = harness(capsys, "merge", str(stores / "sd"), "--into", str(stores / "sd"))
     assert code == 2 and "is the target itself" in err
+
+
+def test_a_link_in_a_source_store_is_never_followed(stores, tmp_path, capsys):
+    """A store copied from elsewhere may hold a link where an image belongs: merging must not copy what it points
+    at (any file readable here) into the merged store."""
+    import shutil
+
+    source = tmp_path / "copied"
+    shutil.copytree(stores / "sd", source)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the store")
+    link = source / "cache" / "images" / "ab" / ("ab" + "0" * 62 + ".png")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(secret)
+    merged = tmp_path / "merged"
+    code, _, err = harness(capsys, "merge", str(source), str(stores / "edit"), "--into", str(merged))
+    assert code == 0, err
+    copied = merged / link.relative_to(source)
+    assert not copied.exists() and not copied.is_symlink()
+    assert not any(p.is_file() and p.read_bytes() == secret.read_bytes() for p in merged.rglob("*"))
+
+
+def test_an_image_key_with_a_path_in_it_names_no_file(tmp_path):
+    from harness.api import HarnessError
+    from harness.store import Store
+
+    with Store(tmp_path / "s") as store, pytest.raises(HarnessError, match="is not an image key"):
+        store.image_path("../../../etc/passwd")

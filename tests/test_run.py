@@ -292,6 +292,9 @@ def test_the_offline_message_gives_the_filtered_download(capsys, tmp_path, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     message = one_line_error(capsys, "run", "--model", "someone/not-downloaded-model", "--bench", "fixed", "--out", str(tmp_path), "--no-progress")
     assert "hf download someone/not-downloaded-model --include '*.json'" in message and "--exclude '*fp16*'" in message
+    from harness.backbones import hf_download_command
+
+    assert hf_download_command("a;touch x/y", pipeline=False).startswith("hf download 'a;touch x/y' ")  # quoted for a shell
 
 
 def test_planning_makes_each_scorer_once(registry, monkeypatch, tmp_path):
