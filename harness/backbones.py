@@ -60,13 +60,20 @@ def hf_download_command(model: str, *, pipeline: bool) -> str:
     return f"hf download {shlex.quote(model)} {include}{exclude}"
 
 
-def _hub_reachable() -> bool:
+def hub_endpoint() -> tuple[str, int]:
+    """The Hugging Face hub's host and port: ``HF_ENDPOINT`` (a mirror, perhaps on its own port) or huggingface.co.
+    Every reachability probe of the hub (models, scorer weights, gated data sets) asks here."""
     import urllib.parse
 
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", f"https://{HUB_HOST}"))
+    return endpoint.hostname or HUB_HOST, endpoint.port or (80 if endpoint.scheme == "http" else 443)
+
+
+def _hub_reachable() -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
-    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", f"https://{HUB_HOST}"))
-    return host_reachable(endpoint.hostname or HUB_HOST, port=endpoint.port or (80 if endpoint.scheme == "http" else 443))
+    host, port = hub_endpoint()
+    return host_reachable(host, port=port)
 
 
 def load_sd_pipeline(source: str, dtype: str, local_files_only: bool, device: str = "cpu"):
@@ -100,8 +107,9 @@ def load_sd_pipeline(source: str, dtype: str, local_files_only: bool, device: st
     return pipe.to(device)
 
 
-def _looks_like_path(model: str) -> bool:
-    if model.startswith((".", "/", "~")) or Path(model).exists():
+def looks_like_path(model: str) -> bool:
+    """A local folder rather than a hub id (hub ids are exactly "owner/name")."""
+    if model.startswith((".", "/", "~")) or Path(model).expanduser().exists():
         return True
     return model.count("/") != 1  # hub ids are exactly "owner/name"
 
@@ -109,7 +117,7 @@ def _looks_like_path(model: str) -> bool:
 def resolve_model_source(model: str) -> tuple[str, bool]:
     """Return (what to pass to ``from_pretrained``, local_files_only), or raise a one-line HarnessError."""
     expanded = os.path.expanduser(model)
-    if _looks_like_path(model):
+    if looks_like_path(model):
         if Path(expanded).exists() and not Path(expanded).is_dir():
             raise HarnessError(f"{model!r} is a file, not a model; give a diffusers folder (with model_index.json) or a hub id "
                                "(a single-file .ckpt/.safetensors: convert it with diffusers' "

@@ -119,9 +119,9 @@ def offline() -> bool:
     return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("HARNESS_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def host_reachable(host: str, timeout: float = 1.5) -> bool:
+def host_reachable(host: str, timeout: float = 1.5, port: int = 443) -> bool:
     """False at once when offline; otherwise one short TCP connect (see harness.backbones)."""
-    return not offline() and backbones.host_reachable(host, timeout)
+    return not offline() and backbones.host_reachable(host, timeout, port)
 
 
 BY_HAND = "pass --data PATH (benchmark parameter data=PATH)"  # what `harness data fetch` takes; see ``reworded``
@@ -241,6 +241,20 @@ def resolve(item: Upstream, data: str | Path | None = None, *, fetch_missing: bo
     return fetch(item, ungated=ungated)
 
 
+def check_obtainable(item: Upstream, needs: str, by_hand: str) -> None:
+    """At plan time (``--dry-run`` too): ``item``'s file is cached and sound, or can be downloaded now.  Otherwise one
+    line, ``needs`` naming who needs it and ``by_hand`` the option that takes a file instead, so that a run does not
+    fail on it only after the model has loaded and images were made."""
+    try:
+        resolve(item, fetch_missing=False)
+        return
+    except HarnessError:
+        if host_reachable(urllib.parse.urlsplit(item.url or "").hostname or ""):
+            return  # the run downloads it
+    raise HarnessError(f"{needs}, which is not downloaded and cannot be (offline): run `harness data fetch {item.key}` on "
+                       f"a connected machine (into the same HARNESS_DATA_DIR), or {by_hand}")
+
+
 def _verified_cache(item: Upstream, path: Path) -> Resolved:
     """Re-check a cached file on every use, so a file changed on disk is refused rather than silently used."""
     record_file = _record_path(path)
@@ -350,8 +364,8 @@ def _fetch_hugging_face(item: Upstream) -> tuple[Path, str]:
         f"{item.key!r} is gated: request access at {page}, log in (`hf auth login` or HF_TOKEN) and retry; "
         f"or {manual_hint(item)}; or opt in to the ungated copy with --ungated (licence caveat: {item.ungated_caveat})"
     )
-    hub_host = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    if not host_reachable(hub_host):  # huggingface_hub would retry for ~25 s, printing each retry, before failing
+    hub_host, hub_port = backbones.hub_endpoint()
+    if not host_reachable(hub_host, port=hub_port):  # huggingface_hub would retry for ~25 s, printing each retry, before failing
         raise HarnessError(f"could not reach {page} ({'offline' if offline() else f'{hub_host} unreachable'}); {manual_hint(item)}")
     try:
         filenames = (

@@ -22,16 +22,10 @@ def check_captions_available(concepts: ConceptSet, path: str, method: str) -> No
     downloadable now, or the run would fail after the model loaded (``load_captions`` downloads it)."""
     if path or concepts.captions or not concepts.extra.get("captions_data"):
         return
-    import urllib.parse
-
     from harness import data
 
     item = data.Upstream.from_dict(concepts.extra["captions_data"], origin=f"concept set {concepts.name!r}")
-    if data.cache_path(item).is_file() or data.host_reachable(urllib.parse.urlsplit(item.url).hostname or ""):
-        return
-    raise HarnessError(f"{method} preserves the captions of {item.key!r}, which is not downloaded and cannot be (offline): "
-                       f"run `harness data fetch {item.key}` on a connected machine (into the same HARNESS_DATA_DIR), "
-                       f"or pass --set {method}.captions=PATH")
+    data.check_obtainable(item, f"{method} preserves the captions of {item.key!r}", f"pass --set {method}.captions=PATH")
 
 
 def load_captions(concepts: ConceptSet, path: str, limit: int, *, method: str = "trce-t",

@@ -501,7 +501,7 @@ def test_fetching_a_gated_set_with_the_hub_unreachable_fails_at_once_without_ret
     for name in ("HF_HUB_OFFLINE", "HARNESS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     probes = []
-    monkeypatch.setattr(backbones, "host_reachable", lambda host, timeout=1.5: probes.append(host) and False)
+    monkeypatch.setattr(backbones, "host_reachable", lambda host, timeout=1.5, port=443: probes.append(host) and False)
 
     def no_hub_call(*args, **kwargs):  # the hub client retries for ~25 s, printing each retry
         raise AssertionError("the hub must not be called when its host is unreachable")

@@ -313,15 +313,14 @@ def test_a_float32_checkpoint_in_a_float16_pipeline_reports_what_the_cast_kept(t
         states.reset()
 
 
-def test_the_convert_hint_is_one_safe_command_for_any_file_name():
+def test_the_convert_hint_is_one_safe_command_for_any_file_name(tmp_path):
     """The printed command is pasted into a shell: a file name with quotes or $(...) must stay a file name."""
     import ast
     import shlex
-    from pathlib import Path
 
     from methods.checkpoint import convert_hint
 
-    hostile = Path("/tmp/a'$(touch pwned)'\"b.pt")
+    hostile = tmp_path / "a'$(touch pwned)'\"b.pt"
     words = shlex.split(convert_hint(hostile).split(": ", 1)[1])
     assert words[:2] == ["python", "-c"] and len(words) == 3
     calls = [node for node in ast.walk(ast.parse(words[2])) if isinstance(node, ast.Call)]

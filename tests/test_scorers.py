@@ -222,6 +222,26 @@ def test_hub_weights_fail_fast_offline(monkeypatch, tmp_path):
         ClipScorer(model=str(tmp_path)).score(images(1), [spec(0)])
 
 
+def test_scorer_weights_probe_the_hub_mirror_on_its_own_port(monkeypatch, tmp_path):
+    """A mirror in HF_ENDPOINT with a port of its own is probed there, as models and data sets are
+    (``backbones.hub_endpoint``): the port used to be read as part of the host name, so the mirror never answered."""
+    import socket
+
+    from benchmarks.scorers.weights import resolve_model
+
+    with socket.socket() as mirror:
+        mirror.bind(("127.0.0.1", 0))
+        mirror.listen()
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("HARNESS_OFFLINE", raising=False)
+        for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):  # the probe goes to the mirror itself
+            monkeypatch.delenv(proxy, raising=False)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{mirror.getsockname()[1]}")
+        assert resolve_model("openai/clip-vit-large-patch14", "clip-score", "HARNESS_CLIP_SCORE_MODEL") == (
+            "openai/clip-vit-large-patch14", False)  # reachable: from_pretrained will download from the mirror
+
+
 def test_fid_weights_fail_fast_offline(monkeypatch, tmp_path):
     import torch  # noqa: F401  (import time is not what is measured)
     import torchmetrics.image.fid  # noqa: F401

@@ -111,19 +111,13 @@ class Q16Scorer(Scorer):
         self._clip = None
 
     def check(self) -> None:
-        import urllib.parse
-
-        from benchmarks.data import host_reachable, resolve, upstream
+        from benchmarks.data import upstream
+        from harness.data import check_obtainable
 
         if not self.prompts_path:  # a given file was checked when the scorer was made
             item = upstream("q16-vitl14")
-            try:
-                resolve("q16-vitl14", None, fetch_missing=False)
-            except HarnessError:
-                if not host_reachable(urllib.parse.urlsplit(item.url).hostname):
-                    raise HarnessError(f"the q16 scorer needs its prompts file {item.filename}, which is not downloaded and "
-                                       f"cannot be (offline): run `harness data fetch q16-vitl14` on a connected machine, "
-                                       f"or set {PROMPTS_ENV}=/path/to/{item.filename}") from None
+            check_obtainable(item, f"the q16 scorer needs its prompts file {item.filename}",
+                             f"set {PROMPTS_ENV}=/path/to/{item.filename}")
         resolve_model(self.model_name, "the q16 scorer", MODEL_ENV)
 
     def _load(self):

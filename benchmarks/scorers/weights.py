@@ -12,21 +12,12 @@ from pathlib import Path
 
 from benchmarks.data import host_reachable
 from harness.api import HarnessError
-from harness.backbones import hf_download_command
-
-
-def _hub_host() -> str:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    return endpoint.split("://", 1)[-1].split("/", 1)[0]
-
-
-def _is_path(model: str) -> bool:
-    return model.startswith((".", "/", "~")) or Path(model).expanduser().exists() or model.count("/") != 1
+from harness.backbones import hf_download_command, hub_endpoint, looks_like_path
 
 
 def resolve_model(model: str, purpose: str, env_var: str) -> tuple[str, bool]:
     """(what to pass to ``from_pretrained``, local_files_only), or a one-line HarnessError that says how to fix it."""
-    if _is_path(model):
+    if looks_like_path(model):
         path = Path(model).expanduser()
         if not (path / "config.json").is_file():
             raise HarnessError(
@@ -40,7 +31,8 @@ def resolve_model(model: str, purpose: str, env_var: str) -> tuple[str, bool]:
         return model, True
     except Exception:  # not in the local cache
         pass
-    if not host_reachable(_hub_host()):
+    host, port = hub_endpoint()
+    if not host_reachable(host, port=port):
         raise HarnessError(
             f"{purpose} needs {model!r}, which is not in the local Hugging Face cache, and the hub cannot be reached "
             f"(offline or HF_HUB_OFFLINE=1): run `{hf_download_command(model, pipeline=False)}` on a connected machine, "
