@@ -70,3 +70,10 @@ def is_adversarial(declared: bool, attack: str | None) -> bool:
     """Whether a result's prompts are adversarial: its benchmark declares so (``Benchmark.adversarial``), or it is an
     attack cell "A(B)", whose prompts attack A optimised against the method by definition, whatever B declares."""
     return bool(declared) or bool(attack)
+
+
+def common_unit(units) -> str | None:
+    """The unit of results compared or averaged together: theirs when they share one; None where they disagree (a
+    plugin changed its unit between runs) or are not known, so that only their values decide (``stats.is_rate``)."""
+    found = set(units)
+    return found.pop() if len(found) == 1 else None

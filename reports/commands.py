@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.api import HarnessError
 from harness.hookspecs import hookimpl
+from harness.results import common_unit
 
 COMPARE_HELP = """\
 Paired comparison of two methods on every benchmark and metric both have in the store: the
@@ -106,8 +107,7 @@ def comparisons(results: list[dict], stored: dict, a: str, b: str) -> list[dict]
         if values_a and values_b:
             # The stored unit picks the test (stats.is_rate); two runs that disagree on it (a plugin changed in
             # between) leave the choice to the values, as for results stored before units were.
-            unit = row_a["unit"] if row_a["unit"] == row_b["unit"] else None
-            record.update(compare(values_a, values_b, unit))
+            record.update(compare(values_a, values_b, common_unit((row_a["unit"], row_b["unit"]))))
         else:
             delta = None if record["value_a"] is None or record["value_b"] is None else record["value_b"] - record["value_a"]
             record.update(delta=delta, ci95=None, p_value=None, n_pairs=0, test="none: no per-image values (a set-level or aggregate metric)")

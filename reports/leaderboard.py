@@ -33,7 +33,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from harness.results import Result
+from harness.results import Result, common_unit
 from harness.spec import Selection
 
 BASE_PROVENANCE = "base model"
@@ -324,10 +324,10 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
                 unit=row["unit"],
             )
             rate[key], position[key] = _is_rate(row), row["metric_position"]
-        elif columns[key].unit != row["unit"]:
-            # Runs that stored one metric with different units: no unit is the column's, so its marks' tests and its
-            # cells' intervals both fall back to the values (stats.is_rate), never one of each.
-            columns[key].unit = None
+        else:
+            # Runs that stored one metric with different units: no unit is the column's, so its marks' tests fall back
+            # to the values (stats.is_rate).
+            columns[key].unit = common_unit((columns[key].unit, row["unit"]))
         if row["method"] not in methods:
             methods[row["method"]] = Row(row["method"], [], provenance(row), display=row["method_display"] or "")
         method = methods[row["method"]]
@@ -406,7 +406,7 @@ def _add_attacked_averages(board: Leaderboard) -> None:
         board.columns.append(Column(ATTACKED, metric, first.name, first.lower_is_better,
                                     f"mean of {first.name} over the attack cells {', '.join(cells)}",
                                     adversarial=True, rate=all(board.columns[i].rate for i in indices), average_of=cells,
-                                    attack=ATTACKED, unit=_common_unit([board.columns[i] for i in indices])))
+                                    attack=ATTACKED, unit=common_unit(board.columns[i].unit for i in indices)))
         for row in board.rows:
             parts = [row.values[i] for i in indices]
             # As for "Adv": only a method attacked in every cell gets a mean.
@@ -415,12 +415,6 @@ def _add_attacked_averages(board: Leaderboard) -> None:
             if row.per_image:  # an average has no per-image values of its own
                 row.per_image.append(None)
                 row.intervals.append(None)
-
-
-def _common_unit(columns: list[Column]) -> str | None:
-    """The unit an average of ``columns`` is in: theirs when they share one, else None (not known)."""
-    units = {c.unit for c in columns}
-    return units.pop() if len(units) == 1 else None
 
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
@@ -442,7 +436,7 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
         average = Column("Adv", metric, first.name, first.lower_is_better,
                          f"mean of {first.name} over the adversarial benchmarks {', '.join(benches)}", adversarial=True,
                          rate=all(c.rate for c in averaged), average_of=benches,
-                         primary=all(c.primary for c in averaged), unit=_common_unit(averaged))
+                         primary=all(c.primary for c in averaged), unit=common_unit(c.unit for c in averaged))
         position = indices[-1] + 1  # right after the last benchmark it averages
         board.columns.insert(position, average)
         for row in board.rows:
