@@ -65,7 +65,6 @@ class ActiveState:
         return sum(h.extra_branches for h in self.hooks)
 
 
-
 @contextlib.contextmanager
 def naming_the_method(method, label: str, step: str):
     """A bug raised inside a method's own code keeps its traceback, with a last line naming the method and its
@@ -85,6 +84,7 @@ def naming_the_method(method, label: str, step: str):
                 where = cls.__module__
             err.add_note(f"raised in method {label!r} ({cls.__qualname__}.{step}, {where}): a bug in that method's code")
         raise
+
 
 class ModelStates:
     """Applies and removes method edits on one loaded pipeline."""

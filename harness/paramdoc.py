@@ -59,25 +59,22 @@ def field_comments(params_cls) -> dict[str, str]:
     return found
 
 
-def _default(field: dataclasses.Field) -> str:
-    if field.default is not dataclasses.MISSING:
-        return repr(field.default)
-    if field.default_factory is not dataclasses.MISSING:
-        try:
-            return repr(field.default_factory())
-        except Exception:  # a factory that needs the run's context: say so rather than guess
-            return "(computed)"
-    return "(required)"
+def _default(field: dataclasses.Field, default) -> str:
+    """``default``: ``field_default(field)``."""
+    if default is not dataclasses.MISSING:
+        return repr(default)
+    # A factory that fails needs the run's context: say so rather than guess.
+    return "(computed)" if field.default_factory is not dataclasses.MISSING else "(required)"
 
 
-def _allowed(field: dataclasses.Field, annotation) -> str:
+def _allowed(field: dataclasses.Field, annotation, default) -> str:
     """The bounds column: a list parameter's command-line form (nothing else says that its items are separated by
     '|', and its default reads as Python's "(1.0, 0.9)"), then its bounds, which hold for each item."""
     bounds = bounds_of(field)
     limits = bounds.describe() if bounds else ""
     if sequence_type(annotation) is None:
         return limits
-    form = list_form(annotation, field_default(field))
+    form = list_form(annotation, default)
     return f"{form}; each {limits}" if limits else form
 
 
@@ -93,6 +90,7 @@ def parameter_docs(params_cls) -> list[ParamDoc]:
     docs = []
     for field in dataclasses.fields(params_cls):
         annotation = field.type if isinstance(field.type, str) else inspect.formatannotation(field.type)
-        allowed = _allowed(field, hints.get(field.name))
-        docs.append(ParamDoc(field.name, annotation, _default(field), allowed, comments.get(field.name, "")))
+        default = field_default(field)  # a default_factory runs once
+        allowed = _allowed(field, hints.get(field.name), default)
+        docs.append(ParamDoc(field.name, annotation, _default(field, default), allowed, comments.get(field.name, "")))
     return docs

@@ -8,6 +8,7 @@ as soon as it is done; re-running the same command resumes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import sys
@@ -289,14 +290,7 @@ def planning_scorers(registry: Registry):
     """``scorer_of(name)``: one CPU instance of each scorer for every check of the plan (metric labels, weights,
     what an attack scores).  Scorers load their models lazily, but a plugin's constructor may not: one instance per
     scorer keeps planning as cheap as its cheapest scorer allows.  The run makes its own on the run's device."""
-    made: dict[str, object] = {}
-
-    def scorer_of(name: str):
-        if name not in made:
-            made[name] = registry.get("scorers", name)(device="cpu")
-        return made[name]
-
-    return scorer_of
+    return functools.cache(lambda name: registry.get("scorers", name)(device="cpu"))
 
 
 def methods_in(method_items: list[list[Selection]], methods: list[PlannedMethod]) -> set[str]:
