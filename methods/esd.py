@@ -115,7 +115,7 @@ class ESD(FineTuneMethod):
         guidance: float = param(3.0, ge=0)  # CFG used to sample x_t ("start guidance")
         num_steps: int = param(50, ge=1, le=1000)  # DDIM steps
         resolution: int = param(0, ge=0, multiple_of=8)  # px; 0 = the backbone's native size (512 for SD v1.4)
-        optimizer: str = "adam"  # "adam" (paper code) or "adamw"
+        optimizer: str = "adam"  # "adam" (paper code) or "adamw" (weight decay 0.01, torch's AdamW default)
         keywords: int = param(0, ge=0)  # use the first N erase keywords, 0 = all
         # "paper" (CompVis noxattn/xattn) or "diffusers" (2025 code): differ for esd-u; esd-x also takes "strict"
         parameters: str = "paper"
@@ -201,7 +201,10 @@ class ESD(FineTuneMethod):
             "keywords_used": keywords,
             "latent_size": size,
         }
-        return Training(step_losses, iterations, metadata)
+        # AdamW without weight decay is Adam step for step: the switch would only retrain the same weights under a
+        # new key.  With torch's default decay it is the optimiser most diffusers training scripts use.
+        weight_decay = 0.01 if params.optimizer == "adamw" else 0.0
+        return Training(step_losses, iterations, metadata, weight_decay=weight_decay)
 
 
 class ESDU(ESD):

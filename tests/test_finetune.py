@@ -97,6 +97,23 @@ def test_only_the_declared_parameter_group_changes(method_cls, params, group, pi
     json.dumps(metadata)  # stored with the model state
 
 
+def test_esd_adamw_decays_the_weights_as_adamw_does(pipe, ctx):
+    """``optimizer=adamw`` is AdamW with weight decay 0.01: one step from the same weights and the same gradient
+    lands lr·0.01·W below Adam's step (decoupled decay).  Without the decay the two are the same optimiser."""
+    params = {**QUICK_ESD, "max_steps": 1, "lr": 0.1}
+    before = weights(pipe)
+    results = {}
+    for optimizer in ("adam", "adamw"):
+        pipe.unet.load_state_dict(before)
+        ESDX(ESDX.Params(**params, optimizer=optimizer)).edit(pipe, CONCEPTS, ctx)
+        results[optimizer] = weights(pipe)
+    trained = parameter_group(pipe.unet, "cross-attention")
+    for name in trained:
+        decay = results["adam"][name] - results["adamw"][name]
+        torch.testing.assert_close(decay, 0.1 * 0.01 * before[name], atol=1e-6, rtol=1e-3)
+    assert any(before[name].abs().max() > 0.01 for name in trained)  # the decay is visible, not lost in rounding
+
+
 # --------------------------------------------------------------------------- the TRCE-V loss (Eq. 8)
 
 
