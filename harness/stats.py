@@ -13,7 +13,8 @@ comparing two independent proportions.
 * ``paired_bootstrap_delta``: the same for the mean difference B − A of matched values.
 * ``mcnemar_exact``: McNemar's test for paired 0/1 values, exact: a two-sided binomial test on the discordant
   pairs (McNemar 1947, Psychometrika 12:153).
-* ``wilcoxon_signed_rank``: the paired test for continuous values (scipy's Wilcoxon signed-rank; exact for small n).
+* ``wilcoxon_signed_rank``: the paired test for continuous values (Wilcoxon signed-rank, zero differences
+  dropped, exact with tied ranks up to 200 non-zero pairs; ``signed_rank_test`` also gives its direction).
 * ``holm``: Holm's step-down adjustment of a family of p-values (Holm 1979, Scand. J. Statist. 6:65).
 * ``is_rate``: which of the two families above a metric's values get (Wilson and McNemar, or bootstrap and
   Wilcoxon): the one place that choice is made.
@@ -157,14 +158,71 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return float(min(Fraction(1), Fraction(2 * tail, 2**total)))
 
 
-def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of matched values (zero differences dropped); 1.0 when all are equal."""
-    from scipy.stats import wilcoxon
+EXACT_SIGNED_RANK_MAX = 200  # non-zero pairs up to which the signed-rank null distribution is enumerated exactly
 
+
+def signed_rank_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, int]:
+    """Wilcoxon's signed-rank test of matched values: (two-sided p-value, direction), direction +1 when the ranks
+    favour B > A, −1 when they favour A > B, 0 when the two rank sums are equal (p is then 1).
+
+    Zero differences are dropped before ranking (Wilcoxon's own rule) and tied differences share their mean rank.
+    Up to ``EXACT_SIGNED_RANK_MAX`` non-zero pairs the p-value is exact: under the null hypothesis each rank's sign
+    is a fair coin, so the distribution of T⁺ (the sum of the positive differences' ranks) is the convolution of
+    one two-point distribution {0, r_i} per pair; doubled mean ranks are whole numbers, so it is a table over
+    0 … n(n + 1).  Beyond that, the normal approximation with the tie-corrected variance
+    n(n + 1)(2n + 1)/24 − Σ(t³ − t)/48 and a continuity correction of ½.
+
+    Exactness matters here: with several seeds per prompt most per-prompt differences are 0 and the rest are tied
+    (±½, ±1), and scipy (1.17) picks its normal approximation without continuity correction from the number of
+    pairs *before* dropping zeros, so 5 prompts out of 30, all one way, got p = 0.025 where the exact p is 2/2⁵.
+    The direction is what the test supports, which can differ from the sign of the mean difference when values
+    are skewed (many small wins, one large loss); the leaderboard's marks and ``harness compare`` need both to agree.
+    """
     differences = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    if not np.any(differences != 0):
-        return 1.0
-    return float(wilcoxon(differences, zero_method="wilcox", alternative="two-sided").pvalue)
+    differences = differences[differences != 0]
+    n = differences.size
+    if n == 0:
+        return 1.0, 0
+    ranks = _mean_ranks(np.abs(differences))
+    positive = float(ranks[differences > 0].sum())
+    negative = float(ranks[differences < 0].sum())
+    direction = (positive > negative) - (positive < negative)
+    if direction == 0:
+        return 1.0, 0
+    if n <= EXACT_SIGNED_RANK_MAX:
+        doubled = np.rint(2 * ranks).astype(np.int64)
+        pmf = np.zeros(int(doubled.sum()) + 1)
+        pmf[0] = 1.0
+        for rank in doubled:  # each pair's rank counts towards T⁺ with probability ½
+            pmf[rank:] = 0.5 * pmf[rank:] + 0.5 * pmf[: pmf.size - rank].copy()
+            pmf[:rank] *= 0.5
+        observed = int(np.rint(2 * positive))
+        tail = min(pmf[: observed + 1].sum(), pmf[observed:].sum())
+        return float(min(1.0, 2 * tail)), direction
+    _, counts = np.unique(np.abs(differences), return_counts=True)
+    variance = n * (n + 1) * (2 * n + 1) / 24 - float(np.sum(counts.astype(float) ** 3 - counts)) / 48
+    z = (abs(positive - n * (n + 1) / 4) - 0.5) / math.sqrt(variance)
+    return float(min(1.0, 2 * (1 - NormalDist().cdf(max(z, 0.0))))), direction
+
+
+def _mean_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``values``, ties sharing the mean of the ranks they span."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    ranks = np.empty(values.size)
+    start = 0
+    while start < values.size:
+        stop = start
+        while stop + 1 < values.size and sorted_values[stop + 1] == sorted_values[start]:
+            stop += 1
+        ranks[order[start : stop + 1]] = (start + stop) / 2 + 1
+        start = stop + 1
+    return ranks
+
+
+def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of matched values (``signed_rank_test``); 1.0 when all are equal."""
+    return signed_rank_test(a, b)[0]
 
 
 def is_binary(values: Sequence[float]) -> bool:

@@ -22,8 +22,10 @@ COMPARE_HELP = """\
 Paired comparison of two methods on every benchmark and metric both have in the store: the
 difference B - A, its 95% interval (paired bootstrap over prompts) and a p-value from a paired
 test on the same prompts and seeds (exact McNemar on the discordant pairs for 0/1 per-image
-values, Wilcoxon signed-rank for per-image scores).  Set-level metrics (FID) have no per-image
-values and are listed without a test.
+values with one image per prompt; otherwise Wilcoxon signed-rank, exact up to 200 non-zero pairs,
+on per-prompt means when a prompt has several seeds).  Where the test and the mean difference
+favour different methods (many small wins, a few large losses) the verdict says "ranks and
+means disagree".  Set-level metrics (FID) have no per-image values and are listed without a test.
 
 examples:
   harness compare --out harness-out uce trce-t
@@ -122,11 +124,17 @@ VERDICT_LEVEL = 0.05  # per record, uncorrected: the header says so; the leaderb
 
 
 def verdict(record: dict) -> str | None:
-    """"B better", "A better" or "no significant difference" at p < 0.05 (by the metric's direction); None untested."""
+    """"B better", "A better" or "no significant difference" at p < 0.05 (by the metric's direction); None untested.
+
+    A significant test whose direction disagrees with the mean difference (a rank test finding B higher on most
+    prompts while a few large losses pull B's mean below A's) is "ranks and means disagree": neither is better on
+    both counts, and the mean alone is what the tables show."""
     if record.get("p_value") is None or record.get("delta") is None:
         return None
     if record["p_value"] >= VERDICT_LEVEL or record["delta"] == 0:
         return "no significant difference"
+    if record.get("test_favours") not in (None, "B" if record["delta"] > 0 else "A"):
+        return "ranks and means disagree"
     b_lower = record["delta"] < 0
     return "B better" if b_lower == bool(record["lower_is_better"]) else "A better"
 
@@ -211,6 +219,8 @@ def per_image_rows(results: list[dict], stored: dict) -> list[dict]:
 
 
 def write_per_image(rows: list[dict], path: Path) -> None:
+    from reports.leaderboard import csv_number
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".parquet":
         import pandas as pd
@@ -226,7 +236,7 @@ def write_per_image(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=PER_IMAGE_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "value": repr(row["value"])})  # repr: the float round-trips exactly
+            writer.writerow({**row, "value": csv_number(row["value"])})  # repr: the float round-trips exactly
 
 
 def cmd_export(args, registry) -> int:

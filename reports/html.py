@@ -112,7 +112,7 @@ def _cell(board: Leaderboard, row_index: int, index: int, start: bool) -> str:
     place = board.ranks(index).get(row_index)
     css = {1: "best", 2: "second"}.get(place, "tie" if row_index in board.ties(index) else "")
     value = "–" if row.base and column.set_level else format_value(row.values[index], column, percent_sign="")
-    interval = format_interval(interval_of(row, index), column)
+    interval = format_interval(interval_of(row, index), column, row.values[index])
     inner = f'<span class="{css}">{_e(value)}</span>' if css else _e(value)
     if interval:
         inner += f'<span class="ci">{_e(interval)}</span>'

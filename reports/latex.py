@@ -18,6 +18,8 @@ every caption); the base model row is the reference and is never marked.  Needs 
 
 from __future__ import annotations
 
+import re
+
 from harness import names
 from reports.leaderboard import Column, Leaderboard, format_value, n_range_text
 from reports.plots import category_labels
@@ -70,8 +72,9 @@ def _cell(board: Leaderboard, row_index: int, column: Column, decimals: int, mar
 
 RULE_CAPTION = (
     r"Best in \textbf{bold}, second \underline{underlined}, only where a paired test on the same prompts and seeds "
-    r"(exact McNemar for rates, Wilcoxon signed-rank otherwise) separates a method from every method below it at "
-    r"$p<0.05$, Holm-corrected over those comparisons; $^{\approx}$: not separable from the place's leader (tied); "
+    r"(exact McNemar for rates with one image per prompt, otherwise Wilcoxon signed-rank, on per-prompt means when a "
+    r"prompt has several seeds) separates a method from every method below it at $p<0.05$, in the direction of the "
+    r"means, Holm-corrected over those comparisons; $^{\approx}$: not separable from the place's leader (tied); "
     r"set-level columns (FID) "
     r"are not marked. The base model is the reference and is not ranked. "
 )
@@ -213,8 +216,14 @@ def table2(board: Leaderboard, benchmark: str) -> str:
         rf"{name} rates per category on {escape(categories[0].title if categories else benchmark)} (\%, lower is better) and knowledge "
         r"preservation. " + _caption_n(columns) + RULE_CAPTION + _caption_sources(board)
     )
-    return _table(board, groups, [1 if c.rate else 2 for c in columns], caption, f"tab:categories-{benchmark.replace(':', '-')}",
+    return _table(board, groups, [1 if c.rate else 2 for c in columns], caption, f"tab:categories-{label_safe(benchmark)}",
                   required=categories)
+
+
+def label_safe(name: str) -> str:
+    """A benchmark label as part of a ``\\label`` key: a CSV benchmark's label may hold ``%``, ``#``, braces or
+    backslashes, which end or break the command; everything but letters, digits, ``-`` and ``.`` becomes ``-``."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-") or "benchmark"
 
 
 def document(tables: dict[str, str]) -> str:

@@ -141,8 +141,10 @@ class Marks:
 
 RANK_RULE = (
     "Bold: best, underlined: second, only where the method's lead over every method below it holds in a paired test "
-    "on the same prompts and seeds (exact McNemar for rates, Wilcoxon signed-rank otherwise) at p < 0.05, "
-    "Holm-corrected over those comparisons; ≈ marks the methods that the test cannot separate from the place's "
+    "on the same prompts and seeds (attack cells: the same source prompts) at p < 0.05, Holm-corrected over those "
+    "comparisons: exact McNemar for rates with one image per prompt, otherwise Wilcoxon signed-rank (exact up to 200 "
+    "non-zero pairs; on per-prompt means when a prompt has several seeds), and only where the test favours the "
+    "method the mean puts ahead; ≈ marks the methods that the test cannot separate from the place's "
     "leader (tied for that place). Columns without per-image values (set-level metrics such as FID, averages) are "
     "not marked. The base model is not ranked."
 )
@@ -211,7 +213,7 @@ def _column_marks(board: Leaderboard, index: int) -> Marks:
     and 20% can each be inseparable from the next one while the first and the last differ beyond doubt.
     """
     from harness import stats
-    from reports.uncertainty import ALPHA, paired_p
+    from reports.uncertainty import ALPHA, lead_p
 
     column = board.columns[index]
     contenders = [i for i, row in enumerate(board.rows) if not row.base and _finite(row.values[index])]
@@ -229,7 +231,8 @@ def _column_marks(board: Leaderboard, index: int) -> Marks:
             break  # a place is earned over the methods below it: the last method is never "second" by default
         raw = []
         for other in others:
-            p = paired_p(board.rows[leader].per_image[index], board.rows[other].per_image[index], column.unit)
+            p = lead_p(board.rows[leader].per_image[index], board.rows[other].per_image[index], column.unit,
+                       column.lower_is_better)
             raw.append(1.0 if p is None else p)
         adjusted = stats.holm(raw)
         if place == 1:
@@ -463,12 +466,20 @@ def format_value(value: float | None, column: Column, decimals: int = 2, percent
     return f"{value:.{column.decimals}f}"
 
 
-def format_interval(interval, column: Column) -> str:
-    """``[lo, hi]`` in the cell's unit (percent points for a rate, one decimal), or "" where there is none."""
+def format_interval(interval, column: Column, value: float | None = None) -> str:
+    """``[lo, hi]`` in the cell's unit (percent points for a rate, one decimal), or "" where there is none; ``value``
+    is the cell's own value, which the shown bounds always enclose."""
     if interval is None or not interval.known:
         return ""
     if column.rate:
-        return f"[{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+        # One decimal for the bounds, two for the value: near 0% or 100% at large n, rounding could put the shown
+        # value outside its shown interval (0.01 [0.0, 0.0]); such a bound is rounded outward instead.
+        low, high = round(100 * interval.low, 1), round(100 * interval.high, 1)
+        if value is not None and not math.isnan(value):
+            shown = round(100 * value, 2)
+            low = min(low, math.floor(10 * shown + 1e-9) / 10)
+            high = max(high, math.ceil(10 * shown - 1e-9) / 10)
+        return f"[{low:.1f}, {high:.1f}]"
     return f"[{interval.low:.{column.decimals}f}, {interval.high:.{column.decimals}f}]"
 
 
@@ -539,7 +550,7 @@ def marked_cell(board: Leaderboard, row_index: int, index: int, bold: str = "**{
         text = underline.format(text)
     elif row_index in board.ties(index):
         text = tie.format(text)
-    bracket = format_interval(interval_of(row, index), column) if with_interval else ""
+    bracket = format_interval(interval_of(row, index), column, row.values[index]) if with_interval else ""
     return " ".join(part for part in (text, bracket, cell_n_text(row, column)) if part)
 
 
@@ -669,10 +680,16 @@ def to_csv(board: Leaderboard) -> str:
             found = interval_of(row, index)
             low, high = (found.low, found.high) if found is not None and found.known else (None, None)
             spreads += [row.counts.get(column.key, ""), "" if low is None else repr(low), "" if high is None else repr(high)]
-        writer.writerow([row.method] + ["" if v is None else repr(v) for v in values] + spreads
+        writer.writerow([row.method] + [csv_number(v) for v in values] + spreads
                         + [int(row.base), cost, erase, row.erase_device or "", "" if row.erase_unet_evals is None else row.erase_unet_evals,
                            "" if row.erase_text_encoder_evals is None else row.erase_text_encoder_evals, row.provenance, " ".join(row.runs)])
     return buffer.getvalue()
+
+
+def csv_number(value) -> str:
+    """A number for a CSV cell: ``repr`` (the float round-trips exactly), empty where it is missing or undefined, as
+    the JSON outputs write ``null`` (pandas reads both as NaN)."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(value)
 
 
 LONG_COLUMNS = ("run", "method", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "lower_is_better", "base_model")
@@ -689,7 +706,7 @@ def to_long_csv(results: list[dict], intervals: dict) -> str:
         low, high = (found.low, found.high) if found and found.known else (None, None)
         base = provenance(row) == BASE_PROVENANCE
         value = None if base and row["needs_reference"] else row["value"]
-        writer.writerow([row["run_id"], row["method"], row["benchmark"], row["metric"], "" if value is None else repr(value), row["n"],
+        writer.writerow([row["run_id"], row["method"], row["benchmark"], row["metric"], csv_number(value), row["n"],
                          "" if low is None else repr(low), "" if high is None else repr(high), int(row["lower_is_better"]), int(base)])
     return buffer.getvalue()
 

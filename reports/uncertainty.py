@@ -67,6 +67,8 @@ def interval(value: float | None, values: list[dict] | None, unit: str | None = 
         n = stats.effective_sample_size(numbers, prompts)
         low, high = stats.wilson(value * n, n)
         return Interval(low, high, f"{WILSON} on the effective n {n:.0f} of {len(numbers)} images{seeds}")
+    if len(set(prompts)) < 2:  # every resample would be the one prompt again: a zero-width interval claiming certainty
+        return Interval(None, None, "none: one prompt (a bootstrap over prompts needs two)")
     low, high = stats.bootstrap_mean(numbers, groups=prompts)
     return Interval(low, high, BOOTSTRAP + seeds)
 
@@ -110,8 +112,8 @@ def compare(a: list[dict], b: list[dict], unit: str | None = None) -> dict:
     delta = sum(b_values) / len(b_values) - sum(a_values) / len(a_values)
     low, high = stats.paired_bootstrap_delta(a_values, b_values, groups=prompts)
     record.update(delta=delta, ci95=[low, high], interval=f"paired {BOOTSTRAP}")
-    p_value, test, counts = _paired_test(a_values, b_values, prompts, unit)
-    record.update(p_value=p_value, test=test)
+    p_value, test, counts, direction = _paired_test(a_values, b_values, prompts, unit)
+    record.update(p_value=p_value, test=test, test_favours={1: "B", -1: "A"}.get(direction, "neither"))
     if counts is not None:
         record["discordant"] = counts
     return record
@@ -125,21 +127,36 @@ def per_prompt_means(values: list[float], prompts: list[str]) -> list[float]:
 
 
 def _paired_test(a_values: list[float], b_values: list[float], prompts: list[str],
-                 unit: str | None = None) -> tuple[float, str, list[int] | None]:
-    """Exact McNemar for a rate (``stats.is_rate``) with one image per prompt; otherwise Wilcoxon signed-rank, on
-    per-prompt means when a prompt has several seeds (the prompts, not the images, are the independent units)."""
+                 unit: str | None = None) -> tuple[float, str, list[int] | None, int]:
+    """(p-value, the test's name, discordant counts or None, direction): exact McNemar for a rate (``stats.is_rate``)
+    with one image per prompt; otherwise Wilcoxon signed-rank, on per-prompt means when a prompt has several seeds
+    (the prompts, not the images, are the independent units).  Direction: +1 where the test finds B's values higher,
+    −1 where A's, 0 where neither (``stats.signed_rank_test``)."""
     if len(set(prompts)) < len(prompts):
         a_means, b_means = per_prompt_means(a_values, prompts), per_prompt_means(b_values, prompts)
-        return stats.wilcoxon_signed_rank(a_means, b_means), "Wilcoxon signed-rank on per-prompt means (several seeds per prompt)", None
+        p_value, direction = stats.signed_rank_test(a_means, b_means)
+        return p_value, "Wilcoxon signed-rank on per-prompt means (several seeds per prompt)", None, direction
     if stats.is_rate(unit, a_values, b_values):
         a_only, b_only = stats.discordant(a_values, b_values)
-        return stats.mcnemar_exact(a_only, b_only), "exact McNemar", [a_only, b_only]
-    return stats.wilcoxon_signed_rank(a_values, b_values), "Wilcoxon signed-rank", None
+        return stats.mcnemar_exact(a_only, b_only), "exact McNemar", [a_only, b_only], (b_only > a_only) - (b_only < a_only)
+    p_value, direction = stats.signed_rank_test(a_values, b_values)
+    return p_value, "Wilcoxon signed-rank", None, direction
 
 
-def paired_p(a: list[dict], b: list[dict], unit: str | None = None) -> float | None:
-    a_values, b_values, prompts = align(a, b)
-    return _paired_test(a_values, b_values, prompts, unit)[0] if a_values else None
+def lead_p(leader: list[dict], other: list[dict], unit: str | None, lower_is_better: bool) -> float | None:
+    """The paired test's p-value for ``leader`` doing better than ``other`` (None: no matched pairs), 1.0 where the
+    test does not point that way.  A rank test and a mean can disagree: many small wins and one large loss give a
+    small p for the many wins, while the mean, which orders the table, favours the other method; a lead is only
+    marked where both agree."""
+    a_values, b_values, prompts = align(leader, other)
+    if not a_values:
+        return None
+    p_value, _, _, direction = _paired_test(a_values, b_values, prompts, unit)
+    mean_gap = sum(b_values) / len(b_values) - sum(a_values) / len(a_values)  # other − leader
+    ahead = 1 if lower_is_better else -1  # the sign of other − leader when the leader is better
+    if direction != ahead or mean_gap * ahead <= 0:
+        return 1.0
+    return p_value
 
 
 def mean_of_benchmarks_interval(per_benchmark: list[list[dict]], units: list[str | None] | None = None) -> Interval:

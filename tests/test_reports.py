@@ -206,6 +206,13 @@ def test_latex_escapes_special_characters():
     )
 
 
+def test_latex_labels_hold_only_characters_a_label_key_takes(report_dir):
+    """A CSV benchmark's label may hold %, #, braces or backslashes, which would end or break ``\\label{...}``."""
+    assert r"\label{tab:categories-multi-count-6}" in (report_dir / "table2-multi-count-6.tex").read_text()
+    assert latex.label_safe("csv:path=my%prompts#{1}\\x.csv") == "csv-path-my-prompts-1-x.csv"
+    assert re.fullmatch(r"[A-Za-z0-9.-]+", latex.label_safe("über/50% {x}"))
+
+
 def test_latex_compiles(report_dir, tmp_path):
     engine = shutil.which("pdflatex")
     has_booktabs = shutil.which("kpsewhich") and subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True).stdout.strip()

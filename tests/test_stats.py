@@ -59,10 +59,64 @@ def test_is_rate_follows_the_declared_unit_and_falls_back_to_the_values_without_
 
 
 def test_paired_p_value_of_a_score_is_wilcoxon_even_on_zeros_and_ones():
+    """On 0/1 values the exact signed-rank test *is* the sign test, i.e. exact McNemar (every non-zero difference is
+    ±1, one tied rank); past the exact table (over 200 discordant pairs) the two tests part, which shows the route."""
     a, b = [1] * 12 + [0] * 8, [0] * 12 + [0] * 8
     assert stats.paired_p_value(a, b, "score") == pytest.approx(stats.wilcoxon_signed_rank(a, b), rel=1e-12)
-    assert stats.paired_p_value(a, b, "score") != pytest.approx(stats.paired_p_value(a, b, "rate"))
     assert stats.paired_p_value(a, b, "rate") == pytest.approx(binomtest(0, 12, 0.5).pvalue)
+    assert stats.paired_p_value(a, b, "score") == pytest.approx(stats.paired_p_value(a, b, "rate"), rel=1e-12)
+    a, b = [1] * 130 + [0] * 100, [0] * 130 + [1] * 100
+    assert stats.paired_p_value(a, b, "score") == pytest.approx(stats.wilcoxon_signed_rank(a, b), rel=1e-12)
+    assert stats.paired_p_value(a, b, "rate") == pytest.approx(binomtest(100, 230, 0.5).pvalue, rel=1e-9)
+    assert stats.paired_p_value(a, b, "score") != pytest.approx(stats.paired_p_value(a, b, "rate"), rel=1e-6)
+
+
+def brute_force_signed_rank_p(differences) -> float:
+    """Every sign assignment of the non-zero differences' mean ranks, counted: the exact two-sided p by definition."""
+    import itertools
+
+    nonzero = np.asarray([d for d in differences if d != 0], dtype=float)
+    magnitudes = np.abs(nonzero)
+    ranks = np.array([np.mean([1 + j for j, other in enumerate(sorted(magnitudes)) if other == m]) for m in magnitudes])
+    observed = ranks[nonzero > 0].sum()
+    sums = np.array([sum(r for r, plus in zip(ranks, signs) if plus) for signs in itertools.product([0, 1], repeat=len(ranks))])
+    return min(1.0, 2 * min(np.mean(sums <= observed + 1e-9), np.mean(sums >= observed - 1e-9)))
+
+
+def test_signed_rank_is_exact_with_zero_and_tied_differences():
+    """Several seeds per prompt make most per-prompt differences 0 and the rest tied: 5 prompts of 30, all one way,
+    is 2 / 2⁵ (scipy's automatic choice gave 0.025 here: a normal approximation picked on n = 30 before the zeros
+    were dropped), and 11 up, 3 down, all of one size, is the exact sign test."""
+    assert stats.wilcoxon_signed_rank([0] * 30, [0] * 25 + [1] * 5) == pytest.approx(2 / 2**5, rel=1e-12)
+    assert stats.wilcoxon_signed_rank([0] * 14, [1] * 11 + [-1] * 3) == pytest.approx(binomtest(11, 14).pvalue, rel=1e-12)
+    rng = np.random.default_rng(3)
+    for _ in range(25):
+        differences = rng.integers(-3, 4, size=int(rng.integers(2, 12))).astype(float) / 2
+        if not np.any(differences):
+            continue
+        assert stats.wilcoxon_signed_rank(np.zeros_like(differences), differences) == pytest.approx(
+            brute_force_signed_rank_p(differences), rel=1e-9), differences
+
+
+def test_signed_rank_matches_scipy_where_scipy_is_exact_or_uses_the_continuity_correction():
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(4)
+    for n in (5, 13, 30, 50):
+        differences = rng.normal(0.3, 1, n)  # no ties, no zeros: scipy's exact distribution applies
+        assert stats.wilcoxon_signed_rank(np.zeros(n), differences) == pytest.approx(wilcoxon(differences, method="exact").pvalue, rel=1e-9)
+    differences = np.round(rng.normal(0.1, 1, 400), 1)  # past the exact table: the tie-corrected normal approximation
+    assert stats.wilcoxon_signed_rank(np.zeros(400), differences) == pytest.approx(
+        wilcoxon(differences, method="approx", correction=True).pvalue, rel=1e-9)
+
+
+def test_signed_rank_direction_is_what_the_ranks_favour_not_the_mean():
+    """Many small wins and one large loss: the ranks favour B while B's mean is lower."""
+    a, b = [30.0] * 20, [30.3] * 18 + [26.0] * 2
+    p_value, direction = stats.signed_rank_test(a, b)
+    assert direction == 1 and p_value < 0.05 and np.mean(b) < np.mean(a)
+    assert stats.signed_rank_test(b, a)[1] == -1
+    assert stats.signed_rank_test([1, 2], [2, 1]) == (1.0, 0)  # the rank sums balance
 
 
 def test_holm_hand_worked():

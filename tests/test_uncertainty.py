@@ -5,6 +5,7 @@ derived here from those values by an independent route (scipy's binomial test, W
 """
 
 import csv
+import dataclasses
 import json
 import statistics
 
@@ -236,6 +237,71 @@ def test_the_last_method_is_never_second_by_default(tmp_path):
     board = leaderboard.build(store.results(), values=store.result_values())
     rows = {row.method: i for i, row in enumerate(board.rows)}
     assert board.ranks(0) == {rows["good"]: 1} and board.ties(0) == {}
+
+
+def test_duplicating_each_seed_never_makes_a_difference_significant(tmp_path):
+    """30 prompts, "best" at 0 everywhere and "next" flagged on 5: McNemar p = 2/2⁵, a tie.  The same images stored
+    with every prompt's seed twice carry no new information, and the tie must stay a tie (the Wilcoxon on per-prompt
+    means once gave p = 0.025 here and bolded "best")."""
+    for seeds in (1, 2):
+        store = Store(tmp_path / f"s{seeds}")
+        per_image = {"sd": flags(range(25), 30), "best": flags([], 30), "next": flags(range(5), 30)}
+        fill(store, "run-1", {m: {BENCH: [v for v in values for _ in range(seeds)]} for m, values in per_image.items()},
+             seeds_per_prompt=seeds)
+        board = leaderboard.build(store.results(), values=store.result_values())
+        rows = {row.method: i for i, row in enumerate(board.rows)}
+        assert board.ranks(0) == {} and board.ties(0) == {rows["best"]: 1, rows["next"]: 1}, seeds
+        assert board.marks(0).adjusted_p == [pytest.approx(0.0625, rel=1e-12)]
+
+
+def test_a_lead_by_the_mean_is_not_marked_on_a_rank_test_that_favours_the_other_method(tmp_path, capsys):
+    """CLIP-like score, higher is better: "steady" scores 30.0 on all 20 prompts, "skewed" 30.3 on 18 and 26.0 on 2.
+    The mean puts steady first, the signed-rank test (p = 0.007) favours skewed: no mark, and compare says so."""
+    store = Store(tmp_path / "s")
+    fill(store, "run-1", {"sd": {BENCH: [31.0] * 20}, "steady": {BENCH: [30.0] * 20}, "skewed": {BENCH: [30.3] * 18 + [26.0] * 2}},
+         metric="kit:clip", name="CLIP", description="clip score", lower_is_better=False)
+    board = leaderboard.build(store.results(), values=store.result_values())
+    rows = {row.method: i for i, row in enumerate(board.rows)}
+    assert board.rows[rows["steady"]].values[0] > board.rows[rows["skewed"]].values[0]
+    assert board.ranks(0) == {} and board.ties(0) == {rows["steady"]: 1, rows["skewed"]: 1}
+    store.close()
+    (record,) = json.loads(run_cli(capsys, "compare", "--out", str(tmp_path / "s"), "steady", "skewed", "--json"))
+    assert record["p_value"] < 0.05 and record["delta"] < 0 and record["test_favours"] == "B"
+    assert record["verdict"] == "ranks and means disagree"
+
+
+def test_one_prompt_gets_no_bootstrap_interval_rather_than_a_zero_width_one():
+    """Resampling one prompt gives that prompt back every time: [v, v] would claim certainty from a single prompt."""
+    one_prompt = [{"prompt_id": "0", "seed": s, "value": v} for s, v in enumerate([0.2, 0.3, 0.25, 0.31])]
+    found = uncertainty.interval(0.265, one_prompt, "score")
+    assert not found.known and "one prompt" in found.method
+    two_prompts = [{**v, "prompt_id": str(i % 2)} for i, v in enumerate(one_prompt)]
+    assert uncertainty.interval(0.265, two_prompts, "score").known
+
+
+def test_a_shown_rate_interval_always_encloses_the_shown_value():
+    """Values print with two decimals and rate bounds with one: at 1 event in 20 000 the Wilson bounds round to
+    [0.0, 0.0] around 0.01; the bound that would exclude the shown value is rounded outward.  Elsewhere unchanged."""
+    column = leaderboard.Column(benchmark=BENCH, metric=METRIC, name="ASR", description="fraction", lower_is_better=True, rate=True)
+    for k, n in ((1, 20000), (19999, 20000), (2, 15000), (4, 80), (0, 100), (100, 100)):
+        found = uncertainty.Interval(*stats.wilson(k, n), uncertainty.WILSON)
+        text = leaderboard.format_interval(found, column, k / n)
+        low, high = (float(x) for x in text.strip("[]").split(", "))
+        shown = float(leaderboard.format_value(k / n, column).rstrip("%"))
+        assert low <= shown <= high, (k, n, text, shown)
+    assert leaderboard.format_interval(uncertainty.Interval(*stats.wilson(4, 80), uncertainty.WILSON), column, 0.05) == "[2.0, 12.2]"
+    assert leaderboard.format_interval(uncertainty.Interval(*stats.wilson(1, 20000), uncertainty.WILSON), column, 1 / 20000) == "[0.0, 0.1]"
+
+
+def test_an_undefined_value_is_an_empty_csv_cell_as_it_is_null_in_json(tmp_path):
+    store = Store(tmp_path / "s")
+    fill(store, "run-1", {"sd": {BENCH: flags(range(7), 10)}, "uce": {BENCH: flags([], 10)}})
+    results = [dataclasses.replace(row, value=float("nan")) if row.method == "uce" else row for row in store.results()]
+    board = leaderboard.build(results, values=store.result_values())
+    table = list(csv.DictReader(leaderboard.to_csv(board).splitlines()))
+    assert [r[f"{BENCH}/{METRIC}"] for r in table if r["method"] == "uce"] == [""]
+    long = list(csv.DictReader(leaderboard.to_long_csv(results, uncertainty.intervals(results, store.result_values())).splitlines()))
+    assert [r["value"] for r in long if r["method"] == "uce"] == [""]
 
 
 def twin_store(path, seeds_per_prompt: int = 1) -> Store:
