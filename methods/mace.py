@@ -12,7 +12,11 @@ offline here, so each equation is named ((CFR), (L_attn), (IS), (FUSE)) and tied
 
        W ← (λW + Σ_{pairs, t} (W n_t) o_tᵀ + s·Σ_p W⁰ p pᵀ) · (λI + Σ_{pairs, t} o_t o_tᵀ + s·Σ_p p pᵀ)⁻¹          (CFR)
 
-   with ``p`` every token row of the preservation captions (MS-COCO in the paper), λ = 0.
+   with ``p`` every token row of the preservation captions (MS-COCO in the paper), λ = 0.  W⁰ is the weights MACE
+   starts from: SD's own when MACE runs alone, as in the paper and the official cache; in a composition such as
+   ``uce+mace`` the weights the earlier method left, so MACE preserves the captions' mapping of the model it is
+   given rather than pulling it back towards SD (which would partly undo the earlier edit).  The fusion's W⁰ below
+   is the same.
 2. **Target-concept erasure with LoRA** (``cfr_lora_training.py``, ``AttnController.loss``).  For each concept a rank-1 LoRA on the cross-attention keys
    of the refined model is trained so that the concept's tokens receive no attention inside the concept's region:
 
@@ -148,7 +152,7 @@ class MACE(Method):
         started = time.perf_counter()
         targets = concept_prompts(concepts, params.mapping, params.num_templates)
         projections = cross_attention_projections(pipe.unet)
-        original = {name: module.weight.detach().float().clone() for name, module in projections}  # W⁰
+        original = {name: module.weight.detach().float().clone() for name, module in projections}  # W⁰: the entry weights
 
         # Data for step 2 from the *original* model (MACE generates with SD itself): images (latents) and masks.
         reference = lazy(lambda: original_unet(pipe, ctx))

@@ -21,7 +21,7 @@ latent: from ``x̂₀ = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t = z_m``,
 
 The official code writes ``ε_m = z_u − z_m + ε`` (``target_mosaic = latents - mos_latents + noise``, with the
 comment "nudity+noise − (nudity−mosaic+noise) = mosaic"), which drops the √ᾱ_t/√(1−ᾱ_t) factor: that target
-reaches ``x̂₀ = z_m`` only where √ᾱ_t = √(1−ᾱ_t) (t ≈ 400 on SD's schedule), under-weights the edit at small t and
+reaches ``x̂₀ = z_m`` only where √ᾱ_t = √(1−ᾱ_t) (ᾱ_t = ½: t ≈ 354 on SD's schedule), under-weights the edit at small t and
 over-weights it at large t.  ``unscaled_mosaic_target=true`` (and ``preset=official``) reproduces it.
 
 Training, as ``run_adjust_SD.sh`` runs it: AdamW (lr 1e-5, weight decay 1e-2), constant lr (its
