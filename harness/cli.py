@@ -354,7 +354,8 @@ def _save_quietly(pipe, folder: str) -> None:
 def cmd_check(args, registry: Registry) -> int:
     from harness.store import Store
 
-    with Store(args.out, create=False) as store:  # --repair writes: closing checkpoints its log into harness.db
+    # --repair writes (closing checkpoints its log into harness.db); a plain check only reads, a read-only copy too
+    with Store(args.out, create=False, read_only=not args.repair) as store:
         return _check(args, registry, store)
 
 

@@ -845,7 +845,7 @@ def describe_stored_work(planned: Plan) -> list[str]:
     out = Path(planned.config.out)
     if not (out / "harness.db").exists():
         return [f"{head}; no store at {out} yet, so every image and erasure is new", *_attack_note(planned)]
-    store = Store(out, create=False)
+    store = Store(out, read_only=True)
     target = planned.target
     source = PipelineSource(target=target, store=store)
     identity = source.identity_key()

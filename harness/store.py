@@ -126,26 +126,48 @@ def enable_wal(db: sqlite3.Connection, *, patience: float = 60.0) -> None:
             delay = min(delay * 2, 0.5)
 
 
+def unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be made or written (the OS's words), or None: a probe file is written and removed."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        return str(err.strerror or err)
+    return None
+
+
 class Store:
-    def __init__(self, out: str | Path, create: bool = True):
+    def __init__(self, out: str | Path, create: bool = True, *, read_only: bool = False):
+        """Open (``create``: or make) the store at ``out``.  ``read_only``: for commands that only read (report,
+        compare, export, check): a store on a read-only mount or in a folder this user cannot write (an archived or
+        shared copy) is then opened as an immutable database instead of refused; a writable store opens as usual,
+        so a run writing beside the reader is seen."""
         self.root = Path(out)
-        if not create and not (self.root / "harness.db").exists():
+        self.read_only = False
+        if (not create or read_only) and not (self.root / "harness.db").exists():
             raise HarnessError(f"no results store at {self.root} (expected {self.root / 'harness.db'}); run `harness run --out {self.root}` first")
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as err:
-            raise HarnessError(f"cannot write to output directory {self.root}: {err.strerror or err}; choose another --out") from None
+        problem = unwritable(self.root)
+        if problem and not read_only:
+            raise HarnessError(f"cannot write to output directory {self.root}: {problem}; choose another --out")
+        self.read_only = problem is not None
         self.cache = self.root / "cache"
         path = self.root / "harness.db"
-        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        if self.read_only:
+            # Nobody can write here, so the file cannot change under us: "immutable" lets SQLite read a write-ahead-log
+            # database without creating its -shm/-wal files, which a read-only folder cannot hold.
+            self.db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True, isolation_level=None)
+        else:
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         try:
-            enable_wal(self.db)
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+            if self.read_only:
+                self._check_schema_readable()
+            else:
+                enable_wal(self.db)
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
         except sqlite3.OperationalError:
             raise  # locked, disk full, I/O error: a store that may be fine (failures.user_error words the last two)
         except sqlite3.DatabaseError as err:
@@ -155,6 +177,19 @@ class Store:
                                "restore it from a copy or choose another --out") from None
         self.files = Files(self)
         self.claims = Claims(self)
+
+    def _check_schema_readable(self) -> None:
+        """A store opened read-only is read as it is: it must already have this version's schema."""
+        try:
+            row = self.db.execute("SELECT version FROM schema_version").fetchone()
+        except sqlite3.OperationalError:
+            row = None
+        applied = row["version"] if row else 0
+        if applied != len(MIGRATIONS):
+            newer = applied > len(MIGRATIONS)
+            raise HarnessError(f"{self.root / 'harness.db'} (read-only here) was written by {'a newer' if newer else 'an older'} "
+                               f"erasure-harness (schema {applied}, this one knows {len(MIGRATIONS)}); "
+                               + ("upgrade erasure-harness" if newer else "copy the store somewhere writable and open it there once to upgrade it"))
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -200,7 +235,8 @@ class Store:
         a run working beside this one in the same store is never waited for; the last connection to close finishes."""
         self.claims.stop()
         try:
-            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if not self.read_only:
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:
             pass  # busy or a full disk: what is committed stays in the log, which SQLite reads with the database
         self.db.close()

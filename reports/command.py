@@ -44,7 +44,7 @@ def cmd_report(args, registry) -> int:
     formats = report.parse_formats(args.format)
     if args.grid_prompts < 1:
         raise HarnessError(f"--grid-prompts must be at least 1; got {args.grid_prompts}")
-    with Store(args.out, create=False) as store:  # closed on every path: a refused --dest leaves no log files behind
+    with Store(args.out, read_only=True) as store:  # closed on every path: a refused --dest leaves no log files behind
         return _report(args, registry, store, formats)
 
 
@@ -60,6 +60,9 @@ def _report(args, registry, store, formats) -> int:
 
         print(json.dumps(records_document(results, intervals(results, store.result_values())), indent=2))
         return 0
+    if store.read_only and not args.dest:
+        raise HarnessError(f"the store {store.root} is read-only here, so the report cannot go under it; "
+                           "write it elsewhere with --dest /a/writable/folder (or print it with --json)")
     destination = names.inside(store.root, args.dest or "report", "--dest")
     filters = "".join(f"; {name} {value}" for name, value in (("runs", args.runs), ("methods", args.methods), ("benchmarks", args.bench)) if value)
     written = report.write(store, results, destination, formats, blur=not args.no_blur,

@@ -180,7 +180,7 @@ def _format_compare(records: list[dict]) -> str:
 def cmd_compare(args, registry) -> int:
     from harness.store import Store
 
-    with Store(args.out, create=False) as store:
+    with Store(args.out, read_only=True) as store:
         return _compare(args, registry, store)
 
 
@@ -242,7 +242,7 @@ def write_per_image(rows: list[dict], path: Path) -> None:
 def cmd_export(args, registry) -> int:
     from harness.store import Store
 
-    with Store(args.out, create=False) as store:
+    with Store(args.out, read_only=True) as store:
         return _export(args, registry, store)
 
 

@@ -278,3 +278,35 @@ def test_check_that_finds_damage_suggests_repair(tmp_path, capsys):
     code, _, stderr = cli(capsys, "check", "--out", str(out))
     assert code == 1
     assert f"`harness check --out {out} --repair` removes and regenerates them" in stderr
+
+
+def test_a_store_nobody_can_write_is_still_read_by_every_reading_command(tmp_path, capsys, monkeypatch):
+    """An archived or shared store on a read-only mount: report (--json, or --dest elsewhere), compare, export, check
+    and run --dry-run read it (as an immutable database: no -wal or -shm file is made beside it); a report that would
+    go under it says where to write instead.  Simulated by the write probe failing as a read-only mount's does (a
+    test may run as root, whom file modes do not stop)."""
+    import harness.store
+
+    path, out = write_csv(tmp_path), tmp_path / "out"
+    bench = f"csv:path={path},metrics=brightness:mean,concepts=colours"
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--methods", "sd,uce", "--bench", bench, "--out", str(out), "--no-progress")
+    assert code == 0, stderr
+    before = sorted(p.name for p in out.iterdir())
+    monkeypatch.setattr(harness.store, "unwritable", lambda folder: "Read-only file system")
+
+    code, stdout, stderr = cli(capsys, "report", "--out", str(out), "--json")
+    assert code == 0 and len(json.loads(stdout)) == 2, stderr  # one record per method
+    one_error(*cli(capsys, "report", "--out", str(out))[::2], "is read-only here", "--dest")
+    code, _, stderr = cli(capsys, "report", "--out", str(out), "--dest", str(tmp_path / "elsewhere"), "--format", "md")
+    assert code == 0 and (tmp_path / "elsewhere" / "leaderboard.md").exists(), stderr
+    code, stdout, stderr = cli(capsys, "compare", "--out", str(out), "sd", "uce")
+    assert code == 0 and "uce" in stdout, stderr
+    code, _, stderr = cli(capsys, "export", "--out", str(out), "--per-image", str(tmp_path / "v.csv"))
+    assert code == 0 and (tmp_path / "v.csv").read_text().count("\n") == 1 + 2 * 2, stderr
+    code, stdout, stderr = cli(capsys, "check", "--out", str(out))
+    assert code == 0 and "0 damaged" in stdout + stderr, stderr
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--methods", "sd,uce", "--bench", bench, "--out", str(out), "--dry-run")
+    assert code == 0 and "4 already in the store" in stdout, stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+    one_error(*cli(capsys, "run", "--model", "tiny", "--bench", bench, "--out", str(out), "--no-progress")[::2],
+              "cannot write to output directory", "choose another --out")
