@@ -44,6 +44,11 @@ def close_names(name: str, choices) -> list[str]:
     return close
 
 
+def close_suggestion(name: str, choices) -> str:
+    """``did_you_mean``'s suggestion only, "" when no name is close: for messages that list every choice themselves."""
+    return did_you_mean(name, choices) if close_names(name, choices) else ""
+
+
 def did_you_mean(name: str, choices) -> str:
     """A ``"; did you mean 'x'?"`` suffix (``close_names``), or a list of the valid names when nothing is close."""
     choices = sorted(choices)

@@ -30,6 +30,7 @@ from harness.api import (
     Target,
     checked_score,
     close_names,
+    close_suggestion,
     sha256_json,
 )
 from harness.names import check_name
@@ -144,7 +145,7 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
             owners = [name for name, part in zip(cls.parts, part_classes) if value in part.presets]
             if not owners:
                 known = sorted({preset for part in part_classes for preset in part.presets})
-                raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no preset {value!r}{did_you_mean(value, known)} (presets: {', '.join(known) or 'none'})")
+                raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no preset {value!r}{close_suggestion(value, known)} (presets: {', '.join(known) or 'none'})")
         else:
             owners = [name for name, part in zip(cls.parts, part_classes) if key in {f.name for f in dataclasses.fields(part.Params)}]
         if not owners:
@@ -204,7 +205,7 @@ def resolve_presets(cls, name: str, raw: dict[str, str], backbone: Backbone | No
         if preset not in cls.presets:
             known = sorted(cls.presets)
             raise HarnessError(
-                f"{name} has no preset {preset!r}{did_you_mean(preset, known)} (presets: {', '.join(known) or 'none'}; "
+                f"{name} has no preset {preset!r}{close_suggestion(preset, known)} (presets: {', '.join(known) or 'none'}; "
                 "see `harness list methods --presets`)"
             )
         values.update(preset_text(cls.presets[preset]))
@@ -334,7 +335,7 @@ def check_overrides(registry: Registry, overrides: dict) -> None:
             unknown = [key for key in values if key not in declared]
             if unknown:
                 raise HarnessError(f"--set {name}.{unknown[0]}: neither the {name} benchmark nor the {name} attack has that "
-                                   f"parameter{did_you_mean(unknown[0], declared)} (parameters: {', '.join(sorted(declared))})")
+                                   f"parameter{close_suggestion(unknown[0], declared)} (parameters: {', '.join(sorted(declared))})")
         for kind in kinds:
             build_params(registry.get(kind, name), overrides_for(registry, kind, name, overrides), name)
 

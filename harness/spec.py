@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from harness.api import HarnessError, did_you_mean
+from harness.api import HarnessError, close_suggestion
 from harness.validate import LIST_SEPARATOR, item_types, list_form, validate_params
 
 _PARAM_CHUNK = re.compile(r"^[A-Za-z_][\w.-]*=")
@@ -134,7 +134,7 @@ def _convert(value: str, annotation, where: str):
     if origin is typing.Literal:
         choices = [str(a) for a in args]
         if value not in choices:
-            raise HarnessError(f"{where} must be one of {', '.join(choices)}; got {value!r}{did_you_mean(value, choices)}")
+            raise HarnessError(f"{where} must be one of {', '.join(choices)}; got {value!r}{close_suggestion(value, choices)}")
         return args[choices.index(value)]
     if origin in (tuple, list):
         return _convert_list(value, annotation, where)
@@ -193,7 +193,7 @@ def build_params(plugin_cls, raw: dict[str, str], label: str):
     for key, value in raw.items():
         if key not in fields:
             known = ", ".join(sorted(fields)) or "none"
-            raise HarnessError(f"{label} has no parameter {key!r}{did_you_mean(key, fields)} (parameters: {known})")
+            raise HarnessError(f"{label} has no parameter {key!r}{close_suggestion(key, fields)} (parameters: {known})")
         values[key] = _convert(value, hints[key], f"{label}.{key}")
     required = [f.name for f in dataclasses.fields(params_cls) if f.init and f.name not in values
                 and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

@@ -19,8 +19,14 @@ CAPTION_COLUMNS = ("prompt", "caption", "text")  # a CSV's caption column: COCO-
 
 def check_captions_available(concepts: ConceptSet, path: str, method: str) -> None:
     """At plan time: where the captions come from a pinned upstream file (COCO-30k), it must be cached or
-    downloadable now, or the run would fail after the model loaded (``load_captions`` downloads it)."""
-    if path or concepts.captions or not concepts.extra.get("captions_data"):
+    downloadable now, or the run would fail after the model loaded (``load_captions`` downloads it); a captions
+    file given as a parameter must exist."""
+    if path:
+        if not Path(path).expanduser().is_file():
+            raise HarnessError(f"{method}: captions file {path!r} does not exist (a .txt with one caption per line, "
+                               "or a .csv with a 'prompt' column)")
+        return
+    if concepts.captions or not concepts.extra.get("captions_data"):
         return
     from harness import data
 

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
@@ -115,10 +115,10 @@ class ESD(FineTuneMethod):
         guidance: float = param(3.0, ge=0)  # CFG used to sample x_t ("start guidance")
         num_steps: int = param(50, ge=1, le=1000)  # DDIM steps
         resolution: int = param(0, ge=0, multiple_of=8)  # px; 0 = the backbone's native size (512 for SD v1.4)
-        optimizer: str = "adam"  # "adam" (paper code) or "adamw" (weight decay 0.01, torch's AdamW default)
+        optimizer: Literal["adam", "adamw"] = "adam"  # "adam" (paper code) or "adamw" (weight decay 0.01, torch's default)
         keywords: int = param(0, ge=0)  # use the first N erase keywords, 0 = all
         # "paper" (CompVis noxattn/xattn) or "diffusers" (2025 code): differ for esd-u; esd-x also takes "strict"
-        parameters: str = "paper"
+        parameters: Literal["paper", "diffusers", "strict"] = "paper"
         sample_with_trainable: bool = False  # quirk: paper code samples x_t with the model being trained
         max_steps: int = param(0, ge=0)  # cap on iterations, 0 = iterations
         seed: int = 0  # keyword and step draws

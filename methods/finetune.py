@@ -523,6 +523,12 @@ class FineTuneMethod(Method):
     def validate(self, concepts) -> None:
         """Raise ``HarnessError`` for bad parameters or an unusable concept set (before any copy is made)."""
 
+    def check_concepts(self, concepts) -> None:
+        """At plan time (``--dry-run`` too): what ``edit`` would refuse, refused before any image is generated,
+        such as a parameter set the variant does not have (``esd-u:parameters=strict``)."""
+        self.validate(concepts)
+        self.trainable_group()
+
     def trainable_group(self) -> str:
         raise NotImplementedError
 

@@ -57,6 +57,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -197,7 +198,7 @@ class SafeGen(FineTuneMethod):
         weight_mosaic: float = param(0.1, ge=0)  # w_m (intended; the script's default is 0.5)
         weight_preserve: float = param(0.9, ge=0)  # w_p
         lr: float = param(1e-5, gt=0)  # learning rate
-        optimizer: str = "adamw"  # "adamw" (official) or "adam"
+        optimizer: Literal["adamw", "adam"] = "adamw"  # "adamw" (official) or "adam"
         weight_decay: float = param(1e-2, ge=0)  # AdamW
         steps: int = param(1000, ge=1)  # optimiser steps (max_train_steps)
         gradient_accumulation: int = param(5, ge=1)  # micro-batches per optimiser step

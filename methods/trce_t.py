@@ -123,6 +123,9 @@ class TRCET(Method):
         caption_divisor: float = 0.0  # quirk: 0 = the number of captions (a mean); official code: a fixed 3e4
         augmentation: Literal["concepts", "official"] = "concepts"  # phrase/template lists: the concept set's, or TRCE's own
 
+        def __post_init__(self):
+            parse_tokens(self.tokens)  # a typo is refused when the parameter is read, not after sampling
+
     def check_concepts(self, concepts: ConceptSet) -> None:
         if self.params.preserve_scale != 0:
             check_captions_available(concepts, self.params.captions, "trce-t")

@@ -92,6 +92,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -137,7 +138,7 @@ class TRCEV(FineTuneMethod):
         regularization_scale: float = 100.0  # λ on L_reg (Eq. 9; A.3 "prior preservation weight")
         lr: float = 1e-6  # A.3
         epochs: int = 3  # A.3
-        optimizer: str = "adam"  # paper; "adamw" = official code
+        optimizer: Literal["adam", "adamw"] = "adam"  # paper; "adamw" = official code
         weight_decay: float = 0.01  # AdamW only (official)
         batch_size: int = 1  # malicious latents per step (official 1)
         regularizer_batch: int = 4  # regulariser latents per step (official 4)
@@ -149,8 +150,8 @@ class TRCEV(FineTuneMethod):
         sample_guidance: float = 3.0  # CFG of the malicious trajectories (official)
         regularizer_samples: int = 2000  # most unconditional samples in the pool (A.3)
         resolution: int = 0  # px; 0 = the backbone's native size (512 for SD v1.4)
-        objective: str = "triplet"  # Eq. 8; "align" = Table 5's d(ε, ε⁺) only
-        distance: str = "mse"  # d in Eq. 8: per-sample mean squared error (official) or "l2"
+        objective: Literal["triplet", "align"] = "triplet"  # Eq. 8; "align" = Table 5's d(ε, ε⁺) only
+        distance: Literal["mse", "l2"] = "mse"  # d in Eq. 8: per-sample mean squared error (official) or "l2"
         max_steps: int = 0  # cap on optimiser steps, 0 = epochs × trajectories / batch_size
         seed: int = 0  # training draws (order, steps)
         trajectory_seed: int = 0  # starting noises of the cached trajectories
@@ -307,10 +308,6 @@ class TRCEV(FineTuneMethod):
 
 
 def check_params(params) -> None:
-    if params.objective not in ("triplet", "align"):
-        raise HarnessError(f"trce-v: objective={params.objective!r}: choose 'triplet' (Eq. 8) or 'align' (Table 5)")
-    if params.distance not in ("mse", "l2"):
-        raise HarnessError(f"trce-v: distance={params.distance!r}: choose 'mse' (official) or 'l2'")
     if not 0 <= params.early_steps < params.num_steps:
         raise HarnessError(f"trce-v: early_steps={params.early_steps} must lie in 0 … num_steps − 1 ({params.num_steps - 1})")
     if params.template.count("{}") != 1:

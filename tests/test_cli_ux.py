@@ -42,6 +42,26 @@ def test_dry_run_refuses_an_unknown_scorer_in_a_benchmarks_metrics(tmp_path, cap
     assert stdout == ""
 
 
+@pytest.mark.parametrize("method, says", [
+    ("esd-x:optimizer=sgd", "esd-x.optimizer must be one of adam, adamw; got 'sgd'"),
+    ("esd-x:parameters=foo", "esd-x.parameters must be one of paper, diffusers, strict; got 'foo'"),
+    ("esd-u:parameters=strict", "esd-u: parameters='strict': choose 'paper' or 'diffusers'"),
+    ("trce-t:tokens=foo", "trce-t: tokens='foo'"),
+    ("trce-t:captions=no-such-file.txt", "trce-t: captions file 'no-such-file.txt' does not exist"),
+    ("mace:captions=no-such-file.txt", "mace: captions file 'no-such-file.txt' does not exist"),
+    ("trce-v:distance=l3", "trce-v.distance must be one of mse, l2; got 'l3'"),
+    ("trce:optimizer=sgd", "trce-v.optimizer must be one of adam, adamw; got 'sgd'"),
+    ("safegen:optimizer=sgd", "safegen.optimizer must be one of adamw, adam; got 'sgd'"),
+])
+def test_dry_run_refuses_a_value_the_method_would_refuse_only_after_sampling(tmp_path, capsys, method, says):
+    """Each of these passed --dry-run and failed once base images were made or trajectories sampled (on SD, hours)."""
+    path = write_csv(tmp_path)
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--methods", method, "--bench",
+                          f"csv:path={path},metrics=brightness:mean,concepts=colours", "--out", str(tmp_path / "out"), "--dry-run")
+    one_error(code, stderr, says)
+    assert stderr.count("adamw") <= 1 and "choose from" not in stderr  # the choices are said once
+
+
 # safree: its concept_negative_prompt switch (on by default) names no concept; a check by parameter name let it pass.
 @pytest.mark.parametrize("method", ["uce", "safree"])
 def test_dry_run_refuses_a_concept_set_with_nothing_to_erase(tmp_path, capsys, method):
