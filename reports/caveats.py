@@ -22,7 +22,8 @@ def caveats(store, results) -> list[str]:
     unknown_cost = sorted({result.method for result in results if result.unet_evals_per_image is None})
     if unknown_cost:
         notes.append(f"Unknown cost: UNet evaluations per image are not on record for {', '.join(unknown_cost)} (shown as –).")
-    truncated: dict[str, tuple[int, int, int]] = {}
+    notes += mixed_prompt_sets(results)
+    truncated: dict[str, dict[tuple[int, int, int], list[str]]] = {}
     for run in runs:
         path = store.run_dir(run) / "manifest.json"
         try:
@@ -31,10 +32,33 @@ def caveats(store, results) -> list[str]:
             continue
         for bench, record in (manifest.get("truncated_prompts") or {}).items():
             if record.get("count"):
-                truncated[bench] = (record["count"], record["of"], record["limit"])
-    for bench, (count, total, limit) in sorted(truncated.items()):
-        notes.append(f"Truncated: {count} of {total} prompts of {bench} are longer than the text encoder's {limit} tokens and were cut to "
+                truncated.setdefault(bench, {}).setdefault((record["count"], record["of"], record["limit"]), []).append(run)
+    for bench, counts in sorted(truncated.items()):
+        several = len(counts) > 1  # runs of one benchmark with other --limit values (a merged store): each its own count
+        parts = [f"{count} of {total}" + (f" (run {', '.join(runs_)})" if several else "") for (count, total, _), runs_ in counts.items()]
+        limit = next(iter(counts))[2]
+        notes.append(f"Truncated: {'; '.join(parts)} prompts of {bench} are longer than the text encoder's {limit} tokens and were cut to "
                      f"{limit} (as the reference implementations do).")
+    return notes
+
+
+def mixed_prompt_sets(results) -> list[str]:
+    """One line per benchmark whose cells hold different numbers of images: the newest value of a method wins, so a
+    quick ``--limit 8`` run beside a 200-prompt one leaves cells over different prompts side by side.  The paired
+    tests behind the marks use only the pairs two cells share; the values themselves are not comparable."""
+    sizes: dict[str, dict[str, int]] = {}
+    latest = {}
+    for result in results:  # oldest run first: the newest value of each cell wins, as in the table
+        latest[(result.method, result.benchmark, result.metric)] = result
+    for (method, benchmark, _), result in latest.items():
+        sizes.setdefault(benchmark, {})[method] = max(result.n, sizes.get(benchmark, {}).get(method, 0))
+    notes = []
+    for benchmark, by_method in sorted(sizes.items()):
+        if len(set(by_method.values())) > 1:
+            listed = ", ".join(f"{method} {n}" for method, n in sorted(by_method.items(), key=lambda item: (item[1], item[0])))
+            notes.append(f"Mixed prompt sets: the cells of {benchmark} hold different numbers of images ({listed}); their values are "
+                         "over different prompts (the paired tests behind the marks use only the pairs two cells share). "
+                         "Re-run the smaller cells with the same --limit, or select one run with --runs.")
     return notes
 
 

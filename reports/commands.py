@@ -103,8 +103,8 @@ def comparisons(results: list[dict], stored: dict, a: str, b: str) -> list[dict]
         values_b = stored.get((row_b["run_id"], b, *key))
         record = {
             "benchmark": key[0], "metric": key[1], "name": row_a["name"], "a": a, "b": b,
-            "value_a": _finite(row_a["value"]), "value_b": _finite(row_b["value"]), "lower_is_better": row_a["lower_is_better"],
-            "unit": row_a["unit"], "run_a": row_a["run_id"], "run_b": row_b["run_id"],
+            "value_a": _cell_value(row_a), "value_b": _cell_value(row_b), "n_a": row_a["n"], "n_b": row_b["n"],
+            "lower_is_better": row_a["lower_is_better"], "unit": row_a["unit"], "run_a": row_a["run_id"], "run_b": row_b["run_id"],
         }
         if values_a and values_b:
             # The stored unit picks the test (stats.is_rate); two runs that disagree on it (a plugin changed in
@@ -118,6 +118,16 @@ def comparisons(results: list[dict], stored: dict, a: str, b: str) -> list[dict]
     # As the leaderboard: erasure metrics (lower is better, per image) first, then preservation.
     erasure = {key for key, row in cells_a.items() if row["lower_is_better"] and not row["needs_reference"]}
     return sorted(records, key=lambda r: (((r["benchmark"], r["metric"]) not in erasure), r["benchmark"], r["metric"]))
+
+
+def _cell_value(row: dict) -> float | None:
+    """A cell's stored value; none for the base model's set-level score against itself (its FID is 0 by
+    construction, which the leaderboard shows as "–" too)."""
+    from reports.leaderboard import BASE_PROVENANCE, provenance
+
+    if row["needs_reference"] and provenance(row) == BASE_PROVENANCE:
+        return None
+    return _finite(row["value"])
 
 
 VERDICT_LEVEL = 0.05  # per record, uncorrected: the header says so; the leaderboard's marks are Holm-corrected
@@ -156,12 +166,25 @@ def _format_compare(records: list[dict]) -> str:
     for r in records:
         rate = r["unit"] == "rate" or r["test"] == "exact McNemar"  # results stored before units: 0/1 values
         scale, unit = (100, " pp") if rate else (1, "")
-        if r["delta"] is None:
-            lines.append(f"{r['benchmark']} {r['name']}: no values to compare")
-            continue
         arrow = "↓" if r["lower_is_better"] else "↑"
-        sides = ", ".join(f"{label} {'n/a' if value is None else f'{scale * value:.2f}' + ('%' if rate else '')}"
-                          for label, value in ((r["a"], r["value_a"]), (r["b"], r["value_b"])))
+
+        def shown(value, scale=scale, rate=rate):
+            return "–" if value is None else f"{scale * value:.2f}" + ("%" if rate else "")
+
+        if r["delta"] is None:
+            if r["value_a"] is None and r["value_b"] is None:
+                lines.append(f"{r['benchmark']} {r['name']}: no values to compare")
+            else:  # the base model's set-level score against its own images has no value
+                lines.append(f"{r['benchmark']} {r['name']} {arrow}: {r['a']} {shown(r['value_a'])}, {r['b']} {shown(r['value_b'])} "
+                             f"({r['test']}; no difference to take)")
+            continue
+
+        partial = "paired_a" in r and r["n_pairs"] < max(r["n_a"], r["n_b"])
+        if partial:  # the difference is over the shared pairs: show the means it is made of, then the whole cells
+            sides = (f"{r['a']} {shown(r['paired_a'])}, {r['b']} {shown(r['paired_b'])} on the {r['n_pairs']} shared pairs "
+                     f"(whole cells: {r['a']} {shown(r['value_a'])} n={r['n_a']}, {r['b']} {shown(r['value_b'])} n={r['n_b']})")
+        else:
+            sides = f"{r['a']} {shown(r['value_a'])}, {r['b']} {shown(r['value_b'])}"
         text = f"{r['benchmark']} {r['name']} {arrow}: {sides}; B - A = {scale * r['delta']:+.2f}{unit}"
         if r["ci95"]:
             text += f" [{scale * r['ci95'][0]:+.2f}, {scale * r['ci95'][1]:+.2f}]"

@@ -109,9 +109,10 @@ def compare(a: list[dict], b: list[dict], unit: str | None = None) -> dict:
     record: dict = {"n_pairs": len(a_values), "n_prompts": len(set(prompts))}
     if not a_values:
         return {**record, "delta": None, "ci95": None, "p_value": None, "test": "none: no matched (prompt id, seed) pairs"}
-    delta = sum(b_values) / len(b_values) - sum(a_values) / len(a_values)
+    mean_a, mean_b = sum(a_values) / len(a_values), sum(b_values) / len(b_values)
     low, high = stats.paired_bootstrap_delta(a_values, b_values, groups=prompts)
-    record.update(delta=delta, ci95=[low, high], interval=f"paired {BOOTSTRAP}")
+    # The means over the pairs, which the difference is: a cell may hold more images than the other shares.
+    record.update(paired_a=mean_a, paired_b=mean_b, delta=mean_b - mean_a, ci95=[low, high], interval=f"paired {BOOTSTRAP}")
     p_value, test, counts, direction = _paired_test(a_values, b_values, prompts, unit)
     record.update(p_value=p_value, test=test, test_favours={1: "B", -1: "A"}.get(direction, "neither"))
     if counts is not None:

@@ -304,6 +304,45 @@ def test_an_undefined_value_is_an_empty_csv_cell_as_it_is_null_in_json(tmp_path)
     assert [r["value"] for r in long if r["method"] == "uce"] == [""]
 
 
+def test_a_quick_run_beside_a_full_one_is_named_and_compare_shows_the_means_its_difference_is_made_of(tmp_path, capsys):
+    """A 200-prompt run of sd and rece, then ``--limit 8`` of sd alone: the newest sd cell (8 images) sits beside
+    rece's 200.  The report says the cells hold different prompt sets; compare's difference is over the 8 shared
+    pairs, and it shows the two means over those pairs (the whole cells' values do not subtract to it)."""
+    from reports import caveats
+
+    store = Store(tmp_path / "s")
+    full_sd, rece = flags(range(18), 200), flags([0, *range(10, 24)], 200)
+    fill(store, "run-1", {"sd": {BENCH: full_sd}, "rece": {BENCH: rece}})
+    fill(store, "run-2", {"sd": {BENCH: flags([], 8)}})
+    notes = caveats.mixed_prompt_sets(store.results())
+    assert notes == [f"Mixed prompt sets: the cells of {BENCH} hold different numbers of images (sd 8, rece 200); their values are over "
+                     "different prompts (the paired tests behind the marks use only the pairs two cells share). Re-run the smaller cells "
+                     "with the same --limit, or select one run with --runs."]
+    assert caveats.mixed_prompt_sets(store.results(runs=["run-1"])) == []
+    store.close()
+    (record,) = json.loads(run_cli(capsys, "compare", "--out", str(tmp_path / "s"), "sd", "rece", "--json"))
+    assert (record["n_a"], record["n_b"], record["n_pairs"]) == (8, 200, 8)
+    assert record["paired_a"] == 0 and record["paired_b"] == 1 / 8 and record["delta"] == 1 / 8  # rece flags prompt 0
+    assert record["value_b"] == pytest.approx(15 / 200)
+    line = run_cli(capsys, "compare", "--out", str(tmp_path / "s"), "sd", "rece").splitlines()[1]
+    assert "sd 0.00%, rece 12.50% on the 8 shared pairs (whole cells: sd 0.00% n=8, rece 7.50% n=200); B - A = +12.50 pp" in line
+
+
+def test_compare_shows_no_set_level_score_for_the_base_model_as_the_leaderboard_does(tmp_path, capsys):
+    """FID against the base model's own images is 0 by construction: "–" in the table, and in compare too."""
+    store = Store(tmp_path / "s")
+    fill(store, "run-1", {"sd": {BENCH: flags(range(7), 10)}, "uce": {BENCH: flags([], 10)}})
+    for method, value, state in (("sd", 0.0, None), ("uce", 3.25, "state-uce")):
+        store.add_result(run_id="run-1", method=method, benchmark=BENCH, metric="kit:fid", value=value, n=10, lower_is_better=True,
+                         name="FID", description="set-level", unit="distance", adversarial=False, needs_reference=True,
+                         model_state=state, unet_evals_per_image=8.0)
+    store.close()
+    records = {r["metric"]: r for r in json.loads(run_cli(capsys, "compare", "--out", str(tmp_path / "s"), "sd", "uce", "--json"))}
+    assert records["kit:fid"]["value_a"] is None and records["kit:fid"]["value_b"] == 3.25 and records["kit:fid"]["delta"] is None
+    text = run_cli(capsys, "compare", "--out", str(tmp_path / "s"), "sd", "uce")
+    assert f"{BENCH} FID ↓: sd –, uce 3.25 (none: no per-image values" in text
+
+
 def twin_store(path, seeds_per_prompt: int = 1) -> Store:
     """The same 0/1 per-image values stored twice: as a rate (``kit:rate``) and as a score (``kit:hits``, a per-image
     count that happened to come out 0 or 1 on every image)."""
