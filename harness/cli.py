@@ -13,6 +13,7 @@ import shlex
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 from harness import __version__, failures
 from harness.api import HarnessError
@@ -328,13 +329,37 @@ def cmd_erase(args, registry: Registry) -> int:
         fingerprint = pipeline_fingerprint(pipe)
         states = ModelStates(pipe, store, fingerprint, target)
         state = states.activate(planned.parts, concepts, planned.label)
-    _save_quietly(pipe, args.save)
-    with open(os.path.join(args.save, "erasure.json"), "w", encoding="utf-8") as handle:
-        # backbone_fingerprint lets `--methods checkpoint:path=DIR` refuse this folder on another base model.
-        json.dump({"method": args.method, "concepts": concepts.name, "backbone": target.backbone_name, "model": target.model,
-                   "model_state": state.key, "backbone_fingerprint": fingerprint, "metadata": state.metadata}, handle, indent=2, default=str)
+    record = {"method": args.method, "concepts": concepts.name, "backbone": target.backbone_name, "model": target.model,
+              "model_state": state.key, "backbone_fingerprint": fingerprint, "metadata": state.metadata}
+    _save_whole(pipe, record, args.save)
     print(f"saved the {args.method}-erased pipeline to {args.save} (load it with StableDiffusionPipeline.from_pretrained)")
     return 0
+
+
+def _save_whole(pipe, record: dict, folder: str) -> None:
+    """Write the pipeline and its ``erasure.json`` into a hidden sibling folder and rename it into place, so that
+    ``--save`` names a whole pipeline or nothing: a full disk or Ctrl-C half-way removes the partial folder (which
+    would otherwise load as a broken pipeline, and block the re-run as "not empty")."""
+    import shutil
+
+    target = Path(folder).expanduser()
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _save_quietly(pipe, str(staging))
+        with open(staging / "erasure.json", "w", encoding="utf-8") as handle:
+            # backbone_fingerprint lets `--methods checkpoint:path=DIR` refuse this folder on another base model.
+            json.dump(record, handle, indent=2, default=str)
+        if target.is_dir():
+            target.rmdir()  # checked empty before erasing
+        os.replace(staging, target)
+    except BaseException as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        # safetensors reports a full disk as its own error type, with the OS's words inside ("os error 28")
+        if not isinstance(err, OSError) and "No space left on device" in str(err):
+            raise HarnessError(f"--save {folder}: no space left on device while writing the pipeline; free some disk space "
+                               "and run the same command again (the erasure is cached; nothing was left under --save)") from None
+        raise
 
 
 def _save_quietly(pipe, folder: str) -> None:

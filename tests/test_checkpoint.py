@@ -327,3 +327,37 @@ def test_the_convert_hint_is_one_safe_command_for_any_file_name(tmp_path):
     load = next(c for c in calls if getattr(c.func, "attr", "") == "load")
     save = next(c for c in calls if getattr(c.func, "id", "") == "save_file")
     assert load.args[0].value == str(hostile) and save.args[1].value == str(hostile.with_suffix(".safetensors"))
+
+
+def test_erase_save_that_fails_half_way_leaves_nothing_and_the_rerun_succeeds(tmp_path, capsys, monkeypatch):
+    """A full disk while safetensors writes (its own error type, not an OSError) was a traceback that left a partial
+    pipeline under --save, which then refused the re-run as "not empty".  Now: one line, nothing left, re-run works."""
+    from pathlib import Path
+
+    from harness import cli
+    from harness.cli import main
+
+    plugins = Path(__file__).parent / "plugins"
+    args = ["--plugin", str(plugins / "edits.py")]
+    concepts = tmp_path / "c.json"
+    concepts.write_text(json.dumps({"name": "c", "erase": ["red"], "guides": ["gray"]}))
+    save, out = tmp_path / "erased", tmp_path / "out"
+    command = [*args, "erase", "--model", "tiny", "--method", "scale-keys:factor=0.5", "--concepts", str(concepts),
+               "--save", str(save), "--out", str(out)]
+
+    class SafetensorError(Exception):  # what safetensors raises, by its message
+        pass
+
+    def full_disk(pipe, folder):
+        (Path(folder) / "vae").mkdir(parents=True)
+        (Path(folder) / "vae" / "config.json").write_text("{}")
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+
+    monkeypatch.setattr(cli, "_save_quietly", full_disk)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left on device" in err and "Traceback" not in err
+    assert not save.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    assert main(command) == 0
+    assert (save / "erasure.json").exists() and (save / "unet").is_dir()

@@ -214,6 +214,26 @@ def test_export_refuses_an_unknown_format_and_writes_or_refuses_parquet_in_one_l
         assert code == 0 and len(pd.read_parquet(tmp_path / "values.parquet")) == 8 * 60 - 4 * 20
 
 
+def test_an_export_cut_short_leaves_the_earlier_file_whole_and_no_partial_one(small_store, capsys, tmp_path, monkeypatch):
+    """A full disk half-way through left a truncated values.csv ending mid-row, which the next step of a pipeline
+    could read as whole.  The file is written beside its name and renamed into place."""
+    target = tmp_path / "values.csv"
+    target.write_text("the earlier export\n")
+    real_writerow = csv.DictWriter.writerow
+    calls = []
+
+    def disk_fills_up(self, row):
+        calls.append(row)
+        if len(calls) > 10:
+            raise OSError(28, "No space left on device")
+        return real_writerow(self, row)
+
+    monkeypatch.setattr(csv.DictWriter, "writerow", disk_fills_up)
+    assert main(["export", "--out", str(small_store), "--per-image", str(target)]) == 2
+    assert "no space left on device" in capsys.readouterr().err.lower()
+    assert target.read_text() == "the earlier export\n" and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
 def test_compare_says_which_method_the_test_favours_by_the_metrics_direction(small_store, capsys):
     records = json.loads(run_cli(capsys, "compare", "--out", str(small_store), "uce", "weak", "--json"))
     for record in records:
