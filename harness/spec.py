@@ -93,7 +93,10 @@ def _add_param(selection: Selection, text: str, option: str) -> None:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise HarnessError(f"{option}: parameter {text!r} of {selection.name!r} must look like key=value")
-    selection.params[key.strip()] = value.strip()
+    key = key.strip()
+    if key in selection.params:  # "uce:lamb=0.1,lamb=0.2": which one was meant is not ours to guess
+        raise HarnessError(f"{option}: {selection.name}.{key} is given twice ({selection.params[key]!r} and {value.strip()!r}); keep one")
+    selection.params[key] = value.strip()
 
 
 def parse_set_options(values: list[str]) -> dict[str, dict[str, str]]:
@@ -104,7 +107,10 @@ def parse_set_options(values: list[str]) -> dict[str, dict[str, str]]:
         name, dot, param = target.rpartition(".")
         if not sep or not dot or not name or not param:
             raise HarnessError(f"--set {text!r} must look like NAME.PARAM=VALUE, e.g. --set uce.lamb=0.1")
-        result.setdefault(name.strip(), {})[param.strip()] = value.strip()
+        given = result.setdefault(name.strip(), {})
+        if param.strip() in given:
+            raise HarnessError(f"--set {name.strip()}.{param.strip()} is given twice ({given[param.strip()]!r} and {value.strip()!r}); keep one")
+        given[param.strip()] = value.strip()
     return result
 
 
