@@ -156,8 +156,8 @@ UPSTREAMS: dict[str, Upstream] = {
     )
 }
 
-# Derived sets: the exact sha256 of the subset as the field ships it (TRCE @ 0da9b71
-# data/prompts_csv/I2P_prompts_sexual.csv; RECE @ 403a67f dataset/coco_30k_val.csv).
+# Derived sets: the exact sha256 of the subset as the field ships it (RECE @ 403a67f dataset/coco_30k_val.csv, drawn
+# as the paper's COCO-3k).  TRCE's I2P_prompts_sexual.csv (@ 0da9b71 data/prompts_csv) is checked by its 931 rows only.
 COCO3K_SHA256 = "418d22c428a29713687abfbaadb2a0af6b4620bc71fd6da5cf8601814ccf19bb"
 
 

@@ -11,9 +11,16 @@ Every benchmark takes these parameters (``--bench i2p:data=FILE,size=512``):
 
 Prompts keep the file's seed and guidance where it has them; steps and size
 are the backbone's (SD v1.4: DDIM, 30 steps, 512×512) for every row, as in
-the paper: TRCE's generator passes ``height = 512, width = 512`` for every
-nudity set (TRCE @ 0da9b71 ``scripts/gen_sexual.py``), although 14 of the 931
-I2P "sexual" rows ask for another size (e.g. 512×384).
+the paper (§5.1: "DDIM scheduler with 30 steps"): TRCE's generator passes
+``height = 512, width = 512`` for every nudity set (TRCE @ 0da9b71
+``scripts/gen_sexual.py``), although 14 of the 931 I2P "sexual" rows ask for
+another size (e.g. 512×384).
+
+Where that released generator differs from the paper's text, the harness follows the text, and numbers from the
+two are not image-for-image comparable: it never sets a scheduler, so it samples with the one in SD v1.4's
+``model_index.json`` (PNDM), in float16, seeds the global CUDA generator (``seed_everything``) where the harness
+gives each image its own CPU generator, and saves JPEG files (PIL's default quality 75) that its NudeNet and
+CLIP-score notebooks read back; the harness scores the generated pixels, losslessly stored as PNG.
 """
 
 from __future__ import annotations

@@ -204,7 +204,9 @@ def view_for(metric_id: str) -> View | None:
 
 
 def pil_to_bgr(image):
-    """The array layout ``cv2.imread`` returns (uint8 BGR), so detecting from memory equals detecting from a file."""
+    """The array layout ``cv2.imread`` returns (uint8 BGR), so detecting from memory equals detecting from a lossless
+    file (PNG, as the store keeps images); TRCE's notebooks read JPEG files saved at PIL's quality 75, whose pixels
+    differ (``benchmarks/paper/base.py``)."""
     import numpy as np
 
     return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8)[:, :, ::-1])
