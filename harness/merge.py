@@ -201,12 +201,12 @@ def merge(sources: list[str | Path], into: str | Path) -> dict[str, int]:
         source_paths.append(path)
 
     target_is_new = not into_path.exists()
-    target = Store(into_path)
+    target = Store(into_path, option="--into")
     copied: list[Path] = []
     try:
         plan = _Plan(target)
         for path in source_paths:
-            source = Store(path, create=False)
+            source = Store(path, read_only=True)  # an archived copy on a read-only mount merges too
             try:
                 plan.add_store(source)
             finally:

@@ -139,18 +139,20 @@ def unwritable(folder: Path) -> str | None:
 
 
 class Store:
-    def __init__(self, out: str | Path, create: bool = True, *, read_only: bool = False):
+    def __init__(self, out: str | Path, create: bool = True, *, read_only: bool = False, option: str = "--out"):
         """Open (``create``: or make) the store at ``out``.  ``read_only``: for commands that only read (report,
         compare, export, check): a store on a read-only mount or in a folder this user cannot write (an archived or
         shared copy) is then opened as an immutable database instead of refused; a writable store opens as usual,
-        so a run writing beside the reader is seen."""
+        so a run writing beside the reader is seen.  ``option`` names the command-line option that chose ``out``
+        in messages (``harness merge`` takes ``--into``)."""
         self.root = Path(out)
+        self.option = option
         self.read_only = False
         if (not create or read_only) and not (self.root / "harness.db").exists():
             raise HarnessError(f"no results store at {self.root} (expected {self.root / 'harness.db'}); run `harness run --out {self.root}` first")
         problem = unwritable(self.root)
         if problem and not read_only:
-            raise HarnessError(f"cannot write to output directory {self.root}: {problem}; choose another --out")
+            raise HarnessError(f"cannot write to output directory {self.root}: {problem}; choose another {option}")
         self.read_only = problem is not None
         self.cache = self.root / "cache"
         path = self.root / "harness.db"
@@ -174,7 +176,7 @@ class Store:
             # Not SQLite at all, or a damaged one (a truncated copy): SQLite refuses it before anything is written.
             self.db.close()
             raise HarnessError(f"{path} is not a readable results database ({err}); "
-                               "restore it from a copy or choose another --out") from None
+                               f"restore it from a copy or choose another {option}") from None
         self.files = Files(self)
         self.claims = Claims(self)
 
@@ -200,7 +202,7 @@ class Store:
                 applied = row["version"] if row else 0
                 if applied > len(MIGRATIONS):
                     raise HarnessError(f"{self.root / 'harness.db'} was written by a newer erasure-harness (schema {applied}, this one "
-                                       f"knows {len(MIGRATIONS)}); upgrade erasure-harness or choose another --out")
+                                       f"knows {len(MIGRATIONS)}); upgrade erasure-harness or choose another {self.option}")
                 if applied == len(MIGRATIONS):
                     return
                 # Statement by statement: executescript() would commit in the middle of this transaction.

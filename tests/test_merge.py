@@ -107,6 +107,21 @@ def test_bad_sources_fail_with_one_line(stores, tmp_path, capsys):
     assert code == 2 and "no results store at" in err and err.count("\n") == 1
     code, _, err = harness(capsys, "merge", str(stores / "sd"), "--into", str(stores / "sd"))
     assert code == 2 and "is the target itself" in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = harness(capsys, "merge", str(stores / "sd"), "--into", str(blocker / "m"))
+    assert code == 2 and "choose another --into" in err and "--out" not in err  # merge has no --out
+
+
+def test_a_source_store_nobody_can_write_merges(stores, tmp_path, capsys, monkeypatch):
+    """An archived store on a read-only mount is a source like any other (simulated: the write probe fails for it)."""
+    from harness import store as store_module
+
+    real = store_module.unwritable
+    monkeypatch.setattr(store_module, "unwritable", lambda folder: "Read-only file system" if Path(folder) == stores / "edit" else real(folder))
+    code, _, err = harness(capsys, "merge", str(stores / "sd"), str(stores / "edit"), "--into", str(tmp_path / "m"))
+    assert code == 0, err
+    assert report_values(capsys, tmp_path / "m") == report_values(capsys, stores / "both")
 
 
 def test_a_link_in_a_source_store_is_never_followed(stores, tmp_path, capsys):
