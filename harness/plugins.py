@@ -129,6 +129,8 @@ class PluginHost:
     def add_file(self, path: str | Path) -> None:
         name, source = Path(path).stem, str(Path(path).resolve())
         taken = self.info(name)
+        if taken is not None and taken.source == source:
+            return  # the same file named twice (--plugin a.py --plugin a.py, or in a script and by hand): loaded once
         if taken is not None and taken.source != source:
             name = source  # a file named like another plugin (attacks.py, methods.py): its path tells them apart
         try:
