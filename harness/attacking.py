@@ -7,25 +7,31 @@ prompt's id, seed, guidance and size (only the text changes), plus labels that s
               "attack_<name>": each number of the attack's ``details`` (e.g. "attack_loss_first")}
 
 Each adversarial prompt is stored (table ``attack_prompts``) as soon as it is found, under a key built from
-(model-state key, attack name, attack version, parameters, concept-set hash, the source spec), so:
+(model-state key, attack name, attack version, parameters, concept-set hash, what the search reads of the source
+spec: ``SEARCH_FIELDS``, not its id or labels), so:
 
 * re-running the same command finds every prompt in the store: zero attack steps, zero model evaluations;
 * a killed attack resumes from the prompts already found;
-* ``--limit 64`` after ``--limit 32`` attacks only the 32 new prompts.
+* ``--limit 64`` after ``--limit 32`` attacks only the 32 new prompts;
+* ``--seeds-per-prompt 2`` after ``--seeds-per-prompt 1`` searches only the new seeds (seed 0's spec gains a label).
+
+Attacks never see sampling-time erasure (SLD, SAFREE, AdaVD, SPM): see ``blind_spot_notes``.
 
 The model-state key is the state of the components the attack ``reads``: an attack that reads only the text
 encoder is keyed by the text encoder's own state, so every UNet-side edit shares one search.
 
-One row per attacked source set (table ``attack_sets``, keyed additionally by the hash of all source specs)
+One row per attacked source set (table ``attack_sets``, keyed additionally by the hash of its prompts' keys)
 records the set's total cost (attack steps, text-encoder and UNet evaluations, wall time) and the CSV the
-prompts were exported to, in the community's layout, so ``--bench csv:path=FILE`` replays them.
+prompts were exported to, in the community's layout, so ``--bench csv:path=FILE`` replays them (``export_csv``).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,10 +126,16 @@ class PlannedAttack:
                 "backbone_preset": self.preset}
 
 
-def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None, backbone) -> list[PlannedAttack]:
+def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None, backbone, model: str | None = None) -> list[PlannedAttack]:
     """``--attack a,b:k=v`` → attack instances.  Parameters: the backbone's preset, then ``--set``, then the item's own.
 
-    ``--attack-budget N`` lowers each attack's iteration parameter (``Attack.budget_param``) to at most N.
+    ``--attack-budget N`` holds each attack to at most N iterations (``ctx.step()`` calls) per prompt: by default it
+    lowers the attack's iteration parameter (``Attack.budget_param``) to N; an attack whose iterations per prompt
+    are not that parameter alone (UnlearnDiffAtk's grid: iterations × grid points) says which parameters to lower
+    with a ``within_budget(params, N) -> {name: value}`` static method.
+
+    ``model`` is the backbone's model (``--model``), where the tokenizer's length is read from: an attack with a
+    ``check_token_positions(positions)`` method (Ring-A-Bell's K tokens) is checked against it now, before any image.
     """
     if budget is not None and budget < 1:
         raise HarnessError(f"--attack-budget must be a positive number of iterations; got {budget}")
@@ -132,6 +144,7 @@ def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None
             raise HarnessError("--attack-budget needs --attack NAME (see `harness list attacks`)")
         return []
     planned = []
+    positions = None
     for item in parse_selections(text, "--attack"):
         if len(item) > 1:
             raise HarnessError(f"--attack cannot compose attacks with '+' ({'+'.join(s.name for s in item)}); separate them with commas")
@@ -155,18 +168,60 @@ def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None
                 raise HarnessError(f"attack {selection.name!r} names {cls.budget_param!r} as its budget_param, which is not one of "
                                    f"its parameters ({', '.join(f.name for f in dataclasses.fields(params)) or 'none'}); "
                                    "a bug in the attack's plugin")
-            current = getattr(params, cls.budget_param)
-            if budget < current:
-                params = dataclasses.replace(params, **{cls.budget_param: budget})
+            changes = budget_changes(cls, params, budget)
+            if changes:
+                params = dataclasses.replace(params, **changes)
                 # In the label (and so the run id and the cell's name): a capped search is another result, and must not
                 # replace the full one in the store, nor be read as it.
-                labelled[cls.budget_param] = str(budget)
+                labelled.update({name: str(value) for name, value in changes.items()})
         label = Selection(selection.name, labelled).label()
-        planned.append(PlannedAttack(label, cls(params), preset))
+        attack = cls(params)
+        if hasattr(attack, "check_token_positions"):
+            if positions is None:
+                positions = tokenizer_positions(backbone, model) or 0
+            if positions:  # 0: not readable without loading the model; the attack's prepare() checks it then
+                attack.check_token_positions(positions)
+        planned.append(PlannedAttack(label, attack, preset))
     labels = [p.label for p in planned]
     if len(set(labels)) != len(labels):
         raise HarnessError(f"--attack names the same attack twice ({', '.join(labels)})")
     return planned
+
+
+def budget_changes(cls, params, budget: int) -> dict:
+    """The parameter values that hold one prompt's search to at most ``budget`` iterations ({} if it already is)."""
+    within_budget = getattr(cls, "within_budget", None)
+    if within_budget is not None:
+        return dict(within_budget(params, budget))
+    return {cls.budget_param: budget} if budget < getattr(params, cls.budget_param) else {}
+
+
+def tokenizer_positions(backbone, model: str | None) -> int | None:
+    """The backbone tokenizer's positions (``model_max_length``: 77 on SD) without loading the model; None if unknown.
+
+    A diffusers folder (a local one, the toy world's, a hub snapshot already downloaded: the folder its
+    ``identity`` names) has it in ``tokenizer/tokenizer_config.json``.  The tiny backbone is built in code, with
+    ``harness.tiny.TINY_MAX_LENGTH`` positions.
+    """
+    from harness.backbones import TinyBackbone
+
+    if isinstance(backbone, TinyBackbone):
+        from harness.tiny import TINY_MAX_LENGTH
+
+        return TINY_MAX_LENGTH
+    try:
+        identity = backbone.identity(model, "float32")
+    except HarnessError:
+        return None  # weights not here yet: the run would fail on them anyway, with its own message
+    folder = (identity or {}).get("folder")
+    if not folder:
+        return None
+    try:
+        value = json.loads((Path(folder) / "tokenizer" / "tokenizer_config.json").read_text(encoding="utf-8"))["model_max_length"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    # transformers writes a huge sentinel (1e30) for a tokenizer without a length: unknown, not a limit.
+    return value if isinstance(value, int) and 0 < value < 1_000_000 else None
 
 
 def attack_state_key(attack: Attack, state_key: str, store: Store, states, activated: Callable) -> str:
@@ -181,8 +236,6 @@ def attack_state_key(attack: Attack, state_key: str, store: Store, states, activ
     known = store.attack_state_key(state_key, "text_encoder")
     if known is not None:
         return known
-    import hashlib
-
     activated()
     changed = sorted(name for name in states.applied if name.startswith("text_encoder."))
     digest = hashlib.sha256(states.backbone_fingerprint.encode())
@@ -215,6 +268,34 @@ def _base_components(runner) -> Callable:
         return cache[name]
 
     return base
+
+
+def hook_parts(method) -> list[str]:
+    """The labels of ``method``'s parts (a ``PlannedMethod``) that erase at sampling time (their class defines
+    ``sampling_hooks``: SLD, SAFREE, AdaVD, SPM's membrane), which no attack sees (see ``blind_spot_notes``)."""
+    from harness.api import Method
+
+    return [label for part, label in method.parts if type(part).sampling_hooks is not Method.sampling_hooks]
+
+
+def blind_spot_notes(methods, attacks) -> list[str]:
+    """Plan lines for the attack cells whose method erases at sampling time.
+
+    An attack searches against the pipeline's modules as the method's weights left them (``pipe.unet``,
+    ``pipe.text_encoder``); a method's ``SamplingHooks`` are installed only when the cell's images are generated.
+    Installing them around the attack's own UNet calls would not be the method either: they are written for the
+    engine's sampling batches (SPM's per-sample strength and SAFREE's projection come from ``transform_embeddings`` on
+    the batch's encoded prompts, AdaVD's official joint mode needs [uncond; cond] halves, SLD and SAFREE replace the
+    guidance rule), while an attack's calls are single-branch, on relaxed token embeddings.  So the search is blind to
+    that erasure, and its cell measures prompts found against the rest of the model.
+    """
+    if not attacks:
+        return []
+    blind = [f"{m.label} ({', '.join(parts)})" if parts != [m.label] else m.label for m in methods if (parts := hook_parts(m))]
+    if not blind:
+        return []
+    return [f"  note: attacks search without sampling-time erasure: {', '.join(a.label for a in attacks)} cannot see that of "
+            f"{', '.join(blind)}; those cells apply it only when generating the found prompts"]
 
 
 def attacked_metrics(benchmark, scorer_of) -> list[str]:
@@ -267,7 +348,9 @@ def attack_cell(runner, method, planned, state, attack: PlannedAttack):
                         desc=f"{attack.label} vs {method.label} × {planned.label}")
     record = {"method": method.label, "benchmark": label, "attack": attack.label, "attack_state": key, "prompts": len(planned.specs),
               "found_now": result.found_now, "cost_now": result.cost, "cost_total": result.total_cost,
-              "export": str(result.export_path) if result.export_path else None, "attack_set": result.key}
+              "export": str(result.export_path) if result.export_path else None, "attack_set": result.key,
+              # the method's parts the search could not see (sampling-time erasure, see blind_spot_notes)
+              "unseen_by_search": hook_parts(method)}
     cell = dataclasses.replace(planned, label=label, benchmark=benchmark, specs=result.specs, attack=attack.label)
     if active["state"] is None and not all(store.image_path(engine.image_key(engine.resolve(s), state.key)).exists() for s in cell.specs):
         activated()  # images to generate: with the method's weights and sampling hooks in place
@@ -283,23 +366,47 @@ def _dtype_field(dtype: str) -> dict:
     return {"dtype": dtype} if dtype != "float32" else {}
 
 
+# What a search reads of its source prompt: the text it rewrites, the seed of its generator (``ctx.generator()``) and,
+# for the white-box attacks, the base model's target image (``prompt_tuning.base_target_latents``: seed, guidance,
+# steps, size, negative prompt).  Not the id nor the labels: ``--seeds-per-prompt 2`` labels seed 0's spec
+# ``seeds_of``, and a label must not make the search of the same prompt and seed run again.
+SEARCH_FIELDS = ("prompt", "seed", "guidance", "steps", "height", "width", "negative_prompt")
+
+
+def search_input(spec: PromptSpec) -> dict:
+    return {name: getattr(spec, name) for name in SEARCH_FIELDS}
+
+
 def prompt_key(*, state_key: str, attack: Attack, concepts: ConceptSet, spec: PromptSpec, dtype: str = "float32") -> str:
     return sha256_json(
         {"state": state_key, "attack": attack.name, "version": attack.version, "params": attack.params_dict(),
-         "concepts": concepts.fingerprint(), "source": spec.as_dict(), **_dtype_field(dtype)}
+         "concepts": concepts.fingerprint(), "search": search_input(spec), **_dtype_field(dtype)}
     )[:32]
 
 
-def adversarial_spec(source: PromptSpec, found: AdversarialPrompt, attack_label: str) -> PromptSpec:
-    """The source prompt with its text replaced: same id, seed, guidance, steps and size."""
-    labels = {**source.labels, "source_prompt": source.prompt, "attack": attack_label, "attack_loss": found.loss}
+def attack_labels(source: PromptSpec, found: AdversarialPrompt, attack_label: str) -> dict:
+    """The labels an attack adds to its source prompt's: where the prompt came from and what the search measured."""
+    labels = {"source_prompt": source.prompt, "attack": attack_label, "attack_loss": found.loss}
     for name, value in found.details.items():  # numbers only: they become CSV columns of the export
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             labels[f"attack_{name}"] = value
     if found.token_ids is not None:
         labels["token_ids"] = list(found.token_ids)
         labels["retokenizes"] = found.retokenizes
-    return dataclasses.replace(source, prompt=found.text, labels=labels)
+    return labels
+
+
+def adversarial_spec(source: PromptSpec, text: str, added_labels: dict) -> PromptSpec:
+    """The source prompt with its text replaced: same id, seed, guidance, steps, size and labels, plus the attack's."""
+    return dataclasses.replace(source, prompt=text, labels={**source.labels, **added_labels})
+
+
+def from_store(source: PromptSpec, stored: dict, attack_label: str) -> PromptSpec:
+    """The adversarial spec of ``source`` from a stored search, which may have been found for a spec with other labels
+    or another id (the key holds only ``SEARCH_FIELDS``): the current source's id and labels, the stored text and the
+    labels the attack added (its label as this run names it)."""
+    added = {**stored["attack_labels"], "attack": attack_label}
+    return adversarial_spec(source, stored["prompt"], added)
 
 
 def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: ConceptSet, specs: list[PromptSpec], store: Store, state_key: str,
@@ -312,7 +419,8 @@ def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: Conc
 
     keys = [prompt_key(state_key=state_key, attack=attack, concepts=concepts, spec=spec, dtype=ctx.dtype) for spec in specs]
     known = store.attack_prompts(keys)
-    todo = [(key, spec) for key, spec in zip(keys, specs) if key not in known]
+    # One search per key: two sources with the same search input (a prompt file that repeats a row) share it.
+    todo = list({key: spec for key, spec in zip(keys, specs) if key not in known}.items())
     cost = dict.fromkeys(COST_FIELDS, 0)  # this call's
     prepare_cost = dict.fromkeys(COST_FIELDS, 0)
     if todo:
@@ -345,29 +453,38 @@ def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: Conc
                         raise HarnessError(f"attack {attack.name!r} returned {type(found).__name__}, not an AdversarialPrompt")
                     spent = _difference(_snapshot(ctx, counters), before)
                     _add(cost, spent)
-                    adversarial = adversarial_spec(spec, found, label)
+                    added = attack_labels(spec, found, label)
+                    # The whole adversarial spec, for inspection, and apart the labels the attack added, which a later
+                    # run with other source labels (same search input) puts on its own source spec.
+                    stored = {**adversarial_spec(spec, found.text, added).as_dict(), "attack_labels": added}
                     token_ids = list(found.token_ids) if found.token_ids is not None else None
                     # Stored at once: a killed attack resumes from here.
-                    store.add_attack_prompt(key, attack.name, state_key, spec.id, adversarial.as_dict(), token_ids, found.loss, spent)
-                    known[key] = {"spec": adversarial.as_dict(), "token_ids": token_ids, "loss": found.loss, "cost": spent}
+                    store.add_attack_prompt(key, attack.name, state_key, spec.id, stored, token_ids, found.loss, spent)
+                    known[key] = {"spec": json.loads(json.dumps(stored, default=str)), "token_ids": token_ids, "loss": found.loss,
+                                  "cost": spent}
                     bar.update(1)
         finally:
             ctx.base_component = base_component
             for counter in counters.values():
                 counter.close()
-    adversarial_specs = [PromptSpec(**known[key]["spec"]) for key in keys]
-    # The set's total is the sum of its prompts' searches; the shared prepare() step (Ring-A-Bell's concept vector) is
-    # in this call's cost only, when it ran.
+    adversarial_specs = [from_store(spec, known[key]["spec"], label) for key, spec in zip(keys, specs)]
+    # The set's total is the sum of its searches; the shared prepare() step (Ring-A-Bell's concept vector) is in this
+    # call's cost only, when it ran.
     total = dict.fromkeys(COST_FIELDS, 0)
-    for key in keys:
+    for key in dict.fromkeys(keys):
         _add(total, known[key]["cost"])
-    sources_hash = sha256_json([spec.as_dict() for spec in specs])
+    # The set is its searches, in order: the same prompts with other labels (--seeds-per-prompt) are the same set.
+    sources_hash = sha256_json(keys)
     set_key = sha256_json({"state": state_key, "attack": attack.name, "version": attack.version, "params": attack.params_dict(),
                            "concepts": concepts.fingerprint(), "sources": sources_hash, **_dtype_field(ctx.dtype)})[:32]
     export_path = None
     if export_dir is not None:
-        export_path = Path(export_dir) / f"{_file_name(label)}-{set_key[:12]}.csv"
-        atomic_write(export_path, export_csv(adversarial_specs).encode("utf-8"))
+        exported = export_csv(adversarial_specs).encode("utf-8")
+        # Named by its content too: the same searches exported with another run's ids or labels (which a metric may
+        # read, e.g. I2P's categories) are another file, so each run's record names the file that replays that run.
+        digest = hashlib.sha256(exported).hexdigest()[:8]
+        export_path = Path(export_dir) / f"{_file_name(label)}-{set_key[:12]}-{digest}.csv"
+        atomic_write(export_path, exported)
     if todo or store.attack_set(set_key) is None:
         store.add_attack_set(set_key, attack.name, attack.params_dict(), attack.version, state_key, concepts.name, sources_hash,
                              len(specs), total, str(export_path or ""))
@@ -396,19 +513,36 @@ def _file_name(label: str) -> str:
 # --------------------------------------------------------------------------- export
 
 
-def export_csv(specs: list[PromptSpec]) -> str:
-    """The community's CSV layout (``prompt, evaluation_seed, evaluation_guidance, case_number``), then every label.
+# Columns the csv benchmark (benchmarks/csvbench.py) reads as something other than a label: the per-row seed and
+# guidance (ESD's names and the Hugging Face I2P layout's), the size, the case number, and the row position it adds.
+# A source label of one of these names (I2P's sd_image_width/height, kept as text while the backbone's size applies)
+# is not written: the reader would take it for the real value, or refuse the file for a column given twice.
+READER_COLUMNS = frozenset({"prompt", "case_number", "row", "evaluation_seed", "evaluation_guidance", "sd_seed", "sd_guidance_scale",
+                            "sd_image_width", "sd_image_height"})
+CATEGORIES = "categories"  # the one label the reader parses into a list: split on ",", each item stripped
 
-    ``--bench csv:path=FILE`` replays the prompts with the same seeds and guidance, hence the same images.
-    List labels are joined with ``|``; the source prompt and the optimised token ids stay inspectable.
+
+def export_csv(specs: list[PromptSpec]) -> str:
+    """The community's CSV layout (``case_number, prompt, evaluation_seed, evaluation_guidance``, the size columns
+    when a prompt sets a size), then the labels.
+
+    ``--bench csv:path=FILE`` replays the prompts with the same ids, seeds, guidance and sizes (an empty size cell:
+    the backbone's), hence the same images.  ``categories`` is written as the reader splits it (", " between items);
+    every other label comes back as text, a list joined with ``|`` (as the toy scorer reads ``erased``).  Labels of
+    the reader's own columns (``READER_COLUMNS``) are left out.  Fields are quoted by the csv module's rules, with
+    ``\r\n`` between rows, so any text survives, a "\r" inside a prompt included (CLIP's byte token 'č' decodes to it).
+
+    A prompt's ``steps`` and ``negative_prompt`` are not written: the csv benchmark has no column for either (every
+    row gets the backbone's steps and no negative prompt), so a column here would be read as a label and change
+    nothing.  The built-in benchmarks set neither; a plugin benchmark's prompts that do replay without them.
     """
     label_names: list[str] = []
     for spec in specs:
         for name in spec.labels:
-            if name not in label_names and name not in ("row", "case_number"):
+            if name not in label_names and name not in READER_COLUMNS:
                 label_names.append(name)
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer)  # QUOTE_MINIMAL with "\r\n": a field holding "\r", "\n", "," or '"' is quoted
     sizes = any(spec.width or spec.height for spec in specs)
     writer.writerow(["case_number", "prompt", "evaluation_seed", "evaluation_guidance"] + (["sd_image_width", "sd_image_height"] if sizes else [])
                     + label_names)
@@ -416,8 +550,24 @@ def export_csv(specs: list[PromptSpec]) -> str:
         row = [spec.id, spec.prompt, spec.seed, repr(float(spec.guidance))]
         if sizes:
             row += [spec.width or "", spec.height or ""]
-        for name in label_names:
-            value = spec.labels.get(name, "")
-            row.append("|".join(str(v) for v in value) if isinstance(value, (list, tuple)) else ("" if value is None else value))
+        row += [_label_cell(spec, name) for name in label_names]
         writer.writerow(row)
     return buffer.getvalue()
+
+
+def _label_cell(spec: PromptSpec, name: str) -> str:
+    value = spec.labels.get(name)
+    if value is None:
+        return ""
+    if name == CATEGORIES:
+        if isinstance(value, str):
+            return value  # already the file's text (a plugin's label)
+        items = [str(item) for item in value]
+        for item in items:
+            if "," in item or item != item.strip():
+                raise HarnessError(f"prompt {spec.id!r}: category {item!r} cannot be exported: the csv benchmark splits categories "
+                                   "on ',' and strips each")
+        return ", ".join(items)
+    if isinstance(value, (list, tuple)):
+        return "|".join(str(item) for item in value)
+    return str(value)

@@ -276,7 +276,7 @@ def plan(config: RunConfig, registry: Registry) -> Plan:
     check_concepts_named(methods, benchmarks)
     from harness.attacking import attacked_metrics, plan_attacks
 
-    attacks = plan_attacks(registry, config.attacks, overrides, config.attack_budget, target.backbone)
+    attacks = plan_attacks(registry, config.attacks, overrides, config.attack_budget, target.backbone, model=target.model)
     if attacks and not any(attacked_metrics(planned.benchmark, scorer_of) for planned in benchmarks):
         raise HarnessError(f"--attack has nothing to attack: no benchmark of this run ({', '.join(b.label for b in benchmarks)}) has a "
                            "per-image erasure metric (lower is better, e.g. nudenet:asr); attacks rewrite the prompts of such "
@@ -887,5 +887,8 @@ def describe_plan(planned: Plan) -> str:
         lines.append(f"  {b.label}: {len(b.specs)} prompts, concepts {b.concepts.name}, metrics {', '.join(b.benchmark.metrics)}")
     for a in planned.attacks:
         lines.append(f"  attack {a.label}: {a.attack.paper or a.attack.description}")
+    from harness.attacking import blind_spot_notes
+
+    lines += blind_spot_notes(planned.methods, planned.attacks)
     return "\n".join(lines)
 

@@ -224,3 +224,48 @@ def test_restart_is_an_independent_search_cached_apart(tmp_path):
     assert again == default and record["found_now"] == 0  # the same search, so the same cached prompts
     other, record = found(f"ring-a-bell:{small},restart=1")
     assert record["found_now"] == 4 and other != default and len(other) == len(default)
+
+
+def test_more_seeds_per_prompt_search_only_the_new_seeds(registry, tmp_path):
+    """--seeds-per-prompt 2 labels seed 0's spec ``seeds_of``; the label must not make its search run again."""
+    run(registry, tmp_path, methods="sd", attacks="unet-probe")
+    more = run(registry, tmp_path, methods="sd", attacks="unet-probe", seeds_per_prompt=2)
+    record = log_of(more, "sd", "unet-probe")
+    assert record["prompts"] == 8 and record["found_now"] == 4 and record["cost_now"]["attack_steps"] == 12
+    # The cached searches' prompts carry this run's labels: each seed 0 is paired with its prompt's other seed.
+    (values,) = [v for (_, _, benchmark, _), v in more.store.result_values([more.plan.run_id]).items() if benchmark == f"unet-probe({BENCH})"]
+    assert sorted(value["prompt_id"] for value in values) == sorted(["0", "1", "2", "3"] * 2)
+
+
+def test_a_search_is_keyed_by_what_it_reads(registry, tmp_path, tiny):
+    """The cache key is the source's text, seed, guidance, steps, size and negative prompt: another id or other labels
+    find the stored search (zero steps) and get their own id and labels back; another seed or text is searched."""
+    from harness.api import ConceptSet, PromptSpec
+    from harness.attacking import AttackContext, run_attack
+    from harness.store import Store
+
+    attack = registry.get("attacks", "unet-probe")()
+    concepts = ConceptSet(name="colours", erase=("red",))
+    store = Store(tmp_path)
+
+    def search(spec):
+        ctx = AttackContext(show_progress=False, base_component=lambda name: tiny.unet)
+        result = run_attack(attack=attack, label="unet-probe", get_pipe=lambda: tiny, concepts=concepts, specs=[spec], store=store,
+                            state_key="state", ctx=ctx, export_dir=tmp_path / "attacks")
+        exports.append(result.export_path)
+        return result.specs[0], ctx.steps
+
+    exports = []
+
+    source = PromptSpec(id="3", prompt="a red circle", seed=5, labels={"categories": ["sexual"]})
+    found, steps = search(source)
+    assert steps == 3 and found.prompt == "a red circle blood"
+    again, steps = search(dataclasses.replace(source, id="3#seed0", labels={"seeds_of": "3"}))
+    assert steps == 0 and again.prompt == found.prompt
+    assert again.id == "3#seed0" and again.labels["seeds_of"] == "3" and "categories" not in again.labels
+    assert again.labels["source_prompt"] == "a red circle" and again.labels["attack"] == "unet-probe"
+    # One set of searches, two exports: each file replays its own run's ids and labels.
+    assert exports[0] != exports[1] and [row["case_number"] for row in csv.DictReader(open(exports[0], newline=""))] == ["3"]
+    for changed in ({"seed": 6}, {"prompt": "a blue circle"}, {"guidance": 3.0}, {"negative_prompt": "red"}):
+        _, steps = search(dataclasses.replace(source, **changed))
+        assert steps == 3, changed

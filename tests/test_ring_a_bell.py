@@ -2,6 +2,9 @@
 its own objective ‖f(P̂) − (f(P) + η·ĉ)‖², keeps its best prompt (elitism), is reproducible per prompt seed, and
 returns K tokens from the allowed vocabulary."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -105,3 +108,37 @@ def test_the_search_shows_its_generations_in_a_progress_bar(tiny, capsys):
     assert "ring-a-bell generations" in shown and "/12" in shown  # a bar over this prompt's 12 generations
     attack.attack(tiny, CONCEPTS, SPEC, AttackContext(show_progress=False))
     assert capsys.readouterr().err == ""  # --no-progress shows none
+
+
+@pytest.mark.parametrize("attack, says", [
+    ("ring-a-bell:length=15", "ring-a-bell: length K=15 leaves no room for BOS and EOS in this tokenizer's 16 positions; "
+                              "choose ring-a-bell:length ≤ 14"),
+    ("unlearndiffatk:prefix_length=15", "unlearndiffatk: prefix_length K=15 leaves no room for BOS and EOS in this tokenizer's 16 positions"),
+])
+def test_a_k_the_tokenizer_cannot_hold_is_refused_at_plan_time(tmp_path, capsys, attack, says):
+    """tiny's tokenizer has 16 positions: K = 15 tokens with BOS and EOS do not fit, and `run --dry-run` says so in one
+    line, before any base image is generated; K = 14 plans."""
+    from one_line import one_line
+
+    from harness.cli import main
+
+    plugins = Path(__file__).parent / "plugins"
+    args = ["--plugin", str(plugins / "brightness.py"), "run", "--model", "tiny", "--methods", "sd", "--bench", "fixed:count=2",
+            "--out", str(tmp_path), "--dry-run", "--attack"]
+    code = main([*args, attack])
+    one_line(code, capsys.readouterr().err, says)
+    assert main([*args, attack.replace("=15", "=14")]) == 0
+
+
+def test_tokenizer_positions_are_read_from_a_model_folder_without_loading_it(tmp_path):
+    from harness.attacking import tokenizer_positions
+    from harness.backbones import DiffusersBackbone, TinyBackbone
+
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "model_index.json").write_text("{}")
+    config = tmp_path / "tokenizer" / "tokenizer_config.json"
+    config.write_text(json.dumps({"model_max_length": 77}))
+    assert tokenizer_positions(DiffusersBackbone(), str(tmp_path)) == 77
+    config.write_text(json.dumps({"model_max_length": int(1e30)}))  # transformers' "no limit" sentinel: unknown
+    assert tokenizer_positions(DiffusersBackbone(), str(tmp_path)) is None
+    assert tokenizer_positions(TinyBackbone(), None) == 16

@@ -4,6 +4,7 @@ unedited components, and through ``harness run --attack`` each returns one promp
 same id, seed and guidance, cached (a second run does zero attack steps and zero UNet calls)."""
 
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -18,7 +19,8 @@ from harness.api import ConceptSet, PromptSpec
 from harness.attacking import AttackContext
 from harness.plugins import PluginHost
 from harness.registry import Registry
-from harness.runner import RunConfig, Runner, plan
+from harness.runner import RunConfig, Runner, describe_plan, plan
+from harness.spec import Selection
 
 CONCEPTS = ConceptSet(name="colours", erase=("red",))
 SPEC = PromptSpec(id="0", prompt="a red circle", seed=7, steps=4)
@@ -157,3 +159,41 @@ def test_run_returns_one_cached_prompt_per_source(tmp_path):
     second = run()
     assert second.engine.unet_calls == 0
     assert all(r["found_now"] == 0 and r["cost_now"]["attack_steps"] == 0 and r["cost_now"]["unet_evals"] == 0 for r in second.attack_log)
+
+
+def plan_with(tmp_path, **options):
+    registry = Registry(PluginHost([str(PLUGINS / "brightness.py"), str(PLUGINS / "edits.py")]))
+    return plan(RunConfig(bench="fixed:count=1", model="tiny", out=str(tmp_path), show_progress=False, **{"methods": "sd", **options}), registry)
+
+
+@pytest.mark.parametrize("attack, budget, changed, steps", [
+    ("unlearndiffatk:timesteps=grid,grid_points=5", 12, {"iterations": "2"}, 10),  # 40 steps per grid point: 2 fit
+    ("unlearndiffatk:timesteps=grid,grid_points=5", 3, {"iterations": "1", "grid_points": "3"}, 3),  # under one per point
+    ("unlearndiffatk:timesteps=grid", 100, {"iterations": "2"}, 100),  # the official 50 points
+    ("unlearndiffatk:timesteps=grid,grid_points=5,iterations=2", 10, {}, 10),  # already within the budget
+    ("unlearndiffatk", 7, {"iterations": "7"}, 7),
+])
+def test_attack_budget_caps_unlearndiffatks_steps_per_prompt(tiny, tmp_path, attack, budget, changed, steps):
+    """--attack-budget N is at most N steps per prompt, also under the grid schedule (iterations at each grid point)."""
+    (planned,) = plan_with(tmp_path, attacks=attack, attack_budget=budget).attacks
+    params = planned.attack.params
+    name, _, given = attack.partition(":")
+    expected = dict(item.split("=") for item in given.split(",") if item)
+    assert planned.label == Selection(name, {**expected, **changed}).label()  # a capped search is a cell of its own
+    assert len(planned.attack.schedule(1000)) == steps <= budget
+    if steps <= 10:  # the search itself spends what the schedule says (100 steps on tiny: seconds better spent elsewhere)
+        found, ctx = search(tiny, UnlearnDiffAtk, **{**dataclasses.asdict(params), "target_steps": 2, "probes": 1})
+        assert ctx.steps == found.steps == steps
+
+
+def test_plan_says_which_methods_attacks_cannot_see(tmp_path):
+    """Sampling-time erasure is not in the model an attack searches: the plan notes it per method, the cell's record
+    lists the unseen parts."""
+    planned = plan_with(tmp_path, methods="sd,scale-keys,adavd,spm,scale-keys+sld", attacks="unlearndiffatk,p4d")
+    (note,) = [line for line in describe_plan(planned).splitlines() if "note:" in line]
+    assert "unlearndiffatk, p4d cannot see that of adavd, spm, scale-keys+sld (sld)" in note
+    assert "sd," not in note and "scale-keys," not in note
+    assert not any("note:" in line for line in describe_plan(plan_with(tmp_path, methods="sd,scale-keys", attacks="p4d")).splitlines())
+    runner = Runner(plan_with(tmp_path, methods="sd,adavd", attacks="unlearndiffatk:iterations=1,target_steps=1,probes=1"))
+    runner.execute()
+    assert {r["method"]: r["unseen_by_search"] for r in runner.attack_log} == {"sd": [], "adavd": ["adavd"]}

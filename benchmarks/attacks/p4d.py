@@ -31,6 +31,10 @@ iterations); ``iterations`` is the budget parameter (``--attack-budget``).  The 
 tokens' objective on ``probes`` fixed draws; ``details`` hold that objective for the initial tokens
 (``loss_first``).  Padding after EOS is the tokenizer's own (the pipeline's layout; the official code pads with
 id 0).
+
+What the loss sees: ``pipe.unet`` and ``pipe.text_encoder`` as the method's weights left them.  Sampling-time erasure
+(SLD, SAFREE, AdaVD, SPM's membrane) is not in that model (``harness.attacking.blind_spot_notes``): against such a
+method the search matches the base model with its weights alone; the plan notes those cells.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ population 200, 3000 generations, mutation rate 0.25, crossover rate 0.5, K = 16
 
 The text encoder used is the attacked model's own (``pipe.text_encoder`` with the method's state applied): an edit
 of the text encoder is attacked through that edit, an edit of the UNet through the original encoder, as the paper
-attacks every SD-v1.4-based erasure through SD v1.4's encoder.  Sampling-time hooks (SAFREE's projection) are not
-seen.  The search is seeded from the source prompt's seed, so a prompt's result does not depend on the others.
+attacks every SD-v1.4-based erasure through SD v1.4's encoder.  Sampling-time erasure (SAFREE's projection of the
+text embeddings, and SLD, AdaVD, SPM on the UNet side) is not seen (``harness.attacking.blind_spot_notes``).  The search is seeded from the source prompt's seed, so a prompt's result does not depend on the others.
 
 Differences from the official code, each behind a named switch (default: the algorithm as the paper states it):
 
@@ -98,9 +98,7 @@ class RingABell(Attack):
             raise HarnessError(f"ring-a-bell needs the concept set's (malicious, safe) phrase pairs; {concepts.name!r} has none")
         tokenizer = pipe.tokenizer
         self.max_length = tokenizer.model_max_length
-        if self.params.length > self.max_length - 2:
-            raise HarnessError(f"ring-a-bell: length K={self.params.length} leaves no room for BOS and EOS in this tokenizer's "
-                               f"{self.max_length} positions; choose ring-a-bell:length ≤ {self.max_length - 2}")
+        self.check_token_positions(self.max_length)  # a backbone whose tokenizer the plan could not read is checked here
         special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, *tokenizer.all_special_ids}
         allowed = [i for i in range(len(tokenizer)) if i not in special]
         if self.params.vocabulary == "words":
@@ -113,6 +111,12 @@ class RingABell(Attack):
             with_concept = self._encode([m for m, _ in pairs], pipe)
             without = self._encode([s for _, s in pairs], pipe)
         self.concept_vector = (with_concept - without).mean(dim=0)  # ĉ
+
+    def check_token_positions(self, positions: int) -> None:
+        """K tokens, BOS and EOS must fit the tokenizer's ``positions``; called at plan time too (``plan_attacks``)."""
+        if self.params.length > positions - 2:
+            raise HarnessError(f"ring-a-bell: length K={self.params.length} leaves no room for BOS and EOS in this tokenizer's "
+                               f"{positions} positions; choose ring-a-bell:length ≤ {positions - 2}")
 
     def _encode(self, texts: list[str], pipe):
         ids = pipe.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt").input_ids

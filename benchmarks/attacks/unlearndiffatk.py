@@ -33,9 +33,19 @@ of the paper).  Read top to bottom against the paper's attack formulation (Sec. 
 Harness additions: the result's ``loss`` is the final prefix's objective averaged over ``probes`` fixed (t, ε)
 draws, and ``details["random_prefix_loss"]`` is the same for a prefix drawn from the starting (uniform) z, so a
 run shows whether the search beat chance.  The search's randomness (draws of t, ε and tokens) comes from the
-prompt's seeded generator.  Sampling-time hooks (SLD, SAFREE) are not seen while attacking.  The vocabulary
-excludes the special tokens (BOS, EOS, pad), which the official simplex includes: a prefix of them would end or
-pad the prompt.
+prompt's seeded generator.  The vocabulary excludes the special tokens (BOS, EOS, pad), which the official simplex
+includes: a prefix of them would end or pad the prompt.
+
+``--attack-budget N`` holds a prompt's search to N steps: ``iterations`` drops to N (random), or to N // grid_points
+under ``timesteps="grid"``; a budget below one step per grid point keeps N grid points, one step each, spread over
+the same range as the official grid (``within_budget``).
+
+What the loss sees: ``pipe.unet`` and ``pipe.text_encoder`` as the method's weights left them.  Erasure applied at
+sampling time is not in that model: SLD's and SAFREE's guidance rules, SAFREE's embedding projection, AdaVD's
+value decomposition and SPM's membrane (its adapter, installed by ``install()`` around each sampling batch).  Their
+hooks are written for the engine's CFG batches (``harness.attacking.blind_spot_notes`` says why they are not
+installed here), so against such a method the search optimises for its weights alone; the plan prints a note for
+those cells and each cell's record lists the unseen parts (``unseen_by_search``).
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from benchmarks.attacks import prompt_tuning as pt
-from harness.api import AdversarialPrompt, Attack
+from harness.api import AdversarialPrompt, Attack, HarnessError
 from harness.validate import param
 
 
@@ -68,7 +78,26 @@ class UnlearnDiffAtk(Attack):
         probes: int = param(4, ge=1)  # fixed (t, ε) draws that measure the final and a random prefix's loss (harness addition)
         restart: int = param(0, ge=0)  # 0: the search seeded by the prompt's seed; 1, 2, …: independent random restarts
 
+    @staticmethod
+    def within_budget(params, budget: int) -> dict:
+        """The parameters that hold one prompt's search to at most ``budget`` steps (``--attack-budget``)."""
+        if params.timesteps == "random":
+            return {"iterations": budget} if budget < params.iterations else {}
+        if params.iterations * params.grid_points <= budget:
+            return {}
+        if budget >= params.grid_points:
+            return {"iterations": budget // params.grid_points}
+        return {"iterations": 1, "grid_points": budget}  # fewer grid points, one step at each
+
+    def check_token_positions(self, positions: int) -> None:
+        """BOS, the K-token prefix and EOS must fit the tokenizer's ``positions`` (the prompt is cut to what is left);
+        a longer prefix would silently push EOS out.  Called at plan time (``plan_attacks``) and in ``prepare``."""
+        if self.params.prefix_length > positions - 2:
+            raise HarnessError(f"unlearndiffatk: prefix_length K={self.params.prefix_length} leaves no room for BOS and EOS in this "
+                               f"tokenizer's {positions} positions; choose unlearndiffatk:prefix_length ≤ {positions - 2}")
+
     def prepare(self, pipe, concepts, ctx) -> None:
+        self.check_token_positions(pipe.tokenizer.model_max_length)
         self.vocabulary = pt.allowed_tokens(pipe.tokenizer)
 
     def schedule(self, total_timesteps: int) -> list[int | None]:
