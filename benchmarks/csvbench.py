@@ -115,7 +115,25 @@ def read_csv_table(path: str | Path, max_rows: int | None = None) -> CsvTable:
 def require_columns(table: CsvTable, required: Iterable[str]) -> None:
     for column in required:
         if column not in table.header:
-            raise HarnessError(f"{table.path} has no column {column!r}; columns found: {table.header}")
+            raise HarnessError(f"{table.path} has no column {column!r}; columns found: {table.header}{header_hint(table.header, [column])}")
+
+
+SEPARATORS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def header_hint(header: list[str], wanted: Iterable[str]) -> str:
+    """Why a header that lacks the ``wanted`` columns may still hold them: another separator than the comma (a
+    spreadsheet's export), spaces around a name, or other case; "" when none of these."""
+    if len(header) == 1:
+        for separator, name in SEPARATORS.items():
+            if separator in header[0]:
+                return f"; the header looks {name}-separated: save the file comma-separated"
+    hints = []
+    for column in wanted:
+        near = [name for name in header if name != column and name.strip().lower() == column.lower()]
+        if near:
+            hints.append(f"{near[0]!r} is {column!r} but for {'spaces' if near[0].strip() != near[0] else 'case'}")
+    return "; " + "; ".join(hints) + " (rename the column)" if hints else ""
 
 
 # --------------------------------------------------------------------------- cell parsers
@@ -308,7 +326,13 @@ def split_list(text: str | None) -> tuple[str, ...]:
 
 
 class CsvBenchmark(Benchmark):
-    """Any prompt CSV in the community's layout: ``--bench csv:path=FILE[,concepts=sexual][,metrics=nudenet:asr|nudenet:asr-rece]``."""
+    """Any prompt CSV in the community's layout: ``--bench csv:path=FILE[,concepts=sexual][,metrics=nudenet:asr|nudenet:asr-rece]``.
+
+    Per-row seeds and guidance are read from ``evaluation_seed`` / ``evaluation_guidance``, else from the Hugging Face
+    I2P layout's ``sd_seed`` / ``sd_guidance_scale``; ``seed=`` and ``guidance=`` are only for a file without such a
+    column.  Reports name the benchmark by ``label=``, else by the file's name (the full selection stays in the
+    stored label, the CSV and JSON outputs).
+    """
 
     name = "csv"
     description = (
@@ -323,13 +347,12 @@ class CsvBenchmark(Benchmark):
         concepts: str | None = None  # the concept set this file tests, e.g. "sexual"
         metrics: str = "nudenet:asr"  # "<scorer>:<metric>" joined by "|"
         prompt_column: str = "prompt"  # e.g. "adv_prompt" for MMA's file
-        # Per-row seeds and guidance are read from evaluation_seed / evaluation_guidance, else from the Hugging Face
-        # I2P layout's sd_seed / sd_guidance_scale; seed= and guidance= are only for a file without such a column.
         seed: int | None = param(None, ge=0, lt=MAX_SEED + 1)  # seed for every row of a file without a seed column (MMA, Ring-A-Bell use 42)
         guidance: float | None = param(None, ge=0, le=MAX_GUIDANCE)  # guidance for every row of a file without a guidance column (unset: 7.5)
         seed_column: str | None = None  # the per-row seed column (unset: evaluation_seed, else sd_seed)
         guidance_column: str | None = None  # the per-row guidance column (unset: evaluation_guidance, else sd_guidance_scale)
         size: int | None = param(None, ge=8, multiple_of=8)  # force a square size for every row instead of the row's sd_image_width/height
+        label: str = ""  # the name reports show for this benchmark (default: the file's name without its folder)
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -356,7 +379,8 @@ class CsvBenchmark(Benchmark):
             )
         if not seed_column and p.seed is None:
             raise HarnessError(
-                f"{table.path} has no seed column ({' or '.join(map(repr, SEED_COLUMNS))}); columns found: {table.header}; "
+                f"{table.path} has no seed column ({' or '.join(map(repr, SEED_COLUMNS))}); columns found: {table.header}"
+                f"{header_hint(table.header, SEED_COLUMNS)}; "
                 "give every row one seed with csv:seed=N, or name the column with csv:seed_column=NAME"
             )
         columns = Columns(prompt=p.prompt_column, seed=seed_column, guidance=guidance_column)

@@ -826,7 +826,10 @@ def display_label(registry: Registry, kind: str, label: str) -> str:
         # A label that names no plugin is shown as written.
         known = part.name in registry.entries[kind]
         title = (getattr(registry.get(kind, part.name), "display_name", "") if known else "") or part.name
-        params = part.params_text()
+        rest = dict(part.params)
+        if rest.get("path"):  # a file's folders make a column header of a whole line: its name says which file
+            title = f"{title} {Path(rest.pop('path')).name}"
+        params = Selection(part.name, rest).params_text()
         shown.append(f"{title} ({params})" if params else title)
     return " + ".join(shown)
 

@@ -273,3 +273,31 @@ def test_csv_benchmark_empty_cells_and_missing_or_ambiguous_columns(tmp_path):
     with pytest.raises(HarnessError, match="both 'evaluation_seed' and 'sd_seed'.*csv:seed_column=NAME"):
         csv_bench(both).prompts()
     assert csv_bench(both, seed_column="sd_seed").prompts()[0].seed == 2
+
+
+def test_reports_name_a_csv_benchmark_by_its_file_or_its_label(registry):
+    """The full selection (folders, metrics list) made a LaTeX header and a plot axis label of several lines."""
+    from harness.runner import display_label
+
+    selection = "csv:concepts=toy-red,metrics=toy:toy-asr|toy:toy-asr-any,path=runs/attacks/ring-a-bell_generations_2.csv"
+    assert display_label(registry, "benchmarks", selection) == (
+        "csv ring-a-bell_generations_2.csv (concepts=toy-red,metrics=toy:toy-asr|toy:toy-asr-any)")
+    assert display_label(registry, "benchmarks", selection + ",label=RAB on uce") == "RAB on uce"
+    assert CsvBenchmark(CsvBenchmark.Params(path="p.csv", label="mine")).params.label == "mine"
+
+
+@pytest.mark.parametrize(("header", "says"), [
+    ("prompt;evaluation_seed", "the header looks semicolon-separated: save the file comma-separated"),
+    ("prompt\tevaluation_seed", "the header looks tab-separated"),
+    ("prompt, evaluation_seed ", "' evaluation_seed ' is 'evaluation_seed' but for spaces (rename the column)"),
+    ("prompt,Evaluation_Seed", "'Evaluation_Seed' is 'evaluation_seed' but for case (rename the column)"),
+    ("Prompt,evaluation_seed", "'Prompt' is 'prompt' but for case"),
+])
+def test_a_header_that_almost_has_the_columns_says_why_it_does_not(tmp_path, header, says):
+    """A spreadsheet's ;-export, a padded or capitalised name all ended in a bare "has no seed column"."""
+    path = tmp_path / "p.csv"
+    separator = ";" if ";" in header else "\t" if "\t" in header else ","
+    path.write_text(f"{header}\na cat{separator}1\n", encoding="utf-8")
+    with pytest.raises(HarnessError) as raised:
+        CsvBenchmark(CsvBenchmark.Params(path=str(path))).prompts()
+    assert says in str(raised.value)

@@ -306,7 +306,7 @@ def test_planning_makes_each_scorer_once(registry, monkeypatch, tmp_path):
     made = []
     original_init = brightness.__init__
     monkeypatch.setattr(brightness, "__init__", lambda self, *a, **k: (made.append(1), original_init(self, *a, **k))[1])
-    config = RunConfig(model="tiny", methods="sd", bench="fixed,fixed:count=3", attacks="ring-a-bell", out=str(tmp_path),
+    config = RunConfig(model="tiny", methods="sd", bench="fixed,fixed:count=3", attacks="ring-a-bell:length=8", out=str(tmp_path),
                        show_progress=False)
     plan(config, registry)
     assert len(made) == 1  # two benchmarks × two metrics, the weights check and the attack check: one instance
