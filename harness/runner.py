@@ -627,6 +627,7 @@ class Runner:
 
     def execute(self):
         plan, store = self.plan, self.store
+        _note_a_renamed_run_reused(store, plan)
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, self.backbone_fingerprint)
         manifest["matmul_precision"] = self.matmul_precision
@@ -810,6 +811,27 @@ class Runner:
             raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
             self.store.add_set_score(set_key, scorer.name, scorer.version, raw)
         return raw
+
+
+# What makes two runs different experiments (the rest, such as --batch-size or --device, only changes how it runs).
+RUN_DEFINING = ("methods", "bench", "model", "sets", "concepts", "limit", "seeds_per_prompt", "attacks", "attack_budget", "dtype")
+
+
+def _note_a_renamed_run_reused(store: Store, plan: Plan) -> None:
+    """A derived run id names one configuration, but ``--run-name`` can be reused for another: say so, because the
+    run's manifest then describes only the newest command while the cells of both stay under the one name."""
+    if plan.config.run_name is None:
+        return
+    before = store.run_config(plan.run_id)
+    if before is None:
+        return
+    now = dataclasses.asdict(plan.config)
+    changed = [key for key in RUN_DEFINING if before.get(key) != now.get(key)]
+    if changed:
+        differences = "; ".join(f"--{key.replace('_', '-')} {before.get(key)!r} → {now.get(key)!r}" for key in changed)
+        warnings.warn(f"run {plan.run_id!r} was started before with another configuration ({differences}); its cells stay "
+                      "beside this run's under the same name and its manifest now describes this command only; give a new "
+                      "--run-name to keep them apart", stacklevel=2)
 
 
 def display_label(registry: Registry, kind: str, label: str) -> str:

@@ -255,6 +255,11 @@ class Store:
     def finish_run(self, run_id: str) -> None:
         self.db.execute("UPDATE runs SET status='finished', finished=? WHERE id=?", (now(), run_id))
 
+    def run_config(self, run_id: str) -> dict | None:
+        """The configuration a run was started with (``start_run``), or None for a run the store does not hold."""
+        row = self.db.execute("SELECT config FROM runs WHERE id=?", (run_id,)).fetchone()
+        return json.loads(row["config"]) if row and row["config"] else None
+
     def run_status(self) -> dict[str, str]:
         """Run id → "running" or "finished" (a killed run stays "running")."""
         return {row["id"]: row["status"] for row in self.db.execute("SELECT id, status FROM runs")}

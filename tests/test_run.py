@@ -227,6 +227,19 @@ def test_set_values_are_part_of_the_method_label_so_a_sweep_keeps_every_value(tm
     assert by_set.run_id == written.run_id and [m.label for m in by_set.methods] == ["sd", "scale-keys:factor=3"]
 
 
+def test_a_run_name_reused_for_another_configuration_is_said(tmp_path, capsys):
+    """--run-name names what the user says it names: a second command under the same name with other methods or
+    --limit replaced the first run's manifest without a word.  A resumed run (same command) says nothing."""
+    out = str(tmp_path / "out")
+    first = ["run", "--model", "tiny", "--bench", "fixed:count=2", "--out", out, "--no-progress", "--run-name", "mine", "--methods", "sd"]
+    assert cli(capsys, *first)[0] == 0
+    code, _, err = cli(capsys, *first)
+    assert code == 0 and "started before with another configuration" not in err
+    code, _, err = cli(capsys, *first[:-1], "sd,scale-keys")
+    assert code == 0
+    assert "run 'mine' was started before with another configuration (--methods 'sd' → 'sd,scale-keys')" in err and "new --run-name" in err
+
+
 def test_a_part_of_a_composition_set_with_set_is_labelled_part_dot_key_and_that_label_runs_again(tmp_path):
     registry = Registry(PluginHost([BRIGHTNESS, EDITS]))
     config = dict(bench="fixed:count=4", model="tiny", out=str(tmp_path / "out"), show_progress=False)
