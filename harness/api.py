@@ -542,12 +542,18 @@ class Attack(Configurable):
 
     ``reads`` names the pipeline components whose weights the result depends on.  An attack that reads only
     ``text_encoder`` (Ring-A-Bell) is cached under the text encoder's state, so methods that edit only the UNet
-    share one search.  ``budget_param`` names the ``Params`` field that ``--attack-budget N`` caps (iterations).
+    share one search.  ``budget_param`` names the ``Params`` field that ``--attack-budget N`` caps (iterations);
+    an attack whose steps per prompt are not that one field (UnlearnDiffAtk's grid: iterations × grid points)
+    defines a static ``within_budget(params, N) -> {field: value}`` instead.  An attack that places a fixed number
+    of tokens defines ``check_token_positions(positions)``, which planning calls with the tokenizer's length, so a
+    K that cannot fit is refused before any image is made.
     A ``Params`` field ``restart`` (the built-in attacks have one) is mixed into ``ctx.generator()``'s seed:
     ``A:restart=1`` is an independent random restart of the search, cached apart, for checking how much an
     attack cell depends on the search's luck.
-    Sampling-time hooks of inference methods (SLD, SAFREE) are not installed while attacking: the attack sees the
-    method's weights; the attack cell is then generated with the hooks, like every other cell.
+    Sampling-time hooks (``Method.sampling_hooks``: SLD, SAFREE, AdaVD, and SPM's adapter) are not installed while
+    attacking: they are written for the engine's guided sampling batches, so the attack sees the method's weights
+    only; the plan names such methods and each attack cell records them (``unseen_by_search``); the cell is then
+    generated with the hooks, like every other cell.
     """
 
     paper: ClassVar[str] = ""
