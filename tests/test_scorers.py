@@ -317,6 +317,14 @@ def test_style_accuracies_by_hand():
     assert judge.metric("acc-e").lower_is_better and not judge.metric("acc-u").lower_is_better
 
 
+def test_style_candidates_read_from_a_csv_cell_are_artists_not_letters():
+    """An art benchmark's prompts exported by an attack and fed back with csv:path= carry their candidates as text."""
+    from benchmarks.scorers.style import candidates_of
+
+    from_file = spec(0, "a painting", artist="Van Gogh", artist_candidates="Pablo Picasso|Van Gogh|Rembrandt")
+    assert candidates_of(from_file) == ARTISTS == candidates_of(art_spec(0, "Van Gogh"))
+
+
 def test_style_judge_with_injected_tiny_clip(tiny_clip):
     from benchmarks.scorers.style import ClipStyleJudge
 

@@ -43,12 +43,15 @@ def accuracy_unerased(raws: list[dict], specs: list[PromptSpec]) -> list[float |
 
 
 def candidates_of(spec: PromptSpec) -> list[str]:
+    """The artists the judge chooses among: a list (the art benchmarks), or "a|b|c" text (a CSV file's column, such
+    as an exported attack's prompts fed back with ``csv:path=``; ``list()`` of the text would be its letters)."""
     try:
-        return list(spec.labels["artist_candidates"])
+        candidates = spec.labels["artist_candidates"]
     except KeyError:
         raise HarnessError(
             f"the style judge needs prompts labelled with artist_candidates (prompt {spec.id!r} has none)"
         ) from None
+    return [c.strip() for c in candidates.split("|") if c.strip()] if isinstance(candidates, str) else list(candidates)
 
 
 class StyleJudge(Scorer):
