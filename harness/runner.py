@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import json
 import os
 import sys
 import warnings
@@ -630,6 +631,7 @@ class Runner:
         _note_a_renamed_run_reused(store, plan)
         store.start_run(plan.run_id, dataclasses.asdict(plan.config))
         manifest = _manifest(plan, self.backbone_fingerprint)
+        _note_changed_sources(store, plan.run_id, manifest)
         manifest["matmul_precision"] = self.matmul_precision
         manifest["threads"] = self.threads
         store.write_manifest(plan.run_id, manifest)
@@ -832,6 +834,22 @@ def _note_a_renamed_run_reused(store: Store, plan: Plan) -> None:
         warnings.warn(f"run {plan.run_id!r} was started before with another configuration ({differences}); its cells stay "
                       "beside this run's under the same name and its manifest now describes this command only; give a new "
                       "--run-name to keep them apart", stacklevel=2)
+
+
+def _note_changed_sources(store: Store, run_id: str, manifest: dict) -> None:
+    """A run's id comes from its command, not from its files' contents: a prompt file edited between two runs of the
+    same command gives the same run, whose cells for that benchmark are then replaced.  Say so, with both sha256s."""
+    try:
+        before = json.loads((store.run_dir(run_id) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    earlier = {b.get("label"): (b.get("source") or {}).get("sha256") for b in before.get("benchmarks", [])}
+    for benchmark in manifest["benchmarks"]:
+        old, new = earlier.get(benchmark["label"]), (benchmark.get("source") or {}).get("sha256")
+        if old and new and old != new:
+            warnings.warn(f"the prompt file of {benchmark['label']} changed since run {run_id!r} last used it (sha256 {old[:12]} → "
+                          f"{new[:12]}); this run's cells of it are replaced by the new file's; give --run-name to keep both",
+                          stacklevel=2)
 
 
 def display_label(registry: Registry, kind: str, label: str) -> str:

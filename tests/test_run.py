@@ -240,6 +240,19 @@ def test_a_run_name_reused_for_another_configuration_is_said(tmp_path, capsys):
     assert "run 'mine' was started before with another configuration (--methods 'sd' → 'sd,scale-keys')" in err and "new --run-name" in err
 
 
+def test_a_prompt_file_edited_between_two_runs_of_one_command_is_said(tmp_path, capsys):
+    """The run id comes from the command: an edited CSV re-run under it replaced the cells without a word."""
+    prompts, out = tmp_path / "p.csv", str(tmp_path / "out")
+    prompts.write_text("prompt,evaluation_seed\na cat,1\na dog,2\n", encoding="utf-8")
+    command = ["run", "--model", "tiny", "--bench", f"csv:path={prompts},metrics=brightness:mean", "--out", out, "--no-progress"]
+    assert cli(capsys, *command)[0] == 0
+    code, _, err = cli(capsys, *command)
+    assert code == 0 and "changed since run" not in err  # the same file: a plain resume
+    prompts.write_text("prompt,evaluation_seed\na cat,1\na bird,2\n", encoding="utf-8")
+    code, _, err = cli(capsys, *command)
+    assert code == 0 and "the prompt file of csv:" in err and "changed since run" in err and "give --run-name to keep both" in err
+
+
 def test_a_part_of_a_composition_set_with_set_is_labelled_part_dot_key_and_that_label_runs_again(tmp_path):
     registry = Registry(PluginHost([BRIGHTNESS, EDITS]))
     config = dict(bench="fixed:count=4", model="tiny", out=str(tmp_path / "out"), show_progress=False)
