@@ -83,7 +83,7 @@ def test_a_bug_in_a_methods_edit_keeps_its_traceback_and_names_the_method(tmp_pa
 def test_an_attack_with_nothing_to_attack_is_refused_before_any_work(capsys, tmp_path):
     """The only metric is higher-is-better (brightness): no attack cell could be made, which used to pass in silence."""
     code = main(["--plugin", MISTAKES, "run", "--model", "tiny", "--methods", "sd", "--bench", "mistaken", "--attack",
-                 "ring-a-bell", "--out", str(tmp_path / "out"), "--dry-run"])
+                 "ring-a-bell:length=8", "--out", str(tmp_path / "out"), "--dry-run"])
     err = capsys.readouterr().err
     one_line(code, err, "--attack has nothing to attack: no benchmark of this run (mistaken) has a per-image erasure metric")
 
