@@ -305,6 +305,15 @@ def _results_so_far(out: str | None) -> str:
     return ""
 
 
+def _kind(text: str) -> str:
+    """``harness list KIND``: a kind of plugin, with a did-you-mean for a typo (``methdos``) as every other name has."""
+    if text in KINDS:
+        return text
+    from harness.api import did_you_mean
+
+    raise argparse.ArgumentTypeError(f"no kind {text!r} of plugin{did_you_mean(text, KINDS)}")
+
+
 def _plain_summary(results) -> str:
     """What `harness run` prints when no plugin summarises runs: one line per stored value."""
     return "\n".join(f"{r.method}  {r.benchmark}  {r.name} ({r.metric}) = {r.value}" for r in results)
@@ -321,7 +330,8 @@ def cmd_erase(args, registry: Registry) -> int:
     for part, part_label in planned.parts:
         runner.check_erases_something(part, part_label, concepts)
         part.check_concepts(concepts)
-    if os.path.exists(args.save) and os.listdir(args.save):
+    save = Path(args.save).expanduser().resolve()  # the folder checked here is the one written below ("~", ".")
+    if save.exists() and (not save.is_dir() or any(save.iterdir())):
         raise HarnessError(f"--save {args.save} exists and is not empty; choose a new folder")
     runner.matmul_precision(target.device, target.dtype)
     pipe = target.backbone.load(target.model, target.device, target.dtype)
@@ -331,28 +341,33 @@ def cmd_erase(args, registry: Registry) -> int:
         state = states.activate(planned.parts, concepts, planned.label)
     record = {"method": args.method, "concepts": concepts.name, "backbone": target.backbone_name, "model": target.model,
               "model_state": state.key, "backbone_fingerprint": fingerprint, "metadata": state.metadata}
-    _save_whole(pipe, record, args.save)
+    _save_whole(pipe, record, save, args.save)
     print(f"saved the {args.method}-erased pipeline to {args.save} (load it with StableDiffusionPipeline.from_pretrained)")
     return 0
 
 
-def _save_whole(pipe, record: dict, folder: str) -> None:
-    """Write the pipeline and its ``erasure.json`` into a hidden sibling folder and rename it into place, so that
-    ``--save`` names a whole pipeline or nothing: a full disk or Ctrl-C half-way removes the partial folder (which
-    would otherwise load as a broken pipeline, and block the re-run as "not empty")."""
+def _save_whole(pipe, record: dict, target: Path, folder: str) -> None:
+    """Write the pipeline and its ``erasure.json`` into a hidden staging folder and move it into ``target`` (``folder``
+    as the user wrote it), so that ``--save`` names a whole pipeline or nothing: a full disk or Ctrl-C half-way
+    removes the partial folder (which would otherwise load as a broken pipeline, and block the re-run as "not
+    empty").  A new target is the staging folder renamed; an existing empty one (``.``, a mounted volume, a folder
+    made in a shared root) stays where it is and receives the staged entries, the staging folder being inside it."""
     import shutil
 
-    target = Path(folder).expanduser()
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    existing = target.is_dir()
+    staging = target / f".partial-{os.getpid()}" if existing else target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         _save_quietly(pipe, str(staging))
         with open(staging / "erasure.json", "w", encoding="utf-8") as handle:
             # backbone_fingerprint lets `--methods checkpoint:path=DIR` refuse this folder on another base model.
             json.dump(record, handle, indent=2, default=str)
-        if target.is_dir():
-            target.rmdir()  # checked empty before erasing
-        os.replace(staging, target)
+        if existing:
+            for entry in sorted(staging.iterdir()):
+                os.replace(entry, target / entry.name)
+            staging.rmdir()
+        else:
+            os.replace(staging, target)
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         # safetensors reports a full disk as its own error type, with the OS's words inside ("os error 28")
@@ -458,7 +473,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="installed methods, benchmarks, scorers, backbones, concept sets",
                        description="List what the installed plugins provide (imports no torch).")
-    p.add_argument("kind", nargs="?", choices=list(KINDS), help="only this kind")
+    p.add_argument("kind", nargs="?", type=_kind, metavar="KIND", help=f"only this kind: {', '.join(KINDS)}")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.add_argument("--presets", action="store_true", help="the methods' named presets and the backbones' presets (imports the method modules)")
     p.add_argument("--params", metavar="NAME", help="one method's, benchmark's, attack's, scorer's or backbone's parameters: "

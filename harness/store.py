@@ -156,10 +156,9 @@ class Store:
         self.read_only = problem is not None
         self.cache = self.root / "cache"
         path = self.root / "harness.db"
+        self._snapshot: Path | None = None
         if self.read_only:
-            # Nobody can write here, so the file cannot change under us: "immutable" lets SQLite read a write-ahead-log
-            # database without creating its -shm/-wal files, which a read-only folder cannot hold.
-            self.db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True, isolation_level=None)
+            self.db = self._connect_read_only(path)
         else:
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self.db.row_factory = sqlite3.Row
@@ -179,6 +178,26 @@ class Store:
                                f"restore it from a copy or choose another {option}") from None
         self.files = Files(self)
         self.claims = Claims(self)
+
+    def _connect_read_only(self, path: Path) -> sqlite3.Connection:
+        """A connection to a database in a folder this process cannot write.
+
+        Without a write-ahead log beside it (a store closed cleanly checkpoints it away), the file alone holds every
+        result and "immutable" lets SQLite read it without making the -shm file a read-only folder cannot hold.
+        With one, immutable would ignore the log's committed transactions (the newest results, or even the schema);
+        the database and its log are then copied to a private temporary folder and read there, as one snapshot.
+        """
+        wal = path.with_name(path.name + "-wal")
+        if not (wal.exists() and wal.stat().st_size > 0):
+            return sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True, isolation_level=None)
+        import shutil
+        import tempfile
+
+        self._snapshot = Path(tempfile.mkdtemp(prefix="harness-read-only-"))
+        # A run writing the store at this very moment can tear the copy; the next command reads it whole again.
+        shutil.copyfile(path, self._snapshot / path.name)
+        shutil.copyfile(wal, self._snapshot / wal.name)
+        return sqlite3.connect(self._snapshot / path.name, isolation_level=None)
 
     def _check_schema_readable(self) -> None:
         """A store opened read-only is read as it is: it must already have this version's schema."""
@@ -242,6 +261,10 @@ class Store:
         except sqlite3.Error:
             pass  # busy or a full disk: what is committed stays in the log, which SQLite reads with the database
         self.db.close()
+        if self._snapshot is not None:  # a read-only store's private copy (``_connect_read_only``)
+            import shutil
+
+            shutil.rmtree(self._snapshot, ignore_errors=True)
 
     # ------------------------------------------------------------------ runs
 

@@ -93,6 +93,9 @@ PARAMETER_SETS = {
 }
 
 
+ADAMW_WEIGHT_DECAY = 0.01  # optimizer=adamw: torch's AdamW default
+
+
 class ESD(FineTuneMethod):
     """ESD with the parameter set of the subclass (``esd-u`` or ``esd-x``)."""
 
@@ -203,8 +206,16 @@ class ESD(FineTuneMethod):
         }
         # AdamW without weight decay is Adam step for step: the switch would only retrain the same weights under a
         # new key.  With torch's default decay it is the optimiser most diffusers training scripts use.
-        weight_decay = 0.01 if params.optimizer == "adamw" else 0.0
+        weight_decay = ADAMW_WEIGHT_DECAY if params.optimizer == "adamw" else 0.0
         return Training(step_losses, iterations, metadata, weight_decay=weight_decay)
+
+    def params_dict(self) -> dict:
+        """The parameters, and for ``optimizer=adamw`` the decay it trains with: the model-state key is made from
+        them, and an adamw state stored before the decay was applied (plain Adam then) must not be taken for one."""
+        values = super().params_dict()
+        if values["optimizer"] == "adamw":
+            values["adamw_weight_decay"] = ADAMW_WEIGHT_DECAY
+        return values
 
 
 class ESDU(ESD):

@@ -225,7 +225,7 @@ def bad_inputs(tmp_path):
     return {
         ("run",): (["--model", "tiny", "--bench", "nosuch", "--out", str(tmp_path / "o")], "unknown benchmark 'nosuch'"),
         ("report",): (["--out", str(store)], "no results store"),
-        ("list",): (["nosuch"], "invalid choice: 'nosuch'"),
+        ("list",): (["methdos"], "no kind 'methdos' of plugin; did you mean 'methods'?"),
         ("plugins",): (["--plugin", str(tmp_path / "missing.py")], "does not exist"),
         ("erase",): (["--model", "tiny", "--method", "nosuch", "--concepts", "colours", "--save", str(tmp_path / "s")], "nosuch"),
         ("compare",): (["--out", str(store), "sd", "uce"], "no results store"),

@@ -358,6 +358,9 @@ def test_erase_save_that_fails_half_way_leaves_nothing_and_the_rerun_succeeds(tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no space left on device" in err and "Traceback" not in err
     assert not save.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    save.mkdir()  # an empty folder made beforehand (a mounted volume, or --save .): staged inside, left empty on failure
+    assert main(command) == 2 and "no space left on device" in capsys.readouterr().err
+    assert list(save.iterdir()) == []
     monkeypatch.undo()
     assert main(command) == 0
-    assert (save / "erasure.json").exists() and (save / "unet").is_dir()
+    assert (save / "erasure.json").exists() and (save / "unet").is_dir() and not [p for p in save.iterdir() if p.name.startswith(".")]

@@ -344,3 +344,35 @@ def test_a_store_nobody_can_write_is_still_read_by_every_reading_command(tmp_pat
     assert sorted(p.name for p in out.iterdir()) == before
     one_error(*cli(capsys, "run", "--model", "tiny", "--bench", bench, "--out", str(out), "--no-progress")[::2],
               "cannot write to output directory", "choose another --out")
+
+
+def test_a_read_only_store_whose_newest_results_are_still_in_its_log_shows_them(tmp_path, capsys, monkeypatch):
+    """A store copied (or shared) while its write-ahead log still held committed results: read as an immutable file,
+    SQLite ignores the log and those results silently vanished.  They are read from a private copy instead."""
+    import shutil
+    import sqlite3
+
+    import harness.store
+    from harness.store import Store
+
+    path, out = write_csv(tmp_path), tmp_path / "out"
+    bench = f"csv:path={path},metrics=brightness:mean"
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--methods", "sd", "--bench", bench, "--out", str(out), "--no-progress")
+    assert code == 0, stderr
+    writer = Store(out)
+    holder = sqlite3.connect(out / "harness.db")  # a second connection keeps SQLite from folding the log in at close
+    holder.execute("SELECT count(*) FROM runs").fetchone()
+    writer.start_run("run-newest", {})
+    writer.db.close()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("harness.db", "harness.db-wal"):
+        shutil.copyfile(out / name, copy / name)
+    holder.close()
+    assert (copy / "harness.db-wal").stat().st_size > 0
+    monkeypatch.setattr(harness.store, "unwritable", lambda folder: "Read-only file system")
+    with Store(copy, read_only=True) as store:
+        assert "run-newest" in store.run_status()
+        snapshot = store._snapshot
+    assert snapshot is not None and not snapshot.exists()  # the private copy is gone with the store
+    assert sorted(p.name for p in copy.iterdir()) == ["harness.db", "harness.db-wal"]

@@ -112,6 +112,9 @@ def test_esd_adamw_decays_the_weights_as_adamw_does(pipe, ctx):
         decay = results["adam"][name] - results["adamw"][name]
         torch.testing.assert_close(decay, 0.1 * 0.01 * before[name], atol=1e-6, rtol=1e-3)
     assert any(before[name].abs().max() > 0.01 for name in trained)  # the decay is visible, not lost in rounding
+    # the key of an adamw state changed with the decay (a stored one trained as plain Adam is not reused); adam's did not
+    assert ESDX(ESDX.Params(optimizer="adamw")).params_dict()["adamw_weight_decay"] == 0.01
+    assert "adamw_weight_decay" not in ESDX(ESDX.Params()).params_dict()
 
 
 # --------------------------------------------------------------------------- the TRCE-V loss (Eq. 8)
