@@ -34,8 +34,10 @@ from harness.store import Store
 # Columns that say when or where an entry was made, not what it is: never a conflict.
 VOLATILE_COLUMNS = {"created", "finished", "status", "delta_path"}
 # The same per table: what an attack cost (wall time; its step and evaluation counts with it, as the prompts found are
-# compared) and where its CSV was exported (into the source store; merge() points a copied row at the copied CSV).
-MEASURED_COLUMNS = {"attack_prompts": {"cost"}, "attack_sets": {"cost", "export_path"}}
+# compared), which source prompt first asked for a search (its key is the search's input alone: another benchmark's
+# id or labels for the same prompt, seed and guidance share it) and where its CSV was exported (into the source store;
+# merge() points a copied row at the copied CSV).
+MEASURED_COLUMNS = {"attack_prompts": {"cost", "source_id", "spec"}, "attack_sets": {"cost", "export_path"}}
 # Keys of a model state's metadata that say how its erasure went (harness/engine.py, and methods' own timers), not
 # what it made: two stores that erased the same state differ in them.  What it made is the delta, compared byte by byte.
 MEASURED_METADATA = {"erase_seconds", "erase_device", "erase_unet_evals", "erase_text_encoder_evals", "seconds"}

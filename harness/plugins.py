@@ -128,10 +128,10 @@ class PluginHost:
 
     def add_file(self, path: str | Path) -> None:
         name, source = Path(path).stem, str(Path(path).resolve())
-        taken = self.info(name)
-        if taken is not None and taken.source == source:
+        if any(info.source == source for info in self.infos):
             return  # the same file named twice (--plugin a.py --plugin a.py, or in a script and by hand): loaded once
-        if taken is not None and taken.source != source:
+        taken = self.info(name)
+        if taken is not None:
             name = source  # a file named like another plugin (attacks.py, methods.py): its path tells them apart
         try:
             module = load_file_module(path)

@@ -828,9 +828,10 @@ def _note_a_renamed_run_reused(store: Store, plan: Plan) -> None:
     if before is None:
         return
     now = dataclasses.asdict(plan.config)
-    changed = [key for key in RUN_DEFINING if before.get(key) != now.get(key)]
+    defaults = dataclasses.asdict(RunConfig())  # a run stored before a field existed ran with its default
+    changed = [key for key in RUN_DEFINING if before.get(key, defaults[key]) != now[key]]
     if changed:
-        differences = "; ".join(f"--{key.replace('_', '-')} {before.get(key)!r} → {now.get(key)!r}" for key in changed)
+        differences = "; ".join(f"--{key.replace('_', '-')} {before.get(key, defaults[key])!r} → {now[key]!r}" for key in changed)
         warnings.warn(f"run {plan.run_id!r} was started before with another configuration ({differences}); its cells stay "
                       "beside this run's under the same name and its manifest now describes this command only; give a new "
                       "--run-name to keep them apart", stacklevel=2)

@@ -57,7 +57,7 @@ def mixed_prompt_sets(results) -> list[str]:
         if len(set(by_method.values())) > 1:
             listed = ", ".join(f"{method} {n}" for method, n in sorted(by_method.items(), key=lambda item: (item[1], item[0])))
             notes.append(f"Mixed prompt sets: the cells of {benchmark} hold different numbers of images ({listed}); their values are "
-                         "over different prompts (the paired tests behind the marks use only the pairs two cells share). "
+                         "over different prompts or seeds (the paired tests behind the marks use only the pairs two cells share). "
                          "Re-run the smaller cells with the same --limit, or select one run with --runs.")
     return notes
 

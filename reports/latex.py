@@ -18,6 +18,7 @@ every caption); the base model row is the reference and is never marked.  Needs 
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from harness import names
@@ -222,8 +223,10 @@ def table2(board: Leaderboard, benchmark: str) -> str:
 
 def label_safe(name: str) -> str:
     """A benchmark label as part of a ``\\label`` key: a CSV benchmark's label may hold ``%``, ``#``, braces or
-    backslashes, which end or break the command; everything but letters, digits, ``-`` and ``.`` becomes ``-``."""
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-") or "benchmark"
+    backslashes, which end or break the command; everything but letters, digits, ``-`` and ``.`` becomes ``-``, and
+    a name that had to change gets 8 hex digits of its sha256, so two labels never share a key (``a b``, ``a-b``)."""
+    safe = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-") or "benchmark"
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
 
 
 def document(tables: dict[str, str]) -> str:

@@ -302,6 +302,19 @@ def _decimals(values: list[float | None]) -> int:
     return min(6, 2 - math.floor(math.log10(largest)))
 
 
+def _keep_displays_distinct(items: list, label_of) -> None:
+    """Two stored labels whose display names coincide (``csv:path=a/prompts.csv`` and ``csv:path=b/prompts.csv`` are
+    both "csv prompts.csv") would make two rows or columns that read alike and hold different numbers: those show
+    their stored labels instead, which always differ."""
+    labels_by_display: dict[str, set[str]] = {}
+    for item in items:
+        if item.display:
+            labels_by_display.setdefault(item.display, set()).add(label_of(item))
+    for item in items:
+        if item.display and len(labels_by_display[item.display]) > 1:
+            item.display = ""
+
+
 def build(results: list[Result], values: dict | None = None, cell_intervals: dict | None = None) -> Leaderboard:
     """The leaderboard of ``results`` (``Store.results``), from what is stored with each result.
 
@@ -374,6 +387,8 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
     for column in ordered:
         counts = sorted({row.counts[column.key] for row in table_rows if column.key in row.counts})
         column.n_range = (counts[0], counts[-1]) if counts else None
+    _keep_displays_distinct(table_rows, lambda row: row.method)
+    _keep_displays_distinct(ordered, lambda column: column.benchmark)
     board = Leaderboard(ordered, table_rows)
     _add_adversarial_averages(board)
     _add_attacked_averages(board)

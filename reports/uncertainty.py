@@ -26,6 +26,7 @@ from harness import stats
 
 BOOTSTRAP = f"bootstrap over prompts, {stats.BOOTSTRAP_RESAMPLES} resamples, seed {stats.BOOTSTRAP_SEED}"
 WILSON = "Wilson score interval"
+ONE_PROMPT = "none: one prompt (a bootstrap over prompts needs two)"
 ALPHA = 0.05
 
 Key = tuple[str, str, str, str]  # (run, method, benchmark, metric)
@@ -68,7 +69,7 @@ def interval(value: float | None, values: list[dict] | None, unit: str | None = 
         low, high = stats.wilson(value * n, n)
         return Interval(low, high, f"{WILSON} on the effective n {n:.0f} of {len(numbers)} images{seeds}")
     if len(set(prompts)) < 2:  # every resample would be the one prompt again: a zero-width interval claiming certainty
-        return Interval(None, None, "none: one prompt (a bootstrap over prompts needs two)")
+        return Interval(None, None, ONE_PROMPT)
     low, high = stats.bootstrap_mean(numbers, groups=prompts)
     return Interval(low, high, BOOTSTRAP + seeds)
 
@@ -110,9 +111,13 @@ def compare(a: list[dict], b: list[dict], unit: str | None = None) -> dict:
     if not a_values:
         return {**record, "delta": None, "ci95": None, "p_value": None, "test": "none: no matched (prompt id, seed) pairs"}
     mean_a, mean_b = sum(a_values) / len(a_values), sum(b_values) / len(b_values)
-    low, high = stats.paired_bootstrap_delta(a_values, b_values, groups=prompts)
     # The means over the pairs, which the difference is: a cell may hold more images than the other shares.
-    record.update(paired_a=mean_a, paired_b=mean_b, delta=mean_b - mean_a, ci95=[low, high], interval=f"paired {BOOTSTRAP}")
+    record.update(paired_a=mean_a, paired_b=mean_b, delta=mean_b - mean_a)
+    if len(set(prompts)) < 2:
+        record.update(ci95=None, interval=ONE_PROMPT)
+    else:
+        low, high = stats.paired_bootstrap_delta(a_values, b_values, groups=prompts)
+        record.update(ci95=[low, high], interval=f"paired {BOOTSTRAP}")
     p_value, test, counts, direction = _paired_test(a_values, b_values, prompts, unit)
     record.update(p_value=p_value, test=test, test_favours={1: "B", -1: "A"}.get(direction, "neither"))
     if counts is not None:
@@ -182,5 +187,7 @@ def mean_of_benchmarks_interval(per_benchmark: list[list[dict]], units: list[str
         n = len(sizes) ** 2 / sum(1 / size for size in sizes)
         low, high = stats.wilson(mean * n, n)
         return Interval(low, high, f"{WILSON} on the effective n {n:.0f} of the equally weighted benchmarks")
+    if all(len(set(sample_prompts)) < 2 for sample_prompts in prompts):  # every resample would be the same prompts
+        return Interval(None, None, ONE_PROMPT)
     low, high = stats.stratified_bootstrap_mean(numbers, prompts)
     return Interval(low, high, f"stratified {BOOTSTRAP}")

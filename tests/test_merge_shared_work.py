@@ -144,3 +144,20 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_stores_that_searched_one_prompt_under_other_labels_merge(stores, tmp_path, capsys):
+    """A search is keyed by its input alone (prompt, seed, guidance, ...), so two stores can hold one search under one
+    key with another source id and labels (a --seeds-per-prompt 2 store's seed-0 prompts carry seeds_of; a CSV copy
+    of a benchmark names its rows otherwise).  That is no conflict; it was one."""
+    copy = tmp_path / "a-relabelled"
+    shutil.copytree(stores / "a", copy)
+    db = sqlite3.connect(copy / "harness.db")
+    for key, spec in db.execute("SELECT key, spec FROM attack_prompts").fetchall():
+        relabelled = {**json.loads(spec), "id": "row-7", "labels": {"seeds_of": "0"}}
+        db.execute("UPDATE attack_prompts SET source_id = 'row-7', spec = ? WHERE key = ?", (json.dumps(relabelled), key))
+    db.commit()
+    db.close()
+    code, _, err = harness(capsys, "merge", str(stores / "a"), str(copy), "--into", str(tmp_path / "m"))
+    assert code == 0, err
+    assert report_values(capsys, tmp_path / "m") == report_values(capsys, stores / "a")

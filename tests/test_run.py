@@ -238,6 +238,14 @@ def test_a_run_name_reused_for_another_configuration_is_said(tmp_path, capsys):
     code, _, err = cli(capsys, *first[:-1], "sd,scale-keys")
     assert code == 0
     assert "run 'mine' was started before with another configuration (--methods 'sd' → 'sd,scale-keys')" in err and "new --run-name" in err
+    # a run stored before a configuration field existed ran with that field's default: resuming it says nothing
+    store = Store(out)
+    config = json.loads(store.db.execute("SELECT config FROM runs WHERE id = 'mine'").fetchone()["config"])
+    del config["seeds_per_prompt"], config["attack_budget"]
+    store.db.execute("UPDATE runs SET config = ? WHERE id = 'mine'", (json.dumps(config),))
+    store.close()
+    code, _, err = cli(capsys, *first[:-1], "sd,scale-keys")
+    assert code == 0 and "another configuration" not in err
 
 
 def test_a_prompt_file_edited_between_two_runs_of_one_command_is_said(tmp_path, capsys):

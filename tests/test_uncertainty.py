@@ -297,6 +297,12 @@ def test_one_prompt_gets_no_bootstrap_interval_rather_than_a_zero_width_one():
     assert not found.known and "one prompt" in found.method
     two_prompts = [{**v, "prompt_id": str(i % 2)} for i, v in enumerate(one_prompt)]
     assert uncertainty.interval(0.265, two_prompts, "score").known
+    # the same for compare's paired interval and the trade-off plot's mean over benchmarks
+    other = [{**v, "value": v["value"] + 0.1 * (i % 3)} for i, v in enumerate(one_prompt)]
+    record = uncertainty.compare(one_prompt, other, "score")
+    assert record["ci95"] is None and "one prompt" in record["interval"] and record["delta"] == pytest.approx(0.075)
+    assert uncertainty.compare(two_prompts, [{**v, "prompt_id": str(i % 2)} for i, v in enumerate(other)], "score")["ci95"] is not None
+    assert not uncertainty.mean_of_benchmarks_interval([one_prompt, other], ["score", "score"]).known
 
 
 def test_a_shown_rate_interval_always_encloses_the_shown_value():
@@ -336,7 +342,7 @@ def test_a_quick_run_beside_a_full_one_is_named_and_compare_shows_the_means_its_
     fill(store, "run-2", {"sd": {BENCH: flags([], 8)}})
     notes = caveats.mixed_prompt_sets(store.results())
     assert notes == [f"Mixed prompt sets: the cells of {BENCH} hold different numbers of images (sd 8, rece 200); their values are over "
-                     "different prompts (the paired tests behind the marks use only the pairs two cells share). Re-run the smaller cells "
+                     "different prompts or seeds (the paired tests behind the marks use only the pairs two cells share). Re-run the smaller cells "
                      "with the same --limit, or select one run with --runs."]
     assert caveats.mixed_prompt_sets(store.results(runs=["run-1"])) == []
     store.close()
@@ -361,6 +367,22 @@ def test_compare_shows_no_set_level_score_for_the_base_model_as_the_leaderboard_
     assert records["kit:fid"]["value_a"] is None and records["kit:fid"]["value_b"] == 3.25 and records["kit:fid"]["delta"] is None
     text = run_cli(capsys, "compare", "--out", str(tmp_path / "s"), "sd", "uce")
     assert f"{BENCH} FID ↓: sd –, uce 3.25 (none: no per-image values" in text
+
+
+def test_two_labels_with_one_display_name_show_their_labels(tmp_path):
+    """Two prompt files named alike in other folders display as "csv prompts.csv" both: two columns that read the
+    same and hold different numbers.  Those show their stored labels; a display name used once is kept."""
+    store = Store(tmp_path / "s")
+    store.start_run("run-1", {})
+    labels = {"csv:path=a/prompts.csv": "csv prompts.csv", "csv:path=b/prompts.csv": "csv prompts.csv", "i2p": "I2P"}
+    for method, display in (("ckpt:path=x/final", "checkpoint final"), ("ckpt:path=y/final", "checkpoint final"), ("uce", "UCE")):
+        for benchmark, shown in labels.items():
+            store.add_result(run_id="run-1", method=method, benchmark=benchmark, metric=METRIC, value=0.5, n=2, lower_is_better=True,
+                             name="ASR", description="fraction", unit="rate", adversarial=False, needs_reference=False,
+                             method_display=display, benchmark_display=shown, model_state=f"s-{method}", unet_evals_per_image=8.0)
+    board = leaderboard.build(store.results())
+    assert sorted(column.title for column in board.columns) == ["I2P", "csv:path=a/prompts.csv", "csv:path=b/prompts.csv"]
+    assert sorted(row.display or row.method for row in board.rows) == ["UCE", "ckpt:path=x/final", "ckpt:path=y/final"]
 
 
 def twin_store(path, seeds_per_prompt: int = 1) -> Store:
