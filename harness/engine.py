@@ -6,9 +6,15 @@
   version).  Switching methods swaps deltas in memory; the originals are kept,
   so removing a delta restores the backbone bit for bit.
 * Images are sampled in batches, but every sample has its own seeded
-  generator and its own latents, so an image never depends on its batch-mates.
-  Each image is stored as a PNG under a content address, atomically, and is
-  never generated twice.
+  generator and its own latents, so an image never depends on which prompts
+  share its batch.  The batch *size* (like the thread count or the device)
+  changes the order in which float kernels sum, which moves a few pixels of
+  some images by one 8-bit level (tiny backbone, CPU float32: 3 of 16 images
+  between batches of 1 and 8).  The image key does not hold the batch size, so
+  a store keeps the first image it made and a re-run at another size reuses
+  it; two stores made at different sizes can hold different bytes under one
+  key, which ``harness merge`` reports as a conflict.  Each image is stored as
+  a PNG under a content address, atomically, and is never generated twice.
 """
 
 from __future__ import annotations
@@ -130,6 +136,21 @@ class ModelStates:
         with torch.no_grad():
             for name in self.applied:
                 self.parameters[name].copy_(self.originals[name])
+        self.applied = set()
+        self.exact = {}
+
+    def _restore_every_weight(self) -> None:
+        """After an edit that raised half-way: every weight back to the original, not only those ``applied`` lists
+        (the failing edit changed weights it never got to report), so a caller that goes on (a library user, the
+        next cell) does not sample from a half-edited model."""
+        if self._parameters is None:
+            return
+        import torch
+
+        with torch.no_grad():
+            for name, param in self._parameters.items():
+                if not torch.equal(param, self.originals[name]):
+                    param.copy_(self.originals[name])
         self.applied = set()
         self.exact = {}
 
@@ -266,6 +287,7 @@ class ModelStates:
             return self._activate(parts, concepts, label)
         except BaseException:  # a failed erasure frees its claim, so another process (or a re-run) may try it
             self.store.claims.release([key for key in self.store.claims.held if key.startswith("state:")])
+            self._restore_every_weight()
             raise
 
     def _activate(self, parts: list[tuple[Method, str]], concepts: ConceptSet, label: str) -> ActiveState:

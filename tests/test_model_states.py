@@ -40,6 +40,25 @@ def test_removing_a_delta_restores_the_backbone_bit_for_bit(states, registry, ti
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_an_edit_that_raises_half_way_leaves_no_changed_weight(states, registry, tiny, monkeypatch):
+    """reset() restored only the weights an edit reported; one that changed weights and then raised left them
+    changed, and the next cell of an in-process caller sampled from a half-edited model."""
+    before = {k: v.clone() for k, v in tiny.unet.state_dict().items()}
+    parts = parts_for(registry, "scale-keys:factor=0.25")
+    method = parts[0][0]
+    real_edit = type(method).edit
+
+    def edit_then_fail(self, pipe, concepts, ctx):
+        real_edit(self, pipe, concepts, ctx)
+        raise RuntimeError("the edit failed after changing weights")
+
+    monkeypatch.setattr(type(method), "edit", edit_then_fail)
+    with pytest.raises(RuntimeError, match="after changing weights"):
+        states.activate(parts, CONCEPTS, "scale-keys")
+    after = tiny.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_delta_holds_only_what_the_edit_changed_and_is_reused(states, registry, tiny, tmp_path):
     original = keys_weights(tiny)
     state = states.activate(parts_for(registry, "scale-keys:factor=0.25"), CONCEPTS, "scale-keys")
