@@ -661,7 +661,9 @@ class Engine:
         uncond = self.embed([s.negative_prompt for s in specs], state.key)
         for hooks in state.hooks:
             cond, uncond = hooks.transform_embeddings(cond, uncond, specs)
-        guidance = torch.tensor([s.guidance for s in specs], device=pipe.unet.device, dtype=pipe.unet.dtype).view(-1, 1, 1, 1)
+        # float32 whatever the UNet's dtype: in bfloat16, guidance 7.3 would be 7.3125 (diffusers keeps the Python
+        # float); the guided prediction is cast back to the latents' dtype below.
+        guidance = torch.tensor([s.guidance for s in specs], device=pipe.unet.device, dtype=torch.float32).view(-1, 1, 1, 1)
         latents = self.initial_latents(specs) * scheduler.init_noise_sigma
         scheduler.set_timesteps(steps, device=pipe.unet.device)
         guide = next((h.guide for h in reversed(state.hooks) if h.guides), None)
@@ -682,7 +684,7 @@ class Engine:
                         both = unet_call(torch.cat([latent_input, latent_input]), timestep, torch.cat([uncond, cond]))
                         noise_uncond, noise_cond = both.chunk(2)
                         noise = noise_uncond + guidance * (noise_cond - noise_uncond)
-                    latents = scheduler.step(noise, timestep, latents).prev_sample
+                    latents = scheduler.step(noise.to(latents.dtype), timestep, latents).prev_sample
                     if self.on_step is not None:  # the bar moves per denoising step, not once per (long) batch
                         self.on_step(len(specs) / len(scheduler.timesteps))
                 decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample

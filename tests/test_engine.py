@@ -96,3 +96,15 @@ def test_the_progress_bar_moves_per_denoising_step_in_whole_images():
         assert all(isinstance(n, int) for n in seen) and seen == sorted(seen)
         assert seen[0] == 33 and seen[-1] == 64  # floor of the fraction made so far, the whole batch at the end
         assert "/64" in bar.__str__() and "." not in bar.__str__().split("/")[0].split()[-1]
+
+
+def test_guidance_is_applied_at_full_precision_in_a_bfloat16_run(tmp_path):
+    """The guidance tensor was built in the UNet's dtype: in bfloat16, 7.3 became 7.3125, the two gave the same
+    image, and the key recorded 7.3.  diffusers keeps the Python float; so does the engine now."""
+    from harness.testing import tiny_pipeline
+
+    pipe = tiny_pipeline(dtype="bfloat16")
+    engine = Engine(pipe, Store(tmp_path), "tiny-fp", Defaults(steps=4, height=32, width=32), "cpu", "bfloat16", batch_size=8,
+                    show_progress=False)
+    images = [engine.sample([engine.resolve(PromptSpec(id="0", prompt="a red cat", seed=5, guidance=g))], BASE)[0] for g in (7.3, 7.3125)]
+    assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
