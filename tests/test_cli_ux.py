@@ -257,12 +257,12 @@ def test_a_list_option_given_twice_is_refused_not_overwritten(tmp_path, capsys, 
 @pytest.mark.parametrize(("args", "says"), [
     (["run", "--methods", "uce:lamb=0.1,lamb=0.2"], "--methods: uce.lamb is given twice ('0.1' and '0.2'); keep one"),
     (["run", "--methods", "uce", "--set", "uce.lamb=0.1", "--set", "uce.lamb=0.2"], "--set uce.lamb is given twice ('0.1' and '0.2')"),
-    (["erase", "--method", "uce", "--concepts", "toy-red", "--set", "uce.lamb=0.1", "--set", "uce.lamb=0.2", "--save", "never-made"],
+    (["erase", "--method", "uce", "--concepts", "toy-red", "--set", "uce.lamb=0.1", "--set", "uce.lamb=0.2"],
      "--set uce.lamb is given twice ('0.1' and '0.2')"),
 ])
 def test_a_parameter_given_twice_is_refused_not_overwritten(tmp_path, capsys, args, says):
     """Last-wins kept the second value silently (the manifest said 0.2 where the user may have meant 0.1)."""
-    extra = ["--bench", "toy-explicit", "--dry-run"] if args[0] == "run" else []
+    extra = ["--bench", "toy-explicit", "--dry-run"] if args[0] == "run" else ["--save", str(tmp_path / "never-made")]
     code, _, stderr = cli(capsys, *args, "--model", "tiny", *extra, "--out", str(tmp_path / "out"))
     one_error(code, stderr, says)
     assert not (tmp_path / "never-made").exists()
