@@ -142,12 +142,11 @@ class Store:
     def __init__(self, out: str | Path, create: bool = True, *, read_only: bool = False, option: str = "--out"):
         """Open (``create``: or make) the store at ``out``.  ``read_only``: for commands that only read (report,
         compare, export, check): a store on a read-only mount or in a folder this user cannot write (an archived or
-        shared copy) is then opened as an immutable database instead of refused; a writable store opens as usual,
-        so a run writing beside the reader is seen.  ``option`` names the command-line option that chose ``out``
+        shared copy) is then read as it is (``_connect_read_only``) instead of refused; a writable store opens as
+        usual, so a run writing beside the reader is seen.  ``option`` names the command-line option that chose ``out``
         in messages (``harness merge`` takes ``--into``)."""
         self.root = Path(out)
         self.option = option
-        self.read_only = False
         if (not create or read_only) and not (self.root / "harness.db").exists():
             raise HarnessError(f"no results store at {self.root} (expected {self.root / 'harness.db'}); run `harness run --out {self.root}` first")
         problem = unwritable(self.root)

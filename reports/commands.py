@@ -11,7 +11,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -243,32 +242,31 @@ def per_image_rows(results: list[dict], stored: dict) -> list[dict]:
 
 
 def write_per_image(rows: list[dict], path: Path) -> None:
-    """Write the rows to ``path`` (.csv or .parquet) through a hidden sibling file renamed into place, so a full disk
-    or Ctrl-C never leaves a truncated file under the name a pipeline reads next."""
+    """Write the rows to ``path`` (.csv or .parquet) through ``integrity.atomic_write``, so a full disk or Ctrl-C never
+    leaves a truncated file under the name a pipeline reads next."""
+    from harness.integrity import atomic_write
     from reports.leaderboard import csv_number
 
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise HarnessError(f"--per-image {path}: write a .csv or .parquet file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        if suffix == ".parquet":
-            import pandas as pd
 
-            try:
-                pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS)).to_parquet(partial, index=False)
-            except ImportError:
-                raise HarnessError(f"--per-image {path}: pandas has no Parquet engine here; install pyarrow, or write a .csv") from None
-        else:
-            with open(partial, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=PER_IMAGE_COLUMNS, lineterminator="\n")
-                writer.writeheader()
-                for row in rows:
-                    writer.writerow({**row, "value": csv_number(row["value"])})  # repr: the float round-trips exactly
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    def write_parquet(temporary: Path) -> None:
+        import pandas as pd
+
+        try:
+            pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS)).to_parquet(temporary, index=False)
+        except ImportError:
+            raise HarnessError(f"--per-image {path}: pandas has no Parquet engine here; install pyarrow, or write a .csv") from None
+
+    def write_csv(temporary: Path) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=PER_IMAGE_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "value": csv_number(row["value"])})  # repr: the float round-trips exactly
+
+    atomic_write(path, write=write_parquet if suffix == ".parquet" else write_csv)
 
 
 def cmd_export(args, registry) -> int:
