@@ -46,12 +46,12 @@ def mixed_prompt_sets(results) -> list[str]:
     """One line per benchmark whose cells hold different numbers of images: the newest value of a method wins, so a
     quick ``--limit 8`` run beside a 200-prompt one leaves cells over different prompts side by side.  The paired
     tests behind the marks use only the pairs two cells share; the values themselves are not comparable."""
+    from reports.leaderboard import latest_results
+
     sizes: dict[str, dict[str, int]] = {}
-    latest = {}
-    for result in results:  # oldest run first: the newest value of each cell wins, as in the table
-        latest[(result.method, result.benchmark, result.metric)] = result
-    for (method, benchmark, _), result in latest.items():
-        sizes.setdefault(benchmark, {})[method] = max(result.n, sizes.get(benchmark, {}).get(method, 0))
+    for result in latest_results(results):  # the cells the table shows
+        by_method = sizes.setdefault(result.benchmark, {})
+        by_method[result.method] = max(result.n, by_method.get(result.method, 0))  # a cell per metric; one n
     notes = []
     for benchmark, by_method in sorted(sizes.items()):
         if len(set(by_method.values())) > 1:

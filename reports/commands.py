@@ -161,30 +161,35 @@ def _check_method(results: list[dict], label: str, where: str) -> None:
         raise HarnessError(f"no results for method {label!r} in the store at {where}{did_you_mean(label, stored)}")
 
 
+def _shown(value: float | None, rate: bool) -> str:
+    """A compared value: a rate in percent, other numbers as they are, "–" for none."""
+    return "–" if value is None else f"{100 * value:.2f}%" if rate else f"{value:.2f}"
+
+
+def _both(record: dict, value_a: float | None, value_b: float | None, rate: bool) -> str:
+    """"uce 12.50%, trce 3.00%": the two methods' values."""
+    return f"{record['a']} {_shown(value_a, rate)}, {record['b']} {_shown(value_b, rate)}"
+
+
 def _format_compare(records: list[dict]) -> str:
     lines = []
     for r in records:
         rate = r["unit"] == "rate" or r["test"] == "exact McNemar"  # results stored before units: 0/1 values
         scale, unit = (100, " pp") if rate else (1, "")
         arrow = "↓" if r["lower_is_better"] else "↑"
-
-        def shown(value, scale=scale, rate=rate):
-            return "–" if value is None else f"{scale * value:.2f}" + ("%" if rate else "")
-
         if r["delta"] is None:
             if r["value_a"] is None and r["value_b"] is None:
                 lines.append(f"{r['benchmark']} {r['name']}: no values to compare")
             else:  # the base model's set-level score against its own images has no value
-                lines.append(f"{r['benchmark']} {r['name']} {arrow}: {r['a']} {shown(r['value_a'])}, {r['b']} {shown(r['value_b'])} "
+                lines.append(f"{r['benchmark']} {r['name']} {arrow}: {_both(r, r['value_a'], r['value_b'], rate)} "
                              f"({r['test']}; no difference to take)")
             continue
-
         partial = "paired_a" in r and r["n_pairs"] < max(r["n_a"], r["n_b"])
         if partial:  # the difference is over the shared pairs: show the means it is made of, then the whole cells
-            sides = (f"{r['a']} {shown(r['paired_a'])}, {r['b']} {shown(r['paired_b'])} on the {r['n_pairs']} shared pairs "
-                     f"(whole cells: {r['a']} {shown(r['value_a'])} n={r['n_a']}, {r['b']} {shown(r['value_b'])} n={r['n_b']})")
+            sides = (f"{_both(r, r['paired_a'], r['paired_b'], rate)} on the {r['n_pairs']} shared pairs "
+                     f"(whole cells: {r['a']} {_shown(r['value_a'], rate)} n={r['n_a']}, {r['b']} {_shown(r['value_b'], rate)} n={r['n_b']})")
         else:
-            sides = f"{r['a']} {shown(r['value_a'])}, {r['b']} {shown(r['value_b'])}"
+            sides = _both(r, r["value_a"], r["value_b"], rate)
         text = f"{r['benchmark']} {r['name']} {arrow}: {sides}; B - A = {scale * r['delta']:+.2f}{unit}"
         if r["ci95"]:
             text += f" [{scale * r['ci95'][0]:+.2f}, {scale * r['ci95'][1]:+.2f}]"
