@@ -183,7 +183,9 @@ def signed_rank_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, int
     n = differences.size
     if n == 0:
         return 1.0, 0
-    ranks = _mean_ranks(np.abs(differences))
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.abs(differences), method="average")  # ties share the mean of the ranks they span
     positive = float(ranks[differences > 0].sum())
     negative = float(ranks[differences < 0].sum())
     direction = (positive > negative) - (positive < negative)
@@ -203,21 +205,6 @@ def signed_rank_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, int
     variance = n * (n + 1) * (2 * n + 1) / 24 - float(np.sum(counts.astype(float) ** 3 - counts)) / 48
     z = (abs(positive - n * (n + 1) / 4) - 0.5) / math.sqrt(variance)
     return float(min(1.0, 2 * (1 - NormalDist().cdf(max(z, 0.0))))), direction
-
-
-def _mean_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``values``, ties sharing the mean of the ranks they span."""
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    ranks = np.empty(values.size)
-    start = 0
-    while start < values.size:
-        stop = start
-        while stop + 1 < values.size and sorted_values[stop + 1] == sorted_values[start]:
-            stop += 1
-        ranks[order[start : stop + 1]] = (start + stop) / 2 + 1
-        start = stop + 1
-    return ranks
 
 
 def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> float:
