@@ -143,16 +143,9 @@ class ModelStates:
         """After an edit that raised half-way: every weight back to the original, not only those ``applied`` lists
         (the failing edit changed weights it never got to report), so a caller that goes on (a library user, the
         next cell) does not sample from a half-edited model."""
-        if self._parameters is None:
-            return
-        import torch
-
-        with torch.no_grad():
-            for name, param in self._parameters.items():
-                if not torch.equal(param, self.originals[name]):
-                    param.copy_(self.originals[name])
-        self.applied = set()
-        self.exact = {}
+        if self._parameters is not None:
+            self.applied = set(self._parameters)
+            self.reset()
 
     def changed_parameters(self) -> dict:
         import torch
