@@ -288,8 +288,7 @@ def run_data_parallel(plan, world: World):
     source.store = Store(plan.config.out)
     runner = Runner(plan, store=source.store, source=source)
     run_id = runner.execute()
-    manifest_path = runner.store.run_dir(run_id) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = runner.store.read_manifest(run_id)
     manifest["distributed"] = {"world_size": world.size, "backend": "nccl" if plan.device.startswith("cuda") else "gloo",
                                "split": "round robin over the single-process run's batches"}
     runner.store.write_manifest(run_id, manifest)

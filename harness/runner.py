@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
-import json
 import os
 import sys
 import warnings
@@ -841,7 +840,7 @@ def _note_changed_sources(store: Store, run_id: str, manifest: dict) -> None:
     """A run's id comes from its command, not from its files' contents: a prompt file edited between two runs of the
     same command gives the same run, whose cells for that benchmark are then replaced.  Say so, with both sha256s."""
     try:
-        before = json.loads((store.run_dir(run_id) / "manifest.json").read_text(encoding="utf-8"))
+        before = store.read_manifest(run_id) or {}
     except (OSError, ValueError):
         return
     earlier = {b.get("label"): (b.get("source") or {}).get("sha256") for b in before.get("benchmarks", [])}

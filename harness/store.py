@@ -289,6 +289,11 @@ class Store:
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / check_name(run_id, "run id")
 
+    def read_manifest(self, run_id: str) -> dict | None:
+        """The run's manifest (``write_manifest``), None if it has none; a file that is not JSON raises ValueError."""
+        path = self.run_dir(run_id) / "manifest.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
     def write_manifest(self, run_id: str, manifest: dict) -> Path:
         path = self.run_dir(run_id) / "manifest.json"
         atomic_write(path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))

@@ -5,8 +5,6 @@ Read from the store alone, like everything in reports.
 
 from __future__ import annotations
 
-import json
-
 
 def caveats(store, results) -> list[str]:
     """One line per thing a reader of the table must know; empty when the results are complete and exact."""
@@ -25,9 +23,8 @@ def caveats(store, results) -> list[str]:
     notes += mixed_prompt_sets(results)
     truncated: dict[str, dict[tuple[int, int, int], list[str]]] = {}
     for run in runs:
-        path = store.run_dir(run) / "manifest.json"
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            manifest = store.read_manifest(run) or {}
         except (OSError, ValueError):
             continue
         for bench, record in (manifest.get("truncated_prompts") or {}).items():

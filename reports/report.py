@@ -12,7 +12,6 @@ Layout of the output folder (default ``<store>/report``)::
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,8 +102,7 @@ def write(store, results: list[Result], destination: Path, formats: tuple[str, .
     if "html" in formats:
         manifests = {}
         for run in dict.fromkeys(row["run_id"] for row in results):
-            path = store.run_dir(run) / "manifest.json"
-            manifests[run] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+            manifests[run] = store.read_manifest(run)
         figure_parts = [(stem, caption, html.figure_png(figure)) for stem, caption, figure in figures]
         grid_parts = [(grid.benchmark, grid_caption(grid, blur), html.image_png(grid.image), grid.column_prompts())
                       for grid in grid_list]
