@@ -196,6 +196,14 @@ def budget_changes(cls, params, budget: int) -> dict:
     return {cls.budget_param: budget} if budget < getattr(params, cls.budget_param) else {}
 
 
+def check_token_room(attack: str, parameter: str, tokens: int, positions: int) -> None:
+    """An attack's ``check_token_positions``: BOS, its ``tokens`` placed tokens and EOS must fit the tokenizer's
+    ``positions`` (a longer run would push EOS out, silently); one line naming the parameter and its largest value."""
+    if tokens > positions - 2:
+        raise HarnessError(f"{attack}: {parameter} K={tokens} leaves no room for BOS and EOS in this tokenizer's {positions} "
+                           f"positions; choose {attack}:{parameter} ≤ {positions - 2}")
+
+
 def tokenizer_positions(backbone, model: str | None) -> int | None:
     """The backbone tokenizer's positions (``model_max_length``: 77 on SD) without loading the model; None if unknown.
 

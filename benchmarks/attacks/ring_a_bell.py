@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harness.api import AdversarialPrompt, Attack, HarnessError
+from harness.attacking import check_token_room
 from harness.validate import param
 
 
@@ -114,9 +115,7 @@ class RingABell(Attack):
 
     def check_token_positions(self, positions: int) -> None:
         """K tokens, BOS and EOS must fit the tokenizer's ``positions``; called at plan time too (``plan_attacks``)."""
-        if self.params.length > positions - 2:
-            raise HarnessError(f"ring-a-bell: length K={self.params.length} leaves no room for BOS and EOS in this tokenizer's "
-                               f"{positions} positions; choose ring-a-bell:length ≤ {positions - 2}")
+        check_token_room(self.name, "length", self.params.length, positions)
 
     def _encode(self, texts: list[str], pipe):
         ids = pipe.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt").input_ids

@@ -55,7 +55,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from benchmarks.attacks import prompt_tuning as pt
-from harness.api import AdversarialPrompt, Attack, HarnessError
+from harness.api import AdversarialPrompt, Attack
+from harness.attacking import check_token_room
 from harness.validate import param
 
 
@@ -92,9 +93,7 @@ class UnlearnDiffAtk(Attack):
     def check_token_positions(self, positions: int) -> None:
         """BOS, the K-token prefix and EOS must fit the tokenizer's ``positions`` (the prompt is cut to what is left);
         a longer prefix would silently push EOS out.  Called at plan time (``plan_attacks``) and in ``prepare``."""
-        if self.params.prefix_length > positions - 2:
-            raise HarnessError(f"unlearndiffatk: prefix_length K={self.params.prefix_length} leaves no room for BOS and EOS in this "
-                               f"tokenizer's {positions} positions; choose unlearndiffatk:prefix_length ≤ {positions - 2}")
+        check_token_room(self.name, "prefix_length", self.params.prefix_length, positions)
 
     def prepare(self, pipe, concepts, ctx) -> None:
         self.check_token_positions(pipe.tokenizer.model_max_length)
