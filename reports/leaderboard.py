@@ -531,7 +531,7 @@ def cell_n_text(row: Row, column: Column) -> str:
 def unit_header(column: Column) -> str:
     """The column header with its unit once (cells then carry none) and its n: "plain bright rate (%) ↓ n=32"."""
     arrow = "↓" if column.lower_is_better else "↑"
-    return f"{column.benchmark} {column.name}{' (%)' if column.rate else ''} {arrow} {n_text(column)}".rstrip()
+    return f"{named_by_user(column.benchmark, column.display)} {column.name}{' (%)' if column.rate else ''} {arrow} {n_text(column)}".rstrip()
 
 
 def rule_text(board: Leaderboard) -> str:
@@ -569,13 +569,39 @@ def marked_cell(board: Leaderboard, row_index: int, index: int, bold: str = "**{
     return " ".join(part for part in (text, bracket, cell_n_text(row, column)) if part)
 
 
+def named_by_user(label: str, display: str) -> str:
+    """How the plain-text tables (terminal, Markdown) name a row or column: the stored label as typed, which
+    reproduces the run, except where the selection names itself, with ``label=NAME`` (a checkpoint, a CSV benchmark)
+    or a file (``path=``): then its display name ("mine-uce", "CSV mine.csv"), as the HTML and LaTeX tables do, where
+    the typed label would be a path clipped in the middle."""
+    from harness.spec import parse_selections
+
+    if not display:
+        return label
+    try:
+        parts = [part for item in parse_selections(label, "label") for part in item]
+    except Exception:  # a label stored by an older version that no longer parses: shown as stored
+        return label
+    return display if any("label" in part.params or "path" in part.params for part in parts) else label
+
+
+def distinct_names(names: dict[str, str]) -> dict[str, str]:
+    """label -> shown name, where a name shown for two labels (a checkpoint labelled "uce" beside ``uce``) is each
+    label as stored instead."""
+    shown: dict[str, int] = {}
+    for name in names.values():
+        shown[name] = shown.get(name, 0) + 1
+    return {label: name if shown[name] == 1 else label for label, name in names.items()}
+
+
 def to_markdown(board: Leaderboard) -> str:
     header = "| method | " + " | ".join(_md_escape(unit_header(c)) for c in board.columns) + " | UNet evals/img | erase cost | provenance |"
     rule = "|---|" + "---:|" * (len(board.columns) + 2) + "---|"
     lines = [header, rule]
+    row_names = distinct_names({r.method: named_by_user(r.method, r.display) for r in board.rows})
     for row_index, row in enumerate(board.rows):
         cells = [marked_cell(board, row_index, index) for index in range(len(board.columns))]
-        lines.append(f"| {_md_escape(row.method)} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {_md_escape(row.provenance)} |")
+        lines.append(f"| {_md_escape(row_names[row.method])} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {_md_escape(row.provenance)} |")
     return "\n".join(lines) + "\n\n" + rule_text(board)
 
 
@@ -612,9 +638,14 @@ def to_terminal(board: Leaderboard, width: int | None = None, max_header: int = 
     import shutil
 
     width = width or shutil.get_terminal_size((120, 24)).columns
-    method_width = min(max(len("method"), *(len(r.method) for r in board.rows)), 28)
-    methods = clip_labels([r.method for r in board.rows], method_width)
-    benchmarks = clip_labels([c.benchmark for c in board.columns], max_header)
+    row_names = distinct_names({r.method: named_by_user(r.method, r.display) for r in board.rows})
+    column_names = distinct_names({c.benchmark: named_by_user(c.benchmark, c.display) for c in board.columns})
+    method_width = min(max(len("method"), *(len(name) for name in row_names.values())), 28)
+    # stored label -> the text shown for it (its name, cut to fit)
+    clipped = clip_labels(list(row_names.values()), method_width)
+    methods = {label: clipped[name] for label, name in row_names.items()}
+    clipped = clip_labels(list(column_names.values()), max_header)
+    benchmarks = {label: clipped[name] for label, name in column_names.items()}
     columns = []  # (header line 1, header line 2, cells)
     for index, column in enumerate(board.columns):
         unit = " (%)" if column.rate else ""
@@ -645,7 +676,7 @@ def to_terminal(board: Leaderboard, width: int | None = None, max_header: int = 
     import textwrap
 
     cut = {text: label for label, text in {**methods, **benchmarks}.items() if text != label}
-    if cut:  # every cut label, whole, so that no row or column has to be guessed
+    if cut:  # every cut or named label, whole, so that no row or column has to be guessed and each can be rerun
         out.append("")
         out.extend(f"{text} = {label}" for text, label in cut.items())
     out.append("")
@@ -654,11 +685,13 @@ def to_terminal(board: Leaderboard, width: int | None = None, max_header: int = 
 
 
 def format_erase_cost(row: Row) -> str:
-    """Wall time of the erasure as recorded when it was computed (a cached erasure keeps its original cost)."""
+    """Wall time and device of the erasure as recorded when it was computed (a cached erasure keeps its original cost)."""
     seconds = row.erase_seconds
     if seconds is None:
         return "–"
     text = f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
+    if row.erase_device:  # a minute on a GPU and a minute on a CPU are not the same cost
+        text += f" on {row.erase_device}"
     if row.erase_unet_evals is not None:
         text += f", {row.erase_unet_evals} UNet / {row.erase_text_encoder_evals} TE evals"
     return text

@@ -174,7 +174,11 @@ def test_erase_save_round_trips_into_identical_results_and_images(tmp_path, caps
     assert "Writing model shards" not in capsys.readouterr().err  # transformers' per-component bar is kept quiet
     assert main([*args, "run", "--model", "tiny", "--methods", f"ckpt:path={save},label=mine,scale-keys:factor=0.5", "--bench", "fixed:count=6",
                  "--concepts", str(concepts), "--out", str(out), "--no-progress"]) == 0
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    # the terminal table names the row as the user did, not by its typed selection clipped in the middle
+    assert any(line.startswith("mine ") for line in printed.splitlines()), printed
+    assert not any(line.startswith("ckpt:") for line in printed.splitlines()), printed
+    assert f"mine = ckpt:label=mine,path={save}" in printed  # the typed selection, whole, under the table
     store = Store(out)
     by_method, shown = {}, {}
     for row in store.results():

@@ -445,3 +445,34 @@ def test_clip_labels_keeps_start_and_end_and_numbers_what_still_collides():
     assert clipped[same_ends[0]].startswith("uce:") and clipped[same_ends[0]].endswith("…1")
     path = "csv:metrics=nudenet:asr,path=/data/sets/adversarial_v3.csv"
     assert leaderboard.clip_labels([path], 24)[path].endswith("arial_v3.csv")  # the file name's end survives
+
+
+def test_plain_tables_name_a_selection_the_user_named_or_that_names_a_file_by_its_display_name():
+    """``checkpoint:…,label=NAME`` and ``csv:path=…`` are shown as "NAME" and "CSV file.csv" in the terminal and
+    Markdown tables (as in HTML and LaTeX), the typed label given whole under the terminal table; a name that would
+    show two rows alike (a checkpoint labelled "sd" beside ``sd``) leaves both as typed."""
+    from report_fixtures import _registry
+
+    from harness.runner import display_label
+
+    labelled = "checkpoint:label=mine-uce,path=/scratch/a/long/folder/erased-uce"
+    same_as_sd = "checkpoint:label=sd,path=/scratch/x"
+    csv_label = "csv:path=/data/sets/adversarial_v3.csv"
+    results = toy_results(methods=("sd", "uce"))
+    uce = [r for r in results if r.method == "uce"]
+    results += [dataclasses.replace(r, method=labelled, method_display="mine-uce") for r in uce]
+    results += [dataclasses.replace(r, method=same_as_sd, method_display="sd") for r in uce]
+    csv_display = display_label(_registry(), "benchmarks", csv_label)
+    assert csv_display.endswith("adversarial_v3.csv") and "/data" not in csv_display
+    results += [dataclasses.replace(r, benchmark=csv_label, benchmark_display=csv_display) for r in results if r.benchmark == "toy-explicit"]
+    board = leaderboard.build(results)
+    markdown = leaderboard.to_markdown(board)
+    names = [line.split(" | ")[0].removeprefix("| ") for line in markdown.splitlines()[2:] if line.startswith("| ")]
+    assert sorted(names) == sorted(["sd", "uce", "mine-uce", leaderboard._md_escape(same_as_sd)]), names
+    assert leaderboard._md_escape(csv_display) in markdown.splitlines()[0] and "/data/sets" not in markdown.splitlines()[0]
+    text = leaderboard.to_terminal(board, width=400)
+    table, _, notes = text.partition("\n\n")
+    shown = [line.split("  ")[0].strip() for line in table.splitlines()[3:]]
+    assert "mine-uce" in shown and "sd" in shown and "erased-uce" not in table and "/data/sets" not in table
+    given = dict(line.split(" = ", 1) for line in notes.splitlines() if " = " in line)
+    assert given["mine-uce"] == labelled and given[csv_display] == csv_label  # the typed labels, to rerun
