@@ -47,8 +47,8 @@ grammar:
   --bench i2p,mma          benchmarks; a group name (e.g. toy) selects all of its benchmarks
   --bench csv:path=my.csv  a benchmark parameter
   --set trce-t.lamb=0.02   a parameter of a method, benchmark or attack of this run (repeatable); the same
-                           as trce-t:lamb=0.02, so one parameter given both ways is refused; a key beside a
-                           composition's name (trce:lamb=0.5, for every part) wins over a part's --set
+                           as trce-t:lamb=0.02, so one parameter given two values is refused (also a key
+                           beside a composition's name, trce:lamb=0.5, that a part's --set gives another value)
   --attack ring-a-bell     also attack each method with prompts found against it: cells
                            "ring-a-bell(BENCH)" scored with BENCH's metrics, cached per prompt
 
@@ -145,9 +145,13 @@ def _param_record(registry: Registry, kind: str, name: str) -> dict:
     parts = list(getattr(cls, "parts", ()) or ())
     sections = [(part, registry.get("methods", part).Params) for part in parts] or [(name, getattr(cls, "Params", None))]
     on_backbones = {}
-    if kind == "methods":
+    if kind in ("methods", "attacks"):
+        table = "method_presets" if kind == "methods" else "attack_presets"
         for backbone in sorted(registry.entries["backbones"]):
-            values = registry.get("backbones", backbone).method_presets.get(name)
+            presets = getattr(registry.get("backbones", backbone), table, {})
+            values = dict(presets.get(name, {}))
+            for part in parts:  # a composition's part runs at its own preset (trce's trce-v at trce-v's)
+                values.update({f"{part}.{key}": value for key, value in presets.get(part, {}).items()})
             if values:
                 on_backbones[backbone] = values
     return {
@@ -200,15 +204,17 @@ def list_presets(args, registry: Registry) -> int:
     """``harness list methods --presets``: every method's named presets and the backbones' presets, with their values."""
     if args.kind not in (None, "methods"):
         raise HarnessError("--presets lists method presets: use `harness list methods --presets`")
-    records = {"methods": {}, "backbones": {}}
+    records = {"methods": {}, "backbones": {}, "backbone_attacks": {}}
     for name in sorted(registry.entries["methods"]):
         presets = method_presets(registry, name)
         if presets:
             records["methods"][name] = presets
     for name in sorted(registry.entries["backbones"]):
-        presets = registry.get("backbones", name).method_presets
-        if presets:
-            records["backbones"][name] = presets
+        backbone = registry.get("backbones", name)
+        if backbone.method_presets:
+            records["backbones"][name] = backbone.method_presets
+        if getattr(backbone, "attack_presets", None):
+            records["backbone_attacks"][name] = backbone.attack_presets
     if args.json:
         print(json.dumps(records, indent=2, default=str))
         return 0
@@ -220,6 +226,9 @@ def list_presets(args, registry: Registry) -> int:
     for backbone, by_method in records["backbones"].items():
         for method, values in by_method.items():
             print(f"  {backbone}: {method}  " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    for backbone, by_attack in records["backbone_attacks"].items():
+        for attack, values in by_attack.items():
+            print(f"  {backbone}: {attack} (attack)  " + ", ".join(f"{k}={v}" for k, v in values.items()))
     return 0
 
 
@@ -436,7 +445,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--methods", default="sd", action=failures.Once, help="comma list of methods (default: sd, no erasure)")
     p.add_argument("--bench", default="", action=failures.Once, help="comma list of benchmarks or groups (required)")
     p.add_argument("--model", help="backbone name (tiny, toy, sd14), hub id or local diffusers folder (default: what the benchmarks expect)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE", help="set a method or benchmark parameter (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME.PARAM=VALUE", help="set a parameter of a method, benchmark or attack of this run (repeatable)")
     p.add_argument("--concepts", help="concept set name or JSON file, instead of each benchmark's own")
     p.add_argument("--limit", type=int, help="only the first N prompts of each benchmark (and of each attack's source prompts)")
     p.add_argument("--attack", metavar="A[,B]", action=failures.Once, help="red-team every method: attack cells A(bench) from prompts found against it (see `harness list attacks`)")

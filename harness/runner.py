@@ -130,7 +130,8 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
     part_classes = [registry.get("methods", name) for name in cls.parts]
     routed: dict[str, dict[str, str]] = {name: dict(overrides.get(name, {})) for name in cls.parts}
     # "PART.key" (how a label writes a part's --set value) reaches that part only; routed first, so that a key written
-    # for every part that declares it, beside the name, still wins, as it did when it was given.
+    # for every part beside the name (trce:lamb=0.5) that gives one of them another value is refused: one of the two
+    # would be dropped, and the label would still name it.
     for key in sorted(raw, key=lambda key: "." not in key):
         value = raw[key]
         part_name, dot, part_key = key.partition(".")
@@ -152,6 +153,10 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
             known = sorted({f.name for part in part_classes for f in dataclasses.fields(part.Params)})
             raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no parameter {key!r}{did_you_mean(key, known)}")
         for owner in owners:
+            given = routed[owner].get(key)
+            if given is not None and given != value:
+                raise HarnessError(f"{owner}.{key} is given twice, {selection.name}:{key}={value} (for every part) and {owner}.{key}={given} "
+                                   f"(--set or {selection.name}:{owner}.{key}); keep one")
             routed[owner][key] = value
     parts = []
     for name in cls.parts:
@@ -926,8 +931,10 @@ def _attack_note(planned: Plan) -> list[str]:
 def describe_plan(planned: Plan) -> str:
     lines = [f"run {planned.run_id}: backbone {planned.backbone_name} ({planned.model or planned.backbone.default_model or 'built in'}) on {planned.device}/{planned.dtype}"]
     lines.append("  methods: " + ", ".join(m.label for m in planned.methods))
+    seeds = planned.config.seeds_per_prompt
     for b in planned.benchmarks:
-        lines.append(f"  {b.label}: {len(b.specs)} prompts, concepts {b.concepts.name}, metrics {', '.join(b.benchmark.metrics)}")
+        count = f"{len(b.specs)} prompts" if seeds == 1 else f"{len(b.specs) // seeds} prompts × {seeds} seeds"
+        lines.append(f"  {b.label}: {count}, concepts {b.concepts.name}, metrics {', '.join(b.benchmark.metrics)}")
     for a in planned.attacks:
         lines.append(f"  attack {a.label}: {a.attack.paper or a.attack.description}")
     from harness.attacking import blind_spot_notes

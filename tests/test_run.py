@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.api import HarnessError
 from harness.cli import main
 from harness.plugins import PluginHost
 from harness.registry import Registry
@@ -270,8 +271,12 @@ def test_a_part_of_a_composition_set_with_set_is_labelled_part_dot_key_and_that_
     assert [(part.name, part.params.lamb) for part, _ in method.parts if part.name == "trce-t"] == [("trce-t", 0.02)]
     again = plan(RunConfig(methods=method.label, **config), registry)
     assert again.run_id == by_set.run_id and [p.params for p, _ in again.methods[0].parts] == [p.params for p, _ in method.parts]
-    # a key written for every part beside the name still wins over a part's --set, as before
-    both = plan(RunConfig(methods="trce:lamb=0.5", sets=["trce-t.lamb=0.02"], **config), registry)
+    # a key written for every part beside the name that a part's --set (or PART.key) gives another value: one of the
+    # two would be dropped while the label kept naming it, so it is refused; the same value twice drops nothing
+    for methods, sets in (("trce:lamb=0.5", ["trce-t.lamb=0.02"]), ("trce:lamb=0.5,trce-t.lamb=0.02", [])):
+        with pytest.raises(HarnessError, match=r"trce-t\.lamb is given twice, trce:lamb=0\.5 \(for every part\) and trce-t\.lamb=0\.02"):
+            plan(RunConfig(methods=methods, sets=sets, **config), registry)
+    both = plan(RunConfig(methods="trce:lamb=0.5", sets=["trce-t.lamb=0.5"], **config), registry)
     assert [part.params.lamb for part, _ in both.methods[0].parts if part.name == "trce-t"] == [0.5]
 
 
