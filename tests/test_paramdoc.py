@@ -53,6 +53,14 @@ def test_list_params_of_a_composition_lists_each_part(capsys):
     names = {section: {p["name"] for p in params} for section, params in record["parameters"].items()}
     assert "preserve_scale" in names["trce-t"] and "guidance_enhancement" in names["trce-v"]
     assert record["presets"]["official"]["trce-t.word_count_positions"] is True
+    # its trce-v part runs at trce-v's toy preset (the runner routes it there), so the listing says so
+    assert record["backbone_presets"]["toy"] == {"trce-v.lr": 3e-4, "trce-v.regularizer_samples": 300}
+
+
+def test_list_params_of_an_attack_shows_the_backbone_preset_it_runs_at(capsys):
+    assert main(["list", "--params", "ring-a-bell"]) == 0
+    text = capsys.readouterr().out
+    assert "on backbone toy (applied automatically): population=64, generations=100" in text
 
 
 def test_list_params_of_a_benchmark_and_an_unknown_name(capsys):

@@ -211,6 +211,7 @@ def test_harness_list_methods_presets_shows_every_preset_with_its_values(capsys)
     assert "trce-t:preset=official  word_count_positions=True, double_preserve_scale=True, caption_divisor=30000.0" in text
     assert "trce:preset=official" in text and "trce-v.skip_zero_grad=True" in text
     assert "toy: trce-v  lr=0.0003, regularizer_samples=300" in text
+    assert "toy: ring-a-bell (attack)  population=64, generations=100" in text
     assert main(["list", "methods", "--presets", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert records["methods"]["sld"]["diffusers"] == {"strength": "medium", "diffusers_prefix": True}

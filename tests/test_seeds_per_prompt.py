@@ -53,7 +53,10 @@ def test_a_run_with_two_seeds_per_prompt_reuses_the_first_seeds_images(tmp_path,
     assert main(common) == 0
     store = Store(out)
     before = store.db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    capsys.readouterr()
     assert main([*common, "--seeds-per-prompt", "2"]) == 0
+    printed = capsys.readouterr()
+    assert "fixed:count=3: 3 prompts × 2 seeds," in printed.out + printed.err  # the plan counts prompts, not images
     after = store.db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
     assert (before, after) == (3, 6)  # only the three new seeds were generated
     runs = [r[0] for r in store.db.execute("SELECT id FROM runs ORDER BY created")]
