@@ -32,6 +32,7 @@ from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec
 from harness.context import EditContext
 from harness.cost import counted_evaluations
 from harness.lazy import resolve_pipeline
+from harness.results import kept_in_half_precision
 from harness.store import Store
 
 EDITABLE_COMPONENTS = ("unet", "text_encoder")
@@ -223,6 +224,11 @@ class ModelStates:
             identity = {"parent": key, "method": method.name, "version": method.version, "params": method.params_dict(), "concepts": concepts.fingerprint()}
             if method.kind == MethodKind.EDIT:  # an edit computed on float16 weights is not the float32 one
                 identity["dtype"] = self.target.dtype
+            if self.target.dtype in ("float16", "bfloat16"):
+                # since version 0.1.0's dtype audit, the text states a method decides on (closed-form statistics,
+                # fine-tuning conditions, SAFREE's triggers, SLD's guidance) are computed in float32 in a float16 or
+                # bfloat16 run (harness.text.float32_text_encoder): an edit or image made before is not reused
+                identity["text_rows"] = "float32"
             if method.presets_applied:  # same values, other origin: the provenance column must say which
                 identity["presets"] = method.presets_applied
             key = sha256_json(identity)[:32]
@@ -368,6 +374,10 @@ def inherited_metadata(earlier: list[dict]) -> dict:
     presets = sorted({m["backbone_preset"] for m in earlier if m.get("backbone_preset")})
     if presets:
         inherited["backbone_preset"] = "+".join(presets)
+    # A half-precision run that rounded away an earlier part's changes (esd-x in esd-x+sld) must still say so.
+    rounded = [{"method": m["method"], **loss} for m in earlier for loss in [kept_in_half_precision(m)] if loss]
+    if rounded:
+        inherited["rounded_earlier"] = rounded
     return inherited
 
 

@@ -77,3 +77,15 @@ def common_unit(units) -> str | None:
     plugin changed its unit between runs) or are not known, so that only their values decide (``stats.is_rate``)."""
     found = set(units)
     return found.pop() if len(found) == 1 else None
+
+
+def kept_in_half_precision(metadata: dict) -> dict | None:
+    """``{"dtype", "kept", "changes"}`` where a part's changes were partly rounded away by a float16/bfloat16
+    pipeline: a fine-tune's ``written_back`` share, or a loaded checkpoint's ``edited_elements_moved_share``; None
+    where all were kept."""
+    written = metadata.get("written_back") or {}
+    if written.get("surviving_share", 1.0) < 1.0:
+        return {"dtype": written.get("dtype"), "kept": written["surviving_share"], "changes": "fine-tuned changes"}
+    if metadata.get("edited_elements_moved_share", 1.0) < 1.0:
+        return {"dtype": metadata.get("cast_to"), "kept": metadata["edited_elements_moved_share"], "changes": "the checkpoint's changes"}
+    return None

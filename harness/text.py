@@ -7,6 +7,7 @@ tokenizer's maximum length ``L`` (77 for SD, 16 for the tiny backbone) and cut t
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,15 +31,46 @@ def tokenize(tokenizer, prompts: list[str]):
     return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
 
 
+def computes_below_float32(module) -> bool:
+    """Whether ``module``'s floating-point weights are float16 or bfloat16."""
+    return torch.finfo(module.dtype).eps > torch.finfo(torch.float32).eps
+
+
+@contextmanager
+def float32_text_encoder(pipe):
+    """The pipeline's text encoder computing in float32 inside the block, whatever the run's dtype.
+
+    What a method *decides* from text states (a closed-form edit's key statistics, SAFREE's trigger tokens) must not
+    depend on the run's dtype: in bfloat16 the encoder's own round-off (ε = 2⁻⁸, compounded over its layers) moved
+    the UCE/RECE/TRCE-T solutions of a bfloat16 run by 3–99% of the float32 ones.  The weights are upcast in place
+    for the block and cast back after it; float16/bfloat16 → float32 → the same dtype is exact, so the encoder's
+    weights afterwards are bit-identical (an edit applied to them included), and its forward hooks stay in place.
+    """
+    encoder = pipe.text_encoder
+    dtype = encoder.dtype
+    if not computes_below_float32(encoder):
+        yield encoder
+        return
+    encoder.float()
+    try:
+        yield encoder
+    finally:
+        encoder.to(dtype)
+
+
 @torch.no_grad()
 def encode_prompts(pipe, prompts: list[str], *, batch_size: int | None = 64, dtype: torch.dtype | None = torch.float32,
                    progress=None) -> EncodedPrompts:
     """``E(p)`` and the pooled output for every prompt, on the text encoder's device.
 
-    ``batch_size`` prompts per encoder call (None: all in one call); ``dtype`` of the returned states (float32 by
-    default, which the closed-form methods solve in; None: the encoder's own, which sampling uses).  ``progress``
-    optionally wraps the batch iterator (``ctx.progress``).
+    ``batch_size`` prompts per encoder call (None: all in one call); ``dtype`` of the returned states: float32 by
+    default, which the methods solve and train in, and then *computed* in float32 too (``float32_text_encoder``) on
+    a float16/bfloat16 pipeline; None: the encoder's own states in its own dtype, as sampling uses them.
+    ``progress`` optionally wraps the batch iterator (``ctx.progress``).
     """
+    if dtype == torch.float32 and computes_below_float32(pipe.text_encoder):
+        with float32_text_encoder(pipe):
+            return encode_prompts(pipe, prompts, batch_size=batch_size, dtype=dtype, progress=progress)
     tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
     prompts = list(prompts)
     tokens = tokenize(tokenizer, prompts)

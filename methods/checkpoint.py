@@ -350,7 +350,17 @@ class Checkpoint(Method):
                 for (component, module), factors in lora.items():
                     target = parameters[component][f"{module}.weight"]
                     update = self._lora_update(tensors, factors, target.shape)
-                    target.add_(update.to(target.device, target.dtype))
+                    if target.element_size() >= 4:
+                        target.add_(update.to(target.device, target.dtype))
+                    else:  # a float16/bfloat16 pipeline: W + B·A in float32, rounded once, and kept exactly in the delta
+                        merged = target.detach().float() + update.to(target.device, torch.float32)
+                        before = target.detach().clone()
+                        target.copy_(merged.to(target.dtype))
+                        ctx.exact_weights[f"{component}.{module}.weight"] = merged
+                        narrowed["wider"] += 1
+                        narrowed["tensors"] += 1
+                        narrowed["elements"] += before.numel()
+                        narrowed["moved"] += int((target != before).sum())
                     lora_modules += 1
         cast = self._report_cast(narrowed, pipe)
         return {

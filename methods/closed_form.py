@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.api import HarnessError, sha256_json
+from harness.text import computes_below_float32, float32_text_encoder
 
 # solver="limit": eigenvalues of mat2 below RCOND × the largest count as unconstrained (see invert).
 RCOND = 1e-6
@@ -175,12 +176,6 @@ def closed_form_edit(
     return {**inverse.info, "matrices": [name for name, _ in projections]}
 
 
-def row_precision(pipe) -> torch.dtype:
-    """The dtype the text rows were computed in: the text encoder's, or float32 (``encode_prompts`` returns float32)."""
-    dtype = pipe.text_encoder.dtype
-    return dtype if torch.finfo(dtype).eps > torch.finfo(torch.float32).eps else torch.float32
-
-
 @dataclass
 class Inverse:
     """``mat2⁻¹`` as applied from the right, and the projector onto the directions it leaves unconstrained."""
@@ -257,6 +252,9 @@ def caption_statistics(pipe, captions: list[str], ctx, batch_size: int = 64) -> 
         "captions": len(captions),
         "max_length": pipe.tokenizer.model_max_length,
         "text_encoder_dtype": str(text_encoder.dtype),
+        # rows of a float16/bfloat16 encoder are computed in float32 (harness.text.float32_text_encoder); before,
+        # in its own dtype: a statistic cached then is not reused
+        **({"rows_computed_in": "float32"} if computes_below_float32(text_encoder) else {}),
         # the backbone fingerprint names the model; this catches a swapped or edited text encoder
         "text_encoder_checksum": text_encoder_checksum(text_encoder),
     }
@@ -267,9 +265,10 @@ def caption_statistics(pipe, captions: list[str], ctx, batch_size: int = 64) -> 
         dim = text_encoder.config.hidden_size
         total = torch.zeros(dim, dim, dtype=torch.float64, device=text_encoder.device)
         starts = ctx.progress(range(0, len(captions), batch_size), desc="preservation statistics")
-        for start in starts:
-            rows = encode_prompts(pipe, captions[start : start + batch_size]).embeddings.flatten(0, 1)
-            total += second_moment(rows, rows)
+        with float32_text_encoder(pipe):  # once for every batch, not once per batch
+            for start in starts:
+                rows = encode_prompts(pipe, captions[start : start + batch_size]).embeddings.flatten(0, 1)
+                total += second_moment(rows, rows)
         return {"key_key": total, "captions": torch.tensor(float(len(captions)), dtype=torch.float64)}
 
     tensors = ctx.cached_tensors("closed-form-preservation", key, compute)

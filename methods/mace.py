@@ -84,7 +84,6 @@ from methods.closed_form import (
     closed_form_edit,
     cross_attention_projections,
     invert,
-    row_precision,
     second_moment,
 )
 from methods.finetune import TrajectoryRequest, cached_trajectories, latent_size, lazy, make_optimizer, original_unet, train
@@ -176,7 +175,7 @@ class MACE(Method):
         erase = KeyStatistics.from_pairs(torch.cat(keys), torch.cat(values))
         cfr_scale = (params.preserve_scale**2 if params.double_preserve_scale else params.preserve_scale) * COCO_CAPTIONS
         cfr = closed_form_edit(projections, erase, lamb=params.lamb, preserve=preserve, preserve_scale=cfr_scale if preserve else 0.0,
-                               solver=params.solver, precision=row_precision(pipe))
+                               solver=params.solver)
         refined = {name: module.weight.detach().float().clone() for name, module in projections}
 
         # 2. One LoRA per concept on the refined model (L_attn).
@@ -475,7 +474,7 @@ def fuse(pipe, projections, targets: list[Concept], deltas: list[dict], refined:
     scale = params.fuse_preserve_scale * COCO_CAPTIONS if preserve is not None else 0.0
     prior = preserve.key_key.cpu() if preserve is not None else torch.zeros(dim, dim, dtype=torch.float64)
     mat2 = params.lamb * identity + sum(moments) + scale * prior
-    inverse = invert(mat2, solver=params.solver, precision=row_precision(pipe))
+    inverse = invert(mat2, solver=params.solver)
     for name, module in projections:
         weight = refined[name].double().cpu()
         mat1 = params.lamb * weight + scale * original[name].double().cpu() @ prior

@@ -39,7 +39,7 @@ from typing import Literal
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method
-from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections, row_precision
+from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections
 from methods.text import encode_prompts
 from methods.uce import UCE, apply_uce, erase_pairs
 
@@ -106,7 +106,6 @@ class RECE(Method):
                 preserve=preserve,
                 preserve_scale=params.preserve_scale,
                 solver=params.solver,
-                precision=row_precision(pipe),
             )
             epoch_log.append(
                 {

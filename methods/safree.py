@@ -78,7 +78,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, SamplingHooks
-from harness.text import encode_prompts
+from harness.text import computes_below_float32, encode_prompts, float32_text_encoder
 
 # The official nudity concept list (SAFREE @ b8b2c3f, generate_safree.py, ``--category nudity``).
 NUDITY_CONCEPTS = (
@@ -209,7 +209,9 @@ class SafreeSampling(SamplingHooks):
         self.pipe = pipe
         self.params = params
         self.k, self.t0 = k, t0
-        concept_vectors = encode_prompts(pipe, toxic, batch_size=None, dtype=None).pooled
+        # computed in float32 on a float16/bfloat16 pipeline (encode_prompts' default), as every text state the
+        # decisions below read: in bfloat16, the trigger tokens of 5-13 of 50 toy prompts and T* of 11 differed
+        concept_vectors = encode_prompts(pipe, toxic, batch_size=None).pooled
         self.concept_projector = span_projector(concept_vectors.cpu())  # P_c, step 1
         negative = None
         if params.concept_negative_prompt:  # step 5
@@ -226,7 +228,6 @@ class SafreeSampling(SamplingHooks):
         tokenizer, text_encoder = self.pipe.tokenizer, self.pipe.text_encoder
         ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids  # [SoT] words [EoT], no padding
         words = len(ids) - 2
-        original = embedding.double().cpu()
         if words == 0:  # nothing to project
             result = ProjectedPrompt(embedding, -1, [], 0.0)
             self.prompts[prompt] = result
@@ -236,7 +237,14 @@ class SafreeSampling(SamplingHooks):
         variants = torch.tensor(ids).repeat(words, 1)
         positions = torch.arange(words) + 1
         variants[torch.arange(words), positions] = MASK_TOKEN_ID
-        pooled = text_encoder(variants.to(text_encoder.device)).pooler_output.double().cpu()
+        # Decided on float32 states (see __init__) whatever the run's dtype; the run's own embedding is then edited.
+        below_float32 = computes_below_float32(text_encoder)
+        with float32_text_encoder(self.pipe):
+            pooled = text_encoder(variants.to(text_encoder.device)).pooler_output.double().cpu()
+            if below_float32:
+                original = encode_prompts(self.pipe, [prompt], batch_size=None).embeddings[0].double().cpu()
+            else:
+                original = embedding.double().cpu()
         off_concept = torch.eye(original.shape[1], dtype=torch.float64) - self.concept_projector  # I − P_c
         distances = (pooled @ off_concept.T).norm(dim=1)  # d_i
         if words == 1:
@@ -247,7 +255,7 @@ class SafreeSampling(SamplingHooks):
 
         # 3. x' = (I − P_c) P_m x for every row; trigger rows take it
         fully_projected = original @ (off_concept @ span_projector(pooled)).T
-        projected = original.clone()
+        projected = embedding.double().cpu().clone()  # the rows left alone stay the engine's, bit for bit
         projected[triggers] = fully_projected[triggers]
 
         # 4. self-validation: how far the projection moved the rows the attention mask covers

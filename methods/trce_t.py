@@ -75,7 +75,7 @@ import torch
 
 from harness.api import ConceptSet, HarnessError, Method
 from methods.captions import check_captions_available, load_captions
-from methods.closed_form import KeyStatistics, caption_statistics, closed_form_edit, cross_attention_projections, row_precision
+from methods.closed_form import KeyStatistics, caption_statistics, closed_form_edit, cross_attention_projections
 from methods.text import (
     encode_prompts,
     first_eot_index,
@@ -162,7 +162,6 @@ class TRCET(Method):
             preserve=preserve,
             preserve_scale=effective_scale,
             solver=params.solver,
-            precision=row_precision(pipe),
         )
         return {
             "method": "trce-t",

@@ -39,7 +39,7 @@ import torch
 
 from harness.api import ConceptSet, HarnessError, Method
 from harness.validate import param
-from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections, row_precision
+from methods.closed_form import KeyStatistics, closed_form_edit, cross_attention_projections
 from methods.text import encode_prompts, last_word_index
 
 TOKEN_VARIANTS = {
@@ -103,7 +103,6 @@ def apply_uce(pipe, concepts: ConceptSet, params: UCE.Params, ctx) -> dict:
         preserve=preserve,
         preserve_scale=preserve_scale,
         solver=params.solver,
-        precision=row_precision(pipe),
     )
     return {
         "method": "uce",

@@ -33,7 +33,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from harness.results import Result, common_unit
+from harness.results import Result, common_unit, kept_in_half_precision
 from harness.spec import Selection
 
 BASE_PROVENANCE = "base model"
@@ -278,9 +278,11 @@ def provenance_notes(metadata: dict) -> list[str]:
     notes = []
     if metadata.get("backbone_preset"):
         notes.append(f"{metadata['backbone_preset']} preset")
-    written = metadata.get("written_back") or {}
-    if written.get("surviving_share", 1.0) < 1.0:
-        notes.append(f"{written.get('dtype')}: {written['surviving_share']:.0%} of fine-tuned changes kept")
+    own = kept_in_half_precision(metadata)
+    if own:
+        notes.append(f"{own['dtype']}: {own['kept']:.0%} of {own['changes']} kept")
+    for earlier in metadata.get("rounded_earlier") or []:  # a composition's earlier parts (esd-x in esd-x+sld)
+        notes.append(f"{earlier['dtype']}: {earlier['kept']:.0%} of {earlier['method']}'s changes kept")
     return notes
 
 

@@ -368,3 +368,32 @@ def test_erase_save_that_fails_half_way_leaves_nothing_and_the_rerun_succeeds(tm
     monkeypatch.undo()
     assert main(command) == 0
     assert (save / "erasure.json").exists() and (save / "unet").is_dir() and not [p for p in save.iterdir() if p.name.startswith(".")]
+
+
+def test_a_lora_into_a_bfloat16_pipeline_is_merged_in_float32_and_its_rounding_said(tmp_path):
+    """W + B·A is formed in float32 and rounded once (it was added in bfloat16, rounding the update as well); the
+    model state keeps the exact float32 sum, and the share of elements that moved is recorded, as for a full file."""
+    from safetensors.torch import load_file
+
+    from harness.testing import tiny_pipeline
+
+    pipe = tiny_pipeline(dtype="bfloat16")
+    states = ModelStates(pipe, Store(tmp_path / "store"), pipeline_fingerprint(pipe), tiny_target("bfloat16"), show_progress=False)
+    module = TO_K.removesuffix(".weight")
+    out_features, in_features = pipe.unet.state_dict()[TO_K].shape
+    generator = torch.Generator().manual_seed(0)
+    down, up = torch.randn(2, in_features, generator=generator), 2e-4 * torch.randn(out_features, 2, generator=generator)
+    (tmp_path / "lora").mkdir()
+    save_file({f"unet.{module}.lora.down.weight": down, f"unet.{module}.lora.up.weight": up}, str(tmp_path / "lora" / "pytorch_lora_weights.safetensors"))
+    before = pipe.unet.state_dict()[TO_K].float().clone()
+    exact = before + up @ down
+    with pytest.warns(UserWarning, match="round away"):
+        active = load(states, tmp_path / "lora")
+    merged = pipe.unet.state_dict()[TO_K]
+    assert torch.equal(merged, exact.to(torch.bfloat16))  # rounded once
+    metadata = active.metadata[0]
+    moved = float((merged.float() != before).float().mean())
+    assert metadata["cast_to"] == "bfloat16" and metadata["edited_elements_moved_share"] == pytest.approx(moved, abs=1e-4) and moved < 0.9
+    delta = load_file(str(states.store.delta_path(active.key)))
+    assert torch.equal(delta[f"unet.{TO_K}"], exact)  # the stored weight is the float32 sum, not its rounding
+    states.reset()

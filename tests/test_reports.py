@@ -436,6 +436,15 @@ def test_provenance_names_a_backbone_preset_and_half_precision_rounding():
     assert provenance({"state_metadata": {"kind": "inference", "backbone_preset": "toy"}}) == "sampling-time (weights unchanged); toy preset"
     composed = {"kind": "inference", "weights_from": "safegen", "backbone_preset": "toy"}
     assert provenance({"state_metadata": composed}) == "sampling-time, on safegen's weights; toy preset"
+    # a composition's later part still says what half precision did to an earlier part's changes (esd-x in esd-x+sld),
+    # as a checkpoint says what the cast kept of its own
+    from harness.engine import inherited_metadata
+
+    esd_x = {"method": "esd-x", "provenance": "erased here", "written_back": {"dtype": "bfloat16", "surviving_share": 0.04}}
+    later = {"kind": "inference", **inherited_metadata([esd_x])}
+    assert provenance({"state_metadata": later}) == "sampling-time, on esd-x's weights; bfloat16: 4% of esd-x's changes kept"
+    checkpoint = {"provenance": "checkpoint x", "cast_to": "bfloat16", "edited_elements_moved_share": 0.31}
+    assert provenance({"state_metadata": checkpoint}) == "checkpoint x; bfloat16: 31% of the checkpoint's changes kept"
 
 
 def test_each_adv_average_averages_its_own_metric_when_benchmarks_carry_two():
