@@ -15,7 +15,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
-from harness import __version__, failures
+from harness import __version__, failures, integrity
 from harness.api import HarnessError
 from harness.merge import add_merge_command
 from harness.plugins import PluginHost
@@ -379,10 +379,11 @@ def _save_whole(pipe, record: dict, target: Path, folder: str) -> None:
             os.replace(staging, target)
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
-        # safetensors reports a full disk as its own error type, with the OS's words inside ("os error 28")
-        if not isinstance(err, OSError) and "No space left on device" in str(err):
-            raise HarnessError(f"--save {folder}: no space left on device while writing the pipeline; free some disk space "
-                               "and run the same command again (the erasure is cached; nothing was left under --save)") from None
+        reason = integrity.os_error_inside(err) if isinstance(err, Exception) else None  # safetensors' own error type too
+        if reason:
+            raise HarnessError(f"--save {folder}: {reason[:1].lower() + reason[1:]} while writing the pipeline; free some disk "
+                               "space or choose another folder, and run the same command again (the erasure is cached; "
+                               "nothing was left under --save)") from None
         raise
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable
@@ -66,8 +67,23 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_failed(path: Path, err: OSError) -> HarnessError:
-    reason = err.strerror or str(err)
+# Rust's io::Error as safetensors prints it: "I/O error: No space left on device (os error 28)" (Display) or
+# 'IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })' (Debug, older versions)
+OS_ERROR_INSIDE = re.compile(r'(?:I/O error: )?(?P<display>[^:]+?) \(os error \d+\)|Os \{ code: \d+, [^}]*message: "(?P<debug>[^"]+)"')
+
+
+def os_error_inside(err: BaseException) -> str | None:
+    """The operating system's reason inside an error that is not an ``OSError``: safetensors reports a full or
+    read-only disk as its own ``SafetensorError`` ("Error while serializing: I/O error: No space left on device
+    (os error 28)"), which would otherwise reach the user as a traceback."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    found = OS_ERROR_INSIDE.search(str(err))
+    return (found["display"] or found["debug"]).strip() if found else None
+
+
+def _write_failed(path: Path, err: BaseException) -> HarnessError:
+    reason = os_error_inside(err) or str(err)
     return HarnessError(f"cannot write {path}: {reason}; free space or fix the disk, then run the same command again "
                         "(finished work is kept)")
 
@@ -98,8 +114,10 @@ def atomic_write(path: Path, data: bytes | None = None, *, write: Callable[[Path
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise _write_failed(path, err) from None
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, Exception) and os_error_inside(err):  # a writer's own error type around a disk error
+            raise _write_failed(path, err) from None
         raise
     return digest, size
 

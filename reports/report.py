@@ -43,7 +43,11 @@ class Written:
 
 
 def _write(path: Path, text: str, written: Written) -> None:
-    path.write_text(text, encoding="utf-8")
+    """Written beside and renamed into place: a full disk or a Ctrl-C leaves the previous file or none, never a
+    truncated one, and the error names the file."""
+    from harness.integrity import atomic_write
+
+    atomic_write(path, text.encode("utf-8"))
     written.files.append(path)
 
 

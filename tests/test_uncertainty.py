@@ -7,6 +7,7 @@ derived here from those values by an independent route (scipy's binomial test, W
 import csv
 import dataclasses
 import json
+import os
 import statistics
 
 import numpy as np
@@ -232,6 +233,46 @@ def test_an_export_cut_short_leaves_the_earlier_file_whole_and_no_partial_one(sm
     assert main(["export", "--out", str(small_store), "--per-image", str(target)]) == 2
     assert "no space left on device" in capsys.readouterr().err.lower()
     assert target.read_text() == "the earlier export\n" and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_report_cut_short_names_the_file_and_leaves_the_earlier_one_whole(small_store, capsys, tmp_path, monkeypatch):
+    """A full disk left a 0-byte leaderboard.json and said "no space left on device" without naming a file."""
+    from reports import leaderboard
+
+    dest = tmp_path / "report"
+    dest.mkdir()
+    (dest / "leaderboard.json").write_text("the earlier report\n")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(leaderboard, "to_json", lambda *args, **kwargs: "x" * 100)
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: disk_full() if str(dst).endswith("leaderboard.json") else real_replace(src, dst))
+    assert main(["report", "--out", str(small_store), "--dest", str(dest), "--format", "json"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "leaderboard.json" in err and "No space left on device" in err and err.count("\n") == 1
+    assert (dest / "leaderboard.json").read_text() == "the earlier report\n" and not [p for p in dest.iterdir() if p.name.startswith(".")]
+
+
+def test_a_writers_own_error_type_around_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """safetensors reports a full disk during a model state's delta write as its own SafetensorError: a traceback."""
+    from harness.api import HarnessError
+    from harness.integrity import atomic_write
+
+    class SafetensorError(Exception):
+        pass
+
+    def write(tmp):
+        tmp.write_bytes(b"half a delta")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    path = tmp_path / "cache" / "deltas" / "k.safetensors"
+    with pytest.raises(HarnessError, match=r"cannot write .*k\.safetensors: No space left on device; free space"):
+        atomic_write(path, write=write)
+    assert list(path.parent.iterdir()) == []
+    with pytest.raises(ValueError):  # any other error of a writer is not a disk's and goes up unchanged
+        atomic_write(path, write=lambda tmp: (_ for _ in ()).throw(ValueError("a bug")))
 
 
 def test_compare_says_which_method_the_test_favours_by_the_metrics_direction(small_store, capsys):
