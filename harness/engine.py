@@ -225,9 +225,9 @@ class ModelStates:
             if method.kind == MethodKind.EDIT:  # an edit computed on float16 weights is not the float32 one
                 identity["dtype"] = self.target.dtype
             if self.target.dtype in ("float16", "bfloat16"):
-                # since version 0.1.0's dtype audit, the text states a method decides on (closed-form statistics,
-                # fine-tuning conditions, SAFREE's triggers, SLD's guidance) are computed in float32 in a float16 or
-                # bfloat16 run (harness.text.float32_text_encoder): an edit or image made before is not reused
+                # The text states a method decides on (closed-form statistics, fine-tuning conditions, SAFREE's
+                # triggers) are computed in float32 in a float16 or bfloat16 run (harness.text.float32_text_encoder),
+                # and SLD's rule runs in float32; before they were not, so a state or image made then is not reused.
                 identity["text_rows"] = "float32"
             if method.presets_applied:  # same values, other origin: the provenance column must say which
                 identity["presets"] = method.presets_applied

@@ -30,7 +30,17 @@ class ParamDoc:
 
 
 def field_comments(params_cls) -> dict[str, str]:
-    """Field name → its comment: full-line comments directly above the field, then the one at the end of its line."""
+    """Field name → its comment: full-line comments directly above the field, then the one at the end of its line;
+    a field declared in a base class (a paper benchmark's ``data``, ``size``) takes its comment from there."""
+    found: dict[str, str] = {}
+    for cls in reversed(params_cls.__mro__[:-1]):  # the base classes first, so a subclass's comment wins
+        if dataclasses.is_dataclass(cls):
+            found.update({name: text for name, text in _own_field_comments(cls).items() if text or name not in found})
+    return found
+
+
+def _own_field_comments(params_cls) -> dict[str, str]:
+    """The comments of the fields ``params_cls``'s own source declares."""
     try:
         source = textwrap.dedent(inspect.getsource(params_cls))
     except (OSError, TypeError):

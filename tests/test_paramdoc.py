@@ -31,6 +31,14 @@ def test_comments_above_and_beside_a_field_are_its_documentation():
     assert docs["spread"].default == "(1, 2)" and docs["mode"].type == "Literal['a', 'b']"
 
 
+def test_a_field_declared_in_a_base_class_keeps_its_comment(capsys):
+    """coco's data, size, metrics ... are the paper benchmarks' shared Params: they were listed bare."""
+    assert main(["list", "--params", "coco"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert "local copy of the upstream file" in lines["data"] and "RandomState(42)" in lines["subset"]
+    assert "override the metrics" in lines["metrics"]
+
+
 def test_a_class_without_readable_source_still_lists_its_fields():
     made = dataclass(type("Made", (), {"__annotations__": {"x": int}, "x": 1}))
     assert [(d.name, d.default, d.comment) for d in parameter_docs(made)] == [("x", "1", "")]

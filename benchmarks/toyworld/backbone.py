@@ -53,7 +53,8 @@ class ToyBackbone(Backbone):
     # generations, whole-word tokens (the toy BPE vocabulary is more than half single bytes, SD's CLIP vocabulary
     # almost none; the paper's every-token vocabulary gives byte soup here, sd 6–9% red at K = 16).  A closer
     # search does not matter here (η = 2, K = 16, prompts 64–95: population × generations 64 × 100 → 200 × 1000
-    # lowers the mean loss 4883 → 4072 and leaves trce-t's attack cell at 19 → 16%).
+    # lowers the mean loss 4883 → 4072 and leaves trce-t's attack cell at 19 → 16%; at the preset below, 100 → 1000
+    # generations lowers it 4417 → 4077 and moves the cell 50 → 44%, n = 32, measured 2026-12-07).
     # K, η and the concept vector's pairs are chosen together on toy-implicit prompts 64–95 (never the issue's
     # first 32) as the point of K ∈ {4, 8, 12, 16} × η ∈ {1, 2, 3} × pairs ∈ {phrases, templates} whose attack cells
     # leave the most red on the erased models (the attacker's own objective, mean of uce and trce-t).  K matters
