@@ -339,6 +339,16 @@ def test_quick_model_through_backbone_scorers_and_calibration(quick_model, monke
     assert set(record["overwrite"]["explicit"]) == set(calibrate.MODES)
     assert list(record["benchmarks"]) == [b.name for b in calibrate.toy_benchmarks()]  # every toy benchmark, v2 included
     assert json.loads((tmp_path / "calibration.json").read_text())["benchmarks"]["toy-explicit"]["prompts"] == 2
+    # with no --out, the committed weights' calibration.json (which the README's tables cite) is not overwritten: the
+    # record goes to the current folder (this quick model stands in for the committed folder)
+    from benchmarks.toyworld import paths
+
+    monkeypatch.setattr(paths, "WEIGHTS_DIR", Path(out))
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    calibrate.calibrate(out, "cpu", per_kind=2, limit=1, steps=2)
+    assert (here / "calibration.json").exists() and not (Path(out) / "calibration.json").exists()
 
 
 def test_overwrite_swaps_the_named_parts():

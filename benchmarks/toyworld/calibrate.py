@@ -174,10 +174,12 @@ def calibrate(
     limit: int | None = None,
     steps: int = 20,
 ) -> dict:
-    """Print the calibration tables and write them as JSON (default: ``MODEL/calibration.json``)."""
+    """Print the calibration tables and write them as JSON (default: ``MODEL/calibration.json``, except for the
+    committed weights, whose ``calibration.json`` the README's tables cite: then ``calibration.json`` here; only an
+    ``out`` naming it replaces it)."""
     import os
 
-    from benchmarks.toyworld.paths import WEIGHTS_ENV
+    from benchmarks.toyworld.paths import WEIGHTS_DIR, WEIGHTS_ENV
     from benchmarks.toyworld.scorer import load_scorer_models
     from benchmarks.toyworld.train import load_pipeline
 
@@ -195,9 +197,15 @@ def calibrate(
         "benchmarks": bench_table(pipe, device, batch_size=batch_size, limit=limit, steps=steps),
     }
     record["seconds"] = round(time.perf_counter() - start, 1)
-    out = Path(out) if out else directory / "calibration.json"
+    if out:
+        out = Path(out)
+    elif Path(directory).resolve() == WEIGHTS_DIR.resolve():
+        out = Path("calibration.json")
+    else:
+        out = Path(directory) / "calibration.json"
     out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(markdown(record))
+    print(f"written to {out}")
     print(f"\n[toy calibrate] {record['seconds']} s; wrote {out}")
     return record
 

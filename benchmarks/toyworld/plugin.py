@@ -82,8 +82,11 @@ def register_commands(subparsers):
                     "style, and how often swapping the concept word's (or every [EoT]'s) hidden state removes it.")
     calibrate.add_argument("--model", help="trained toy folder (default: the committed weights)")
     calibrate.add_argument("--device", help="default: cuda if available")
-    calibrate.add_argument("--per-kind", type=int, default=200, help="red prompts per caption kind in the overwrite test (default: 200)")
-    calibrate.add_argument("--out", help="JSON output (default: MODEL/calibration.json)")
+    calibrate.add_argument("--per-kind", type=int, default=200,
+                           help="red prompts per caption kind in the overwrite test (default: 200; the committed "
+                                "calibration.json used 60)")
+    calibrate.add_argument("--out", help="JSON output (default: MODEL/calibration.json; for the committed weights, "
+                                         "calibration.json in the current folder, so the file the README cites is kept)")
     calibrate.set_defaults(handler=_calibrate)
 
 
