@@ -11,6 +11,11 @@ orphans too.  A temporary file whose writer may still be writing it (its pid liv
 than a claim's lease) is left alone, and so are the image rows a data-parallel rank handed over in
 ``cache/pending-images/`` (the next data-parallel run takes them in).
 
+Unsafe: a row naming a file that is none of the store's: an absolute path, a path that leads out of ``cache/`` (``..``,
+a link), or a model state or image key with a path in it.  Every file the store writes lies under ``cache/``, so such a
+row comes from a store copied or merged from somewhere untrusted: it is never opened or deleted, and repair drops
+the row only.
+
 Repair removes damaged and orphaned files, records sound unrecorded ones, and
 re-runs every stored run that used a damaged image or model delta (from its
 stored configuration), which regenerates exactly what is missing.  What no stored run makes again is fixed in
@@ -34,6 +39,7 @@ from harness import claims as work_claims
 from harness import integrity, recover
 from harness.api import DTYPES, HarnessError
 from harness.distributed import PENDING_DIR
+from harness.names import is_safe_name
 from harness.store import Store
 
 WRITER_PID = re.compile(r"\.(\d+)-\d+" + re.escape(integrity.TEMP_SUFFIX) + "$")  # integrity.temp_path's name
@@ -42,7 +48,7 @@ WRITER_PID = re.compile(r"\.(\d+)-\d+" + re.escape(integrity.TEMP_SUFFIX) + "$")
 @dataclass
 class Finding:
     path: str  # relative to the store root
-    state: str  # "damaged", "unrecorded", "unreadable" or "orphaned"
+    state: str  # "damaged", "unrecorded", "unreadable", "orphaned" or "unsafe"
     detail: str
     kind: str = ""
 
@@ -57,9 +63,48 @@ class Report:
     # again since is not deleted; and the unrecorded files to record, with the images row of one found without it.
     records: dict[str, tuple] = field(default_factory=dict)
     adopt: dict[str, tuple[str, tuple | None]] = field(default_factory=dict)  # path -> (kind, images row or None)
+    unsafe: list[tuple[str, str]] = field(default_factory=list)  # (table, primary key) of each unsafe row: repair drops it
 
     def count(self, state: str) -> int:
-        return sum(f.state == state for f in self.findings)
+        # An unsafe row is damage to the database (or a crafted one): it fails check, and counts as left after --repair,
+        # as a damaged file does (callers count "damaged" and "unreadable").
+        return sum(f.state == state or (state == "damaged" and f.state == UNSAFE) for f in self.findings)
+
+
+UNSAFE = "unsafe"
+ROW_KEYS = {"files": "path", "images": "key", "model_states": "key"}  # how repair names an unsafe row of each table
+
+
+def unsafe_path(root: Path, rel: str | Path) -> str | None:
+    """Why ``rel``, a path a row of the store at ``root`` names, is none of the store's files (None: it is one).
+
+    Every file the store writes lies under ``cache/`` (integrity.Files.relative records it relative to the root), so an
+    absolute path, or one that leads out of ``cache/`` (``..``, a link to elsewhere, ``harness.db`` itself), comes from
+    a damaged or crafted store: opening or deleting it would reach a file the store never wrote."""
+    if Path(rel).is_absolute():
+        return "an absolute path"
+    root = Path(root)
+    if not (root / rel).resolve().is_relative_to((root / "cache").resolve()):
+        return "a path outside the store's cache/ folder"
+    return None
+
+
+def unsafe_row(table: str, row: dict, root: Path) -> str | None:
+    """Why a row of ``table`` names a file outside the store at ``root`` (None: it names none, or one of the store's).
+    Image and model state keys become file names (Store.image_path, Store.delta_path): one with a path in it is unsafe."""
+    if table == "files":
+        return unsafe_path(root, row["path"])
+    if table == "images":
+        return unsafe_path(root, row["path"]) if is_safe_name(str(row["key"])) else "an image key with a path in it"
+    if table == "model_states" and not is_safe_name(str(row["key"])):
+        return "a model state key with a path in it"
+    return None
+
+
+def _unsafe(report: Report, table: str, key: str, rel: str, why: str, kind: str = "") -> None:
+    report.checked += 1
+    report.findings.append(Finding(rel, UNSAFE, f"the {table} table names {why}; never opened: --repair drops the row and deletes no file", kind))
+    report.unsafe.append((table, key))
 
 
 def check(store: Store) -> Report:
@@ -67,6 +112,9 @@ def check(store: Store) -> Report:
     root = store.root
     recorded = {row["path"]: row for row in store.db.execute("SELECT * FROM files")}
     for rel, row in recorded.items():
+        if why := unsafe_row("files", dict(row), root):
+            _unsafe(report, "files", rel, rel, why, row["kind"] or "")
+            continue
         report.checked += 1
         record = integrity.Record(rel, row["sha256"], row["size"], row["kind"])
         problem = store.files.problem(root / rel, record)
@@ -75,9 +123,18 @@ def check(store: Store) -> Report:
             report.records[rel] = (row["sha256"], row["created"])
 
     named = {}  # files the database refers to by name, with how to check one that has no record
-    for row in store.db.execute("SELECT path FROM images"):
-        named[Path(row["path"]).as_posix()] = (integrity.IMAGE, integrity.image_decodes)
-    for row in store.db.execute("SELECT key FROM model_states WHERE delta_path IS NOT NULL"):
+    for row in store.db.execute("SELECT key, path FROM images"):
+        rel = Path(row["path"]).as_posix()
+        if why := unsafe_row("images", dict(row), root):
+            _unsafe(report, "images", row["key"], rel, why, integrity.IMAGE)
+            continue
+        named[rel] = (integrity.IMAGE, integrity.image_decodes)
+    for row in store.db.execute("SELECT key, delta_path FROM model_states"):
+        if why := unsafe_row("model_states", dict(row), root):  # its delta and its state record are named by its key
+            _unsafe(report, "model_states", row["key"], row["key"], why, integrity.DELTA)
+            continue
+        if row["delta_path"] is None:  # a sampling-time method's state: no file
+            continue
         rel = store.delta_path(row["key"]).relative_to(root).as_posix()
         named[rel] = (integrity.DELTA, integrity.safetensors_loads)
     for rel, (kind, decodes) in named.items():
@@ -233,6 +290,10 @@ def repair(store: Store, report: Report, registry, show_progress: bool = False) 
                 store.forget_image(path.stem)
             else:
                 store.files.forget(path)
+        for table, key in report.unsafe:  # the row only: its path names no file of this store
+            store.db.execute(f'DELETE FROM "{table}" WHERE "{ROW_KEYS[table]}"=?', (key,))
+            if table == "images":
+                store.forget_raw_scores([key])  # as forget_image does: scores of an image the store no longer has
     for rel, (record, row) in adopt.items():
         if store.files.lookup(store.root / rel) is None:
             if row is None:
@@ -259,11 +320,13 @@ def repair(store: Store, report: Report, registry, show_progress: bool = False) 
 
 def render(report: Report) -> list[str]:
     lines = [f"{f.state}: {f.path} ({f.detail})" for f in report.findings]
-    damaged = report.count("damaged") + report.count("unreadable")
+    damaged = sum(f.state in ("damaged", "unreadable") for f in report.findings)  # unsafe rows are counted apart
     summary = (f"checked {report.checked} recorded or named files: {damaged} damaged, {report.count('unrecorded')} unrecorded, "
                f"{report.count('orphaned')} orphaned")
     if report.runs_affected:
         summary += f"; runs that used damaged files: {', '.join(report.runs_affected)}"
     if report.in_flight:
         summary += f"; {len(report.in_flight)} temporary files of writes that may be in progress left alone"
+    if unsafe := sum(f.state == UNSAFE for f in report.findings):
+        summary += f"; {unsafe} rows name a file outside the store (never opened; --repair drops them)"
     return lines + [summary]

@@ -27,6 +27,7 @@ import sqlite3
 from pathlib import Path
 
 from harness.api import HarnessError
+from harness.check import unsafe_row
 from harness.distributed import PENDING_DIR  # rows a data-parallel rank left for its rank 0: never merged
 from harness.integrity import atomic_write
 from harness.store import Store
@@ -118,6 +119,12 @@ class _Plan:
             for row in source.db.execute(f'SELECT * FROM "{name}"'):
                 row = dict(row)
                 key = tuple(row[column] for column in primary)
+                # A store copied from elsewhere may name a file outside itself: copied, the row would lead the merged
+                # store's readers (and `harness check --repair`, which deletes what it finds damaged) to that file.
+                if why := unsafe_row(name, row, source.root):
+                    entry = ", ".join(f"{column}={value!r}" for column, value in zip(primary, key))
+                    raise HarnessError(f"{source.root}: its {name} row ({entry}) names {why}; nothing was merged "
+                                       "(`harness check --repair` on a copy of that store drops such rows)")
                 self._add_row(name, primary, key, row, source.root)
         for folder in ("cache", "runs", "attacks"):
             for path in sorted((source.root / folder).rglob("*")):
