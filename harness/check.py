@@ -1,7 +1,8 @@
 """``harness check``: every file of a store against its record; ``--repair`` regenerates what was damaged.
 
-Damaged: a recorded file that is missing, has another size, or fails its sha256; or an image the database names
-that was removed as damaged and not made again.
+Damaged: the database itself, when SQLite's quick_check fails (nothing else is checked then, and repair refuses: the
+store's cache can rebuild it, see DATABASE_REMEDY); a recorded file that is missing, has another size, or fails its
+sha256; or an image the database names that was removed as damaged and not made again.
 Unrecorded: a file the database names (an image or a delta) written before the ``files`` table existed, sound if
 it decodes; or an image a kill left renamed into place but not recorded, which decodes and carries its own row
 (repair records it when that row hashes to its name, and otherwise leaves it to the run that needs it, which adopts
@@ -30,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sqlite3
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -72,6 +74,11 @@ class Report:
 
 
 UNSAFE = "unsafe"
+# What to do about a damaged harness.db: the cache holds each image's and each delta's row (harness/recover.py), so a
+# re-run of each command into the store without its database takes them back instead of making them again.
+DATABASE_REMEDY = ("restore harness.db from a copy, or move harness.db (with harness.db-wal and harness.db-shm) aside and run each "
+                   "run's command again (runs/<id>/manifest.json holds its configuration): the runs take the images and model "
+                   "deltas in cache/ back without making them again")
 ROW_KEYS = {"files": "path", "images": "key", "model_states": "key"}  # how repair names an unsafe row of each table
 
 
@@ -107,9 +114,28 @@ def _unsafe(report: Report, table: str, key: str, rel: str, why: str, kind: str 
     report.unsafe.append((table, key))
 
 
+DATABASE = "database"  # the kind of the finding that harness.db itself is damaged
+
+
+def database_problem(store: Store) -> str | None:
+    """What SQLite's quick_check finds wrong with the store's database (None: nothing).  check reads only a few tables;
+    a damaged page elsewhere (results, scores) would otherwise pass as a clean store and fail the next report or run."""
+    try:
+        found = [row[0] for row in store.db.execute("PRAGMA quick_check")]
+    except sqlite3.OperationalError:
+        raise  # locked, or an I/O error: the database may be fine (failures.user_error words it in one line)
+    except sqlite3.DatabaseError as err:  # damage bad enough that the check itself stops
+        return str(err)
+    return None if found == ["ok"] else "; ".join(" ".join(line.split()) for line in found[:3])
+
+
 def check(store: Store) -> Report:
     report = Report()
     root = store.root
+    if problem := database_problem(store):
+        # Every record is read from the database, so no file is checked against a damaged one.
+        report.findings.append(Finding("harness.db", "damaged", f"SQLite's quick_check fails: {problem}; no file was checked; {DATABASE_REMEDY}", DATABASE))
+        return report
     recorded = {row["path"]: row for row in store.db.execute("SELECT * FROM files")}
     for rel, row in recorded.items():
         if why := unsafe_row("files", dict(row), root):
@@ -258,6 +284,9 @@ def repair(store: Store, report: Report, registry, show_progress: bool = False) 
     """Fix what ``report`` found; return one line per action that could not be done."""
     from harness.runner import RunConfig, Runner, plan
 
+    if any(finding.kind == DATABASE for finding in report.findings):
+        # Repair works from the database's rows: on a damaged one it could delete what a sound row would keep.
+        raise HarnessError(f"{store.root / 'harness.db'} is damaged and --repair cannot mend it: {DATABASE_REMEDY}")
     problems = []
     adopt = {}  # hashed before the store is locked: a large delta takes a while
     for rel, (kind, row) in report.adopt.items():

@@ -1,0 +1,73 @@
+"""`harness check` finds what is wrong with the store beyond its files' bytes: a damaged database, and a model
+state's delta that was removed (as damaged) and not made again."""
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+PLUGINS = Path(__file__).parent / "plugins"
+PLUGIN_ARGS = ["--plugin", str(PLUGINS / "brightness.py"), "--plugin", str(PLUGINS / "edits.py")]
+
+
+def harness(capsys, *args) -> tuple[int, str, str]:
+    code = main([*PLUGIN_ARGS, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    out = tmp_path_factory.mktemp("check") / "store"
+    assert main([*PLUGIN_ARGS, "run", "--model", "tiny", "--methods", "scale-keys", "--bench", "fixed:count=2", "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+def test_a_damaged_database_is_a_finding_with_what_to_do_and_repair_refuses_it(made, tmp_path, capsys):
+    """A damaged page in a table check does not read (the per-image result values) passed as a clean store."""
+    out = tmp_path / "store"
+    shutil.copytree(made, out)
+    db = sqlite3.connect(out / "harness.db")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in harness.db itself
+    (page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name='result_values'").fetchone()
+    (size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    with open(out / "harness.db", "r+b") as file:
+        file.seek((page - 1) * size)
+        file.write(b"\xff" * size)
+    damaged = (out / "harness.db").read_bytes()
+    files = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+
+    code, stdout, err = harness(capsys, "check", "--out", str(out))
+    lines = stdout.strip().splitlines()
+    assert code == 1 and "Traceback" not in err, stdout + err
+    assert len(lines) == 2 and lines[0].startswith("damaged: harness.db (SQLite's quick_check fails: "), stdout
+    assert "restore harness.db from a copy" in lines[0] and "run each run's command again" in lines[0], stdout
+    assert "1 damaged" in lines[-1]
+
+    code, _, err = harness(capsys, "check", "--out", str(out), "--repair", "--no-progress")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith(f"harness: error: {out / 'harness.db'} is damaged and --repair cannot mend it: restore"), err
+    assert (out / "harness.db").read_bytes() == damaged
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == files  # nothing deleted or written
+
+
+def test_the_remedy_check_gives_for_a_damaged_database_rebuilds_the_store(made, tmp_path, capsys):
+    """What the finding says to do (move harness.db aside, run the command again) takes the cache back: nothing is
+    made again and check is clean."""
+    out = tmp_path / "store"
+    shutil.copytree(made, out)
+    made_files = [*(out / "cache" / "images").rglob("*.png"), *(out / "cache" / "deltas").glob("*")]
+    cached = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in made_files}
+    for path in out.glob("harness.db*"):
+        path.unlink()
+    code, _, err = harness(capsys, "run", "--model", "tiny", "--methods", "scale-keys", "--bench", "fixed:count=2", "--out", str(out),
+                           "--no-progress")
+    assert code == 0, err
+    assert len(cached) == 3 and {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in made_files} == cached  # none made again
+    code, stdout, _ = harness(capsys, "check", "--out", str(out))
+    assert code == 0 and "0 damaged, 0 unrecorded, 0 orphaned" in stdout, stdout
