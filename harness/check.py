@@ -2,7 +2,8 @@
 
 Damaged: the database itself, when SQLite's quick_check fails (nothing else is checked then, and repair refuses: the
 store's cache can rebuild it, see DATABASE_REMEDY); a recorded file that is missing, has another size, or fails its
-sha256; or an image the database names that was removed as damaged and not made again.
+sha256; or an image, or the delta of a model state that results name, that the database names and that was removed as
+damaged and not made again.
 Unrecorded: a file the database names (an image or a delta) written before the ``files`` table existed, sound if
 it decodes; or an image a kill left renamed into place but not recorded, which decodes and carries its own row
 (repair records it when that row hashes to its name, and otherwise leaves it to the run that needs it, which adopts
@@ -166,10 +167,13 @@ def check(store: Store) -> Report:
     for rel, (kind, decodes) in named.items():
         if rel in recorded:
             continue
-        if not (root / rel).exists():
-            if kind == integrity.IMAGE:  # removed as damaged, record and all, and not made again since
+        if not (root / rel).exists():  # removed as damaged, record and all, and not made again since
+            missing = Finding(rel, "damaged", "missing: removed as damaged and not made again", kind)
+            # A delta is damage when results name its state: re-running their runs erases it again.  One that no results
+            # name (a composition's first part) is left to the next run that needs it, as repair leaves a damaged one.
+            if kind == integrity.IMAGE or _runs_using(store, missing):
                 report.checked += 1
-                report.findings.append(Finding(rel, "damaged", "missing: removed as damaged and not made again", kind))
+                report.findings.append(missing)
             continue
         report.checked += 1
         sound = integrity._sound(decodes, root / rel)

@@ -71,3 +71,30 @@ def test_the_remedy_check_gives_for_a_damaged_database_rebuilds_the_store(made, 
     assert len(cached) == 3 and {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in made_files} == cached  # none made again
     code, stdout, _ = harness(capsys, "check", "--out", str(out))
     assert code == 0 and "0 damaged, 0 unrecorded, 0 orphaned" in stdout, stdout
+
+
+def test_a_missing_delta_whose_state_results_name_is_damage_and_repair_erases_it_again(made, tmp_path, capsys):
+    """The engine removes a delta it finds damaged, record and all (integrity.Files.verify); until a run erases it
+    again, the state's results stand on a delta the store no longer has.  check said the store was clean."""
+    out = tmp_path / "store"
+    shutil.copytree(made, out)
+    (delta,) = (out / "cache" / "deltas").glob("*.safetensors")
+    original = delta.read_bytes()
+    delta.unlink()
+    db = sqlite3.connect(out / "harness.db")
+    with db:
+        db.execute("DELETE FROM files WHERE path=?", (delta.relative_to(out).as_posix(),))
+        (run_id,) = db.execute("SELECT DISTINCT run_id FROM results WHERE model_state=?", (delta.stem,)).fetchone()
+    db.close()
+
+    code, stdout, _ = harness(capsys, "check", "--out", str(out))
+    lines = stdout.strip().splitlines()
+    assert code == 1, stdout
+    assert lines[:-1] == [f"damaged: {delta.relative_to(out).as_posix()} (missing: removed as damaged and not made again)"], stdout
+    assert "1 damaged" in lines[-1] and f"runs that used damaged files: {run_id}" in lines[-1], stdout
+
+    code, _, err = harness(capsys, "check", "--out", str(out), "--repair", "--no-progress")
+    assert code == 0 and "1 of 1 findings fixed" in err, err
+    assert delta.read_bytes() == original  # erased again by the run that used it
+    code, stdout, _ = harness(capsys, "check", "--out", str(out))
+    assert code == 0 and "0 damaged, 0 unrecorded, 0 orphaned" in stdout, stdout
