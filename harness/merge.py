@@ -5,7 +5,9 @@ must agree, otherwise nothing is merged and the first disagreement is named in o
 same piece of work (both erased ``trce-t``, both ran a text-encoder attack whose prompts every method shares) agree
 on what it made but not on how it went, so these are no conflict and the first store's are kept (the target's, if it
 has the entry): timestamps, measured costs (an attack's cost, a model state's erase time, device and evaluation
-counts, a method's own ``seconds``) and paths that name the store itself.  Files follow their rows: everything
+counts, a method's own ``seconds``) and paths that name the store itself.  A run is compared by the options that define
+it (harness.runner.RUN_DEFINING), not by where it was stored or on which device it ran, and a run killed part-way in one
+store and finished in another is one run: the finished one's row and manifest are kept.  Files follow their rows: everything
 under ``cache/`` (images, model-state deltas, ...) is content-addressed and copied when missing (different bytes under
 one address are a conflict too, except for the measured values in a model state's record); run manifests are copied
 per run, attack exports per attacked set.  Intermediate method caches (``cache/methods``) are copied when missing and
@@ -19,6 +21,7 @@ single SQLite transaction, and files copied before a failure are removed again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import filecmp
 import json
 import math
@@ -45,8 +48,14 @@ MEASURED_METADATA = {"erase_seconds", "erase_device", "erase_unet_evals", "erase
 # Files whose `files` row (hash, size) is no conflict: method caches are kept as they are, and a model state's record
 # holds its measured metadata (the file itself is compared without it, see _same_file).
 KEPT_FILES = ("cache/methods/", "cache/states/")
-# Manifest keys that describe how a run went rather than what it is (a re-run loads nothing, overlaps differently).
-VOLATILE_MANIFEST_KEYS = {"pipeline_loaded", "overlap", "distributed"}
+# Manifest keys that describe how a run went rather than what it is (a re-run loads nothing, overlaps differently), and
+# where it ran: the device it was given and what that chose (matmul precision, threads), which --device and the machine
+# set, not the run's identity (harness.runner.RUN_DEFINING); images made otherwise are compared byte by byte.
+VOLATILE_MANIFEST_KEYS = {"pipeline_loaded", "overlap", "distributed", "device", "matmul_precision", "threads"}
+# What a manifest's attack cell records of how its search went (harness/attacking.py): the prompts found and the cost of
+# this execution, the cost in total and where the prompts were exported (into its own store).  The prompts themselves
+# are compared in attack_prompts.
+MEASURED_ATTACK_CELL = {"found_now", "cost_now", "cost_total", "export"}
 
 
 def _tables(db: sqlite3.Connection) -> dict[str, tuple[list[str], list[str]]]:
@@ -85,6 +94,21 @@ def _without_measured(metadata):
     return json.dumps({key: value for key, value in data.items() if key not in MEASURED_METADATA}, sort_keys=True, default=str)
 
 
+def _run_identity(config):
+    """A run's configuration (JSON text or a dict) as compared: the keys that define the run, not the ones that say
+    where its store was or how it ran (--out, --device, --batch-size, progress bars)."""
+    from harness.runner import RUN_DEFINING, RunConfig
+
+    try:
+        data = json.loads(config) if isinstance(config, str) else config
+    except ValueError:
+        return config
+    if not isinstance(data, dict):
+        return config
+    defaults = dataclasses.asdict(RunConfig())  # a run stored before a key existed ran with its default
+    return json.dumps({key: data.get(key, defaults[key]) for key in RUN_DEFINING}, sort_keys=True, default=str)
+
+
 def _comparable(table: str, row: dict) -> dict:
     ignored = VOLATILE_COLUMNS | MEASURED_COLUMNS.get(table, set())
     if table == "files" and str(row.get("path")).startswith(KEPT_FILES):
@@ -92,12 +116,40 @@ def _comparable(table: str, row: dict) -> dict:
     comparable = {key: _normalised(value) for key, value in row.items() if key not in ignored}
     if table == "model_states" and "metadata" in comparable:
         comparable["metadata"] = _without_measured(row["metadata"])
+    if table == "runs" and "config" in comparable:
+        comparable["config"] = _run_identity(row["config"])
     return comparable
 
 
 def _manifest(path: Path) -> dict:
     data = json.loads(path.read_text(encoding="utf-8"))
-    return {key: value for key, value in data.items() if key not in VOLATILE_MANIFEST_KEYS}
+    manifest = {key: value for key, value in data.items() if key not in VOLATILE_MANIFEST_KEYS}
+    if "config" in manifest:
+        manifest["config"] = _run_identity(manifest["config"])
+    if isinstance(manifest.get("model_states"), dict):  # {"method / concepts": [each part's metadata]}
+        manifest["model_states"] = {label: [_without_measured(part) for part in parts] if isinstance(parts, list) else parts
+                                    for label, parts in manifest["model_states"].items()}
+    if isinstance(manifest.get("attack_cells"), list):
+        manifest["attack_cells"] = [{key: value for key, value in cell.items() if key not in MEASURED_ATTACK_CELL}
+                                    if isinstance(cell, dict) else cell for cell in manifest["attack_cells"]]
+    return manifest
+
+
+def _same_manifest(a: Path, b: Path) -> bool:
+    """Whether two manifests describe the same run.  A run killed part-way wrote its manifest without what the finish
+    adds (its model states, attack cells, ...): a key only one of them has is no conflict."""
+    mine, theirs = _manifest(a), _manifest(b)
+    return all(mine[key] == theirs[key] for key in mine.keys() & theirs.keys())
+
+
+def _finished_later(a: Path, b: Path) -> bool:
+    """Whether manifest ``a`` holds more than manifest ``b`` (it is the finished run's, ``b`` a killed one's)."""
+    if a.name != "manifest.json" or b.name != "manifest.json":
+        return False
+    try:
+        return json.loads(a.read_text(encoding="utf-8")).keys() > json.loads(b.read_text(encoding="utf-8")).keys()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class _Plan:
@@ -109,7 +161,7 @@ class _Plan:
         self.rows: dict[str, dict[tuple, dict]] = {name: {} for name in self.tables}
         self.row_source: dict[tuple[str, tuple], Path] = {}
         self.files: dict[Path, Path] = {}  # target path -> source path
-        self.run_status: dict[str, str] = {}
+        self.run_status: dict[str, str | None] = {}  # run id -> when it finished, for a run some source finished
 
     def add_store(self, source: Store) -> None:
         source_tables = _tables(source.db)
@@ -136,7 +188,7 @@ class _Plan:
 
     def _add_row(self, table: str, primary: list[str], key: tuple, row: dict, origin: Path) -> None:
         if table == "runs" and row.get("status") == "finished":
-            self.run_status[row["id"]] = "finished"
+            self.run_status[row["id"]] = row.get("finished")
         known = self.rows[table].get(key)
         if known is None:
             placeholders = " AND ".join(f'"{column}" IS ?' for column in primary)
@@ -149,6 +201,10 @@ class _Plan:
             self.row_source[(table, key)] = origin
         elif _comparable(table, known) != _comparable(table, row):
             raise self._conflict(table, primary, key, row, known, origin, self.row_source[(table, key)])
+        elif table == "runs" and row.get("status") == "finished" and known.get("status") != "finished":
+            # One store's run was killed part-way: the finished one's row (its finish time), as its manifest is kept.
+            self.rows[table][key] = row
+            self.row_source[(table, key)] = origin
 
     @staticmethod
     def _conflict(table, primary, key, row, other, origin: Path, other_origin: Path) -> HarnessError:
@@ -167,6 +223,8 @@ class _Plan:
             self.files[destination] = source
             return
         if keep_existing or _same_file(source, other):
+            if _finished_later(source, other):  # the finished run's manifest, not a killed one's (the target's too)
+                self.files[destination] = source
             return
         raise HarnessError(
             f"conflict in files: {source} and {other} differ under the same address; "
@@ -176,7 +234,7 @@ class _Plan:
 
 def _same_file(a: Path, b: Path) -> bool:
     if a.name == "manifest.json" and b.name == "manifest.json":
-        return _manifest(a) == _manifest(b)
+        return _same_manifest(a, b)
     if a.parent.name == "states" and a.parent.parent.name == "cache" and a.suffix == ".json":
         return _state_record(a) == _state_record(b)
     return filecmp.cmp(a, b, shallow=False)
@@ -212,6 +270,7 @@ def merge(sources: list[str | Path], into: str | Path) -> dict[str, int]:
     target_is_new = not into_path.exists()
     target = Store(into_path, option="--into")
     copied: list[Path] = []
+    replaced: dict[Path, bytes] = {}  # a target's manifest of a killed run, replaced by the finished one: put back on failure
     try:
         plan = _Plan(target)
         for path in source_paths:
@@ -221,6 +280,8 @@ def merge(sources: list[str | Path], into: str | Path) -> dict[str, int]:
             finally:
                 source.close()
         for destination, source_file in plan.files.items():
+            if destination.exists():
+                replaced[destination] = destination.read_bytes()
             atomic_write(destination, write=lambda tmp, source_file=source_file: shutil.copyfile(source_file, tmp))
             copied.append(destination)
         with target.transaction():
@@ -238,11 +299,14 @@ def merge(sources: list[str | Path], into: str | Path) -> dict[str, int]:
                         row = {**row, "export_path": str(target.root / "attacks" / Path(row["export_path"]).name)}
                     values.append([row.get(column) for column in columns])
                 target.db.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', values)
-            for run_id, status in plan.run_status.items():
-                target.db.execute("UPDATE runs SET status=? WHERE id=?", (status, run_id))
+            for run_id, finished in plan.run_status.items():
+                target.db.execute("UPDATE runs SET status='finished', finished=COALESCE(finished, ?) WHERE id=?", (finished, run_id))
     except BaseException:
         for path in copied:
-            path.unlink(missing_ok=True)
+            if path in replaced:
+                atomic_write(path, replaced[path])
+            else:
+                path.unlink(missing_ok=True)
         target.close()
         if target_is_new:  # it did not exist before this command: leave no empty store behind
             shutil.rmtree(into_path, ignore_errors=True)
@@ -263,7 +327,9 @@ def add_merge_command(sub) -> None:
                        description="Merge result stores (images, raw scores, model states, results, manifests) into one store. "
                                    "Entries both sides have must agree; on a conflict nothing is merged. Shared work that differs only in how "
                                    "it went (timestamps, measured costs and erase times, paths into the source store, intermediate "
-                                   "method caches) is no conflict: the first store's is kept.\n\n"
+                                   "method caches) is no conflict: the first store's is kept. The same run in two stores (one "
+                                   "perhaps killed part-way) merges: its options must agree only where they define the run, not in "
+                                   "--out, --device or --batch-size (the images made are still compared byte by byte).\n\n"
                                    "example:\n  harness merge out-sd out-uce --into out-all && harness report --out out-all",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="+", metavar="SRC", help="stores written by harness run --out")
