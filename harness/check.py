@@ -69,9 +69,21 @@ class Report:
     unsafe: list[tuple[str, str]] = field(default_factory=list)  # (table, primary key) of each unsafe row: repair drops it
 
     def count(self, state: str) -> int:
-        # An unsafe row is damage to the database (or a crafted one): it fails check, and counts as left after --repair,
-        # as a damaged file does (callers count "damaged" and "unreadable").
-        return sum(f.state == state or (state == "damaged" and f.state == UNSAFE) for f in self.findings)
+        return sum(f.state == state for f in self.findings)
+
+    @property
+    def failing(self) -> int:
+        """Findings that fail a check and count as left after ``--repair``: damaged or unreadable files, unsafe rows."""
+        return self.count("damaged") + self.count("unreadable") + self.count(UNSAFE)
+
+    def hint(self, root) -> str:
+        """The one line under a failing check: what ``--repair`` does about these findings, or what to do instead."""
+        if any(f.kind == DATABASE for f in self.findings):
+            return f"harness: {root}/harness.db is damaged and --repair cannot mend it: {DATABASE_REMEDY}"
+        parts = [f"{n} {what}" for n, what in ((self.count("damaged") + self.count("unreadable"), "damaged file(s)"),
+                                                (self.count(UNSAFE), "row(s) naming a file outside the store")) if n]
+        return (f"harness: {' and '.join(parts)}; `harness check --out {root} --repair` regenerates damaged files and drops "
+                "unsafe rows (never the files they name)")
 
 
 UNSAFE = "unsafe"

@@ -417,17 +417,15 @@ def _check(args, registry, store) -> int:
         print(json.dumps({"checked": found.checked, "findings": [f.__dict__ for f in found.findings], "runs_affected": found.runs_affected}, indent=2))
     else:
         print("\n".join(check.render(found)))
-    broken = found.count("damaged") + found.count("unreadable")
     if not args.repair:
-        if broken:
-            print(f"harness: {broken} damaged file(s); `harness check --out {store.root} --repair` removes and regenerates them",
-                  file=sys.stderr)
-        return 1 if broken else 0
+        if found.failing:
+            print(found.hint(store.root), file=sys.stderr)
+        return 1 if found.failing else 0
     problems = check.repair(store, found, registry, show_progress=not args.no_progress)
     for line in problems:
         print(f"harness: warning: {line}", file=sys.stderr)
     after = check.check(store)
-    left = after.count("damaged") + after.count("unreadable") + after.count("orphaned")
+    left = after.failing + after.count("orphaned")
     print(f"repaired: {len(found.findings) - left} of {len(found.findings)} findings fixed" + (f"; {left} left" if left else ""), file=sys.stderr)
     return 1 if left or problems else 0
 

@@ -48,6 +48,7 @@ def test_a_damaged_database_is_a_finding_with_what_to_do_and_repair_refuses_it(m
     assert len(lines) == 2 and lines[0].startswith("damaged: harness.db (SQLite's quick_check fails: "), stdout
     assert "restore harness.db from a copy" in lines[0] and "run each run's command again" in lines[0], stdout
     assert "1 damaged" in lines[-1]
+    assert "harness.db is damaged and --repair cannot mend it: restore harness.db from a copy" in err, err  # not "--repair regenerates"
 
     code, _, err = harness(capsys, "check", "--out", str(out), "--repair", "--no-progress")
     last = err.strip().splitlines()[-1]

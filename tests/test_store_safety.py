@@ -63,6 +63,7 @@ def test_check_and_repair_never_open_or_delete_a_file_a_row_names_outside_the_st
         ["unsafe: ../victim.txt", f"unsafe: {tmp_path / 'absolute.txt'}", "unsafe: cache/../harness.db", "unsafe: ../victim.png",
          "unsafe: ../../victim"]), stdout
     assert "0 damaged, 0 unrecorded, 0 orphaned; 5 rows name a file outside the store" in lines[-1], stdout
+    assert "harness: 5 row(s) naming a file outside the store;" in err and "drops unsafe rows (never the files" in err, err
 
     code, stdout, err = harness(capsys, "check", "--out", str(store), "--repair", "--no-progress")
     assert code == 0 and "Traceback" not in err, err
