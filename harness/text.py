@@ -40,22 +40,35 @@ def computes_below_float32(module) -> bool:
 def float32_text_encoder(pipe):
     """The pipeline's text encoder computing in float32 inside the block, whatever the run's dtype.
 
-    What a method *decides* from text states (a closed-form edit's key statistics, SAFREE's trigger tokens) must not
-    depend on the run's dtype: in bfloat16 the encoder's own round-off (ε = 2⁻⁸, compounded over its layers) moved
-    the UCE/RECE/TRCE-T solutions of a bfloat16 run by 3–99% of the float32 ones.  The weights are upcast in place
-    for the block and cast back after it; float16/bfloat16 → float32 → the same dtype is exact, so the encoder's
-    weights afterwards are bit-identical (an edit applied to them included), and its forward hooks stay in place.
+    What a method *decides* from text states (a closed-form edit's key statistics, SAFREE's trigger tokens) should
+    not carry the encoder's own round-off: in bfloat16 (ε = 2⁻⁸, compounded over its layers) it moved the
+    UCE/RECE/TRCE-T solutions of a bfloat16 run by 3–99% of the float32 ones.  Each floating-point parameter and
+    buffer is upcast in place (the Parameter objects stay, so the engine's bookkeeping and the forward hooks hold)
+    and given back its own dtype after the block, also when the block or the upcast itself fails; float16/bfloat16 →
+    float32 → the same dtype is exact, so the weights afterwards are bit-identical (an edit applied to them included).
     """
     encoder = pipe.text_encoder
-    dtype = encoder.dtype
     if not computes_below_float32(encoder):
         yield encoder
         return
-    encoder.float()
+    tensors = [t for t in (*encoder.parameters(), *encoder.buffers()) if t.is_floating_point()]
+    dtypes = [t.dtype for t in tensors]
     try:
+        with torch.no_grad():
+            for tensor in tensors:
+                tensor.data = tensor.data.float()
         yield encoder
     finally:
-        encoder.to(dtype)
+        with torch.no_grad():
+            for tensor, dtype in zip(tensors, dtypes):
+                tensor.data = tensor.data.to(dtype)
+
+
+def rows_computed_in(pipe) -> dict:
+    """For a cache key of anything computed from ``encode_prompts``' float32 states: on a float16/bfloat16 encoder
+    they are computed in float32 since ``float32_text_encoder`` exists (before, in the encoder's dtype), so an entry
+    cached before is not reused; empty for a float32 encoder, whose keys stay as they were."""
+    return {"rows_computed_in": "float32"} if computes_below_float32(pipe.text_encoder) else {}
 
 
 @torch.no_grad()

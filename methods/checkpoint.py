@@ -353,10 +353,13 @@ class Checkpoint(Method):
                     if target.element_size() >= 4:
                         target.add_(update.to(target.device, target.dtype))
                     else:  # a float16/bfloat16 pipeline: W + B·A in float32, rounded once, and kept exactly in the delta
-                        merged = target.detach().float() + update.to(target.device, torch.float32)
+                        name = f"{component}.{module}.weight"
+                        exact = ctx.exact_weights.get(name)  # a full weight this checkpoint loaded before, unrounded
+                        base = exact if exact is not None and torch.equal(exact.to(target.dtype), target) else target.detach().float()
+                        merged = base.to(target.device, torch.float32) + update.to(target.device, torch.float32)
                         before = target.detach().clone()
                         target.copy_(merged.to(target.dtype))
-                        ctx.exact_weights[f"{component}.{module}.weight"] = merged
+                        ctx.exact_weights[name] = merged
                         narrowed["wider"] += 1
                         narrowed["tensors"] += 1
                         narrowed["elements"] += before.numel()

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.api import HarnessError, sha256_json
-from harness.text import computes_below_float32, float32_text_encoder
+from harness.text import float32_text_encoder, rows_computed_in
 
 # solver="limit": eigenvalues of mat2 below RCOND × the largest count as unconstrained (see invert).
 RCOND = 1e-6
@@ -252,9 +252,7 @@ def caption_statistics(pipe, captions: list[str], ctx, batch_size: int = 64) -> 
         "captions": len(captions),
         "max_length": pipe.tokenizer.model_max_length,
         "text_encoder_dtype": str(text_encoder.dtype),
-        # rows of a float16/bfloat16 encoder are computed in float32 (harness.text.float32_text_encoder); before,
-        # in its own dtype: a statistic cached then is not reused
-        **({"rows_computed_in": "float32"} if computes_below_float32(text_encoder) else {}),
+        **rows_computed_in(pipe),
         # the backbone fingerprint names the model; this catches a swapped or edited text encoder
         "text_encoder_checksum": text_encoder_checksum(text_encoder),
     }

@@ -61,6 +61,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from harness.api import HarnessError, Method
+from harness.text import rows_computed_in
 
 TRAJECTORY_CACHE = "trajectories"  # ctx.cache_hits / cache_misses count under this name
 LOST_UPDATES_WARNING = 0.5  # warn when fewer trained changes than this survive the cast to a half-precision UNet
@@ -355,6 +356,7 @@ def cached_trajectories(
         # Different dtypes and devices give (slightly) different latents; keep them apart.
         "dtype": str(pipe.unet.dtype),
         "device": pipe.unet.device.type,
+        **rows_computed_in(pipe),
     }
     chunks = []
     for start in range(0, len(requests), CACHE_CHUNK):

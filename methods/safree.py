@@ -237,14 +237,13 @@ class SafreeSampling(SamplingHooks):
         variants = torch.tensor(ids).repeat(words, 1)
         positions = torch.arange(words) + 1
         variants[torch.arange(words), positions] = MASK_TOKEN_ID
-        # Decided on float32 states (see __init__) whatever the run's dtype; the run's own embedding is then edited.
+        # Decided on float32 states (see __init__) whatever the run's dtype: the masked variants' pooled outputs, and
+        # for the self-validation the prompt's own states; the projection itself is applied to the embedding given.
+        original = embedding.double().cpu()
         below_float32 = computes_below_float32(text_encoder)
         with float32_text_encoder(self.pipe):
             pooled = text_encoder(variants.to(text_encoder.device)).pooler_output.double().cpu()
-            if below_float32:
-                original = encode_prompts(self.pipe, [prompt], batch_size=None).embeddings[0].double().cpu()
-            else:
-                original = embedding.double().cpu()
+            decide_on = encode_prompts(self.pipe, [prompt], batch_size=None).embeddings[0].double().cpu() if below_float32 else original
         off_concept = torch.eye(original.shape[1], dtype=torch.float64) - self.concept_projector  # I − P_c
         distances = (pooled @ off_concept.T).norm(dim=1)  # d_i
         if words == 1:
@@ -254,13 +253,15 @@ class SafreeSampling(SamplingHooks):
             triggers = [int(p) for p in positions[distances >= (1 + self.params.alpha) * others]]
 
         # 3. x' = (I − P_c) P_m x for every row; trigger rows take it
-        fully_projected = original @ (off_concept @ span_projector(pooled)).T
-        projected = embedding.double().cpu().clone()  # the rows left alone stay the engine's, bit for bit
+        projection = off_concept @ span_projector(pooled)
+        fully_projected = original @ projection.T
+        projected = original.clone()
         projected[triggers] = fully_projected[triggers]
 
         # 4. self-validation: how far the projection moved the rows the attention mask covers
         covered = slice(0, words + 2)
-        cosine = torch.nn.functional.cosine_similarity(fully_projected[covered], original[covered], dim=1)
+        moved = fully_projected if decide_on is original else decide_on @ projection.T
+        cosine = torch.nn.functional.cosine_similarity(moved[covered], decide_on[covered], dim=1)
         beta = float(1 - cosine.mean())
         if self.params.self_validation:
             last_step = switch_step(beta, self.params.up_t, self.k, self.t0)

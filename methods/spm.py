@@ -91,6 +91,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.api import ConceptSet, HarnessError, Method, SamplingHooks
+from harness.text import rows_computed_in
 from harness.validate import param
 from methods.finetune import ddim_scheduler, latent_size, make_optimizer, module_fingerprint, predict, train
 from methods.text import encode_prompts
@@ -191,6 +192,7 @@ class SPM(Method):
             # Training in another dtype or on another device gives a (slightly) different membrane.
             "dtype": str(pipe.unet.dtype),
             "device": pipe.unet.device.type,
+            **rows_computed_in(pipe),
         }
 
     def sampling_hooks(self, pipe, concepts: ConceptSet, ctx) -> SamplingHooks:
@@ -332,7 +334,7 @@ class Membrane(torch.nn.Module):
                 multiplier = multiplier.view(-1, *([1] * (output.dim() - 1)))
             elif multiplier == 0:
                 return output
-            return output + ((multiplier * scale) * layer(args[0]).float()).to(output.dtype)
+            return (output.float() + (multiplier * scale) * layer(args[0]).float()).to(output.dtype)
 
         return hook
 

@@ -530,10 +530,11 @@ def cell_n_text(row: Row, column: Column) -> str:
     return f"n={row.counts[column.key]}"
 
 
-def unit_header(column: Column) -> str:
-    """The column header with its unit once (cells then carry none) and its n: "plain bright rate (%) ↓ n=32"."""
+def unit_header(column: Column, name: str | None = None) -> str:
+    """The column header with its unit once (cells then carry none) and its n: "plain bright rate (%) ↓ n=32";
+    ``name``: the benchmark as the table names it (default: its stored label)."""
     arrow = "↓" if column.lower_is_better else "↑"
-    return f"{named_by_user(column.benchmark, column.display)} {column.name}{' (%)' if column.rate else ''} {arrow} {n_text(column)}".rstrip()
+    return f"{name or column.benchmark} {column.name}{' (%)' if column.rate else ''} {arrow} {n_text(column)}".rstrip()
 
 
 def rule_text(board: Leaderboard) -> str:
@@ -597,14 +598,17 @@ def distinct_names(names: dict[str, str]) -> dict[str, str]:
 
 
 def to_markdown(board: Leaderboard) -> str:
-    header = "| method | " + " | ".join(_md_escape(unit_header(c)) for c in board.columns) + " | UNet evals/img | erase cost | provenance |"
+    column_names = distinct_names({c.benchmark: named_by_user(c.benchmark, c.display) for c in board.columns})
+    header = "| method | " + " | ".join(_md_escape(unit_header(c, column_names[c.benchmark])) for c in board.columns) + " | UNet evals/img | erase cost | provenance |"
     rule = "|---|" + "---:|" * (len(board.columns) + 2) + "---|"
     lines = [header, rule]
     row_names = distinct_names({r.method: named_by_user(r.method, r.display) for r in board.rows})
     for row_index, row in enumerate(board.rows):
         cells = [marked_cell(board, row_index, index) for index in range(len(board.columns))]
         lines.append(f"| {_md_escape(row_names[row.method])} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {_md_escape(row.provenance)} |")
-    return "\n".join(lines) + "\n\n" + rule_text(board)
+    # a row or column shown by the name its selection gave itself: the typed selection, to run it again
+    renamed = [f"{_md_escape(name)} = `{label}`" for label, name in {**row_names, **column_names}.items() if name != label]
+    return "\n".join(lines) + "\n\n" + ("; ".join(renamed) + "\n\n" if renamed else "") + rule_text(board)
 
 
 TERMINAL_MARKS = "*: best, +: second, ≈: tied (see the rule below)"

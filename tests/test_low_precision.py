@@ -68,3 +68,37 @@ def test_the_float32_block_leaves_the_encoders_weights_bit_identical_and_its_hoo
     with pytest.raises(RuntimeError), float32_text_encoder(pipe):
         raise RuntimeError("an error inside the block")
     assert pipe.text_encoder.dtype == torch.bfloat16  # cast back all the same
+
+
+def test_each_tensor_gets_its_own_dtype_back_also_when_the_upcast_fails_part_way(monkeypatch):
+    """A module kept in float32 inside a half encoder (transformers' _keep_in_fp32_modules) was narrowed for good by
+    a whole-module cast back, and an upcast that failed part-way (out of memory) left the encoder half converted."""
+    pipe = tiny_pipeline(dtype="bfloat16")
+    pipe.text_encoder.final_layer_norm.float()
+    before = {name: p.detach().clone() for name, p in pipe.text_encoder.named_parameters()}
+    with float32_text_encoder(pipe) as encoder:
+        assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+    assert all(torch.equal(before[name], p) and before[name].dtype == p.dtype for name, p in pipe.text_encoder.named_parameters())
+
+    real_float, calls = torch.Tensor.float, []
+
+    def out_of_memory(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("out of memory")
+        return real_float(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "float", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"), float32_text_encoder(pipe):
+        pass
+    monkeypatch.undo()
+    assert all(torch.equal(before[name], p) and before[name].dtype == p.dtype for name, p in pipe.text_encoder.named_parameters())
+
+
+def test_caches_of_text_states_are_keyed_apart_only_for_a_half_precision_encoder():
+    """Method caches (closed-form statistics, fine-tuning trajectories, SPM's membranes) made from a half encoder's
+    own states before must not be reused; a float32 encoder's keys stay as they were."""
+    from harness.text import rows_computed_in
+
+    assert rows_computed_in(tiny_pipeline(dtype="float32")) == {}
+    assert rows_computed_in(tiny_pipeline(dtype="bfloat16")) == {"rows_computed_in": "float32"}

@@ -205,7 +205,6 @@ def calibrate(
         out = Path(directory) / "calibration.json"
     out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(markdown(record))
-    print(f"written to {out}")
     print(f"\n[toy calibrate] {record['seconds']} s; wrote {out}")
     return record
 
