@@ -83,13 +83,18 @@ def _normalised(value):
     return value
 
 
+def _as_dict(value) -> dict | None:
+    """A JSON object stored as text (or already a dict) as a dict; None for anything else, compared as it is."""
+    try:
+        data = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _without_measured(metadata):
     """A model state's metadata (JSON text or a dict) as compared: what the erasure made, not what it took."""
-    try:
-        data = json.loads(metadata) if isinstance(metadata, str) else metadata
-    except ValueError:
-        return metadata
-    if not isinstance(data, dict):
+    if (data := _as_dict(metadata)) is None:
         return metadata
     return json.dumps({key: value for key, value in data.items() if key not in MEASURED_METADATA}, sort_keys=True, default=str)
 
@@ -99,11 +104,7 @@ def _run_identity(config):
     where its store was or how it ran (--out, --device, --batch-size, progress bars)."""
     from harness.runner import RUN_DEFINING, RunConfig
 
-    try:
-        data = json.loads(config) if isinstance(config, str) else config
-    except ValueError:
-        return config
-    if not isinstance(data, dict):
+    if (data := _as_dict(config)) is None:
         return config
     defaults = dataclasses.asdict(RunConfig())  # a run stored before a key existed ran with its default
     return json.dumps({key: data.get(key, defaults[key]) for key in RUN_DEFINING}, sort_keys=True, default=str)

@@ -3,20 +3,17 @@ state's delta that was removed (as damaged) and not made again."""
 
 import shutil
 import sqlite3
-from pathlib import Path
+from functools import partial
 
 import pytest
+from plugin_cli import call, plugin_args
 
 from harness.cli import main
 
-PLUGINS = Path(__file__).parent / "plugins"
-PLUGIN_ARGS = ["--plugin", str(PLUGINS / "brightness.py"), "--plugin", str(PLUGINS / "edits.py")]
+PLUGIN_ARGS = plugin_args("brightness.py", "edits.py")
 
 
-def harness(capsys, *args) -> tuple[int, str, str]:
-    code = main([*PLUGIN_ARGS, *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+harness = partial(call, PLUGIN_ARGS)  # harness(capsys, *args) -> (exit status, stdout, stderr)
 
 
 @pytest.fixture(scope="module")

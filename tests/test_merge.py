@@ -2,20 +2,18 @@
 
 import json
 import sqlite3
+from functools import partial
 from pathlib import Path
 
 import pytest
+from plugin_cli import call, plugin_args
 
 from harness.cli import main
 
-PLUGINS = Path(__file__).parent / "plugins"
-PLUGIN_ARGS = ["--plugin", str(PLUGINS / "brightness.py"), "--plugin", str(PLUGINS / "edits.py")]
+PLUGIN_ARGS = plugin_args("brightness.py", "edits.py")
 
 
-def harness(capsys, *args) -> tuple[int, str, str]:
-    code = main([*PLUGIN_ARGS, *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+harness = partial(call, PLUGIN_ARGS)  # harness(capsys, *args) -> (exit status, stdout, stderr)
 
 
 def run(capsys, out, methods):

@@ -5,20 +5,18 @@ whose prompts every method shares, a method cache recomputed with other bits.  T
 import json
 import shutil
 import sqlite3
+from functools import partial
 from pathlib import Path
 
 import pytest
+from plugin_cli import call, plugin_args
 
 from harness.cli import main
 
-PLUGINS = Path(__file__).parent / "plugins"
-PLUGIN_ARGS = [arg for name in ("brightness.py", "edits.py", "attacks_kit.py", "shared_work.py") for arg in ("--plugin", str(PLUGINS / name))]
+PLUGIN_ARGS = plugin_args("brightness.py", "edits.py", "attacks_kit.py", "shared_work.py")
 
 
-def harness(capsys, *args) -> tuple[int, str, str]:
-    code = main([*PLUGIN_ARGS, *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+harness = partial(call, PLUGIN_ARGS)  # harness(capsys, *args) -> (exit status, stdout, stderr)
 
 
 def report_values(capsys, out) -> dict:
