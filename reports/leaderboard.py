@@ -607,7 +607,7 @@ def to_markdown(board: Leaderboard) -> str:
         cells = [marked_cell(board, row_index, index) for index in range(len(board.columns))]
         lines.append(f"| {_md_escape(row_names[row.method])} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {_md_escape(row.provenance)} |")
     # a row or column shown by the name its selection gave itself: the typed selection, to run it again
-    renamed = [f"{_md_escape(name)} = `{label}`" for label, name in {**row_names, **column_names}.items() if name != label]
+    renamed = [f"{_md_escape(name)} = {_md_escape(label)}" for label, name in {**row_names, **column_names}.items() if name != label]
     return "\n".join(lines) + "\n\n" + ("; ".join(renamed) + "\n\n" if renamed else "") + rule_text(board)
 
 

@@ -470,7 +470,7 @@ def test_plain_tables_name_a_selection_the_user_named_or_that_names_a_file_by_it
     names = [line.split(" | ")[0].removeprefix("| ") for line in markdown.splitlines()[2:] if line.startswith("| ")]
     assert sorted(names) == sorted(["sd", "uce", "mine-uce", leaderboard._md_escape(same_as_sd)]), names
     assert leaderboard._md_escape(csv_display) in markdown.splitlines()[0] and "/data/sets" not in markdown.splitlines()[0]
-    assert f"mine-uce = `{labelled}`" in markdown  # the typed selection under the table, to run it again
+    assert f"mine-uce = {leaderboard._md_escape(labelled)}" in markdown  # the typed selection under the table, to run it again
     # a CSV benchmark labelled like a built-in one beside it keeps both columns told apart (the typed labels)
     twin = "csv:label=toy-synonym,path=x.csv"
     clash = results + [dataclasses.replace(r, benchmark=twin, benchmark_display="toy-synonym") for r in results if r.benchmark == "toy-explicit"]
