@@ -80,17 +80,17 @@ def test_check_and_repair_never_open_or_delete_a_file_a_row_names_outside_the_st
 
 @pytest.mark.parametrize("row", [
     "INSERT INTO files VALUES ('../victim.txt', '00', 1, 'image', 'x')",
-    "INSERT INTO files VALUES ('/etc/hostname', '00', 1, 'image', 'x')",
+    "INSERT INTO files VALUES ('{outside}/victim.txt', '00', 1, 'image', 'x')",
     "INSERT INTO images VALUES ('" + "ab" * 32 + "', '../../victim.png', 'state', '{}', 1, 'x')",
     "INSERT INTO images VALUES ('../x', 'cache/images/ab/x.png', 'state', '{}', 1, 'x')",
-    "INSERT INTO model_states VALUES ('/tmp/victim', 'tiny', 'm', '{}', 'c', 'p', '{}', 'x')",
+    "INSERT INTO model_states VALUES ('{outside}/victim', 'tiny', 'm', '{{}}', 'c', 'p', '{{}}', 'x')",
 ], ids=["files-dotdot", "files-absolute", "images-path", "images-key", "model-states-key"])
 def test_merge_refuses_a_source_row_that_names_a_file_outside_the_store(made, tmp_path, capsys, row):
     source = tmp_path / "copied"
     shutil.copytree(made, source)
     db = sqlite3.connect(source / "harness.db")
-    with db:
-        db.execute(row)
+    with db:  # an absolute path names a folder of this test's own, never a real file
+        db.execute(row.format(outside=tmp_path / "outside") if "{outside}" in row else row)
     db.close()
     code, stdout, err = harness(capsys, "merge", str(made), str(source), "--into", str(tmp_path / "merged"))
     assert code == 2 and stdout == "" and err.count("\n") == 1, err
