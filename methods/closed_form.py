@@ -146,14 +146,12 @@ def closed_form_edit(
     preserve_scale: float = 0.0,
     value_key: dict[str, torch.Tensor] | None = None,
     solver: str = "exact",
-    precision: torch.dtype = torch.float32,
 ) -> dict:
     """Replace every ``W`` in ``projections`` by ``mat1 · mat2⁻¹`` (module docstring; TRCE Eq. 5).
 
     ``value_key`` optionally maps a matrix name to an extra ``Σ w v kᵀ`` (out × d)
     for targets that are not ``W t``; it is scaled by ``erase_scale`` like the rest
-    of the erase term.  ``solver`` and ``precision`` (the dtype the statistics' rows
-    were computed in) choose how ``mat2`` is inverted (``invert``).  Returns how the
+    of the erase term.  ``solver`` chooses how ``mat2`` is inverted (``invert``).  Returns how the
     system was solved, for the metadata.
     """
     dim = erase.key_key.shape[0]
@@ -163,7 +161,7 @@ def closed_form_edit(
     # mat2 = λI + e Σ w k kᵀ + s Σ p pᵀ          and the bracket of mat1 = W · (λI + e Σ w t kᵀ + s Σ p pᵀ)
     mat2 = lamb * identity + erase_scale * erase.key_key.cpu() + preserve_scale * preserve.key_key.cpu()
     bracket = lamb * identity + erase_scale * erase.target_key.cpu() + preserve_scale * preserve.target_key.cpu()
-    inverse = invert(mat2, solver=solver, precision=precision)
+    inverse = invert(mat2, solver=solver)
     transform = inverse.right(bracket) + inverse.unconstrained  # mat1 · mat2⁻¹ = W · transform
 
     for name, module in projections:
@@ -185,11 +183,11 @@ class Inverse:
     info: dict  # solver, rank, unconstrained_directions, condition (λ_max / λ_min of what was inverted)
 
 
-def invert(matrix: torch.Tensor, *, solver: str = "exact", precision: torch.dtype = torch.float32, rcond: float = RCOND) -> Inverse:
+def invert(matrix: torch.Tensor, *, solver: str = "exact", rcond: float = RCOND) -> Inverse:
     """Invert the symmetric positive semi-definite ``mat2`` (float64): exactly where possible, else the λ → 0⁺ limit.
 
-    **Rank test.**  The keys are rows computed in ``precision`` (float32 text-encoder
-    output), each known only to a relative round-off ``ε`` (``torch.finfo(precision).eps``).
+    **Rank test.**  The keys are rows computed in float32 (``encode_prompts`` computes them
+    so in a float16/bfloat16 run too), each known only to a relative round-off ``ε`` (float32's).
     Along a unit direction ``u`` in which every key is pure round-off, ``uᵀ mat2 u ≤
     ε² Σ‖k‖² ≤ ε² · trace(mat2)``.  So ``mat2`` is *singular to working precision* iff
     its smallest eigenvalue is at most ``ε² · trace(mat2)``; those eigen-directions
@@ -214,7 +212,7 @@ def invert(matrix: torch.Tensor, *, solver: str = "exact", precision: torch.dtyp
     eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
     largest = float(eigenvalues.max()) if len(eigenvalues) else 0.0
     if solver == "exact":
-        bound = torch.finfo(precision).eps ** 2 * float(torch.trace(matrix))
+        bound = torch.finfo(torch.float32).eps ** 2 * float(torch.trace(matrix))
     else:
         bound = rcond * largest
     keep = eigenvalues > bound if largest > 0 else torch.zeros_like(eigenvalues, dtype=torch.bool)
