@@ -577,13 +577,14 @@ def named_by_user(label: str, display: str) -> str:
     reproduces the run, except where the selection names itself, with ``label=NAME`` (a checkpoint, a CSV benchmark)
     or a file (``path=``): then its display name ("mine-uce", "CSV mine.csv"), as the HTML and LaTeX tables do, where
     the typed label would be a path clipped in the middle."""
+    from harness.api import HarnessError
     from harness.spec import parse_selections
 
     if not display:
         return label
     try:
         parts = [part for item in parse_selections(label, "label") for part in item]
-    except Exception:  # a label stored by an older version that no longer parses: shown as stored
+    except HarnessError:  # a label stored by an older version that no longer parses: shown as stored
         return label
     return display if any("label" in part.params or "path" in part.params for part in parts) else label
 
@@ -591,18 +592,23 @@ def named_by_user(label: str, display: str) -> str:
 def distinct_names(names: dict[str, str]) -> dict[str, str]:
     """label -> shown name, where a name shown for two labels (a checkpoint labelled "uce" beside ``uce``) is each
     label as stored instead."""
-    shown: dict[str, int] = {}
-    for name in names.values():
-        shown[name] = shown.get(name, 0) + 1
+    from collections import Counter
+
+    shown = Counter(names.values())
     return {label: name if shown[name] == 1 else label for label, name in names.items()}
 
 
+def plain_names(board: Leaderboard) -> tuple[dict[str, str], dict[str, str]]:
+    """How the terminal and Markdown tables name each row and each column: stored label -> name."""
+    rows = distinct_names({r.method: named_by_user(r.method, r.display) for r in board.rows})
+    return rows, distinct_names({c.benchmark: named_by_user(c.benchmark, c.display) for c in board.columns})
+
+
 def to_markdown(board: Leaderboard) -> str:
-    column_names = distinct_names({c.benchmark: named_by_user(c.benchmark, c.display) for c in board.columns})
+    row_names, column_names = plain_names(board)
     header = "| method | " + " | ".join(_md_escape(unit_header(c, column_names[c.benchmark])) for c in board.columns) + " | UNet evals/img | erase cost | provenance |"
     rule = "|---|" + "---:|" * (len(board.columns) + 2) + "---|"
     lines = [header, rule]
-    row_names = distinct_names({r.method: named_by_user(r.method, r.display) for r in board.rows})
     for row_index, row in enumerate(board.rows):
         cells = [marked_cell(board, row_index, index) for index in range(len(board.columns))]
         lines.append(f"| {_md_escape(row_names[row.method])} | " + " | ".join(cells) + f" | {format_cost(row)} | {format_erase_cost(row)} | {_md_escape(row.provenance)} |")
@@ -644,8 +650,7 @@ def to_terminal(board: Leaderboard, width: int | None = None, max_header: int = 
     import shutil
 
     width = width or shutil.get_terminal_size((120, 24)).columns
-    row_names = distinct_names({r.method: named_by_user(r.method, r.display) for r in board.rows})
-    column_names = distinct_names({c.benchmark: named_by_user(c.benchmark, c.display) for c in board.columns})
+    row_names, column_names = plain_names(board)
     method_width = min(max(len("method"), *(len(name) for name in row_names.values())), 28)
     # stored label -> the text shown for it (its name, cut to fit)
     clipped = clip_labels(list(row_names.values()), method_width)
