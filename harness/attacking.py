@@ -157,7 +157,7 @@ def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None
 
         preset = preset_text(getattr(backbone, "attack_presets", {}).get(selection.name, {}))
         mine = overrides_for(registry, "attacks", selection.name, overrides)  # not the same-named benchmark's keys
-        check_given_once(selection.name, mine, selection.params)
+        check_given_once(cls, selection.name, mine, selection.params)
         raw = {**preset, **mine, **selection.params}
         params = build_params(cls, raw, selection.name)
         labelled = {**mine, **selection.params}

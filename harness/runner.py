@@ -36,7 +36,7 @@ from harness.api import (
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.seeds import SEEDS_OF, repeat_seeds
-from harness.spec import Selection, build_params, parse_selections, parse_set_options
+from harness.spec import Selection, build_params, parse_selections, parse_set_options, same_setting
 from harness.store import Store
 from harness.validate import check_device, check_metric_labels, validate_specs
 from harness.versions import environment_versions
@@ -120,7 +120,7 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
     then the parameters written beside the name.
     """
     cls = registry.get("methods", selection.name)
-    check_given_once(selection.name, overrides.get(selection.name, {}), selection.params)
+    check_given_once(cls, selection.name, overrides.get(selection.name, {}), selection.params)
     raw = {**overrides.get(selection.name, {}), **selection.params}
     if not cls.parts:
         values, applied = resolve_presets(cls, selection.name, raw, backbone)
@@ -139,7 +139,8 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
             if part_name not in cls.parts:
                 raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no part {part_name!r} for {key!r}"
                                    f"{did_you_mean(part_name, cls.parts)}")
-            check_given_once(part_name, overrides.get(part_name, {}), {part_key: value}, written=f"{selection.name}:{part_name}.")
+            part_class = part_classes[cls.parts.index(part_name)]
+            check_given_once(part_class, part_name, overrides.get(part_name, {}), {part_key: value}, written=f"{selection.name}:{part_name}.")
             routed[part_name][part_key] = value
             continue
         if key == "preset":  # each part that has a preset of that name takes it
@@ -152,9 +153,11 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
         if not owners:
             known = sorted({f.name for part in part_classes for f in dataclasses.fields(part.Params)})
             raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no parameter {key!r}{did_you_mean(key, known)}")
-        for owner in owners:
+        for owner, part_class in zip(cls.parts, part_classes):
+            if owner not in owners:
+                continue
             given = routed[owner].get(key)
-            if given is not None and given != value:
+            if given is not None and not same_setting(part_class, key, given, value):
                 raise HarnessError(f"{owner}.{key} is given twice, {selection.name}:{key}={value} (for every part) and {owner}.{key}={given} "
                                    f"(--set or {selection.name}:{owner}.{key}); keep one")
             routed[owner][key] = value
@@ -164,12 +167,13 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
     return parts
 
 
-def check_given_once(name: str, from_set: dict[str, str], inline: dict[str, str], *, written: str | None = None) -> None:
+def check_given_once(plugin_cls, name: str, from_set: dict[str, str], inline: dict[str, str], *, written: str | None = None) -> None:
     """A parameter given two values, with ``--set NAME.KEY=V`` and beside the name (``NAME:KEY=W``): one would be
-    dropped silently, so neither is guessed.  The same value twice drops nothing.  ``written``: what precedes the key
-    where it was written inline (``NAME:``; a composition's part ``trce:trce-t.``)."""
+    dropped silently, so neither is guessed.  The same value twice drops nothing, however it is written (``0.5`` and
+    ``0.50``: ``same_setting``).  ``written``: what precedes the key where it was written inline (``NAME:``; a
+    composition's part ``trce:trce-t.``)."""
     written = f"{name}:" if written is None else written
-    twice = sorted(key for key in set(from_set) & set(inline) if from_set[key] != inline[key])
+    twice = sorted(key for key in set(from_set) & set(inline) if not same_setting(plugin_cls, key, from_set[key], inline[key]))
     if twice:
         key = twice[0]
         raise HarnessError(f"{name}.{key} is given twice, {written}{key}={inline[key]} and --set {name}.{key}={from_set[key]}; keep one")
@@ -365,7 +369,7 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
     benchmarks = []
     for selection in _expand_benchmarks(registry, parse_selections(config.bench, "--bench")):
         cls = registry.get("benchmarks", selection.name)
-        check_given_once(selection.name, overrides_for(registry, "benchmarks", selection.name, overrides), selection.params)
+        check_given_once(cls, selection.name, overrides_for(registry, "benchmarks", selection.name, overrides), selection.params)
         raw = {**overrides_for(registry, "benchmarks", selection.name, overrides), **selection.params}
         if any(planned.label == Selection(selection.name, raw).label() for planned in benchmarks):
             continue  # named twice, or in two groups (--bench toy,toy-explicit): run and count it once

@@ -190,6 +190,21 @@ def _convert_list(value: str, annotation, where: str, shown_as=None):
     return tuple(converted) if typing.get_origin(annotation) is tuple else converted
 
 
+def same_setting(plugin_cls, key: str, first: str, second: str) -> bool:
+    """Whether two written values of one parameter are the same setting (``0.5`` and ``0.50``, ``true`` and ``yes``):
+    compared as the parameter's type converts them, so that only a real conflict is refused.  A value the type
+    refuses is compared as written (``build_params`` then reports it)."""
+    if first == second:
+        return True
+    annotation = typing.get_type_hints(plugin_cls.Params).get(key)
+    if annotation is None:
+        return False
+    try:
+        return _convert(first, annotation, key) == _convert(second, annotation, key)
+    except HarnessError:
+        return False
+
+
 def build_params(plugin_cls, raw: dict[str, str], label: str):
     """Instantiate ``plugin_cls.Params`` from string values, with clear errors for unknown or bad values."""
     params_cls = plugin_cls.Params

@@ -193,6 +193,14 @@ def test_a_set_that_would_be_ignored_or_dropped_is_refused(tmp_path, capsys, ext
     one_error(code, stderr, says)
 
 
+@pytest.mark.parametrize("extra", [["--methods", "uce:lamb=0.1", "--set", "uce.lamb=0.10"],
+                                   ["--methods", "uce:lamb=1e-1", "--set", "uce.lamb=.1"]])
+def test_one_value_written_two_ways_is_not_two_values(tmp_path, capsys, extra):
+    code, stdout, stderr = cli(capsys, *run_args(tmp_path, *extra))
+    assert code == 0, stderr
+    assert "methods: uce:lamb=" in stdout
+
+
 def test_a_set_for_a_part_of_a_composition_in_the_run_still_applies(tmp_path, capsys):
     code, stdout, stderr = cli(capsys, *run_args(tmp_path, "--methods", "trce", "--set", "trce-t.lamb=0.02"))
     assert code == 0, stderr

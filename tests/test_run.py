@@ -278,6 +278,11 @@ def test_a_part_of_a_composition_set_with_set_is_labelled_part_dot_key_and_that_
             plan(RunConfig(methods=methods, sets=sets, **config), registry)
     both = plan(RunConfig(methods="trce:lamb=0.5", sets=["trce-t.lamb=0.5"], **config), registry)
     assert [part.params.lamb for part, _ in both.methods[0].parts if part.name == "trce-t"] == [0.5]
+    # one value written two ways is one setting, not two values (a run stored with such a pair can be planned again)
+    for methods, sets in (("trce:lamb=0.5", ["trce-t.lamb=0.50"]), ("trce:lamb=0.5,trce-t.lamb=5e-1", []),
+                          ("trce:trce-t.lamb=0.50", ["trce-t.lamb=.5"])):
+        spelled = plan(RunConfig(methods=methods, sets=sets, **config), registry)
+        assert [part.params.lamb for part, _ in spelled.methods[0].parts if part.name == "trce-t"] == [0.5]
 
 
 def test_a_method_named_twice_is_refused_and_a_benchmark_named_twice_runs_once(tmp_path, capsys):
