@@ -532,15 +532,22 @@ def figures(board: Leaderboard, notes: list[str] | None = None) -> list[tuple[st
 
 
 def save(figure, directory: Path, stem: str, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Each format written beside and renamed into place (``integrity.atomic_write``): a full disk or a Ctrl-C leaves
+    no truncated figure, and the error names the file."""
     import matplotlib
 
-    directory.mkdir(parents=True, exist_ok=True)
+    from harness.integrity import atomic_write
+
     paths = []
     for fmt in formats:
         path = directory / f"{stem}.{fmt}"
         # No creation date: the same store gives byte-identical PDFs.
         metadata = {"Creator": "erasure-harness", "CreationDate": None} if fmt == "pdf" else {"Software": "erasure-harness"}
-        with matplotlib.rc_context(STYLE):  # some settings (pdf.fonttype) are read when saving
-            figure.savefig(path, dpi=200, metadata=metadata)
+
+        def write(temporary: Path, fmt=fmt, metadata=metadata) -> None:
+            with matplotlib.rc_context(STYLE):  # some settings (pdf.fonttype) are read when saving
+                figure.savefig(temporary, format=fmt, dpi=200, metadata=metadata)  # the temporary name has no suffix to go by
+
+        atomic_write(path, write=write)
         paths.append(path)
     return paths

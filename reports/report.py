@@ -85,6 +85,7 @@ def write(store, results: list[Result], destination: Path, formats: tuple[str, .
     image_formats = tuple(f for f in ("png", "pdf") if f in formats)
     if not image_formats and "html" not in formats:
         return written
+    from harness.integrity import atomic_write
     from reports import grids as grid_module
     from reports import html, plots
 
@@ -100,8 +101,8 @@ def write(store, results: list[Result], destination: Path, formats: tuple[str, .
     for grid in grid_list:
         for fmt in image_formats:
             path = destination / "grids" / f"{grid_stem(grid.benchmark)}.{fmt}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            grid.image.save(path, format=fmt.upper(), **({"resolution": 150.0} if fmt == "pdf" else {}))
+            atomic_write(path, write=lambda temporary, image=grid.image, fmt=fmt: image.save(
+                temporary, format=fmt.upper(), **({"resolution": 150.0} if fmt == "pdf" else {})))
             written.files.append(path)
     if "html" in formats:
         manifests = {}

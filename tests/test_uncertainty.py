@@ -255,6 +255,37 @@ def test_a_report_cut_short_names_the_file_and_leaves_the_earlier_one_whole(smal
     assert (dest / "leaderboard.json").read_text() == "the earlier report\n" and not [p for p in dest.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("cut", ["plot", "grid"])
+def test_a_figure_cut_short_names_the_file_and_leaves_no_partial_image(small_store, capsys, tmp_path, monkeypatch, cut):
+    """Plots and grids were written in place: a full disk half-way left a truncated PNG under the report's name."""
+    import matplotlib.figure
+    import PIL.Image
+
+    def half_then_full(target, *args, **kwargs):
+        with open(target, "wb") as handle:
+            handle.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    if cut == "plot":
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, target, *a, **k: half_then_full(target))
+    else:  # matplotlib writes its PNGs through PIL too: no plots, and one grid (this store holds no images)
+        from types import SimpleNamespace
+
+        from reports import grids, plots
+
+        monkeypatch.setattr(plots, "figures", lambda *args, **kwargs: [])
+        monkeypatch.setattr(grids, "collect", lambda *args, **kwargs: ["one grid"])
+        monkeypatch.setattr(grids, "draw", lambda grid, **kwargs: SimpleNamespace(benchmark=BENCH, image=PIL.Image.new("RGB", (8, 8))))
+        monkeypatch.setattr(PIL.Image.Image, "save", lambda self, target, *a, **k: half_then_full(target))
+    dest = tmp_path / "report"
+    assert main(["report", "--out", str(small_store), "--dest", str(dest), "--format", "png"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "No space left on device" in err and err.count("\n") == 1
+    folder = dest / ("plots" if cut == "plot" else "grids")
+    assert f"{folder}" in err
+    assert [p.name for p in folder.iterdir()] == [], "a partial image or a temporary file was left"
+
+
 def test_a_writers_own_error_type_around_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
     """safetensors reports a full disk during a model state's delta write as its own SafetensorError: a traceback."""
     from harness.api import HarnessError
