@@ -322,10 +322,11 @@ def test_flagged_images_are_blurred_and_the_others_untouched(store_dir, board, r
 
 
 def test_no_blur_flag_reaches_the_grids(store_dir, capsys, tmp_path):
-    code, _, _ = cli(capsys, "report", "--out", str(store_dir), "--bench", "plain", "--format", "png", "--no-blur", "--dest", str(tmp_path))
-    assert code == 0
-    unblurred = np.asarray(Image.open(tmp_path / "grids" / "plain-count-4.png").convert("L"), dtype="float64")
-    blurred = np.asarray(Image.open(store_dir / "report" / "grids" / "plain-count-4.png").convert("L"), dtype="float64")
+    for flags, dest in (["--no-blur"], tmp_path / "unblurred"), ([], tmp_path / "blurred"):  # each made here: no test order
+        code, _, _ = cli(capsys, "report", "--out", str(store_dir), "--bench", "plain", "--format", "png", *flags, "--dest", str(dest))
+        assert code == 0
+    unblurred = np.asarray(Image.open(tmp_path / "unblurred" / "grids" / "plain-count-4.png").convert("L"), dtype="float64")
+    blurred = np.asarray(Image.open(tmp_path / "blurred" / "grids" / "plain-count-4.png").convert("L"), dtype="float64")
     assert unblurred.shape == blurred.shape and unblurred.var() > blurred.var()
 
 
