@@ -310,6 +310,21 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert code == 2 and stdout == "" and "usage: harness toy" in stderr and "train" in stderr
 
 
+def test_toy_train_help_lists_every_training_setting_without_importing_torch(capsys):
+    """The settings were listed only by an unknown --set; the help reads them from train.py's source (importing it
+    would import torch for every command's parser)."""
+    import dataclasses
+
+    from benchmarks.toyworld import plugin
+    from benchmarks.toyworld.train import TrainConfig
+
+    assert plugin._train_settings() == [field.name for field in dataclasses.fields(TrainConfig)]
+    with pytest.raises(SystemExit):
+        main(["toy", "train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert "unet_steps, unet_batch, unet_lr," in shown and "context_conflict" in shown
+
+
 def test_check_that_finds_damage_suggests_repair(tmp_path, capsys):
     path, out = write_csv(tmp_path), tmp_path / "out"
     code, _, stderr = cli(capsys, "run", "--model", "tiny", "--bench", f"csv:path={path},metrics=brightness:mean",

@@ -72,7 +72,9 @@ def register_commands(subparsers):
     train.add_argument("--seed", type=int, default=0, help="seed of the data draws and initialisation (default: 0)")
     train.add_argument("--quick", action="store_true", help="tiny step counts: checks every code path, learns nothing")
     train.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting, e.g. unet_steps=6000"
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help=f"override a training setting, e.g. unet_steps=6000 (settings: {', '.join(_train_settings())}; "
+             "train.py's TrainConfig says what each does)",
     )
     train.set_defaults(handler=_train)
 
@@ -88,6 +90,16 @@ def register_commands(subparsers):
     calibrate.add_argument("--out", help="JSON output (default: MODEL/calibration.json; for the committed weights, "
                                          "calibration.json in the current folder, so the file the README cites is kept)")
     calibrate.set_defaults(handler=_calibrate)
+
+
+def _train_settings() -> list[str]:
+    """The fields of ``train.TrainConfig``, read from the source: importing train.py would import torch, which every
+    ``harness`` command would then pay for when it builds its parser."""
+    import ast
+
+    tree = ast.parse((HERE / "train.py").read_text(encoding="utf-8"))
+    config = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "TrainConfig")
+    return [node.target.id for node in config.body if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)]
 
 
 def _device(requested):
