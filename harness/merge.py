@@ -52,6 +52,9 @@ KEPT_FILES = ("cache/methods/", "cache/states/")
 # where it ran: the device it was given and what that chose (matmul precision, threads), which --device and the machine
 # set, not the run's identity (harness.runner.RUN_DEFINING); images made otherwise are compared byte by byte.
 VOLATILE_MANIFEST_KEYS = {"pipeline_loaded", "overlap", "distributed", "device", "matmul_precision", "threads"}
+# The same inside the manifest's ``versions``: the operating system and kernel (``platform.platform()``) of the machine
+# it ran on; two nodes of one cluster seldom share a kernel build.  Python and package versions stay compared.
+VOLATILE_VERSIONS = {"platform"}
 # What a manifest's attack cell records of how its search went (harness/attacking.py): the prompts found and the cost of
 # this execution, the cost in total and where the prompts were exported (into its own store).  The prompts themselves
 # are compared in attack_prompts.
@@ -127,6 +130,8 @@ def _manifest(path: Path) -> dict:
     manifest = {key: value for key, value in data.items() if key not in VOLATILE_MANIFEST_KEYS}
     if "config" in manifest:
         manifest["config"] = _run_identity(manifest["config"])
+    if isinstance(manifest.get("versions"), dict):
+        manifest["versions"] = {key: value for key, value in manifest["versions"].items() if key not in VOLATILE_VERSIONS}
     if isinstance(manifest.get("model_states"), dict):  # {"method / concepts": [each part's metadata]}
         manifest["model_states"] = {label: [_without_measured(part) for part in parts] if isinstance(parts, list) else parts
                                     for label, parts in manifest["model_states"].items()}

@@ -133,6 +133,23 @@ def test_what_an_attack_cell_measured_is_no_conflict_and_what_it_is_still_is(tmp
     assert not _same_file(paths[0], paths[2])
 
 
+def test_the_machines_kernel_is_no_conflict_and_a_package_version_still_is(tmp_path):
+    """Two nodes of one cluster ran the same run: their manifests differ in versions.platform (the kernel build), which
+    is where it ran, not what it is; another torch is another run's software, and stays a conflict."""
+    from harness.merge import _same_file
+
+    base = {"run_id": "run-1", "config": {"methods": "sd"},
+            "versions": {"python": "3.11.2", "platform": "Linux-6.1.0-13-amd64-x86_64-with-glibc2.36", "torch": "2.13.0"}}
+    paths = []
+    for name, versions in (("a", {}), ("b", {"platform": "Linux-6.8.0-49-generic-x86_64-with-glibc2.39"}), ("c", {"torch": "2.12.0"})):
+        path = tmp_path / name / "manifest.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({**base, "versions": {**base["versions"], **versions}}))
+        paths.append(path)
+    assert _same_file(paths[0], paths[1])
+    assert not _same_file(paths[0], paths[2])
+
+
 def test_a_finished_run_merged_into_a_target_that_holds_it_killed_replaces_its_manifest(stores, tmp_path, capsys, monkeypatch):
     import harness.merge as merge_module
 
