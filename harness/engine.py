@@ -44,8 +44,21 @@ def public_config(config) -> dict:
     return {key: value for key, value in config.items() if not key.startswith("_") and key not in ("transformers_version",)}
 
 
+def tokenizer_fingerprint(tokenizer) -> str:
+    """What the token ids of a prompt depend on: the tokenizer's class, vocabulary, BPE merges and the length it pads
+    and truncates to.  Two pipelines with the same weights and another tokenizer draw other images."""
+    if hasattr(tokenizer, "backend_tokenizer"):  # a fast tokenizer serialises its whole pipeline
+        rules = tokenizer.backend_tokenizer.to_str()
+    else:  # CLIP's (slow) BPE: vocabulary and merge ranks; the merge pairs are tuples, so as lists
+        rules = {"vocab": sorted(tokenizer.get_vocab().items()),
+                 "merges": sorted([*pair, rank] for pair, rank in getattr(tokenizer, "bpe_ranks", {}).items())}
+    return sha256_json({"class": type(tokenizer).__name__, "max_length": tokenizer.model_max_length, "rules": rules})
+
+
 def pipeline_fingerprint(pipe) -> str:
-    """sha256 over every weight of the pipeline plus its configs: equal iff the models are equal."""
+    """sha256 over every weight of the pipeline, its configs, the scheduler's class and the tokenizer: equal iff the
+    pipelines draw alike.  (A store keeps the fingerprint it first computed for a backbone identity, so stores made
+    before the class and tokenizer were counted keep their keys.)"""
     import torch
 
     digest = hashlib.sha256()
@@ -57,6 +70,9 @@ def pipeline_fingerprint(pipe) -> str:
             data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
             digest.update(hashlib.sha256(data).digest())
     digest.update(sha256_json(public_config(pipe.scheduler.config)).encode())
+    # The class too: the config is compared, and two samplers can share one (a plugin backbone's LMS and Euler).
+    digest.update(type(pipe.scheduler).__name__.encode())
+    digest.update(tokenizer_fingerprint(pipe.tokenizer).encode())
     return digest.hexdigest()[:32]
 
 

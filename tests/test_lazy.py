@@ -70,3 +70,54 @@ def test_folder_identity_changes_when_a_weight_file_is_rewritten(tmp_path):
     weights.write_bytes(b"0" * 17)
     os.utime(weights, ns=(1, 1))
     assert folder_identity(tmp_path) != touched  # same time, other size
+
+
+def test_the_fingerprint_tells_apart_a_sampler_class_and_a_tokenizer_the_weights_and_configs_do_not():
+    """A plugin backbone with the same weights and another scheduler class sharing the config (or another tokenizer)
+    draws other images; the fingerprint, and so every image key under it, named them alike."""
+    import copy
+
+    from diffusers import DDIMScheduler
+
+    from harness.engine import pipeline_fingerprint, public_config
+    from harness.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    base = pipeline_fingerprint(pipe)
+    assert pipeline_fingerprint(tiny_pipeline()) == base  # the same pipeline, loaded again
+
+    class AnotherSampler(DDIMScheduler):  # same config, other steps
+        pass
+
+    other_sampler = copy.copy(pipe)
+    other_sampler.scheduler = AnotherSampler.from_config(pipe.scheduler.config)
+    assert public_config(other_sampler.scheduler.config) == public_config(pipe.scheduler.config)
+    assert pipeline_fingerprint(other_sampler) != base
+
+    other_tokenizer = copy.copy(pipe)
+    other_tokenizer.tokenizer = copy.deepcopy(pipe.tokenizer)
+    other_tokenizer.tokenizer.model_max_length -= 1
+    assert pipeline_fingerprint(other_tokenizer) != base
+    other_tokenizer.tokenizer = copy.deepcopy(pipe.tokenizer)
+    other_tokenizer.tokenizer.add_tokens(["<a-learned-word>"])  # as textual inversion does
+    assert pipeline_fingerprint(other_tokenizer) != base
+    assert pipeline_fingerprint(pipe) == base  # the copies changed nothing of the original
+
+
+def test_a_slow_bpe_tokenizer_is_fingerprinted_by_its_vocabulary_and_merges():
+    """transformers < 5 loads CLIP's slow tokenizer (no backend_tokenizer): its vocabulary and merge ranks count."""
+    from harness.engine import tokenizer_fingerprint
+
+    class SlowBPE:
+        model_max_length = 77
+
+        def __init__(self, vocab, merges):
+            self.vocab, self.bpe_ranks = vocab, merges
+
+        def get_vocab(self):
+            return dict(self.vocab)
+
+    base = tokenizer_fingerprint(SlowBPE({"a": 0, "b": 1}, {("a", "b"): 0}))
+    assert tokenizer_fingerprint(SlowBPE({"a": 0, "b": 1}, {("a", "b"): 0})) == base
+    assert tokenizer_fingerprint(SlowBPE({"a": 0, "b": 2}, {("a", "b"): 0})) != base
+    assert tokenizer_fingerprint(SlowBPE({"a": 0, "b": 1}, {("b", "a"): 0})) != base
