@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import io
 import time
 from dataclasses import dataclass, field
@@ -651,21 +652,28 @@ class Engine:
             self._embeddings.update(zip(missing, hidden))
         return torch.stack([self._embeddings[p] for p in prompts])
 
-    def initial_latents(self, specs: list[PromptSpec]):
+    def initial_latents(self, specs: list[PromptSpec], generators: list | None = None):
         """One latent per sample from its own CPU generator, as diffusers does for a list of generators.
 
-        CPU generators make the same seed give the same image on any device.
+        CPU generators make the same seed give the same image on any device.  ``generators``: each sample's, seeded
+        here when not given (``sample`` keeps drawing from them for a sampler that adds noise at each step).
         """
         import torch
 
         unet = self.pipe.unet
         factor = 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+        generators = generators or self.generators(specs)
         latents = []
-        for spec in specs:
-            generator = torch.Generator(device="cpu").manual_seed(int(spec.seed) % (2**64))
+        for spec, generator in zip(specs, generators, strict=True):
             shape = (1, unet.config.in_channels, spec.height // factor, spec.width // factor)
             latents.append(torch.randn(shape, generator=generator, dtype=torch.float32))
         return torch.cat(latents).to(unet.device, unet.dtype)
+
+    @staticmethod
+    def generators(specs: list[PromptSpec]) -> list:
+        import torch
+
+        return [torch.Generator(device="cpu").manual_seed(int(spec.seed) % (2**64)) for spec in specs]
 
     def sample(self, specs: list[PromptSpec], state: ActiveState) -> list:
         import numpy as np
@@ -683,8 +691,13 @@ class Engine:
         # float32 whatever the UNet's dtype: in bfloat16, guidance 7.3 would be 7.3125 (diffusers keeps the Python
         # float); the guided prediction is cast back to the latents' dtype below.
         guidance = torch.tensor([s.guidance for s in specs], device=pipe.unet.device, dtype=torch.float32).view(-1, 1, 1, 1)
-        latents = self.initial_latents(specs) * scheduler.init_noise_sigma
+        generators = self.generators(specs)
+        latents = self.initial_latents(specs, generators) * scheduler.init_noise_sigma
         scheduler.set_timesteps(steps, device=pipe.unet.device)
+        # A sampler that adds noise at each step (ancestral, DDPM, DDIM with eta > 0) draws it from each sample's own
+        # generator, after its initial latent, as diffusers does; without it the global RNG decided the image, so one
+        # seed gave other images in other runs and batches.  DDIM at eta 0 draws nothing: its images are unchanged.
+        step_options = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
         guide = next((h.guide for h in reversed(state.hooks) if h.guides), None)
 
         def unet_call(latent_input, timestep, embeddings):
@@ -703,7 +716,7 @@ class Engine:
                         both = unet_call(torch.cat([latent_input, latent_input]), timestep, torch.cat([uncond, cond]))
                         noise_uncond, noise_cond = both.chunk(2)
                         noise = noise_uncond + guidance * (noise_cond - noise_uncond)
-                    latents = scheduler.step(noise.to(latents.dtype), timestep, latents).prev_sample
+                    latents = scheduler.step(noise.to(latents.dtype), timestep, latents, **step_options).prev_sample
                     if self.on_step is not None:  # the bar moves per denoising step, not once per (long) batch
                         self.on_step(len(specs) / len(scheduler.timesteps))
                 decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
