@@ -241,6 +241,8 @@ def cmd_plugins(args, registry: Registry) -> int:
         status = f"FAILED: {info.error}" if info.error else ", ".join(info.hooks)
         if info.unknown_hooks:
             status += f"  (never called, no such hook: {', '.join(info.unknown_hooks)})"
+        for hook, error in info.failed_hooks.items():
+            status += f"\n    FAILED in {hook} (nothing it registers is used): {error}"
         print(f"{info.name} {info.version}  {info.source}\n    {status}")
     return 0
 

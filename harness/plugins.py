@@ -38,7 +38,9 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
     builtin: bool = False  # shipped with erasure-harness: wins over a third-party plugin that reuses a name
+    installed: bool = False  # an entry point of an installed package (loaded by every command), not a --plugin file
     unknown_hooks: list[str] = field(default_factory=list)  # hook implementations no hookspec declares (misspelt)
+    failed_hooks: dict[str, str] = field(default_factory=dict)  # hook -> the error it raised (what it registered is dropped)
 
 
 def _strict() -> bool:
@@ -124,7 +126,8 @@ class PluginHost:
             except Exception as err:  # a broken plugin must not break the CLI
                 self.infos.append(_failed(entry_point.name, source, err))
                 continue
-            self._register(module, entry_point.name, version, source, builtin=dist_name(entry_point) == BUILTIN_DISTRIBUTION)
+            self._register(module, entry_point.name, version, source, builtin=dist_name(entry_point) == BUILTIN_DISTRIBUTION,
+                           installed=True)
 
     def add_file(self, path: str | Path) -> None:
         name, source = Path(path).stem, str(Path(path).resolve())
@@ -145,7 +148,7 @@ class PluginHost:
         """Register an already imported module or object (used by tests and embedding applications)."""
         self._register(module, name or getattr(module, "__name__", repr(module)), version, source)
 
-    def _register(self, module, name: str, version: str, source: str, builtin: bool = False) -> None:
+    def _register(self, module, name: str, version: str, source: str, builtin: bool = False, installed: bool = False) -> None:
         if self.pm.has_plugin(name):
             first = self.info(name)
             plugin_problem(f"skipping plugin {name!r} ({source}): the name is taken by {first.source if first else 'another plugin'}")
@@ -156,7 +159,7 @@ class PluginHost:
             self.infos.append(_failed(name, source, err))
             return
         hooks = sorted(impl.name for impl in self.pm.get_hookcallers(module) or [])
-        self.infos.append(PluginInfo(name=name, version=str(version), source=source, hooks=hooks, builtin=builtin))
+        self.infos.append(PluginInfo(name=name, version=str(version), source=source, hooks=hooks, builtin=builtin, installed=installed))
         # A hook function without @hookimpl is never called, and the plugin would register nothing without a word.
         known = {hook for hook in dir(hookspecs) if hook.startswith("register_")}
         for hook in sorted(known - set(hooks)):

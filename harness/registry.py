@@ -72,12 +72,27 @@ class Registry:
             hook = getattr(host.hook, hook_name)
             for impl in hook.get_hookimpls():
                 register = self._registrar(kind, impl.plugin_name)
+                before = dict(self.entries[kind])
                 try:
                     impl.function(register=register)
-                except HarnessError:
-                    raise
                 except Exception as err:
-                    raise HarnessError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(err).__name__}: {err}") from None
+                    self.entries[kind] = before  # none of a failed hook's registrations: half a plugin is worse than none
+                    self._hook_failed(impl.plugin_name, hook_name, err)
+
+    def _hook_failed(self, plugin_name: str, hook_name: str, err: Exception) -> None:
+        """A plugin's ``register_*`` hook raised.  A built-in's is a bug of ours, and a ``--plugin`` file's was asked
+        for by name: stop.  An installed third-party package's must not take every command down with it (``--help``,
+        ``report`` and ``check`` of stores it never touched): its registrations from that hook are dropped with one
+        warning naming it and its package, as for a plugin that fails to import (fatal under HARNESS_STRICT_PLUGINS);
+        ``harness plugins`` shows the failure."""
+        from harness.plugins import plugin_problem
+
+        message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
+        info = self.host.info(plugin_name)
+        if info is None or info.builtin or not info.installed:
+            raise HarnessError(f"plugin {plugin_name!r} failed in {hook_name}: {message}") from None
+        info.failed_hooks[hook_name] = message
+        plugin_problem(f"skipping what plugin {plugin_name!r} ({info.source}) registers in {hook_name}, which raised: {message}")
 
     def _registrar(self, kind: str, plugin_name: str):
         label, base, _ = KINDS[kind]

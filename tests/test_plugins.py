@@ -84,6 +84,50 @@ def test_strict_mode_makes_a_broken_plugin_fatal(broken_distribution):
     assert "boom at import" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.fixture
+def raising_hook_distribution(tmp_path):
+    """An installed distribution whose register_methods hook registers one method, then raises; its concept hook works."""
+    site = tmp_path / "site"
+    info = site / "raising_dist-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: raising-dist\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[harness]\nraising = raising_plugin\n")
+    (site / "raising_plugin.py").write_text(textwrap.dedent("""
+        from harness.hookspecs import hookimpl
+
+        @hookimpl
+        def register_methods(register):
+            register("raising_plugin:Half", name="half-registered")
+            raise ValueError("kaboom inside register_methods")
+        """))
+    return site
+
+
+def test_an_installed_plugin_whose_hook_raises_is_skipped_not_fatal_to_every_command(raising_hook_distribution):
+    """It took every command down, `--help`, `report` and `check` included, until it was uninstalled."""
+    env = {"PYTHONPATH": str(raising_hook_distribution)}
+    result = run_cli("list", "methods", env_extra=env)
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert "'raising'" in warning and "raising-dist" in warning and "register_methods" in warning and "kaboom" in warning
+    assert "sd" in result.stdout and "half-registered" not in result.stdout  # nothing of the failed hook is kept
+    shown = run_cli("plugins", env_extra=env)
+    assert shown.returncode == 0 and "FAILED in register_methods" in shown.stdout and "kaboom" in shown.stdout
+    strict = run_cli("list", env_extra={**env, "HARNESS_STRICT_PLUGINS": "1"})
+    assert strict.returncode == 2 and "kaboom" in strict.stderr and "Traceback" not in strict.stderr
+
+
+def test_a_plugin_file_whose_hook_raises_is_still_an_error(tmp_path, capsys):
+    """A --plugin file was asked for by name: its failure stops the command, in one line."""
+    from harness.cli import main
+
+    plugin = tmp_path / "raises.py"
+    plugin.write_text("from harness.hookspecs import hookimpl\n\n@hookimpl\ndef register_methods(register):\n    raise ValueError('kaboom')\n")
+    assert main(["--plugin", str(plugin), "list"]) == 2
+    err = capsys.readouterr().err
+    assert "failed in register_methods: ValueError: kaboom" in err and err.count("\n") == 1
+
+
 def test_list_does_not_import_torch_or_diffusers():
     code = textwrap.dedent(
         f"""
