@@ -516,8 +516,9 @@ class AdversarialPrompt:
     (all three built-in ones do) also return ``token_ids``, the optimised tokens exactly as found (no BOS/EOS,
     no padding); they are stored and exported for inspection.  ``retokenizes`` says whether tokenising ``text``
     gives those ids back (byte-level BPE can merge decoded tokens differently): where it is False the generated
-    prompt is the decoded text, as in the papers, not the exact optimum.  ``steps`` counts the attack's
-    iterations (generations, PGD steps) spent on this prompt.  ``details``: what else the attack measured; its
+    prompt is the decoded text, as in the papers, not the exact optimum.  The attack's iterations (generations,
+    PGD steps) are counted by calling ``ctx.step()`` in its loop, not returned here.  ``details``: what else the
+    attack measured; its
     numeric entries are stored with the prompt as ``attack_<name>`` labels (e.g. the loss of the search's start, to
     show whether the search lowered its own loss) and exported with it.
     """
@@ -526,7 +527,6 @@ class AdversarialPrompt:
     token_ids: tuple[int, ...] | None = None
     retokenizes: bool | None = None
     loss: float | None = None
-    steps: int = 0
     details: dict = field(default_factory=dict, compare=False, hash=False)
 
 

@@ -46,7 +46,7 @@ def test_simplex_projection():
 
 def test_unlearndiffatk_moves_off_the_simplex_centre_and_beats_a_random_prefix(tiny):
     found, ctx = search(tiny, UnlearnDiffAtk)  # the defaults: 40 Adam steps of 0.01 from the uniform point
-    assert ctx.steps == 40 and found.steps == 40
+    assert ctx.steps == 40
     assert found.loss < found.details["random_prefix_loss"]
     # At the centre every token ties and argmax would pick the first allowed one in every slot.
     vocabulary = pt.allowed_tokens(tiny.tokenizer).tolist()
@@ -59,7 +59,7 @@ def test_unlearndiffatk_grid_visits_the_official_timesteps_in_order(tiny):
     schedule = attack.schedule(1000)
     assert schedule[:4] == [10, 10, 30, 30] and schedule[-1] == 990 and len(schedule) == 100  # 50 timesteps × 2
     found, ctx = search(tiny, UnlearnDiffAtk, timesteps="grid", grid_points=3, iterations=2)
-    assert ctx.steps == found.steps == 6
+    assert ctx.steps == 6
 
 
 def test_the_straight_through_draw_passes_a_clipped_gradient_to_z():
@@ -183,7 +183,7 @@ def test_attack_budget_caps_unlearndiffatks_steps_per_prompt(tiny, tmp_path, att
     assert len(planned.attack.schedule(1000)) == steps <= budget
     if steps <= 10:  # the search itself spends what the schedule says (100 steps on tiny: seconds better spent elsewhere)
         found, ctx = search(tiny, UnlearnDiffAtk, **{**dataclasses.asdict(params), "target_steps": 2, "probes": 1})
-        assert ctx.steps == found.steps == steps
+        assert ctx.steps == steps
 
 
 def test_plan_says_which_methods_attacks_cannot_see(tmp_path):

@@ -154,7 +154,7 @@ class P4D(Attack):
         found = ids[0, 1 : len(body) + 1].tolist()  # 4. the whole prompt body (P4D-K keeps P's tokens)
         text = tokenizer.decode(found).strip()
         again = tokenizer(text, add_special_tokens=False).input_ids
-        return AdversarialPrompt(text=text, token_ids=tuple(found), retokenizes=again == found, loss=final, steps=p.iterations,
+        return AdversarialPrompt(text=text, token_ids=tuple(found), retokenizes=again == found, loss=final,
                                  details={"loss_first": first, "learned_tokens": learned})
 
 

@@ -166,7 +166,7 @@ class RingABell(Attack):
         best = population[0, 1 : p.length + 1].tolist()
         text = tokenizer.decode(best).strip()
         again = tokenizer(text, truncation=True, max_length=self.max_length).input_ids[1:-1]
-        return AdversarialPrompt(text=text, token_ids=tuple(best), retokenizes=again == best, loss=float(scores[0]), steps=p.generations)
+        return AdversarialPrompt(text=text, token_ids=tuple(best), retokenizes=again == best, loss=float(scores[0]))
 
     def _crossover(self, parents, generator):
         """For each survivor, with probability ``crossover_rate``: a random partner and a cut point in [1, K]; two children."""

@@ -161,7 +161,7 @@ class UnlearnDiffAtk(Attack):
         prefix_text = tokenizer.decode(prefix).strip()
         text = f"{prefix_text} {spec.prompt}".strip()
         again = tokenizer(prefix_text, add_special_tokens=False).input_ids
-        return AdversarialPrompt(text=text, token_ids=tuple(prefix), retokenizes=again == prefix, loss=final, steps=len(schedule),
+        return AdversarialPrompt(text=text, token_ids=tuple(prefix), retokenizes=again == prefix, loss=final,
                                  details={"random_prefix_loss": random_prefix})
 
 

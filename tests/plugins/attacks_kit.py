@@ -39,8 +39,7 @@ class AppendWord(Attack):
         for _ in range(self.params.iterations):
             ctx.step()
         ids = pipe.tokenizer(self.word, add_special_tokens=False).input_ids
-        return AdversarialPrompt(text=f"{spec.prompt} {self.word}".strip(), token_ids=tuple(ids), retokenizes=True, loss=0.0,
-                                 steps=self.params.iterations)
+        return AdversarialPrompt(text=f"{spec.prompt} {self.word}".strip(), token_ids=tuple(ids), retokenizes=True, loss=0.0)
 
 
 class UnetProbe(Attack):
@@ -65,7 +64,7 @@ class UnetProbe(Attack):
                 ctx.step()
             base = ctx.base("unet")
             base(latents, 500, encoder_hidden_states=hidden)
-        return AdversarialPrompt(text=f"{spec.prompt} blood".strip(), steps=self.params.iterations)
+        return AdversarialPrompt(text=f"{spec.prompt} blood".strip())
 
 
 class ScaleTokenEmbedding(Method):
