@@ -201,19 +201,31 @@ class Scorer:
 
 def checked_score(scorer, images: list, specs: list[PromptSpec]) -> list[dict]:
     """``scorer.score``, as the harness calls it: its result must pair up with the images, one dict each, or nothing
-    is stored (a missing or extra result would otherwise shift or drop scores without a word)."""
-    raws = scorer.score(images, specs)
+    is stored (a missing or extra result would otherwise shift or drop scores without a word).  NumPy and torch
+    numbers and arrays in it become plain Python values (``tolist``), as the store keeps raw scores as JSON."""
+    from harness.failures import naming_the_plugin
+
+    with naming_the_plugin(scorer, "scorer", scorer.name, "score"):
+        raws = scorer.score(images, specs)
     if not isinstance(raws, (list, tuple)) or len(raws) != len(images):
         got = f"{len(raws)} results" if isinstance(raws, (list, tuple)) else f"a {type(raws).__name__}"
         raise HarnessError(f"scorer {scorer.name!r} returned {got} for {len(images)} images; its score() must return "
                            "a list with one dict per image, in order (a bug in the scorer's plugin)")
+    plain = []
     for raw in raws:
         try:
-            json.dumps(raw)
-        except (TypeError, ValueError) as err:  # a numpy float32 or array: the store keeps raw scores as JSON
+            plain.append(json.loads(json.dumps(raw, default=_as_plain)))
+        except (TypeError, ValueError) as err:  # an object with no JSON form
             raise HarnessError(f"scorer {scorer.name!r} returned a result JSON cannot store ({err}); return plain Python "
-                               "values (float(x), x.tolist()) (a bug in the scorer's plugin)") from None
-    return list(raws)
+                               "values (a bug in the scorer's plugin)") from None
+    return plain
+
+
+def _as_plain(value):
+    """A NumPy or torch scalar or array as the Python number or list it holds (``json.dumps``'s ``default``)."""
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 # --------------------------------------------------------------------------- parameters

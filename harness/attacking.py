@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.api import AdversarialPrompt, Attack, ConceptSet, HarnessError, PromptSpec, sha256_json
+from harness.failures import naming_the_plugin
 from harness.integrity import atomic_write
 from harness.registry import did_you_mean
 from harness.spec import Selection, build_params, parse_selections
@@ -449,14 +450,16 @@ def run_attack(*, attack: Attack, label: str, get_pipe: Callable, concepts: Conc
             ctx.base_component = counted_base
         try:
             started = _snapshot(ctx, counters)
-            attack.prepare(pipe, concepts, ctx)
+            with naming_the_plugin(attack, "attack", attack.name, "prepare"):
+                attack.prepare(pipe, concepts, ctx)
             prepare_cost = _difference(_snapshot(ctx, counters), started)
             _add(cost, prepare_cost)
             with progress_bar(total=len(todo), desc=desc or f"attack {label}", unit="prompt", enabled=ctx.show_progress) as bar:
                 for key, spec in todo:
                     before = _snapshot(ctx, counters)
                     ctx._spec_seed = int(spec.seed)
-                    found = attack.attack(pipe, concepts, spec, ctx)
+                    with naming_the_plugin(attack, "attack", attack.name, "attack"):
+                        found = attack.attack(pipe, concepts, spec, ctx)
                     if not isinstance(found, AdversarialPrompt):
                         raise HarnessError(f"attack {attack.name!r} returned {type(found).__name__}, not an AdversarialPrompt")
                     spent = _difference(_snapshot(ctx, counters), before)

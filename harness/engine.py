@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import io
@@ -32,6 +31,7 @@ from harness import integrity, recover
 from harness.api import ConceptSet, HarnessError, Method, MethodKind, PromptSpec, SamplingHooks, Target, sha256_json
 from harness.context import EditContext
 from harness.cost import counted_evaluations
+from harness.failures import naming_the_plugin
 from harness.lazy import resolve_pipeline
 from harness.results import kept_in_half_precision
 from harness.store import Store
@@ -87,27 +87,6 @@ class ActiveState:
     @property
     def extra_branches(self) -> int:
         return sum(h.extra_branches for h in self.hooks)
-
-
-@contextlib.contextmanager
-def naming_the_method(method, label: str, step: str):
-    """A bug raised inside a method's own code keeps its traceback, with a last line naming the method and its
-    class: in a run of several methods (some from plugins) the traceback alone does not say whose code failed."""
-    try:
-        yield
-    except (HarnessError, KeyboardInterrupt, OSError):
-        raise  # the user's to fix (one line) or an interrupt: nothing to add
-    except Exception as err:
-        if hasattr(err, "add_note"):  # Python 3.11+
-            import inspect
-
-            cls = type(method)
-            try:
-                where = inspect.getsourcefile(cls) or cls.__module__
-            except TypeError:  # a class made at run time
-                where = cls.__module__
-            err.add_note(f"raised in method {label!r} ({cls.__qualname__}.{step}, {where}): a bug in that method's code")
-        raise
 
 
 class ModelStates:
@@ -339,7 +318,7 @@ class ModelStates:
                     metadata = _json(row["metadata"])
                 else:
                     started = time.perf_counter()
-                    with counted_evaluations() as evaluations, naming_the_method(method, part_label, "edit"):
+                    with counted_evaluations() as evaluations, naming_the_plugin(method, "method", part_label, "edit"):
                         metadata = method.edit(self.pipe, concepts, ctx) or {}
                     # Recorded once, when computed: a cached delta later reports the cost it had then.
                     metadata = {**metadata, "erase_seconds": round(erase_seconds + time.perf_counter() - started, 3), "erase_device": self.target.device,
@@ -365,7 +344,7 @@ class ModelStates:
                 if row is None:
                     metadata = {**inherited_metadata(state.metadata), "kind": MethodKind(method.kind).value, **method.presets_applied}
                     self.store.add_model_state(key, self.target.backbone_name, part_label, method.params_dict(), concepts.name, None, metadata)
-            with naming_the_method(method, part_label, "sampling_hooks"):
+            with naming_the_plugin(method, "method", part_label, "sampling_hooks"):
                 hooks = method.sampling_hooks(self.pipe, concepts, ctx)
             if hooks is not None:
                 state.hooks.append(hooks)

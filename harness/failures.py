@@ -7,7 +7,9 @@ always gets JSON.  Errors that are bugs (anything not listed in ``user_error``) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import inspect
 import json
 import os
 import sqlite3
@@ -21,6 +23,28 @@ USAGE_EXIT = 2
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, Slurm's time limit) raised as an interrupt, so a run stops as after Ctrl-C: claims released,
     transactions rolled back, the store closed, one line said (``harness.cli.main``)."""
+
+
+@contextlib.contextmanager
+def naming_the_plugin(plugin, kind: str, label: str, step: str):
+    """A bug raised inside a plugin's own code (a method's ``edit``, a benchmark's ``prompts``, a scorer's ``score``,
+    a metric, an attack) keeps its traceback, with a last line naming the plugin and its class: in a run of several
+    (some from third-party packages) the traceback alone does not say whose code failed.  ``kind``: "method",
+    "benchmark", "scorer", "attack"; ``step``: the call that raised."""
+    try:
+        yield
+    except (HarnessError, KeyboardInterrupt, OSError):
+        raise  # the user's to fix (one line) or an interrupt: nothing to add
+    except Exception as err:
+        if not hasattr(err, "add_note"):  # Python 3.10: the traceback alone
+            raise
+        cls = type(plugin)
+        try:
+            where = inspect.getsourcefile(cls) or cls.__module__
+        except TypeError:  # a class made at run time
+            where = cls.__module__
+        err.add_note(f"raised in {kind} {label!r} ({cls.__qualname__}.{step}, {where}): a bug in that {kind}'s code")
+        raise
 
 
 def _raise_terminated(signum, frame):

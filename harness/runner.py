@@ -33,6 +33,7 @@ from harness.api import (
     close_suggestion,
     sha256_json,
 )
+from harness.failures import naming_the_plugin
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.seeds import SEEDS_OF, repeat_seeds
@@ -378,7 +379,8 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
         concepts = registry.concept_set(concept_name) if concept_name else ConceptSet(name="none")
         bench.prompt_limit = config.limit
         try:
-            specs = bench.prompts()
+            with naming_the_plugin(bench, "benchmark", selection.name, "prompts"):
+                specs = bench.prompts()
         except HarnessError as err:
             if not hasattr(bench.params, "data"):
                 raise
@@ -724,8 +726,9 @@ class Runner:
                 raws = self._image_raws(scorer, planned, keys)
             for metric_id in metric_ids:
                 metric = scorer.metric(metric_id)
-                value = metric.compute(raws, planned.specs)
-                per_image = None if scorer.needs_reference else metric.image_values(raws, planned.specs)
+                with naming_the_plugin(scorer, "scorer", scorer_name, f"metric {metric_id!r}"):
+                    value = metric.compute(raws, planned.specs)
+                    per_image = None if scorer.needs_reference else metric.image_values(raws, planned.specs)
                 counted = [(spec, key, v) for spec, key, v in zip(planned.specs, keys, per_image or []) if v is not None]
                 # n is what the value averages over: the counted images (a category rate counts only its prompts).
                 n = len(counted) if per_image is not None else len(keys)
@@ -818,7 +821,8 @@ class Runner:
         set_key = sha256_json({"images": keys, "reference": reference_keys, "contents": contents})
         raw = self.store.set_score(set_key, scorer.name, scorer.version)
         if raw is None:
-            raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
+            with naming_the_plugin(scorer, "scorer", scorer.name, "score_set"):
+                raw = scorer.score_set(self._load_images(keys), self._load_images(reference_keys), planned.specs)
             self.store.add_set_score(set_key, scorer.name, scorer.version, raw)
         return raw
 

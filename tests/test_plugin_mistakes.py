@@ -80,6 +80,25 @@ def test_a_bug_in_a_methods_edit_keeps_its_traceback_and_names_the_method(tmp_pa
     assert raised.value.__notes__ == [f"raised in method 'boom' (Boom.edit, {MISTAKES}): a bug in that method's code"]
 
 
+@pytest.mark.skipif(not hasattr(BaseException, "add_note"), reason="exception notes are Python 3.11+")
+@pytest.mark.parametrize(("bench", "attack", "note"), [
+    ("mistaken:mistake=raises", None, "raised in benchmark 'mistaken' (Mistaken.prompts, {}): a bug in that benchmark's code"),
+    ("csv:path={csv},metrics=raising-scorer:mean", None, "raised in scorer 'raising-scorer' (RaisingScorer.score, {}): a bug in that scorer's code"),
+    ("csv:path={csv},metrics=counted:broken", None, "raised in scorer 'counted' (Counted.metric 'broken', {}): a bug in that scorer's code"),
+    ("csv:path={csv},metrics=counted:rate", "raising-attack", "raised in attack 'raising-attack' (RaisingAttack.attack, {}): a bug in that attack's code"),
+])
+def test_a_bug_in_any_plugins_code_keeps_its_traceback_and_names_the_plugin(tmp_path, bench, attack, note):
+    """Only a method's edit named its plugin; a benchmark's prompts(), a scorer, a metric or an attack raising gave a
+    bare traceback that did not say whose code failed."""
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("prompt,evaluation_seed\na cat,1\n", encoding="utf-8")
+    command = ["--plugin", MISTAKES, "run", "--model", "tiny", "--methods", "sd", "--bench", bench.format(csv=prompts),
+               "--out", str(tmp_path / "out"), "--no-progress", *(["--attack", attack] if attack else [])]
+    with pytest.raises(ValueError, match="a plugin's own bug") as raised:
+        main(command)
+    assert raised.value.__notes__ == [note.format(MISTAKES)]
+
+
 def test_an_attack_with_nothing_to_attack_is_refused_before_any_work(capsys, tmp_path):
     """The only metric is higher-is-better (brightness): no attack cell could be made, which used to pass in silence."""
     code = main(["--plugin", MISTAKES, "run", "--model", "tiny", "--methods", "sd", "--bench", "mistaken", "--attack",
@@ -97,5 +116,22 @@ def test_an_attack_whose_budget_param_names_no_parameter_is_one_line(capsys, tmp
 def test_a_scorer_returning_values_json_cannot_store_is_one_line(capsys, tmp_path):
     prompts = tmp_path / "p.csv"
     prompts.write_text("prompt,evaluation_seed\na cat,1\n", encoding="utf-8")
-    code, err, out = run(capsys, tmp_path, f"csv:path={prompts},metrics=numpy-values:mean")
-    one_line(code, err, "scorer 'numpy-values' returned a result JSON cannot store", "float(x)")
+    code, err, out = run(capsys, tmp_path, f"csv:path={prompts},metrics=set-values:mean")
+    one_line(code, err, "scorer 'set-values' returned a result JSON cannot store", "return plain Python values")
+
+
+def test_numpy_values_a_scorer_returns_are_stored_as_the_numbers_they_hold(capsys, tmp_path):
+    """A numpy float32 was refused after every image was generated; it is the number it holds."""
+    from harness.store import Store
+
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("prompt,evaluation_seed\na cat,1\na dog,2\n", encoding="utf-8")
+    code, err, _ = run(capsys, tmp_path, f"csv:path={prompts},metrics=numpy-values:mean")
+    assert code == 0, err
+    with Store(tmp_path / "out") as store:
+        (numpy_result,) = store.results()
+    code, err, _ = run(capsys, tmp_path / "plain", f"csv:path={prompts},metrics=counted:mean")
+    assert code == 0, err
+    with Store(tmp_path / "plain" / "out") as store:
+        (plain_result,) = store.results()
+    assert numpy_result.value == pytest.approx(plain_result.value, rel=1e-6) and numpy_result.n == 2

@@ -1,5 +1,5 @@
 """A one-file plugin with the mistakes a plugin author makes (tests/test_plugin_mistakes.py): scorers that return
-too few, too many or no results, a method whose edit raises, a benchmark whose prompts share an id or are not PromptSpecs, one with no metrics."""
+too few, too many or no results, a method whose edit raises, a benchmark, scorer, metric and attack with a bug, a benchmark whose prompts share an id or are not PromptSpecs, one with no metrics."""
 
 from dataclasses import dataclass
 
@@ -17,7 +17,21 @@ class Counted(Scorer):
         return [{"mean": sum(image.convert("L").getdata()) / (255.0 * image.width * image.height)} for image in images]
 
     def metrics(self):
-        return [Metric("mean", "brightness", lower_is_better=False, description="mean pixel value", per_image=lambda raw: raw["mean"])]
+        return [Metric("mean", "brightness", lower_is_better=False, description="mean pixel value", per_image=lambda raw: raw["mean"]),
+                Metric("rate", "dark rate", lower_is_better=True, description="share of dark images", per_image=lambda raw: float(raw["mean"] < 0.5)),
+                Metric("broken", "broken", lower_is_better=False, description="a metric with a bug", per_image=_bug)]
+
+
+def _bug(*args):
+    raise ValueError("a plugin's own bug")
+
+
+class RaisingScorer(Counted):
+    name = "raising-scorer"
+    description = "a scorer with a bug"
+
+    def score(self, images, specs):
+        _bug()
 
 
 class TooFew(Counted):
@@ -47,6 +61,14 @@ class NumpyValues(Counted):
         return [{"mean": np.float32(raw["mean"])} for raw in super().score(images, specs)]
 
 
+class SetValues(Counted):
+    name = "set-values"
+    description = "returns a Python set, which JSON has no form for"
+
+    def score(self, images, specs):
+        return [{"mean": {raw["mean"]}} for raw in super().score(images, specs)]
+
+
 class Nothing(Counted):
     name = "nothing"
     description = "returns None"
@@ -62,7 +84,7 @@ class Mistaken(Benchmark):
 
     @dataclass
     class Params:
-        mistake: str = "none"  # none, duplicate-ids, strings
+        mistake: str = "none"  # none, duplicate-ids, strings, raises
 
     def prompts(self):
         specs = [PromptSpec(id=str(i), prompt=text, seed=i) for i, text in enumerate(["a cat", "a dog", "a bird"])]
@@ -70,6 +92,8 @@ class Mistaken(Benchmark):
             return [specs[0], specs[1], PromptSpec(id="0", prompt="a bird", seed=2)]
         if self.params.mistake == "strings":
             return ["a cat", "a dog"]
+        if self.params.mistake == "raises":
+            _bug()
         return specs
 
 
@@ -102,9 +126,18 @@ class MisnamedBudget(Attack):
         return AdversarialPrompt(text=spec.prompt)
 
 
+class RaisingAttack(Attack):
+    name = "raising-attack"
+    description = "an attack with a bug"
+
+    def attack(self, pipe, concepts, spec, ctx):
+        _bug()
+
+
 @hookimpl
 def register_attacks(register):
     register(MisnamedBudget)
+    register(RaisingAttack)
 
 
 @hookimpl
@@ -120,5 +153,5 @@ def register_benchmarks(register):
 
 @hookimpl
 def register_scorers(register):
-    for scorer in (Counted, TooFew, TooMany, Nothing, NumpyValues):
+    for scorer in (Counted, TooFew, TooMany, Nothing, NumpyValues, SetValues, RaisingScorer):
         register(scorer)
