@@ -4,12 +4,13 @@ These methods only change the key and value projections ``W`` (``attn2.to_k``,
 ``attn2.to_v``; out × d) of the UNet's cross-attention layers.  Each one solves,
 for every such matrix independently, the ridge regression
 
-    min_W'  λ‖W' − W‖²  +  e Σ_i w_i ‖W' k_i − v_i‖²  +  s Σ_j ‖W' p_j − W p_j‖²          (TRCE Eq. 4)
+    min_W'  λ‖W' − W‖²  +  e Σ_i w_i ‖W' k_i − v_i‖²  +  s Σ_j ‖W' p_j − W p_j‖²          (UCE's objective)
 
     keys k_i   → targets v_i      the mapping to install (concept → guide)
     keys p_j                      preserved: W' p_j should stay W p_j
 
-whose normal equations give the update (TRCE Eq. 5; UCE @ 35e91e2 ``train-scripts/train_erase.py``,
+TRCE's Eq. 4 is this objective with λ = 0 and its own λ on the preservation term, which is ``s`` here
+(``trce_t.py`` maps the two).  Its normal equations give the update (TRCE Eq. 5; UCE @ 35e91e2 ``train-scripts/train_erase.py``,
 RECE @ 403a67f ``erase_methods/uce.py``, MACE @ 057e7a6 ``src/cfr_utils.py``)
 
     W' = (λW + e Σ w v kᵀ + s Σ W p pᵀ) · (λI + e Σ w k kᵀ + s Σ p pᵀ)⁻¹

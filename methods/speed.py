@@ -17,7 +17,11 @@ Notation as in ``methods/text.py`` (rows are d-vectors; ``Σ a tᵀ`` is d × d)
 2. **Invariants (IEC).**  ``K2 = [E('')_0, kmeans_3(E('')[1:L])]``: the [SoT] row and
    three k-means centres of the null text's other rows (seeded k-means).
 
-3. **Retain set.**  Rows of the retain texts (same row choice as the targets).  For
+3. **Retain set.**  Rows of the retain texts, with the same row choice as the targets.  (Read
+   from the official ``train_erase_null.py``, a reviewer found another rule: every row when the
+   retain list is exactly ``[""]``, else each text's last subject row, whatever the target
+   mode.  The two agree for the shipped concept sets; they differ for an ``object`` set with
+   ``all`` rows and a preserve list.  Not settled here.)  For
    each edited matrix W (IPF and DPA, paper §3.2):
 
        Ẇ_e = W (C_at − C_tt)(I + C_tt)⁻¹                          "how much the edit moves r"

@@ -13,9 +13,12 @@ therefore also reaches concepts a prompt only implies.
 2. **Keys and targets.**  For each pair, the key is the malicious prompt's first-[EoT] row
    ``E(o)[eot(o)]`` and the target is the safe prompt's, ``W · E(n)[eot(n)]``.  The
    [EoT] position is read from the token ids.  The ``tokens`` param adds the other rows of
-   the Table 4 ablation: ``sot`` ([SoT] → [SoT]), ``last-eot`` (last row → last row,
-   weighted by the number of padding [EoT] rows it stands for), ``key`` (each keyword
-   token → the safe prompt's last row).
+   the Table 4 ablation (§5.4: [EoT], [KEY], and their combinations with [SoT]):
+   ``sot`` ([SoT] → [SoT]), ``key`` (each keyword token → the safe prompt's last row), and
+   one row Table 4 does not have, ``last-eot`` (last row → last row, weighted by the number
+   of padding [EoT] rows it stands for), from the fourth weight of the official config's
+   ``token_weight_scale``.  The official code's [KEY] row is the first keyword position only
+   (its loop runs over the four weights); this plugin maps every keyword token.
 3. **Prior preservation** (Eq. 4, λ in the paper, ``preserve_scale`` here): ``Σ p pᵀ`` over
    every token row of a caption set (COCO captions in the paper, the MACE cache), divided
    by the number of captions.  It is computed once per backbone and caption set and cached.
@@ -85,7 +88,8 @@ from methods.text import (
     word_count_phrase_positions,
 )
 
-TOKEN_ROWS = ("sot", "eot", "last-eot", "key")  # the rows of the paper's Table 4: [SoT], first [EoT], last [EoT], [KEY]
+# [SoT], first [EoT], last [EoT], [KEY]: Table 4's rows, and the official config's last-[EoT] weight
+TOKEN_ROWS = ("sot", "eot", "last-eot", "key")
 
 
 class TRCET(Method):
@@ -108,7 +112,7 @@ class TRCET(Method):
 
     @dataclass
     class Params:
-        tokens: str = "eot"  # '+'-joined rows to remap, from sot, eot, last-eot, key (Table 4); paper: eot
+        tokens: str = "eot"  # '+'-joined rows to remap, from sot, eot, last-eot, key (Table 4 and the official config); paper: eot
         preserve_scale: float = 0.01  # s, the paper's λ (Eq. 4, A.3, Table 3)
         lamb: float = 0.0  # λ_W: pull towards the current W (official 0)
         erase_scale: float = 1.0  # e, on the normalised erase term
@@ -191,7 +195,7 @@ class TRCET(Method):
 
 
 def parse_tokens(spec: str) -> tuple[str, ...]:
-    """``"eot+key"`` → ("eot", "key"), checked against the Table 4 rows."""
+    """``"eot+key"`` → ("eot", "key"), checked against the known rows (``TOKEN_ROWS``)."""
     rows = tuple(dict.fromkeys(part.strip().lower() for part in spec.split("+") if part.strip()))
     unknown = [row for row in rows if row not in TOKEN_ROWS]
     if not rows or unknown:
