@@ -150,7 +150,7 @@ class MetricRef:
     def parse(cls, text: str, where: str = "a metric") -> MetricRef:
         scorer, sep, metric = str(text).partition(":")
         if not sep or not scorer.strip() or not metric.strip():
-            raise HarnessError(f"{where} {text!r} must be written 'scorer:metric', e.g. 'nudenet:asr'")
+            raise HarnessError(f"{where} {text!r}, which must be written 'scorer:metric', e.g. 'nudenet:asr'")
         return cls(scorer.strip(), metric.strip())
 
     def __str__(self) -> str:

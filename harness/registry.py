@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.api import Attack, Backbone, Benchmark, ConceptSet, HarnessError, Method, MethodKind, Scorer, did_you_mean
 from harness.plugins import PluginHost, plugin_problem
@@ -101,6 +102,8 @@ class Registry:
             if isinstance(target, str) or kind == "concepts":
                 if name is None:
                     raise HarnessError(f"plugin {plugin_name!r}: a lazy {label} registration needs name=")
+                if kind == "concepts" and not Path(target).is_file():  # else listed, and failing only when a run asks
+                    raise HarnessError(f"plugin {plugin_name!r} registers the concept set {name!r} as {target}, which is not a file")
             else:
                 if not (inspect.isclass(target) and issubclass(target, base)):
                     raise HarnessError(f"plugin {plugin_name!r} registered {target!r}, which is not a {base.__name__} subclass")
@@ -200,7 +203,12 @@ class Registry:
         """A registered concept set by name, or a user's JSON file by path."""
         if name_or_path.endswith(".json") or "/" in name_or_path:
             return ConceptSet.from_file(name_or_path)
-        return ConceptSet.from_file(self.entry("concepts", name_or_path).target)
+        entry = self.entry("concepts", name_or_path)
+        concepts = ConceptSet.from_file(entry.target)
+        if concepts.name != entry.name:  # runs, keys and reports would name the file's set, not the one selected
+            raise HarnessError(f"plugin {entry.plugin!r} registers the concept set {entry.name!r} as {entry.target}, whose "
+                               f"name is {concepts.name!r}; make the registration's name= match the file's \"name\"")
+        return concepts
 
     def group(self, kind: str, group: str) -> list[str]:
         return sorted(name for name, entry in self.entries[kind].items() if group in entry.groups)

@@ -941,7 +941,8 @@ def describe_plan(planned: Plan) -> str:
     lines.append("  methods: " + ", ".join(m.label for m in planned.methods))
     seeds = planned.config.seeds_per_prompt
     for b in planned.benchmarks:
-        count = f"{len(b.specs)} prompts" if seeds == 1 else f"{len(b.specs) // seeds} prompts × {seeds} seeds"
+        prompts = len(b.specs) // seeds
+        count = f"{prompts} prompt{'s' * (prompts != 1)}" + ("" if seeds == 1 else f" × {seeds} seeds")
         lines.append(f"  {b.label}: {count}, concepts {b.concepts.name}, metrics {', '.join(b.benchmark.metrics)}")
     for a in planned.attacks:
         lines.append(f"  attack {a.label}: {a.attack.paper or a.attack.description}")
