@@ -117,6 +117,64 @@ def test_esd_adamw_decays_the_weights_as_adamw_does(pipe, ctx):
     assert "adamw_weight_decay" not in ESDX(ESDX.Params()).params_dict()
 
 
+# --------------------------------------------------------------------------- the targets each loss is built from
+
+
+def stubbed_noise(values: dict[str, float], pipe, student):
+    """A stand-in for ``predict``: the frozen models return, for each sample, the constant of the prompt its text rows
+    are (``values``: prompt → constant); the trained copy returns zeros.  The targets a method builds are then
+    numbers that can be written out by hand."""
+    rows = {prompt: row for prompt, row in finetune.text_embeddings(pipe, list(values)).items()}
+
+    def predict(unet, latents, timesteps, embeddings):
+        if unet is student:
+            return torch.zeros_like(latents)
+        out = torch.empty_like(latents)
+        for index, row in enumerate(embeddings):
+            (prompt,) = [prompt for prompt, known in rows.items() if torch.equal(row.to(known.device), known)]
+            out[index] = values[prompt]
+        return out
+
+    return predict
+
+
+@pytest.mark.parametrize("eta", [1.0, 2.0])
+def test_esd_regresses_onto_the_negatively_guided_target(pipe, ctx, monkeypatch, eta):
+    """ESD (Gandikota et al., ICCV 2023, Eq. 2 with the paper's sign): ε*(x, c) − η (ε*(x, c) − ε*(x)) is the
+    unconditional prediction pushed away from the concept, ε∅ − η (ε_c − ε∅).  The student predicts 0, so the loss
+    is the target squared: (1 − η·(3 − 1))² with ε∅ = 1 and ε_c = 3.  A flipped η gives (1 + 2η)²."""
+    import methods.esd as esd
+
+    method = ESDX(ESDX.Params(**QUICK_ESD, negative_guidance=eta))
+    student = finetune.trainable_copy(pipe.unet, parameter_group(pipe.unet, method.trainable_group()))
+    training = method.prepare(pipe, CONCEPTS, ctx, student)
+    monkeypatch.setattr(esd, "predict", stubbed_noise({"": 1.0, "nudity": 3.0, "naked": 3.0}, pipe, student))
+    for step in range(3):
+        assert float(training.step_losses(step)["loss"]) == pytest.approx((1 - eta * 2) ** 2)
+
+
+def test_trce_v_contrasts_the_guided_safe_target_against_the_guided_unsafe_one(pipe, ctx, monkeypatch):
+    """TRCE-V (paper §4.2, Eq. 6–8; official run_trce_stage2.py): ε⁻ = ε*(c⁻) + g (ε*(c⁻) − ε*(∅)) is what to move
+    away from, ε⁺ = ε*(c⁺) + g (ε*(c⁺) − ε*(∅)) what to move towards, with g = 15 by default.  With ε*(∅) = 1,
+    ε*(c⁻) = 3 and ε*(c⁺) = 7: ε⁻ = 33 and ε⁺ = 97; swapping them would still train, the other way."""
+    import methods.trce_v as trce_v
+
+    method = TRCEV(TRCEV.Params(**QUICK_TRCE_V))
+    student = finetune.trainable_copy(pipe.unet, parameter_group(pipe.unet, method.trainable_group()))
+    training = method.prepare(pipe, CONCEPTS, ctx, student)
+    values = {"": 1.0, **{f"a photo of {bad}": 3.0 for bad, _ in CONCEPTS.phrases}, **{f"a photo of {good}": 7.0 for _, good in CONCEPTS.phrases}}
+    monkeypatch.setattr(trce_v, "predict", stubbed_noise(values, pipe, student))
+    seen = []
+
+    def recording(prediction, positive, negative, params):
+        seen.append((positive, negative))
+        return prediction.sum() * 0
+
+    monkeypatch.setattr(trce_v, "contrastive_loss", recording)
+    training.step_losses(0)
+    assert seen and all(torch.all(positive == 97.0) and torch.all(negative == 33.0) for positive, negative in seen)
+
+
 # --------------------------------------------------------------------------- the TRCE-V loss (Eq. 8)
 
 
