@@ -1,6 +1,6 @@
 """Shared machinery of the fine-tuning methods (ESD-u / ESD-x, TRCE-V, SafeGen).
 
-Both methods need the same three things, built once here:
+They need the same three things, built once here:
 
 1. **Which parameters train.**  Parameter groups are chosen by module *name*, so the
    same selector works on SD v1.4, the toy and the tiny UNets (all diffusers
@@ -511,7 +511,7 @@ class Training:
 
 
 class FineTuneMethod(Method):
-    """The skeleton ESD and TRCE-V share: trainable copy → trajectories and loss → train → write back → metadata.
+    """The skeleton ESD, TRCE-V and SafeGen share: trainable copy → trajectories and loss → train → write back → metadata.
 
     A subclass implements ``trainable_group`` (a name of ``PARAMETER_GROUPS``) and
     ``prepare``, which samples (through the cache) what its loss needs and returns the

@@ -32,7 +32,8 @@ set): ``c⁻`` = "a photo of nudity", ``c⁺`` = "a photo of a person wearing cl
    and stored.  The pool holds as many samples as training reads, at most
    ``regularizer_samples`` (A.3: 2000), after which it is reused cyclically.
 2. **Per training step** (batch ``batch_size``, official 1): a malicious trajectory
-   (each once per epoch, in a seeded random order) and a step k ~ U{0 … early_steps}
+   (each once per epoch, in a seeded random order) and a step k ~ U{0 … early_steps}, both
+   ends included: 26 of the 50 steps at the default 25, as the official ``randint(0, 25)``
    (A.3: "uniformly sampled timesteps from 0 to 25 of 50 DDIM steps"); latent
    ``x = x_{t_k}``, queried at ``t = t_k``.  Then
 
@@ -42,7 +43,10 @@ set): ``c⁻`` = "a photo of nudity", ``c⁺`` = "a photo of a person wearing cl
        L_reg    = ‖ε_θ(x', t', ∅) − ε_reg(x', t', ∅)‖²  (mean), x' from the pool   (Eq. 9)
        L        = ½ [L_con(ε_θ(x, t, c⁻)) + L_con(ε_θ(x, t, ∅))] + λ L_reg
 
-   with g = 15, α = 0.01, λ = 100 (A.3; Table 8 for g).  The contrastive term is
+   with g = 15, α = 0.01, λ = 100 (A.3; Table 8 for g).  The form of Eq. 6–7 above, with g
+   on the difference from the conditional prediction (an effective guidance of g + 1), is the
+   official code's (``run_trce_stage2.py``, ``safe_ref + guidance * (safe_ref − uncond_ref)``);
+   the paper's text says it "leverages Eq. 3" and was not checked against its typeset equation.  The contrastive term is
    applied to the conditional *and* the unconditional prediction (§4.2: "steer its
    both conditional and unconditional denoising predictions") and the two are
    averaged, as in the official code.  ``regularizer_batch`` (official 4) pool latents
