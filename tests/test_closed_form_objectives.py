@@ -55,7 +55,7 @@ def gradient_share(before, after, keys, targets, preserved, *, lamb, erase, pres
 
 
 def test_uce_installs_the_minimiser_of_its_objective(pipe, ctx):
-    """UCE (Gandikota et al., WACV 2024, §3): concept rows → guide rows, retain rows kept, λ = 0.5, e = 1, and the
+    """UCE (Gandikota et al., WACV 2024; official train-scripts/train_erase.py @ 35e91e2): concept rows → guide rows, retain rows kept, λ = 0.5, e = 1, and the
     official preservation weight max(0.1, 1/|R|) over R = ["", *preserve] (so 1/3 here)."""
     before = kv_weights(pipe)
     UCE(UCE.Params()).edit(pipe, CONCEPTS, ctx)

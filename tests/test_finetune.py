@@ -140,7 +140,7 @@ def stubbed_noise(values: dict[str, float], pipe, student):
 
 @pytest.mark.parametrize("eta", [1.0, 2.0])
 def test_esd_regresses_onto_the_negatively_guided_target(pipe, ctx, monkeypatch, eta):
-    """ESD (Gandikota et al., ICCV 2023, Eq. 2 with the paper's sign): ε*(x, c) − η (ε*(x, c) − ε*(x)) is the
+    """ESD (Gandikota et al., ICCV 2023; the paper's η convention, methods/esd.py): ε*(x, c) − η (ε*(x, c) − ε*(x)) is the
     unconditional prediction pushed away from the concept, ε∅ − η (ε_c − ε∅).  The student predicts 0, so the loss
     is the target squared: (1 − η·(3 − 1))² with ε∅ = 1 and ε_c = 3.  A flipped η gives (1 + 2η)²."""
     import methods.esd as esd
