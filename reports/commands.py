@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.api import HarnessError
 from harness.hookspecs import hookimpl
 from harness.results import common_unit
+from reports.leaderboard import decimals_for
 
 COMPARE_HELP = """\
 Paired comparison of two methods on every benchmark and metric both have in the store: the
@@ -161,14 +162,14 @@ def _check_method(results: list[dict], label: str, where: str) -> None:
         raise HarnessError(f"no results for method {label!r} in the store at {where}{did_you_mean(label, stored)}")
 
 
-def _shown(value: float | None, rate: bool) -> str:
-    """A compared value: a rate in percent, other numbers as they are, "–" for none."""
-    return "–" if value is None else f"{100 * value:.2f}%" if rate else f"{value:.2f}"
+def _shown(value: float | None, rate: bool, decimals: int = 2) -> str:
+    """A compared value: a rate in percent (two decimals), other numbers with ``decimals``, "–" for none."""
+    return "–" if value is None else f"{100 * value:.2f}%" if rate else f"{value:.{decimals}f}"
 
 
-def _both(record: dict, value_a: float | None, value_b: float | None, rate: bool) -> str:
+def _both(record: dict, value_a: float | None, value_b: float | None, rate: bool, decimals: int = 2) -> str:
     """"uce 12.50%, trce 3.00%": the two methods' values."""
-    return f"{record['a']} {_shown(value_a, rate)}, {record['b']} {_shown(value_b, rate)}"
+    return f"{record['a']} {_shown(value_a, rate, decimals)}, {record['b']} {_shown(value_b, rate, decimals)}"
 
 
 def _format_compare(records: list[dict]) -> str:
@@ -176,23 +177,26 @@ def _format_compare(records: list[dict]) -> str:
     for r in records:
         rate = r["unit"] == "rate" or r["test"] == "exact McNemar"  # results stored before units: 0/1 values
         scale, unit = (100, " pp") if rate else (1, "")
+        # the leaderboard's rule for the column's digits (a share of 0.626 against 0.629 is not 0.63 against 0.63)
+        decimals = 2 if rate else decimals_for([r["value_a"], r["value_b"]])
         arrow = "↓" if r["lower_is_better"] else "↑"
         if r["delta"] is None:
             if r["value_a"] is None and r["value_b"] is None:
                 lines.append(f"{r['benchmark']} {r['name']}: no values to compare")
             else:  # the base model's set-level score against its own images has no value
-                lines.append(f"{r['benchmark']} {r['name']} {arrow}: {_both(r, r['value_a'], r['value_b'], rate)} "
+                lines.append(f"{r['benchmark']} {r['name']} {arrow}: {_both(r, r['value_a'], r['value_b'], rate, decimals)} "
                              f"({r['test']}; no difference to take)")
             continue
         partial = "paired_a" in r and r["n_pairs"] < max(r["n_a"], r["n_b"])
         if partial:  # the difference is over the shared pairs: show the means it is made of, then the whole cells
-            sides = (f"{_both(r, r['paired_a'], r['paired_b'], rate)} on the {r['n_pairs']} shared pairs "
-                     f"(whole cells: {r['a']} {_shown(r['value_a'], rate)} n={r['n_a']}, {r['b']} {_shown(r['value_b'], rate)} n={r['n_b']})")
+            sides = (f"{_both(r, r['paired_a'], r['paired_b'], rate, decimals)} on the {r['n_pairs']} shared pairs "
+                     f"(whole cells: {r['a']} {_shown(r['value_a'], rate, decimals)} n={r['n_a']}, "
+                     f"{r['b']} {_shown(r['value_b'], rate, decimals)} n={r['n_b']})")
         else:
-            sides = _both(r, r["value_a"], r["value_b"], rate)
-        text = f"{r['benchmark']} {r['name']} {arrow}: {sides}; B - A = {scale * r['delta']:+.2f}{unit}"
+            sides = _both(r, r["value_a"], r["value_b"], rate, decimals)
+        text = f"{r['benchmark']} {r['name']} {arrow}: {sides}; B - A = {scale * r['delta']:+.{decimals}f}{unit}"
         if r["ci95"]:
-            text += f" [{scale * r['ci95'][0]:+.2f}, {scale * r['ci95'][1]:+.2f}]"
+            text += f" [{scale * r['ci95'][0]:+.{decimals}f}, {scale * r['ci95'][1]:+.{decimals}f}]"
         if r["p_value"] is not None:
             prompts = f" of {r['n_prompts']} prompts" if r.get("n_prompts", r["n_pairs"]) < r["n_pairs"] else ""
             text += f", p = {r['p_value']:.3g} ({r['test']}, {r['n_pairs']} pairs{prompts}"

@@ -294,7 +294,7 @@ def _is_rate(row) -> bool:
     return "fraction" in row["description"].lower()
 
 
-def _decimals(values: list[float | None]) -> int:
+def decimals_for(values: list[float | None]) -> int:
     """Two decimals (FID 12.08, CLIP-S 30.71), or more for a column of small numbers (toy FID 0.0123)."""
     largest = max((abs(v) for v in values if v is not None and not math.isnan(v)), default=0.0)
     # Below 1e-4 a number is round-off (the FID of a set against itself comes out near 1e-7), not a reason for six
@@ -366,7 +366,7 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
                          for m in methods]
         finite = [v for v in column_values if v is not None and not math.isnan(v)]
         column.rate = rate[key] and all(0.0 <= v <= 1.0 for v in finite)  # a "rate" outside [0, 1] shows as the number it is
-        column.decimals = _decimals(column_values)
+        column.decimals = decimals_for(column_values)
     # Erasure columns first, then preservation, whatever order the store returned them in; attack cells after all
     # static columns, as their own group.
     ordered = sorted(columns.values(), key=lambda c: (c.group == "attack", c.role != "erasure"))

@@ -550,3 +550,18 @@ def test_a_column_whose_runs_disagree_on_the_unit_has_none(tmp_path):
     same = Store(tmp_path / "same")
     fill(same, "run-1", {"sd": {BENCH: [1.0, 0.0] * 20}, "uce": {BENCH: [0.0] * 40}}, unit="rate")
     assert [c.unit for c in leaderboard.build(same.results()).columns if c.metric == METRIC] == ["rate"]
+
+
+def test_compare_shows_a_small_score_with_the_digits_the_leaderboard_gives_it(tmp_path, capsys):
+    """A share near 0.63 read "sd 0.63, weak 0.63; B - A = +0.00 [+0.00, +0.01]" while the leaderboard showed 0.626
+    and 0.629: compare takes the leaderboard's rule for a column's digits."""
+    rng = np.random.default_rng(3)
+    base = (0.626 + 0.01 * rng.standard_normal(40)).tolist()
+    store = Store(tmp_path / "s")
+    fill(store, "run-1", {"sd": {BENCH: base}, "weak": {BENCH: [v + 0.003 for v in base]}}, name="share",
+         description="a share of the image", lower_is_better=False, unit="score")
+    store.close()
+    decimals = leaderboard.decimals_for([statistics.fmean(base)])
+    assert decimals == 3
+    text = run_cli(capsys, "compare", "--out", str(tmp_path / "s"), "sd", "weak")
+    assert f"sd {statistics.fmean(base):.3f}, weak {statistics.fmean(base) + 0.003:.3f}; B - A = +0.003" in text
