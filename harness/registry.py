@@ -205,10 +205,9 @@ class Registry:
             return ConceptSet.from_file(name_or_path)
         entry = self.entry("concepts", name_or_path)
         concepts = ConceptSet.from_file(entry.target)
-        if concepts.name != entry.name:  # runs, keys and reports would name the file's set, not the one selected
-            raise HarnessError(f"plugin {entry.plugin!r} registers the concept set {entry.name!r} as {entry.target}, whose "
-                               f"name is {concepts.name!r}; make the registration's name= match the file's \"name\"")
-        return concepts
+        # Registered under the name it is selected by: one file may serve under several names, and a plan, key or
+        # report that named the file's own "name" would not be the set the user chose.
+        return concepts if concepts.name == entry.name else dataclasses.replace(concepts, name=entry.name)
 
     def group(self, kind: str, group: str) -> list[str]:
         return sorted(name for name, entry in self.entries[kind].items() if group in entry.groups)
