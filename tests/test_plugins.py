@@ -58,15 +58,21 @@ def test_plugin_file_with_syntax_error_is_one_line_error(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def installed(site: Path, distribution: str, version: str, entry_point: str, module: str, source: str) -> Path:
+    """A distribution "installed" in ``site`` (put it on PYTHONPATH): its metadata, one ``harness`` entry point
+    ``entry_point = module``, and the module's source."""
+    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[harness]\n{entry_point} = {module}\n")
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    return site
+
+
 @pytest.fixture
 def broken_distribution(tmp_path):
     """An installed distribution whose plugin module raises on import."""
-    site = tmp_path / "site"
-    (site / "broken_dist-1.0.dist-info").mkdir(parents=True)
-    (site / "broken_dist-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-dist\nVersion: 1.0\n")
-    (site / "broken_dist-1.0.dist-info" / "entry_points.txt").write_text("[harness]\nbroken = broken_plugin\n")
-    (site / "broken_plugin.py").write_text("raise RuntimeError('boom at import')\n")
-    return site
+    return installed(tmp_path / "site", "broken-dist", "1.0", "broken", "broken_plugin", "raise RuntimeError('boom at import')\n")
 
 
 def test_plugin_that_raises_on_import_is_skipped_with_one_warning(broken_distribution):
@@ -86,21 +92,15 @@ def test_strict_mode_makes_a_broken_plugin_fatal(broken_distribution):
 
 @pytest.fixture
 def raising_hook_distribution(tmp_path):
-    """An installed distribution whose register_methods hook registers one method, then raises; its concept hook works."""
-    site = tmp_path / "site"
-    info = site / "raising_dist-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: raising-dist\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[harness]\nraising = raising_plugin\n")
-    (site / "raising_plugin.py").write_text(textwrap.dedent("""
+    """An installed distribution whose register_methods hook registers one method, then raises."""
+    return installed(tmp_path / "site", "raising-dist", "1.0", "raising", "raising_plugin", """
         from harness.hookspecs import hookimpl
 
         @hookimpl
         def register_methods(register):
             register("raising_plugin:Half", name="half-registered")
             raise ValueError("kaboom inside register_methods")
-        """))
-    return site
+        """)
 
 
 def test_an_installed_plugin_whose_hook_raises_is_skipped_not_fatal_to_every_command(raising_hook_distribution):
@@ -190,13 +190,7 @@ def test_strict_mode_makes_a_name_registered_twice_fatal(monkeypatch):
 @pytest.fixture
 def duplicate_distribution(tmp_path):
     """An installed distribution that registers its own ``uce`` (a different class) and reuses the plugin name ``paper``."""
-    site = tmp_path / "site"
-    info = site / "dup_dist-2.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dup-dist\nVersion: 2.0\n")
-    (info / "entry_points.txt").write_text("[harness]\nabc_first = dup_plugin\n")
-    (site / "dup_plugin.py").write_text(textwrap.dedent(
-        """
+    return installed(tmp_path / "site", "dup-dist", "2.0", "abc_first", "dup_plugin", """
         from harness.api import Method
         from harness.hookspecs import hookimpl
 
@@ -207,9 +201,7 @@ def duplicate_distribution(tmp_path):
         @hookimpl
         def register_methods(register):
             register(OtherUCE)
-        """
-    ))
-    return site
+        """)
 
 
 def test_an_installed_duplicate_name_leaves_the_cli_working(duplicate_distribution, tmp_path):
