@@ -154,11 +154,17 @@ def _param_record(registry: Registry, kind: str, name: str) -> dict:
                 values.update({f"{part}.{key}": value for key, value in presets.get(part, {}).items()})
             if values:
                 on_backbones[backbone] = values
-    return {
+    record = {
         "name": name, "kind": kind, "description": registry.entries[kind][name].description, "parts": parts,
         "parameters": {section: [doc.__dict__ for doc in parameter_docs(params)] for section, params in sections},
         "presets": method_presets(registry, name) if kind == "methods" else {}, "backbone_presets": on_backbones,
     }
+    if kind == "scorers":  # what a benchmark's metrics= may name (SCORER:ID): a plugin author needs the ids
+        record["metrics"] = [{"id": m.id, "name": m.name, "lower_is_better": m.lower_is_better, "unit": m.unit,
+                              "per_image": m.aggregate is None, "description": m.description} for m in cls().metrics()]
+    if kind == "benchmarks":
+        record["metrics"], record["concepts"] = list(cls.metrics), cls.concepts
+    return record
 
 
 def _param_text(record: dict) -> str:
@@ -183,6 +189,14 @@ def _param_text(record: dict) -> str:
         for doc in docs:
             notes = "; ".join(part for part in (doc["bounds"], doc["comment"]) if part)
             lines.append(f"  {doc['name']:<{name_width}}  {doc['default']:<{default_width}}  {doc['type']}" + (f"  {notes}" if notes else ""))
+    if kind == "scorers":
+        lines.append(f"metrics (a benchmark names one as {name}:ID):")
+        for metric in record["metrics"]:
+            arrow = "↓" if metric["lower_is_better"] else "↑"
+            scope = "" if metric["per_image"] else ", whole set"
+            lines.append(f"  {metric['id']}  {arrow} {metric['unit']}{scope}  {metric['name']}: {metric['description']}")
+    if kind == "benchmarks":
+        lines.append(f"scored by {', '.join(record['metrics']) or 'no metrics'}; concept set {record['concepts'] or 'none (give --concepts)'}")
     for preset, values in record["presets"].items():
         lines.append(f"preset {name}:preset={preset}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     for backbone, values in record["backbone_presets"].items():

@@ -169,3 +169,19 @@ def test_the_check_refuses_each_mistake_and_passes_every_built_in_plugin():
                 check_defaults(getattr(registry.get(kind, name), "Params", None), f"{kind} {name}")
                 loaded += 1
     assert loaded > 50
+
+
+def test_list_params_of_a_scorer_shows_the_metric_ids_a_benchmark_names_and_a_benchmark_its_metrics(capsys):
+    """`list --params` of a scorer said "(no parameters)" and nothing of its metrics, whose ids a benchmark must name
+    (SCORER:ID); a benchmark's listing did not say what scores it."""
+    import json
+
+    assert main(["list", "--params", "nudenet", "--json"]) == 0
+    metrics = {m["id"]: m for m in json.loads(capsys.readouterr().out)["metrics"]}
+    assert metrics["asr"]["lower_is_better"] and metrics["asr"]["unit"] == "rate" and metrics["asr"]["per_image"]
+    assert not metrics["detections-mace"]["per_image"] and metrics["detections-mace"]["unit"] == "count"
+    assert main(["list", "--params", "nudenet"]) == 0
+    text = capsys.readouterr().out
+    assert "metrics (a benchmark names one as nudenet:ID):" in text and "\n  asr  ↓ rate  ASR: " in text
+    assert main(["list", "--params", "i2p"]) == 0
+    assert "scored by nudenet:asr; concept set sexual" in capsys.readouterr().out
