@@ -168,7 +168,7 @@ def _caption_sources(board: Leaderboard) -> str:
     return f"From erasure-harness run{'s' if len(runs) > 1 else ''} {escape(', '.join(runs))}." if runs else ""
 
 
-def _erasure_table(board: Leaderboard, erasure: list[Column], label: str, what: str) -> str | None:
+def _erasure_table(board: Leaderboard, erasure: list[Column], attacked: list[Column], label: str, what: str) -> str | None:
     user = [c for c in erasure if not c.adversarial]
     adversarial = [c for c in erasure if c.adversarial]
     preservation = board.preservation_columns()
@@ -177,7 +177,6 @@ def _erasure_table(board: Leaderboard, erasure: list[Column], label: str, what: 
         groups.append(_erasure_group("User prompt", user))
     if adversarial:
         groups.append(_erasure_group("Adversarial prompt", adversarial))
-    attacked = board.attack_columns()
     if attacked:
         groups.append(_erasure_group("Attacked", attacked))
     if preservation:
@@ -191,15 +190,18 @@ def _erasure_table(board: Leaderboard, erasure: list[Column], label: str, what: 
 
 def table1(board: Leaderboard) -> str | None:
     """Erasure on user and adversarial prompts (one primary metric per benchmark) and knowledge preservation."""
-    return _erasure_table(board, [c for c in board.erasure_columns() if c.primary], "tab:erasure", "")
+    return _erasure_table(board, [c for c in board.erasure_columns() if c.primary],
+                          [c for c in board.attack_columns() if c.primary], "tab:erasure", "")
 
 
 def table1_secondary(board: Leaderboard) -> str | None:
     """The erasure metrics that are not their benchmark's primary one, in Table 1's layout."""
+    # An attack cell's other metrics too: Table 1 shows each cell's primary one, as for its source benchmark.
     secondary = [c for c in board.erasure_columns() if not c.primary]
-    if not secondary:
+    attacked = [c for c in board.attack_columns() if not c.primary]
+    if not secondary and not attacked:
         return None
-    return _erasure_table(board, secondary, "tab:erasure-secondary", "Secondary erasure metrics. ")
+    return _erasure_table(board, secondary, attacked, "tab:erasure-secondary", "Secondary erasure metrics. ")
 
 
 def table2(board: Leaderboard, benchmark: str) -> str:

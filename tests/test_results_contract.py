@@ -173,3 +173,25 @@ def test_an_attack_cell_is_adversarial_in_every_output(tmp_path, capsys):
                      "append-word(plain)": "erasure, adversarial", "attacked": "average"}
     table = latex.table1(board)
     assert r"\multicolumn{2}{c}{Adversarial prompt}" in table and r"{Attacked}" in table
+
+
+def test_table1_shows_an_attack_cells_primary_metric_and_the_secondary_table_its_others(tmp_path):
+    """Table 1 promises one primary metric per benchmark, and its Attacked group listed every metric of an attack
+    cell (each again in the "attacked" average)."""
+    from reports import latex, leaderboard
+
+    store = attack_store(tmp_path / "s")
+    store.start_run("run-1", {})
+    for method, state, flagged in (("sd", None, [1, 0, 1, 0]), ("uce", "state-uce", [0, 0, 1, 0])):
+        for bench, adversarial, attack in (("plain", False, None), ("append-word(plain)", True, "append-word")):
+            store.add_result(run_id="run-1", method=method, benchmark=bench, metric="kit:any", value=sum(flagged) / 4, n=4,
+                             lower_is_better=True, name="ASR-any", description="fraction of images with any flag", unit="rate",
+                             adversarial=adversarial, needs_reference=False, model_state=state, unet_evals_per_image=8.0,
+                             attack=attack, values=[(str(i), str(i), i, f"{method}-{bench}-{i}-any", float(v)) for i, v in enumerate(flagged)])
+    store.finish_run("run-1")
+    board = leaderboard.build(store.results(), values=store.result_values())
+    attacked = board.attack_columns()
+    assert sorted((c.benchmark, c.metric, c.primary) for c in attacked if not c.is_average) == [
+        ("append-word(plain)", "kit:any", False), ("append-word(plain)", "kit:asr", True)]
+    primary, secondary = latex.table1(board), latex.table1_secondary(board)
+    assert "ASR-any" not in primary.split("Attacked")[1] and "ASR-any" in secondary.split("Attacked")[1]
