@@ -280,6 +280,7 @@ def _run_config(args):
         show_progress=not args.no_progress,
         attacks=args.attack,
         attack_budget=args.attack_budget,
+        keep_going=args.keep_going,
     )
 
 
@@ -293,6 +294,8 @@ def cmd_run(args, registry: Registry) -> int:
         print("\n".join(runner.describe_stored_work(planned)))
         return 0
     world = distributed.launched_world()  # under torchrun / accelerate launch: one of N data-parallel processes
+    if world is not None and args.keep_going:  # ranks that went on past different failures would wait on each other
+        raise HarnessError("--keep-going runs in one process; drop it under torchrun / accelerate launch")
     store = None
     try:
         if world is not None:
@@ -473,6 +476,9 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--out", default="harness-out", help="results store and cache directory (default: harness-out)")
     p.add_argument("--run-name", help="name of the run (default: derived from the configuration, so a re-run resumes it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--keep-going", action="store_true",
+                   help="a method that fails (a bug, out of memory) is reported and the run goes on with the next; the run "
+                        "then ends with an error naming them, stays unfinished, and the same command retries only those")
     p.add_argument("--dry-run", action="store_true", help="resolve and print the plan and how much of it the store already holds (images, erasures; no weights are loaded), then stop")
     p.set_defaults(handler=cmd_run)
 

@@ -62,6 +62,7 @@ class RunConfig:
     show_progress: bool = True
     attacks: str | None = None  # --attack A[,B]: attack cells "A(B)" for every method and attacked benchmark
     attack_budget: int | None = None  # --attack-budget N: at most N iterations per prompt for every attack
+    keep_going: bool = False  # --keep-going: a method that fails is reported and the run goes on with the next one
 
 
 @dataclass
@@ -647,26 +648,52 @@ class Runner:
         store.write_manifest(plan.run_id, manifest)
         states_metadata = {}
         groups = concept_groups(plan.benchmarks)
+        failed = []
         for method in plan.methods:
-            for group in groups:
-                self._generate_references(group)
-                state = self._state_for(method, group)
-                states_metadata[f"{method.label} / {group[0].concepts.name}"] = state.metadata
-                for planned in group:
-                    self._run_cell(method.label, planned, state)
-                for attack in plan.attacks:
+            try:
+                for group in groups:
+                    self._generate_references(group)
+                    state = self._state_for(method, group)
+                    states_metadata[f"{method.label} / {group[0].concepts.name}"] = state.metadata
                     for planned in group:
-                        self._run_attack_cell(method, planned, state, attack)
+                        self._run_cell(method.label, planned, state)
+                    for attack in plan.attacks:
+                        for planned in group:
+                            self._run_attack_cell(method, planned, state, attack)
+            except Exception as err:  # not KeyboardInterrupt: Ctrl-C still stops the run
+                if not plan.config.keep_going:
+                    raise
+                failed.append(self._failed_method(method.label, err))
         manifest["model_states"] = states_metadata
         if plan.attacks:
             manifest["attack_cells"] = self.attack_log
         manifest["truncated_prompts"] = self.truncated
         manifest["pipeline_loaded"] = self.source.loads > 0
         manifest["overlap"] = self.overlap.as_dict()
+        self.states.reset()
+        if failed:
+            # Unfinished, as a killed run is: its manifest keeps no finishing keys (reports name the run unfinished,
+            # merge takes a finished copy's over it), and the same command retries what failed, nothing else.
+            names = ", ".join(f"{f['method']} ({f['error']})" for f in failed)
+            raise HarnessError(f"{len(failed)} of {len(plan.methods)} method(s) failed: {names}; the other methods' results "
+                               f"are stored; fix the cause and run the same command again to retry only what failed")
         store.write_manifest(plan.run_id, manifest)
         store.finish_run(plan.run_id)
-        self.states.reset()
         return plan.run_id
+
+    def _failed_method(self, label: str, err: Exception) -> dict:
+        """--keep-going: say what failed now, in full where it is a bug (a traceback), and put the weights back."""
+        import traceback
+
+        from harness.failures import user_error
+
+        message = user_error(err)
+        if message is None:  # a bug in someone's code: its traceback, with the plugin named (failures.naming_the_plugin)
+            traceback.print_exception(err, file=sys.stderr)
+            message = f"{type(err).__name__}: {err}"
+        print(f"harness: method {label} failed: {message}; going on with the next method (--keep-going)", file=sys.stderr)
+        self.states.reset()
+        return {"method": label, "error": message}
 
     def _state_for(self, method: PlannedMethod, group: list[PlannedBenchmark]):
         """The method's model state: read from the store when every image of the group exists, else activated."""

@@ -135,3 +135,31 @@ def test_numpy_values_a_scorer_returns_are_stored_as_the_numbers_they_hold(capsy
     with Store(tmp_path / "plain" / "out") as store:
         (plain_result,) = store.results()
     assert numpy_result.value == pytest.approx(plain_result.value, rel=1e-6) and numpy_result.n == 2
+
+
+def test_keep_going_runs_the_other_methods_and_the_same_command_retries_only_the_failed_one(tmp_path, capsys):
+    """One method's bug stopped the whole run: `sd` after `boom` never ran and the store had no results."""
+    from harness.store import Store
+
+    concepts = tmp_path / "red.json"
+    concepts.write_text('{"name": "red", "erase": ["red"]}')
+    command = ["--plugin", MISTAKES, "run", "--model", "tiny", "--methods", "boom,sd", "--bench", "mistaken", "--concepts",
+               str(concepts), "--out", str(tmp_path / "out"), "--no-progress", "--keep-going"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "raised in method 'boom'" in err  # the bug keeps its traceback, the plugin named
+    assert "harness: method boom failed: ValueError: my bug; going on with the next method (--keep-going)" in err
+    assert err.strip().splitlines()[-1] == ("harness: error: 1 of 2 method(s) failed: boom (ValueError: my bug); the other "
+                                            "methods' results are stored; fix the cause and run the same command again to "
+                                            "retry only what failed")
+    with Store(tmp_path / "out") as store:
+        assert {r.method for r in store.results()} == {"sd"}
+        assert set(store.run_status().values()) == {"running"}  # unfinished, as a killed run: reports say so
+        (run_id,) = store.run_status()
+        assert "model_states" not in store.read_manifest(run_id)  # no finishing keys: merge takes a finished copy's
+    # again: sd's cell is stored, boom fails again, nothing else is made
+    assert main(command) == 2
+    assert "2 of 2" not in capsys.readouterr().err
+    # without --keep-going the first failure stops the run, as before
+    with pytest.raises(ValueError, match="my bug"):
+        main([*command[:-1], "--out", str(tmp_path / "other")])  # the last --out counts
