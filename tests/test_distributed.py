@@ -150,3 +150,15 @@ def test_a_killed_rank_loses_nothing_finished_and_a_rerun_completes(tmp_path):
     after = {path.stem: path.stat().st_mtime_ns for path in images.rglob("*.png")}
     assert all(after[key] == mtime for key, mtime in before.items())  # nothing finished was made again
     assert len(after) == 400 and image_rows(out) == (400, 400, "ok")
+
+
+def test_keep_going_is_refused_under_a_distributed_launch(tmp_path, capsys, monkeypatch):
+    """Ranks that went on past different failures would wait on each other's collectives."""
+    from harness.cli import main
+
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    code = main(["run", "--model", "tiny", "--bench", "toy-explicit", "--limit", "1", "--out",
+                 str(tmp_path / "out"), "--keep-going"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--keep-going runs in one process; drop it under torchrun / accelerate launch" in err
