@@ -552,7 +552,8 @@ class Attack(Configurable):
     attacks that compare with the base model) and ``ctx.step()`` to count iterations.  Text-encoder and UNet
     evaluations are counted by the harness itself (forward hooks), so an attack never reports its own cost.
 
-    ``reads`` names the pipeline components whose weights the result depends on.  An attack that reads only
+    ``reads`` names the pipeline components whose weights the result depends on (``text_encoder`` and/or ``unet``;
+    anything else, or nothing, is refused when a run is planned).  An attack that reads only
     ``text_encoder`` (Ring-A-Bell) is cached under the text encoder's state, so methods that edit only the UNet
     share one search.  ``budget_param`` names the ``Params`` field that ``--attack-budget N`` caps (iterations);
     an attack whose steps per prompt are not that one field (UnlearnDiffAtk's grid: iterations × grid points)

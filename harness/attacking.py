@@ -154,6 +154,10 @@ def plan_attacks(registry, text: str | None, overrides: dict, budget: int | None
             raise HarnessError(f"unknown attack {selection.name!r}{did_you_mean(selection.name, registry.entries['attacks'])} "
                                "(see `harness list attacks`)")
         cls = registry.get("attacks", selection.name)
+        reads = set(getattr(cls, "reads", ()))
+        if not reads or not reads <= READABLE_COMPONENTS:  # () was cached as text-encoder-only without a word
+            raise HarnessError(f"attack {selection.name!r} declares reads={tuple(cls.reads)!r}; it must name the components "
+                               f"its search depends on, from {', '.join(sorted(READABLE_COMPONENTS))} (a bug in the attack's plugin)")
         from harness.runner import check_given_once, overrides_for, preset_text
 
         preset = preset_text(getattr(backbone, "attack_presets", {}).get(selection.name, {}))
@@ -231,6 +235,10 @@ def tokenizer_positions(backbone, model: str | None) -> int | None:
         return None
     # transformers writes a huge sentinel (1e30) for a tokenizer without a length: unknown, not a limit.
     return value if isinstance(value, int) and 0 < value < 1_000_000 else None
+
+
+# What an attack's ``reads`` may name: the components whose weights its search can depend on (attack_state_key).
+READABLE_COMPONENTS = {"text_encoder", "unet"}
 
 
 def attack_state_key(attack: Attack, state_key: str, store: Store, states, activated: Callable) -> str:

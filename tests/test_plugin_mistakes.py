@@ -163,3 +163,12 @@ def test_keep_going_runs_the_other_methods_and_the_same_command_retries_only_the
     # without --keep-going the first failure stops the run, as before
     with pytest.raises(ValueError, match="my bug"):
         main([*command[:-1], "--out", str(tmp_path / "other")])  # the last --out counts
+
+
+def test_an_attack_whose_reads_names_no_component_is_one_line(capsys, tmp_path):
+    """reads = () was cached under the text encoder's state without a word; an unknown name likewise."""
+    code = main(["--plugin", MISTAKES, "run", "--model", "tiny", "--bench", "mistaken", "--attack", "reads-nothing",
+                 "--out", str(tmp_path / "out"), "--dry-run"])
+    err = capsys.readouterr().err
+    one_line(code, err, "attack 'reads-nothing' declares reads=(); it must name the components its search depends on, "
+                        "from text_encoder, unet")

@@ -126,6 +126,15 @@ class MisnamedBudget(Attack):
         return AdversarialPrompt(text=spec.prompt)
 
 
+class ReadsNothing(Attack):
+    name = "reads-nothing"
+    description = "an attack whose reads names no component"
+    reads = ()
+
+    def attack(self, pipe, concepts, spec, ctx):
+        return AdversarialPrompt(text=spec.prompt)
+
+
 class RaisingAttack(Attack):
     name = "raising-attack"
     description = "an attack with a bug"
@@ -138,6 +147,7 @@ class RaisingAttack(Attack):
 def register_attacks(register):
     register(MisnamedBudget)
     register(RaisingAttack)
+    register(ReadsNothing)
 
 
 @hookimpl
