@@ -86,8 +86,6 @@ class Registry:
         ``report`` and ``check`` of stores it never touched): its registrations from that hook are dropped with one
         warning naming it and its package, as for a plugin that fails to import (fatal under HARNESS_STRICT_PLUGINS);
         ``harness plugins`` shows the failure."""
-        from harness.plugins import plugin_problem
-
         message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
         info = self.host.info(plugin_name)
         if info is None or info.builtin or not info.installed:

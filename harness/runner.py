@@ -33,7 +33,7 @@ from harness.api import (
     close_suggestion,
     sha256_json,
 )
-from harness.failures import naming_the_plugin
+from harness.failures import naming_the_plugin, user_error
 from harness.names import check_name
 from harness.registry import Registry, did_you_mean
 from harness.seeds import SEEDS_OF, repeat_seeds
@@ -130,6 +130,7 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
         return [(method, Selection(selection.name, raw).label())]
     # A registered composition (e.g. trce = trce-t+trce-v): route each parameter to the part that declares it.
     part_classes = [registry.get("methods", name) for name in cls.parts]
+    class_of = dict(zip(cls.parts, part_classes))
     routed: dict[str, dict[str, str]] = {name: dict(overrides.get(name, {})) for name in cls.parts}
     # "PART.key" (how a label writes a part's --set value) reaches that part only; routed first, so that a key written
     # for every part beside the name (trce:lamb=0.5) that gives one of them another value is refused: one of the two
@@ -141,8 +142,7 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
             if part_name not in cls.parts:
                 raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no part {part_name!r} for {key!r}"
                                    f"{did_you_mean(part_name, cls.parts)}")
-            part_class = part_classes[cls.parts.index(part_name)]
-            check_given_once(part_class, part_name, overrides.get(part_name, {}), {part_key: value}, written=f"{selection.name}:{part_name}.")
+            check_given_once(class_of[part_name], part_name, overrides.get(part_name, {}), {part_key: value}, written=f"{selection.name}:{part_name}.")
             routed[part_name][part_key] = value
             continue
         if key == "preset":  # each part that has a preset of that name takes it
@@ -155,11 +155,9 @@ def expand_method(registry: Registry, selection: Selection, overrides: dict, lab
         if not owners:
             known = sorted({f.name for part in part_classes for f in dataclasses.fields(part.Params)})
             raise HarnessError(f"{selection.name} (= {'+'.join(cls.parts)}) has no parameter {key!r}{did_you_mean(key, known)}")
-        for owner, part_class in zip(cls.parts, part_classes):
-            if owner not in owners:
-                continue
+        for owner in owners:
             given = routed[owner].get(key)
-            if given is not None and not same_setting(part_class, key, given, value):
+            if given is not None and not same_setting(class_of[owner], key, given, value):
                 raise HarnessError(f"{owner}.{key} is given twice, {selection.name}:{key}={value} (for every part) and {owner}.{key}={given} "
                                    f"(--set or {selection.name}:{owner}.{key}); keep one")
             routed[owner][key] = value
@@ -684,8 +682,6 @@ class Runner:
     def _failed_method(self, label: str, err: Exception) -> dict:
         """--keep-going: say what failed now, in full where it is a bug (a traceback), and put the weights back."""
         import traceback
-
-        from harness.failures import user_error
 
         message = user_error(err)
         if message is None:  # a bug in someone's code: its traceback, with the plugin named (failures.naming_the_plugin)

@@ -162,12 +162,12 @@ def _check_method(results: list[dict], label: str, where: str) -> None:
         raise HarnessError(f"no results for method {label!r} in the store at {where}{did_you_mean(label, stored)}")
 
 
-def _shown(value: float | None, rate: bool, decimals: int = 2) -> str:
+def _shown(value: float | None, rate: bool, decimals: int) -> str:
     """A compared value: a rate in percent (two decimals), other numbers with ``decimals``, "–" for none."""
     return "–" if value is None else f"{100 * value:.2f}%" if rate else f"{value:.{decimals}f}"
 
 
-def _both(record: dict, value_a: float | None, value_b: float | None, rate: bool, decimals: int = 2) -> str:
+def _both(record: dict, value_a: float | None, value_b: float | None, rate: bool, decimals: int) -> str:
     """"uce 12.50%, trce 3.00%": the two methods' values."""
     return f"{record['a']} {_shown(value_a, rate, decimals)}, {record['b']} {_shown(value_b, rate, decimals)}"
 
