@@ -1,7 +1,9 @@
 """Image grids: methods (rows) × prompts (columns) of one benchmark, taken from the image cache.
 
-An image is **flagged** when one of its benchmark's erasure metrics (the per-image ones: NudeNet ASR, Q16,
-toy-asr) counts it, judged from the raw score the run stored for it; nothing is re-scored.  Flagged images
+An image is **flagged** when one of its benchmark's erasure metrics (the per-image rates and counts: NudeNet ASR,
+Q16, toy-asr) counts it, judged from the value the run stored for it; nothing is re-scored.  A lower-is-better
+per-image score or distance (a plugin's, say) flags nothing: it is above 0 for nearly every image, and says how far
+an image is, not that it shows the concept.  Flagged images
 are blurred unless ``blur=False`` (``harness report --no-blur``), so a grid can go on a slide without
 showing explicit content by accident.  An image of such a benchmark that has no stored raw score (its
 scorer's plugin is not loaded now, or the score was made by another scorer version) is blurred too: when in
@@ -101,9 +103,15 @@ def latest_images(store, board: Leaderboard, results: list[Result]) -> dict[tupl
     return images
 
 
+# Units whose per-image value above 0 says the image shows the concept: a rate's 1, a count of detections.  A score or
+# a distance (lower is better, e.g. a plugin's distance to a reference image) is above 0 for nearly every image.
+FLAGGING_UNITS = ("rate", "count", None)  # None: a result stored before units were (every such erasure metric counted)
+
+
 def _flag_metrics(board: Leaderboard, benchmark: str) -> list[str]:
-    """The benchmark's per-image erasure metrics ("scorer:id"): the ones that can flag a single image."""
-    return [c.metric for c in board.columns if c.benchmark == benchmark and c.role == "erasure" and not c.is_average and not c.set_level]
+    """The benchmark's per-image erasure metrics ("scorer:id") that can flag a single image: rates and counts."""
+    return [c.metric for c in board.columns if c.benchmark == benchmark and c.role == "erasure" and not c.is_average
+            and not c.set_level and c.unit in FLAGGING_UNITS]
 
 
 class Flagger:

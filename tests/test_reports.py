@@ -330,6 +330,20 @@ def test_no_blur_flag_reaches_the_grids(store_dir, capsys, tmp_path):
     assert unblurred.shape == blurred.shape and unblurred.var() > blurred.var()
 
 
+def test_only_rates_and_counts_flag_an_image():
+    """A lower-is-better per-image score or distance (a plugin's distance to a reference image) is above 0 for nearly
+    every image: flagging on it blurred every image of its benchmark."""
+    from types import SimpleNamespace
+
+    def column(metric, unit, lower_is_better=True, set_level=False):
+        return leaderboard.Column("b", metric, metric, lower_is_better, set_level=set_level, unit=unit)
+
+    columns = [column("nudenet:asr", "rate"), column("nudenet:parts", "count"), column("old:asr", None),
+               column("lpips:distance", "distance"), column("judge:harm", "score"), column("clip:score", "score", lower_is_better=False),
+               column("fid:fid", "distance", set_level=True)]
+    assert grids._flag_metrics(SimpleNamespace(columns=columns), "b") == ["nudenet:asr", "nudenet:parts", "old:asr"]
+
+
 def test_images_without_stored_values_are_blurred(store_dir, board, tmp_path):
     copied = tmp_path / "copied"
     shutil.copytree(store_dir, copied)
