@@ -367,6 +367,7 @@ def overrides_for(registry: Registry, kind: str, name: str, overrides: dict) -> 
 def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -> list[PlannedBenchmark]:
     """Each benchmark of ``--bench`` (groups expanded) with its parameters, concept set and prompts (``--limit`` applied)."""
     benchmarks = []
+    replaced: dict[str, str] = {}  # benchmark → the concept set it names, where --concepts gives another
     for selection in _expand_benchmarks(registry, parse_selections(config.bench, "--bench")):
         cls = registry.get("benchmarks", selection.name)
         check_given_once(cls, selection.name, overrides_for(registry, "benchmarks", selection.name, overrides), selection.params)
@@ -374,7 +375,10 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
         if any(planned.label == Selection(selection.name, raw).label() for planned in benchmarks):
             continue  # named twice, or in two groups (--bench toy,toy-explicit): run and count it once
         bench = cls(build_params(cls, raw, selection.name))
-        concept_name = config.concepts or getattr(bench.params, "concepts", None) or bench.concepts
+        own_concepts = getattr(bench.params, "concepts", None) or bench.concepts
+        if config.concepts and own_concepts and own_concepts != config.concepts:
+            replaced[Selection(selection.name, raw).label()] = own_concepts
+        concept_name = config.concepts or own_concepts
         concepts = registry.concept_set(concept_name) if concept_name else ConceptSet(name="none")
         bench.prompt_limit = config.limit
         try:
@@ -393,6 +397,13 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
             source = getattr(bench.params, "path", None) or getattr(bench.params, "data", None)  # the file to look at
             raise HarnessError(f"benchmark {selection.name!r} has no prompts" + (f" ({source} has none)" if source else ""))
         benchmarks.append(PlannedBenchmark(Selection(selection.name, raw).label(), bench, concepts, specs))
+    if replaced:
+        # Allowed (a nudity erasure measured on I2P's other categories is a fair question), but easy to do by accident:
+        # "pass --concepts NAME" for a group that spans several concept sets measures every table on NAME's erasure.
+        named = ", ".join(f"{bench} ({own})" for bench, own in replaced.items())
+        warnings.warn(f"--concepts {config.concepts} replaces the concept set these benchmarks name: {named}; their metrics "
+                      f"measure a {config.concepts} erasure (run each concept set's benchmarks on their own to measure their own)",
+                      stacklevel=2)
     return benchmarks
 
 
@@ -473,7 +484,15 @@ def check_concepts_named(methods: list[PlannedMethod], benchmarks: list[PlannedB
         for part, part_label in method.parts:
             if part.kind == MethodKind.NONE:
                 continue
+            named = sorted({planned.concepts.name for planned in benchmarks} - {"none"})
             for planned in benchmarks:
+                if planned.concepts.name == "none" and len(named) > 1:
+                    # --concepts NAME would erase NAME for every benchmark, the others' tables included
+                    raise HarnessError(
+                        f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none, "
+                        f"while this run's other benchmarks name {len(named)} ({', '.join(named)}); run each concept set's "
+                        f"benchmarks with {planned.label} in a run of their own (--concepts NAME would erase NAME on every one)"
+                    )
                 if planned.concepts.name == "none":
                     raise HarnessError(
                         f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; "

@@ -399,3 +399,19 @@ def test_a_read_only_store_whose_newest_results_are_still_in_its_log_shows_them(
         snapshot = store._snapshot
     assert snapshot is not None and not snapshot.exists()  # the private copy is gone with the store
     assert sorted(p.name for p in copy.iterdir()) == ["harness.db", "harness.db-wal"]
+
+
+def test_a_benchmark_naming_no_concept_set_beside_several_says_to_split_the_run(tmp_path, capsys):
+    """`--bench paper` with an erasing method: coco names no concept set and the others name four.  The old hint,
+    "pass --concepts NAME", erased NAME for every benchmark: Table 2 and the art tables measured the wrong erasure."""
+    path = write_csv(tmp_path)
+    bench = (f"csv:path={path},metrics=brightness:mean,concepts=colours,csv:path={path},metrics=brightness:mean,concepts=toy-red,"
+             f"csv:path={path},metrics=brightness:mean")
+    code, _, stderr = cli(capsys, "run", "--model", "tiny", "--methods", "sd,uce", "--bench", bench, "--out", str(tmp_path / "out"), "--dry-run")
+    one_error(code, stderr, "names none, while this run's other benchmarks name 2 (colours, toy-red)", "in a run of their own")
+
+    code, stdout, stderr = cli(capsys, "run", "--model", "tiny", "--methods", "sd,uce", "--bench", bench, "--concepts", "colours",
+                               "--out", str(tmp_path / "out"), "--dry-run")
+    assert code == 0, stderr
+    assert f"--concepts colours replaces the concept set these benchmarks name: csv:concepts=toy-red,metrics=brightness:mean,path={path} (toy-red)" in stderr
+    assert stderr.count("replaces") == 1  # the benchmark that names colours itself is not listed
