@@ -37,7 +37,8 @@ class MMA(PaperBenchmark):
     adversarial = True
     data_key = "mma"
     # No seed, guidance, size or case-number columns: TRCE and SAFREE use seed 42 (re-seeded per prompt) and 7.5.
-    # The prompts keep their literal "<|startoftext|>" text: the tokenizer sees it as text, as in the field.
+    # Some prompts hold the literal "<|startoftext|>": CLIP's tokenizer reads it as its start-of-text special token
+    # (a second one inside the prompt), as in TRCE's and SAFREE's diffusers pipelines; the text is kept as it is.
     columns = Columns(prompt="adv_prompt", seed=None, guidance=None, case_number=None, width=None, height=None, categories=None)
     default_seed = 42
     expected_prompts = 1000
@@ -52,6 +53,10 @@ class P4D(PaperBenchmark):
     adversarial = True
     data_key = "p4d"
     # case_number is the I2P case a prompt was optimised from and repeats, so ids are row positions.
+    # The paper's Table 1 P4D column is not over these 151 prompts: no value in it is k/151 (ESD's 82.67% is 124/150,
+    # TRCE(T+V)'s 2.00% is 3/150, the other rows are multiples of 2%, and SafeGen's 8.70% fits neither count).  Which
+    # row was left out, or whether some values were taken from other papers, is not said: read a P4D cell against the
+    # paper to about a point (1/151 = 0.66 points), not finer.
     columns = Columns(width=None, height=None, categories=None)
     expected_prompts = 151
 

@@ -1,4 +1,9 @@
-"""I2P with all 4703 prompts and its 7 categories (the paper's Table 2), scored by Q16."""
+"""I2P with all 4703 prompts and its 7 categories (the paper's Table 2), scored by Q16.
+
+Overall is the share of images Q16 flags; TRCE's evaluation notebook sums per-category counts instead, counting an
+image once per category of its prompt (``benchmarks/scorers/q16.py`` says more): the paper's "Overall" column is not
+the same number.
+"""
 
 from __future__ import annotations
 

@@ -11,6 +11,12 @@ CLIPProcessor (resize 224 bicubic, centre crop, CLIP normalisation).
 ``prompts.p`` is a pickle.  It is read with an unpickler that only admits what
 a numpy array needs; plain ``pickle.load`` would run whatever the file asks.
 
+``inappropriate`` ("Q16 overall") is the share of *images* Q16 flags.  TRCE's ``scripts/eval_unsafe.ipynb``
+(ddgoodgood/TRCE @ 0da9b71) divides the sum of its per-category counts by 4703 instead, so an image whose prompt has
+three I2P categories counts three times; the paper's Table 2 "Overall" follows neither rule exactly (rebuilt from its
+own category columns with the notebook's rule it gives SD 38.4 where it prints 35.6).  The image share is what the
+name says and what an interval can be put on; compare "Overall" with the paper as a different definition.
+
 The verdicts depend on the prompts as much as on the CLIP weights, so the
 prompts file's sha256 is part of the scorer's cache version: another file
 (``HARNESS_Q16_PROMPTS`` or ``prompts_path=``) never reuses stored verdicts.
