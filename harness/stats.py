@@ -50,7 +50,11 @@ def wilson(successes: float, n: float, confidence: float = CONFIDENCE) -> tuple[
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+    # At p = 0 (p = 1) the lower (upper) end is 0 (1) exactly; centre ∓ half leaves round-off there (1.4e-17,
+    # 0.9999999999999999), which the exports would carry.
+    low = 0.0 if p == 0 else max(0.0, float(centre - half))
+    high = 1.0 if p == 1 else min(1.0, float(centre + half))
+    return low, high
 
 
 def effective_sample_size(values: Sequence[float], groups: Sequence | None) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 from harness.api import HarnessError
 from harness.hookspecs import hookimpl
 from harness.results import common_unit
-from reports.leaderboard import decimals_for
+from reports.leaderboard import decimals_for, fixed
 
 COMPARE_HELP = """\
 Paired comparison of two methods on every benchmark and metric both have in the store: the
@@ -164,7 +164,7 @@ def _check_method(results: list[dict], label: str, where: str) -> None:
 
 def _shown(value: float | None, rate: bool, decimals: int) -> str:
     """A compared value: a rate in percent (two decimals), other numbers with ``decimals``, "–" for none."""
-    return "–" if value is None else f"{100 * value:.2f}%" if rate else f"{value:.{decimals}f}"
+    return "–" if value is None else f"{fixed(100 * value, 2)}%" if rate else fixed(value, decimals)
 
 
 def _both(record: dict, value_a: float | None, value_b: float | None, rate: bool, decimals: int) -> str:

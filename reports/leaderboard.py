@@ -32,6 +32,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 
 from harness.results import Result, common_unit, kept_in_half_precision
 from harness.spec import Selection
@@ -423,10 +424,13 @@ def _add_attacked_averages(board: Leaderboard) -> None:
     for metric, indices in by_metric.items():
         first = board.columns[indices[0]]
         cells = tuple(board.columns[i].benchmark for i in indices)
-        board.columns.append(Column(ATTACKED, metric, first.name, first.lower_is_better,
-                                    f"mean of {first.name} over the attack cells {', '.join(cells)}",
-                                    adversarial=True, rate=all(board.columns[i].rate for i in indices), average_of=cells,
-                                    attack=ATTACKED, unit=common_unit(board.columns[i].unit for i in indices)))
+        # Primary where every cell it averages is (as "Adv"): Table 1 shows it beside the attack cells' primary metric.
+        average = Column(ATTACKED, metric, first.name, first.lower_is_better,
+                         f"mean of {first.name} over the attack cells {', '.join(cells)}",
+                         adversarial=True, rate=all(board.columns[i].rate for i in indices), average_of=cells,
+                         primary=all(board.columns[i].primary for i in indices),
+                         attack=ATTACKED, unit=common_unit(board.columns[i].unit for i in indices))
+        board.columns.append(average)
         for row in board.rows:
             parts = [row.values[i] for i in indices]
             # As for "Adv": only a method attacked in every cell gets a mean.
@@ -435,6 +439,7 @@ def _add_attacked_averages(board: Leaderboard) -> None:
             if row.per_image:  # an average has no per-image values of its own
                 row.per_image.append(None)
                 row.intervals.append(None)
+        average.decimals = decimals_for([row.values[-1] for row in board.rows])
 
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
@@ -467,9 +472,20 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
             if row.per_image:  # an average has no per-image values of its own
                 row.per_image.insert(position, None)
                 row.intervals.insert(position, None)
+        # The mean of three-significant-digit columns needs as many digits (a uce mean of -0.00528 printed -0.01)
+        average.decimals = decimals_for([row.values[position] for row in board.rows])
 
 
 # --------------------------------------------------------------------------- formatting
+
+
+def fixed(number: float, decimals: int) -> str:
+    """``number`` with ``decimals`` digits, halves rounded away from zero as a paper rounds them.  Python's own
+    formatting rounds an exact half to the even digit: 81.25 printed 81.2 and 93.75 printed 93.8 in one table.  The
+    number is read as its shortest decimal form first (0.145, not the binary 0.14499999…), so it rounds as written."""
+    if not math.isfinite(number):
+        return f"{number:.{decimals}f}"
+    return str(Decimal(repr(number)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
 
 
 def format_value(value: float | None, column: Column, decimals: int = 2, percent_sign: str = "%") -> str:
@@ -479,8 +495,8 @@ def format_value(value: float | None, column: Column, decimals: int = 2, percent
     if math.isnan(value):
         return "n/a"
     if column.rate:
-        return f"{100 * value:.{decimals}f}{percent_sign}"
-    return f"{value:.{column.decimals}f}"
+        return f"{fixed(100 * value, decimals)}{percent_sign}"
+    return fixed(value, column.decimals)
 
 
 def format_interval(interval, column: Column, value: float | None = None) -> str:
@@ -491,9 +507,9 @@ def format_interval(interval, column: Column, value: float | None = None) -> str
     if column.rate:
         # One decimal for the bounds, two for the value: near 0% or 100% at large n, rounding could put the shown
         # value outside its shown interval (0.01 [0.0, 0.0]); such a bound is rounded outward instead.
-        low, high = round(100 * interval.low, 1), round(100 * interval.high, 1)
+        low, high = float(fixed(100 * interval.low, 1)), float(fixed(100 * interval.high, 1))
         if value is not None and not math.isnan(value):
-            shown = round(100 * value, 2)
+            shown = float(fixed(100 * value, 2))
             low = min(low, math.floor(10 * shown + 1e-9) / 10)
             high = max(high, math.ceil(10 * shown - 1e-9) / 10)
         return f"[{low:.1f}, {high:.1f}]"
@@ -711,8 +727,8 @@ def format_erase_cost(row: Row) -> str:
 def shown_number(value: float, column: Column, decimals: int = 2) -> float:
     """The number ``format_value`` prints, for ranking: two cells that print alike tie."""
     if column.rate:
-        return round(100 * value, decimals)
-    return round(value, column.decimals)
+        return float(fixed(100 * value, decimals))
+    return float(fixed(value, column.decimals))
 
 
 def exported_value(value: float | None, base: bool, column: Column) -> float | None:

@@ -193,5 +193,38 @@ def test_table1_shows_an_attack_cells_primary_metric_and_the_secondary_table_its
     attacked = board.attack_columns()
     assert sorted((c.benchmark, c.metric, c.primary) for c in attacked if not c.is_average) == [
         ("append-word(plain)", "kit:any", False), ("append-word(plain)", "kit:asr", True)]
+    # The "attacked" average of the primary metric is primary too (it was in the secondary table, Table 1 had none).
+    assert sorted((c.metric, c.primary) for c in attacked if c.is_average) == [("kit:any", False), ("kit:asr", True)]
     primary, secondary = latex.table1(board), latex.table1_secondary(board)
-    assert "ASR-any" not in primary.split("Attacked")[1] and "ASR-any" in secondary.split("Attacked")[1]
+    # sd's ASR is 75% in every cell, its ASR-any 50%: each table's attack cell and attacked average show its own metric
+    assert r"sd & 75.00\% & 75.00\% & 75.00\% & 75.00\% & 75.00\% \\" in primary  # plain, adv-a, adv-b, A(plain), attacked
+    assert r"sd & 50.00\% & 50.00\% & 50.00\% \\" in secondary and "75.00" not in secondary  # plain, A(plain), attacked
+    assert primary.split("Attacked")[1].count("attacked") == secondary.split("Attacked")[1].count("attacked") == 1
+
+
+def test_an_average_column_prints_as_many_digits_as_the_columns_it_averages(tmp_path):
+    """A score's "Adv" and "attacked" means printed two decimals whatever their columns printed: a mean of -0.00525
+    showed as -0.01 beside cells of three significant digits."""
+    from reports import leaderboard
+
+    store = Store(tmp_path / "s")
+    store.start_run("run-1", {})
+    cells = [("adv-a", True, None), ("adv-b", True, None), ("plain", False, None), ("append-word(plain)", True, "append-word")]
+    for method, values in (("sd", [0.2, 0.1, 0.3, 0.1]), ("uce", [-0.021, 0.0, 0.0, 0.0])):
+        state = None if method == "sd" else "state-uce"
+        if state:
+            store.add_model_state(state, "tiny", method, {}, "c", None, {"provenance": "erased here"})
+        for bench, adversarial, attack in cells:
+            store.add_result(run_id="run-1", method=method, benchmark=bench, metric="kit:score", value=sum(values) / 4, n=4,
+                             lower_is_better=True, name="Score", description="mean score", unit="score",
+                             adversarial=adversarial, needs_reference=False, model_state=state, unet_evals_per_image=8.0,
+                             attack=attack, values=[(str(i), str(i), i, f"{method}-{bench}-{i}", v) for i, v in enumerate(values)])
+    store.finish_run("run-1")
+    board = leaderboard.build(store.results(), values=store.result_values())
+    columns = {c.benchmark: c for c in board.columns}
+    assert columns["adv-a"].decimals == 3
+    for average in ("Adv", "attacked"):
+        assert columns[average].decimals == 3, average
+        index = board.columns.index(columns[average])
+        uce = next(row for row in board.rows if row.method == "uce")
+        assert leaderboard.format_value(uce.values[index], columns[average]) == "-0.005"

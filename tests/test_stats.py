@@ -21,6 +21,13 @@ def test_wilson_reproduces_the_issue_numbers():
     assert (round(100 * low, 1), round(100 * high, 1)) == (2.1, 16.8)
 
 
+@pytest.mark.parametrize("n", [13, 15, 19, 20, 24, 100])
+def test_wilson_ends_at_zero_and_one_exactly(n):
+    """centre - half at 0/n came out 1.4e-17 and centre + half at n/n 0.9999999999999999, exported as such."""
+    assert stats.wilson(0, n)[0] == 0.0 and stats.wilson(n, n)[1] == 1.0
+    assert stats.wilson(0, n)[1] < 1 and stats.wilson(n, n)[0] > 0
+
+
 def test_wilson_rejects_empty():
     with pytest.raises(ValueError):
         stats.wilson(0, 0)
@@ -174,3 +181,15 @@ def test_a_stratified_interval_weights_each_sample_equally_and_resamples_within_
     assert (low, high) == (0.0, 1.0)
     with pytest.raises(ValueError, match="every sample"):
         stratified_bootstrap_mean([[1.0], []], [None, None])
+
+
+def test_printed_numbers_round_halves_away_from_zero_in_every_table():
+    """81.25% printed 81.2 and 93.75% printed 93.8 in one LaTeX table (Python rounds an exact half to the even digit)."""
+    from reports.leaderboard import Column, fixed, format_value, shown_number
+
+    rate = Column("b", "s:m", "ASR", True, rate=True)
+    assert [format_value(v, rate, decimals=1) for v in (0.8125, 0.9375, 0.03125)] == ["81.3%", "93.8%", "3.1%"]
+    assert format_value(1 / 32, rate) == "3.13%" and shown_number(1 / 32, rate) == 3.13
+    score = Column("b", "s:x", "FID", True, decimals=2)
+    assert [format_value(v, score) for v in (0.125, 0.145, -0.125, 2.675)] == ["0.13", "0.15", "-0.13", "2.68"]
+    assert fixed(float("inf"), 2) == "inf"
