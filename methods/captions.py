@@ -1,4 +1,5 @@
-"""Preservation captions, shared by the methods that preserve a caption set (TRCE-T and MACE).
+"""Preservation captions, shared by the methods that preserve a caption set (TRCE-T and MACE), and the content
+hashes of the files such methods read through a parameter.
 
 Both keep the model's behaviour on ordinary prompts by adding each caption's keys to the closed-form solve (TRCE
 §4.1, the prior-preservation term of Eq. 4; MACE's closed-form refinement, (CFR) in ``methods/mace.py``): COCO
@@ -10,11 +11,37 @@ concept sets), downloaded and sha256-checked by the core's data layer.
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
-from harness.api import ConceptSet, HarnessError, sha256_json
+from harness.api import ConceptSet, HarnessError, sha256_file, sha256_json
 
 CAPTION_COLUMNS = ("prompt", "caption", "text")  # a CSV's caption column: COCO-30k's is "prompt"
+
+
+def file_sha256(path: str) -> str:
+    """The content hash of a file a method reads through a parameter (``captions=PATH``), for its model-state key: the
+    key holds the parameter's text, so a file edited in place would hand back the edit made from the old one.
+    "missing" where there is no file (the plan-time check names it)."""
+    resolved = Path(path).expanduser()
+    if not resolved.is_file():
+        return "missing"
+    stat = resolved.stat()
+    return _file_sha256(str(resolved.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def folder_sha256(path: str) -> str:
+    """``file_sha256`` for a folder of files (MACE's ``masks=files:DIR``): each file's relative name and content hash."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        return "missing"
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return sha256_json([[str(p.relative_to(root)), file_sha256(str(p))] for p in files])
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:  # the key asks often; a changed file has a new mtime
+    return sha256_file(path)
 
 
 def check_captions_available(concepts: ConceptSet, path: str, method: str) -> None:

@@ -44,6 +44,7 @@ import torch
 
 from harness.api import HarnessError, sha256_json
 from harness.text import float32_text_encoder, rows_computed_in
+from methods.finetune import module_fingerprint
 
 # solver="limit": eigenvalues of mat2 below RCOND × the largest count as unconstrained (see invert).
 RCOND = 1e-6
@@ -252,8 +253,9 @@ def caption_statistics(pipe, captions: list[str], ctx, batch_size: int = 64) -> 
         "max_length": pipe.tokenizer.model_max_length,
         "text_encoder_dtype": str(text_encoder.dtype),
         **rows_computed_in(pipe),
-        # the backbone fingerprint names the model; this catches a swapped or edited text encoder
-        "text_encoder_checksum": text_encoder_checksum(text_encoder),
+        # the backbone fingerprint names the model; this catches a swapped or edited text encoder (a composition's
+        # checkpoint+trce-t): every weight's bytes, where a sum and sum of squares missed a permutation of rows
+        "text_encoder": module_fingerprint(text_encoder),
     }
 
     def compute() -> dict:
@@ -273,9 +275,3 @@ def caption_statistics(pipe, captions: list[str], ctx, batch_size: int = 64) -> 
     return KeyStatistics(key_key, key_key, float(tensors["captions"]))
 
 
-def text_encoder_checksum(text_encoder) -> str:
-    """A cheap identity for the text encoder's weights (sum and sum of squares of every parameter)."""
-    with torch.no_grad():
-        total = sum(float(p.float().sum()) for p in text_encoder.parameters())
-        squares = sum(float(p.float().pow(2).sum()) for p in text_encoder.parameters())
-    return f"{total:.6e}/{squares:.6e}"

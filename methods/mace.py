@@ -77,7 +77,7 @@ import torch
 
 from harness.api import ConceptSet, HarnessError, Method
 from harness.validate import param
-from methods.captions import check_captions_available, load_captions
+from methods.captions import check_captions_available, file_sha256, folder_sha256, load_captions
 from methods.closed_form import (
     KeyStatistics,
     caption_statistics,
@@ -141,6 +141,16 @@ class MACE(Method):
                 raise HarnessError(f"mace: masks={self.masks!r}: choose {', '.join(MASK_SOURCES)}")
             if self.masks.startswith("files:") and not Path(self.masks[6:]).expanduser().is_dir():
                 raise HarnessError(f"mace: masks folder {self.masks[6:]!r} does not exist (layout: DIR/<concept>/<k>.png + <k>_mask.png)")
+
+    def params_dict(self) -> dict:
+        """The parameters, plus the content hashes of a captions file and a masks folder given as parameters: the key
+        holds their names, so files edited in place handed back the edit made from the old ones."""
+        values = super().params_dict()
+        if self.params.captions:
+            values["captions_sha256"] = file_sha256(self.params.captions)
+        if self.params.masks.startswith("files:"):
+            values["masks_sha256"] = folder_sha256(self.params.masks[6:])
+        return values
 
     def check_concepts(self, concepts: ConceptSet) -> None:
         if self.params.preserve_scale or self.params.fuse_preserve_scale:

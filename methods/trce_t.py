@@ -77,7 +77,7 @@ from typing import Literal
 import torch
 
 from harness.api import ConceptSet, HarnessError, Method
-from methods.captions import check_captions_available, load_captions
+from methods.captions import check_captions_available, file_sha256, load_captions
 from methods.closed_form import KeyStatistics, caption_statistics, closed_form_edit, cross_attention_projections
 from methods.text import (
     encode_prompts,
@@ -129,6 +129,14 @@ class TRCET(Method):
 
         def __post_init__(self):
             parse_tokens(self.tokens)  # a typo is refused when the parameter is read, not after sampling
+
+    def params_dict(self) -> dict:
+        """The parameters, plus the content hash of a captions file given as one: the key holds ``captions``' text, so
+        a file edited in place handed back the edit made from its old captions."""
+        values = super().params_dict()
+        if self.params.captions:
+            values["captions_sha256"] = file_sha256(self.params.captions)
+        return values
 
     def check_concepts(self, concepts: ConceptSet) -> None:
         if self.params.preserve_scale != 0:

@@ -241,3 +241,21 @@ def test_caption_statistics_sum_every_token_row_and_are_cached(tiny, ctx):
 
     caption_statistics(tiny, captions[:2], ctx)  # another caption set is another entry
     assert ctx.cache_misses["closed-form-preservation"] == 2
+
+
+def test_caption_statistics_of_another_text_encoder_are_computed_anew(tiny, ctx):
+    """The key held the encoder's weight sum and sum of squares: an encoder whose weight rows were permuted (or a
+    fine-tune that kept both sums) was handed the base encoder's statistics."""
+    captions = ["a cat on a mat", "a red bus in the city"]
+    first = caption_statistics(tiny, captions, ctx)
+    weight = tiny.text_encoder.get_parameter("encoder.layers.0.mlp.fc1.weight")
+    original = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.copy_(original.flip(0))  # the same numbers in another order: equal sums
+        second = caption_statistics(tiny, captions, ctx)
+    finally:
+        with torch.no_grad():
+            weight.copy_(original)
+    assert ctx.cache_misses["closed-form-preservation"] == 2
+    assert not torch.allclose(first.key_key, second.key_key)

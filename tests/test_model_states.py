@@ -105,6 +105,32 @@ def test_different_parameters_or_concepts_make_different_states(states, registry
     assert len({a, b, c}) == 3
 
 
+def test_the_files_a_method_reads_through_its_parameters_are_in_its_state_key(states, tmp_path):
+    """``trce-t:captions=PATH``, ``mace:captions=PATH`` and ``mace:masks=files:DIR``: the key held the path, so a file
+    edited in place handed back the edit made from the old one (an audit reused a trce-t state that way)."""
+    from methods.mace import MACE
+    from methods.trce_t import TRCET
+
+    captions, masks = tmp_path / "captions.txt", tmp_path / "masks"
+    captions.write_text("a cat on a mat\n")
+    (masks / "red").mkdir(parents=True)
+    (masks / "red" / "0.png").write_bytes(b"first image")
+    methods = [TRCET(TRCET.Params(captions=str(captions))), MACE(MACE.Params(captions=str(captions))),
+               MACE(MACE.Params(masks=f"files:{masks}"))]
+
+    def keys():
+        return [states.chain_keys([(method, method.name)], CONCEPTS)[0] for method in methods]
+
+    before = keys()
+    assert before == keys()  # the same files give the same keys
+    captions.write_text("a dog in the snow\n")
+    (masks / "red" / "0.png").write_bytes(b"other image")
+    after = keys()
+    assert all(a != b for a, b in zip(before, after))
+    # the default (the concept set's own captions, content-hashed with the set) keeps the key it always had
+    assert "captions_sha256" not in TRCET().params_dict() and "masks_sha256" not in MACE().params_dict()
+
+
 def test_a_sampling_part_on_top_of_an_edit_records_whose_weights_it_samples_from(states, registry, tiny):
     """A result joins only its last part's state: ``uce+sld`` must not read as "weights unchanged"."""
     from reports.leaderboard import provenance
