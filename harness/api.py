@@ -175,9 +175,19 @@ class Scorer:
     description: ClassVar[str] = ""
     version: ClassVar[str] = "1"  # bump when raw output changes; old raw scores are then ignored
     needs_reference: ClassVar[bool] = False
+    # Prompt labels the raw output reads (the style judge's ``artist_candidates``).  A raw score is cached per image,
+    # and an image is keyed by its prompt and seed, not its labels: the labels' values join the cache version, so an
+    # image two benchmarks label differently is judged for each.
+    raw_labels: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, device: str = "cpu"):
         self.device = device
+
+    def raw_version(self, spec: PromptSpec) -> str:
+        """The version a raw score of ``spec``'s image is cached under: ``version``, plus the ``raw_labels`` it read."""
+        if not self.raw_labels:
+            return self.version
+        return f"{self.version}+labels-{sha256_json({name: spec.labels.get(name) for name in self.raw_labels})[:12]}"
 
     def check(self) -> None:
         """Raise ``HarnessError`` if this scorer cannot run here (its weights are neither local nor downloadable),

@@ -109,11 +109,12 @@ class Overlap:
                             images.append(image.convert("RGB"))
                     specs = [spec for _, spec in batch]
                     for scorer in self.scorers:
-                        known = store.raw_scores([key for key, _ in batch], scorer.name, scorer.version)
+                        versions = {key: scorer.raw_version(spec) for key, spec in batch}
+                        known = store.raw_scores_per_version(scorer.name, versions)
                         todo = [index for index, (key, _) in enumerate(batch) if key not in known]
                         if todo:
                             raws = checked_score(scorer, [images[i] for i in todo], [specs[i] for i in todo])
-                            store.add_raw_scores(scorer.name, scorer.version, {batch[i][0]: raw for i, raw in zip(todo, raws)})
+                            store.add_raw_scores_per_version(scorer.name, versions, {batch[i][0]: raw for i, raw in zip(todo, raws)})
                     self.stats.images += len(batch)
                 except BaseException as err:  # raised again in the caller
                     self._error = err

@@ -823,15 +823,16 @@ class Runner:
         from harness.progress import bar as progress_bar
 
         store = self.store
-        known = store.raw_scores(keys, scorer.name, scorer.version)
-        todo = list(dict.fromkeys(key for key in keys if key not in known))  # each distinct image once
         spec_of = dict(zip(keys, planned.specs))
+        versions = {key: scorer.raw_version(spec) for key, spec in spec_of.items()}
+        known = store.raw_scores_per_version(scorer.name, versions)
+        todo = list(dict.fromkeys(key for key in keys if key not in known))  # each distinct image once
         with progress_bar(total=len(todo), desc=f"scoring {scorer.name}", unit="img", enabled=self.plan.config.show_progress and bool(todo)) as bar:
             for start in range(0, len(todo), SCORE_CHUNK):
                 chunk = todo[start : start + SCORE_CHUNK]
                 raws = checked_score(scorer, self._load_images(chunk), [spec_of[key] for key in chunk])
                 fresh = dict(zip(chunk, raws))
-                store.add_raw_scores(scorer.name, scorer.version, fresh)
+                store.add_raw_scores_per_version(scorer.name, versions, fresh)
                 known.update(fresh)
                 bar.update(len(chunk))
         return [known[key] for key in keys]

@@ -388,6 +388,17 @@ class Store:
                 found[row["image_key"]] = json.loads(row["raw"])
         return found
 
+    def raw_scores_per_version(self, scorer: str, versions: dict[str, str]) -> dict[str, dict]:
+        """``raw_scores`` with each image key's own version (``Scorer.raw_version``: one per label value)."""
+        found = {}
+        for version in dict.fromkeys(versions.values()):
+            found.update(self.raw_scores([key for key, v in versions.items() if v == version], scorer, version))
+        return found
+
+    def add_raw_scores_per_version(self, scorer: str, versions: dict[str, str], raws: dict[str, dict]) -> None:
+        for version in dict.fromkeys(versions[key] for key in raws):
+            self.add_raw_scores(scorer, version, {key: raw for key, raw in raws.items() if versions[key] == version})
+
     def add_raw_scores(self, scorer: str, version: str, raws: dict[str, dict]) -> None:
         with self.transaction():
             self.db.executemany(

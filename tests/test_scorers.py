@@ -463,3 +463,76 @@ def test_scorers_on_cuda_match_cpu(tiny_clip, q16_prompts):
     assert [r["clip_score"] for r in clip] == pytest.approx([r["clip_score"] for r in expected[1]], abs=1e-2)
     assert [r["predicted"] for r in style] == [r["predicted"] for r in expected[2]]
     assert fid["fid"] == pytest.approx(expected[3]["fid"], rel=1e-3, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- what a cached raw score is keyed by
+
+LABEL_SCORER = '''
+from harness.api import Metric, Scorer
+from harness.hookspecs import hookimpl
+
+
+class Tagger(Scorer):
+    """Reads a prompt label into its raw output, as the style judge reads artist_candidates."""
+    name = "tagger"
+    raw_labels = ("tag",)
+
+    def score(self, images, specs):
+        return [{"tag": spec.labels["tag"]} for spec in specs]
+
+    def metrics(self):
+        return [Metric("is-b", "tag b", True, "fraction of images whose raw score read tag b",
+                       per_image=lambda raw: float(raw["tag"] == "b"), unit="rate")]
+
+
+@hookimpl
+def register_scorers(register):
+    register(Tagger)
+'''
+
+
+def test_a_raw_score_that_reads_prompt_labels_is_cached_per_label_value(tmp_path, capsys):
+    """The style judge picks among each prompt's artist_candidates, and its raw score was cached per image (prompt and
+    seed): an image labelled with another candidate list in a second benchmark was handed the first list's verdict."""
+    from harness.cli import main
+    from harness.store import Store
+
+    plugin = tmp_path / "tagger.py"
+    plugin.write_text(LABEL_SCORER)
+    for tag in "ab":
+        (tmp_path / f"{tag}.csv").write_text(f"prompt,evaluation_seed,tag\na cat,1,{tag}\na dog,2,{tag}\n")
+    bench = ",".join(f"csv:path={tmp_path / f'{tag}.csv'},metrics=tagger:is-b" for tag in "ab")
+    code = main(["--plugin", str(plugin), "run", "--model", "tiny", "--methods", "sd", "--bench", bench, "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    values = {Path(r["benchmark"].split("path=")[1]).stem: r["value"] for r in Store(tmp_path / "out").results()}
+    assert values == {"a": 0.0, "b": 1.0}  # the same two images, judged with each benchmark's labels
+
+
+def test_toy_scorers_version_their_cached_scores_by_their_weights(tmp_path, monkeypatch):
+    """A classifier retrained in place leaves the images (and their keys) as they were: the scores must not be."""
+    import shutil
+
+    from benchmarks.toyworld.paths import WEIGHTS_DIR, WEIGHTS_ENV
+    from benchmarks.toyworld.scorer import DETECTOR_FILE, SHAPE_CLASSIFIER_FILE, STYLE_CLASSIFIER_FILE, ToyFID, ToyScorer
+
+    for name in (DETECTOR_FILE, SHAPE_CLASSIFIER_FILE, STYLE_CLASSIFIER_FILE):
+        shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    before = ToyScorer("cpu").version, ToyFID("cpu").version
+    assert before == (ToyScorer("cpu").version, ToyFID("cpu").version)
+    with open(tmp_path / STYLE_CLASSIFIER_FILE, "ab") as handle:
+        handle.write(b" ")  # the style classifier only: the FID features are the shape classifier's
+    assert ToyScorer("cpu").version != before[0] and ToyFID("cpu").version == before[1]
+    with open(tmp_path / SHAPE_CLASSIFIER_FILE, "ab") as handle:
+        handle.write(b" ")
+    assert ToyFID("cpu").version != before[1]
+
+
+def test_fid_versions_its_cached_scores_by_the_weights_file(tmp_path):
+    from benchmarks.scorers.fid import FidScorer
+
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"first weights")
+    first = FidScorer(weights=str(weights)).version
+    weights.write_bytes(b"other weights")
+    assert FidScorer(weights=str(weights)).version != first and first.startswith("1+weights-")

@@ -41,7 +41,7 @@ import os
 from pathlib import Path
 
 from benchmarks.data import host_reachable
-from harness.api import HarnessError, Metric, PromptSpec, Scorer
+from harness.api import HarnessError, Metric, PromptSpec, Scorer, sha256_file
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
@@ -117,6 +117,10 @@ class FidScorer(Scorer):
         self.feature_extractor = feature_extractor
         if feature_extractor is not None:
             self.version = f"1+{type(feature_extractor).__name__}"  # never mix with real Inception scores
+        elif self.weights and Path(self.weights).expanduser().is_file():
+            # a weights file is named by its path: its content keys the cached scores (another file at that path
+            # would otherwise be handed the first file's FIDs)
+            self.version = f"1+weights-{sha256_file(Path(self.weights).expanduser())[:16]}"
 
     def check(self) -> None:
         if self.feature_extractor is None:

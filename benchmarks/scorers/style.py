@@ -58,6 +58,7 @@ class StyleJudge(Scorer):
     """Base of style judges: ``score`` returns ``{"predicted": artist, ...}`` per image."""
 
     judge = "a style judge"
+    raw_labels = ("artist_candidates",)  # the prediction is one of them: another list is another verdict
 
     def metrics(self) -> list[Metric]:
         return [

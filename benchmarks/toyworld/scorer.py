@@ -30,7 +30,7 @@ features, against the base toy model's images for the same prompts and seeds.
 from __future__ import annotations
 
 from benchmarks.toyworld.paths import WEIGHTS_DIR, WEIGHTS_ENV, weights_dir
-from harness.api import HarnessError, Metric, Scorer
+from harness.api import HarnessError, Metric, Scorer, sha256_file, sha256_json
 
 DETECTOR_FILE = "toy_detector.safetensors"
 SHAPE_CLASSIFIER_FILE = "toy_shape_classifier.safetensors"
@@ -49,6 +49,15 @@ def images_to_tensor(images, device):
         np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.float32) / 255 for image in images
     ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device)
+
+
+def weights_digest(files: tuple[str, ...], directory=None) -> str:
+    """A short hash of the scorer weight files a toy scorer reads, for its cache version: raw scores are keyed by
+    (image, scorer, version), and a classifier retrained in place (the images, and so their keys, unchanged) was
+    handed the old classifier's verdicts."""
+    directory = weights_dir() if directory is None else directory
+    found = [[name, sha256_file(directory / name)] for name in files if (directory / name).is_file()]
+    return sha256_json(found)[:12]
 
 
 def load_scorer_models(device: str, directory=None):
@@ -169,6 +178,7 @@ class ToyScorer(Scorer):
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
         self._models = None
+        self.version = f"{type(self).version}+{weights_digest((DETECTOR_FILE, SHAPE_CLASSIFIER_FILE, STYLE_CLASSIFIER_FILE))}"
 
     def models(self):
         """(detector, shape classifier, style classifier or ``None``)."""
@@ -324,6 +334,10 @@ class ToyFID(Scorer):
     description = "toy world: FID on the shape classifier's 64-d features, against the base toy model's images"
     version = "1"
     needs_reference = True
+
+    def __init__(self, device: str = "cpu"):
+        super().__init__(device)
+        self.version = f"{type(self).version}+{weights_digest((SHAPE_CLASSIFIER_FILE,))}"  # its features' weights
 
     def score_set(self, images, reference_images, specs) -> dict:
         import torch
