@@ -62,7 +62,7 @@ def test_dry_run_refuses_a_value_the_method_would_refuse_only_after_sampling(tmp
     assert stderr.count("adamw") <= 1 and "choose from" not in stderr  # the choices are said once
 
 
-# safree: its concept_negative_prompt switch (on by default) names no concept; a check by parameter name let it pass.
+# safree: its concept_negative_prompt switch (the official run's) names no concept; a check by parameter name let it pass.
 @pytest.mark.parametrize("method", ["uce", "safree"])
 def test_dry_run_refuses_a_concept_set_with_nothing_to_erase(tmp_path, capsys, method):
     path, concepts = write_csv(tmp_path), tmp_path / "empty.json"

@@ -199,14 +199,14 @@ def test_the_projected_embedding_is_used_up_to_the_computed_step(tiny, ctx):
     prompt = "a red circle"
     beta = SAFREE().sampling_hooks(tiny, CONCEPTS, ctx).guide.__self__.project_prompt(prompt, embed(tiny, [prompt])[0]).beta
     # Centre the sigmoid on this prompt's β: T* = round(4 · ½) = 2, so steps 0, 1, 2 use the projection and 3, 4, 5 do not.
-    params = SAFREE.Params(up_t=4, svf_t0=10 * beta)
+    params = SAFREE.Params(up_t=4, svf_t0=10 * beta, concept_negative_prompt=True)
     hooks = SAFREE(params).sampling_hooks(tiny, CONCEPTS, ctx)
     cond = embed(tiny, [prompt, ""])
     uncond = embed(tiny, ["", ""])
     specs = [PromptSpec("0", prompt, 1), PromptSpec("1", "", 2)]
     projected, negative = hooks.transform_embeddings(cond, uncond, specs)
     assert hooks.guide.__self__.batch.last_step.tolist() == [2, -1]
-    # The negative prompt is the concept list (official run).
+    # The negative prompt is the concept list (the official run's switch).
     assert torch.equal(negative, embed(tiny, ["red, crimson"]).expand(2, -1, -1))
     used = []
 
@@ -223,7 +223,9 @@ def test_the_projected_embedding_is_used_up_to_the_computed_step(tiny, ctx):
 def test_switches_negative_prompt_self_validation_and_latent_reattention(tiny, ctx):
     cond, uncond = embed(tiny, ["a red circle"]), embed(tiny, [""])
     specs = [PromptSpec("0", "a red circle", 1)]
-    hooks = SAFREE(SAFREE.Params(concept_negative_prompt=False, self_validation=False)).sampling_hooks(tiny, CONCEPTS, ctx)
+    assert not SAFREE.Params().concept_negative_prompt  # the paper's method; the official run's negative prompt is a switch
+    assert SAFREE.presets["official"]["concept_negative_prompt"]
+    hooks = SAFREE(SAFREE.Params(self_validation=False)).sampling_hooks(tiny, CONCEPTS, ctx)
     _, negative = hooks.transform_embeddings(cond, uncond, specs)
     assert torch.equal(negative, uncond)
     assert hooks.guide.__self__.batch.last_step.item() >= 10**9  # projected at every step
