@@ -39,7 +39,7 @@ def folder_sha256(path: str) -> str:
     return sha256_json([[str(p.relative_to(root)), file_sha256(str(p))] for p in files])
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=4096)
 def _file_sha256(path: str, mtime_ns: int, size: int) -> str:  # the key asks often; a changed file has a new mtime
     return sha256_file(path)
 

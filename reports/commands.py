@@ -164,7 +164,7 @@ def _check_method(results: list[dict], label: str, where: str) -> None:
 
 def _shown(value: float | None, rate: bool, decimals: int) -> str:
     """A compared value: a rate in percent (two decimals), other numbers with ``decimals``, "–" for none."""
-    return "–" if value is None else f"{fixed(100 * value, 2)}%" if rate else fixed(value, decimals)
+    return "–" if value is None else f"{fixed(value, 2, percent=True)}%" if rate else fixed(value, decimals)
 
 
 def _both(record: dict, value_a: float | None, value_b: float | None, rate: bool, decimals: int) -> str:

@@ -32,7 +32,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from harness.results import Result, common_unit, kept_in_half_precision
 from harness.spec import Selection
@@ -439,7 +439,7 @@ def _add_attacked_averages(board: Leaderboard) -> None:
             if row.per_image:  # an average has no per-image values of its own
                 row.per_image.append(None)
                 row.intervals.append(None)
-        average.decimals = decimals_for([row.values[-1] for row in board.rows])
+        average.decimals = max(board.columns[i].decimals for i in indices)  # as many digits as its cells
 
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
@@ -472,20 +472,24 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
             if row.per_image:  # an average has no per-image values of its own
                 row.per_image.insert(position, None)
                 row.intervals.insert(position, None)
-        # The mean of three-significant-digit columns needs as many digits (a uce mean of -0.00528 printed -0.01)
-        average.decimals = decimals_for([row.values[position] for row in board.rows])
+        # as many digits as the columns it averages (a mean of -0.00528 printed -0.01 beside cells of three digits)
+        average.decimals = max(c.decimals for c in averaged)
 
 
 # --------------------------------------------------------------------------- formatting
 
 
-def fixed(number: float, decimals: int) -> str:
-    """``number`` with ``decimals`` digits, halves rounded away from zero as a paper rounds them.  Python's own
-    formatting rounds an exact half to the even digit: 81.25 printed 81.2 and 93.75 printed 93.8 in one table.  The
-    number is read as its shortest decimal form first (0.145, not the binary 0.14499999…), so it rounds as written."""
+def fixed(number: float, decimals: int, percent: bool = False) -> str:
+    """``number`` (× 100 with ``percent``) with ``decimals`` digits, halves rounded away from zero as a paper rounds
+    them.  Python's own formatting rounds an exact half to the even digit: 81.25 printed 81.2 and 93.75 printed 93.8
+    in one table.  The number is read as its shortest decimal form (0.145, not the binary 0.14499999…) and scaled to
+    a percentage in decimal (23/80 is 28.75%, where 100 × 0.2875 in binary is 28.749999999999996), so it rounds as
+    written."""
+    number = float(number)  # a NumPy scalar's repr is "np.float64(…)"
     if not math.isfinite(number):
-        return f"{number:.{decimals}f}"
-    return str(Decimal(repr(number)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
+        return f"{100 * number if percent else number:.{decimals}f}"
+    exact = Decimal(repr(number)).scaleb(2 if percent else 0)
+    return format(exact.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP, context=Context(prec=400)), "f")
 
 
 def format_value(value: float | None, column: Column, decimals: int = 2, percent_sign: str = "%") -> str:
@@ -495,7 +499,7 @@ def format_value(value: float | None, column: Column, decimals: int = 2, percent
     if math.isnan(value):
         return "n/a"
     if column.rate:
-        return f"{fixed(100 * value, decimals)}{percent_sign}"
+        return f"{fixed(value, decimals, percent=True)}{percent_sign}"
     return fixed(value, column.decimals)
 
 
@@ -507,13 +511,13 @@ def format_interval(interval, column: Column, value: float | None = None) -> str
     if column.rate:
         # One decimal for the bounds, two for the value: near 0% or 100% at large n, rounding could put the shown
         # value outside its shown interval (0.01 [0.0, 0.0]); such a bound is rounded outward instead.
-        low, high = float(fixed(100 * interval.low, 1)), float(fixed(100 * interval.high, 1))
+        low, high = float(fixed(interval.low, 1, percent=True)), float(fixed(interval.high, 1, percent=True))
         if value is not None and not math.isnan(value):
-            shown = float(fixed(100 * value, 2))
+            shown = float(fixed(value, 2, percent=True))
             low = min(low, math.floor(10 * shown + 1e-9) / 10)
             high = max(high, math.ceil(10 * shown - 1e-9) / 10)
         return f"[{low:.1f}, {high:.1f}]"
-    return f"[{interval.low:.{column.decimals}f}, {interval.high:.{column.decimals}f}]"
+    return f"[{fixed(interval.low, column.decimals)}, {fixed(interval.high, column.decimals)}]"
 
 
 def interval_of(row: Row, index: int):
@@ -727,7 +731,7 @@ def format_erase_cost(row: Row) -> str:
 def shown_number(value: float, column: Column, decimals: int = 2) -> float:
     """The number ``format_value`` prints, for ranking: two cells that print alike tie."""
     if column.rate:
-        return float(fixed(100 * value, decimals))
+        return float(fixed(value, decimals, percent=True))
     return float(fixed(value, column.decimals))
 
 

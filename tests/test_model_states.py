@@ -124,7 +124,7 @@ def test_the_files_a_method_reads_through_its_parameters_are_in_its_state_key(st
     before = keys()
     assert before == keys()  # the same files give the same keys
     captions.write_text("a dog in the snow\n")
-    (masks / "red" / "0.png").write_bytes(b"other image")
+    (masks / "red" / "0.png").write_bytes(b"another image")  # another size too: a coarse mtime may not move
     after = keys()
     assert all(a != b for a, b in zip(before, after))
     # the default (the concept set's own captions, content-hashed with the set) keeps the key it always had

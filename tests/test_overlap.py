@@ -45,7 +45,9 @@ def test_images_are_scored_while_the_next_batch_is_generated(tmp_path, monkeypat
 
 
 def test_an_error_in_the_scorer_thread_is_raised_in_the_run(tmp_path):
-    class Failing:
+    from harness.api import Scorer
+
+    class Failing(Scorer):  # registered scorers are Scorer subclasses (the registry refuses others)
         name, version = "failing", "1"
 
         def score(self, images, specs):

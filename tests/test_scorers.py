@@ -536,3 +536,13 @@ def test_fid_versions_its_cached_scores_by_the_weights_file(tmp_path):
     first = FidScorer(weights=str(weights)).version
     weights.write_bytes(b"other weights")
     assert FidScorer(weights=str(weights)).version != first and first.startswith("1+weights-")
+    assert FidScorer().version == "1"  # the published file, downloaded, as a local copy of it would be
+
+
+def test_the_style_judge_keys_its_verdicts_by_the_candidates_it_chose_among():
+    from benchmarks.scorers.style import ClipStyleJudge
+
+    judge = ClipStyleJudge(model="unused-model-name")  # nothing is loaded
+    spec = lambda candidates: PromptSpec("0", "a painting", 1, labels={"artist_candidates": candidates})  # noqa: E731
+    assert judge.raw_version(spec(["Van Gogh", "Picasso"])) == judge.raw_version(spec("Van Gogh|Picasso"))
+    assert judge.raw_version(spec(["Van Gogh", "Picasso"])) != judge.raw_version(spec(["Van Gogh", "Rembrandt"]))

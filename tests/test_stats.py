@@ -185,11 +185,15 @@ def test_a_stratified_interval_weights_each_sample_equally_and_resamples_within_
 
 def test_printed_numbers_round_halves_away_from_zero_in_every_table():
     """81.25% printed 81.2 and 93.75% printed 93.8 in one LaTeX table (Python rounds an exact half to the even digit)."""
-    from reports.leaderboard import Column, fixed, format_value, shown_number
+    from reports.leaderboard import Column, fixed, format_interval, format_value, shown_number
+    from reports.uncertainty import Interval
 
     rate = Column("b", "s:m", "ASR", True, rate=True)
     assert [format_value(v, rate, decimals=1) for v in (0.8125, 0.9375, 0.03125)] == ["81.3%", "93.8%", "3.1%"]
+    assert format_value(23 / 80, rate, decimals=1) == "28.8%"  # 100 × 0.2875 is 28.749999999999996 in binary
     assert format_value(1 / 32, rate) == "3.13%" and shown_number(1 / 32, rate) == 3.13
     score = Column("b", "s:x", "FID", True, decimals=2)
     assert [format_value(v, score) for v in (0.125, 0.145, -0.125, 2.675)] == ["0.13", "0.15", "-0.13", "2.68"]
-    assert fixed(float("inf"), 2) == "inf"
+    assert fixed(float("inf"), 2) == "inf" and fixed(1e30, 2).endswith("000.00") and fixed(np.float64(0.125), 2) == "0.13"
+    # a zero-width interval of a score prints as its value does
+    assert format_interval(Interval(0.125, 0.125, "bootstrap"), score) == "[0.13, 0.13]"

@@ -118,9 +118,12 @@ class FidScorer(Scorer):
         if feature_extractor is not None:
             self.version = f"1+{type(feature_extractor).__name__}"  # never mix with real Inception scores
         elif self.weights and Path(self.weights).expanduser().is_file():
-            # a weights file is named by its path: its content keys the cached scores (another file at that path
-            # would otherwise be handed the first file's FIDs)
-            self.version = f"1+weights-{sha256_file(Path(self.weights).expanduser())[:16]}"
+            # A weights file is named by its path, so its content keys the cached scores (another file at that path
+            # was handed the first file's FIDs).  The published file (its name's suffix is its sha256's first eight
+            # digits, torch hub's convention) keeps the plain version, shared with the downloaded copy.
+            digest = sha256_file(Path(self.weights).expanduser())
+            if not digest.startswith(WEIGHTS_FILE.rsplit("-", 1)[1].split(".")[0]):
+                self.version = f"{type(self).version}+weights-{digest[:16]}"
 
     def check(self) -> None:
         if self.feature_extractor is None:

@@ -19,7 +19,7 @@ implements ``score``; the metric definitions stay the same.
 
 from __future__ import annotations
 
-from harness.api import HarnessError, Metric, PromptSpec, Scorer
+from harness.api import HarnessError, Metric, PromptSpec, Scorer, sha256_json
 
 from .weights import features, load_clip, model_option, resolve_model
 
@@ -59,6 +59,11 @@ class StyleJudge(Scorer):
 
     judge = "a style judge"
     raw_labels = ("artist_candidates",)  # the prediction is one of them: another list is another verdict
+
+    def raw_version(self, spec: PromptSpec) -> str:
+        """Keyed by the candidates as the judge reads them: a list and its "a|b" CSV form (an exported attack's
+        prompts fed back with ``csv:``) are one list, and judge alike."""
+        return f"{self.version}+candidates-{sha256_json(candidates_of(spec))[:12]}"
 
     def metrics(self) -> list[Metric]:
         return [
