@@ -21,6 +21,7 @@ def caveats(store, results) -> list[str]:
     if unknown_cost:
         notes.append(f"Unknown cost: UNet evaluations per image are not on record for {', '.join(unknown_cost)} (shown as –).")
     notes += mixed_prompt_sets(results)
+    notes += mixed_configurations(store, results)
     truncated: dict[str, dict[tuple[int, int, int], list[str]]] = {}
     for run in runs:
         try:
@@ -56,6 +57,39 @@ def mixed_prompt_sets(results) -> list[str]:
             notes.append(f"Mixed prompt sets: the cells of {benchmark} hold different numbers of images ({listed}); their values are "
                          "over different prompts or seeds (the paired tests behind the marks use only the pairs two cells share). "
                          "Re-run the smaller cells with the same --limit, or select one run with --runs.")
+    return notes
+
+
+def mixed_configurations(store, results) -> list[str]:
+    """One line per method whose shown cells come from model states with different parameters: the newest value of a
+    label wins per cell, so a method re-run on some benchmarks after one of its defaults changed (SAFREE's negative
+    prompt, 2026-12-07), or with a backbone preset on some, shows two configurations in one row."""
+    import json
+
+    from reports.leaderboard import latest_results
+
+    params_of: dict[str, str | None] = {}
+    configurations: dict[str, list[str]] = {}  # method → its distinct parameter sets, as stored (sorted JSON)
+    for result in latest_results(results):
+        if result.model_state is None:
+            continue
+        if result.model_state not in params_of:
+            row = store.model_state(result.model_state)
+            params_of[result.model_state] = row["params"] if row is not None else None
+        params = params_of[result.model_state]
+        if params is not None and params not in configurations.setdefault(result.method, []):
+            configurations[result.method].append(params)
+    notes = []
+    for method, stored in sorted(configurations.items()):
+        if len(stored) < 2:
+            continue
+        decoded = [json.loads(text) for text in stored]
+        keys = sorted({key for params in decoded for key in params
+                       if len({json.dumps(params.get(key), sort_keys=True, default=str) for params in decoded}) > 1})
+        differing = "; ".join(f"{key}: " + " / ".join(str(params.get(key)) for params in decoded) for key in keys[:3])
+        notes.append(f"Mixed configurations: the cells of {method} come from {len(stored)} parameter sets ({differing}), e.g. a "
+                     "default that changed between its runs; its row is not one configuration. Re-run it on every benchmark, or "
+                     "select one run with --runs.")
     return notes
 
 

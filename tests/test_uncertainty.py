@@ -565,3 +565,24 @@ def test_compare_shows_a_small_score_with_the_digits_the_leaderboard_gives_it(tm
     assert decimals == 3
     text = run_cli(capsys, "compare", "--out", str(tmp_path / "s"), "sd", "weak")
     assert f"sd {statistics.fmean(base):.3f}, weak {statistics.fmean(base) + 0.003:.3f}; B - A = +0.003" in text
+
+
+def test_a_row_whose_cells_come_from_two_configurations_of_its_method_is_named(tmp_path):
+    """SAFREE's default changed (its negative prompt became a switch): re-running safree on one benchmark of an old
+    store put the new configuration's cell beside the old one's in one row, without a word."""
+    from reports import caveats
+
+    store = Store(tmp_path / "s")
+    store.add_model_state("state-old", "tiny", "safree", {"alpha": 0.01, "concept_negative_prompt": True}, "c", None, {})
+    store.add_model_state("state-new", "tiny", "safree", {"alpha": 0.01, "concept_negative_prompt": False}, "c", None, {})
+    for run in ("run-1", "run-2"):
+        store.start_run(run, {})
+    for run, bench, state in (("run-1", "a", "state-old"), ("run-1", "b", "state-old"), ("run-2", "b", "state-new")):
+        store.add_result(run_id=run, method="safree", benchmark=bench, metric="kit:asr", value=0.5, n=2, lower_is_better=True,
+                         name="ASR", description="fraction of images flagged", unit="rate", adversarial=False,
+                         needs_reference=False, model_state=state, unet_evals_per_image=8.0)
+    assert caveats.mixed_configurations(store, store.results()) == [
+        "Mixed configurations: the cells of safree come from 2 parameter sets (concept_negative_prompt: True / False), e.g. a "
+        "default that changed between its runs; its row is not one configuration. Re-run it on every benchmark, or select one "
+        "run with --runs."]
+    assert caveats.mixed_configurations(store, store.results(runs=["run-1"])) == []
