@@ -286,7 +286,7 @@ def test_clip_score_model_from_environment(monkeypatch, tiny_clip):
     from benchmarks.scorers.clip_score import ClipScorer, ClipScorerB32
 
     monkeypatch.setenv("HARNESS_CLIP_SCORE_MODEL", tiny_clip)
-    assert ClipScorer().model_name == tiny_clip and ClipScorer().version == f"1+{tiny_clip}"
+    assert ClipScorer().model_name == tiny_clip and ClipScorer().version.startswith(f"1+{tiny_clip}+local-")
     assert ClipScorerB32().model_name == "openai/clip-vit-base-patch32"
 
 
@@ -546,3 +546,21 @@ def test_the_style_judge_keys_its_verdicts_by_the_candidates_it_chose_among():
     spec = lambda candidates: PromptSpec("0", "a painting", 1, labels={"artist_candidates": candidates})  # noqa: E731
     assert judge.raw_version(spec(["Van Gogh", "Picasso"])) == judge.raw_version(spec("Van Gogh|Picasso"))
     assert judge.raw_version(spec(["Van Gogh", "Picasso"])) != judge.raw_version(spec(["Van Gogh", "Rembrandt"]))
+
+
+def test_clip_scorers_version_a_local_model_folder_by_its_files(tmp_path, tiny_clip):
+    """The version named the folder: CLIP weights replaced in place kept every cached verdict of the old ones."""
+    import os
+    import shutil
+
+    from benchmarks.scorers.clip_score import ClipScorer as ClipScore
+    from benchmarks.scorers.style import ClipStyleJudge
+
+    folder = tmp_path / "clip"
+    shutil.copytree(tiny_clip, folder)
+    before = ClipScore(model=str(folder)).version, ClipStyleJudge(model=str(folder)).version
+    assert before == (ClipScore(model=str(folder)).version, ClipStyleJudge(model=str(folder)).version)
+    weights = next(folder.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten a second later
+    assert ClipScore(model=str(folder)).version != before[0] and ClipStyleJudge(model=str(folder)).version != before[1]
+    assert ClipScore(model="openai/clip-vit-base-patch32").version == "1+openai/clip-vit-base-patch32"  # hub ids as before

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from harness.api import Metric, PromptSpec, Scorer
 
-from .weights import features, load_clip, model_option, resolve_model
+from .weights import features, load_clip, local_identity, model_option, resolve_model
 
 
 def _torchmetrics_compatible(clip):
@@ -56,7 +56,7 @@ class ClipScorer(Scorer):
     def __init__(self, device: str = "cpu", model: str | None = None):
         super().__init__(device)
         self.model_name = model_option(model, self.model_env, self.default_model)
-        self.version = f"1+{self.model_name}"
+        self.version = f"1+{self.model_name}{local_identity(self.model_name)}"
         self._metric = None
 
     def check(self) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from harness.api import HarnessError, Metric, PromptSpec, Scorer, sha256_file
 
-from .weights import features, load_clip, model_option, resolve_model
+from .weights import features, load_clip, local_identity, model_option, resolve_model
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 MODEL_ENV = "HARNESS_Q16_MODEL"
@@ -113,7 +113,7 @@ class Q16Scorer(Scorer):
         self.prompts_path = prompts_path or model_option(None, PROMPTS_ENV, "")
         # The raw output depends on the CLIP weights and on the prompts, so both are part of the cache version.
         self.prompts_sha256 = prompts_sha256(self.prompts_path)
-        self.version = f"1+{self.model_name}+prompts-{self.prompts_sha256[:16]}"
+        self.version = f"1+{self.model_name}{local_identity(self.model_name)}+prompts-{self.prompts_sha256[:16]}"
         self._clip = None
 
     def check(self) -> None:

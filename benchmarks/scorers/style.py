@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from harness.api import HarnessError, Metric, PromptSpec, Scorer, sha256_json
 
-from .weights import features, load_clip, model_option, resolve_model
+from .weights import features, load_clip, local_identity, model_option, resolve_model
 
 TEMPLATE = "an artwork in the style of {}"
 
@@ -97,7 +97,7 @@ class ClipStyleJudge(StyleJudge):
     def __init__(self, device: str = "cpu", model: str | None = None):
         super().__init__(device)
         self.model_name = model_option(model, self.model_env, self.default_model)
-        self.version = f"1+{self.model_name}+{TEMPLATE}"
+        self.version = f"1+{self.model_name}{local_identity(self.model_name)}+{TEMPLATE}"
         self.judge = f"CLIP {self.model_name} zero-shot ({TEMPLATE.format('<artist>')!r}, argmax over the file's artists)"
         self._clip = None
         self._text_cache: dict[tuple[str, ...], object] = {}

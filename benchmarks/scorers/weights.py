@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from benchmarks.data import host_reachable
-from harness.api import HarnessError
+from harness.api import HarnessError, sha256_json
 from harness.backbones import hf_download_command, hub_endpoint, looks_like_path
 
 
@@ -59,6 +59,18 @@ def load_clip(model: str, purpose: str, env_var: str, device: str = "cpu"):
 def features(output):
     """transformers ≥ 5 returns a ModelOutput from ``get_*_features`` (projected embeddings in ``pooler_output``); 4.x a tensor."""
     return output if hasattr(output, "norm") else output.pooler_output
+
+
+def local_identity(model: str) -> str:
+    """For a local model folder, a cache-version suffix from its files' names, sizes and modification times (as the
+    backbone's identity): the scorer's version names the folder, so weights replaced in place kept the old verdicts.
+    "" for a hub id (its cached snapshot is named by the id) or a folder that does not exist (``check`` says so)."""
+    if not looks_like_path(model) or not Path(model).expanduser().is_dir():
+        return ""
+    root = Path(model).expanduser()
+    listing = [[str(path.relative_to(root)), path.stat().st_size, path.stat().st_mtime_ns]
+               for path in sorted(root.rglob("*")) if path.is_file()]
+    return f"+local-{sha256_json(listing)[:12]}"
 
 
 def model_option(explicit: str | None, env_var: str, default: str) -> str:
