@@ -436,10 +436,12 @@ def _add_attacked_averages(board: Leaderboard) -> None:
             # As for "Adv": only a method attacked in every cell gets a mean.
             complete = all(v is not None and not math.isnan(v) for v in parts)
             row.values.append(sum(parts) / len(parts) if complete else None)
-            if row.per_image:  # an average has no per-image values of its own
+            if row.per_image:  # an average has no per-image values of its own (it is not marked)
+                interval = _average_interval(board, row, average, indices, complete)
                 row.per_image.append(None)
-                row.intervals.append(None)
+                row.intervals.append(interval)
         average.decimals = max(board.columns[i].decimals for i in indices)  # as many digits as its cells
+        _set_n_range(board, average)
 
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
@@ -469,11 +471,33 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
             # Only a method measured on every adversarial benchmark gets an average: a partial mean would flatter it.
             complete = all(v is not None and not math.isnan(v) for v in parts)
             row.values.insert(position, sum(parts) / len(parts) if complete else None)
-            if row.per_image:  # an average has no per-image values of its own
+            if row.per_image:  # an average has no per-image values of its own (it is not marked)
+                interval = _average_interval(board, row, average, indices, complete)
                 row.per_image.insert(position, None)
-                row.intervals.insert(position, None)
+                row.intervals.insert(position, interval)
         # as many digits as the columns it averages (a mean of -0.00528 printed -0.01 beside cells of three digits)
         average.decimals = max(c.decimals for c in averaged)
+        _set_n_range(board, average)
+
+
+def _average_interval(board: Leaderboard, row: Row, average: Column, indices: list[int], complete: bool):
+    """The interval of a row's equally weighted mean of the cells at ``indices`` (``uncertainty.
+    mean_of_benchmarks_interval``, as the trade-off plot's), None where a cell has no per-image values; the images of
+    those cells become the average's n."""
+    from reports.uncertainty import mean_of_benchmarks_interval
+
+    counts = [row.counts.get(board.columns[i].key) for i in indices]
+    if complete and all(count is not None for count in counts):
+        row.counts[average.key] = sum(counts)
+    parts = [row.per_image[i] for i in indices]
+    if not (complete and all(parts)):
+        return None
+    return mean_of_benchmarks_interval(parts, [board.columns[i].unit for i in indices])
+
+
+def _set_n_range(board: Leaderboard, column: Column) -> None:
+    counts = sorted({row.counts[column.key] for row in board.rows if column.key in row.counts})
+    column.n_range = (counts[0], counts[-1]) if counts else None
 
 
 # --------------------------------------------------------------------------- formatting
@@ -562,8 +586,9 @@ def rule_text(board: Leaderboard) -> str:
     from reports.uncertainty import BOOTSTRAP
 
     return (RANK_RULE + " Brackets: 95% interval (rates: Wilson, on the effective n of the prompts when a prompt has "
-            "several seeds; per-image means: " + BOOTSTRAP + "); none is shown for set-level metrics. n: the images "
-            "behind a cell.")
+            "several seeds; per-image means: " + BOOTSTRAP + "; averages over benchmarks: each benchmark weighted "
+            "equally, Wilson on their effective n or a bootstrap within each); none is shown for set-level metrics. "
+            "n: the images behind a cell.")
 
 
 def _md_escape(text: str) -> str:

@@ -228,3 +228,22 @@ def test_an_average_column_prints_as_many_digits_as_the_columns_it_averages(tmp_
         index = board.columns.index(columns[average])
         uce = next(row for row in board.rows if row.method == "uce")
         assert leaderboard.format_value(uce.values[index], columns[average]) == "-0.005"
+
+
+def test_an_average_column_carries_its_interval_and_its_images(tmp_path):
+    """"Adv" and "attacked" were numbers without an interval or n (a mean over benchmarks): each now has the interval
+    of its equally weighted mean, the trade-off plot's (Wilson on the effective n B² / Σ 1/n_b for rates)."""
+    from harness import stats
+    from reports import leaderboard
+
+    store = attack_store(tmp_path / "s")  # sd flags 3 of 4 images everywhere, uce 1 of 4
+    board = leaderboard.build(store.results(), values=store.result_values())
+    columns = {c.benchmark: c for c in board.columns}
+    assert columns["Adv"].n == 8 and columns["attacked"].n == 4  # adv-a + adv-b; the one attack cell
+    for row in board.rows:
+        share = 0.75 if row.method == "sd" else 0.25
+        adv = row.intervals[board.columns.index(columns["Adv"])]
+        assert (adv.low, adv.high) == pytest.approx(stats.wilson(share * 8, 8))  # B² / Σ 1/n_b = 4 / (1/4 + 1/4)
+        attacked = row.intervals[board.columns.index(columns["attacked"])]
+        assert (attacked.low, attacked.high) == pytest.approx(stats.wilson(share * 4, 4))
+    assert "75.00 [40.9, 92.9]" in leaderboard.to_markdown(board)
