@@ -372,12 +372,13 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
         cls = registry.get("benchmarks", selection.name)
         check_given_once(cls, selection.name, overrides_for(registry, "benchmarks", selection.name, overrides), selection.params)
         raw = {**overrides_for(registry, "benchmarks", selection.name, overrides), **selection.params}
-        if any(planned.label == Selection(selection.name, raw).label() for planned in benchmarks):
+        label = Selection(selection.name, raw).label()
+        if any(planned.label == label for planned in benchmarks):
             continue  # named twice, or in two groups (--bench toy,toy-explicit): run and count it once
         bench = cls(build_params(cls, raw, selection.name))
         own_concepts = getattr(bench.params, "concepts", None) or bench.concepts
         if config.concepts and own_concepts and own_concepts != config.concepts:
-            replaced[Selection(selection.name, raw).label()] = own_concepts
+            replaced[label] = own_concepts
         concept_name = config.concepts or own_concepts
         concepts = registry.concept_set(concept_name) if concept_name else ConceptSet(name="none")
         bench.prompt_limit = config.limit
@@ -396,7 +397,7 @@ def resolve_benchmarks(registry: Registry, config: RunConfig, overrides: dict) -
         if not specs:
             source = getattr(bench.params, "path", None) or getattr(bench.params, "data", None)  # the file to look at
             raise HarnessError(f"benchmark {selection.name!r} has no prompts" + (f" ({source} has none)" if source else ""))
-        benchmarks.append(PlannedBenchmark(Selection(selection.name, raw).label(), bench, concepts, specs))
+        benchmarks.append(PlannedBenchmark(label, bench, concepts, specs))
     if replaced:
         # Allowed (a nudity erasure measured on I2P's other categories is a fair question), but easy to do by accident:
         # "pass --concepts NAME" for a group that spans several concept sets measures every table on NAME's erasure.
@@ -480,20 +481,20 @@ def labelled_selection(registry: Registry, selection: Selection, overrides: dict
 
 def check_concepts_named(methods: list[PlannedMethod], benchmarks: list[PlannedBenchmark]) -> None:
     """A method that erases needs a concept set on every benchmark it runs on, and one that names something."""
+    named = sorted({planned.concepts.name for planned in benchmarks} - {"none"})
     for method in methods:
         for part, part_label in method.parts:
             if part.kind == MethodKind.NONE:
                 continue
-            named = sorted({planned.concepts.name for planned in benchmarks} - {"none"})
             for planned in benchmarks:
-                if planned.concepts.name == "none" and len(named) > 1:
-                    # --concepts NAME would erase NAME for every benchmark, the others' tables included
-                    raise HarnessError(
-                        f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none, "
-                        f"while this run's other benchmarks name {len(named)} ({', '.join(named)}); run each concept set's "
-                        f"benchmarks with {planned.label} in a run of their own (--concepts NAME would erase NAME on every one)"
-                    )
                 if planned.concepts.name == "none":
+                    if len(named) > 1:  # --concepts NAME would erase NAME for every benchmark, the others' tables included
+                        raise HarnessError(
+                            f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none, "
+                            f"while this run's other benchmarks name {len(named)} ({', '.join(named)}); run each concept "
+                            f"set's benchmarks with {planned.label} in a run of their own (--concepts NAME would erase NAME "
+                            "on every one)"
+                        )
                     raise HarnessError(
                         f"method {part_label!r} needs a concept set to erase, and benchmark {planned.label!r} names none; "
                         "pass --concepts NAME (or run it together with the benchmarks of one concept set)"

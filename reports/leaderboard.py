@@ -388,8 +388,7 @@ def build(results: list[Result], values: dict | None = None, cell_intervals: dic
                 for cell, per_image in zip(found, row.per_image)
             ]
     for column in ordered:
-        counts = sorted({row.counts[column.key] for row in table_rows if column.key in row.counts})
-        column.n_range = (counts[0], counts[-1]) if counts else None
+        _set_n_range(table_rows, column)
     _keep_displays_distinct(table_rows, lambda row: row.method)
     _keep_displays_distinct(ordered, lambda column: column.benchmark)
     board = Leaderboard(ordered, table_rows)
@@ -441,7 +440,7 @@ def _add_attacked_averages(board: Leaderboard) -> None:
                 row.per_image.append(None)
                 row.intervals.append(interval)
         average.decimals = max(board.columns[i].decimals for i in indices)  # as many digits as its cells
-        _set_n_range(board, average)
+        _set_n_range(board.rows, average)
 
 
 def _add_adversarial_averages(board: Leaderboard) -> None:
@@ -477,7 +476,7 @@ def _add_adversarial_averages(board: Leaderboard) -> None:
                 row.intervals.insert(position, interval)
         # as many digits as the columns it averages (a mean of -0.00528 printed -0.01 beside cells of three digits)
         average.decimals = max(c.decimals for c in averaged)
-        _set_n_range(board, average)
+        _set_n_range(board.rows, average)
 
 
 def _average_interval(board: Leaderboard, row: Row, average: Column, indices: list[int], complete: bool):
@@ -495,8 +494,9 @@ def _average_interval(board: Leaderboard, row: Row, average: Column, indices: li
     return mean_of_benchmarks_interval(parts, [board.columns[i].unit for i in indices])
 
 
-def _set_n_range(board: Leaderboard, column: Column) -> None:
-    counts = sorted({row.counts[column.key] for row in board.rows if column.key in row.counts})
+def _set_n_range(rows: list[Row], column: Column) -> None:
+    """The smallest and largest n of the column's cells (the header shows one n where they agree)."""
+    counts = sorted({row.counts[column.key] for row in rows if column.key in row.counts})
     column.n_range = (counts[0], counts[-1]) if counts else None
 
 

@@ -58,11 +58,11 @@ class StyleJudge(Scorer):
     """Base of style judges: ``score`` returns ``{"predicted": artist, ...}`` per image."""
 
     judge = "a style judge"
-    raw_labels = ("artist_candidates",)  # the prediction is one of them: another list is another verdict
 
     def raw_version(self, spec: PromptSpec) -> str:
-        """Keyed by the candidates as the judge reads them: a list and its "a|b" CSV form (an exported attack's
-        prompts fed back with ``csv:``) are one list, and judge alike."""
+        """The prediction is one of the prompt's ``artist_candidates``, so another list is another verdict: keyed by
+        the candidates as the judge reads them (a list and its "a|b" CSV form, an exported attack's prompts fed back
+        with ``csv:``, are one list and judge alike), where ``Scorer.raw_labels`` would key the raw label."""
         return f"{self.version}+candidates-{sha256_json(candidates_of(spec))[:12]}"
 
     def metrics(self) -> list[Metric]:
