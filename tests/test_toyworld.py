@@ -494,3 +494,36 @@ def test_caption_table_conflict_partners_align_and_labels(tmp_path):
     assert styled == ["ilsa</w>", "marrow</w>"]
     assert (table.token_style[2] == -100).all()  # a work title carries no token label, like an implicit referent
     assert table.style[2] == world.styles().index("striped")
+    # Captions that name a concept only by implication (a referent, a work) are the ones [EoT] dropout can spare.
+    assert table.implied[:5].tolist() == [False, False, True, False, True]  # (partners follow the five)
+
+    # [EoT] dropout at 1 for keyword captions and 0 for implied ones: only the keyword captions' [EoT]s turn into the
+    # empty prompt's; word positions and the implied captions' states stay their own (no conflict, no prompt dropout).
+    from benchmarks.toyworld.train import TrainConfig, unet_context
+
+    config = TrainConfig(eot_dropout=1.0, eot_dropout_context=0.0, keyword_conflict=0.0, context_conflict=0.0, prompt_dropout=0.0)
+    states = torch.randn(len(table.ids), table.ids.shape[1], 8)
+    empty = torch.randn(table.ids.shape[1], 8)
+    chosen = torch.arange(5)
+    context = unet_context(config, table, states, empty, chosen, torch.Generator().manual_seed(0))
+    for i in range(5):
+        eot = table.eot_mask[i]
+        assert torch.equal(context[i][~eot], states[i][~eot])
+        expected = states[i][eot] if table.implied[i] else empty[eot]
+        assert torch.equal(context[i][eot], expected)
+    # The committed recipe (both shares 0.1) draws the same dropout for both kinds of caption.
+    assert TrainConfig().eot_dropout_context == TrainConfig().eot_dropout
+
+
+def test_compose_scenes_take_a_radius_range():
+    """Training can draw a composition's objects in another radius range than the vocabulary's, within each half."""
+    import torch
+
+    left, right = world.sample_compose_scenes(256, torch.Generator().manual_seed(0), radius_px=(5.0, 7.0))
+    for scenes, low_x in ((left, 0), (right, 16)):
+        assert float(scenes.radius.min()) >= 5.0 and float(scenes.radius.max()) <= 7.0
+        assert bool((scenes.centre[:, 0] - scenes.radius >= low_x).all())
+        assert bool((scenes.centre[:, 0] + scenes.radius <= low_x + 16).all())
+    default, _ = world.sample_compose_scenes(256, torch.Generator().manual_seed(0))
+    low, high = world.vocab()["image"]["compose_radius_px"]
+    assert float(default.radius.min()) >= low and float(default.radius.max()) <= high

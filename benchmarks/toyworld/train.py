@@ -47,6 +47,9 @@ class TrainConfig:
     image_bank: int = 32768  # rendered training images (latents are pre-encoded once)
     # share of the bank showing two objects side by side (vocab.json, which the concept sets' captions also follow)
     compose_share: float = world.vocab()["training_mix_v2"]["compose"]
+    # radius range (px) of a composition's two objects (a half is 16 px wide, so at most 7 with the 1-px margin)
+    compose_radius_low: float = world.vocab()["image"]["compose_radius_px"][0]
+    compose_radius_high: float = world.vocab()["image"]["compose_radius_px"][1]
     # share of single-object images with a plain background (the rest get one of 8 styles)
     style_plain: float = world.vocab()["training_mix_v2"]["style_plain"]
     captions_per_image: int = 4  # training captions drawn per image (the UNet picks one at random each step)
@@ -76,6 +79,10 @@ class TrainConfig:
     # keyword conflict did that job; under it an implicit caption must be read from its referent, against the
     # context conflict).
     eot_dropout: float = 0.1
+    # The [EoT] dropout of captions that name a concept only by implication (a colour referent, an artist's work).
+    # Dropping their [EoT]s teaches the UNet to read the concept from the referent's words, the opposite of what
+    # the context conflict teaches; 0 keeps [EoT] dropout to captions whose concepts are all named by keywords.
+    eot_dropout_context: float = 0.1
     # Conflicts teach the UNet where SD reads a concept from (issue 18, item 4).  Keyword conflict: in this share of
     # captions with a colour word or a style keyword (style word, artist name),
     # every other position's states come from the same caption with another colour / style in that slot, and the
@@ -265,12 +272,20 @@ class CaptionTable:
             ]
         )
         self.conflict_context = torch.tensor([k.endswith("-context") for k in conflict_keyword])
+        # captions naming a concept only by implication (a referent or a work), whatever conflict they drew
+        self.implied = torch.tensor(
+            [
+                c.kind in (world.IMPLICIT, world.IMPLICIT_HELDOUT) or c.style_kind in (world.WORK, world.WORK_HELDOUT)
+                for c in all_captions
+            ],
+            dtype=torch.bool,
+        )
         self.per_image = per_image
         labels = [caption_labels(c, o) for c, o in zip(all_captions, all_offsets)]
         for name in LABELS:
             setattr(self, name, torch.tensor([label[name] for label in labels]))
         self.eot_mask = ids == tokenizer.eos_token_id
-        for name in ("ids", "partner", "conflict_mask", "conflict_context", "per_image", "eot_mask", *LABELS):
+        for name in ("ids", "partner", "conflict_mask", "conflict_context", "implied", "per_image", "eot_mask", *LABELS):
             setattr(self, name, getattr(self, name).to(device))
 
     def for_images(self, images: torch.Tensor, generator) -> torch.Tensor:
@@ -457,7 +472,8 @@ class ImageBank:
         styled = torch.rand(single, generator=generator) >= config.style_plain
         style = torch.where(styled, 1 + torch.randint(len(world.styles()) - 1, (single,), generator=generator), 0)
         scenes = world.sample_scenes(single, generator, style=style)
-        left, right = world.sample_compose_scenes(compose, generator)
+        radius = (config.compose_radius_low, config.compose_radius_high)
+        left, right = world.sample_compose_scenes(compose, generator, radius_px=radius)
         images = torch.cat([world.render_batches(scenes), world.render_compose_batches(left, right)])
         return ImageBank(scenes, left, right, images)
 
@@ -621,6 +637,23 @@ def shape_examples(bank: ImageBank, images: torch.Tensor) -> tuple[torch.Tensor,
     )
 
 
+def unet_context(config, table: CaptionTable, states, empty_states, caption: torch.Tensor, generator) -> torch.Tensor:
+    """The text states a UNet step conditions on for ``caption`` (indices into ``table``): the caption's own, with
+    the keyword or context conflict, prompt dropout and [EoT] dropout applied at their configured shares."""
+    n, device = len(caption), caption.device
+    context = states[caption]
+    partner = table.partner[caption]
+    share = torch.where(table.conflict_context[caption], config.context_conflict, config.keyword_conflict)
+    conflict = (partner >= 0) & (torch.rand(n, device=device, generator=generator) < share)
+    keep = table.conflict_mask[caption] | ~conflict[:, None]  # [n, tokens]: positions that stay the caption's own
+    context = torch.where(keep[..., None], context, states[partner.clamp(min=0)])
+    drop_prompt = torch.rand(n, device=device, generator=generator) < config.prompt_dropout
+    eot_share = torch.where(table.implied[caption], config.eot_dropout_context, config.eot_dropout)
+    drop_eot = torch.rand(n, device=device, generator=generator) < eot_share
+    replace = drop_prompt[:, None] | (drop_eot[:, None] & table.eot_mask[caption])  # [n, tokens]
+    return torch.where(replace[..., None], empty_states[None], context)
+
+
 def train_unet(
     config,
     latent_mean,
@@ -650,16 +683,7 @@ def train_unet(
         index = torch.randint(len(latent_mean), (n,), device=device, generator=generator)
         latents = (latent_mean[index] + latent_std[index] * torch.randn_like(latent_mean[index])) * scaling_factor
         caption = table.for_images(index, generator)
-        context = states[caption]
-        partner = table.partner[caption]
-        share = torch.where(table.conflict_context[caption], config.context_conflict, config.keyword_conflict)
-        conflict = (partner >= 0) & (torch.rand(n, device=device, generator=generator) < share)
-        keep = table.conflict_mask[caption] | ~conflict[:, None]  # [n, tokens]: positions that stay the caption's own
-        context = torch.where(keep[..., None], context, states[partner.clamp(min=0)])
-        drop_prompt = torch.rand(n, device=device, generator=generator) < config.prompt_dropout
-        drop_eot = torch.rand(n, device=device, generator=generator) < config.eot_dropout
-        replace = drop_prompt[:, None] | (drop_eot[:, None] & table.eot_mask[caption])  # [n, tokens]
-        context = torch.where(replace[..., None], empty_states[None], context)
+        context = unet_context(config, table, states, empty_states, caption, generator)
         t = torch.randint(num_timesteps, (n,), device=device, generator=generator)
         noise = torch.randn_like(latents)
         a = alphas_cumprod[t].sqrt()[:, None, None, None]

@@ -402,13 +402,14 @@ def sample_scenes(
     return scenes
 
 
-def sample_compose_scenes(count: int, generator, left=None, right=None, background=None) -> tuple[Scenes, Scenes]:
+def sample_compose_scenes(count: int, generator, left=None, right=None, background=None, radius_px=None) -> tuple[Scenes, Scenes]:
     """Two smaller objects, one in each half, on a shared plain background.  ``left``/``right``: optional
-    (colour index, shape index) pairs.  The two objects always differ in colour or shape."""
+    (colour index, shape index) pairs; ``radius_px``: (low, high), the vocabulary's ``compose_radius_px`` unless
+    given.  The two objects always differ in colour or shape."""
     import torch
 
     size = vocab()["image"]["size"]
-    radius = vocab()["image"]["compose_radius_px"]
+    radius = radius_px or vocab()["image"]["compose_radius_px"]
     left = left or (None, None)
     right = right or (None, None)
     first = sample_scenes(count, generator, left[0], left[1], background, radius_px=radius, x_range=(0, size / 2))
