@@ -236,6 +236,10 @@ def bad_inputs(tmp_path):
         ("data", "check"): (["i2p"], "'i2p' is not downloaded"),
         ("toy", "train"): (["--quick", "--out", str(TOY_WEIGHTS_DIR)], "--quick learns nothing"),
         ("toy", "calibrate"): (["--model", str(tmp_path / "none")], "weights are missing"),
+        ("toy", "finetune-decoder"): (
+            ["--model", str(TOY_WEIGHTS_DIR), "--out", str(tmp_path / "copy"), "--set", "unet_steps=5"],
+            "takes only the decoder settings, not unet_steps",
+        ),
     }
 
 

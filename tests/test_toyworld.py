@@ -313,6 +313,42 @@ def test_quick_training_writes_a_loadable_pipeline(quick_model):
 
 
 @pytest.mark.slow
+def test_decoder_stage_changes_only_the_decoder_and_can_be_added_later(quick_model, tmp_path):
+    """The decoder fine-tune comes last with its own draws: training with it keeps the UNet and the VAE's encoder
+    of the same recipe without it, and adding it to that model later (`harness toy finetune-decoder`) gives the
+    weights training with it gives."""
+    import torch
+    from safetensors.torch import load_file
+
+    from benchmarks.toyworld.train import finetune_decoder_of, train
+
+    without, _ = quick_model
+    trained = tmp_path / "trained"
+    record = train(trained, device="cpu", seed=0, quick=True, overrides={"decoder_steps": 3})
+    added = tmp_path / "added"
+    finetune_decoder_of(without, added, "cpu", {"decoder_steps": 3})
+
+    def weights(folder, part):
+        return load_file(str(folder / part / "diffusion_pytorch_model.safetensors"))
+
+    unet_without, unet_trained = weights(without, "unet"), weights(trained, "unet")
+    assert all(torch.equal(unet_without[name], unet_trained[name]) for name in unet_without)
+    vae_without, vae_trained, vae_added = (weights(folder, "vae") for folder in (without, trained, added))
+    encoder = [name for name in vae_without if name.startswith(("encoder.", "quant_conv."))]
+    decoder = [name for name in vae_without if name.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder and len(encoder) + len(decoder) == len(vae_without)
+    assert all(torch.equal(vae_without[name], vae_trained[name]) for name in encoder)
+    assert sum(not torch.equal(vae_without[name], vae_trained[name]) for name in decoder) > len(decoder) // 2
+    assert all(torch.allclose(vae_trained[name], vae_added[name], atol=1e-6) for name in vae_trained)
+    decoder_record = record["metrics"]["decoder"]
+    assert decoder_record["steps"] == 3 and set(decoder_record["after"]) == set(decoder_record["before"])
+    added_record = json.loads((added / "training.json").read_text())
+    assert added_record["config"]["decoder_steps"] == 3 and added_record["decoder_added_to"] == str(without)
+    with pytest.raises(ValueError, match="already has a fine-tuned decoder"):
+        finetune_decoder_of(added, tmp_path / "again", "cpu", {"decoder_steps": 3})
+
+
+@pytest.mark.slow
 def test_quick_model_through_backbone_scorers_and_calibration(quick_model, monkeypatch, tmp_path):
 
     from benchmarks.toyworld import calibrate, sampling
