@@ -71,8 +71,8 @@ class TrainConfig:
     # Decoder fine-tune, the last stage: only the VAE's decoder trains on, its encoder frozen, so the latents the UNet
     # learned are the same and every earlier stage is untouched (its draws come from their own generator).  SD's VAE
     # got the same after release (stabilityai/sd-vae-ft-mse: decoder only, a drop-in replacement).  The first decoder
-    # loses small objects: reconstructing 1000 clean two-object scenes, it read both colours right in 93.8% (the
-    # committed model, 2026-12-08), a ceiling on toy-compose binding; 0 steps keeps it as trained.
+    # loses small objects: of 1000 clean two-object scenes, reconstructed, the scorer read both objects right in
+    # 93.8% (the committed model, 2026-12-08), a ceiling on toy-compose binding; 0 steps keeps it as trained.
     decoder_steps: int = 0
     decoder_batch: int = 64
     decoder_lr: float = 2e-4
