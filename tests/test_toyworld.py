@@ -252,6 +252,23 @@ def test_missing_weights_say_how_to_train(tmp_path, monkeypatch):
         ToyBackbone().load(None, "cpu", "float32")
 
 
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("decoder_steps=0", "decoder_steps and decoder_batch must be at least 1"),
+        ("decoder_lr=-1", "decoder_lr above 0"),
+        ("unet_steps=5", "takes only the decoder settings, not unet_steps"),
+    ],
+)
+def test_finetune_decoder_refuses_a_bad_setting_in_one_line(tmp_path, capsys, setting, says):
+    from harness.cli import main
+
+    assert main(["toy", "finetune-decoder", "--model", str(WEIGHTS_DIR), "--out", str(tmp_path / "copy"), "--set", setting]) == 2
+    captured = capsys.readouterr()
+    assert says in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert not (tmp_path / "copy").exists()
+
 def test_scorer_metrics_on_rendered_images(tmp_path, monkeypatch):
     """The toy scorer's views, with scorer weights written by the training script's own saver."""
     import torch

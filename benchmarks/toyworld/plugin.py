@@ -154,6 +154,8 @@ def _finetune_decoder(args, registry):
     if unknown:
         raise HarnessError(f"finetune-decoder takes only the decoder settings, not {', '.join(unknown)}; "
                            "retrain with `harness toy train --set ...` to change the rest of the recipe")
+    if overrides.get("decoder_steps", 1) < 1 or overrides.get("decoder_batch", 1) < 1 or overrides.get("decoder_lr", 1) <= 0:
+        raise HarnessError("decoder_steps and decoder_batch must be at least 1 and decoder_lr above 0")
     if Path(args.out).resolve() == WEIGHTS_DIR.resolve():
         raise HarnessError(f"--out names the committed weights folder {WEIGHTS_DIR}; write the copy elsewhere")
     try:
