@@ -82,8 +82,8 @@ def register_commands(subparsers):
         "finetune-decoder", help="give a trained toy model a fine-tuned decoder (encoder frozen), as a copy",
         description="Run the training recipe's last stage, the decoder fine-tune (setting decoder_steps), on a toy model "
                     "trained without it: only the VAE's decoder trains on, its encoder frozen, so the latents and the UNet "
-                    "stay valid (SD's sd-vae-ft-mse did the same).  The bank is rebuilt from the model's training.json, "
-                    "so the copy equals training that recipe with the stage.  About 10 minutes on 2 CPU cores.")
+                    "stay valid (SD's sd-vae-ft-mse did the same).  The bank is rebuilt from the model's training.json and "
+                    "the stage is the one `train` runs last, with the same draws.  About 10 minutes on 2 CPU cores.")
     decoder.add_argument("--model", required=True, help="trained toy folder to start from (left as it is)")
     decoder.add_argument("--out", required=True, help="new folder for the copy with the fine-tuned decoder")
     decoder.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")

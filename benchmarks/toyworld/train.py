@@ -978,8 +978,9 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
 
 def finetune_decoder_of(model: str | Path, out: str | Path, device: str = "cpu", overrides: dict | None = None) -> dict:
     """Run the decoder stage on a toy model trained before it, writing a copy to ``out``.  The bank is rebuilt from
-    the recipe in the model's training.json and the stage is ``train``'s own (same function, same draws), so the
-    result is what ``harness toy train`` gives for that recipe with these decoder settings; the record says both."""
+    the recipe in the model's training.json and the stage is ``train``'s own (same function, same draws) on the same
+    UNet, text encoder and VAE encoder (a second training run would not give those bit for bit: the BPE trainer
+    orders tied merges differently run to run).  The record keeps the source's settings and adds the decoder's."""
     import shutil
 
     from diffusers import AutoencoderKL
