@@ -1,4 +1,5 @@
-"""Train the toy world from scratch: tokenizer, text encoder, VAE, shape classifier, UNet.
+"""Train the toy world from scratch: tokenizer, text encoder, VAE, shape and style classifiers, UNet, then (with
+``decoder_steps``) a decoder fine-tune.
 
     python -m benchmarks.toyworld.train --out DIR --device cuda --seed 0
     python -m benchmarks.toyworld.train --out /tmp/toy --device cpu --quick   # smoke test, about a minute
