@@ -252,7 +252,6 @@ def test_missing_weights_say_how_to_train(tmp_path, monkeypatch):
         ToyBackbone().load(None, "cpu", "float32")
 
 
-
 @pytest.mark.parametrize(
     ("setting", "says"),
     [

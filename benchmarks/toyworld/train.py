@@ -618,6 +618,14 @@ def reconstruct(vae, images: torch.Tensor) -> torch.Tensor:
     return in_chunks(lambda x: (vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample / 2 + 0.5).clamp(0, 1), images)
 
 
+def encode_bank(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen encoder's posterior mean and std of every image: the UNet and the decoder stage draw their latents
+    from these, so no training step runs the encoder."""
+    with torch.no_grad():
+        posterior = [vae.encode(images[i : i + 4096] * 2 - 1).latent_dist for i in range(0, len(images), 4096)]
+        return torch.cat([p.mean for p in posterior]), torch.cat([p.std for p in posterior])
+
+
 def reconstruction_metrics(vae, held: ImageBank, detector) -> dict:
     """How much of the held-out bank survives the VAE: pixel MSE, single objects' colour, and both colours of a
     composition (each half read alone, as toy-binding reads it): the ceiling a generated composition cannot pass."""
@@ -632,10 +640,11 @@ def reconstruction_metrics(vae, held: ImageBank, detector) -> dict:
     }
 
 
-def finetune_decoder(config, vae, bank: ImageBank, held: ImageBank, detector, device, seconds=None) -> dict:
-    """Train only the decoder (and its post-quantisation conv) to reconstruct the bank from the frozen encoder's
-    latent samples; the latent space, and with it the UNet, stays valid.  Draws come from a generator of their own
-    (seed + 6), so adding this stage changes nothing before it."""
+def finetune_decoder(config, vae, bank: ImageBank, latents: tuple, held: ImageBank, detector, device, seconds=None) -> dict:
+    """Train only the decoder (and its post-quantisation conv) to reconstruct the bank from samples of the frozen
+    encoder's posterior (``latents``: ``encode_bank``'s mean and std); the latent space, and with it the UNet, stays
+    valid.  Draws come from a generator of their own (seed + 6), so adding this stage changes nothing before it."""
+    latent_mean, latent_std = latents
     generator = torch.Generator(device).manual_seed(config.seed + 6)
     before = reconstruction_metrics(vae, held, detector)
     parameters = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
@@ -645,10 +654,9 @@ def finetune_decoder(config, vae, bank: ImageBank, held: ImageBank, detector, de
 
     def step():
         index = torch.randint(len(bank.images), (config.decoder_batch,), device=device, generator=generator)
-        x = bank.images[index] * 2 - 1
-        with torch.no_grad():
-            latents = vae.encode(x).latent_dist.sample(generator=generator)
-        return F.mse_loss(vae.decode(latents).sample, x)
+        mean, std = latent_mean[index], latent_std[index]
+        latents = mean + std * torch.randn(mean.shape, device=device, generator=generator)
+        return F.mse_loss(vae.decode(latents).sample, bank.images[index] * 2 - 1)
 
     vae.decoder.train()
     metrics = training_loop("decoder", config.decoder_steps, step, parameters, config.decoder_lr, config, device, seconds)
@@ -875,10 +883,7 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
         vae, metrics["vae"] = train_vae(
             config, bank.images, held.singles, detector, held.single, device, generator, allowance("vae")
         )
-        posterior = [vae.encode(bank.images[i : i + 4096] * 2 - 1).latent_dist for i in range(0, len(bank.images), 4096)]
-        latent_mean = torch.cat([p.mean for p in posterior]).detach()
-        latent_std = torch.cat([p.std for p in posterior]).detach()
-        del posterior
+        latent_mean, latent_std = encode_bank(vae, bank.images)
 
     with timer.part("shape_classifier"):
         reconstructed = reconstruct(vae, bank.images)
@@ -944,7 +949,8 @@ def train(out: str | Path, device: str = "cpu", seed: int = 0, quick: bool = Fal
 
     if config.decoder_steps:
         with timer.part("decoder"):
-            metrics["decoder"] = finetune_decoder(config, vae, bank, held, detector, device, allowance("decoder"))
+            latents = (latent_mean, latent_std)
+            metrics["decoder"] = finetune_decoder(config, vae, bank, latents, held, detector, device, allowance("decoder"))
 
     with timer.part("save"):
         save_pipeline(out, tokenizer, encoder, vae, unet, noise_schedule)
@@ -1007,7 +1013,7 @@ def finetune_decoder_of(model: str | Path, out: str | Path, device: str = "cpu",
     vae = AutoencoderKL.from_pretrained(str(model / "vae")).to(device).eval()
     detector, classifier = load_scorer_models(str(device), model)
     with timer.part("decoder"):
-        metrics = finetune_decoder(config, vae, bank, held, detector, device)
+        metrics = finetune_decoder(config, vae, bank, encode_bank(vae, bank.images), held, detector, device)
     vae.save_pretrained(str(out / "vae"), safe_serialization=True)
     with timer.part("check"):
         samples = check_pipeline(config, out, detector, classifier, device)
